@@ -1,0 +1,6 @@
+//! Kubernetes API types for pikube: k8s-openapi re-exports, the resource registry, and the
+//! per-kind knowledge (defaults, validation, selectors, wire schemas) that has no I/O.
+
+pub use k8s_openapi;
+
+pub mod resources;
