@@ -1,0 +1,209 @@
+//! kube-apiserver: the Kubernetes REST API over etcd.
+//!
+//! A request flows TLS → authentication → authorization (AlwaysAllow) → in-flight limits →
+//! routing ([`request`]) → the generic REST handlers ([`rest`], [`watch`]) with each
+//! resource's strategy ([`registry`]) → the [`store`] crate. Reads at `resourceVersion=0`
+//! and every watch are served by one [`watch_cache`] per resource.
+
+mod authn;
+mod bootstrap;
+mod codec;
+mod discovery;
+mod filter;
+mod ipalloc;
+mod metrics;
+mod object;
+pub mod options;
+mod registry;
+mod request;
+mod rest;
+mod server;
+mod status;
+mod table;
+mod tls;
+mod watch;
+mod watch_cache;
+
+use api_types::resources::{ResourceInfo, RESOURCES};
+use component_base::shutdown::Shutdown;
+use ipnet::IpNet;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use store::{EtcdConfig, EtcdStore, Store};
+use tokio::sync::Semaphore;
+use watch_cache::WatchCache;
+
+/// Where the serving certificate comes from.
+#[derive(Debug, Clone)]
+pub enum TlsConfig {
+    Files { cert: PathBuf, key: PathBuf },
+    SelfSigned { cert_dir: PathBuf },
+}
+
+/// Validated configuration of one apiserver.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub etcd_servers: Vec<String>,
+    pub etcd_prefix: String,
+    pub bind_address: IpAddr,
+    pub secure_port: u16,
+    pub advertise_address: Option<IpAddr>,
+    pub tls: TlsConfig,
+    pub token_auth_file: Option<PathBuf>,
+    pub anonymous_auth: bool,
+    pub service_cluster_ip_range: IpNet,
+    pub service_node_port_range: (u16, u16),
+    pub max_requests_inflight: usize,
+    pub max_mutating_requests_inflight: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("connecting to etcd: {0}")]
+    Etcd(#[from] store::Error),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    TokenFile(#[from] authn::TokenFileError),
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("registering metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("bootstrapping the cluster's built-in objects: {0}")]
+    Bootstrap(String),
+}
+
+/// Shared state of a running apiserver.
+pub(crate) struct Apiserver {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub caches: HashMap<(&'static str, &'static str), Arc<WatchCache>>,
+    pub services: Mutex<registry::core::services::ServiceAllocators>,
+    pub metrics: metrics::Metrics,
+    pub authn: authn::Authenticator,
+    pub readonly_inflight: Semaphore,
+    pub mutating_inflight: Semaphore,
+    pub advertise: SocketAddr,
+    pub shutdown: Shutdown,
+}
+
+impl Apiserver {
+    pub fn cache(&self, info: &ResourceInfo) -> &Arc<WatchCache> {
+        // Every registered resource has a cache; built in `start`.
+        &self.caches[&(info.group, info.plural)]
+    }
+}
+
+/// A started apiserver: where it listens and how to wait for it.
+pub struct Running {
+    pub local_addr: SocketAddr,
+    /// PEM of the CA that signed the serving certificate (self-signed mode), for clients.
+    pub ca_pem: Option<String>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts an apiserver and returns once it listens; it runs until `shutdown` fires.
+pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error> {
+    let metrics = metrics::Metrics::new()?;
+    let authn = authn::Authenticator::new(config.token_auth_file.as_deref(), config.anonymous_auth)?;
+    let store: Arc<dyn Store> = Arc::new(
+        EtcdStore::connect(EtcdConfig {
+            endpoints: config.etcd_servers.clone(),
+            prefix: config.etcd_prefix.clone(),
+            request_timeout: std::time::Duration::from_secs(10),
+            metrics: Some(metrics.registry.clone()),
+        })
+        .await?,
+    );
+
+    let bind = SocketAddr::new(config.bind_address, config.secure_port);
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .map_err(|source| Error::Bind { addr: bind, source })?;
+    let local_addr = listener.local_addr().map_err(|source| Error::Bind { addr: bind, source })?;
+    let advertise_ip = config.advertise_address.unwrap_or(if config.bind_address.is_unspecified() {
+        IpAddr::from([127, 0, 0, 1])
+    } else {
+        config.bind_address
+    });
+    let advertise = SocketAddr::new(advertise_ip, local_addr.port());
+
+    let ips = ipalloc::IpAllocator::new(config.service_cluster_ip_range);
+    let first_service_ip = ips.first();
+    let (cert, key, ca_pem) = match &config.tls {
+        TlsConfig::Files { cert, key } => (cert.clone(), key.clone(), None),
+        TlsConfig::SelfSigned { cert_dir } => {
+            let mut addrs = vec![IpAddr::from([127, 0, 0, 1]), advertise_ip, first_service_ip];
+            if !config.bind_address.is_unspecified() {
+                addrs.push(config.bind_address);
+            }
+            addrs.sort();
+            addrs.dedup();
+            let mut dns: Vec<String> = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            if let Ok(h) = std::fs::read_to_string("/etc/hostname") {
+                let h = h.trim();
+                if !h.is_empty() {
+                    dns.push(h.to_string());
+                }
+            }
+            let (c, k) = tls::ensure_self_signed(cert_dir, &addrs, &dns)?;
+            let ca = std::fs::read_to_string(cert_dir.join("ca.crt")).ok();
+            (c, k, ca)
+        }
+    };
+    let tls_config = tls::server_config(&cert, &key)?;
+
+    let mut caches = HashMap::new();
+    for info in RESOURCES {
+        let gauge = metrics.storage_objects.with_label_values(&[&info.group_resource()]);
+        caches.insert((info.group, info.plural), WatchCache::new(info, gauge));
+    }
+    let (node_base, node_max) = config.service_node_port_range;
+    let api = Arc::new(Apiserver {
+        services: Mutex::new(registry::core::services::ServiceAllocators {
+            ips,
+            ports: ipalloc::PortAllocator::new(node_base, node_max),
+        }),
+        readonly_inflight: Semaphore::new(config.max_requests_inflight),
+        mutating_inflight: Semaphore::new(config.max_mutating_requests_inflight),
+        config,
+        store: store.clone(),
+        caches,
+        metrics,
+        authn,
+        advertise,
+        shutdown: shutdown.clone(),
+    });
+    for cache in api.caches.values() {
+        let cache = cache.clone();
+        let store = store.clone();
+        let shutdown = shutdown.clone();
+        let span = tracing::info_span!("watch_cache", resource = %cache.info.group_resource());
+        tokio::spawn(tracing::Instrument::instrument(cache.run(store, shutdown), span));
+    }
+    bootstrap::run(&api).await.map_err(|e| Error::Bootstrap(e.to_string()))?;
+    tracing::info!(%local_addr, "serving securely");
+    let task = tokio::spawn(server::serve(api, listener, tls_config, shutdown));
+    Ok(Running {
+        local_addr,
+        ca_pem,
+        task,
+    })
+}
+
+/// Runs an apiserver until shutdown.
+pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), Error> {
+    let running = start(config, shutdown).await?;
+    let _ = running.task.await;
+    Ok(())
+}

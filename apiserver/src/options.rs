@@ -1,0 +1,158 @@
+//! kube-apiserver's command line, with upstream's flag names and defaults, validated into
+//! a [`Config`] before any port is bound.
+
+use crate::{Config, TlsConfig};
+use clap::Parser;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "kube-apiserver", version, about = "The Kubernetes API server (pikube)")]
+pub struct Options {
+    /// List of etcd servers to connect with (scheme://ip:port), comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
+    pub etcd_servers: Vec<String>,
+    /// The prefix to prepend to all resource paths in etcd.
+    #[arg(long, default_value = "/registry")]
+    pub etcd_prefix: String,
+    /// The IP address on which to listen for the --secure-port port.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub bind_address: IpAddr,
+    /// The port on which to serve HTTPS with authentication and authorization.
+    #[arg(long, default_value_t = 6443)]
+    pub secure_port: u16,
+    /// The IP address on which to advertise the apiserver to members of the cluster.
+    #[arg(long)]
+    pub advertise_address: Option<IpAddr>,
+    /// File containing the default x509 Certificate for HTTPS.
+    #[arg(long)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// File containing the default x509 private key matching --tls-cert-file.
+    #[arg(long)]
+    pub tls_private_key_file: Option<PathBuf>,
+    /// The directory where the TLS certs are located; a self-signed pair is written here
+    /// when --tls-cert-file and --tls-private-key-file are not given.
+    #[arg(long, default_value = "/var/run/kubernetes")]
+    pub cert_dir: PathBuf,
+    /// If set, the file that will be used to secure the secure port of the API server via
+    /// token authentication (CSV: token,user,uid,"group1,group2").
+    #[arg(long)]
+    pub token_auth_file: Option<PathBuf>,
+    /// Enables anonymous requests to the secure port of the API server.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub anonymous_auth: bool,
+    /// Ordered list of plug-ins to do authorization on secure port.
+    #[arg(long, default_value = "AlwaysAllow")]
+    pub authorization_mode: String,
+    /// A CIDR notation IP range from which to assign service cluster IPs.
+    #[arg(long, default_value = "10.0.0.0/24")]
+    pub service_cluster_ip_range: String,
+    /// A port range to reserve for services with NodePort visibility (e.g. 30000-32767).
+    #[arg(long, default_value = "30000-32767")]
+    pub service_node_port_range: String,
+    /// The maximum number of non-mutating requests in flight at a given time.
+    #[arg(long, default_value_t = 400)]
+    pub max_requests_inflight: usize,
+    /// The maximum number of mutating requests in flight at a given time.
+    #[arg(long, default_value_t = 200)]
+    pub max_mutating_requests_inflight: usize,
+    /// Log verbosity (klog's -v).
+    #[arg(short = 'v', long = "v", default_value_t = 0)]
+    pub verbosity: u8,
+}
+
+/// A bad flag value, reported before anything starts.
+#[derive(Debug, thiserror::Error)]
+pub enum OptionsError {
+    #[error("invalid --service-cluster-ip-range {0:?}: {1}")]
+    ServiceRange(String, String),
+    #[error("invalid --service-node-port-range {0:?}: expected BASE-MAX with 1 <= BASE <= MAX <= 65535")]
+    NodePortRange(String),
+    #[error("--tls-cert-file and --tls-private-key-file must be given together")]
+    TlsPair,
+    #[error("unsupported --authorization-mode {0:?}: supported modes are AlwaysAllow")]
+    AuthorizationMode(String),
+    #[error("--etcd-servers must name at least one server")]
+    NoEtcd,
+    #[error("--max-requests-inflight and --max-mutating-requests-inflight must be positive")]
+    Inflight,
+}
+
+impl Options {
+    pub fn into_config(self) -> Result<Config, OptionsError> {
+        let range: ipnet::IpNet = self
+            .service_cluster_ip_range
+            .parse()
+            .map_err(|e: ipnet::AddrParseError| OptionsError::ServiceRange(self.service_cluster_ip_range.clone(), e.to_string()))?;
+        if range.prefix_len() + 2 > range.max_prefix_len() {
+            return Err(OptionsError::ServiceRange(
+                self.service_cluster_ip_range.clone(),
+                "the range must hold at least two addresses".into(),
+            ));
+        }
+        let node_ports = parse_port_range(&self.service_node_port_range)
+            .ok_or_else(|| OptionsError::NodePortRange(self.service_node_port_range.clone()))?;
+        let tls = match (self.tls_cert_file, self.tls_private_key_file) {
+            (Some(cert), Some(key)) => TlsConfig::Files { cert, key },
+            (None, None) => TlsConfig::SelfSigned { cert_dir: self.cert_dir },
+            _ => return Err(OptionsError::TlsPair),
+        };
+        for mode in self.authorization_mode.split(',') {
+            if mode != "AlwaysAllow" {
+                return Err(OptionsError::AuthorizationMode(mode.to_string()));
+            }
+        }
+        let etcd_servers: Vec<String> = self.etcd_servers.into_iter().filter(|s| !s.is_empty()).collect();
+        if etcd_servers.is_empty() {
+            return Err(OptionsError::NoEtcd);
+        }
+        if self.max_requests_inflight == 0 || self.max_mutating_requests_inflight == 0 {
+            return Err(OptionsError::Inflight);
+        }
+        Ok(Config {
+            etcd_servers,
+            etcd_prefix: self.etcd_prefix,
+            bind_address: self.bind_address,
+            secure_port: self.secure_port,
+            advertise_address: self.advertise_address,
+            tls,
+            token_auth_file: self.token_auth_file,
+            anonymous_auth: self.anonymous_auth,
+            service_cluster_ip_range: range,
+            service_node_port_range: node_ports,
+            max_requests_inflight: self.max_requests_inflight,
+            max_mutating_requests_inflight: self.max_mutating_requests_inflight,
+        })
+    }
+}
+
+fn parse_port_range(s: &str) -> Option<(u16, u16)> {
+    let (a, b) = match s.split_once('-') {
+        Some((a, b)) => (a.trim().parse().ok()?, b.trim().parse().ok()?),
+        None => {
+            // "BASE+SIZE" is upstream's other form.
+            let (a, n) = s.split_once('+')?;
+            let a: u16 = a.trim().parse().ok()?;
+            let n: u16 = n.trim().parse().ok()?;
+            (a, a.checked_add(n.checked_sub(1)?)?)
+        }
+    };
+    (a >= 1 && a <= b).then_some((a, b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_errors() {
+        let c = Options::parse_from(["kube-apiserver"]).into_config().unwrap();
+        assert_eq!(c.secure_port, 6443);
+        assert_eq!(c.service_node_port_range, (30000, 32767));
+        assert!(Options::parse_from(["x", "--service-node-port-range=5-1"]).into_config().is_err());
+        assert!(Options::parse_from(["x", "--service-cluster-ip-range=nope"]).into_config().is_err());
+        assert!(Options::parse_from(["x", "--tls-cert-file=/a"]).into_config().is_err());
+        assert!(Options::parse_from(["x", "--authorization-mode=RBAC"]).into_config().is_err());
+        assert_eq!(parse_port_range("30000+10"), Some((30000, 30009)));
+    }
+}

@@ -1,0 +1,5 @@
+//! Strategies of core/v1 resources with behaviour of their own.
+
+pub mod namespaces;
+pub mod pods;
+pub mod services;

@@ -1,0 +1,239 @@
+//! Watches, served from the resource's watch cache: initial state or history replay,
+//! then live events, filtered per watcher, with bookmarks and a timeout.
+
+use crate::codec::Output;
+use crate::filter::Filter;
+use crate::object;
+use crate::request::{Query, ResourceRequest};
+use crate::status::{ApiError, ApiResult};
+use crate::watch_cache::{Event, EventType};
+use crate::Apiserver;
+use bytes::Bytes;
+use futures::Stream;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+
+/// How often a watcher that asked for bookmarks gets one.
+const BOOKMARK_INTERVAL: Duration = Duration::from_secs(10);
+
+/// What one watcher receives.
+struct Watcher {
+    filter: Filter,
+    prefix: String,
+    name: Option<String>,
+    output: Output,
+    bookmarks: bool,
+    info: &'static api_types::resources::ResourceInfo,
+    table_headers_sent: bool,
+}
+
+impl Watcher {
+    fn visible(&self, obj: &Value) -> bool {
+        if let Some(n) = &self.name {
+            if object::name(obj) != Some(n.as_str()) {
+                return false;
+            }
+        }
+        self.filter.matches(obj)
+    }
+
+    /// The event this watcher sees for a cache event, given selector transitions.
+    fn translate(&self, ev: &Event) -> Option<EventType> {
+        if !ev.key.starts_with(&self.prefix) {
+            return None;
+        }
+        let now = self.visible(&ev.object);
+        match ev.event_type {
+            EventType::Deleted => now.then_some(EventType::Deleted),
+            EventType::Added => now.then_some(EventType::Added),
+            EventType::Modified => {
+                let before = ev.prev.as_ref().is_some_and(|p| self.visible(p));
+                match (before, now) {
+                    (true, true) => Some(EventType::Modified),
+                    (false, true) => Some(EventType::Added),
+                    (true, false) => Some(EventType::Deleted),
+                    (false, false) => None,
+                }
+            }
+        }
+    }
+
+    fn frame(&mut self, event_type: &str, ev: &Event) -> Bytes {
+        match self.output {
+            Output::Table => {
+                let table = crate::server::table_for(self.info, &[ev.object.as_ref().clone()], !self.table_headers_sent, object::resource_version(&ev.object).unwrap_or(""));
+                self.table_headers_sent = true;
+                json_frame(event_type, &table)
+            }
+            Output::Protobuf => {
+                match api_types::wire::protobuf::encode_watch_event(event_type, &ev.object) {
+                    Ok(b) => {
+                        let mut out = Vec::with_capacity(b.len() + 4);
+                        out.extend_from_slice(&(b.len() as u32).to_be_bytes());
+                        out.extend_from_slice(&b);
+                        Bytes::from(out)
+                    }
+                    Err(_) => json_frame(event_type, &ev.object),
+                }
+            }
+            _ => {
+                let obj = ev.object_json();
+                let mut out = Vec::with_capacity(obj.len() + 40);
+                out.extend_from_slice(b"{\"type\":\"");
+                out.extend_from_slice(event_type.as_bytes());
+                out.extend_from_slice(b"\",\"object\":");
+                out.extend_from_slice(&obj);
+                out.extend_from_slice(b"}\n");
+                Bytes::from(out)
+            }
+        }
+    }
+
+    fn bookmark(&self, rv: i64, initial_end: bool) -> Bytes {
+        let mut meta = json!({ "resourceVersion": rv.to_string() });
+        if initial_end {
+            meta["annotations"] = json!({ "k8s.io/initial-events-end": "true" });
+        }
+        let obj = json!({ "kind": self.info.kind, "apiVersion": self.info.api_version(), "metadata": meta });
+        json_frame("BOOKMARK", &obj)
+    }
+}
+
+fn json_frame(event_type: &str, obj: &Value) -> Bytes {
+    let mut b = serde_json::to_vec(&json!({ "type": event_type, "object": obj })).unwrap_or_default();
+    b.push(b'\n');
+    Bytes::from(b)
+}
+
+/// An ERROR event carrying a Status, as upstream reports a 410 inside a watch.
+pub fn error_frame(err: &ApiError) -> Bytes {
+    json_frame("ERROR", &err.to_status())
+}
+
+/// Starts a watch; the stream yields encoded frames until timeout, shutdown or lag.
+pub async fn watch(
+    api: Arc<Apiserver>,
+    req: &ResourceRequest,
+    q: &Query,
+    output: Output,
+) -> ApiResult<impl Stream<Item = Bytes> + Send + 'static> {
+    let info = req.info;
+    let filter = Filter::from_query(info, q)?;
+    let cache = api.cache(info).clone();
+    cache.wait_ready().await?;
+    let prefix = object::list_prefix(info, req.namespace.as_deref());
+    let initial_events = q.send_initial_events == Some(true);
+    if initial_events && q.resource_version_match.as_deref() != Some("NotOlderThan") {
+        return Err(ApiError::unprocessable(
+            "resourceVersionMatch: Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+        ));
+    }
+    let after = match q.resource_version.as_deref() {
+        None | Some("0") => None,
+        Some(_) if initial_events => None,
+        Some(rv) => Some(rv.parse::<i64>().map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv:?}")))?),
+    };
+    let timeout = Duration::from_secs(q.timeout_seconds.unwrap_or_else(|| {
+        use rand::Rng;
+        // Upstream spreads watch lifetimes over [minRequestTimeout, 2×minRequestTimeout].
+        rand::rng().random_range(1800..3600)
+    }));
+    let mut watcher = Watcher {
+        filter,
+        prefix: prefix.clone(),
+        name: req.name.clone(),
+        output,
+        bookmarks: q.allow_watch_bookmarks,
+        info,
+        table_headers_sent: false,
+    };
+    let gauge = api
+        .metrics
+        .watchers
+        .with_label_values(&[info.group, info.version, info.kind]);
+    let mut shutdown = api.shutdown.clone();
+
+    // Subscribing may 410; upstream reports that as an ERROR event in a 200 stream.
+    let subscription = cache.subscribe(after, &prefix);
+    Ok(async_stream_frames(move |tx| async move {
+        let sub = match subscription {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = tx.send(error_frame(&e)).await;
+                return;
+            }
+        };
+        gauge.inc();
+        let _guard = GaugeGuard(gauge);
+        let mut last = sub.from_revision;
+        for ev in &sub.backlog {
+            if let Some(t) = watcher.translate(ev) {
+                if tx.send(watcher.frame(t.as_str(), ev)).await.is_err() {
+                    return;
+                }
+            }
+        }
+        if initial_events {
+            if tx.send(watcher.bookmark(last, true)).await.is_err() {
+                return;
+            }
+        }
+        let mut live = sub.live;
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let mut ticker = tokio::time::interval(BOOKMARK_INTERVAL);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                r = live.recv() => match r {
+                    Ok(ev) => {
+                        if ev.revision <= last {
+                            continue;
+                        }
+                        last = ev.revision;
+                        if let Some(t) = watcher.translate(&ev) {
+                            if tx.send(watcher.frame(t.as_str(), &ev)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    // A watcher too slow for the live stream is closed; the client resumes
+                    // from its last resourceVersion.
+                    Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => return,
+                },
+                _ = ticker.tick(), if watcher.bookmarks => {
+                    let rv = cache.revision();
+                    // Only when nothing older is queued for this watcher.
+                    if rv > last && live.is_empty() {
+                        last = rv;
+                        if tx.send(watcher.bookmark(rv, false)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                _ = &mut deadline => return,
+                _ = shutdown.signaled() => return,
+            }
+        }
+    }))
+}
+
+struct GaugeGuard(prometheus::IntGauge);
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Runs a producer task feeding a channel and exposes the channel as a stream.
+fn async_stream_frames<F, Fut>(producer: F) -> impl Stream<Item = Bytes> + Send + 'static
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Bytes>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(tracing::Instrument::instrument(producer(tx), tracing::debug_span!("watch")));
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}

@@ -1,0 +1,376 @@
+//! One watch cache per resource, fed by one etcd watch. Any number of watchers and
+//! `resourceVersion=0` lists are served from memory.
+
+use crate::object;
+use crate::status::{ApiError, ApiResult};
+use api_types::resources::ResourceInfo;
+use bytes::Bytes;
+use component_base::shutdown::Shutdown;
+use futures::StreamExt;
+use parking_lot::RwLock;
+use serde_json::Value;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use store::{Store, WatchEvent};
+use tokio::sync::{broadcast, watch};
+
+/// Events kept for watchers that resume from an older resourceVersion.
+const HISTORY: usize = 4096;
+/// Events a watcher may fall behind the live stream before it is closed.
+const CHANNEL: usize = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One change to one object, shared by every watcher that receives it.
+#[derive(Debug)]
+pub struct Event {
+    pub event_type: EventType,
+    pub key: String,
+    /// The object after the change (for deletes: its last state, at the delete's revision).
+    pub object: Arc<Value>,
+    /// The object before the change, for selector transitions.
+    pub prev: Option<Arc<Value>>,
+    pub revision: i64,
+    /// The object serialised once, for all watchers.
+    encoded: OnceLock<Bytes>,
+}
+
+impl Event {
+    pub fn new(event_type: EventType, key: String, object: Arc<Value>, prev: Option<Arc<Value>>, revision: i64) -> Self {
+        Event {
+            event_type,
+            key,
+            object,
+            prev,
+            revision,
+            encoded: OnceLock::new(),
+        }
+    }
+
+    /// The JSON of the object, serialised at most once.
+    pub fn object_json(&self) -> Bytes {
+        self.encoded
+            .get_or_init(|| Bytes::from(serde_json::to_vec(&*self.object).unwrap_or_default()))
+            .clone()
+    }
+}
+
+struct State {
+    objects: BTreeMap<String, Arc<Value>>,
+    /// The newest revision the cache reflects.
+    revision: i64,
+    history: VecDeque<Arc<Event>>,
+    /// Every event with a revision above this one is in `history`.
+    oldest: i64,
+}
+
+/// The cache of one resource.
+pub struct WatchCache {
+    pub info: &'static ResourceInfo,
+    state: RwLock<State>,
+    live: broadcast::Sender<Arc<Event>>,
+    ready: watch::Sender<bool>,
+    objects_gauge: prometheus::IntGauge,
+}
+
+/// What a new watcher starts from: events to send first, then the live stream.
+pub struct Subscription {
+    pub backlog: Vec<Arc<Event>>,
+    pub live: broadcast::Receiver<Arc<Event>>,
+    /// Revision of the last event already covered by the backlog.
+    pub from_revision: i64,
+}
+
+fn decode(kv: &store::KeyValue, revision: i64) -> Option<Value> {
+    match serde_json::from_slice::<Value>(&kv.value) {
+        Ok(mut v) => {
+            object::set_resource_version(&mut v, revision);
+            Some(v)
+        }
+        Err(e) => {
+            tracing::error!(key = %kv.key, error = %e, "undecodable object in storage");
+            None
+        }
+    }
+}
+
+impl WatchCache {
+    pub fn new(info: &'static ResourceInfo, objects_gauge: prometheus::IntGauge) -> Arc<Self> {
+        let (live, _) = broadcast::channel(CHANNEL);
+        let (ready, _) = watch::channel(false);
+        Arc::new(WatchCache {
+            info,
+            state: RwLock::new(State {
+                objects: BTreeMap::new(),
+                revision: 0,
+                history: VecDeque::new(),
+                oldest: 0,
+            }),
+            live,
+            ready,
+            objects_gauge,
+        })
+    }
+
+    /// Waits until the cache has its first complete list (bounded), as upstream's
+    /// "waiting for the watch cache to be initialized".
+    pub async fn wait_ready(&self) -> ApiResult<()> {
+        let mut rx = self.ready.subscribe();
+        match tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|r| *r)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(ApiError::service_unavailable(format!(
+                "the watch cache of {} is not initialized yet",
+                self.info.group_resource()
+            ))),
+        }
+    }
+
+    pub fn revision(&self) -> i64 {
+        self.state.read().revision
+    }
+
+    pub fn len(&self) -> usize {
+        self.state.read().objects.len()
+    }
+
+    /// Objects under a key prefix, and the revision they were read at.
+    pub fn list(&self, prefix: &str) -> (Vec<Arc<Value>>, i64) {
+        let state = self.state.read();
+        let items = state
+            .objects
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v.clone())
+            .collect();
+        (items, state.revision)
+    }
+
+    pub fn get(&self, key: &str) -> Option<Arc<Value>> {
+        self.state.read().objects.get(key).cloned()
+    }
+
+    /// Starts a watch. `after`: resume after that revision (410 Gone when it left the
+    /// history); `None`: begin with the current state as ADDED events.
+    pub fn subscribe(&self, after: Option<i64>, prefix: &str) -> ApiResult<Subscription> {
+        let state = self.state.read();
+        let live = self.live.subscribe();
+        match after {
+            Some(rv) => {
+                if rv < state.oldest {
+                    return Err(ApiError::gone(format!(
+                        "too old resource version: {} ({})",
+                        rv, state.oldest
+                    )));
+                }
+                let backlog = state
+                    .history
+                    .iter()
+                    .filter(|e| e.revision > rv && e.key.starts_with(prefix))
+                    .cloned()
+                    .collect();
+                Ok(Subscription {
+                    backlog,
+                    live,
+                    from_revision: rv.max(state.revision),
+                })
+            }
+            None => {
+                let backlog = state
+                    .objects
+                    .range(prefix.to_string()..)
+                    .take_while(|(k, _)| k.starts_with(prefix))
+                    .map(|(k, v)| {
+                        let rv = object::resource_version(v).and_then(|s| s.parse().ok()).unwrap_or(0);
+                        Arc::new(Event::new(EventType::Added, k.clone(), v.clone(), None, rv))
+                    })
+                    .collect();
+                Ok(Subscription {
+                    backlog,
+                    live,
+                    from_revision: state.revision,
+                })
+            }
+        }
+    }
+
+    fn apply(&self, event: WatchEvent) {
+        let mut state = self.state.write();
+        let ev = match event {
+            WatchEvent::Put { kv, prev: _ } => {
+                let revision = kv.mod_revision;
+                let Some(obj) = decode(&kv, revision) else {
+                    state.revision = state.revision.max(revision);
+                    return;
+                };
+                let obj = Arc::new(obj);
+                let prev = state.objects.insert(kv.key.clone(), obj.clone());
+                let event_type = if prev.is_some() {
+                    EventType::Modified
+                } else {
+                    EventType::Added
+                };
+                Event::new(event_type, kv.key, obj, prev, revision)
+            }
+            WatchEvent::Delete { key, mod_revision, prev } => {
+                let cached = state.objects.remove(&key);
+                let last = cached
+                    .map(|o| (*o).clone())
+                    .or_else(|| prev.as_ref().and_then(|p| decode(p, mod_revision)));
+                let Some(mut last) = last else {
+                    state.revision = state.revision.max(mod_revision);
+                    return;
+                };
+                object::set_resource_version(&mut last, mod_revision);
+                let last = Arc::new(last);
+                Event::new(EventType::Deleted, key, last.clone(), Some(last), mod_revision)
+            }
+            WatchEvent::Progress { revision } => {
+                state.revision = state.revision.max(revision);
+                return;
+            }
+        };
+        state.revision = state.revision.max(ev.revision);
+        let ev = Arc::new(ev);
+        if state.history.len() >= HISTORY {
+            if let Some(old) = state.history.pop_front() {
+                state.oldest = old.revision;
+            }
+        }
+        state.history.push_back(ev.clone());
+        self.objects_gauge.set(state.objects.len() as i64);
+        // No receivers is fine: nobody is watching.
+        let _ = self.live.send(ev);
+    }
+
+    fn replace(&self, items: Vec<store::KeyValue>, revision: i64) {
+        let mut state = self.state.write();
+        let mut objects = BTreeMap::new();
+        for kv in &items {
+            if let Some(v) = decode(kv, kv.mod_revision) {
+                objects.insert(kv.key.clone(), Arc::new(v));
+            }
+        }
+        state.objects = objects;
+        state.revision = revision;
+        state.oldest = revision;
+        state.history.clear();
+        self.objects_gauge.set(state.objects.len() as i64);
+        self.ready.send_replace(true);
+    }
+
+    /// Keeps the cache in step with etcd until shutdown: list, then watch from the
+    /// list's revision; relist when the watch falls behind compaction.
+    pub async fn run(self: Arc<Self>, store: Arc<dyn Store>, mut shutdown: Shutdown) {
+        let prefix = object::resource_prefix(self.info);
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if shutdown.is_shutdown() {
+                return;
+            }
+            let listed = tokio::select! {
+                r = list_all(store.as_ref(), &prefix) => r,
+                _ = shutdown.signaled() => return,
+            };
+            let revision = match listed {
+                Ok((items, revision)) => {
+                    self.replace(items, revision);
+                    backoff = Duration::from_millis(100);
+                    revision
+                }
+                Err(e) => {
+                    tracing::warn!(resource = %self.info.group_resource(), error = %e, "watch cache list failed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.signaled() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            let mut last = revision;
+            // Watch from the last revision until compaction forces a relist.
+            loop {
+                let stream = tokio::select! {
+                    s = store.watch(&prefix, last) => s,
+                    _ = shutdown.signaled() => return,
+                };
+                let mut stream = match stream {
+                    Ok(s) => s,
+                    Err(store::Error::Compacted { .. }) => break,
+                    Err(e) => {
+                        tracing::warn!(resource = %self.info.group_resource(), error = %e, "watch cache watch failed");
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff) => {}
+                            _ = shutdown.signaled() => return,
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                };
+                backoff = Duration::from_millis(100);
+                let compacted = loop {
+                    let next = tokio::select! {
+                        n = stream.next() => n,
+                        _ = shutdown.signaled() => return,
+                    };
+                    match next {
+                        Some(Ok(ev)) => {
+                            let rev = match &ev {
+                                WatchEvent::Put { kv, .. } => kv.mod_revision,
+                                WatchEvent::Delete { mod_revision, .. } => *mod_revision,
+                                WatchEvent::Progress { revision } => *revision,
+                            };
+                            if rev > last || matches!(ev, WatchEvent::Progress { .. }) {
+                                last = last.max(rev);
+                                self.apply(ev);
+                            }
+                        }
+                        Some(Err(store::Error::Compacted { .. })) => break true,
+                        Some(Err(e)) => {
+                            tracing::warn!(resource = %self.info.group_resource(), error = %e, "watch cache stream broke; resuming");
+                            break false;
+                        }
+                        None => break false,
+                    }
+                };
+                if compacted {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn list_all(store: &dyn Store, prefix: &str) -> store::Result<(Vec<store::KeyValue>, i64)> {
+    let mut items = Vec::new();
+    let mut start: Option<String> = None;
+    let mut revision = None;
+    loop {
+        let page = store.list(prefix, start.as_deref(), 5000, revision).await?;
+        revision = Some(page.revision);
+        let more = page.more;
+        if let Some(last) = page.items.last() {
+            start = Some(format!("{}\0", last.key));
+        }
+        items.extend(page.items);
+        if !more {
+            return Ok((items, revision.unwrap_or(0)));
+        }
+    }
+}
