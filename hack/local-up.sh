@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Brings up a local pikube cluster: etcd and kube-apiserver (the other daemons join as they
+# land). Installs what is missing first. `hack/local-up.sh down` stops it.
+#
+# Environment: PIKUBE_STATE_DIR (default .local/ in the checkout), ETCD_PORT (2379),
+# APISERVER_PORT (6443).
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+STATE=${PIKUBE_STATE_DIR:-$PIKUBE_ROOT/.local}
+ETCD_PORT=${ETCD_PORT:-2379}
+APISERVER_PORT=${APISERVER_PORT:-6443}
+mkdir -p "$STATE/logs" "$STATE/run"
+
+stop() {
+  local name=$1 pidfile="$STATE/run/$1.pid"
+  [ -f "$pidfile" ] || return 0
+  local pid; pid=$(cat "$pidfile")
+  if kill -0 "$pid" 2>/dev/null; then
+    log "stopping $name ($pid)"
+    kill "$pid" 2>/dev/null || true
+    wait_for 20 bash -c "! kill -0 $pid" || kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$pidfile"
+}
+
+running() { [ -f "$STATE/run/$1.pid" ] && kill -0 "$(cat "$STATE/run/$1.pid")" 2>/dev/null; }
+
+case "${1:-up}" in
+  down)
+    stop kube-apiserver
+    stop etcd
+    log "cluster stopped (state kept in $STATE; remove it for a fresh start)"
+    exit 0
+    ;;
+  up) ;;
+  *) die "usage: $0 [up|down]" ;;
+esac
+
+install_deps
+log "building (release)"
+(cd "$PIKUBE_ROOT" && cargo build --release --quiet -p apiserver)
+BIN=$PIKUBE_ROOT/target/release
+
+if ! running etcd; then
+  log "starting etcd on 127.0.0.1:$ETCD_PORT"
+  etcd --name pikube --data-dir "$STATE/etcd" \
+    --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+    --listen-peer-urls "http://127.0.0.1:$((ETCD_PORT + 1))" --initial-advertise-peer-urls "http://127.0.0.1:$((ETCD_PORT + 1))" \
+    --initial-cluster "pikube=http://127.0.0.1:$((ETCD_PORT + 1))" --log-level warn \
+    >"$STATE/logs/etcd.log" 2>&1 &
+  echo $! >"$STATE/run/etcd.pid"
+fi
+wait_for 30 curl -fsS "http://127.0.0.1:$ETCD_PORT/health" || die "etcd did not become healthy; see $STATE/logs/etcd.log"
+
+if [ ! -f "$STATE/tokens.csv" ]; then
+  token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  printf '%s,admin,admin,"system:masters"\n' "$token" >"$STATE/tokens.csv"
+  chmod 600 "$STATE/tokens.csv"
+fi
+token=$(cut -d, -f1 "$STATE/tokens.csv" | head -n1)
+
+if ! running kube-apiserver; then
+  log "starting kube-apiserver on 127.0.0.1:$APISERVER_PORT"
+  "$BIN/kube-apiserver" --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
+    --bind-address 127.0.0.1 --secure-port "$APISERVER_PORT" --cert-dir "$STATE/certs" \
+    --token-auth-file "$STATE/tokens.csv" --service-cluster-ip-range 10.96.0.0/16 \
+    >"$STATE/logs/kube-apiserver.log" 2>&1 &
+  echo $! >"$STATE/run/kube-apiserver.pid"
+fi
+wait_for 60 curl -fsSk "https://127.0.0.1:$APISERVER_PORT/readyz" || die "kube-apiserver did not become ready; see $STATE/logs/kube-apiserver.log"
+
+ca=$(base64 -w0 <"$STATE/certs/ca.crt")
+cat >"$STATE/admin.kubeconfig" <<KUBECONFIG
+apiVersion: v1
+kind: Config
+clusters:
+- name: pikube
+  cluster:
+    server: https://127.0.0.1:$APISERVER_PORT
+    certificate-authority-data: $ca
+users:
+- name: admin
+  user:
+    token: $token
+contexts:
+- name: pikube
+  context:
+    cluster: pikube
+    user: admin
+current-context: pikube
+KUBECONFIG
+chmod 600 "$STATE/admin.kubeconfig"
+log "cluster is up; logs in $STATE/logs"
+echo "export KUBECONFIG=$STATE/admin.kubeconfig"

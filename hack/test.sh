@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Runs every test: unit tests, and component tests against a real etcd and the real
+# kubectl, which the tests start themselves. Installs missing system packages first.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+install_deps
+cd "$PIKUBE_ROOT"
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+cargo build --workspace --all-targets --features store/testing
+cargo test --workspace --features store/testing -- --test-threads=2
