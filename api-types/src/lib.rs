@@ -5,3 +5,4 @@ pub use k8s_openapi;
 
 pub mod resources;
 pub mod strategic_merge;
+pub mod wire;
