@@ -186,6 +186,46 @@ impl EtcdStore {
         result
     }
 
+    /// Runs an idempotent read like [`call`](Self::call), retrying once at once when
+    /// etcd is unavailable.
+    ///
+    /// The first request after etcd restarted fails on the dead connection before
+    /// anything is sent, and the client reconnects only after that; a read can safely
+    /// absorb this. Writes are never retried: their outcome is unknown when the
+    /// connection breaks.
+    async fn read<T, F, Fut>(
+        &self,
+        operation: &'static str,
+        key: &str,
+        request: F,
+    ) -> Result<T, Failure>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        let attempts = async {
+            match request().await {
+                Err(err) if classify(&err) == Kind::Unavailable => {
+                    tracing::debug!(operation, error = %err, "retrying etcd read");
+                    request().await
+                }
+                result => result,
+            }
+        };
+        self.call(operation, key, attempts).await
+    }
+
+    /// An etcd range request.
+    fn range(
+        &self,
+        key: &str,
+        options: Option<GetOptions>,
+    ) -> impl Future<Output = std::result::Result<GetResponse, etcd_client::Error>> + 'static {
+        let mut kv = self.kv.clone();
+        let key = key.to_owned();
+        async move { kv.get(key, options).await }
+    }
+
     /// Converts a key/value from etcd.
     fn key_value(&self, kv: etcd_client::KeyValue) -> Result<KeyValue> {
         let create_revision = kv.create_revision();
@@ -313,9 +353,9 @@ fn txn_get(response: &TxnResponse) -> Result<GetResponse> {
 #[async_trait::async_trait]
 impl Store for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        let mut kv = self.kv.clone();
+        let full_key = self.full_key(key);
         let response = self
-            .call("get", key, kv.get(self.full_key(key), None))
+            .read("get", key, || self.range(&full_key, None))
             .await
             .map_err(|failure| failure.into_error("get"))?;
         self.first(response)
@@ -342,8 +382,8 @@ impl Store for EtcdStore {
         if let Some(revision) = revision {
             options = options.with_revision(revision);
         }
-        let mut kv = self.kv.clone();
-        let mut response = match self.call("list", prefix, kv.get(from, Some(options))).await {
+        let read = self.read("list", prefix, || self.range(&from, Some(options.clone())));
+        let mut response = match read.await {
             Ok(response) => response,
             Err(failure) => {
                 return Err(match revision {
@@ -383,9 +423,10 @@ impl Store for EtcdStore {
         let options = GetOptions::new()
             .with_range(prefix_end(full_prefix.as_bytes()))
             .with_count_only();
-        let mut kv = self.kv.clone();
         let response = self
-            .call("count", prefix, kv.get(full_prefix, Some(options)))
+            .read("count", prefix, || {
+                self.range(&full_prefix, Some(options.clone()))
+            })
             .await
             .map_err(|failure| failure.into_error("count"))?;
         Ok(response.count())
@@ -526,15 +567,19 @@ impl Store for EtcdStore {
             .with_start_revision(after_revision.saturating_add(1))
             .with_prev_key()
             .with_progress_notify();
-        let mut client = self.watch.clone();
         // Wait for etcd to accept the watch, so connection problems surface here.
-        let establish = async move {
-            let mut stream = client.watch(full_prefix, Some(options)).await?;
-            let first = stream.message().await?;
-            Ok::<_, etcd_client::Error>((stream, first))
+        let establish = || {
+            let mut client = self.watch.clone();
+            let full_prefix = full_prefix.clone();
+            let options = options.clone();
+            async move {
+                let mut stream = client.watch(full_prefix, Some(options)).await?;
+                let first = stream.message().await?;
+                Ok((stream, first))
+            }
         };
         let (stream, first) = self
-            .call("watch", prefix, establish)
+            .read("watch", prefix, establish)
             .await
             .map_err(|failure| failure.into_error("watch"))?;
         let state = WatchState::new(stream, self.root.clone(), after_revision);
@@ -543,13 +588,10 @@ impl Store for EtcdStore {
 
     async fn current_revision(&self) -> Result<i64> {
         let options = GetOptions::new().with_count_only();
-        let mut kv = self.kv.clone();
         let response = self
-            .call(
-                "current_revision",
-                "",
-                kv.get(self.root.to_string(), Some(options)),
-            )
+            .read("current_revision", "", || {
+                self.range(&self.root, Some(options.clone()))
+            })
             .await
             .map_err(|failure| failure.into_error("current_revision"))?;
         header_revision(response.header())

@@ -232,6 +232,13 @@ impl EtcdServer {
             // Test data need not survive a power cut; fsync dominates on SD cards.
             command.arg("--unsafe-no-fsync");
         }
+        // etcd before 3.5 refuses to run on arm64 and arm unless told it is fine; later
+        // versions ignore the variable on supported platforms.
+        if std::env::var_os("ETCD_UNSUPPORTED_ARCH").is_none() {
+            if let Some(arch) = etcd_arch_name() {
+                command.env("ETCD_UNSUPPORTED_ARCH", arch);
+            }
+        }
         command
             .args(&self.options.extra_args)
             .stdin(Stdio::null())
@@ -311,6 +318,21 @@ fn parse_version(text: &str) -> Option<(u32, u32)> {
     let major = parts.next()?.parse().ok()?;
     let minor = parts.next()?.parse().ok()?;
     Some((major, minor))
+}
+
+/// This platform's name in `ETCD_UNSUPPORTED_ARCH` (Go's `GOARCH`), where it differs
+/// from amd64.
+fn etcd_arch_name() -> Option<&'static str> {
+    match std::env::consts::ARCH {
+        "x86_64" => None,
+        "aarch64" => Some("arm64"),
+        "arm" => Some("arm"),
+        "x86" => Some("386"),
+        "powerpc64" => Some("ppc64le"),
+        "riscv64" => Some("riscv64"),
+        "s390x" => Some("s390x"),
+        other => Some(other),
+    }
 }
 
 /// Two distinct free loopback ports. The listeners are held together so the OS cannot

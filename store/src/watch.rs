@@ -72,6 +72,7 @@ impl WatchState {
 
     /// Ends the watch with `err` as its last item.
     fn fail(&mut self, err: Error) {
+        tracing::debug!(after_revision = self.after_revision, error = %err, "etcd watch ended");
         self.pending.push_back(Err(err));
         self.done = true;
     }

@@ -564,8 +564,10 @@ async fn outage_fails_requests_and_watches_then_recovers() -> anyhow::Result<()>
         ..etcd.config()
     })
     .await?;
+    let idle = connect(&etcd).await?;
     let a = store.create("pods/default/a", value("a")).await?;
     let mut watch = store.watch("pods/", a.mod_revision).await?;
+    assert_eq!(idle.get("pods/default/a").await?, Some(a.clone()));
 
     etcd.stop()?;
     assert!(!etcd.is_running());
@@ -587,6 +589,9 @@ async fn outage_fails_requests_and_watches_then_recovers() -> anyhow::Result<()>
 
     // After a restart the same store works again, data intact.
     etcd.restart()?;
+    // A store that sat idle through the outage finds its connection dead on the first
+    // request; reads absorb that.
+    assert_eq!(idle.get("pods/default/a").await?, Some(a.clone()));
     let deadline = Instant::now() + WAIT;
     let current = loop {
         match store.get("pods/default/a").await {
