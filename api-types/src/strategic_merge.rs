@@ -23,6 +23,8 @@ use std::fmt::Write as _;
 
 use serde_json::{Map, Value};
 
+use crate::wire;
+
 const DIRECTIVE_MARKER: &str = "$patch";
 const DELETE_DIRECTIVE: &str = "delete";
 const REPLACE_DIRECTIVE: &str = "replace";
@@ -166,8 +168,21 @@ pub(crate) trait PatchMeta {
 pub(crate) struct WireMeta;
 
 impl PatchMeta for WireMeta {
-    fn field(&self, _definition: &str, _json: &str) -> Option<FieldMeta<'static>> {
-        None
+    fn field(&self, definition: &str, json: &str) -> Option<FieldMeta<'static>> {
+        let field = wire::message(definition)?.field(json)?;
+        let value = match field.ty {
+            wire::FieldType::Map { value, .. } => Schema::MapOf(match value {
+                wire::FieldType::Message(name) => Some(*name),
+                _ => None,
+            }),
+            wire::FieldType::Message(name) => Schema::Message(name),
+            _ => Schema::Opaque,
+        };
+        Some(FieldMeta {
+            patch_strategy: field.patch_strategy,
+            patch_merge_key: field.patch_merge_key,
+            value,
+        })
     }
 }
 
