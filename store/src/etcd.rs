@@ -21,14 +21,14 @@ pub const DEFAULT_PREFIX: &str = "/registry";
 /// The default per-request timeout.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
-// Upstream kube-apiserver's etcd client keepalive (`--etcd-healthcheck-timeout` aside):
-// ping every 30s, give up after 10s more, so a silently dead etcd breaks watches within
+// Upstream kube-apiserver's etcd client keepalive (storagebackend/factory/etcd3.go):
+// ping every 30s and give up 10s later, so a silently dead etcd breaks watches within
 // ~40s instead of hanging them until the kernel's TCP timeout.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
-// etcd-client limits responses to 4 MiB by default; a list of a few hundred pods exceeds
-// that. Upstream sets no client-side limit either (etcd's own limits apply).
-const MAX_MESSAGE_SIZE: usize = 2 * 1024 * 1024 * 1024 - 1;
+// etcd-client limits responses to 4 MiB by default, which a list of a few hundred pods
+// exceeds. Upstream's client allows math.MaxInt32 and leaves the limits to etcd.
+const MAX_MESSAGE_SIZE: usize = i32::MAX as usize;
 // How long to look for the compaction revision when a read fails as compacted.
 const COMPACT_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 

@@ -125,7 +125,10 @@ pub trait Store: Send + Sync + 'static {
     /// `None` = from the prefix start), at most `limit` (0 = no limit), read at
     /// `revision` (`None` = latest; `Some(r)` = consistent snapshot at `r`,
     /// [`Error::Compacted`] if `r` is compacted, [`Error::FutureRevision`] if `r` is
-    /// newer than the store).
+    /// newer than the store; `Some(0)` means latest, as in etcd).
+    ///
+    /// To continue after a page, pass the last key plus `"\0"` as `start` and the page's
+    /// [`ListResult::revision`] as `revision`.
     async fn list(
         &self,
         prefix: &str,
