@@ -3,6 +3,9 @@
 
 pub use k8s_openapi;
 
+pub mod quantity;
 pub mod resources;
+pub mod selector;
 pub mod strategic_merge;
+pub mod validation;
 pub mod wire;
