@@ -243,12 +243,24 @@ async fn route(
         "/metrics" => {
             return Ok(plain(200, component_base::metrics::TEXT_CONTENT_TYPE, component_base::metrics::encode_text(&api.metrics.registry)));
         }
-        "/openapi/v2" => return Ok(openapi_response(req.headers(), api_types::openapi::openapi_v2_bytes(), "application/json")),
-        "/openapi/v3" | "/openapi/v3/" => return Ok(openapi_response(req.headers(), api_types::openapi::openapi_v3_index_bytes(), "application/json")),
+        "/openapi/v2" => return Ok(openapi_response(req.headers(), api_types::openapi::v2_document(), false)),
+        "/openapi/v3" | "/openapi/v3/" => return Ok(openapi_response(req.headers(), api_types::openapi::v3_index_document(), false)),
         p if p.starts_with("/openapi/v3/") => {
             let gv = &p["/openapi/v3/".len()..];
-            return match api_types::openapi::openapi_v3_group_version_bytes(gv) {
-                Some(b) => Ok(openapi_response(req.headers(), b, "application/json")),
+            return match api_types::openapi::v3_document(gv) {
+                Some(doc) => {
+                    let hash = raw_query.and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "hash").map(|(_, v)| v.into_owned()));
+                    match hash {
+                        // A stale hash is redirected to the current document, as upstream.
+                        Some(h) if h != doc.hash() => Ok(Response::builder()
+                            .status(301)
+                            .header(http::header::LOCATION, api_types::openapi::server_relative_url(gv, doc.hash()))
+                            .body(full(Bytes::new()))
+                            .unwrap_or_else(|_| Response::new(full(Bytes::new())))),
+                        Some(_) => Ok(openapi_response(req.headers(), doc, true)),
+                        None => Ok(openapi_response(req.headers(), doc, false)),
+                    }
+                }
                 None => Err(ApiError::path_not_found(p)),
             };
         }
@@ -328,9 +340,9 @@ impl Drop for InflightPermit<'_> {
     }
 }
 
-fn openapi_response(headers: &HeaderMap, (body, etag): (Bytes, &str), content_type: &str) -> Response<Body> {
-    let quoted = format!("\"{etag}\"");
-    if header(headers, http::header::IF_NONE_MATCH).is_some_and(|v| v.trim() == quoted || v.trim() == etag) {
+fn openapi_response(headers: &HeaderMap, doc: &'static api_types::openapi::Document, immutable: bool) -> Response<Body> {
+    let quoted = doc.etag();
+    if header(headers, http::header::IF_NONE_MATCH).is_some_and(|v| v.trim() == quoted || v.trim() == doc.hash()) {
         return Response::builder()
             .status(304)
             .header(http::header::ETAG, quoted)
@@ -339,10 +351,10 @@ fn openapi_response(headers: &HeaderMap, (body, etag): (Bytes, &str), content_ty
     }
     Response::builder()
         .status(200)
-        .header(http::header::CONTENT_TYPE, content_type)
+        .header(http::header::CONTENT_TYPE, codec::JSON)
         .header(http::header::ETAG, quoted)
-        .header(http::header::CACHE_CONTROL, "no-cache, private")
-        .body(full(body))
+        .header(http::header::CACHE_CONTROL, if immutable { "public, immutable" } else { "no-cache, private" })
+        .body(full(Bytes::from_static(doc.bytes())))
         .unwrap_or_else(|_| Response::new(full(Bytes::new())))
 }
 
@@ -366,10 +378,15 @@ pub fn table_for(info: &'static ResourceInfo, objects: &[Value], with_columns: b
         .iter()
         .map(|o| {
             let meta = o.get("metadata").cloned().unwrap_or_else(|| json!({}));
-            json!({
+            let mut row = json!({
                 "cells": crate::table::row_cells(info, o, now),
                 "object": { "kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": meta },
-            })
+            });
+            let conditions = crate::table::row_conditions(info, o);
+            if !conditions.is_empty() {
+                row["conditions"] = json!(conditions);
+            }
+            row
         })
         .collect();
     let mut t = json!({

@@ -132,9 +132,12 @@ impl WatchCache {
     /// "waiting for the watch cache to be initialized".
     pub async fn wait_ready(&self) -> ApiResult<()> {
         let mut rx = self.ready.subscribe();
-        match tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|r| *r)).await {
-            Ok(Ok(_)) => Ok(()),
-            _ => Err(ApiError::service_unavailable(format!(
+        let ready = tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|r| *r))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        match ready {
+            true => Ok(()),
+            false => Err(ApiError::service_unavailable(format!(
                 "the watch cache of {} is not initialized yet",
                 self.info.group_resource()
             ))),

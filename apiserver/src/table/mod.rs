@@ -30,7 +30,7 @@ mod storage;
 use api_types::resources::ResourceInfo;
 use serde_json::{json, Value};
 
-pub use duration::human_age;
+
 
 /// One column of a Table, as upstream's printers declare it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

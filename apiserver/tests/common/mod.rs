@@ -1,0 +1,190 @@
+//! A real etcd and an in-process kube-apiserver on free ports, with an admin kubeconfig
+//! for kube-rs and kubectl.
+
+#![allow(dead_code)]
+
+use apiserver::{Config, Running, TlsConfig};
+use component_base::shutdown::{self, Trigger};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::Duration;
+use store::testing::EtcdServer;
+
+pub const TOKEN: &str = "pikube-test-admin-token";
+
+pub struct TestApi {
+    pub etcd: EtcdServer,
+    pub dir: tempfile::TempDir,
+    pub addr: SocketAddr,
+    pub kubeconfig: PathBuf,
+    config: Config,
+    trigger: Option<Trigger>,
+    running: Option<Running>,
+}
+
+fn config(etcd: &EtcdServer, dir: &std::path::Path, port: u16) -> Config {
+    Config {
+        etcd_servers: vec![etcd.endpoint()],
+        etcd_prefix: "/registry".into(),
+        bind_address: "127.0.0.1".parse().unwrap(),
+        secure_port: port,
+        advertise_address: None,
+        tls: TlsConfig::SelfSigned {
+            cert_dir: dir.join("certs"),
+        },
+        token_auth_file: Some(dir.join("tokens.csv")),
+        anonymous_auth: false,
+        service_cluster_ip_range: "10.96.0.0/24".parse().unwrap(),
+        service_node_port_range: (30000, 32767),
+        max_requests_inflight: 400,
+        max_mutating_requests_inflight: 200,
+    }
+}
+
+impl TestApi {
+    pub async fn start() -> TestApi {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestApi {
+        component_base::logging::init(0);
+        let etcd = tokio::task::spawn_blocking(EtcdServer::start)
+            .await
+            .unwrap()
+            .expect("start etcd");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tokens.csv"), format!("{TOKEN},admin,admin-uid,\"system:masters\"\n")).unwrap();
+        let mut config = config(&etcd, dir.path(), 0);
+        tweak(&mut config);
+        let (trigger, shutdown) = shutdown::channel();
+        let running = apiserver::start(config.clone(), shutdown).await.expect("start apiserver");
+        let addr = running.local_addr;
+        config.secure_port = addr.port();
+        let kubeconfig = dir.path().join("admin.kubeconfig");
+        let ca = running.ca_pem.clone().expect("self-signed CA");
+        write_kubeconfig(&kubeconfig, addr, &ca);
+        TestApi {
+            etcd,
+            dir,
+            addr,
+            kubeconfig,
+            config,
+            trigger: Some(trigger),
+            running: Some(running),
+        }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// Stops the apiserver (etcd keeps running).
+    pub async fn stop(&mut self) {
+        if let Some(t) = self.trigger.take() {
+            t.shutdown();
+        }
+        if let Some(r) = self.running.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(20), r.task).await;
+        }
+    }
+
+    /// Starts the apiserver again on the same port, with the same certificates.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let (trigger, shutdown) = shutdown::channel();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let running = loop {
+            match apiserver::start(self.config.clone(), shutdown.clone()).await {
+                Ok(r) => break r,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::info!(error = %e, "apiserver restart: retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("restart apiserver: {e}"),
+            }
+        };
+        self.trigger = Some(trigger);
+        self.running = Some(running);
+    }
+
+    pub async fn client(&self) -> kube::Client {
+        let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap();
+        kube::Client::try_from(config).unwrap()
+    }
+
+    /// Runs the real kubectl against this apiserver.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_stdin(args, None)
+    }
+
+    pub fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        use std::io::Write;
+        let mut cmd = std::process::Command::new("kubectl");
+        cmd.env("KUBECONFIG", &self.kubeconfig)
+            .env("HOME", self.dir.path())
+            .env("KUBECACHEDIR", self.dir.path().join("kubecache"))
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("kubectl is installed");
+        if let Some(input) = stdin {
+            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        } else {
+            drop(child.stdin.take());
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    /// kubectl that must succeed; returns stdout.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {:?} failed: {}{}",
+            args,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+impl Drop for TestApi {
+    fn drop(&mut self) {
+        if let Some(t) = self.trigger.take() {
+            t.shutdown();
+        }
+    }
+}
+
+fn write_kubeconfig(path: &std::path::Path, addr: SocketAddr, ca_pem: &str) {
+    use base64::Engine;
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: https://{addr}\n    certificate-authority-data: {ca}\nusers:\n- name: admin\n  user:\n    token: {TOKEN}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: admin\ncurrent-context: test\n"
+    );
+    std::fs::write(path, text).unwrap();
+}
+
+/// Polls `check` until it returns Some, or panics after `timeout`.
+pub async fn wait_until<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

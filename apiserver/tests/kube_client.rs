@@ -1,0 +1,252 @@
+//! kube-rs as a real client of a real apiserver on a real etcd.
+
+mod common;
+
+use common::{wait_until, TestApi};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+async fn namespace(client: &kube::Client, name: &str) {
+    let ns: Namespace = serde_json::from_value(json!({ "metadata": { "name": name } })).unwrap();
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
+}
+
+fn configmap(name: &str, labels: &[(&str, &str)]) -> ConfigMap {
+    let labels: BTreeMap<String, String> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    serde_json::from_value(json!({ "metadata": { "name": name, "labels": labels }, "data": { "k": "v" } })).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_crud_defaults_and_errors() {
+    let api = TestApi::start().await;
+    let client = api.client().await;
+    namespace(&client, "crud").await;
+
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "crud");
+    let created = cms.create(&PostParams::default(), &configmap("one", &[("app", "x")])).await.unwrap();
+    assert!(created.metadata.uid.is_some());
+    assert!(created.metadata.creation_timestamp.is_some());
+    let rv1 = created.metadata.resource_version.clone().unwrap();
+
+    let got = cms.get("one").await.unwrap();
+    assert_eq!(got.data.unwrap()["k"], "v");
+
+    // Update bumps the resourceVersion; a stale resourceVersion conflicts.
+    let mut changed = got.clone();
+    changed.data = Some(BTreeMap::from([("k".to_string(), "w".to_string())]));
+    changed.metadata.resource_version = Some(rv1.clone());
+    let updated = cms.replace("one", &PostParams::default(), &changed).await.unwrap();
+    assert_ne!(updated.metadata.resource_version.as_deref(), Some(rv1.as_str()));
+    let stale = cms.replace("one", &PostParams::default(), &changed).await.unwrap_err();
+    match stale {
+        kube::Error::Api(s) => {
+            assert_eq!(s.code, 409);
+            assert_eq!(s.reason, "Conflict");
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+
+    // Duplicate create and missing object.
+    let dup = cms.create(&PostParams::default(), &configmap("one", &[])).await.unwrap_err();
+    assert!(matches!(dup, kube::Error::Api(ref s) if s.code == 409 && s.reason == "AlreadyExists"), "{dup:?}");
+    let missing = cms.get("nope").await.unwrap_err();
+    assert!(matches!(missing, kube::Error::Api(ref s) if s.code == 404 && s.reason == "NotFound"), "{missing:?}");
+
+    // Defaults are filled in as upstream does.
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "crud");
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": { "name": "web" },
+        "spec": {
+            "selector": { "matchLabels": { "app": "web" } },
+            "template": { "metadata": { "labels": { "app": "web" } }, "spec": { "containers": [{ "name": "c", "image": "busybox" }] } }
+        }
+    }))
+    .unwrap();
+    let d = deploys.create(&PostParams::default(), &d).await.unwrap();
+    let spec = d.spec.unwrap();
+    assert_eq!(spec.replicas, Some(1));
+    assert_eq!(spec.revision_history_limit, Some(10));
+    let pod_spec = spec.template.spec.unwrap();
+    assert_eq!(pod_spec.restart_policy.as_deref(), Some("Always"));
+    assert_eq!(pod_spec.containers[0].image_pull_policy.as_deref(), Some("Always"));
+    assert_eq!(d.metadata.generation, Some(1));
+
+    // Patches: merge and strategic; a spec change bumps the generation.
+    let patched = deploys
+        .patch("web", &PatchParams::default(), &Patch::Strategic(json!({ "spec": { "template": { "spec": { "containers": [{ "name": "c", "image": "busybox:1.36" }] } } } })))
+        .await
+        .unwrap();
+    assert_eq!(patched.metadata.generation, Some(2));
+    let c = &patched.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers;
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].image.as_deref(), Some("busybox:1.36"));
+    let patched = deploys
+        .patch("web", &PatchParams::default(), &Patch::Merge(json!({ "metadata": { "labels": { "team": "a" } } })))
+        .await
+        .unwrap();
+    assert_eq!(patched.metadata.generation, Some(2));
+    assert_eq!(patched.metadata.labels.unwrap()["team"], "a");
+
+    // Invalid objects are refused with 422 and nothing is stored.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "crud");
+    let bad: Pod = serde_json::from_value(json!({ "metadata": { "name": "bad" }, "spec": { "containers": [] } })).unwrap();
+    let err = pods.create(&PostParams::default(), &bad).await.unwrap_err();
+    assert!(matches!(err, kube::Error::Api(ref s) if s.code == 422 && s.reason == "Invalid"), "{err:?}");
+    assert!(matches!(pods.get("bad").await, Err(kube::Error::Api(ref s)) if s.code == 404));
+
+    // Creating into a missing namespace is refused.
+    let nowhere: Api<ConfigMap> = Api::namespaced(client.clone(), "missing-ns");
+    let err = nowhere.create(&PostParams::default(), &configmap("x", &[])).await.unwrap_err();
+    assert!(matches!(err, kube::Error::Api(ref s) if s.code == 404), "{err:?}");
+
+    // Delete.
+    cms.delete("one", &DeleteParams::default()).await.unwrap();
+    assert!(matches!(cms.get("one").await, Err(kube::Error::Api(ref s)) if s.code == 404));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_with_selectors_and_paging() {
+    let api = TestApi::start().await;
+    let client = api.client().await;
+    namespace(&client, "paging").await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "paging");
+    for i in 0..25 {
+        let tier = if i % 2 == 0 { "even" } else { "odd" };
+        cms.create(&PostParams::default(), &configmap(&format!("cm-{i:02}"), &[("tier", tier)])).await.unwrap();
+    }
+    let mut names = Vec::new();
+    let mut lp = ListParams::default().limit(10);
+    let mut pages = 0;
+    loop {
+        let page = cms.list(&lp).await.unwrap();
+        pages += 1;
+        names.extend(page.items.iter().map(|c| c.metadata.name.clone().unwrap()));
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(c) => lp = lp.continue_token(&c),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(names.len(), 25);
+    let mut sorted = names.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 25);
+
+    let odd = cms.list(&ListParams::default().labels("tier in (odd)")).await.unwrap();
+    assert_eq!(odd.items.len(), 12);
+    let not_odd = cms.list(&ListParams::default().labels("tier!=odd")).await.unwrap();
+    assert_eq!(not_odd.items.len(), 13);
+    let by_name = cms.list(&ListParams::default().fields("metadata.name=cm-03")).await.unwrap();
+    assert_eq!(by_name.items.len(), 1);
+    // Paging with a selector still fills pages.
+    let page = cms.list(&ListParams::default().labels("tier=even").limit(5)).await.unwrap();
+    assert_eq!(page.items.len(), 5);
+    assert!(page.metadata.continue_.is_some_and(|c| !c.is_empty()));
+    // resourceVersion=0 lists come from the watch cache.
+    let cached = wait_until(Duration::from_secs(10), "the cache to hold all 25", || {
+        let cms = cms.clone();
+        async move {
+            let l = cms.list(&ListParams::default().match_any()).await.ok()?;
+            (l.items.len() == 25).then_some(l)
+        }
+    })
+    .await;
+    assert!(cached.metadata.resource_version.is_some());
+    // A bad selector is a 400.
+    let err = cms.list(&ListParams::default().labels("tier in (")).await.unwrap_err();
+    assert!(matches!(err, kube::Error::Api(ref s) if s.code == 400), "{err:?}");
+    let err = cms.list(&ListParams::default().fields("spec.nope=1")).await.unwrap_err();
+    assert!(matches!(err, kube::Error::Api(ref s) if s.code == 400), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watcher_sees_changes_and_survives_restart() {
+    let mut api = TestApi::start().await;
+    let client = api.client().await;
+    namespace(&client, "watch").await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "watch");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let w = watcher(cms.clone(), watcher::Config::default());
+    let task = tokio::spawn(async move {
+        let mut w = std::pin::pin!(w);
+        while let Some(ev) = w.next().await {
+            if let Ok(ev) = ev {
+                let _ = tx.send(ev);
+            }
+        }
+    });
+    async fn next_matching(rx: &mut tokio::sync::mpsc::UnboundedReceiver<watcher::Event<ConfigMap>>, what: &str, f: impl Fn(&watcher::Event<ConfigMap>) -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let ev = tokio::time::timeout_at(deadline, rx.recv()).await.unwrap_or_else(|_| panic!("no {what}"));
+            if f(ev.as_ref().unwrap()) {
+                return;
+            }
+        }
+    }
+    let name_is = |ev: &watcher::Event<ConfigMap>, n: &str, deleted: bool| match ev {
+        watcher::Event::Apply(c) | watcher::Event::InitApply(c) if !deleted => c.metadata.name.as_deref() == Some(n),
+        watcher::Event::Delete(c) if deleted => c.metadata.name.as_deref() == Some(n),
+        _ => false,
+    };
+    next_matching(&mut rx, "InitDone", |e| matches!(e, watcher::Event::InitDone)).await;
+    cms.create(&PostParams::default(), &configmap("a", &[])).await.unwrap();
+    next_matching(&mut rx, "create of a", |e| name_is(e, "a", false)).await;
+    cms.patch("a", &PatchParams::default(), &Patch::Merge(json!({ "data": { "k": "changed" } }))).await.unwrap();
+    next_matching(&mut rx, "update of a", |e| matches!(e, watcher::Event::Apply(c) if c.data.as_ref().is_some_and(|d| d["k"] == "changed"))).await;
+    cms.delete("a", &DeleteParams::default()).await.unwrap();
+    next_matching(&mut rx, "delete of a", |e| name_is(e, "a", true)).await;
+
+    // Restart: nothing is lost and the watcher carries on.
+    cms.create(&PostParams::default(), &configmap("before-restart", &[])).await.unwrap();
+    next_matching(&mut rx, "create before restart", |e| name_is(e, "before-restart", false)).await;
+    api.restart().await;
+    let fresh = api.client().await;
+    let cms2: Api<ConfigMap> = Api::namespaced(fresh, "watch");
+    assert!(cms2.get("before-restart").await.is_ok());
+    wait_until(Duration::from_secs(30), "create after restart", || {
+        let cms2 = cms2.clone();
+        async move { cms2.create(&PostParams::default(), &configmap("after-restart", &[])).await.ok() }
+    })
+    .await;
+    next_matching(&mut rx, "create after restart", |e| name_is(e, "after-restart", false)).await;
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_get_unique_ips_and_node_ports_across_restarts() {
+    let mut api = TestApi::start().await;
+    let client = api.client().await;
+    let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
+    let kubernetes = svcs.get("kubernetes").await.unwrap();
+    assert_eq!(kubernetes.spec.unwrap().cluster_ip.as_deref(), Some("10.96.0.1"));
+    let mk = |name: &str, ty: &str| -> Service {
+        serde_json::from_value(json!({ "metadata": { "name": name }, "spec": { "type": ty, "selector": { "app": name }, "ports": [{ "port": 80 }] } })).unwrap()
+    };
+    let a = svcs.create(&PostParams::default(), &mk("a", "NodePort")).await.unwrap();
+    api.restart().await;
+    let client = api.client().await;
+    let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
+    let b = svcs.create(&PostParams::default(), &mk("b", "NodePort")).await.unwrap();
+    let ip = |s: &Service| s.spec.as_ref().unwrap().cluster_ip.clone().unwrap();
+    let np = |s: &Service| s.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].node_port.unwrap();
+    assert_ne!(ip(&a), ip(&b));
+    assert_ne!(np(&a), np(&b));
+    assert!((30000..=32767).contains(&np(&a)));
+    // Asking for a taken nodePort is refused.
+    let mut c = mk("c", "NodePort");
+    c.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].node_port = Some(np(&a));
+    let err = svcs.create(&PostParams::default(), &c).await.unwrap_err();
+    assert!(matches!(err, kube::Error::Api(ref s) if s.code == 422), "{err:?}");
+    // Released on delete, then reusable.
+    svcs.delete("a", &DeleteParams::default()).await.unwrap();
+    let c = svcs.create(&PostParams::default(), &c).await.unwrap();
+    assert_eq!(np(&c), np(&a));
+}
