@@ -3,6 +3,7 @@
 
 pub use k8s_openapi;
 
+pub mod defaults;
 pub mod openapi;
 pub mod quantity;
 pub mod resources;
