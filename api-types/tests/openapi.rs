@@ -1,0 +1,736 @@
+//! The OpenAPI documents: structure, references, the extensions kubectl relies on, and (when a
+//! `kubectl` binary is on PATH) `kubectl explain` and `kubectl apply` against a stub server
+//! that serves discovery, the documents and one Deployment.
+
+use std::collections::BTreeSet;
+
+use api_types::openapi::{self, openapi_v2, openapi_v3_group_version, openapi_v3_index, v3_paths};
+use api_types::resources::RESOURCES;
+use serde_json::{json, Value};
+
+fn doc_path(group: &str, version: &str) -> String {
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
+}
+
+fn gvk_of(schema: &Value) -> Vec<(String, String, String)> {
+    schema["x-kubernetes-group-version-kind"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .map(|g| {
+                    (
+                        g["group"].as_str().unwrap_or_default().to_string(),
+                        g["version"].as_str().unwrap_or_default().to_string(),
+                        g["kind"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every `$ref` in `value`.
+fn refs(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                if k == "$ref" {
+                    out.push(v.as_str().unwrap_or("<not a string>").to_string());
+                } else {
+                    refs(v, out);
+                }
+            }
+        }
+        Value::Array(list) => list.iter().for_each(|v| refs(v, out)),
+        _ => {}
+    }
+}
+
+/// Follows `allOf[0]` and `$ref` as kubectl's `PatchMetaFromOpenAPIV3` does.
+fn resolve<'a>(schema: &'a Value, schemas: &'a Value) -> &'a Value {
+    let schema = schema["allOf"].get(0).unwrap_or(schema);
+    match schema["$ref"].as_str() {
+        Some(r) => &schemas[r.trim_start_matches("#/components/schemas/")],
+        None => schema,
+    }
+}
+
+#[test]
+fn every_kind_has_a_gvk_tagged_definition_in_both_versions() {
+    let v2 = openapi_v2();
+    for r in RESOURCES {
+        let want = (
+            r.group.to_string(),
+            r.version.to_string(),
+            r.kind.to_string(),
+        );
+        let want_list = (r.group.to_string(), r.version.to_string(), r.list_kind());
+        let list_def = format!("{}List", r.definition);
+        assert!(
+            gvk_of(&v2["definitions"][r.definition]).contains(&want),
+            "v2 {}",
+            r.definition
+        );
+        assert!(
+            gvk_of(&v2["definitions"][&list_def]).contains(&want_list),
+            "v2 {list_def}"
+        );
+
+        let v3 = openapi_v3_group_version(&doc_path(r.group, r.version)).unwrap();
+        let schemas = &v3["components"]["schemas"];
+        assert!(
+            gvk_of(&schemas[r.definition]).contains(&want),
+            "v3 {}",
+            r.definition
+        );
+        assert!(
+            gvk_of(&schemas[&list_def]).contains(&want_list),
+            "v3 {list_def}"
+        );
+    }
+    let delete_options =
+        gvk_of(&v2["definitions"]["io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions"]);
+    assert!(delete_options.contains(&("".into(), "v1".into(), "DeleteOptions".into())));
+    assert!(delete_options.contains(&("apps".into(), "v1".into(), "DeleteOptions".into())));
+    for (def, kind) in [
+        ("io.k8s.apimachinery.pkg.apis.meta.v1.Status", "Status"),
+        (
+            "io.k8s.apimachinery.pkg.apis.meta.v1.WatchEvent",
+            "WatchEvent",
+        ),
+        (
+            "io.k8s.apimachinery.pkg.apis.meta.v1.APIResourceList",
+            "APIResourceList",
+        ),
+        ("io.k8s.api.core.v1.Binding", "Binding"),
+    ] {
+        assert!(
+            gvk_of(&v2["definitions"][def]).contains(&("".into(), "v1".into(), kind.into())),
+            "{def}"
+        );
+    }
+    assert_eq!(
+        gvk_of(&v2["definitions"]["io.k8s.api.autoscaling.v1.Scale"]),
+        [("autoscaling".into(), "v1".into(), "Scale".into())]
+    );
+    assert_eq!(
+        gvk_of(&v2["definitions"]["io.k8s.api.policy.v1.Eviction"]),
+        [("policy".into(), "v1".into(), "Eviction".into())]
+    );
+}
+
+#[test]
+fn patch_extensions_are_on_the_properties() {
+    let v2 = openapi_v2();
+    let v3 = openapi_v3_group_version("api/v1").unwrap();
+    for defs in [&v2["definitions"], &v3["components"]["schemas"]] {
+        let containers = &defs["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"];
+        assert_eq!(containers["x-kubernetes-patch-strategy"], "merge");
+        assert_eq!(containers["x-kubernetes-patch-merge-key"], "name");
+        assert_eq!(containers["x-kubernetes-list-type"], "map");
+        assert_eq!(containers["x-kubernetes-list-map-keys"], json!(["name"]));
+        let ports = &defs["io.k8s.api.core.v1.Container"]["properties"]["ports"];
+        assert_eq!(ports["x-kubernetes-patch-strategy"], "merge");
+        assert_eq!(ports["x-kubernetes-patch-merge-key"], "containerPort");
+        let volumes = &defs["io.k8s.api.core.v1.PodSpec"]["properties"]["volumes"];
+        assert_eq!(volumes["x-kubernetes-patch-strategy"], "merge,retainKeys");
+        let finalizers =
+            &defs["io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"]["properties"]["finalizers"];
+        assert_eq!(finalizers["x-kubernetes-patch-strategy"], "merge");
+        assert_eq!(finalizers["x-kubernetes-list-type"], "set");
+    }
+    let apps = openapi_v3_group_version("apis/apps/v1").unwrap();
+    let strategy = &apps["components"]["schemas"]["io.k8s.api.apps.v1.DeploymentSpec"]
+        ["properties"]["strategy"];
+    assert_eq!(strategy["x-kubernetes-patch-strategy"], "retainKeys");
+    // An extension next to a reference wraps the reference in allOf (OpenAPI 3.0 ignores
+    // siblings of $ref); kubectl follows allOf[0].
+    assert!(strategy.get("$ref").is_none());
+    assert!(strategy["allOf"][0]["$ref"].is_string());
+}
+
+#[test]
+fn kubectl_style_patch_metadata_lookup_walks_deployment_to_ports() {
+    let doc = openapi_v3_group_version("apis/apps/v1").unwrap();
+    let schemas = &doc["components"]["schemas"];
+    // kubectl picks the component whose GVK list holds apps/v1 Deployment.
+    let (_, deployment) = schemas
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(_, s)| gvk_of(s).contains(&("apps".into(), "v1".into(), "Deployment".into())))
+        .unwrap();
+    let spec = resolve(&deployment["properties"]["spec"], schemas);
+    let template = resolve(&spec["properties"]["template"], schemas);
+    let pod_spec = resolve(&template["properties"]["spec"], schemas);
+    let containers = &pod_spec["properties"]["containers"];
+    assert_eq!(containers["x-kubernetes-patch-merge-key"], "name");
+    let container = resolve(&containers["items"], schemas);
+    assert_eq!(
+        container["properties"]["ports"]["x-kubernetes-patch-merge-key"],
+        "containerPort"
+    );
+}
+
+#[test]
+fn every_reference_resolves_inside_its_document() {
+    let v2 = openapi_v2();
+    let mut all = Vec::new();
+    refs(&v2, &mut all);
+    for r in &all {
+        let name = r
+            .strip_prefix("#/definitions/")
+            .unwrap_or_else(|| panic!("v2 ref {r}"));
+        assert!(v2["definitions"].get(name).is_some(), "v2 dangling {r}");
+    }
+    for path in v3_paths() {
+        let doc = openapi_v3_group_version(&path).unwrap();
+        let mut all = Vec::new();
+        refs(&doc, &mut all);
+        assert!(!all.is_empty(), "{path}");
+        for r in &all {
+            let name = r
+                .strip_prefix("#/components/schemas/")
+                .unwrap_or_else(|| panic!("{path} ref {r}"));
+            assert!(
+                doc["components"]["schemas"].get(name).is_some(),
+                "{path} dangling {r}"
+            );
+        }
+    }
+}
+
+fn operations(paths: &Value) -> Vec<(&str, &str, &Value)> {
+    let mut out = Vec::new();
+    for (path, item) in paths.as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            if method != "parameters" {
+                out.push((path.as_str(), method.as_str(), op));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn v2_is_well_formed_swagger() {
+    let v2 = openapi_v2();
+    assert_eq!(v2["swagger"], "2.0");
+    assert_eq!(
+        v2["info"],
+        json!({"title": "Kubernetes", "version": "v1.33.0"})
+    );
+    let mut ids = BTreeSet::new();
+    for (path, method, op) in operations(&v2["paths"]) {
+        assert!(path.starts_with('/'), "{path}");
+        assert!(
+            ["get", "put", "post", "delete", "patch"].contains(&method),
+            "{path} {method}"
+        );
+        assert!(
+            ids.insert(op["operationId"].as_str().unwrap().to_string()),
+            "duplicate {}",
+            op["operationId"]
+        );
+        assert!(
+            op["responses"]["200"]["schema"]["$ref"].is_string(),
+            "{path} {method}"
+        );
+        for p in op["parameters"].as_array().into_iter().flatten() {
+            assert!(
+                p["name"].is_string() && p["in"].is_string(),
+                "{path} {method} {p}"
+            );
+            if p["in"] == "body" {
+                assert!(p["schema"]["$ref"].is_string());
+            } else {
+                assert!(p["type"].is_string());
+            }
+        }
+        if method == "patch" {
+            assert!(op["consumes"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("application/strategic-merge-patch+json")));
+        }
+    }
+    let ios = &v2["definitions"]["io.k8s.apimachinery.pkg.util.intstr.IntOrString"];
+    assert_eq!(
+        (ios["type"].as_str(), ios["format"].as_str()),
+        (Some("string"), Some("int-or-string"))
+    );
+    assert_eq!(
+        v2["definitions"]["io.k8s.apimachinery.pkg.api.resource.Quantity"]["type"],
+        "string"
+    );
+}
+
+#[test]
+fn v3_documents_are_well_formed_and_carry_what_kubectl_reads() {
+    for path in v3_paths() {
+        let doc = openapi_v3_group_version(&path).unwrap();
+        assert_eq!(doc["openapi"], "3.0.0");
+        assert!(doc["info"]["title"].is_string() && doc["info"]["version"].is_string());
+        for (p, method, op) in operations(&doc["paths"]) {
+            assert!(p.starts_with('/'), "{p}");
+            let responses = op["responses"].as_object().unwrap();
+            assert!(
+                responses.values().all(|r| r["description"].is_string()),
+                "{p} {method}"
+            );
+            for param in op["parameters"].as_array().into_iter().flatten() {
+                assert!(param["schema"]["type"].is_string(), "{p} {method} {param}");
+            }
+            if let Some(gvk) = op.get("x-kubernetes-group-version-kind") {
+                assert!(gvk.is_object(), "operations carry one GVK");
+                assert!(op["x-kubernetes-action"].is_string());
+            }
+            if method == "patch" {
+                // kubectl apply: strategic merge patch is supported...
+                assert!(
+                    op["requestBody"]["content"]["application/strategic-merge-patch+json"]
+                        .is_object()
+                );
+                // ...and so is server-side field validation.
+                assert!(op["parameters"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|p| p["name"] == "fieldValidation" && p["in"] == "query"));
+            }
+        }
+        // No $ref with siblings anywhere (OpenAPI 3.0 would ignore them).
+        fn check(v: &Value) {
+            match v {
+                Value::Object(m) => {
+                    assert!(!(m.contains_key("$ref") && m.len() > 1), "{v}");
+                    m.values().for_each(check);
+                }
+                Value::Array(l) => l.iter().for_each(check),
+                _ => {}
+            }
+        }
+        check(&doc);
+    }
+    let core = openapi_v3_group_version("api/v1").unwrap();
+    let schemas = &core["components"]["schemas"];
+    let ios = &schemas["io.k8s.apimachinery.pkg.util.intstr.IntOrString"];
+    assert_eq!(ios["format"], "int-or-string");
+    assert_eq!(
+        ios["oneOf"],
+        json!([{"type": "integer"}, {"type": "string"}])
+    );
+    // kubectl explain finds a resource's kind on its list path's operations.
+    let list = &core["paths"]["/api/v1/namespaces/{namespace}/pods"]["get"];
+    assert_eq!(
+        list["x-kubernetes-group-version-kind"],
+        json!({"group": "", "kind": "Pod", "version": "v1"})
+    );
+    assert_eq!(list["x-kubernetes-action"], "list");
+    assert!(openapi_v3_group_version("apis/nope/v1").is_none());
+    assert!(openapi_v3_group_version("apis/apps").is_some());
+}
+
+#[test]
+fn index_points_at_hashed_documents() {
+    let index = openapi_v3_index(|path| format!("H-{path}"));
+    assert_eq!(
+        index["paths"]["apis/apps/v1"]["serverRelativeURL"],
+        "/openapi/v3/apis/apps/v1?hash=H-apis/apps/v1"
+    );
+    for key in [
+        "api",
+        "api/v1",
+        "apis",
+        "apis/apps",
+        "apis/apps/v1",
+        "version",
+    ] {
+        assert!(index["paths"][key].is_object(), "{key}");
+    }
+
+    let cached: Value = serde_json::from_slice(openapi::v3_index_document().bytes()).unwrap();
+    for path in v3_paths() {
+        let doc = openapi::v3_document(&path).unwrap();
+        let url = cached["paths"][&path]["serverRelativeURL"]
+            .as_str()
+            .unwrap();
+        assert_eq!(url, openapi::server_relative_url(&path, doc.hash()));
+        assert_eq!(doc.etag(), format!("\"{}\"", doc.hash()));
+        assert_eq!(openapi::content_hash(doc.bytes()), doc.hash());
+        let parsed: Value = serde_json::from_slice(doc.bytes()).unwrap();
+        assert_eq!(parsed, openapi_v3_group_version(&path).unwrap());
+    }
+    let v2: Value = serde_json::from_slice(openapi::v2_document().bytes()).unwrap();
+    assert_eq!(v2["swagger"], "2.0");
+}
+
+/// A tiny HTTP/1.1 server standing in for the apiserver, enough for kubectl's discovery,
+/// OpenAPI v3 and client-side apply of one Deployment.
+mod stub {
+    use std::collections::BTreeMap;
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::{Arc, Mutex};
+
+    use api_types::openapi;
+    use api_types::resources::{GROUPS, RESOURCES};
+    use api_types::strategic_merge::apply_strategic_merge_patch;
+    use serde_json::{json, Value};
+
+    #[derive(Default)]
+    pub struct State {
+        pub objects: BTreeMap<String, Value>,
+        /// Method, path and query, and body of every request.
+        pub requests: Vec<(String, String, String)>,
+        next_rv: u64,
+    }
+
+    pub fn start() -> (String, Arc<Mutex<State>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = format!("http://{}", listener.local_addr().unwrap());
+        let state = Arc::new(Mutex::new(State::default()));
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let state = shared.clone();
+                std::thread::spawn(move || serve(stream, &state));
+            }
+        });
+        (address, state)
+    }
+
+    fn serve(mut stream: TcpStream, state: &Mutex<State>) {
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        if reader.read_line(&mut line).is_err() || line.is_empty() {
+            return;
+        }
+        let mut parts = line.split_whitespace();
+        let method = parts.next().unwrap_or_default().to_string();
+        let target = parts.next().unwrap_or_default().to_string();
+        let mut length = 0;
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header).is_err() || header.trim().is_empty() {
+                break;
+            }
+            if let Some((k, v)) = header.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut body = vec![0; length];
+        let _ = reader.read_exact(&mut body);
+        let body = String::from_utf8_lossy(&body).to_string();
+        let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+        let (status, payload) = {
+            let mut state = state.lock().unwrap();
+            state
+                .requests
+                .push((method.clone(), target.clone(), body.clone()));
+            handle(&mut state, &method, path, query, &body)
+        };
+        let reason = match status {
+            200 => "OK",
+            201 => "Created",
+            _ => "Not Found",
+        };
+        let head = format!(
+            "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            payload.len()
+        );
+        let _ = stream.write_all(head.as_bytes());
+        let _ = stream.write_all(&payload);
+    }
+
+    fn not_found() -> (u16, Vec<u8>) {
+        let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404});
+        (404, status.to_string().into_bytes())
+    }
+
+    fn handle(
+        state: &mut State,
+        method: &str,
+        path: &str,
+        query: &str,
+        body: &str,
+    ) -> (u16, Vec<u8>) {
+        let ok = |v: Value| (200, v.to_string().into_bytes());
+        match (method, path) {
+            ("GET", "/openapi/v3") => return (200, openapi::v3_index_document().bytes().to_vec()),
+            ("GET", p) if p.starts_with("/openapi/v3/") => {
+                return match openapi::v3_document(&p["/openapi/v3/".len()..]) {
+                    Some(doc) => (200, doc.bytes().to_vec()),
+                    None => not_found(),
+                };
+            }
+            ("GET", "/version") => {
+                return ok(
+                    json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0", "platform": "linux/arm64"}),
+                )
+            }
+            ("GET", "/api") => {
+                return ok(
+                    json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}),
+                )
+            }
+            ("GET", "/apis") => {
+                let groups: Vec<Value> = GROUPS
+                    .iter()
+                    .map(|g| {
+                        let v = RESOURCES
+                            .iter()
+                            .find(|r| r.group == *g)
+                            .map(|r| r.version)
+                            .unwrap_or("v1");
+                        let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
+                        json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
+                    })
+                    .collect();
+                return ok(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}));
+            }
+            _ => {}
+        }
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let (group, rest) = match segments.as_slice() {
+            ["api", rest @ ..] => ("", rest),
+            ["apis", group, rest @ ..] => (*group, rest),
+            _ => return not_found(),
+        };
+        let Some((version, rest)) = rest.split_first() else {
+            return not_found();
+        };
+        if rest.is_empty() && method == "GET" {
+            let resources: Vec<Value> = RESOURCES
+                .iter()
+                .filter(|r| r.group == group && r.version == *version)
+                .map(|r| {
+                    json!({"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced,
+                           "kind": r.kind, "verbs": r.verbs, "shortNames": r.short_names})
+                })
+                .collect();
+            let gv = if group.is_empty() {
+                version.to_string()
+            } else {
+                format!("{group}/{version}")
+            };
+            return ok(
+                json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+            );
+        }
+        // Namespaced objects only: namespaces/{ns}/{plural}[/{name}].
+        let (plural, name) = match rest {
+            ["namespaces", _, plural] => (*plural, None),
+            ["namespaces", _, plural, name] => (*plural, Some(*name)),
+            _ => return not_found(),
+        };
+        let Some(info) = api_types::resources::find(group, version, plural) else {
+            return not_found();
+        };
+        match (method, name) {
+            ("GET", Some(name)) => match state.objects.get(name) {
+                Some(obj) => ok(obj.clone()),
+                None => not_found(),
+            },
+            ("POST", None) => {
+                let mut obj: Value = serde_json::from_str(body).unwrap();
+                state.next_rv += 1;
+                obj["metadata"]["uid"] = json!("6b2a1f0e-0000-4000-8000-000000000001");
+                obj["metadata"]["resourceVersion"] = json!(state.next_rv.to_string());
+                let name = obj["metadata"]["name"].as_str().unwrap().to_string();
+                state.objects.insert(name, obj.clone());
+                (201, obj.to_string().into_bytes())
+            }
+            ("PATCH", Some(name)) => {
+                assert!(
+                    query.contains("fieldValidation=Strict"),
+                    "kubectl should validate on the server: {query}"
+                );
+                let Some(current) = state.objects.get(name) else {
+                    return not_found();
+                };
+                let patch: Value = serde_json::from_str(body).unwrap();
+                let mut merged =
+                    apply_strategic_merge_patch(current, &patch, info.definition).unwrap();
+                state.next_rv += 1;
+                merged["metadata"]["resourceVersion"] = json!(state.next_rv.to_string());
+                state.objects.insert(name.to_string(), merged.clone());
+                ok(merged)
+            }
+            _ => not_found(),
+        }
+    }
+}
+
+/// Runs kubectl against `server`, or `None` when there is no kubectl to run.
+fn kubectl(
+    server: &str,
+    home: &std::path::Path,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> Option<(bool, String, String)> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("kubectl")
+        .args(["--server", server, "--cache-dir"])
+        .arg(home.join("cache"))
+        .args(args)
+        .env("HOME", home)
+        .env("KUBECONFIG", home.join("none"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(input.as_bytes()).ok()?;
+    }
+    let out = child.wait_with_output().ok()?;
+    Some((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    ))
+}
+
+fn temp_home(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("api-types-openapi-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn kubectl_explain_reads_the_v3_documents() {
+    let (server, _state) = stub::start();
+    let home = temp_home("explain");
+    let Some((ok, out, err)) = kubectl(&server, &home, &["explain", "pods.spec.containers"], None)
+    else {
+        eprintln!("kubectl not found; skipping");
+        return;
+    };
+    assert!(ok, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("KIND:       Pod"), "{out}");
+    assert!(out.contains("FIELD: containers <[]Container>"), "{out}");
+    assert!(out.contains("image\t<string>"), "{out}");
+    assert!(out.contains("ports\t<[]ContainerPort>"), "{out}");
+
+    let (ok, out, err) = kubectl(
+        &server,
+        &home,
+        &["explain", "deployments.spec.strategy"],
+        None,
+    )
+    .unwrap();
+    assert!(ok, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("GROUP:      apps"), "{out}");
+    assert!(
+        out.contains("rollingUpdate\t<RollingUpdateDeployment>"),
+        "{out}"
+    );
+    let _ = std::fs::remove_dir_all(home);
+}
+
+#[test]
+fn kubectl_apply_uses_the_v3_patch_metadata() {
+    let (server, state) = stub::start();
+    let home = temp_home("apply");
+    let manifest = |image: &str, sidecar: bool| {
+        let mut containers =
+            vec![json!({"name": "web", "image": image, "ports": [{"containerPort": 80}]})];
+        if sidecar {
+            containers.push(json!({"name": "sidecar", "image": "busybox"}));
+        }
+        json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": containers},
+                },
+            },
+        })
+        .to_string()
+    };
+    let Some((ok, out, err)) = kubectl(
+        &server,
+        &home,
+        &["apply", "-f", "-"],
+        Some(&manifest("nginx:1", true)),
+    ) else {
+        eprintln!("kubectl not found; skipping");
+        return;
+    };
+    assert!(ok, "create: stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("deployment.apps/web created"), "{out}");
+
+    // Something else (a controller, say) adds a container kubectl apply does not own.
+    {
+        let mut state = state.lock().unwrap();
+        let web = state.objects.get_mut("web").unwrap();
+        web["spec"]["template"]["spec"]["containers"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "injected", "image": "proxy"}));
+    }
+
+    let (ok, out, err) = kubectl(
+        &server,
+        &home,
+        &["apply", "-f", "-"],
+        Some(&manifest("nginx:2", false)),
+    )
+    .unwrap();
+    assert!(ok, "update: stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("deployment.apps/web configured"), "{out}");
+    assert!(!err.contains("warning"), "{err}");
+
+    let state = state.lock().unwrap();
+    let requested: Vec<&str> = state.requests.iter().map(|(_, t, _)| t.as_str()).collect();
+    assert!(
+        requested
+            .iter()
+            .any(|t| t.starts_with("/openapi/v3/apis/apps/v1?hash=")),
+        "{requested:?}"
+    );
+    assert!(
+        !requested.iter().any(|t| t.starts_with("/openapi/v2")),
+        "kubectl fell back to OpenAPI v2: {requested:?}"
+    );
+    let (_, _, patch) = state
+        .requests
+        .iter()
+        .rev()
+        .find(|(m, _, _)| m == "PATCH")
+        .unwrap();
+    let patch: Value = serde_json::from_str(patch).unwrap();
+    let pod_patch = &patch["spec"]["template"]["spec"];
+    assert!(
+        pod_patch["$setElementOrder/containers"].is_array(),
+        "{patch}"
+    );
+
+    let names: Vec<&str> = state.objects["web"]["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    // The sidecar kubectl had applied is gone, the injected container stays, web is updated.
+    assert_eq!(names, ["web", "injected"], "{}", state.objects["web"]);
+    assert_eq!(
+        state.objects["web"]["spec"]["template"]["spec"]["containers"][0]["image"],
+        "nginx:2"
+    );
+    drop(state);
+    let _ = std::fs::remove_dir_all(home);
+}
