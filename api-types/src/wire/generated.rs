@@ -9,24 +9,24 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.admissionregistration.v1.AuditAnnotation",
         special: None,
         fields: &[
-            opt("key", 1, FieldType::String).req(),
-            opt("valueExpression", 2, FieldType::String).req(),
+            opt("key", 1, FieldType::String).always().req(),
+            opt("valueExpression", 2, FieldType::String).always().req(),
         ],
     },
     Message {
         name: "io.k8s.api.admissionregistration.v1.ExpressionWarning",
         special: None,
         fields: &[
-            opt("fieldRef", 2, FieldType::String).req(),
-            opt("warning", 3, FieldType::String).req(),
+            opt("fieldRef", 2, FieldType::String).always().req(),
+            opt("warning", 3, FieldType::String).always().req(),
         ],
     },
     Message {
         name: "io.k8s.api.admissionregistration.v1.MatchCondition",
         special: None,
         fields: &[
-            opt("name", 1, FieldType::String).req(),
-            opt("expression", 2, FieldType::String).req(),
+            opt("name", 1, FieldType::String).always().req(),
+            opt("expression", 2, FieldType::String).always().req(),
         ],
     },
     Message {
@@ -37,12 +37,14 @@ pub(super) static MESSAGES: &[Message] = &[
                 "namespaceSelector",
                 1,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"),
-            ),
+            )
+            .ptr(),
             opt(
                 "objectSelector",
                 2,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"),
-            ),
+            )
+            .ptr(),
             rep(
                 "resourceRules",
                 3,
@@ -55,19 +57,20 @@ pub(super) static MESSAGES: &[Message] = &[
                 FieldType::Message("io.k8s.api.admissionregistration.v1.NamedRuleWithOperations"),
             )
             .list("atomic"),
-            opt("matchPolicy", 7, FieldType::String),
+            opt("matchPolicy", 7, FieldType::String).ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.admissionregistration.v1.MutatingWebhook",
         special: None,
         fields: &[
-            opt("name", 1, FieldType::String).req(),
+            opt("name", 1, FieldType::String).always().req(),
             opt(
                 "clientConfig",
                 2,
                 FieldType::Message("io.k8s.api.admissionregistration.v1.WebhookClientConfig"),
             )
+            .always()
             .req(),
             rep(
                 "rules",
@@ -75,24 +78,30 @@ pub(super) static MESSAGES: &[Message] = &[
                 FieldType::Message("io.k8s.api.admissionregistration.v1.RuleWithOperations"),
             )
             .list("atomic"),
-            opt("failurePolicy", 4, FieldType::String),
+            opt("failurePolicy", 4, FieldType::String).ptr(),
             opt(
                 "namespaceSelector",
                 5,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"),
-            ),
-            opt("sideEffects", 6, FieldType::String).req(),
-            opt("timeoutSeconds", 7, FieldType::Int32),
+            )
+            .ptr(),
+            opt("sideEffects", 6, FieldType::String)
+                .ptr()
+                .always()
+                .req(),
+            opt("timeoutSeconds", 7, FieldType::Int32).ptr(),
             rep("admissionReviewVersions", 8, FieldType::String)
                 .list("atomic")
+                .always()
                 .req(),
-            opt("matchPolicy", 9, FieldType::String),
-            opt("reinvocationPolicy", 10, FieldType::String),
+            opt("matchPolicy", 9, FieldType::String).ptr(),
+            opt("reinvocationPolicy", 10, FieldType::String).ptr(),
             opt(
                 "objectSelector",
                 11,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"),
-            ),
+            )
+            .ptr(),
             rep(
                 "matchConditions",
                 12,
@@ -140,7 +149,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 FieldType::Message(
                     "io.k8s.api.admissionregistration.v1.MutatingWebhookConfiguration",
                 ),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
@@ -174,8 +184,9 @@ pub(super) static MESSAGES: &[Message] = &[
                 "selector",
                 3,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"),
-            ),
-            opt("parameterNotFoundAction", 4, FieldType::String),
+            )
+            .ptr(),
+            opt("parameterNotFoundAction", 4, FieldType::String).ptr(),
         ],
     },
     Message {
@@ -185,7 +196,7 @@ pub(super) static MESSAGES: &[Message] = &[
             rep("apiGroups", 1, FieldType::String).list("atomic"),
             rep("apiVersions", 2, FieldType::String).list("atomic"),
             rep("resources", 3, FieldType::String).list("atomic"),
-            opt("scope", 4, FieldType::String),
+            opt("scope", 4, FieldType::String).ptr(),
         ],
     },
     Message {
@@ -205,10 +216,10 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.admissionregistration.v1.ServiceReference",
         special: None,
         fields: &[
-            opt("namespace", 1, FieldType::String).req(),
-            opt("name", 2, FieldType::String).req(),
-            opt("path", 3, FieldType::String),
-            opt("port", 4, FieldType::Int32),
+            opt("namespace", 1, FieldType::String).always().req(),
+            opt("name", 2, FieldType::String).always().req(),
+            opt("path", 3, FieldType::String).ptr(),
+            opt("port", 4, FieldType::Int32).ptr(),
         ],
     },
     Message {
@@ -281,7 +292,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 FieldType::Message(
                     "io.k8s.api.admissionregistration.v1.ValidatingAdmissionPolicyBinding",
                 ),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
@@ -293,12 +305,14 @@ pub(super) static MESSAGES: &[Message] = &[
                 "paramRef",
                 2,
                 FieldType::Message("io.k8s.api.admissionregistration.v1.ParamRef"),
-            ),
+            )
+            .ptr(),
             opt(
                 "matchResources",
                 3,
                 FieldType::Message("io.k8s.api.admissionregistration.v1.MatchResources"),
-            ),
+            )
+            .ptr(),
             rep("validationActions", 4, FieldType::String).list("set"),
         ],
     },
@@ -315,7 +329,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.admissionregistration.v1.ValidatingAdmissionPolicy"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
@@ -326,19 +341,21 @@ pub(super) static MESSAGES: &[Message] = &[
                 "paramKind",
                 1,
                 FieldType::Message("io.k8s.api.admissionregistration.v1.ParamKind"),
-            ),
+            )
+            .ptr(),
             opt(
                 "matchConstraints",
                 2,
                 FieldType::Message("io.k8s.api.admissionregistration.v1.MatchResources"),
-            ),
+            )
+            .ptr(),
             rep(
                 "validations",
                 3,
                 FieldType::Message("io.k8s.api.admissionregistration.v1.Validation"),
             )
             .list("atomic"),
-            opt("failurePolicy", 4, FieldType::String),
+            opt("failurePolicy", 4, FieldType::String).ptr(),
             rep(
                 "auditAnnotations",
                 5,
@@ -374,7 +391,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "typeChecking",
                 2,
                 FieldType::Message("io.k8s.api.admissionregistration.v1.TypeChecking"),
-            ),
+            )
+            .ptr(),
             rep(
                 "conditions",
                 3,
@@ -388,12 +406,13 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.admissionregistration.v1.ValidatingWebhook",
         special: None,
         fields: &[
-            opt("name", 1, FieldType::String).req(),
+            opt("name", 1, FieldType::String).always().req(),
             opt(
                 "clientConfig",
                 2,
                 FieldType::Message("io.k8s.api.admissionregistration.v1.WebhookClientConfig"),
             )
+            .always()
             .req(),
             rep(
                 "rules",
@@ -401,23 +420,29 @@ pub(super) static MESSAGES: &[Message] = &[
                 FieldType::Message("io.k8s.api.admissionregistration.v1.RuleWithOperations"),
             )
             .list("atomic"),
-            opt("failurePolicy", 4, FieldType::String),
+            opt("failurePolicy", 4, FieldType::String).ptr(),
             opt(
                 "namespaceSelector",
                 5,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"),
-            ),
-            opt("sideEffects", 6, FieldType::String).req(),
-            opt("timeoutSeconds", 7, FieldType::Int32),
+            )
+            .ptr(),
+            opt("sideEffects", 6, FieldType::String)
+                .ptr()
+                .always()
+                .req(),
+            opt("timeoutSeconds", 7, FieldType::Int32).ptr(),
             rep("admissionReviewVersions", 8, FieldType::String)
                 .list("atomic")
+                .always()
                 .req(),
-            opt("matchPolicy", 9, FieldType::String),
+            opt("matchPolicy", 9, FieldType::String).ptr(),
             opt(
                 "objectSelector",
                 10,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"),
-            ),
+            )
+            .ptr(),
             rep(
                 "matchConditions",
                 11,
@@ -465,16 +490,17 @@ pub(super) static MESSAGES: &[Message] = &[
                 FieldType::Message(
                     "io.k8s.api.admissionregistration.v1.ValidatingWebhookConfiguration",
                 ),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
         name: "io.k8s.api.admissionregistration.v1.Validation",
         special: None,
         fields: &[
-            opt("expression", 1, FieldType::String).req(),
+            opt("expression", 1, FieldType::String).always().req(),
             opt("message", 2, FieldType::String),
-            opt("reason", 3, FieldType::String),
+            opt("reason", 3, FieldType::String).ptr(),
             opt("messageExpression", 4, FieldType::String),
         ],
     },
@@ -482,8 +508,8 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.admissionregistration.v1.Variable",
         special: None,
         fields: &[
-            opt("name", 1, FieldType::String).req(),
-            opt("expression", 2, FieldType::String).req(),
+            opt("name", 1, FieldType::String).always().req(),
+            opt("expression", 2, FieldType::String).always().req(),
         ],
     },
     Message {
@@ -494,9 +520,10 @@ pub(super) static MESSAGES: &[Message] = &[
                 "service",
                 1,
                 FieldType::Message("io.k8s.api.admissionregistration.v1.ServiceReference"),
-            ),
+            )
+            .ptr(),
             opt("caBundle", 2, FieldType::Bytes),
-            opt("url", 3, FieldType::String),
+            opt("url", 3, FieldType::String).ptr(),
         ],
     },
     Message {
@@ -525,12 +552,14 @@ pub(super) static MESSAGES: &[Message] = &[
                 "namespaceSelector",
                 1,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"),
-            ),
+            )
+            .ptr(),
             opt(
                 "objectSelector",
                 2,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"),
-            ),
+            )
+            .ptr(),
             rep(
                 "resourceRules",
                 3,
@@ -547,7 +576,7 @@ pub(super) static MESSAGES: &[Message] = &[
                 ),
             )
             .list("atomic"),
-            opt("matchPolicy", 7, FieldType::String),
+            opt("matchPolicy", 7, FieldType::String).ptr(),
         ],
     },
     Message {
@@ -603,7 +632,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 FieldType::Message(
                     "io.k8s.api.admissionregistration.v1alpha1.MutatingAdmissionPolicyBinding",
                 ),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
@@ -615,12 +645,14 @@ pub(super) static MESSAGES: &[Message] = &[
                 "paramRef",
                 2,
                 FieldType::Message("io.k8s.api.admissionregistration.v1alpha1.ParamRef"),
-            ),
+            )
+            .ptr(),
             opt(
                 "matchResources",
                 3,
                 FieldType::Message("io.k8s.api.admissionregistration.v1alpha1.MatchResources"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
@@ -638,7 +670,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 FieldType::Message(
                     "io.k8s.api.admissionregistration.v1alpha1.MutatingAdmissionPolicy",
                 ),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
@@ -649,12 +682,14 @@ pub(super) static MESSAGES: &[Message] = &[
                 "paramKind",
                 1,
                 FieldType::Message("io.k8s.api.admissionregistration.v1alpha1.ParamKind"),
-            ),
+            )
+            .ptr(),
             opt(
                 "matchConstraints",
                 2,
                 FieldType::Message("io.k8s.api.admissionregistration.v1alpha1.MatchResources"),
-            ),
+            )
+            .ptr(),
             rep(
                 "variables",
                 3,
@@ -667,7 +702,7 @@ pub(super) static MESSAGES: &[Message] = &[
                 FieldType::Message("io.k8s.api.admissionregistration.v1alpha1.Mutation"),
             )
             .list("atomic"),
-            opt("failurePolicy", 5, FieldType::String),
+            opt("failurePolicy", 5, FieldType::String).ptr(),
             rep(
                 "matchConditions",
                 6,
@@ -684,17 +719,19 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.admissionregistration.v1alpha1.Mutation",
         special: None,
         fields: &[
-            opt("patchType", 2, FieldType::String).req(),
+            opt("patchType", 2, FieldType::String).always().req(),
             opt(
                 "applyConfiguration",
                 3,
                 FieldType::Message("io.k8s.api.admissionregistration.v1alpha1.ApplyConfiguration"),
-            ),
+            )
+            .ptr(),
             opt(
                 "jsonPatch",
                 4,
                 FieldType::Message("io.k8s.api.admissionregistration.v1alpha1.JSONPatch"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
@@ -728,40 +765,41 @@ pub(super) static MESSAGES: &[Message] = &[
                 "selector",
                 3,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"),
-            ),
-            opt("parameterNotFoundAction", 4, FieldType::String),
+            )
+            .ptr(),
+            opt("parameterNotFoundAction", 4, FieldType::String).ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.admissionregistration.v1alpha1.Variable",
         special: None,
         fields: &[
-            opt("name", 1, FieldType::String).req(),
-            opt("expression", 2, FieldType::String).req(),
+            opt("name", 1, FieldType::String).always().req(),
+            opt("expression", 2, FieldType::String).always().req(),
         ],
     },
     Message {
         name: "io.k8s.api.admissionregistration.v1beta1.AuditAnnotation",
         special: None,
         fields: &[
-            opt("key", 1, FieldType::String).req(),
-            opt("valueExpression", 2, FieldType::String).req(),
+            opt("key", 1, FieldType::String).always().req(),
+            opt("valueExpression", 2, FieldType::String).always().req(),
         ],
     },
     Message {
         name: "io.k8s.api.admissionregistration.v1beta1.ExpressionWarning",
         special: None,
         fields: &[
-            opt("fieldRef", 2, FieldType::String).req(),
-            opt("warning", 3, FieldType::String).req(),
+            opt("fieldRef", 2, FieldType::String).always().req(),
+            opt("warning", 3, FieldType::String).always().req(),
         ],
     },
     Message {
         name: "io.k8s.api.admissionregistration.v1beta1.MatchCondition",
         special: None,
         fields: &[
-            opt("name", 1, FieldType::String).req(),
-            opt("expression", 2, FieldType::String).req(),
+            opt("name", 1, FieldType::String).always().req(),
+            opt("expression", 2, FieldType::String).always().req(),
         ],
     },
     Message {
@@ -772,12 +810,14 @@ pub(super) static MESSAGES: &[Message] = &[
                 "namespaceSelector",
                 1,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"),
-            ),
+            )
+            .ptr(),
             opt(
                 "objectSelector",
                 2,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"),
-            ),
+            )
+            .ptr(),
             rep(
                 "resourceRules",
                 3,
@@ -794,7 +834,7 @@ pub(super) static MESSAGES: &[Message] = &[
                 ),
             )
             .list("atomic"),
-            opt("matchPolicy", 7, FieldType::String),
+            opt("matchPolicy", 7, FieldType::String).ptr(),
         ],
     },
     Message {
@@ -828,8 +868,9 @@ pub(super) static MESSAGES: &[Message] = &[
                 "selector",
                 3,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"),
-            ),
-            opt("parameterNotFoundAction", 4, FieldType::String),
+            )
+            .ptr(),
+            opt("parameterNotFoundAction", 4, FieldType::String).ptr(),
         ],
     },
     Message {
@@ -902,7 +943,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 FieldType::Message(
                     "io.k8s.api.admissionregistration.v1beta1.ValidatingAdmissionPolicyBinding",
                 ),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
@@ -914,12 +956,14 @@ pub(super) static MESSAGES: &[Message] = &[
                 "paramRef",
                 2,
                 FieldType::Message("io.k8s.api.admissionregistration.v1beta1.ParamRef"),
-            ),
+            )
+            .ptr(),
             opt(
                 "matchResources",
                 3,
                 FieldType::Message("io.k8s.api.admissionregistration.v1beta1.MatchResources"),
-            ),
+            )
+            .ptr(),
             rep("validationActions", 4, FieldType::String).list("set"),
         ],
     },
@@ -938,7 +982,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 FieldType::Message(
                     "io.k8s.api.admissionregistration.v1beta1.ValidatingAdmissionPolicy",
                 ),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
@@ -949,19 +994,21 @@ pub(super) static MESSAGES: &[Message] = &[
                 "paramKind",
                 1,
                 FieldType::Message("io.k8s.api.admissionregistration.v1beta1.ParamKind"),
-            ),
+            )
+            .ptr(),
             opt(
                 "matchConstraints",
                 2,
                 FieldType::Message("io.k8s.api.admissionregistration.v1beta1.MatchResources"),
-            ),
+            )
+            .ptr(),
             rep(
                 "validations",
                 3,
                 FieldType::Message("io.k8s.api.admissionregistration.v1beta1.Validation"),
             )
             .list("atomic"),
-            opt("failurePolicy", 4, FieldType::String),
+            opt("failurePolicy", 4, FieldType::String).ptr(),
             rep(
                 "auditAnnotations",
                 5,
@@ -997,7 +1044,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "typeChecking",
                 2,
                 FieldType::Message("io.k8s.api.admissionregistration.v1beta1.TypeChecking"),
-            ),
+            )
+            .ptr(),
             rep(
                 "conditions",
                 3,
@@ -1011,9 +1059,9 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.admissionregistration.v1beta1.Validation",
         special: None,
         fields: &[
-            opt("expression", 1, FieldType::String).req(),
+            opt("expression", 1, FieldType::String).always().req(),
             opt("message", 2, FieldType::String),
-            opt("reason", 3, FieldType::String),
+            opt("reason", 3, FieldType::String).ptr(),
             opt("messageExpression", 4, FieldType::String),
         ],
     },
@@ -1021,8 +1069,8 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.admissionregistration.v1beta1.Variable",
         special: None,
         fields: &[
-            opt("name", 1, FieldType::String).req(),
-            opt("expression", 2, FieldType::String).req(),
+            opt("name", 1, FieldType::String).always().req(),
+            opt("expression", 2, FieldType::String).always().req(),
         ],
     },
     Message {
@@ -1056,22 +1104,24 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.apidiscovery.v2.APIGroupDiscovery"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
         name: "io.k8s.api.apidiscovery.v2.APIResourceDiscovery",
         special: None,
         fields: &[
-            opt("resource", 1, FieldType::String),
+            opt("resource", 1, FieldType::String).always(),
             opt(
                 "responseKind",
                 2,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.GroupVersionKind"),
-            ),
-            opt("scope", 3, FieldType::String),
-            opt("singularResource", 4, FieldType::String),
-            rep("verbs", 5, FieldType::String).list("set"),
+            )
+            .ptr(),
+            opt("scope", 3, FieldType::String).always(),
+            opt("singularResource", 4, FieldType::String).always(),
+            rep("verbs", 5, FieldType::String).list("set").always(),
             rep("shortNames", 6, FieldType::String).list("set"),
             rep("categories", 7, FieldType::String).list("set"),
             rep(
@@ -1087,12 +1137,13 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.apidiscovery.v2.APISubresourceDiscovery",
         special: None,
         fields: &[
-            opt("subresource", 1, FieldType::String),
+            opt("subresource", 1, FieldType::String).always(),
             opt(
                 "responseKind",
                 2,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.GroupVersionKind"),
-            ),
+            )
+            .ptr(),
             rep(
                 "acceptedTypes",
                 3,
@@ -1100,14 +1151,14 @@ pub(super) static MESSAGES: &[Message] = &[
             )
             .list("map")
             .keys(&["group", "version", "kind"]),
-            rep("verbs", 4, FieldType::String).list("set"),
+            rep("verbs", 4, FieldType::String).list("set").always(),
         ],
     },
     Message {
         name: "io.k8s.api.apidiscovery.v2.APIVersionDiscovery",
         special: None,
         fields: &[
-            opt("version", 1, FieldType::String),
+            opt("version", 1, FieldType::String).always(),
             rep(
                 "resources",
                 2,
@@ -1143,12 +1194,14 @@ pub(super) static MESSAGES: &[Message] = &[
                 2,
                 FieldType::Message("io.k8s.api.apiserverinternal.v1alpha1.StorageVersionSpec"),
             )
+            .always()
             .req(),
             opt(
                 "status",
                 3,
                 FieldType::Message("io.k8s.api.apiserverinternal.v1alpha1.StorageVersionStatus"),
             )
+            .always()
             .req(),
         ],
     },
@@ -1156,15 +1209,15 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.apiserverinternal.v1alpha1.StorageVersionCondition",
         special: None,
         fields: &[
-            opt("type", 1, FieldType::String).req(),
-            opt("status", 2, FieldType::String).req(),
+            opt("type", 1, FieldType::String).always().req(),
+            opt("status", 2, FieldType::String).always().req(),
             opt("observedGeneration", 3, FieldType::Int64),
             opt(
                 "lastTransitionTime",
                 4,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.Time"),
             ),
-            opt("reason", 5, FieldType::String).req(),
+            opt("reason", 5, FieldType::String).always().req(),
             opt("message", 6, FieldType::String).req(),
         ],
     },
@@ -1181,7 +1234,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.apiserverinternal.v1alpha1.StorageVersion"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
@@ -1200,7 +1254,7 @@ pub(super) static MESSAGES: &[Message] = &[
             )
             .list("map")
             .keys(&["apiServerID"]),
-            opt("commonEncodingVersion", 2, FieldType::String),
+            opt("commonEncodingVersion", 2, FieldType::String).ptr(),
             rep(
                 "conditions",
                 3,
@@ -1225,7 +1279,7 @@ pub(super) static MESSAGES: &[Message] = &[
                 2,
                 FieldType::Message("io.k8s.apimachinery.pkg.runtime.RawExtension"),
             ),
-            opt("revision", 3, FieldType::Int64).req(),
+            opt("revision", 3, FieldType::Int64).always().req(),
         ],
     },
     Message {
@@ -1241,7 +1295,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.apps.v1.ControllerRevision"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
@@ -1270,8 +1325,8 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.apps.v1.DaemonSetCondition",
         special: None,
         fields: &[
-            opt("type", 1, FieldType::String).req(),
-            opt("status", 2, FieldType::String).req(),
+            opt("type", 1, FieldType::String).always().req(),
+            opt("status", 2, FieldType::String).always().req(),
             opt(
                 "lastTransitionTime",
                 3,
@@ -1294,7 +1349,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.apps.v1.DaemonSet"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
@@ -1306,12 +1362,15 @@ pub(super) static MESSAGES: &[Message] = &[
                 1,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"),
             )
+            .ptr()
+            .always()
             .req(),
             opt(
                 "template",
                 2,
                 FieldType::Message("io.k8s.api.core.v1.PodTemplateSpec"),
             )
+            .always()
             .req(),
             opt(
                 "updateStrategy",
@@ -1319,22 +1378,28 @@ pub(super) static MESSAGES: &[Message] = &[
                 FieldType::Message("io.k8s.api.apps.v1.DaemonSetUpdateStrategy"),
             ),
             opt("minReadySeconds", 4, FieldType::Int32),
-            opt("revisionHistoryLimit", 6, FieldType::Int32),
+            opt("revisionHistoryLimit", 6, FieldType::Int32).ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.apps.v1.DaemonSetStatus",
         special: None,
         fields: &[
-            opt("currentNumberScheduled", 1, FieldType::Int32).req(),
-            opt("numberMisscheduled", 2, FieldType::Int32).req(),
-            opt("desiredNumberScheduled", 3, FieldType::Int32).req(),
-            opt("numberReady", 4, FieldType::Int32).req(),
+            opt("currentNumberScheduled", 1, FieldType::Int32)
+                .always()
+                .req(),
+            opt("numberMisscheduled", 2, FieldType::Int32)
+                .always()
+                .req(),
+            opt("desiredNumberScheduled", 3, FieldType::Int32)
+                .always()
+                .req(),
+            opt("numberReady", 4, FieldType::Int32).always().req(),
             opt("observedGeneration", 5, FieldType::Int64),
             opt("updatedNumberScheduled", 6, FieldType::Int32),
             opt("numberAvailable", 7, FieldType::Int32),
             opt("numberUnavailable", 8, FieldType::Int32),
-            opt("collisionCount", 9, FieldType::Int32),
+            opt("collisionCount", 9, FieldType::Int32).ptr(),
             rep(
                 "conditions",
                 10,
@@ -1355,7 +1420,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "rollingUpdate",
                 2,
                 FieldType::Message("io.k8s.api.apps.v1.RollingUpdateDaemonSet"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
@@ -1384,8 +1450,8 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.apps.v1.DeploymentCondition",
         special: None,
         fields: &[
-            opt("type", 1, FieldType::String).req(),
-            opt("status", 2, FieldType::String).req(),
+            opt("type", 1, FieldType::String).always().req(),
+            opt("status", 2, FieldType::String).always().req(),
             opt("reason", 4, FieldType::String),
             opt("message", 5, FieldType::String),
             opt(
@@ -1413,25 +1479,29 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.apps.v1.Deployment"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
         name: "io.k8s.api.apps.v1.DeploymentSpec",
         special: None,
         fields: &[
-            opt("replicas", 1, FieldType::Int32),
+            opt("replicas", 1, FieldType::Int32).ptr(),
             opt(
                 "selector",
                 2,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"),
             )
+            .ptr()
+            .always()
             .req(),
             opt(
                 "template",
                 3,
                 FieldType::Message("io.k8s.api.core.v1.PodTemplateSpec"),
             )
+            .always()
             .req(),
             opt(
                 "strategy",
@@ -1440,9 +1510,9 @@ pub(super) static MESSAGES: &[Message] = &[
             )
             .strategy("retainKeys"),
             opt("minReadySeconds", 5, FieldType::Int32),
-            opt("revisionHistoryLimit", 6, FieldType::Int32),
+            opt("revisionHistoryLimit", 6, FieldType::Int32).ptr(),
             opt("paused", 7, FieldType::Bool),
-            opt("progressDeadlineSeconds", 9, FieldType::Int32),
+            opt("progressDeadlineSeconds", 9, FieldType::Int32).ptr(),
         ],
     },
     Message {
@@ -1464,8 +1534,8 @@ pub(super) static MESSAGES: &[Message] = &[
             .list("map")
             .keys(&["type"]),
             opt("readyReplicas", 7, FieldType::Int32),
-            opt("collisionCount", 8, FieldType::Int32),
-            opt("terminatingReplicas", 9, FieldType::Int32),
+            opt("collisionCount", 8, FieldType::Int32).ptr(),
+            opt("terminatingReplicas", 9, FieldType::Int32).ptr(),
         ],
     },
     Message {
@@ -1477,7 +1547,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "rollingUpdate",
                 2,
                 FieldType::Message("io.k8s.api.apps.v1.RollingUpdateDeployment"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
@@ -1506,8 +1577,8 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.apps.v1.ReplicaSetCondition",
         special: None,
         fields: &[
-            opt("type", 1, FieldType::String).req(),
-            opt("status", 2, FieldType::String).req(),
+            opt("type", 1, FieldType::String).always().req(),
+            opt("status", 2, FieldType::String).always().req(),
             opt(
                 "lastTransitionTime",
                 3,
@@ -1530,19 +1601,22 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.apps.v1.ReplicaSet"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
         name: "io.k8s.api.apps.v1.ReplicaSetSpec",
         special: None,
         fields: &[
-            opt("replicas", 1, FieldType::Int32),
+            opt("replicas", 1, FieldType::Int32).ptr(),
             opt(
                 "selector",
                 2,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"),
             )
+            .ptr()
+            .always()
             .req(),
             opt(
                 "template",
@@ -1556,7 +1630,7 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.apps.v1.ReplicaSetStatus",
         special: None,
         fields: &[
-            opt("replicas", 1, FieldType::Int32).req(),
+            opt("replicas", 1, FieldType::Int32).always().req(),
             opt("fullyLabeledReplicas", 2, FieldType::Int32),
             opt("observedGeneration", 3, FieldType::Int64),
             opt("readyReplicas", 4, FieldType::Int32),
@@ -1570,7 +1644,7 @@ pub(super) static MESSAGES: &[Message] = &[
             .merge_key("type")
             .list("map")
             .keys(&["type"]),
-            opt("terminatingReplicas", 7, FieldType::Int32),
+            opt("terminatingReplicas", 7, FieldType::Int32).ptr(),
         ],
     },
     Message {
@@ -1581,12 +1655,14 @@ pub(super) static MESSAGES: &[Message] = &[
                 "maxUnavailable",
                 1,
                 FieldType::Message("io.k8s.apimachinery.pkg.util.intstr.IntOrString"),
-            ),
+            )
+            .ptr(),
             opt(
                 "maxSurge",
                 2,
                 FieldType::Message("io.k8s.apimachinery.pkg.util.intstr.IntOrString"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
@@ -1597,24 +1673,27 @@ pub(super) static MESSAGES: &[Message] = &[
                 "maxUnavailable",
                 1,
                 FieldType::Message("io.k8s.apimachinery.pkg.util.intstr.IntOrString"),
-            ),
+            )
+            .ptr(),
             opt(
                 "maxSurge",
                 2,
                 FieldType::Message("io.k8s.apimachinery.pkg.util.intstr.IntOrString"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.apps.v1.RollingUpdateStatefulSetStrategy",
         special: None,
         fields: &[
-            opt("partition", 1, FieldType::Int32),
+            opt("partition", 1, FieldType::Int32).ptr(),
             opt(
                 "maxUnavailable",
                 2,
                 FieldType::Message("io.k8s.apimachinery.pkg.util.intstr.IntOrString"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
@@ -1643,8 +1722,8 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.apps.v1.StatefulSetCondition",
         special: None,
         fields: &[
-            opt("type", 1, FieldType::String).req(),
-            opt("status", 2, FieldType::String).req(),
+            opt("type", 1, FieldType::String).always().req(),
+            opt("status", 2, FieldType::String).always().req(),
             opt(
                 "lastTransitionTime",
                 3,
@@ -1667,13 +1746,14 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.apps.v1.StatefulSet"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
         name: "io.k8s.api.apps.v1.StatefulSetOrdinals",
         special: None,
-        fields: &[opt("start", 1, FieldType::Int32)],
+        fields: &[opt("start", 1, FieldType::Int32).always()],
     },
     Message {
         name: "io.k8s.api.apps.v1.StatefulSetPersistentVolumeClaimRetentionPolicy",
@@ -1687,18 +1767,21 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.apps.v1.StatefulSetSpec",
         special: None,
         fields: &[
-            opt("replicas", 1, FieldType::Int32),
+            opt("replicas", 1, FieldType::Int32).ptr(),
             opt(
                 "selector",
                 2,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"),
             )
+            .ptr()
+            .always()
             .req(),
             opt(
                 "template",
                 3,
                 FieldType::Message("io.k8s.api.core.v1.PodTemplateSpec"),
             )
+            .always()
             .req(),
             rep(
                 "volumeClaimTemplates",
@@ -1706,14 +1789,14 @@ pub(super) static MESSAGES: &[Message] = &[
                 FieldType::Message("io.k8s.api.core.v1.PersistentVolumeClaim"),
             )
             .list("atomic"),
-            opt("serviceName", 5, FieldType::String),
+            opt("serviceName", 5, FieldType::String).always(),
             opt("podManagementPolicy", 6, FieldType::String),
             opt(
                 "updateStrategy",
                 7,
                 FieldType::Message("io.k8s.api.apps.v1.StatefulSetUpdateStrategy"),
             ),
-            opt("revisionHistoryLimit", 8, FieldType::Int32),
+            opt("revisionHistoryLimit", 8, FieldType::Int32).ptr(),
             opt("minReadySeconds", 9, FieldType::Int32),
             opt(
                 "persistentVolumeClaimRetentionPolicy",
@@ -1721,12 +1804,14 @@ pub(super) static MESSAGES: &[Message] = &[
                 FieldType::Message(
                     "io.k8s.api.apps.v1.StatefulSetPersistentVolumeClaimRetentionPolicy",
                 ),
-            ),
+            )
+            .ptr(),
             opt(
                 "ordinals",
                 11,
                 FieldType::Message("io.k8s.api.apps.v1.StatefulSetOrdinals"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
@@ -1734,13 +1819,13 @@ pub(super) static MESSAGES: &[Message] = &[
         special: None,
         fields: &[
             opt("observedGeneration", 1, FieldType::Int64),
-            opt("replicas", 2, FieldType::Int32).req(),
+            opt("replicas", 2, FieldType::Int32).always().req(),
             opt("readyReplicas", 3, FieldType::Int32),
             opt("currentReplicas", 4, FieldType::Int32),
             opt("updatedReplicas", 5, FieldType::Int32),
             opt("currentRevision", 6, FieldType::String),
             opt("updateRevision", 7, FieldType::String),
-            opt("collisionCount", 9, FieldType::Int32),
+            opt("collisionCount", 9, FieldType::Int32).ptr(),
             rep(
                 "conditions",
                 10,
@@ -1750,7 +1835,7 @@ pub(super) static MESSAGES: &[Message] = &[
             .merge_key("type")
             .list("map")
             .keys(&["type"]),
-            opt("availableReplicas", 11, FieldType::Int32),
+            opt("availableReplicas", 11, FieldType::Int32).always(),
         ],
     },
     Message {
@@ -1762,7 +1847,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "rollingUpdate",
                 2,
                 FieldType::Message("io.k8s.api.apps.v1.RollingUpdateStatefulSetStrategy"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
@@ -1821,6 +1907,7 @@ pub(super) static MESSAGES: &[Message] = &[
                 2,
                 FieldType::Message("io.k8s.api.authentication.v1.TokenRequestSpec"),
             )
+            .always()
             .req(),
             opt(
                 "status",
@@ -1833,25 +1920,31 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.authentication.v1.TokenRequestSpec",
         special: None,
         fields: &[
-            rep("audiences", 1, FieldType::String).list("atomic").req(),
+            rep("audiences", 1, FieldType::String)
+                .list("atomic")
+                .always()
+                .req(),
             opt(
                 "boundObjectRef",
                 3,
                 FieldType::Message("io.k8s.api.authentication.v1.BoundObjectReference"),
-            ),
-            opt("expirationSeconds", 4, FieldType::Int64),
+            )
+            .ptr()
+            .always(),
+            opt("expirationSeconds", 4, FieldType::Int64).ptr().always(),
         ],
     },
     Message {
         name: "io.k8s.api.authentication.v1.TokenRequestStatus",
         special: None,
         fields: &[
-            opt("token", 1, FieldType::String).req(),
+            opt("token", 1, FieldType::String).always().req(),
             opt(
                 "expirationTimestamp",
                 2,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.Time"),
             )
+            .always()
             .req(),
         ],
     },
@@ -1870,6 +1963,7 @@ pub(super) static MESSAGES: &[Message] = &[
                 2,
                 FieldType::Message("io.k8s.api.authentication.v1.TokenReviewSpec"),
             )
+            .always()
             .req(),
             opt(
                 "status",
@@ -1965,6 +2059,7 @@ pub(super) static MESSAGES: &[Message] = &[
                 2,
                 FieldType::Message("io.k8s.api.authorization.v1.SubjectAccessReviewSpec"),
             )
+            .always()
             .req(),
             opt(
                 "status",
@@ -1985,7 +2080,10 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.authorization.v1.NonResourceRule",
         special: None,
         fields: &[
-            rep("verbs", 1, FieldType::String).list("atomic").req(),
+            rep("verbs", 1, FieldType::String)
+                .list("atomic")
+                .always()
+                .req(),
             rep("nonResourceURLs", 2, FieldType::String).list("atomic"),
         ],
     },
@@ -2004,19 +2102,24 @@ pub(super) static MESSAGES: &[Message] = &[
                 "fieldSelector",
                 8,
                 FieldType::Message("io.k8s.api.authorization.v1.FieldSelectorAttributes"),
-            ),
+            )
+            .ptr(),
             opt(
                 "labelSelector",
                 9,
                 FieldType::Message("io.k8s.api.authorization.v1.LabelSelectorAttributes"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.authorization.v1.ResourceRule",
         special: None,
         fields: &[
-            rep("verbs", 1, FieldType::String).list("atomic").req(),
+            rep("verbs", 1, FieldType::String)
+                .list("atomic")
+                .always()
+                .req(),
             rep("apiGroups", 2, FieldType::String).list("atomic"),
             rep("resources", 3, FieldType::String).list("atomic"),
             rep("resourceNames", 4, FieldType::String).list("atomic"),
@@ -2037,6 +2140,7 @@ pub(super) static MESSAGES: &[Message] = &[
                 2,
                 FieldType::Message("io.k8s.api.authorization.v1.SelfSubjectAccessReviewSpec"),
             )
+            .always()
             .req(),
             opt(
                 "status",
@@ -2053,12 +2157,14 @@ pub(super) static MESSAGES: &[Message] = &[
                 "resourceAttributes",
                 1,
                 FieldType::Message("io.k8s.api.authorization.v1.ResourceAttributes"),
-            ),
+            )
+            .ptr(),
             opt(
                 "nonResourceAttributes",
                 2,
                 FieldType::Message("io.k8s.api.authorization.v1.NonResourceAttributes"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
@@ -2076,6 +2182,7 @@ pub(super) static MESSAGES: &[Message] = &[
                 2,
                 FieldType::Message("io.k8s.api.authorization.v1.SelfSubjectRulesReviewSpec"),
             )
+            .always()
             .req(),
             opt(
                 "status",
@@ -2104,6 +2211,7 @@ pub(super) static MESSAGES: &[Message] = &[
                 2,
                 FieldType::Message("io.k8s.api.authorization.v1.SubjectAccessReviewSpec"),
             )
+            .always()
             .req(),
             opt(
                 "status",
@@ -2120,12 +2228,14 @@ pub(super) static MESSAGES: &[Message] = &[
                 "resourceAttributes",
                 1,
                 FieldType::Message("io.k8s.api.authorization.v1.ResourceAttributes"),
-            ),
+            )
+            .ptr(),
             opt(
                 "nonResourceAttributes",
                 2,
                 FieldType::Message("io.k8s.api.authorization.v1.NonResourceAttributes"),
-            ),
+            )
+            .ptr(),
             opt("user", 3, FieldType::String),
             rep("groups", 4, FieldType::String).list("atomic"),
             map(
@@ -2140,7 +2250,7 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.authorization.v1.SubjectAccessReviewStatus",
         special: None,
         fields: &[
-            opt("allowed", 1, FieldType::Bool).req(),
+            opt("allowed", 1, FieldType::Bool).always().req(),
             opt("reason", 2, FieldType::String),
             opt("evaluationError", 3, FieldType::String),
             opt("denied", 4, FieldType::Bool),
@@ -2156,6 +2266,7 @@ pub(super) static MESSAGES: &[Message] = &[
                 FieldType::Message("io.k8s.api.authorization.v1.ResourceRule"),
             )
             .list("atomic")
+            .always()
             .req(),
             rep(
                 "nonResourceRules",
@@ -2163,8 +2274,9 @@ pub(super) static MESSAGES: &[Message] = &[
                 FieldType::Message("io.k8s.api.authorization.v1.NonResourceRule"),
             )
             .list("atomic")
+            .always()
             .req(),
-            opt("incomplete", 3, FieldType::Bool).req(),
+            opt("incomplete", 3, FieldType::Bool).always().req(),
             opt("evaluationError", 4, FieldType::String),
         ],
     },
@@ -2177,8 +2289,8 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.autoscaling.v1.CrossVersionObjectReference",
         special: None,
         fields: &[
-            opt("kind", 1, FieldType::String).req(),
-            opt("name", 2, FieldType::String).req(),
+            opt("kind", 1, FieldType::String).always().req(),
+            opt("name", 2, FieldType::String).always().req(),
             opt("apiVersion", 3, FieldType::String),
         ],
     },
@@ -2217,7 +2329,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.autoscaling.v1.HorizontalPodAutoscaler"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
@@ -2229,25 +2342,27 @@ pub(super) static MESSAGES: &[Message] = &[
                 1,
                 FieldType::Message("io.k8s.api.autoscaling.v1.CrossVersionObjectReference"),
             )
+            .always()
             .req(),
-            opt("minReplicas", 2, FieldType::Int32),
-            opt("maxReplicas", 3, FieldType::Int32).req(),
-            opt("targetCPUUtilizationPercentage", 4, FieldType::Int32),
+            opt("minReplicas", 2, FieldType::Int32).ptr(),
+            opt("maxReplicas", 3, FieldType::Int32).always().req(),
+            opt("targetCPUUtilizationPercentage", 4, FieldType::Int32).ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.autoscaling.v1.HorizontalPodAutoscalerStatus",
         special: None,
         fields: &[
-            opt("observedGeneration", 1, FieldType::Int64),
+            opt("observedGeneration", 1, FieldType::Int64).ptr(),
             opt(
                 "lastScaleTime",
                 2,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.Time"),
-            ),
-            opt("currentReplicas", 3, FieldType::Int32).req(),
-            opt("desiredReplicas", 4, FieldType::Int32).req(),
-            opt("currentCPUUtilizationPercentage", 5, FieldType::Int32),
+            )
+            .ptr(),
+            opt("currentReplicas", 3, FieldType::Int32).always().req(),
+            opt("desiredReplicas", 4, FieldType::Int32).always().req(),
+            opt("currentCPUUtilizationPercentage", 5, FieldType::Int32).ptr(),
         ],
     },
     Message {
@@ -2281,7 +2396,7 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.autoscaling.v1.ScaleStatus",
         special: None,
         fields: &[
-            opt("replicas", 1, FieldType::Int32).req(),
+            opt("replicas", 1, FieldType::Int32).always().req(),
             opt("selector", 2, FieldType::String),
         ],
     },
@@ -2289,36 +2404,38 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.autoscaling.v2.ContainerResourceMetricSource",
         special: None,
         fields: &[
-            opt("name", 1, FieldType::String).req(),
+            opt("name", 1, FieldType::String).always().req(),
             opt(
                 "target",
                 2,
                 FieldType::Message("io.k8s.api.autoscaling.v2.MetricTarget"),
             )
+            .always()
             .req(),
-            opt("container", 3, FieldType::String).req(),
+            opt("container", 3, FieldType::String).always().req(),
         ],
     },
     Message {
         name: "io.k8s.api.autoscaling.v2.ContainerResourceMetricStatus",
         special: None,
         fields: &[
-            opt("name", 1, FieldType::String).req(),
+            opt("name", 1, FieldType::String).always().req(),
             opt(
                 "current",
                 2,
                 FieldType::Message("io.k8s.api.autoscaling.v2.MetricValueStatus"),
             )
+            .always()
             .req(),
-            opt("container", 3, FieldType::String).req(),
+            opt("container", 3, FieldType::String).always().req(),
         ],
     },
     Message {
         name: "io.k8s.api.autoscaling.v2.CrossVersionObjectReference",
         special: None,
         fields: &[
-            opt("kind", 1, FieldType::String).req(),
-            opt("name", 2, FieldType::String).req(),
+            opt("kind", 1, FieldType::String).always().req(),
+            opt("name", 2, FieldType::String).always().req(),
             opt("apiVersion", 3, FieldType::String),
         ],
     },
@@ -2331,12 +2448,14 @@ pub(super) static MESSAGES: &[Message] = &[
                 1,
                 FieldType::Message("io.k8s.api.autoscaling.v2.MetricIdentifier"),
             )
+            .always()
             .req(),
             opt(
                 "target",
                 2,
                 FieldType::Message("io.k8s.api.autoscaling.v2.MetricTarget"),
             )
+            .always()
             .req(),
         ],
     },
@@ -2349,12 +2468,14 @@ pub(super) static MESSAGES: &[Message] = &[
                 1,
                 FieldType::Message("io.k8s.api.autoscaling.v2.MetricIdentifier"),
             )
+            .always()
             .req(),
             opt(
                 "current",
                 2,
                 FieldType::Message("io.k8s.api.autoscaling.v2.MetricValueStatus"),
             )
+            .always()
             .req(),
         ],
     },
@@ -2362,28 +2483,29 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.autoscaling.v2.HPAScalingPolicy",
         special: None,
         fields: &[
-            opt("type", 1, FieldType::String).req(),
-            opt("value", 2, FieldType::Int32).req(),
-            opt("periodSeconds", 3, FieldType::Int32).req(),
+            opt("type", 1, FieldType::String).always().req(),
+            opt("value", 2, FieldType::Int32).always().req(),
+            opt("periodSeconds", 3, FieldType::Int32).always().req(),
         ],
     },
     Message {
         name: "io.k8s.api.autoscaling.v2.HPAScalingRules",
         special: None,
         fields: &[
-            opt("selectPolicy", 1, FieldType::String),
+            opt("selectPolicy", 1, FieldType::String).ptr(),
             rep(
                 "policies",
                 2,
                 FieldType::Message("io.k8s.api.autoscaling.v2.HPAScalingPolicy"),
             )
             .list("atomic"),
-            opt("stabilizationWindowSeconds", 3, FieldType::Int32),
+            opt("stabilizationWindowSeconds", 3, FieldType::Int32).ptr(),
             opt(
                 "tolerance",
                 4,
                 FieldType::Message("io.k8s.apimachinery.pkg.api.resource.Quantity"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
@@ -2416,20 +2538,22 @@ pub(super) static MESSAGES: &[Message] = &[
                 "scaleUp",
                 1,
                 FieldType::Message("io.k8s.api.autoscaling.v2.HPAScalingRules"),
-            ),
+            )
+            .ptr(),
             opt(
                 "scaleDown",
                 2,
                 FieldType::Message("io.k8s.api.autoscaling.v2.HPAScalingRules"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.autoscaling.v2.HorizontalPodAutoscalerCondition",
         special: None,
         fields: &[
-            opt("type", 1, FieldType::String).req(),
-            opt("status", 2, FieldType::String).req(),
+            opt("type", 1, FieldType::String).always().req(),
+            opt("status", 2, FieldType::String).always().req(),
             opt(
                 "lastTransitionTime",
                 3,
@@ -2452,7 +2576,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.autoscaling.v2.HorizontalPodAutoscaler"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
@@ -2464,9 +2589,10 @@ pub(super) static MESSAGES: &[Message] = &[
                 1,
                 FieldType::Message("io.k8s.api.autoscaling.v2.CrossVersionObjectReference"),
             )
+            .always()
             .req(),
-            opt("minReplicas", 2, FieldType::Int32),
-            opt("maxReplicas", 3, FieldType::Int32).req(),
+            opt("minReplicas", 2, FieldType::Int32).ptr(),
+            opt("maxReplicas", 3, FieldType::Int32).always().req(),
             rep(
                 "metrics",
                 4,
@@ -2477,27 +2603,30 @@ pub(super) static MESSAGES: &[Message] = &[
                 "behavior",
                 5,
                 FieldType::Message("io.k8s.api.autoscaling.v2.HorizontalPodAutoscalerBehavior"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.autoscaling.v2.HorizontalPodAutoscalerStatus",
         special: None,
         fields: &[
-            opt("observedGeneration", 1, FieldType::Int64),
+            opt("observedGeneration", 1, FieldType::Int64).ptr(),
             opt(
                 "lastScaleTime",
                 2,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.Time"),
-            ),
+            )
+            .ptr(),
             opt("currentReplicas", 3, FieldType::Int32),
-            opt("desiredReplicas", 4, FieldType::Int32).req(),
+            opt("desiredReplicas", 4, FieldType::Int32).always().req(),
             rep(
                 "currentMetrics",
                 5,
                 FieldType::Message("io.k8s.api.autoscaling.v2.MetricStatus"),
             )
-            .list("atomic"),
+            .list("atomic")
+            .always(),
             rep(
                 "conditions",
                 6,
@@ -2513,94 +2642,107 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.autoscaling.v2.MetricIdentifier",
         special: None,
         fields: &[
-            opt("name", 1, FieldType::String).req(),
+            opt("name", 1, FieldType::String).always().req(),
             opt(
                 "selector",
                 2,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.autoscaling.v2.MetricSpec",
         special: None,
         fields: &[
-            opt("type", 1, FieldType::String).req(),
+            opt("type", 1, FieldType::String).always().req(),
             opt(
                 "object",
                 2,
                 FieldType::Message("io.k8s.api.autoscaling.v2.ObjectMetricSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "pods",
                 3,
                 FieldType::Message("io.k8s.api.autoscaling.v2.PodsMetricSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "resource",
                 4,
                 FieldType::Message("io.k8s.api.autoscaling.v2.ResourceMetricSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "external",
                 5,
                 FieldType::Message("io.k8s.api.autoscaling.v2.ExternalMetricSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "containerResource",
                 7,
                 FieldType::Message("io.k8s.api.autoscaling.v2.ContainerResourceMetricSource"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.autoscaling.v2.MetricStatus",
         special: None,
         fields: &[
-            opt("type", 1, FieldType::String).req(),
+            opt("type", 1, FieldType::String).always().req(),
             opt(
                 "object",
                 2,
                 FieldType::Message("io.k8s.api.autoscaling.v2.ObjectMetricStatus"),
-            ),
+            )
+            .ptr(),
             opt(
                 "pods",
                 3,
                 FieldType::Message("io.k8s.api.autoscaling.v2.PodsMetricStatus"),
-            ),
+            )
+            .ptr(),
             opt(
                 "resource",
                 4,
                 FieldType::Message("io.k8s.api.autoscaling.v2.ResourceMetricStatus"),
-            ),
+            )
+            .ptr(),
             opt(
                 "external",
                 5,
                 FieldType::Message("io.k8s.api.autoscaling.v2.ExternalMetricStatus"),
-            ),
+            )
+            .ptr(),
             opt(
                 "containerResource",
                 7,
                 FieldType::Message("io.k8s.api.autoscaling.v2.ContainerResourceMetricStatus"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.autoscaling.v2.MetricTarget",
         special: None,
         fields: &[
-            opt("type", 1, FieldType::String).req(),
+            opt("type", 1, FieldType::String).always().req(),
             opt(
                 "value",
                 2,
                 FieldType::Message("io.k8s.apimachinery.pkg.api.resource.Quantity"),
-            ),
+            )
+            .ptr(),
             opt(
                 "averageValue",
                 3,
                 FieldType::Message("io.k8s.apimachinery.pkg.api.resource.Quantity"),
-            ),
-            opt("averageUtilization", 4, FieldType::Int32),
+            )
+            .ptr(),
+            opt("averageUtilization", 4, FieldType::Int32).ptr(),
         ],
     },
     Message {
@@ -2611,13 +2753,15 @@ pub(super) static MESSAGES: &[Message] = &[
                 "value",
                 1,
                 FieldType::Message("io.k8s.apimachinery.pkg.api.resource.Quantity"),
-            ),
+            )
+            .ptr(),
             opt(
                 "averageValue",
                 2,
                 FieldType::Message("io.k8s.apimachinery.pkg.api.resource.Quantity"),
-            ),
-            opt("averageUtilization", 3, FieldType::Int32),
+            )
+            .ptr(),
+            opt("averageUtilization", 3, FieldType::Int32).ptr(),
         ],
     },
     Message {
@@ -2629,18 +2773,21 @@ pub(super) static MESSAGES: &[Message] = &[
                 1,
                 FieldType::Message("io.k8s.api.autoscaling.v2.CrossVersionObjectReference"),
             )
+            .always()
             .req(),
             opt(
                 "target",
                 2,
                 FieldType::Message("io.k8s.api.autoscaling.v2.MetricTarget"),
             )
+            .always()
             .req(),
             opt(
                 "metric",
                 3,
                 FieldType::Message("io.k8s.api.autoscaling.v2.MetricIdentifier"),
             )
+            .always()
             .req(),
         ],
     },
@@ -2653,18 +2800,21 @@ pub(super) static MESSAGES: &[Message] = &[
                 1,
                 FieldType::Message("io.k8s.api.autoscaling.v2.MetricIdentifier"),
             )
+            .always()
             .req(),
             opt(
                 "current",
                 2,
                 FieldType::Message("io.k8s.api.autoscaling.v2.MetricValueStatus"),
             )
+            .always()
             .req(),
             opt(
                 "describedObject",
                 3,
                 FieldType::Message("io.k8s.api.autoscaling.v2.CrossVersionObjectReference"),
             )
+            .always()
             .req(),
         ],
     },
@@ -2677,12 +2827,14 @@ pub(super) static MESSAGES: &[Message] = &[
                 1,
                 FieldType::Message("io.k8s.api.autoscaling.v2.MetricIdentifier"),
             )
+            .always()
             .req(),
             opt(
                 "target",
                 2,
                 FieldType::Message("io.k8s.api.autoscaling.v2.MetricTarget"),
             )
+            .always()
             .req(),
         ],
     },
@@ -2695,12 +2847,14 @@ pub(super) static MESSAGES: &[Message] = &[
                 1,
                 FieldType::Message("io.k8s.api.autoscaling.v2.MetricIdentifier"),
             )
+            .always()
             .req(),
             opt(
                 "current",
                 2,
                 FieldType::Message("io.k8s.api.autoscaling.v2.MetricValueStatus"),
             )
+            .always()
             .req(),
         ],
     },
@@ -2708,12 +2862,13 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.autoscaling.v2.ResourceMetricSource",
         special: None,
         fields: &[
-            opt("name", 1, FieldType::String).req(),
+            opt("name", 1, FieldType::String).always().req(),
             opt(
                 "target",
                 2,
                 FieldType::Message("io.k8s.api.autoscaling.v2.MetricTarget"),
             )
+            .always()
             .req(),
         ],
     },
@@ -2721,12 +2876,13 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.autoscaling.v2.ResourceMetricStatus",
         special: None,
         fields: &[
-            opt("name", 1, FieldType::String).req(),
+            opt("name", 1, FieldType::String).always().req(),
             opt(
                 "current",
                 2,
                 FieldType::Message("io.k8s.api.autoscaling.v2.MetricValueStatus"),
             )
+            .always()
             .req(),
         ],
     },
@@ -2765,26 +2921,28 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.batch.v1.CronJob"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
         name: "io.k8s.api.batch.v1.CronJobSpec",
         special: None,
         fields: &[
-            opt("schedule", 1, FieldType::String).req(),
-            opt("startingDeadlineSeconds", 2, FieldType::Int64),
+            opt("schedule", 1, FieldType::String).always().req(),
+            opt("startingDeadlineSeconds", 2, FieldType::Int64).ptr(),
             opt("concurrencyPolicy", 3, FieldType::String),
-            opt("suspend", 4, FieldType::Bool),
+            opt("suspend", 4, FieldType::Bool).ptr(),
             opt(
                 "jobTemplate",
                 5,
                 FieldType::Message("io.k8s.api.batch.v1.JobTemplateSpec"),
             )
+            .always()
             .req(),
-            opt("successfulJobsHistoryLimit", 6, FieldType::Int32),
-            opt("failedJobsHistoryLimit", 7, FieldType::Int32),
-            opt("timeZone", 8, FieldType::String),
+            opt("successfulJobsHistoryLimit", 6, FieldType::Int32).ptr(),
+            opt("failedJobsHistoryLimit", 7, FieldType::Int32).ptr(),
+            opt("timeZone", 8, FieldType::String).ptr(),
         ],
     },
     Message {
@@ -2801,12 +2959,14 @@ pub(super) static MESSAGES: &[Message] = &[
                 "lastScheduleTime",
                 4,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.Time"),
-            ),
+            )
+            .ptr(),
             opt(
                 "lastSuccessfulTime",
                 5,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.Time"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
@@ -2831,8 +2991,8 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.batch.v1.JobCondition",
         special: None,
         fields: &[
-            opt("type", 1, FieldType::String).req(),
-            opt("status", 2, FieldType::String).req(),
+            opt("type", 1, FieldType::String).always().req(),
+            opt("status", 2, FieldType::String).always().req(),
             opt(
                 "lastProbeTime",
                 3,
@@ -2856,46 +3016,50 @@ pub(super) static MESSAGES: &[Message] = &[
                 1,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta"),
             ),
-            rep("items", 2, FieldType::Message("io.k8s.api.batch.v1.Job")),
+            rep("items", 2, FieldType::Message("io.k8s.api.batch.v1.Job")).always(),
         ],
     },
     Message {
         name: "io.k8s.api.batch.v1.JobSpec",
         special: None,
         fields: &[
-            opt("parallelism", 1, FieldType::Int32),
-            opt("completions", 2, FieldType::Int32),
-            opt("activeDeadlineSeconds", 3, FieldType::Int64),
+            opt("parallelism", 1, FieldType::Int32).ptr(),
+            opt("completions", 2, FieldType::Int32).ptr(),
+            opt("activeDeadlineSeconds", 3, FieldType::Int64).ptr(),
             opt(
                 "selector",
                 4,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"),
-            ),
-            opt("manualSelector", 5, FieldType::Bool),
+            )
+            .ptr(),
+            opt("manualSelector", 5, FieldType::Bool).ptr(),
             opt(
                 "template",
                 6,
                 FieldType::Message("io.k8s.api.core.v1.PodTemplateSpec"),
             )
+            .always()
             .req(),
-            opt("backoffLimit", 7, FieldType::Int32),
-            opt("ttlSecondsAfterFinished", 8, FieldType::Int32),
-            opt("completionMode", 9, FieldType::String),
-            opt("suspend", 10, FieldType::Bool),
+            opt("backoffLimit", 7, FieldType::Int32).ptr(),
+            opt("ttlSecondsAfterFinished", 8, FieldType::Int32).ptr(),
+            opt("completionMode", 9, FieldType::String).ptr(),
+            opt("suspend", 10, FieldType::Bool).ptr(),
             opt(
                 "podFailurePolicy",
                 11,
                 FieldType::Message("io.k8s.api.batch.v1.PodFailurePolicy"),
-            ),
-            opt("backoffLimitPerIndex", 12, FieldType::Int32),
-            opt("maxFailedIndexes", 13, FieldType::Int32),
-            opt("podReplacementPolicy", 14, FieldType::String),
-            opt("managedBy", 15, FieldType::String),
+            )
+            .ptr(),
+            opt("backoffLimitPerIndex", 12, FieldType::Int32).ptr(),
+            opt("maxFailedIndexes", 13, FieldType::Int32).ptr(),
+            opt("podReplacementPolicy", 14, FieldType::String).ptr(),
+            opt("managedBy", 15, FieldType::String).ptr(),
             opt(
                 "successPolicy",
                 16,
                 FieldType::Message("io.k8s.api.batch.v1.SuccessPolicy"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
@@ -2914,12 +3078,14 @@ pub(super) static MESSAGES: &[Message] = &[
                 "startTime",
                 2,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.Time"),
-            ),
+            )
+            .ptr(),
             opt(
                 "completionTime",
                 3,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.Time"),
-            ),
+            )
+            .ptr(),
             opt("active", 4, FieldType::Int32),
             opt("succeeded", 5, FieldType::Int32),
             opt("failed", 6, FieldType::Int32),
@@ -2928,10 +3094,11 @@ pub(super) static MESSAGES: &[Message] = &[
                 "uncountedTerminatedPods",
                 8,
                 FieldType::Message("io.k8s.api.batch.v1.UncountedTerminatedPods"),
-            ),
-            opt("ready", 9, FieldType::Int32),
-            opt("failedIndexes", 10, FieldType::String),
-            opt("terminating", 11, FieldType::Int32),
+            )
+            .ptr(),
+            opt("ready", 9, FieldType::Int32).ptr(),
+            opt("failedIndexes", 10, FieldType::String).ptr(),
+            opt("terminating", 11, FieldType::Int32).ptr(),
         ],
     },
     Message {
@@ -2955,35 +3122,40 @@ pub(super) static MESSAGES: &[Message] = &[
             FieldType::Message("io.k8s.api.batch.v1.PodFailurePolicyRule"),
         )
         .list("atomic")
+        .always()
         .req()],
     },
     Message {
         name: "io.k8s.api.batch.v1.PodFailurePolicyOnExitCodesRequirement",
         special: None,
         fields: &[
-            opt("containerName", 1, FieldType::String),
-            opt("operator", 2, FieldType::String).req(),
-            rep("values", 3, FieldType::Int32).list("set").req(),
+            opt("containerName", 1, FieldType::String).ptr(),
+            opt("operator", 2, FieldType::String).always().req(),
+            rep("values", 3, FieldType::Int32)
+                .list("set")
+                .always()
+                .req(),
         ],
     },
     Message {
         name: "io.k8s.api.batch.v1.PodFailurePolicyOnPodConditionsPattern",
         special: None,
         fields: &[
-            opt("type", 1, FieldType::String).req(),
-            opt("status", 2, FieldType::String).req(),
+            opt("type", 1, FieldType::String).always().req(),
+            opt("status", 2, FieldType::String).always().req(),
         ],
     },
     Message {
         name: "io.k8s.api.batch.v1.PodFailurePolicyRule",
         special: None,
         fields: &[
-            opt("action", 1, FieldType::String).req(),
+            opt("action", 1, FieldType::String).always().req(),
             opt(
                 "onExitCodes",
                 2,
                 FieldType::Message("io.k8s.api.batch.v1.PodFailurePolicyOnExitCodesRequirement"),
-            ),
+            )
+            .ptr(),
             rep(
                 "onPodConditions",
                 3,
@@ -3001,14 +3173,15 @@ pub(super) static MESSAGES: &[Message] = &[
             FieldType::Message("io.k8s.api.batch.v1.SuccessPolicyRule"),
         )
         .list("atomic")
+        .always()
         .req()],
     },
     Message {
         name: "io.k8s.api.batch.v1.SuccessPolicyRule",
         special: None,
         fields: &[
-            opt("succeededIndexes", 1, FieldType::String),
-            opt("succeededCount", 2, FieldType::Int32),
+            opt("succeededIndexes", 1, FieldType::String).ptr(),
+            opt("succeededCount", 2, FieldType::Int32).ptr(),
         ],
     },
     Message {
@@ -3034,6 +3207,7 @@ pub(super) static MESSAGES: &[Message] = &[
                 2,
                 FieldType::Message("io.k8s.api.certificates.v1.CertificateSigningRequestSpec"),
             )
+            .always()
             .req(),
             opt(
                 "status",
@@ -3046,7 +3220,7 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.certificates.v1.CertificateSigningRequestCondition",
         special: None,
         fields: &[
-            opt("type", 1, FieldType::String).req(),
+            opt("type", 1, FieldType::String).always().req(),
             opt("reason", 2, FieldType::String),
             opt("message", 3, FieldType::String),
             opt(
@@ -3059,7 +3233,7 @@ pub(super) static MESSAGES: &[Message] = &[
                 5,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.Time"),
             ),
-            opt("status", 6, FieldType::String).req(),
+            opt("status", 6, FieldType::String).always().req(),
         ],
     },
     Message {
@@ -3075,14 +3249,15 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.certificates.v1.CertificateSigningRequest"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
         name: "io.k8s.api.certificates.v1.CertificateSigningRequestSpec",
         special: None,
         fields: &[
-            opt("request", 1, FieldType::Bytes).req(),
+            opt("request", 1, FieldType::Bytes).always().req(),
             opt("username", 2, FieldType::String),
             opt("uid", 3, FieldType::String),
             rep("groups", 4, FieldType::String).list("atomic"),
@@ -3092,8 +3267,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 6,
                 &FieldType::Message("io.k8s.api.certificates.v1.ExtraValue"),
             ),
-            opt("signerName", 7, FieldType::String).req(),
-            opt("expirationSeconds", 8, FieldType::Int32),
+            opt("signerName", 7, FieldType::String).always().req(),
+            opt("expirationSeconds", 8, FieldType::Int32).ptr(),
         ],
     },
     Message {
@@ -3130,6 +3305,7 @@ pub(super) static MESSAGES: &[Message] = &[
                 2,
                 FieldType::Message("io.k8s.api.certificates.v1alpha1.ClusterTrustBundleSpec"),
             )
+            .always()
             .req(),
         ],
     },
@@ -3146,7 +3322,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.certificates.v1alpha1.ClusterTrustBundle"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
@@ -3154,7 +3331,7 @@ pub(super) static MESSAGES: &[Message] = &[
         special: None,
         fields: &[
             opt("signerName", 1, FieldType::String),
-            opt("trustBundle", 2, FieldType::String).req(),
+            opt("trustBundle", 2, FieldType::String).always().req(),
         ],
     },
     Message {
@@ -3172,6 +3349,7 @@ pub(super) static MESSAGES: &[Message] = &[
                 2,
                 FieldType::Message("io.k8s.api.certificates.v1beta1.ClusterTrustBundleSpec"),
             )
+            .always()
             .req(),
         ],
     },
@@ -3188,7 +3366,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.certificates.v1beta1.ClusterTrustBundle"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
@@ -3196,7 +3375,7 @@ pub(super) static MESSAGES: &[Message] = &[
         special: None,
         fields: &[
             opt("signerName", 1, FieldType::String),
-            opt("trustBundle", 2, FieldType::String).req(),
+            opt("trustBundle", 2, FieldType::String).always().req(),
         ],
     },
     Message {
@@ -3234,28 +3413,31 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.coordination.v1.Lease"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
         name: "io.k8s.api.coordination.v1.LeaseSpec",
         special: None,
         fields: &[
-            opt("holderIdentity", 1, FieldType::String),
-            opt("leaseDurationSeconds", 2, FieldType::Int32),
+            opt("holderIdentity", 1, FieldType::String).ptr(),
+            opt("leaseDurationSeconds", 2, FieldType::Int32).ptr(),
             opt(
                 "acquireTime",
                 3,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.MicroTime"),
-            ),
+            )
+            .ptr(),
             opt(
                 "renewTime",
                 4,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.MicroTime"),
-            ),
-            opt("leaseTransitions", 5, FieldType::Int32),
-            opt("strategy", 6, FieldType::String),
-            opt("preferredHolder", 7, FieldType::String),
+            )
+            .ptr(),
+            opt("leaseTransitions", 5, FieldType::Int32).ptr(),
+            opt("strategy", 6, FieldType::String).ptr(),
+            opt("preferredHolder", 7, FieldType::String).ptr(),
         ],
     },
     Message {
@@ -3288,25 +3470,28 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.coordination.v1alpha2.LeaseCandidate"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
         name: "io.k8s.api.coordination.v1alpha2.LeaseCandidateSpec",
         special: None,
         fields: &[
-            opt("leaseName", 1, FieldType::String).req(),
+            opt("leaseName", 1, FieldType::String).always().req(),
             opt(
                 "pingTime",
                 2,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.MicroTime"),
-            ),
+            )
+            .ptr(),
             opt(
                 "renewTime",
                 3,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.MicroTime"),
-            ),
-            opt("binaryVersion", 4, FieldType::String).req(),
+            )
+            .ptr(),
+            opt("binaryVersion", 4, FieldType::String).always().req(),
             opt("emulationVersion", 5, FieldType::String),
             opt("strategy", 6, FieldType::String).req(),
         ],
@@ -3341,25 +3526,28 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.coordination.v1beta1.LeaseCandidate"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
         name: "io.k8s.api.coordination.v1beta1.LeaseCandidateSpec",
         special: None,
         fields: &[
-            opt("leaseName", 1, FieldType::String).req(),
+            opt("leaseName", 1, FieldType::String).always().req(),
             opt(
                 "pingTime",
                 2,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.MicroTime"),
-            ),
+            )
+            .ptr(),
             opt(
                 "renewTime",
                 3,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.MicroTime"),
-            ),
-            opt("binaryVersion", 4, FieldType::String).req(),
+            )
+            .ptr(),
+            opt("binaryVersion", 4, FieldType::String).always().req(),
             opt("emulationVersion", 5, FieldType::String),
             opt("strategy", 6, FieldType::String).req(),
         ],
@@ -3368,7 +3556,7 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.core.v1.AWSElasticBlockStoreVolumeSource",
         special: None,
         fields: &[
-            opt("volumeID", 1, FieldType::String).req(),
+            opt("volumeID", 1, FieldType::String).always().req(),
             opt("fsType", 2, FieldType::String),
             opt("partition", 3, FieldType::Int32),
             opt("readOnly", 4, FieldType::Bool),
@@ -3382,63 +3570,66 @@ pub(super) static MESSAGES: &[Message] = &[
                 "nodeAffinity",
                 1,
                 FieldType::Message("io.k8s.api.core.v1.NodeAffinity"),
-            ),
+            )
+            .ptr(),
             opt(
                 "podAffinity",
                 2,
                 FieldType::Message("io.k8s.api.core.v1.PodAffinity"),
-            ),
+            )
+            .ptr(),
             opt(
                 "podAntiAffinity",
                 3,
                 FieldType::Message("io.k8s.api.core.v1.PodAntiAffinity"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.core.v1.AppArmorProfile",
         special: None,
         fields: &[
-            opt("type", 1, FieldType::String).req(),
-            opt("localhostProfile", 2, FieldType::String),
+            opt("type", 1, FieldType::String).always().req(),
+            opt("localhostProfile", 2, FieldType::String).ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.core.v1.AttachedVolume",
         special: None,
         fields: &[
-            opt("name", 1, FieldType::String).req(),
-            opt("devicePath", 2, FieldType::String).req(),
+            opt("name", 1, FieldType::String).always().req(),
+            opt("devicePath", 2, FieldType::String).always().req(),
         ],
     },
     Message {
         name: "io.k8s.api.core.v1.AzureDiskVolumeSource",
         special: None,
         fields: &[
-            opt("diskName", 1, FieldType::String).req(),
-            opt("diskURI", 2, FieldType::String).req(),
-            opt("cachingMode", 3, FieldType::String),
-            opt("fsType", 4, FieldType::String),
-            opt("readOnly", 5, FieldType::Bool),
-            opt("kind", 6, FieldType::String),
+            opt("diskName", 1, FieldType::String).always().req(),
+            opt("diskURI", 2, FieldType::String).always().req(),
+            opt("cachingMode", 3, FieldType::String).ptr(),
+            opt("fsType", 4, FieldType::String).ptr(),
+            opt("readOnly", 5, FieldType::Bool).ptr(),
+            opt("kind", 6, FieldType::String).ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.core.v1.AzureFilePersistentVolumeSource",
         special: None,
         fields: &[
-            opt("secretName", 1, FieldType::String).req(),
-            opt("shareName", 2, FieldType::String).req(),
+            opt("secretName", 1, FieldType::String).always().req(),
+            opt("shareName", 2, FieldType::String).always().req(),
             opt("readOnly", 3, FieldType::Bool),
-            opt("secretNamespace", 4, FieldType::String),
+            opt("secretNamespace", 4, FieldType::String).ptr().always(),
         ],
     },
     Message {
         name: "io.k8s.api.core.v1.AzureFileVolumeSource",
         special: None,
         fields: &[
-            opt("secretName", 1, FieldType::String).req(),
-            opt("shareName", 2, FieldType::String).req(),
+            opt("secretName", 1, FieldType::String).always().req(),
+            opt("shareName", 2, FieldType::String).always().req(),
             opt("readOnly", 3, FieldType::Bool),
         ],
     },
@@ -3457,6 +3648,7 @@ pub(super) static MESSAGES: &[Message] = &[
                 2,
                 FieldType::Message("io.k8s.api.core.v1.ObjectReference"),
             )
+            .always()
             .req(),
         ],
     },
@@ -3464,8 +3656,8 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.core.v1.CSIPersistentVolumeSource",
         special: None,
         fields: &[
-            opt("driver", 1, FieldType::String).req(),
-            opt("volumeHandle", 2, FieldType::String).req(),
+            opt("driver", 1, FieldType::String).always().req(),
+            opt("volumeHandle", 2, FieldType::String).always().req(),
             opt("readOnly", 3, FieldType::Bool),
             opt("fsType", 4, FieldType::String),
             map("volumeAttributes", 5, &FieldType::String),
@@ -3473,42 +3665,48 @@ pub(super) static MESSAGES: &[Message] = &[
                 "controllerPublishSecretRef",
                 6,
                 FieldType::Message("io.k8s.api.core.v1.SecretReference"),
-            ),
+            )
+            .ptr(),
             opt(
                 "nodeStageSecretRef",
                 7,
                 FieldType::Message("io.k8s.api.core.v1.SecretReference"),
-            ),
+            )
+            .ptr(),
             opt(
                 "nodePublishSecretRef",
                 8,
                 FieldType::Message("io.k8s.api.core.v1.SecretReference"),
-            ),
+            )
+            .ptr(),
             opt(
                 "controllerExpandSecretRef",
                 9,
                 FieldType::Message("io.k8s.api.core.v1.SecretReference"),
-            ),
+            )
+            .ptr(),
             opt(
                 "nodeExpandSecretRef",
                 10,
                 FieldType::Message("io.k8s.api.core.v1.SecretReference"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.core.v1.CSIVolumeSource",
         special: None,
         fields: &[
-            opt("driver", 1, FieldType::String).req(),
-            opt("readOnly", 2, FieldType::Bool),
-            opt("fsType", 3, FieldType::String),
+            opt("driver", 1, FieldType::String).always().req(),
+            opt("readOnly", 2, FieldType::Bool).ptr(),
+            opt("fsType", 3, FieldType::String).ptr(),
             map("volumeAttributes", 4, &FieldType::String),
             opt(
                 "nodePublishSecretRef",
                 5,
                 FieldType::Message("io.k8s.api.core.v1.LocalObjectReference"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
@@ -3523,7 +3721,10 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.core.v1.CephFSPersistentVolumeSource",
         special: None,
         fields: &[
-            rep("monitors", 1, FieldType::String).list("atomic").req(),
+            rep("monitors", 1, FieldType::String)
+                .list("atomic")
+                .always()
+                .req(),
             opt("path", 2, FieldType::String),
             opt("user", 3, FieldType::String),
             opt("secretFile", 4, FieldType::String),
@@ -3531,7 +3732,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "secretRef",
                 5,
                 FieldType::Message("io.k8s.api.core.v1.SecretReference"),
-            ),
+            )
+            .ptr(),
             opt("readOnly", 6, FieldType::Bool),
         ],
     },
@@ -3539,7 +3741,10 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.core.v1.CephFSVolumeSource",
         special: None,
         fields: &[
-            rep("monitors", 1, FieldType::String).list("atomic").req(),
+            rep("monitors", 1, FieldType::String)
+                .list("atomic")
+                .always()
+                .req(),
             opt("path", 2, FieldType::String),
             opt("user", 3, FieldType::String),
             opt("secretFile", 4, FieldType::String),
@@ -3547,7 +3752,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "secretRef",
                 5,
                 FieldType::Message("io.k8s.api.core.v1.LocalObjectReference"),
-            ),
+            )
+            .ptr(),
             opt("readOnly", 6, FieldType::Bool),
         ],
     },
@@ -3555,56 +3761,59 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.core.v1.CinderPersistentVolumeSource",
         special: None,
         fields: &[
-            opt("volumeID", 1, FieldType::String).req(),
+            opt("volumeID", 1, FieldType::String).always().req(),
             opt("fsType", 2, FieldType::String),
             opt("readOnly", 3, FieldType::Bool),
             opt(
                 "secretRef",
                 4,
                 FieldType::Message("io.k8s.api.core.v1.SecretReference"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.core.v1.CinderVolumeSource",
         special: None,
         fields: &[
-            opt("volumeID", 1, FieldType::String).req(),
+            opt("volumeID", 1, FieldType::String).always().req(),
             opt("fsType", 2, FieldType::String),
             opt("readOnly", 3, FieldType::Bool),
             opt(
                 "secretRef",
                 4,
                 FieldType::Message("io.k8s.api.core.v1.LocalObjectReference"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.core.v1.ClientIPConfig",
         special: None,
-        fields: &[opt("timeoutSeconds", 1, FieldType::Int32)],
+        fields: &[opt("timeoutSeconds", 1, FieldType::Int32).ptr()],
     },
     Message {
         name: "io.k8s.api.core.v1.ClusterTrustBundleProjection",
         special: None,
         fields: &[
-            opt("name", 1, FieldType::String),
-            opt("signerName", 2, FieldType::String),
+            opt("name", 1, FieldType::String).ptr(),
+            opt("signerName", 2, FieldType::String).ptr(),
             opt(
                 "labelSelector",
                 3,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"),
-            ),
-            opt("path", 4, FieldType::String).req(),
-            opt("optional", 5, FieldType::Bool),
+            )
+            .ptr(),
+            opt("path", 4, FieldType::String).always().req(),
+            opt("optional", 5, FieldType::Bool).ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.core.v1.ComponentCondition",
         special: None,
         fields: &[
-            opt("type", 1, FieldType::String).req(),
-            opt("status", 2, FieldType::String).req(),
+            opt("type", 1, FieldType::String).always().req(),
+            opt("status", 2, FieldType::String).always().req(),
             opt("message", 3, FieldType::String),
             opt("error", 4, FieldType::String),
         ],
@@ -3643,7 +3852,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.core.v1.ComponentStatus"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
@@ -3658,7 +3868,7 @@ pub(super) static MESSAGES: &[Message] = &[
             .req(),
             map("data", 2, &FieldType::String),
             map("binaryData", 3, &FieldType::Bytes),
-            opt("immutable", 4, FieldType::Bool),
+            opt("immutable", 4, FieldType::Bool).ptr(),
         ],
     },
     Message {
@@ -3671,7 +3881,7 @@ pub(super) static MESSAGES: &[Message] = &[
                 FieldType::Message("io.k8s.api.core.v1.LocalObjectReference"),
             )
             .inline(),
-            opt("optional", 2, FieldType::Bool),
+            opt("optional", 2, FieldType::Bool).ptr(),
         ],
     },
     Message {
@@ -3684,8 +3894,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 FieldType::Message("io.k8s.api.core.v1.LocalObjectReference"),
             )
             .inline(),
-            opt("key", 2, FieldType::String).req(),
-            opt("optional", 3, FieldType::Bool),
+            opt("key", 2, FieldType::String).always().req(),
+            opt("optional", 3, FieldType::Bool).ptr(),
         ],
     },
     Message {
@@ -3701,18 +3911,19 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.core.v1.ConfigMap"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
         name: "io.k8s.api.core.v1.ConfigMapNodeConfigSource",
         special: None,
         fields: &[
-            opt("namespace", 1, FieldType::String).req(),
-            opt("name", 2, FieldType::String).req(),
+            opt("namespace", 1, FieldType::String).always().req(),
+            opt("name", 2, FieldType::String).always().req(),
             opt("uid", 3, FieldType::String),
             opt("resourceVersion", 4, FieldType::String),
-            opt("kubeletConfigKey", 5, FieldType::String).req(),
+            opt("kubeletConfigKey", 5, FieldType::String).always().req(),
         ],
     },
     Message {
@@ -3731,7 +3942,7 @@ pub(super) static MESSAGES: &[Message] = &[
                 FieldType::Message("io.k8s.api.core.v1.KeyToPath"),
             )
             .list("atomic"),
-            opt("optional", 4, FieldType::Bool),
+            opt("optional", 4, FieldType::Bool).ptr(),
         ],
     },
     Message {
@@ -3750,15 +3961,15 @@ pub(super) static MESSAGES: &[Message] = &[
                 FieldType::Message("io.k8s.api.core.v1.KeyToPath"),
             )
             .list("atomic"),
-            opt("defaultMode", 3, FieldType::Int32),
-            opt("optional", 4, FieldType::Bool),
+            opt("defaultMode", 3, FieldType::Int32).ptr(),
+            opt("optional", 4, FieldType::Bool).ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.core.v1.Container",
         special: None,
         fields: &[
-            opt("name", 1, FieldType::String).req(),
+            opt("name", 1, FieldType::String).always().req(),
             opt("image", 2, FieldType::String),
             rep("command", 3, FieldType::String).list("atomic"),
             rep("args", 4, FieldType::String).list("atomic"),
@@ -3795,24 +4006,28 @@ pub(super) static MESSAGES: &[Message] = &[
                 "livenessProbe",
                 10,
                 FieldType::Message("io.k8s.api.core.v1.Probe"),
-            ),
+            )
+            .ptr(),
             opt(
                 "readinessProbe",
                 11,
                 FieldType::Message("io.k8s.api.core.v1.Probe"),
-            ),
+            )
+            .ptr(),
             opt(
                 "lifecycle",
                 12,
                 FieldType::Message("io.k8s.api.core.v1.Lifecycle"),
-            ),
+            )
+            .ptr(),
             opt("terminationMessagePath", 13, FieldType::String),
             opt("imagePullPolicy", 14, FieldType::String),
             opt(
                 "securityContext",
                 15,
                 FieldType::Message("io.k8s.api.core.v1.SecurityContext"),
-            ),
+            )
+            .ptr(),
             opt("stdin", 16, FieldType::Bool),
             opt("stdinOnce", 17, FieldType::Bool),
             opt("tty", 18, FieldType::Bool),
@@ -3836,21 +4051,22 @@ pub(super) static MESSAGES: &[Message] = &[
                 "startupProbe",
                 22,
                 FieldType::Message("io.k8s.api.core.v1.Probe"),
-            ),
+            )
+            .ptr(),
             rep(
                 "resizePolicy",
                 23,
                 FieldType::Message("io.k8s.api.core.v1.ContainerResizePolicy"),
             )
             .list("atomic"),
-            opt("restartPolicy", 24, FieldType::String),
+            opt("restartPolicy", 24, FieldType::String).ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.core.v1.ContainerImage",
         special: None,
         fields: &[
-            rep("names", 1, FieldType::String).list("atomic"),
+            rep("names", 1, FieldType::String).list("atomic").always(),
             opt("sizeBytes", 2, FieldType::Int64),
         ],
     },
@@ -3860,7 +4076,7 @@ pub(super) static MESSAGES: &[Message] = &[
         fields: &[
             opt("name", 1, FieldType::String),
             opt("hostPort", 2, FieldType::Int32),
-            opt("containerPort", 3, FieldType::Int32).req(),
+            opt("containerPort", 3, FieldType::Int32).always().req(),
             opt("protocol", 4, FieldType::String),
             opt("hostIP", 5, FieldType::String),
         ],
@@ -3869,8 +4085,8 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.core.v1.ContainerResizePolicy",
         special: None,
         fields: &[
-            opt("resourceName", 1, FieldType::String).req(),
-            opt("restartPolicy", 2, FieldType::String).req(),
+            opt("resourceName", 1, FieldType::String).always().req(),
+            opt("restartPolicy", 2, FieldType::String).always().req(),
         ],
     },
     Message {
@@ -3881,17 +4097,20 @@ pub(super) static MESSAGES: &[Message] = &[
                 "waiting",
                 1,
                 FieldType::Message("io.k8s.api.core.v1.ContainerStateWaiting"),
-            ),
+            )
+            .ptr(),
             opt(
                 "running",
                 2,
                 FieldType::Message("io.k8s.api.core.v1.ContainerStateRunning"),
-            ),
+            )
+            .ptr(),
             opt(
                 "terminated",
                 3,
                 FieldType::Message("io.k8s.api.core.v1.ContainerStateTerminated"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
@@ -3907,7 +4126,7 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.core.v1.ContainerStateTerminated",
         special: None,
         fields: &[
-            opt("exitCode", 1, FieldType::Int32).req(),
+            opt("exitCode", 1, FieldType::Int32).always().req(),
             opt("signal", 2, FieldType::Int32),
             opt("reason", 3, FieldType::String),
             opt("message", 4, FieldType::String),
@@ -3936,7 +4155,7 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.core.v1.ContainerStatus",
         special: None,
         fields: &[
-            opt("name", 1, FieldType::String).req(),
+            opt("name", 1, FieldType::String).always().req(),
             opt(
                 "state",
                 2,
@@ -3947,12 +4166,12 @@ pub(super) static MESSAGES: &[Message] = &[
                 3,
                 FieldType::Message("io.k8s.api.core.v1.ContainerState"),
             ),
-            opt("ready", 4, FieldType::Bool).req(),
-            opt("restartCount", 5, FieldType::Int32).req(),
-            opt("image", 6, FieldType::String).req(),
-            opt("imageID", 7, FieldType::String).req(),
+            opt("ready", 4, FieldType::Bool).always().req(),
+            opt("restartCount", 5, FieldType::Int32).always().req(),
+            opt("image", 6, FieldType::String).always().req(),
+            opt("imageID", 7, FieldType::String).always().req(),
             opt("containerID", 8, FieldType::String),
-            opt("started", 9, FieldType::Bool),
+            opt("started", 9, FieldType::Bool).ptr(),
             map(
                 "allocatedResources",
                 10,
@@ -3962,7 +4181,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "resources",
                 11,
                 FieldType::Message("io.k8s.api.core.v1.ResourceRequirements"),
-            ),
+            )
+            .ptr(),
             rep(
                 "volumeMounts",
                 12,
@@ -3976,7 +4196,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "user",
                 13,
                 FieldType::Message("io.k8s.api.core.v1.ContainerUser"),
-            ),
+            )
+            .ptr(),
             rep(
                 "allocatedResourcesStatus",
                 14,
@@ -3986,7 +4207,7 @@ pub(super) static MESSAGES: &[Message] = &[
             .merge_key("name")
             .list("map")
             .keys(&["name"]),
-            opt("stopSignal", 15, FieldType::String),
+            opt("stopSignal", 15, FieldType::String).ptr(),
         ],
     },
     Message {
@@ -3996,12 +4217,13 @@ pub(super) static MESSAGES: &[Message] = &[
             "linux",
             1,
             FieldType::Message("io.k8s.api.core.v1.LinuxContainerUser"),
-        )],
+        )
+        .ptr()],
     },
     Message {
         name: "io.k8s.api.core.v1.DaemonEndpoint",
         special: None,
-        fields: &[opt("Port", 1, FieldType::Int32).req()],
+        fields: &[opt("Port", 1, FieldType::Int32).always().req()],
     },
     Message {
         name: "io.k8s.api.core.v1.DownwardAPIProjection",
@@ -4017,18 +4239,20 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.core.v1.DownwardAPIVolumeFile",
         special: None,
         fields: &[
-            opt("path", 1, FieldType::String).req(),
+            opt("path", 1, FieldType::String).always().req(),
             opt(
                 "fieldRef",
                 2,
                 FieldType::Message("io.k8s.api.core.v1.ObjectFieldSelector"),
-            ),
+            )
+            .ptr(),
             opt(
                 "resourceFieldRef",
                 3,
                 FieldType::Message("io.k8s.api.core.v1.ResourceFieldSelector"),
-            ),
-            opt("mode", 4, FieldType::Int32),
+            )
+            .ptr(),
+            opt("mode", 4, FieldType::Int32).ptr(),
         ],
     },
     Message {
@@ -4041,7 +4265,7 @@ pub(super) static MESSAGES: &[Message] = &[
                 FieldType::Message("io.k8s.api.core.v1.DownwardAPIVolumeFile"),
             )
             .list("atomic"),
-            opt("defaultMode", 2, FieldType::Int32),
+            opt("defaultMode", 2, FieldType::Int32).ptr(),
         ],
     },
     Message {
@@ -4053,21 +4277,23 @@ pub(super) static MESSAGES: &[Message] = &[
                 "sizeLimit",
                 2,
                 FieldType::Message("io.k8s.apimachinery.pkg.api.resource.Quantity"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.core.v1.EndpointAddress",
         special: None,
         fields: &[
-            opt("ip", 1, FieldType::String).req(),
+            opt("ip", 1, FieldType::String).always().req(),
             opt(
                 "targetRef",
                 2,
                 FieldType::Message("io.k8s.api.core.v1.ObjectReference"),
-            ),
+            )
+            .ptr(),
             opt("hostname", 3, FieldType::String),
-            opt("nodeName", 4, FieldType::String),
+            opt("nodeName", 4, FieldType::String).ptr(),
         ],
     },
     Message {
@@ -4075,9 +4301,9 @@ pub(super) static MESSAGES: &[Message] = &[
         special: None,
         fields: &[
             opt("name", 1, FieldType::String),
-            opt("port", 2, FieldType::Int32).req(),
+            opt("port", 2, FieldType::Int32).always().req(),
             opt("protocol", 3, FieldType::String),
-            opt("appProtocol", 4, FieldType::String),
+            opt("appProtocol", 4, FieldType::String).ptr(),
         ],
     },
     Message {
@@ -4135,7 +4361,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.core.v1.Endpoints"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
@@ -4147,25 +4374,28 @@ pub(super) static MESSAGES: &[Message] = &[
                 "configMapRef",
                 2,
                 FieldType::Message("io.k8s.api.core.v1.ConfigMapEnvSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "secretRef",
                 3,
                 FieldType::Message("io.k8s.api.core.v1.SecretEnvSource"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.core.v1.EnvVar",
         special: None,
         fields: &[
-            opt("name", 1, FieldType::String).req(),
+            opt("name", 1, FieldType::String).always().req(),
             opt("value", 2, FieldType::String),
             opt(
                 "valueFrom",
                 3,
                 FieldType::Message("io.k8s.api.core.v1.EnvVarSource"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
@@ -4176,22 +4406,26 @@ pub(super) static MESSAGES: &[Message] = &[
                 "fieldRef",
                 1,
                 FieldType::Message("io.k8s.api.core.v1.ObjectFieldSelector"),
-            ),
+            )
+            .ptr(),
             opt(
                 "resourceFieldRef",
                 2,
                 FieldType::Message("io.k8s.api.core.v1.ResourceFieldSelector"),
-            ),
+            )
+            .ptr(),
             opt(
                 "configMapKeyRef",
                 3,
                 FieldType::Message("io.k8s.api.core.v1.ConfigMapKeySelector"),
-            ),
+            )
+            .ptr(),
             opt(
                 "secretKeyRef",
                 4,
                 FieldType::Message("io.k8s.api.core.v1.SecretKeySelector"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
@@ -4211,7 +4445,7 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.core.v1.EphemeralContainerCommon",
         special: None,
         fields: &[
-            opt("name", 1, FieldType::String).req(),
+            opt("name", 1, FieldType::String).always().req(),
             opt("image", 2, FieldType::String),
             rep("command", 3, FieldType::String).list("atomic"),
             rep("args", 4, FieldType::String).list("atomic"),
@@ -4248,24 +4482,28 @@ pub(super) static MESSAGES: &[Message] = &[
                 "livenessProbe",
                 10,
                 FieldType::Message("io.k8s.api.core.v1.Probe"),
-            ),
+            )
+            .ptr(),
             opt(
                 "readinessProbe",
                 11,
                 FieldType::Message("io.k8s.api.core.v1.Probe"),
-            ),
+            )
+            .ptr(),
             opt(
                 "lifecycle",
                 12,
                 FieldType::Message("io.k8s.api.core.v1.Lifecycle"),
-            ),
+            )
+            .ptr(),
             opt("terminationMessagePath", 13, FieldType::String),
             opt("imagePullPolicy", 14, FieldType::String),
             opt(
                 "securityContext",
                 15,
                 FieldType::Message("io.k8s.api.core.v1.SecurityContext"),
-            ),
+            )
+            .ptr(),
             opt("stdin", 16, FieldType::Bool),
             opt("stdinOnce", 17, FieldType::Bool),
             opt("tty", 18, FieldType::Bool),
@@ -4289,14 +4527,15 @@ pub(super) static MESSAGES: &[Message] = &[
                 "startupProbe",
                 22,
                 FieldType::Message("io.k8s.api.core.v1.Probe"),
-            ),
+            )
+            .ptr(),
             rep(
                 "resizePolicy",
                 23,
                 FieldType::Message("io.k8s.api.core.v1.ContainerResizePolicy"),
             )
             .list("atomic"),
-            opt("restartPolicy", 24, FieldType::String),
+            opt("restartPolicy", 24, FieldType::String).ptr(),
         ],
     },
     Message {
@@ -4306,7 +4545,8 @@ pub(super) static MESSAGES: &[Message] = &[
             "volumeClaimTemplate",
             1,
             FieldType::Message("io.k8s.api.core.v1.PersistentVolumeClaimTemplate"),
-        )],
+        )
+        .ptr()],
     },
     Message {
         name: "io.k8s.api.core.v1.Event",
@@ -4323,6 +4563,7 @@ pub(super) static MESSAGES: &[Message] = &[
                 2,
                 FieldType::Message("io.k8s.api.core.v1.ObjectReference"),
             )
+            .always()
             .req(),
             opt("reason", 3, FieldType::String),
             opt("message", 4, FieldType::String),
@@ -4352,15 +4593,17 @@ pub(super) static MESSAGES: &[Message] = &[
                 "series",
                 11,
                 FieldType::Message("io.k8s.api.core.v1.EventSeries"),
-            ),
+            )
+            .ptr(),
             opt("action", 12, FieldType::String),
             opt(
                 "related",
                 13,
                 FieldType::Message("io.k8s.api.core.v1.ObjectReference"),
-            ),
-            opt("reportingComponent", 14, FieldType::String),
-            opt("reportingInstance", 15, FieldType::String),
+            )
+            .ptr(),
+            opt("reportingComponent", 14, FieldType::String).always(),
+            opt("reportingInstance", 15, FieldType::String).always(),
         ],
     },
     Message {
@@ -4372,7 +4615,7 @@ pub(super) static MESSAGES: &[Message] = &[
                 1,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta"),
             ),
-            rep("items", 2, FieldType::Message("io.k8s.api.core.v1.Event")),
+            rep("items", 2, FieldType::Message("io.k8s.api.core.v1.Event")).always(),
         ],
     },
     Message {
@@ -4405,7 +4648,7 @@ pub(super) static MESSAGES: &[Message] = &[
         special: None,
         fields: &[
             rep("targetWWNs", 1, FieldType::String).list("atomic"),
-            opt("lun", 2, FieldType::Int32),
+            opt("lun", 2, FieldType::Int32).ptr(),
             opt("fsType", 3, FieldType::String),
             opt("readOnly", 4, FieldType::Bool),
             rep("wwids", 5, FieldType::String).list("atomic"),
@@ -4415,13 +4658,14 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.core.v1.FlexPersistentVolumeSource",
         special: None,
         fields: &[
-            opt("driver", 1, FieldType::String).req(),
+            opt("driver", 1, FieldType::String).always().req(),
             opt("fsType", 2, FieldType::String),
             opt(
                 "secretRef",
                 3,
                 FieldType::Message("io.k8s.api.core.v1.SecretReference"),
-            ),
+            )
+            .ptr(),
             opt("readOnly", 4, FieldType::Bool),
             map("options", 5, &FieldType::String),
         ],
@@ -4430,13 +4674,14 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.core.v1.FlexVolumeSource",
         special: None,
         fields: &[
-            opt("driver", 1, FieldType::String).req(),
+            opt("driver", 1, FieldType::String).always().req(),
             opt("fsType", 2, FieldType::String),
             opt(
                 "secretRef",
                 3,
                 FieldType::Message("io.k8s.api.core.v1.LocalObjectReference"),
-            ),
+            )
+            .ptr(),
             opt("readOnly", 4, FieldType::Bool),
             map("options", 5, &FieldType::String),
         ],
@@ -4453,7 +4698,7 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.core.v1.GCEPersistentDiskVolumeSource",
         special: None,
         fields: &[
-            opt("pdName", 1, FieldType::String).req(),
+            opt("pdName", 1, FieldType::String).always().req(),
             opt("fsType", 2, FieldType::String),
             opt("partition", 3, FieldType::Int32),
             opt("readOnly", 4, FieldType::Bool),
@@ -4463,15 +4708,15 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.core.v1.GRPCAction",
         special: None,
         fields: &[
-            opt("port", 1, FieldType::Int32).req(),
-            opt("service", 2, FieldType::String),
+            opt("port", 1, FieldType::Int32).always().req(),
+            opt("service", 2, FieldType::String).ptr().always(),
         ],
     },
     Message {
         name: "io.k8s.api.core.v1.GitRepoVolumeSource",
         special: None,
         fields: &[
-            opt("repository", 1, FieldType::String).req(),
+            opt("repository", 1, FieldType::String).always().req(),
             opt("revision", 2, FieldType::String),
             opt("directory", 3, FieldType::String),
         ],
@@ -4480,18 +4725,18 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.core.v1.GlusterfsPersistentVolumeSource",
         special: None,
         fields: &[
-            opt("endpoints", 1, FieldType::String).req(),
-            opt("path", 2, FieldType::String).req(),
+            opt("endpoints", 1, FieldType::String).always().req(),
+            opt("path", 2, FieldType::String).always().req(),
             opt("readOnly", 3, FieldType::Bool),
-            opt("endpointsNamespace", 4, FieldType::String),
+            opt("endpointsNamespace", 4, FieldType::String).ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.core.v1.GlusterfsVolumeSource",
         special: None,
         fields: &[
-            opt("endpoints", 1, FieldType::String).req(),
-            opt("path", 2, FieldType::String).req(),
+            opt("endpoints", 1, FieldType::String).always().req(),
+            opt("path", 2, FieldType::String).always().req(),
             opt("readOnly", 3, FieldType::Bool),
         ],
     },
@@ -4505,6 +4750,7 @@ pub(super) static MESSAGES: &[Message] = &[
                 2,
                 FieldType::Message("io.k8s.apimachinery.pkg.util.intstr.IntOrString"),
             )
+            .always()
             .req(),
             opt("host", 3, FieldType::String),
             opt("scheme", 4, FieldType::String),
@@ -4520,38 +4766,38 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.core.v1.HTTPHeader",
         special: None,
         fields: &[
-            opt("name", 1, FieldType::String).req(),
-            opt("value", 2, FieldType::String).req(),
+            opt("name", 1, FieldType::String).always().req(),
+            opt("value", 2, FieldType::String).always().req(),
         ],
     },
     Message {
         name: "io.k8s.api.core.v1.HostAlias",
         special: None,
         fields: &[
-            opt("ip", 1, FieldType::String).req(),
+            opt("ip", 1, FieldType::String).always().req(),
             rep("hostnames", 2, FieldType::String).list("atomic"),
         ],
     },
     Message {
         name: "io.k8s.api.core.v1.HostIP",
         special: None,
-        fields: &[opt("ip", 1, FieldType::String).req()],
+        fields: &[opt("ip", 1, FieldType::String).always().req()],
     },
     Message {
         name: "io.k8s.api.core.v1.HostPathVolumeSource",
         special: None,
         fields: &[
-            opt("path", 1, FieldType::String).req(),
-            opt("type", 2, FieldType::String),
+            opt("path", 1, FieldType::String).always().req(),
+            opt("type", 2, FieldType::String).ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.core.v1.ISCSIPersistentVolumeSource",
         special: None,
         fields: &[
-            opt("targetPortal", 1, FieldType::String).req(),
-            opt("iqn", 2, FieldType::String).req(),
-            opt("lun", 3, FieldType::Int32).req(),
+            opt("targetPortal", 1, FieldType::String).always().req(),
+            opt("iqn", 2, FieldType::String).always().req(),
+            opt("lun", 3, FieldType::Int32).always().req(),
             opt("iscsiInterface", 4, FieldType::String),
             opt("fsType", 5, FieldType::String),
             opt("readOnly", 6, FieldType::Bool),
@@ -4561,18 +4807,19 @@ pub(super) static MESSAGES: &[Message] = &[
                 "secretRef",
                 10,
                 FieldType::Message("io.k8s.api.core.v1.SecretReference"),
-            ),
+            )
+            .ptr(),
             opt("chapAuthSession", 11, FieldType::Bool),
-            opt("initiatorName", 12, FieldType::String),
+            opt("initiatorName", 12, FieldType::String).ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.core.v1.ISCSIVolumeSource",
         special: None,
         fields: &[
-            opt("targetPortal", 1, FieldType::String).req(),
-            opt("iqn", 2, FieldType::String).req(),
-            opt("lun", 3, FieldType::Int32).req(),
+            opt("targetPortal", 1, FieldType::String).always().req(),
+            opt("iqn", 2, FieldType::String).always().req(),
+            opt("lun", 3, FieldType::Int32).always().req(),
             opt("iscsiInterface", 4, FieldType::String),
             opt("fsType", 5, FieldType::String),
             opt("readOnly", 6, FieldType::Bool),
@@ -4582,9 +4829,10 @@ pub(super) static MESSAGES: &[Message] = &[
                 "secretRef",
                 10,
                 FieldType::Message("io.k8s.api.core.v1.LocalObjectReference"),
-            ),
+            )
+            .ptr(),
             opt("chapAuthSession", 11, FieldType::Bool),
-            opt("initiatorName", 12, FieldType::String),
+            opt("initiatorName", 12, FieldType::String).ptr(),
         ],
     },
     Message {
@@ -4599,9 +4847,9 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.core.v1.KeyToPath",
         special: None,
         fields: &[
-            opt("key", 1, FieldType::String).req(),
-            opt("path", 2, FieldType::String).req(),
-            opt("mode", 3, FieldType::Int32),
+            opt("key", 1, FieldType::String).always().req(),
+            opt("path", 2, FieldType::String).always().req(),
+            opt("mode", 3, FieldType::Int32).ptr(),
         ],
     },
     Message {
@@ -4612,13 +4860,15 @@ pub(super) static MESSAGES: &[Message] = &[
                 "postStart",
                 1,
                 FieldType::Message("io.k8s.api.core.v1.LifecycleHandler"),
-            ),
+            )
+            .ptr(),
             opt(
                 "preStop",
                 2,
                 FieldType::Message("io.k8s.api.core.v1.LifecycleHandler"),
-            ),
-            opt("stopSignal", 3, FieldType::String),
+            )
+            .ptr(),
+            opt("stopSignal", 3, FieldType::String).ptr(),
         ],
     },
     Message {
@@ -4629,22 +4879,26 @@ pub(super) static MESSAGES: &[Message] = &[
                 "exec",
                 1,
                 FieldType::Message("io.k8s.api.core.v1.ExecAction"),
-            ),
+            )
+            .ptr(),
             opt(
                 "httpGet",
                 2,
                 FieldType::Message("io.k8s.api.core.v1.HTTPGetAction"),
-            ),
+            )
+            .ptr(),
             opt(
                 "tcpSocket",
                 3,
                 FieldType::Message("io.k8s.api.core.v1.TCPSocketAction"),
-            ),
+            )
+            .ptr(),
             opt(
                 "sleep",
                 4,
                 FieldType::Message("io.k8s.api.core.v1.SleepAction"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
@@ -4668,7 +4922,7 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.core.v1.LimitRangeItem",
         special: None,
         fields: &[
-            opt("type", 1, FieldType::String).req(),
+            opt("type", 1, FieldType::String).always().req(),
             map(
                 "max",
                 2,
@@ -4709,7 +4963,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.core.v1.LimitRange"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
@@ -4721,14 +4976,15 @@ pub(super) static MESSAGES: &[Message] = &[
             FieldType::Message("io.k8s.api.core.v1.LimitRangeItem"),
         )
         .list("atomic")
+        .always()
         .req()],
     },
     Message {
         name: "io.k8s.api.core.v1.LinuxContainerUser",
         special: None,
         fields: &[
-            opt("uid", 1, FieldType::Int64).req(),
-            opt("gid", 2, FieldType::Int64).req(),
+            opt("uid", 1, FieldType::Int64).always().req(),
+            opt("gid", 2, FieldType::Int64).always().req(),
             rep("supplementalGroups", 3, FieldType::Int64).list("atomic"),
         ],
     },
@@ -4738,7 +4994,7 @@ pub(super) static MESSAGES: &[Message] = &[
         fields: &[
             opt("ip", 1, FieldType::String),
             opt("hostname", 2, FieldType::String),
-            opt("ipMode", 3, FieldType::String),
+            opt("ipMode", 3, FieldType::String).ptr(),
             rep(
                 "ports",
                 4,
@@ -4766,8 +5022,8 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.core.v1.LocalVolumeSource",
         special: None,
         fields: &[
-            opt("path", 1, FieldType::String).req(),
-            opt("fsType", 2, FieldType::String),
+            opt("path", 1, FieldType::String).always().req(),
+            opt("fsType", 2, FieldType::String).ptr(),
         ],
     },
     Message {
@@ -4775,15 +5031,15 @@ pub(super) static MESSAGES: &[Message] = &[
         special: None,
         fields: &[
             opt("targetVolumeAttributesClassName", 1, FieldType::String),
-            opt("status", 2, FieldType::String).req(),
+            opt("status", 2, FieldType::String).always().req(),
         ],
     },
     Message {
         name: "io.k8s.api.core.v1.NFSVolumeSource",
         special: None,
         fields: &[
-            opt("server", 1, FieldType::String).req(),
-            opt("path", 2, FieldType::String).req(),
+            opt("server", 1, FieldType::String).always().req(),
+            opt("path", 2, FieldType::String).always().req(),
             opt("readOnly", 3, FieldType::Bool),
         ],
     },
@@ -4813,8 +5069,8 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.core.v1.NamespaceCondition",
         special: None,
         fields: &[
-            opt("type", 1, FieldType::String).req(),
-            opt("status", 2, FieldType::String).req(),
+            opt("type", 1, FieldType::String).always().req(),
+            opt("status", 2, FieldType::String).always().req(),
             opt(
                 "lastTransitionTime",
                 4,
@@ -4837,7 +5093,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.core.v1.Namespace"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
@@ -4883,8 +5140,8 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.core.v1.NodeAddress",
         special: None,
         fields: &[
-            opt("type", 1, FieldType::String).req(),
-            opt("address", 2, FieldType::String).req(),
+            opt("type", 1, FieldType::String).always().req(),
+            opt("address", 2, FieldType::String).always().req(),
         ],
     },
     Message {
@@ -4895,7 +5152,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "requiredDuringSchedulingIgnoredDuringExecution",
                 1,
                 FieldType::Message("io.k8s.api.core.v1.NodeSelector"),
-            ),
+            )
+            .ptr(),
             rep(
                 "preferredDuringSchedulingIgnoredDuringExecution",
                 2,
@@ -4908,8 +5166,8 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.core.v1.NodeCondition",
         special: None,
         fields: &[
-            opt("type", 1, FieldType::String).req(),
-            opt("status", 2, FieldType::String).req(),
+            opt("type", 1, FieldType::String).always().req(),
+            opt("status", 2, FieldType::String).always().req(),
             opt(
                 "lastHeartbeatTime",
                 3,
@@ -4931,7 +5189,8 @@ pub(super) static MESSAGES: &[Message] = &[
             "configMap",
             2,
             FieldType::Message("io.k8s.api.core.v1.ConfigMapNodeConfigSource"),
-        )],
+        )
+        .ptr()],
     },
     Message {
         name: "io.k8s.api.core.v1.NodeConfigStatus",
@@ -4941,17 +5200,20 @@ pub(super) static MESSAGES: &[Message] = &[
                 "assigned",
                 1,
                 FieldType::Message("io.k8s.api.core.v1.NodeConfigSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "active",
                 2,
                 FieldType::Message("io.k8s.api.core.v1.NodeConfigSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "lastKnownGood",
                 3,
                 FieldType::Message("io.k8s.api.core.v1.NodeConfigSource"),
-            ),
+            )
+            .ptr(),
             opt("error", 4, FieldType::String),
         ],
     },
@@ -4967,7 +5229,7 @@ pub(super) static MESSAGES: &[Message] = &[
     Message {
         name: "io.k8s.api.core.v1.NodeFeatures",
         special: None,
-        fields: &[opt("supplementalGroupsPolicy", 1, FieldType::Bool)],
+        fields: &[opt("supplementalGroupsPolicy", 1, FieldType::Bool).ptr()],
     },
     Message {
         name: "io.k8s.api.core.v1.NodeList",
@@ -4978,27 +5240,28 @@ pub(super) static MESSAGES: &[Message] = &[
                 1,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta"),
             ),
-            rep("items", 2, FieldType::Message("io.k8s.api.core.v1.Node")),
+            rep("items", 2, FieldType::Message("io.k8s.api.core.v1.Node")).always(),
         ],
     },
     Message {
         name: "io.k8s.api.core.v1.NodeRuntimeHandler",
         special: None,
         fields: &[
-            opt("name", 1, FieldType::String),
+            opt("name", 1, FieldType::String).always(),
             opt(
                 "features",
                 2,
                 FieldType::Message("io.k8s.api.core.v1.NodeRuntimeHandlerFeatures"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.core.v1.NodeRuntimeHandlerFeatures",
         special: None,
         fields: &[
-            opt("recursiveReadOnlyMounts", 1, FieldType::Bool),
-            opt("userNamespaces", 2, FieldType::Bool),
+            opt("recursiveReadOnlyMounts", 1, FieldType::Bool).ptr(),
+            opt("userNamespaces", 2, FieldType::Bool).ptr(),
         ],
     },
     Message {
@@ -5010,14 +5273,15 @@ pub(super) static MESSAGES: &[Message] = &[
             FieldType::Message("io.k8s.api.core.v1.NodeSelectorTerm"),
         )
         .list("atomic")
+        .always()
         .req()],
     },
     Message {
         name: "io.k8s.api.core.v1.NodeSelectorRequirement",
         special: None,
         fields: &[
-            opt("key", 1, FieldType::String).req(),
-            opt("operator", 2, FieldType::String).req(),
+            opt("key", 1, FieldType::String).always().req(),
+            opt("operator", 2, FieldType::String).always().req(),
             rep("values", 3, FieldType::String).list("atomic"),
         ],
     },
@@ -5052,7 +5316,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "configSource",
                 6,
                 FieldType::Message("io.k8s.api.core.v1.NodeConfigSource"),
-            ),
+            )
+            .ptr(),
             rep("podCIDRs", 7, FieldType::String)
                 .strategy("merge")
                 .list("set"),
@@ -5118,7 +5383,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "config",
                 11,
                 FieldType::Message("io.k8s.api.core.v1.NodeConfigStatus"),
-            ),
+            )
+            .ptr(),
             rep(
                 "runtimeHandlers",
                 12,
@@ -5129,33 +5395,37 @@ pub(super) static MESSAGES: &[Message] = &[
                 "features",
                 13,
                 FieldType::Message("io.k8s.api.core.v1.NodeFeatures"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.core.v1.NodeSwapStatus",
         special: None,
-        fields: &[opt("capacity", 1, FieldType::Int64)],
+        fields: &[opt("capacity", 1, FieldType::Int64).ptr()],
     },
     Message {
         name: "io.k8s.api.core.v1.NodeSystemInfo",
         special: None,
         fields: &[
-            opt("machineID", 1, FieldType::String).req(),
-            opt("systemUUID", 2, FieldType::String).req(),
-            opt("bootID", 3, FieldType::String).req(),
-            opt("kernelVersion", 4, FieldType::String).req(),
-            opt("osImage", 5, FieldType::String).req(),
-            opt("containerRuntimeVersion", 6, FieldType::String).req(),
-            opt("kubeletVersion", 7, FieldType::String).req(),
-            opt("kubeProxyVersion", 8, FieldType::String).req(),
-            opt("operatingSystem", 9, FieldType::String).req(),
-            opt("architecture", 10, FieldType::String).req(),
+            opt("machineID", 1, FieldType::String).always().req(),
+            opt("systemUUID", 2, FieldType::String).always().req(),
+            opt("bootID", 3, FieldType::String).always().req(),
+            opt("kernelVersion", 4, FieldType::String).always().req(),
+            opt("osImage", 5, FieldType::String).always().req(),
+            opt("containerRuntimeVersion", 6, FieldType::String)
+                .always()
+                .req(),
+            opt("kubeletVersion", 7, FieldType::String).always().req(),
+            opt("kubeProxyVersion", 8, FieldType::String).always().req(),
+            opt("operatingSystem", 9, FieldType::String).always().req(),
+            opt("architecture", 10, FieldType::String).always().req(),
             opt(
                 "swap",
                 11,
                 FieldType::Message("io.k8s.api.core.v1.NodeSwapStatus"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
@@ -5163,7 +5433,7 @@ pub(super) static MESSAGES: &[Message] = &[
         special: None,
         fields: &[
             opt("apiVersion", 1, FieldType::String),
-            opt("fieldPath", 2, FieldType::String).req(),
+            opt("fieldPath", 2, FieldType::String).always().req(),
         ],
     },
     Message {
@@ -5227,8 +5497,8 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.core.v1.PersistentVolumeClaimCondition",
         special: None,
         fields: &[
-            opt("type", 1, FieldType::String).req(),
-            opt("status", 2, FieldType::String).req(),
+            opt("type", 1, FieldType::String).always().req(),
+            opt("status", 2, FieldType::String).always().req(),
             opt(
                 "lastProbeTime",
                 3,
@@ -5256,7 +5526,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.core.v1.PersistentVolumeClaim"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
@@ -5274,20 +5545,23 @@ pub(super) static MESSAGES: &[Message] = &[
                 "selector",
                 4,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"),
-            ),
-            opt("storageClassName", 5, FieldType::String),
-            opt("volumeMode", 6, FieldType::String),
+            )
+            .ptr(),
+            opt("storageClassName", 5, FieldType::String).ptr(),
+            opt("volumeMode", 6, FieldType::String).ptr(),
             opt(
                 "dataSource",
                 7,
                 FieldType::Message("io.k8s.api.core.v1.TypedLocalObjectReference"),
-            ),
+            )
+            .ptr(),
             opt(
                 "dataSourceRef",
                 8,
                 FieldType::Message("io.k8s.api.core.v1.TypedObjectReference"),
-            ),
-            opt("volumeAttributesClassName", 9, FieldType::String),
+            )
+            .ptr(),
+            opt("volumeAttributesClassName", 9, FieldType::String).ptr(),
         ],
     },
     Message {
@@ -5316,12 +5590,13 @@ pub(super) static MESSAGES: &[Message] = &[
                 &FieldType::Message("io.k8s.apimachinery.pkg.api.resource.Quantity"),
             ),
             map("allocatedResourceStatuses", 7, &FieldType::String).map_type("granular"),
-            opt("currentVolumeAttributesClassName", 8, FieldType::String),
+            opt("currentVolumeAttributesClassName", 8, FieldType::String).ptr(),
             opt(
                 "modifyVolumeStatus",
                 9,
                 FieldType::Message("io.k8s.api.core.v1.ModifyVolumeStatus"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
@@ -5338,6 +5613,7 @@ pub(super) static MESSAGES: &[Message] = &[
                 2,
                 FieldType::Message("io.k8s.api.core.v1.PersistentVolumeClaimSpec"),
             )
+            .always()
             .req(),
         ],
     },
@@ -5345,7 +5621,7 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.core.v1.PersistentVolumeClaimVolumeSource",
         special: None,
         fields: &[
-            opt("claimName", 1, FieldType::String).req(),
+            opt("claimName", 1, FieldType::String).always().req(),
             opt("readOnly", 2, FieldType::Bool),
         ],
     },
@@ -5362,7 +5638,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.core.v1.PersistentVolume"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
@@ -5373,112 +5650,134 @@ pub(super) static MESSAGES: &[Message] = &[
                 "gcePersistentDisk",
                 1,
                 FieldType::Message("io.k8s.api.core.v1.GCEPersistentDiskVolumeSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "awsElasticBlockStore",
                 2,
                 FieldType::Message("io.k8s.api.core.v1.AWSElasticBlockStoreVolumeSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "hostPath",
                 3,
                 FieldType::Message("io.k8s.api.core.v1.HostPathVolumeSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "glusterfs",
                 4,
                 FieldType::Message("io.k8s.api.core.v1.GlusterfsPersistentVolumeSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "nfs",
                 5,
                 FieldType::Message("io.k8s.api.core.v1.NFSVolumeSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "rbd",
                 6,
                 FieldType::Message("io.k8s.api.core.v1.RBDPersistentVolumeSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "iscsi",
                 7,
                 FieldType::Message("io.k8s.api.core.v1.ISCSIPersistentVolumeSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "cinder",
                 8,
                 FieldType::Message("io.k8s.api.core.v1.CinderPersistentVolumeSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "cephfs",
                 9,
                 FieldType::Message("io.k8s.api.core.v1.CephFSPersistentVolumeSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "fc",
                 10,
                 FieldType::Message("io.k8s.api.core.v1.FCVolumeSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "flocker",
                 11,
                 FieldType::Message("io.k8s.api.core.v1.FlockerVolumeSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "flexVolume",
                 12,
                 FieldType::Message("io.k8s.api.core.v1.FlexPersistentVolumeSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "azureFile",
                 13,
                 FieldType::Message("io.k8s.api.core.v1.AzureFilePersistentVolumeSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "vsphereVolume",
                 14,
                 FieldType::Message("io.k8s.api.core.v1.VsphereVirtualDiskVolumeSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "quobyte",
                 15,
                 FieldType::Message("io.k8s.api.core.v1.QuobyteVolumeSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "azureDisk",
                 16,
                 FieldType::Message("io.k8s.api.core.v1.AzureDiskVolumeSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "photonPersistentDisk",
                 17,
                 FieldType::Message("io.k8s.api.core.v1.PhotonPersistentDiskVolumeSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "portworxVolume",
                 18,
                 FieldType::Message("io.k8s.api.core.v1.PortworxVolumeSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "scaleIO",
                 19,
                 FieldType::Message("io.k8s.api.core.v1.ScaleIOPersistentVolumeSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "local",
                 20,
                 FieldType::Message("io.k8s.api.core.v1.LocalVolumeSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "storageos",
                 21,
                 FieldType::Message("io.k8s.api.core.v1.StorageOSPersistentVolumeSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "csi",
                 22,
                 FieldType::Message("io.k8s.api.core.v1.CSIPersistentVolumeSource"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
@@ -5501,17 +5800,19 @@ pub(super) static MESSAGES: &[Message] = &[
                 "claimRef",
                 4,
                 FieldType::Message("io.k8s.api.core.v1.ObjectReference"),
-            ),
+            )
+            .ptr(),
             opt("persistentVolumeReclaimPolicy", 5, FieldType::String),
             opt("storageClassName", 6, FieldType::String),
             rep("mountOptions", 7, FieldType::String).list("atomic"),
-            opt("volumeMode", 8, FieldType::String),
+            opt("volumeMode", 8, FieldType::String).ptr(),
             opt(
                 "nodeAffinity",
                 9,
                 FieldType::Message("io.k8s.api.core.v1.VolumeNodeAffinity"),
-            ),
-            opt("volumeAttributesClassName", 10, FieldType::String),
+            )
+            .ptr(),
+            opt("volumeAttributesClassName", 10, FieldType::String).ptr(),
         ],
     },
     Message {
@@ -5525,14 +5826,15 @@ pub(super) static MESSAGES: &[Message] = &[
                 "lastPhaseTransitionTime",
                 4,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.Time"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.core.v1.PhotonPersistentDiskVolumeSource",
         special: None,
         fields: &[
-            opt("pdID", 1, FieldType::String).req(),
+            opt("pdID", 1, FieldType::String).always().req(),
             opt("fsType", 2, FieldType::String),
         ],
     },
@@ -5580,14 +5882,16 @@ pub(super) static MESSAGES: &[Message] = &[
                 "labelSelector",
                 1,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"),
-            ),
+            )
+            .ptr(),
             rep("namespaces", 2, FieldType::String).list("atomic"),
-            opt("topologyKey", 3, FieldType::String).req(),
+            opt("topologyKey", 3, FieldType::String).always().req(),
             opt(
                 "namespaceSelector",
                 4,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"),
-            ),
+            )
+            .ptr(),
             rep("matchLabelKeys", 5, FieldType::String).list("atomic"),
             rep("mismatchLabelKeys", 6, FieldType::String).list("atomic"),
         ],
@@ -5614,8 +5918,8 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.core.v1.PodCondition",
         special: None,
         fields: &[
-            opt("type", 1, FieldType::String).req(),
-            opt("status", 2, FieldType::String).req(),
+            opt("type", 1, FieldType::String).always().req(),
+            opt("status", 2, FieldType::String).always().req(),
             opt(
                 "lastProbeTime",
                 3,
@@ -5650,13 +5954,13 @@ pub(super) static MESSAGES: &[Message] = &[
         special: None,
         fields: &[
             opt("name", 1, FieldType::String),
-            opt("value", 2, FieldType::String),
+            opt("value", 2, FieldType::String).ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.core.v1.PodIP",
         special: None,
-        fields: &[opt("ip", 1, FieldType::String).req()],
+        fields: &[opt("ip", 1, FieldType::String).always().req()],
     },
     Message {
         name: "io.k8s.api.core.v1.PodList",
@@ -5667,40 +5971,40 @@ pub(super) static MESSAGES: &[Message] = &[
                 1,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta"),
             ),
-            rep("items", 2, FieldType::Message("io.k8s.api.core.v1.Pod")),
+            rep("items", 2, FieldType::Message("io.k8s.api.core.v1.Pod")).always(),
         ],
     },
     Message {
         name: "io.k8s.api.core.v1.PodOS",
         special: None,
-        fields: &[opt("name", 1, FieldType::String).req()],
+        fields: &[opt("name", 1, FieldType::String).always().req()],
     },
     Message {
         name: "io.k8s.api.core.v1.PodReadinessGate",
         special: None,
-        fields: &[opt("conditionType", 1, FieldType::String).req()],
+        fields: &[opt("conditionType", 1, FieldType::String).always().req()],
     },
     Message {
         name: "io.k8s.api.core.v1.PodResourceClaim",
         special: None,
         fields: &[
-            opt("name", 1, FieldType::String).req(),
-            opt("resourceClaimName", 3, FieldType::String),
-            opt("resourceClaimTemplateName", 4, FieldType::String),
+            opt("name", 1, FieldType::String).always().req(),
+            opt("resourceClaimName", 3, FieldType::String).ptr(),
+            opt("resourceClaimTemplateName", 4, FieldType::String).ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.core.v1.PodResourceClaimStatus",
         special: None,
         fields: &[
-            opt("name", 1, FieldType::String).req(),
-            opt("resourceClaimName", 2, FieldType::String),
+            opt("name", 1, FieldType::String).always().req(),
+            opt("resourceClaimName", 2, FieldType::String).ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.core.v1.PodSchedulingGate",
         special: None,
-        fields: &[opt("name", 1, FieldType::String).req()],
+        fields: &[opt("name", 1, FieldType::String).always().req()],
     },
     Message {
         name: "io.k8s.api.core.v1.PodSecurityContext",
@@ -5710,12 +6014,13 @@ pub(super) static MESSAGES: &[Message] = &[
                 "seLinuxOptions",
                 1,
                 FieldType::Message("io.k8s.api.core.v1.SELinuxOptions"),
-            ),
-            opt("runAsUser", 2, FieldType::Int64),
-            opt("runAsNonRoot", 3, FieldType::Bool),
+            )
+            .ptr(),
+            opt("runAsUser", 2, FieldType::Int64).ptr(),
+            opt("runAsNonRoot", 3, FieldType::Bool).ptr(),
             rep("supplementalGroups", 4, FieldType::Int64).list("atomic"),
-            opt("fsGroup", 5, FieldType::Int64),
-            opt("runAsGroup", 6, FieldType::Int64),
+            opt("fsGroup", 5, FieldType::Int64).ptr(),
+            opt("runAsGroup", 6, FieldType::Int64).ptr(),
             rep(
                 "sysctls",
                 7,
@@ -5726,20 +6031,23 @@ pub(super) static MESSAGES: &[Message] = &[
                 "windowsOptions",
                 8,
                 FieldType::Message("io.k8s.api.core.v1.WindowsSecurityContextOptions"),
-            ),
-            opt("fsGroupChangePolicy", 9, FieldType::String),
+            )
+            .ptr(),
+            opt("fsGroupChangePolicy", 9, FieldType::String).ptr(),
             opt(
                 "seccompProfile",
                 10,
                 FieldType::Message("io.k8s.api.core.v1.SeccompProfile"),
-            ),
+            )
+            .ptr(),
             opt(
                 "appArmorProfile",
                 11,
                 FieldType::Message("io.k8s.api.core.v1.AppArmorProfile"),
-            ),
-            opt("supplementalGroupsPolicy", 12, FieldType::String),
-            opt("seLinuxChangePolicy", 13, FieldType::String),
+            )
+            .ptr(),
+            opt("supplementalGroupsPolicy", 12, FieldType::String).ptr(),
+            opt("seLinuxChangePolicy", 13, FieldType::String).ptr(),
         ],
     },
     Message {
@@ -5764,10 +6072,11 @@ pub(super) static MESSAGES: &[Message] = &[
             .merge_key("name")
             .list("map")
             .keys(&["name"])
+            .always()
             .req(),
             opt("restartPolicy", 3, FieldType::String),
-            opt("terminationGracePeriodSeconds", 4, FieldType::Int64),
-            opt("activeDeadlineSeconds", 5, FieldType::Int64),
+            opt("terminationGracePeriodSeconds", 4, FieldType::Int64).ptr(),
+            opt("activeDeadlineSeconds", 5, FieldType::Int64).ptr(),
             opt("dnsPolicy", 6, FieldType::String),
             map("nodeSelector", 7, &FieldType::String).map_type("atomic"),
             opt("serviceAccountName", 8, FieldType::String),
@@ -5780,7 +6089,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "securityContext",
                 14,
                 FieldType::Message("io.k8s.api.core.v1.PodSecurityContext"),
-            ),
+            )
+            .ptr(),
             rep(
                 "imagePullSecrets",
                 15,
@@ -5796,7 +6106,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "affinity",
                 18,
                 FieldType::Message("io.k8s.api.core.v1.Affinity"),
-            ),
+            )
+            .ptr(),
             opt("schedulerName", 19, FieldType::String),
             rep(
                 "initContainers",
@@ -5807,7 +6118,7 @@ pub(super) static MESSAGES: &[Message] = &[
             .merge_key("name")
             .list("map")
             .keys(&["name"]),
-            opt("automountServiceAccountToken", 21, FieldType::Bool),
+            opt("automountServiceAccountToken", 21, FieldType::Bool).ptr(),
             rep(
                 "tolerations",
                 22,
@@ -5824,22 +6135,23 @@ pub(super) static MESSAGES: &[Message] = &[
             .list("map")
             .keys(&["ip"]),
             opt("priorityClassName", 24, FieldType::String),
-            opt("priority", 25, FieldType::Int32),
+            opt("priority", 25, FieldType::Int32).ptr(),
             opt(
                 "dnsConfig",
                 26,
                 FieldType::Message("io.k8s.api.core.v1.PodDNSConfig"),
-            ),
-            opt("shareProcessNamespace", 27, FieldType::Bool),
+            )
+            .ptr(),
+            opt("shareProcessNamespace", 27, FieldType::Bool).ptr(),
             rep(
                 "readinessGates",
                 28,
                 FieldType::Message("io.k8s.api.core.v1.PodReadinessGate"),
             )
             .list("atomic"),
-            opt("runtimeClassName", 29, FieldType::String),
-            opt("enableServiceLinks", 30, FieldType::Bool),
-            opt("preemptionPolicy", 31, FieldType::String),
+            opt("runtimeClassName", 29, FieldType::String).ptr(),
+            opt("enableServiceLinks", 30, FieldType::Bool).ptr(),
+            opt("preemptionPolicy", 31, FieldType::String).ptr(),
             map(
                 "overhead",
                 32,
@@ -5863,9 +6175,9 @@ pub(super) static MESSAGES: &[Message] = &[
             .merge_key("name")
             .list("map")
             .keys(&["name"]),
-            opt("setHostnameAsFQDN", 35, FieldType::Bool),
-            opt("os", 36, FieldType::Message("io.k8s.api.core.v1.PodOS")),
-            opt("hostUsers", 37, FieldType::Bool),
+            opt("setHostnameAsFQDN", 35, FieldType::Bool).ptr(),
+            opt("os", 36, FieldType::Message("io.k8s.api.core.v1.PodOS")).ptr(),
+            opt("hostUsers", 37, FieldType::Bool).ptr(),
             rep(
                 "schedulingGates",
                 38,
@@ -5888,7 +6200,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "resources",
                 40,
                 FieldType::Message("io.k8s.api.core.v1.ResourceRequirements"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
@@ -5913,7 +6226,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "startTime",
                 7,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.Time"),
-            ),
+            )
+            .ptr(),
             rep(
                 "containerStatuses",
                 8,
@@ -5990,7 +6304,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.core.v1.PodTemplate"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
@@ -6009,16 +6324,16 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.core.v1.PortStatus",
         special: None,
         fields: &[
-            opt("port", 1, FieldType::Int32).req(),
-            opt("protocol", 2, FieldType::String).req(),
-            opt("error", 3, FieldType::String),
+            opt("port", 1, FieldType::Int32).always().req(),
+            opt("protocol", 2, FieldType::String).always().req(),
+            opt("error", 3, FieldType::String).ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.core.v1.PortworxVolumeSource",
         special: None,
         fields: &[
-            opt("volumeID", 1, FieldType::String).req(),
+            opt("volumeID", 1, FieldType::String).always().req(),
             opt("fsType", 2, FieldType::String),
             opt("readOnly", 3, FieldType::Bool),
         ],
@@ -6027,12 +6342,13 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.core.v1.PreferredSchedulingTerm",
         special: None,
         fields: &[
-            opt("weight", 1, FieldType::Int32).req(),
+            opt("weight", 1, FieldType::Int32).always().req(),
             opt(
                 "preference",
                 2,
                 FieldType::Message("io.k8s.api.core.v1.NodeSelectorTerm"),
             )
+            .always()
             .req(),
         ],
     },
@@ -6046,7 +6362,7 @@ pub(super) static MESSAGES: &[Message] = &[
             opt("periodSeconds", 4, FieldType::Int32),
             opt("successThreshold", 5, FieldType::Int32),
             opt("failureThreshold", 6, FieldType::Int32),
-            opt("terminationGracePeriodSeconds", 7, FieldType::Int64),
+            opt("terminationGracePeriodSeconds", 7, FieldType::Int64).ptr(),
         ],
     },
     Message {
@@ -6057,22 +6373,26 @@ pub(super) static MESSAGES: &[Message] = &[
                 "exec",
                 1,
                 FieldType::Message("io.k8s.api.core.v1.ExecAction"),
-            ),
+            )
+            .ptr(),
             opt(
                 "httpGet",
                 2,
                 FieldType::Message("io.k8s.api.core.v1.HTTPGetAction"),
-            ),
+            )
+            .ptr(),
             opt(
                 "tcpSocket",
                 3,
                 FieldType::Message("io.k8s.api.core.v1.TCPSocketAction"),
-            ),
+            )
+            .ptr(),
             opt(
                 "grpc",
                 4,
                 FieldType::Message("io.k8s.api.core.v1.GRPCAction"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
@@ -6084,16 +6404,17 @@ pub(super) static MESSAGES: &[Message] = &[
                 1,
                 FieldType::Message("io.k8s.api.core.v1.VolumeProjection"),
             )
-            .list("atomic"),
-            opt("defaultMode", 2, FieldType::Int32),
+            .list("atomic")
+            .always(),
+            opt("defaultMode", 2, FieldType::Int32).ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.core.v1.QuobyteVolumeSource",
         special: None,
         fields: &[
-            opt("registry", 1, FieldType::String).req(),
-            opt("volume", 2, FieldType::String).req(),
+            opt("registry", 1, FieldType::String).always().req(),
+            opt("volume", 2, FieldType::String).always().req(),
             opt("readOnly", 3, FieldType::Bool),
             opt("user", 4, FieldType::String),
             opt("group", 5, FieldType::String),
@@ -6104,8 +6425,11 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.core.v1.RBDPersistentVolumeSource",
         special: None,
         fields: &[
-            rep("monitors", 1, FieldType::String).list("atomic").req(),
-            opt("image", 2, FieldType::String).req(),
+            rep("monitors", 1, FieldType::String)
+                .list("atomic")
+                .always()
+                .req(),
+            opt("image", 2, FieldType::String).always().req(),
             opt("fsType", 3, FieldType::String),
             opt("pool", 4, FieldType::String),
             opt("user", 5, FieldType::String),
@@ -6114,7 +6438,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "secretRef",
                 7,
                 FieldType::Message("io.k8s.api.core.v1.SecretReference"),
-            ),
+            )
+            .ptr(),
             opt("readOnly", 8, FieldType::Bool),
         ],
     },
@@ -6122,8 +6447,11 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.core.v1.RBDVolumeSource",
         special: None,
         fields: &[
-            rep("monitors", 1, FieldType::String).list("atomic").req(),
-            opt("image", 2, FieldType::String).req(),
+            rep("monitors", 1, FieldType::String)
+                .list("atomic")
+                .always()
+                .req(),
+            opt("image", 2, FieldType::String).always().req(),
             opt("fsType", 3, FieldType::String),
             opt("pool", 4, FieldType::String),
             opt("user", 5, FieldType::String),
@@ -6132,7 +6460,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "secretRef",
                 7,
                 FieldType::Message("io.k8s.api.core.v1.LocalObjectReference"),
-            ),
+            )
+            .ptr(),
             opt("readOnly", 8, FieldType::Bool),
         ],
     },
@@ -6162,8 +6491,8 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.core.v1.ReplicationControllerCondition",
         special: None,
         fields: &[
-            opt("type", 1, FieldType::String).req(),
-            opt("status", 2, FieldType::String).req(),
+            opt("type", 1, FieldType::String).always().req(),
+            opt("status", 2, FieldType::String).always().req(),
             opt(
                 "lastTransitionTime",
                 3,
@@ -6186,20 +6515,22 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.core.v1.ReplicationController"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
         name: "io.k8s.api.core.v1.ReplicationControllerSpec",
         special: None,
         fields: &[
-            opt("replicas", 1, FieldType::Int32),
+            opt("replicas", 1, FieldType::Int32).ptr(),
             map("selector", 2, &FieldType::String).map_type("atomic"),
             opt(
                 "template",
                 3,
                 FieldType::Message("io.k8s.api.core.v1.PodTemplateSpec"),
-            ),
+            )
+            .ptr(),
             opt("minReadySeconds", 4, FieldType::Int32),
         ],
     },
@@ -6207,7 +6538,7 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.core.v1.ReplicationControllerStatus",
         special: None,
         fields: &[
-            opt("replicas", 1, FieldType::Int32).req(),
+            opt("replicas", 1, FieldType::Int32).always().req(),
             opt("fullyLabeledReplicas", 2, FieldType::Int32),
             opt("observedGeneration", 3, FieldType::Int64),
             opt("readyReplicas", 4, FieldType::Int32),
@@ -6227,7 +6558,7 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.core.v1.ResourceClaim",
         special: None,
         fields: &[
-            opt("name", 1, FieldType::String).req(),
+            opt("name", 1, FieldType::String).always().req(),
             opt("request", 2, FieldType::String),
         ],
     },
@@ -6236,7 +6567,7 @@ pub(super) static MESSAGES: &[Message] = &[
         special: None,
         fields: &[
             opt("containerName", 1, FieldType::String),
-            opt("resource", 2, FieldType::String).req(),
+            opt("resource", 2, FieldType::String).always().req(),
             opt(
                 "divisor",
                 3,
@@ -6248,7 +6579,7 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.core.v1.ResourceHealth",
         special: None,
         fields: &[
-            opt("resourceID", 1, FieldType::String).req(),
+            opt("resourceID", 1, FieldType::String).always().req(),
             opt("health", 2, FieldType::String),
         ],
     },
@@ -6287,7 +6618,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.core.v1.ResourceQuota"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
@@ -6304,7 +6636,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "scopeSelector",
                 3,
                 FieldType::Message("io.k8s.api.core.v1.ScopeSelector"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
@@ -6350,7 +6683,7 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.core.v1.ResourceStatus",
         special: None,
         fields: &[
-            opt("name", 1, FieldType::String).req(),
+            opt("name", 1, FieldType::String).always().req(),
             rep(
                 "resources",
                 2,
@@ -6374,13 +6707,15 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.core.v1.ScaleIOPersistentVolumeSource",
         special: None,
         fields: &[
-            opt("gateway", 1, FieldType::String).req(),
-            opt("system", 2, FieldType::String).req(),
+            opt("gateway", 1, FieldType::String).always().req(),
+            opt("system", 2, FieldType::String).always().req(),
             opt(
                 "secretRef",
                 3,
                 FieldType::Message("io.k8s.api.core.v1.SecretReference"),
             )
+            .ptr()
+            .always()
             .req(),
             opt("sslEnabled", 4, FieldType::Bool),
             opt("protectionDomain", 5, FieldType::String),
@@ -6395,13 +6730,15 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.core.v1.ScaleIOVolumeSource",
         special: None,
         fields: &[
-            opt("gateway", 1, FieldType::String).req(),
-            opt("system", 2, FieldType::String).req(),
+            opt("gateway", 1, FieldType::String).always().req(),
+            opt("system", 2, FieldType::String).always().req(),
             opt(
                 "secretRef",
                 3,
                 FieldType::Message("io.k8s.api.core.v1.LocalObjectReference"),
             )
+            .ptr()
+            .always()
             .req(),
             opt("sslEnabled", 4, FieldType::Bool),
             opt("protectionDomain", 5, FieldType::String),
@@ -6426,8 +6763,8 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.core.v1.ScopedResourceSelectorRequirement",
         special: None,
         fields: &[
-            opt("scopeName", 1, FieldType::String).req(),
-            opt("operator", 2, FieldType::String).req(),
+            opt("scopeName", 1, FieldType::String).always().req(),
+            opt("operator", 2, FieldType::String).always().req(),
             rep("values", 3, FieldType::String).list("atomic"),
         ],
     },
@@ -6435,8 +6772,8 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.core.v1.SeccompProfile",
         special: None,
         fields: &[
-            opt("type", 1, FieldType::String).req(),
-            opt("localhostProfile", 2, FieldType::String),
+            opt("type", 1, FieldType::String).always().req(),
+            opt("localhostProfile", 2, FieldType::String).ptr(),
         ],
     },
     Message {
@@ -6452,7 +6789,7 @@ pub(super) static MESSAGES: &[Message] = &[
             map("data", 2, &FieldType::Bytes),
             opt("type", 3, FieldType::String),
             map("stringData", 4, &FieldType::String),
-            opt("immutable", 5, FieldType::Bool),
+            opt("immutable", 5, FieldType::Bool).ptr(),
         ],
     },
     Message {
@@ -6465,7 +6802,7 @@ pub(super) static MESSAGES: &[Message] = &[
                 FieldType::Message("io.k8s.api.core.v1.LocalObjectReference"),
             )
             .inline(),
-            opt("optional", 2, FieldType::Bool),
+            opt("optional", 2, FieldType::Bool).ptr(),
         ],
     },
     Message {
@@ -6478,8 +6815,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 FieldType::Message("io.k8s.api.core.v1.LocalObjectReference"),
             )
             .inline(),
-            opt("key", 2, FieldType::String).req(),
-            opt("optional", 3, FieldType::Bool),
+            opt("key", 2, FieldType::String).always().req(),
+            opt("optional", 3, FieldType::Bool).ptr(),
         ],
     },
     Message {
@@ -6491,7 +6828,7 @@ pub(super) static MESSAGES: &[Message] = &[
                 1,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta"),
             ),
-            rep("items", 2, FieldType::Message("io.k8s.api.core.v1.Secret")),
+            rep("items", 2, FieldType::Message("io.k8s.api.core.v1.Secret")).always(),
         ],
     },
     Message {
@@ -6510,7 +6847,7 @@ pub(super) static MESSAGES: &[Message] = &[
                 FieldType::Message("io.k8s.api.core.v1.KeyToPath"),
             )
             .list("atomic"),
-            opt("optional", 4, FieldType::Bool),
+            opt("optional", 4, FieldType::Bool).ptr(),
         ],
     },
     Message {
@@ -6532,8 +6869,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 FieldType::Message("io.k8s.api.core.v1.KeyToPath"),
             )
             .list("atomic"),
-            opt("defaultMode", 3, FieldType::Int32),
-            opt("optional", 4, FieldType::Bool),
+            opt("defaultMode", 3, FieldType::Int32).ptr(),
+            opt("optional", 4, FieldType::Bool).ptr(),
         ],
     },
     Message {
@@ -6544,34 +6881,39 @@ pub(super) static MESSAGES: &[Message] = &[
                 "capabilities",
                 1,
                 FieldType::Message("io.k8s.api.core.v1.Capabilities"),
-            ),
-            opt("privileged", 2, FieldType::Bool),
+            )
+            .ptr(),
+            opt("privileged", 2, FieldType::Bool).ptr(),
             opt(
                 "seLinuxOptions",
                 3,
                 FieldType::Message("io.k8s.api.core.v1.SELinuxOptions"),
-            ),
-            opt("runAsUser", 4, FieldType::Int64),
-            opt("runAsNonRoot", 5, FieldType::Bool),
-            opt("readOnlyRootFilesystem", 6, FieldType::Bool),
-            opt("allowPrivilegeEscalation", 7, FieldType::Bool),
-            opt("runAsGroup", 8, FieldType::Int64),
-            opt("procMount", 9, FieldType::String),
+            )
+            .ptr(),
+            opt("runAsUser", 4, FieldType::Int64).ptr(),
+            opt("runAsNonRoot", 5, FieldType::Bool).ptr(),
+            opt("readOnlyRootFilesystem", 6, FieldType::Bool).ptr(),
+            opt("allowPrivilegeEscalation", 7, FieldType::Bool).ptr(),
+            opt("runAsGroup", 8, FieldType::Int64).ptr(),
+            opt("procMount", 9, FieldType::String).ptr(),
             opt(
                 "windowsOptions",
                 10,
                 FieldType::Message("io.k8s.api.core.v1.WindowsSecurityContextOptions"),
-            ),
+            )
+            .ptr(),
             opt(
                 "seccompProfile",
                 11,
                 FieldType::Message("io.k8s.api.core.v1.SeccompProfile"),
-            ),
+            )
+            .ptr(),
             opt(
                 "appArmorProfile",
                 12,
                 FieldType::Message("io.k8s.api.core.v1.AppArmorProfile"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
@@ -6621,7 +6963,7 @@ pub(super) static MESSAGES: &[Message] = &[
                 FieldType::Message("io.k8s.api.core.v1.LocalObjectReference"),
             )
             .list("atomic"),
-            opt("automountServiceAccountToken", 4, FieldType::Bool),
+            opt("automountServiceAccountToken", 4, FieldType::Bool).ptr(),
         ],
     },
     Message {
@@ -6637,7 +6979,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.core.v1.ServiceAccount"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
@@ -6645,8 +6988,8 @@ pub(super) static MESSAGES: &[Message] = &[
         special: None,
         fields: &[
             opt("audience", 1, FieldType::String),
-            opt("expirationSeconds", 2, FieldType::Int64),
-            opt("path", 3, FieldType::String).req(),
+            opt("expirationSeconds", 2, FieldType::Int64).ptr(),
+            opt("path", 3, FieldType::String).always().req(),
         ],
     },
     Message {
@@ -6658,7 +7001,7 @@ pub(super) static MESSAGES: &[Message] = &[
                 1,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta"),
             ),
-            rep("items", 2, FieldType::Message("io.k8s.api.core.v1.Service")),
+            rep("items", 2, FieldType::Message("io.k8s.api.core.v1.Service")).always(),
         ],
     },
     Message {
@@ -6667,14 +7010,14 @@ pub(super) static MESSAGES: &[Message] = &[
         fields: &[
             opt("name", 1, FieldType::String),
             opt("protocol", 2, FieldType::String),
-            opt("port", 3, FieldType::Int32).req(),
+            opt("port", 3, FieldType::Int32).always().req(),
             opt(
                 "targetPort",
                 4,
                 FieldType::Message("io.k8s.apimachinery.pkg.util.intstr.IntOrString"),
             ),
             opt("nodePort", 5, FieldType::Int32),
-            opt("appProtocol", 6, FieldType::String),
+            opt("appProtocol", 6, FieldType::String).ptr(),
         ],
     },
     Message {
@@ -6705,14 +7048,15 @@ pub(super) static MESSAGES: &[Message] = &[
                 "sessionAffinityConfig",
                 14,
                 FieldType::Message("io.k8s.api.core.v1.SessionAffinityConfig"),
-            ),
-            opt("ipFamilyPolicy", 17, FieldType::String),
+            )
+            .ptr(),
+            opt("ipFamilyPolicy", 17, FieldType::String).ptr(),
             rep("clusterIPs", 18, FieldType::String).list("atomic"),
             rep("ipFamilies", 19, FieldType::String).list("atomic"),
-            opt("allocateLoadBalancerNodePorts", 20, FieldType::Bool),
-            opt("loadBalancerClass", 21, FieldType::String),
-            opt("internalTrafficPolicy", 22, FieldType::String),
-            opt("trafficDistribution", 23, FieldType::String),
+            opt("allocateLoadBalancerNodePorts", 20, FieldType::Bool).ptr(),
+            opt("loadBalancerClass", 21, FieldType::String).ptr(),
+            opt("internalTrafficPolicy", 22, FieldType::String).ptr(),
+            opt("trafficDistribution", 23, FieldType::String).ptr(),
         ],
     },
     Message {
@@ -6742,12 +7086,13 @@ pub(super) static MESSAGES: &[Message] = &[
             "clientIP",
             1,
             FieldType::Message("io.k8s.api.core.v1.ClientIPConfig"),
-        )],
+        )
+        .ptr()],
     },
     Message {
         name: "io.k8s.api.core.v1.SleepAction",
         special: None,
-        fields: &[opt("seconds", 1, FieldType::Int64).req()],
+        fields: &[opt("seconds", 1, FieldType::Int64).always().req()],
     },
     Message {
         name: "io.k8s.api.core.v1.StorageOSPersistentVolumeSource",
@@ -6761,7 +7106,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "secretRef",
                 5,
                 FieldType::Message("io.k8s.api.core.v1.ObjectReference"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
@@ -6776,15 +7122,16 @@ pub(super) static MESSAGES: &[Message] = &[
                 "secretRef",
                 5,
                 FieldType::Message("io.k8s.api.core.v1.LocalObjectReference"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.core.v1.Sysctl",
         special: None,
         fields: &[
-            opt("name", 1, FieldType::String).req(),
-            opt("value", 2, FieldType::String).req(),
+            opt("name", 1, FieldType::String).always().req(),
+            opt("value", 2, FieldType::String).always().req(),
         ],
     },
     Message {
@@ -6796,6 +7143,7 @@ pub(super) static MESSAGES: &[Message] = &[
                 1,
                 FieldType::Message("io.k8s.apimachinery.pkg.util.intstr.IntOrString"),
             )
+            .always()
             .req(),
             opt("host", 2, FieldType::String),
         ],
@@ -6804,14 +7152,15 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.core.v1.Taint",
         special: None,
         fields: &[
-            opt("key", 1, FieldType::String).req(),
+            opt("key", 1, FieldType::String).always().req(),
             opt("value", 2, FieldType::String),
-            opt("effect", 3, FieldType::String).req(),
+            opt("effect", 3, FieldType::String).always().req(),
             opt(
                 "timeAdded",
                 4,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.Time"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
@@ -6822,15 +7171,18 @@ pub(super) static MESSAGES: &[Message] = &[
             opt("operator", 2, FieldType::String),
             opt("value", 3, FieldType::String),
             opt("effect", 4, FieldType::String),
-            opt("tolerationSeconds", 5, FieldType::Int64),
+            opt("tolerationSeconds", 5, FieldType::Int64).ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.core.v1.TopologySelectorLabelRequirement",
         special: None,
         fields: &[
-            opt("key", 1, FieldType::String).req(),
-            rep("values", 2, FieldType::String).list("atomic").req(),
+            opt("key", 1, FieldType::String).always().req(),
+            rep("values", 2, FieldType::String)
+                .list("atomic")
+                .always()
+                .req(),
         ],
     },
     Message {
@@ -6847,17 +7199,20 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.core.v1.TopologySpreadConstraint",
         special: None,
         fields: &[
-            opt("maxSkew", 1, FieldType::Int32).req(),
-            opt("topologyKey", 2, FieldType::String).req(),
-            opt("whenUnsatisfiable", 3, FieldType::String).req(),
+            opt("maxSkew", 1, FieldType::Int32).always().req(),
+            opt("topologyKey", 2, FieldType::String).always().req(),
+            opt("whenUnsatisfiable", 3, FieldType::String)
+                .always()
+                .req(),
             opt(
                 "labelSelector",
                 4,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"),
-            ),
-            opt("minDomains", 5, FieldType::Int32),
-            opt("nodeAffinityPolicy", 6, FieldType::String),
-            opt("nodeTaintsPolicy", 7, FieldType::String),
+            )
+            .ptr(),
+            opt("minDomains", 5, FieldType::Int32).ptr(),
+            opt("nodeAffinityPolicy", 6, FieldType::String).ptr(),
+            opt("nodeTaintsPolicy", 7, FieldType::String).ptr(),
             rep("matchLabelKeys", 8, FieldType::String).list("atomic"),
         ],
     },
@@ -6865,26 +7220,26 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.core.v1.TypedLocalObjectReference",
         special: None,
         fields: &[
-            opt("apiGroup", 1, FieldType::String),
-            opt("kind", 2, FieldType::String).req(),
-            opt("name", 3, FieldType::String).req(),
+            opt("apiGroup", 1, FieldType::String).ptr().always(),
+            opt("kind", 2, FieldType::String).always().req(),
+            opt("name", 3, FieldType::String).always().req(),
         ],
     },
     Message {
         name: "io.k8s.api.core.v1.TypedObjectReference",
         special: None,
         fields: &[
-            opt("apiGroup", 1, FieldType::String),
-            opt("kind", 2, FieldType::String).req(),
-            opt("name", 3, FieldType::String).req(),
-            opt("namespace", 4, FieldType::String),
+            opt("apiGroup", 1, FieldType::String).ptr().always(),
+            opt("kind", 2, FieldType::String).always().req(),
+            opt("name", 3, FieldType::String).always().req(),
+            opt("namespace", 4, FieldType::String).ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.core.v1.Volume",
         special: None,
         fields: &[
-            opt("name", 1, FieldType::String).req(),
+            opt("name", 1, FieldType::String).always().req(),
             opt("", 2, FieldType::Message("io.k8s.api.core.v1.VolumeSource")).inline(),
         ],
     },
@@ -6892,31 +7247,31 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.core.v1.VolumeDevice",
         special: None,
         fields: &[
-            opt("name", 1, FieldType::String).req(),
-            opt("devicePath", 2, FieldType::String).req(),
+            opt("name", 1, FieldType::String).always().req(),
+            opt("devicePath", 2, FieldType::String).always().req(),
         ],
     },
     Message {
         name: "io.k8s.api.core.v1.VolumeMount",
         special: None,
         fields: &[
-            opt("name", 1, FieldType::String).req(),
+            opt("name", 1, FieldType::String).always().req(),
             opt("readOnly", 2, FieldType::Bool),
-            opt("mountPath", 3, FieldType::String).req(),
+            opt("mountPath", 3, FieldType::String).always().req(),
             opt("subPath", 4, FieldType::String),
-            opt("mountPropagation", 5, FieldType::String),
+            opt("mountPropagation", 5, FieldType::String).ptr(),
             opt("subPathExpr", 6, FieldType::String),
-            opt("recursiveReadOnly", 7, FieldType::String),
+            opt("recursiveReadOnly", 7, FieldType::String).ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.core.v1.VolumeMountStatus",
         special: None,
         fields: &[
-            opt("name", 1, FieldType::String).req(),
-            opt("mountPath", 2, FieldType::String).req(),
+            opt("name", 1, FieldType::String).always().req(),
+            opt("mountPath", 2, FieldType::String).always().req(),
             opt("readOnly", 3, FieldType::Bool),
-            opt("recursiveReadOnly", 4, FieldType::String),
+            opt("recursiveReadOnly", 4, FieldType::String).ptr(),
         ],
     },
     Message {
@@ -6926,7 +7281,8 @@ pub(super) static MESSAGES: &[Message] = &[
             "required",
             1,
             FieldType::Message("io.k8s.api.core.v1.NodeSelector"),
-        )],
+        )
+        .ptr()],
     },
     Message {
         name: "io.k8s.api.core.v1.VolumeProjection",
@@ -6936,27 +7292,32 @@ pub(super) static MESSAGES: &[Message] = &[
                 "secret",
                 1,
                 FieldType::Message("io.k8s.api.core.v1.SecretProjection"),
-            ),
+            )
+            .ptr(),
             opt(
                 "downwardAPI",
                 2,
                 FieldType::Message("io.k8s.api.core.v1.DownwardAPIProjection"),
-            ),
+            )
+            .ptr(),
             opt(
                 "configMap",
                 3,
                 FieldType::Message("io.k8s.api.core.v1.ConfigMapProjection"),
-            ),
+            )
+            .ptr(),
             opt(
                 "serviceAccountToken",
                 4,
                 FieldType::Message("io.k8s.api.core.v1.ServiceAccountTokenProjection"),
-            ),
+            )
+            .ptr(),
             opt(
                 "clusterTrustBundle",
                 5,
                 FieldType::Message("io.k8s.api.core.v1.ClusterTrustBundleProjection"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
@@ -6983,159 +7344,189 @@ pub(super) static MESSAGES: &[Message] = &[
                 "hostPath",
                 1,
                 FieldType::Message("io.k8s.api.core.v1.HostPathVolumeSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "emptyDir",
                 2,
                 FieldType::Message("io.k8s.api.core.v1.EmptyDirVolumeSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "gcePersistentDisk",
                 3,
                 FieldType::Message("io.k8s.api.core.v1.GCEPersistentDiskVolumeSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "awsElasticBlockStore",
                 4,
                 FieldType::Message("io.k8s.api.core.v1.AWSElasticBlockStoreVolumeSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "gitRepo",
                 5,
                 FieldType::Message("io.k8s.api.core.v1.GitRepoVolumeSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "secret",
                 6,
                 FieldType::Message("io.k8s.api.core.v1.SecretVolumeSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "nfs",
                 7,
                 FieldType::Message("io.k8s.api.core.v1.NFSVolumeSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "iscsi",
                 8,
                 FieldType::Message("io.k8s.api.core.v1.ISCSIVolumeSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "glusterfs",
                 9,
                 FieldType::Message("io.k8s.api.core.v1.GlusterfsVolumeSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "persistentVolumeClaim",
                 10,
                 FieldType::Message("io.k8s.api.core.v1.PersistentVolumeClaimVolumeSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "rbd",
                 11,
                 FieldType::Message("io.k8s.api.core.v1.RBDVolumeSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "flexVolume",
                 12,
                 FieldType::Message("io.k8s.api.core.v1.FlexVolumeSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "cinder",
                 13,
                 FieldType::Message("io.k8s.api.core.v1.CinderVolumeSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "cephfs",
                 14,
                 FieldType::Message("io.k8s.api.core.v1.CephFSVolumeSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "flocker",
                 15,
                 FieldType::Message("io.k8s.api.core.v1.FlockerVolumeSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "downwardAPI",
                 16,
                 FieldType::Message("io.k8s.api.core.v1.DownwardAPIVolumeSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "fc",
                 17,
                 FieldType::Message("io.k8s.api.core.v1.FCVolumeSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "azureFile",
                 18,
                 FieldType::Message("io.k8s.api.core.v1.AzureFileVolumeSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "configMap",
                 19,
                 FieldType::Message("io.k8s.api.core.v1.ConfigMapVolumeSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "vsphereVolume",
                 20,
                 FieldType::Message("io.k8s.api.core.v1.VsphereVirtualDiskVolumeSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "quobyte",
                 21,
                 FieldType::Message("io.k8s.api.core.v1.QuobyteVolumeSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "azureDisk",
                 22,
                 FieldType::Message("io.k8s.api.core.v1.AzureDiskVolumeSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "photonPersistentDisk",
                 23,
                 FieldType::Message("io.k8s.api.core.v1.PhotonPersistentDiskVolumeSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "portworxVolume",
                 24,
                 FieldType::Message("io.k8s.api.core.v1.PortworxVolumeSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "scaleIO",
                 25,
                 FieldType::Message("io.k8s.api.core.v1.ScaleIOVolumeSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "projected",
                 26,
                 FieldType::Message("io.k8s.api.core.v1.ProjectedVolumeSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "storageos",
                 27,
                 FieldType::Message("io.k8s.api.core.v1.StorageOSVolumeSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "csi",
                 28,
                 FieldType::Message("io.k8s.api.core.v1.CSIVolumeSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "ephemeral",
                 29,
                 FieldType::Message("io.k8s.api.core.v1.EphemeralVolumeSource"),
-            ),
+            )
+            .ptr(),
             opt(
                 "image",
                 30,
                 FieldType::Message("io.k8s.api.core.v1.ImageVolumeSource"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.core.v1.VsphereVirtualDiskVolumeSource",
         special: None,
         fields: &[
-            opt("volumePath", 1, FieldType::String).req(),
+            opt("volumePath", 1, FieldType::String).always().req(),
             opt("fsType", 2, FieldType::String),
             opt("storagePolicyName", 3, FieldType::String),
             opt("storagePolicyID", 4, FieldType::String),
@@ -7145,12 +7536,13 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.core.v1.WeightedPodAffinityTerm",
         special: None,
         fields: &[
-            opt("weight", 1, FieldType::Int32).req(),
+            opt("weight", 1, FieldType::Int32).always().req(),
             opt(
                 "podAffinityTerm",
                 2,
                 FieldType::Message("io.k8s.api.core.v1.PodAffinityTerm"),
             )
+            .always()
             .req(),
         ],
     },
@@ -7158,45 +7550,50 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.core.v1.WindowsSecurityContextOptions",
         special: None,
         fields: &[
-            opt("gmsaCredentialSpecName", 1, FieldType::String),
-            opt("gmsaCredentialSpec", 2, FieldType::String),
-            opt("runAsUserName", 3, FieldType::String),
-            opt("hostProcess", 4, FieldType::Bool),
+            opt("gmsaCredentialSpecName", 1, FieldType::String).ptr(),
+            opt("gmsaCredentialSpec", 2, FieldType::String).ptr(),
+            opt("runAsUserName", 3, FieldType::String).ptr(),
+            opt("hostProcess", 4, FieldType::Bool).ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.discovery.v1.Endpoint",
         special: None,
         fields: &[
-            rep("addresses", 1, FieldType::String).list("set").req(),
+            rep("addresses", 1, FieldType::String)
+                .list("set")
+                .always()
+                .req(),
             opt(
                 "conditions",
                 2,
                 FieldType::Message("io.k8s.api.discovery.v1.EndpointConditions"),
             ),
-            opt("hostname", 3, FieldType::String),
+            opt("hostname", 3, FieldType::String).ptr(),
             opt(
                 "targetRef",
                 4,
                 FieldType::Message("io.k8s.api.core.v1.ObjectReference"),
-            ),
+            )
+            .ptr(),
             map("deprecatedTopology", 5, &FieldType::String),
-            opt("nodeName", 6, FieldType::String),
-            opt("zone", 7, FieldType::String),
+            opt("nodeName", 6, FieldType::String).ptr(),
+            opt("zone", 7, FieldType::String).ptr(),
             opt(
                 "hints",
                 8,
                 FieldType::Message("io.k8s.api.discovery.v1.EndpointHints"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.discovery.v1.EndpointConditions",
         special: None,
         fields: &[
-            opt("ready", 1, FieldType::Bool),
-            opt("serving", 2, FieldType::Bool),
-            opt("terminating", 3, FieldType::Bool),
+            opt("ready", 1, FieldType::Bool).ptr(),
+            opt("serving", 2, FieldType::Bool).ptr(),
+            opt("terminating", 3, FieldType::Bool).ptr(),
         ],
     },
     Message {
@@ -7221,10 +7618,10 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.discovery.v1.EndpointPort",
         special: None,
         fields: &[
-            opt("name", 1, FieldType::String),
-            opt("protocol", 2, FieldType::String),
-            opt("port", 3, FieldType::Int32),
-            opt("appProtocol", 4, FieldType::String),
+            opt("name", 1, FieldType::String).ptr(),
+            opt("protocol", 2, FieldType::String).ptr(),
+            opt("port", 3, FieldType::Int32).ptr(),
+            opt("appProtocol", 4, FieldType::String).ptr(),
         ],
     },
     Message {
@@ -7243,14 +7640,16 @@ pub(super) static MESSAGES: &[Message] = &[
                 FieldType::Message("io.k8s.api.discovery.v1.Endpoint"),
             )
             .list("atomic")
+            .always()
             .req(),
             rep(
                 "ports",
                 3,
                 FieldType::Message("io.k8s.api.discovery.v1.EndpointPort"),
             )
-            .list("atomic"),
-            opt("addressType", 4, FieldType::String).req(),
+            .list("atomic")
+            .always(),
+            opt("addressType", 4, FieldType::String).always().req(),
         ],
     },
     Message {
@@ -7266,18 +7665,19 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.discovery.v1.EndpointSlice"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
         name: "io.k8s.api.discovery.v1.ForNode",
         special: None,
-        fields: &[opt("name", 1, FieldType::String).req()],
+        fields: &[opt("name", 1, FieldType::String).always().req()],
     },
     Message {
         name: "io.k8s.api.discovery.v1.ForZone",
         special: None,
-        fields: &[opt("name", 1, FieldType::String).req()],
+        fields: &[opt("name", 1, FieldType::String).always().req()],
     },
     Message {
         name: "io.k8s.api.events.v1.Event",
@@ -7293,12 +7693,14 @@ pub(super) static MESSAGES: &[Message] = &[
                 "eventTime",
                 2,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.MicroTime"),
-            ),
+            )
+            .always(),
             opt(
                 "series",
                 3,
                 FieldType::Message("io.k8s.api.events.v1.EventSeries"),
-            ),
+            )
+            .ptr(),
             opt("reportingController", 4, FieldType::String),
             opt("reportingInstance", 5, FieldType::String),
             opt("action", 6, FieldType::String),
@@ -7312,7 +7714,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "related",
                 9,
                 FieldType::Message("io.k8s.api.core.v1.ObjectReference"),
-            ),
+            )
+            .ptr(),
             opt("note", 10, FieldType::String),
             opt("type", 11, FieldType::String),
             opt(
@@ -7342,19 +7745,20 @@ pub(super) static MESSAGES: &[Message] = &[
                 1,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta"),
             ),
-            rep("items", 2, FieldType::Message("io.k8s.api.events.v1.Event")),
+            rep("items", 2, FieldType::Message("io.k8s.api.events.v1.Event")).always(),
         ],
     },
     Message {
         name: "io.k8s.api.events.v1.EventSeries",
         special: None,
         fields: &[
-            opt("count", 1, FieldType::Int32).req(),
+            opt("count", 1, FieldType::Int32).always().req(),
             opt(
                 "lastObservedTime",
                 2,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.MicroTime"),
             )
+            .always()
             .req(),
         ],
     },
@@ -7362,14 +7766,14 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.flowcontrol.v1.ExemptPriorityLevelConfiguration",
         special: None,
         fields: &[
-            opt("nominalConcurrencyShares", 1, FieldType::Int32),
-            opt("lendablePercent", 2, FieldType::Int32),
+            opt("nominalConcurrencyShares", 1, FieldType::Int32).ptr(),
+            opt("lendablePercent", 2, FieldType::Int32).ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.flowcontrol.v1.FlowDistinguisherMethod",
         special: None,
-        fields: &[opt("type", 1, FieldType::String).req()],
+        fields: &[opt("type", 1, FieldType::String).always().req()],
     },
     Message {
         name: "io.k8s.api.flowcontrol.v1.FlowSchema",
@@ -7421,7 +7825,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.flowcontrol.v1.FlowSchema"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
@@ -7433,13 +7838,15 @@ pub(super) static MESSAGES: &[Message] = &[
                 1,
                 FieldType::Message("io.k8s.api.flowcontrol.v1.PriorityLevelConfigurationReference"),
             )
+            .always()
             .req(),
-            opt("matchingPrecedence", 2, FieldType::Int32),
+            opt("matchingPrecedence", 2, FieldType::Int32).always(),
             opt(
                 "distinguisherMethod",
                 3,
                 FieldType::Message("io.k8s.api.flowcontrol.v1.FlowDistinguisherMethod"),
-            ),
+            )
+            .ptr(),
             rep(
                 "rules",
                 4,
@@ -7464,41 +7871,48 @@ pub(super) static MESSAGES: &[Message] = &[
     Message {
         name: "io.k8s.api.flowcontrol.v1.GroupSubject",
         special: None,
-        fields: &[opt("name", 1, FieldType::String).req()],
+        fields: &[opt("name", 1, FieldType::String).always().req()],
     },
     Message {
         name: "io.k8s.api.flowcontrol.v1.LimitResponse",
         special: None,
         fields: &[
-            opt("type", 1, FieldType::String).req(),
+            opt("type", 1, FieldType::String).always().req(),
             opt(
                 "queuing",
                 2,
                 FieldType::Message("io.k8s.api.flowcontrol.v1.QueuingConfiguration"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.flowcontrol.v1.LimitedPriorityLevelConfiguration",
         special: None,
         fields: &[
-            opt("nominalConcurrencyShares", 1, FieldType::Int32),
+            opt("nominalConcurrencyShares", 1, FieldType::Int32)
+                .ptr()
+                .always(),
             opt(
                 "limitResponse",
                 2,
                 FieldType::Message("io.k8s.api.flowcontrol.v1.LimitResponse"),
             ),
-            opt("lendablePercent", 3, FieldType::Int32),
-            opt("borrowingLimitPercent", 4, FieldType::Int32),
+            opt("lendablePercent", 3, FieldType::Int32).ptr(),
+            opt("borrowingLimitPercent", 4, FieldType::Int32).ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.flowcontrol.v1.NonResourcePolicyRule",
         special: None,
         fields: &[
-            rep("verbs", 1, FieldType::String).list("set").req(),
+            rep("verbs", 1, FieldType::String)
+                .list("set")
+                .always()
+                .req(),
             rep("nonResourceURLs", 6, FieldType::String)
                 .list("set")
+                .always()
                 .req(),
         ],
     },
@@ -7512,6 +7926,7 @@ pub(super) static MESSAGES: &[Message] = &[
                 FieldType::Message("io.k8s.api.flowcontrol.v1.Subject"),
             )
             .list("atomic")
+            .always()
             .req(),
             rep(
                 "resourceRules",
@@ -7577,29 +7992,32 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.flowcontrol.v1.PriorityLevelConfiguration"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
         name: "io.k8s.api.flowcontrol.v1.PriorityLevelConfigurationReference",
         special: None,
-        fields: &[opt("name", 1, FieldType::String).req()],
+        fields: &[opt("name", 1, FieldType::String).always().req()],
     },
     Message {
         name: "io.k8s.api.flowcontrol.v1.PriorityLevelConfigurationSpec",
         special: None,
         fields: &[
-            opt("type", 1, FieldType::String).req(),
+            opt("type", 1, FieldType::String).always().req(),
             opt(
                 "limited",
                 2,
                 FieldType::Message("io.k8s.api.flowcontrol.v1.LimitedPriorityLevelConfiguration"),
-            ),
+            )
+            .ptr(),
             opt(
                 "exempt",
                 3,
                 FieldType::Message("io.k8s.api.flowcontrol.v1.ExemptPriorityLevelConfiguration"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
@@ -7619,56 +8037,68 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.flowcontrol.v1.QueuingConfiguration",
         special: None,
         fields: &[
-            opt("queues", 1, FieldType::Int32),
-            opt("handSize", 2, FieldType::Int32),
-            opt("queueLengthLimit", 3, FieldType::Int32),
+            opt("queues", 1, FieldType::Int32).always(),
+            opt("handSize", 2, FieldType::Int32).always(),
+            opt("queueLengthLimit", 3, FieldType::Int32).always(),
         ],
     },
     Message {
         name: "io.k8s.api.flowcontrol.v1.ResourcePolicyRule",
         special: None,
         fields: &[
-            rep("verbs", 1, FieldType::String).list("set").req(),
-            rep("apiGroups", 2, FieldType::String).list("set").req(),
-            rep("resources", 3, FieldType::String).list("set").req(),
+            rep("verbs", 1, FieldType::String)
+                .list("set")
+                .always()
+                .req(),
+            rep("apiGroups", 2, FieldType::String)
+                .list("set")
+                .always()
+                .req(),
+            rep("resources", 3, FieldType::String)
+                .list("set")
+                .always()
+                .req(),
             opt("clusterScope", 4, FieldType::Bool),
-            rep("namespaces", 5, FieldType::String).list("set"),
+            rep("namespaces", 5, FieldType::String).list("set").always(),
         ],
     },
     Message {
         name: "io.k8s.api.flowcontrol.v1.ServiceAccountSubject",
         special: None,
         fields: &[
-            opt("namespace", 1, FieldType::String).req(),
-            opt("name", 2, FieldType::String).req(),
+            opt("namespace", 1, FieldType::String).always().req(),
+            opt("name", 2, FieldType::String).always().req(),
         ],
     },
     Message {
         name: "io.k8s.api.flowcontrol.v1.Subject",
         special: None,
         fields: &[
-            opt("kind", 1, FieldType::String).req(),
+            opt("kind", 1, FieldType::String).always().req(),
             opt(
                 "user",
                 2,
                 FieldType::Message("io.k8s.api.flowcontrol.v1.UserSubject"),
-            ),
+            )
+            .ptr(),
             opt(
                 "group",
                 3,
                 FieldType::Message("io.k8s.api.flowcontrol.v1.GroupSubject"),
-            ),
+            )
+            .ptr(),
             opt(
                 "serviceAccount",
                 4,
                 FieldType::Message("io.k8s.api.flowcontrol.v1.ServiceAccountSubject"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.flowcontrol.v1.UserSubject",
         special: None,
-        fields: &[opt("name", 1, FieldType::String).req()],
+        fields: &[opt("name", 1, FieldType::String).always().req()],
     },
     Message {
         name: "io.k8s.api.networking.v1.HTTPIngressPath",
@@ -7680,8 +8110,9 @@ pub(super) static MESSAGES: &[Message] = &[
                 2,
                 FieldType::Message("io.k8s.api.networking.v1.IngressBackend"),
             )
+            .always()
             .req(),
-            opt("pathType", 3, FieldType::String).req(),
+            opt("pathType", 3, FieldType::String).ptr().always().req(),
         ],
     },
     Message {
@@ -7693,6 +8124,7 @@ pub(super) static MESSAGES: &[Message] = &[
             FieldType::Message("io.k8s.api.networking.v1.HTTPIngressPath"),
         )
         .list("atomic")
+        .always()
         .req()],
     },
     Message {
@@ -7725,7 +8157,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.networking.v1.IPAddress"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
@@ -7736,13 +8169,14 @@ pub(super) static MESSAGES: &[Message] = &[
             1,
             FieldType::Message("io.k8s.api.networking.v1.ParentReference"),
         )
+        .ptr()
         .req()],
     },
     Message {
         name: "io.k8s.api.networking.v1.IPBlock",
         special: None,
         fields: &[
-            opt("cidr", 1, FieldType::String).req(),
+            opt("cidr", 1, FieldType::String).always().req(),
             rep("except", 2, FieldType::String).list("atomic"),
         ],
     },
@@ -7776,12 +8210,14 @@ pub(super) static MESSAGES: &[Message] = &[
                 "resource",
                 3,
                 FieldType::Message("io.k8s.api.core.v1.TypedLocalObjectReference"),
-            ),
+            )
+            .ptr(),
             opt(
                 "service",
                 4,
                 FieldType::Message("io.k8s.api.networking.v1.IngressServiceBackend"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
@@ -7814,18 +8250,19 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.networking.v1.IngressClass"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
         name: "io.k8s.api.networking.v1.IngressClassParametersReference",
         special: None,
         fields: &[
-            opt("apiGroup", 1, FieldType::String),
-            opt("kind", 2, FieldType::String).req(),
-            opt("name", 3, FieldType::String).req(),
-            opt("scope", 4, FieldType::String),
-            opt("namespace", 5, FieldType::String),
+            opt("apiGroup", 1, FieldType::String).ptr(),
+            opt("kind", 2, FieldType::String).always().req(),
+            opt("name", 3, FieldType::String).always().req(),
+            opt("scope", 4, FieldType::String).ptr().always(),
+            opt("namespace", 5, FieldType::String).ptr(),
         ],
     },
     Message {
@@ -7837,7 +8274,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "parameters",
                 2,
                 FieldType::Message("io.k8s.api.networking.v1.IngressClassParametersReference"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
@@ -7853,7 +8291,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.networking.v1.Ingress"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
@@ -7884,9 +8323,9 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.networking.v1.IngressPortStatus",
         special: None,
         fields: &[
-            opt("port", 1, FieldType::Int32).req(),
-            opt("protocol", 2, FieldType::String).req(),
-            opt("error", 3, FieldType::String),
+            opt("port", 1, FieldType::Int32).always().req(),
+            opt("protocol", 2, FieldType::String).always().req(),
+            opt("error", 3, FieldType::String).ptr(),
         ],
     },
     Message {
@@ -7909,13 +8348,14 @@ pub(super) static MESSAGES: &[Message] = &[
             "http",
             1,
             FieldType::Message("io.k8s.api.networking.v1.HTTPIngressRuleValue"),
-        )],
+        )
+        .ptr()],
     },
     Message {
         name: "io.k8s.api.networking.v1.IngressServiceBackend",
         special: None,
         fields: &[
-            opt("name", 1, FieldType::String).req(),
+            opt("name", 1, FieldType::String).always().req(),
             opt(
                 "port",
                 2,
@@ -7931,7 +8371,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "defaultBackend",
                 1,
                 FieldType::Message("io.k8s.api.networking.v1.IngressBackend"),
-            ),
+            )
+            .ptr(),
             rep(
                 "tls",
                 2,
@@ -7944,7 +8385,7 @@ pub(super) static MESSAGES: &[Message] = &[
                 FieldType::Message("io.k8s.api.networking.v1.IngressRule"),
             )
             .list("atomic"),
-            opt("ingressClassName", 4, FieldType::String),
+            opt("ingressClassName", 4, FieldType::String).ptr(),
         ],
     },
     Message {
@@ -8030,7 +8471,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.networking.v1.NetworkPolicy"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
@@ -8041,30 +8483,34 @@ pub(super) static MESSAGES: &[Message] = &[
                 "podSelector",
                 1,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"),
-            ),
+            )
+            .ptr(),
             opt(
                 "namespaceSelector",
                 2,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"),
-            ),
+            )
+            .ptr(),
             opt(
                 "ipBlock",
                 3,
                 FieldType::Message("io.k8s.api.networking.v1.IPBlock"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.networking.v1.NetworkPolicyPort",
         special: None,
         fields: &[
-            opt("protocol", 1, FieldType::String),
+            opt("protocol", 1, FieldType::String).ptr(),
             opt(
                 "port",
                 2,
                 FieldType::Message("io.k8s.apimachinery.pkg.util.intstr.IntOrString"),
-            ),
-            opt("endPort", 3, FieldType::Int32),
+            )
+            .ptr(),
+            opt("endPort", 3, FieldType::Int32).ptr(),
         ],
     },
     Message {
@@ -8075,7 +8521,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "podSelector",
                 1,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"),
-            ),
+            )
+            .always(),
             rep(
                 "ingress",
                 2,
@@ -8144,7 +8591,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.networking.v1.ServiceCIDR"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
@@ -8195,7 +8643,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.networking.v1beta1.IPAddress"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
@@ -8206,6 +8655,7 @@ pub(super) static MESSAGES: &[Message] = &[
             1,
             FieldType::Message("io.k8s.api.networking.v1beta1.ParentReference"),
         )
+        .ptr()
         .req()],
     },
     Message {
@@ -8253,7 +8703,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.networking.v1beta1.ServiceCIDR"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
@@ -8293,17 +8744,19 @@ pub(super) static MESSAGES: &[Message] = &[
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"),
             )
             .req(),
-            opt("handler", 2, FieldType::String).req(),
+            opt("handler", 2, FieldType::String).always().req(),
             opt(
                 "overhead",
                 3,
                 FieldType::Message("io.k8s.api.node.v1.Overhead"),
-            ),
+            )
+            .ptr(),
             opt(
                 "scheduling",
                 4,
                 FieldType::Message("io.k8s.api.node.v1.Scheduling"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
@@ -8319,7 +8772,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.node.v1.RuntimeClass"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
@@ -8349,7 +8803,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "deleteOptions",
                 2,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
@@ -8387,7 +8842,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.policy.v1.PodDisruptionBudget"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
@@ -8398,19 +8854,22 @@ pub(super) static MESSAGES: &[Message] = &[
                 "minAvailable",
                 1,
                 FieldType::Message("io.k8s.apimachinery.pkg.util.intstr.IntOrString"),
-            ),
+            )
+            .ptr(),
             opt(
                 "selector",
                 2,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"),
             )
-            .strategy("replace"),
+            .strategy("replace")
+            .ptr(),
             opt(
                 "maxUnavailable",
                 3,
                 FieldType::Message("io.k8s.apimachinery.pkg.util.intstr.IntOrString"),
-            ),
-            opt("unhealthyPodEvictionPolicy", 4, FieldType::String),
+            )
+            .ptr(),
+            opt("unhealthyPodEvictionPolicy", 4, FieldType::String).ptr(),
         ],
     },
     Message {
@@ -8423,10 +8882,12 @@ pub(super) static MESSAGES: &[Message] = &[
                 2,
                 &FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.Time"),
             ),
-            opt("disruptionsAllowed", 3, FieldType::Int32).req(),
-            opt("currentHealthy", 4, FieldType::Int32).req(),
-            opt("desiredHealthy", 5, FieldType::Int32).req(),
-            opt("expectedPods", 6, FieldType::Int32).req(),
+            opt("disruptionsAllowed", 3, FieldType::Int32)
+                .always()
+                .req(),
+            opt("currentHealthy", 4, FieldType::Int32).always().req(),
+            opt("desiredHealthy", 5, FieldType::Int32).always().req(),
+            opt("expectedPods", 6, FieldType::Int32).always().req(),
             rep(
                 "conditions",
                 7,
@@ -8463,12 +8924,14 @@ pub(super) static MESSAGES: &[Message] = &[
                 2,
                 FieldType::Message("io.k8s.api.rbac.v1.PolicyRule"),
             )
-            .list("atomic"),
+            .list("atomic")
+            .always(),
             opt(
                 "aggregationRule",
                 3,
                 FieldType::Message("io.k8s.api.rbac.v1.AggregationRule"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
@@ -8492,6 +8955,7 @@ pub(super) static MESSAGES: &[Message] = &[
                 3,
                 FieldType::Message("io.k8s.api.rbac.v1.RoleRef"),
             )
+            .always()
             .req(),
         ],
     },
@@ -8508,7 +8972,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.rbac.v1.ClusterRoleBinding"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
@@ -8524,14 +8989,18 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.rbac.v1.ClusterRole"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
         name: "io.k8s.api.rbac.v1.PolicyRule",
         special: None,
         fields: &[
-            rep("verbs", 1, FieldType::String).list("atomic").req(),
+            rep("verbs", 1, FieldType::String)
+                .list("atomic")
+                .always()
+                .req(),
             rep("apiGroups", 2, FieldType::String).list("atomic"),
             rep("resources", 3, FieldType::String).list("atomic"),
             rep("resourceNames", 4, FieldType::String).list("atomic"),
@@ -8553,7 +9022,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 2,
                 FieldType::Message("io.k8s.api.rbac.v1.PolicyRule"),
             )
-            .list("atomic"),
+            .list("atomic")
+            .always(),
         ],
     },
     Message {
@@ -8577,6 +9047,7 @@ pub(super) static MESSAGES: &[Message] = &[
                 3,
                 FieldType::Message("io.k8s.api.rbac.v1.RoleRef"),
             )
+            .always()
             .req(),
         ],
     },
@@ -8593,7 +9064,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.rbac.v1.RoleBinding"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
@@ -8605,32 +9077,32 @@ pub(super) static MESSAGES: &[Message] = &[
                 1,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta"),
             ),
-            rep("items", 2, FieldType::Message("io.k8s.api.rbac.v1.Role")),
+            rep("items", 2, FieldType::Message("io.k8s.api.rbac.v1.Role")).always(),
         ],
     },
     Message {
         name: "io.k8s.api.rbac.v1.RoleRef",
         special: None,
         fields: &[
-            opt("apiGroup", 1, FieldType::String).req(),
-            opt("kind", 2, FieldType::String).req(),
-            opt("name", 3, FieldType::String).req(),
+            opt("apiGroup", 1, FieldType::String).always().req(),
+            opt("kind", 2, FieldType::String).always().req(),
+            opt("name", 3, FieldType::String).always().req(),
         ],
     },
     Message {
         name: "io.k8s.api.rbac.v1.Subject",
         special: None,
         fields: &[
-            opt("kind", 1, FieldType::String).req(),
+            opt("kind", 1, FieldType::String).always().req(),
             opt("apiGroup", 2, FieldType::String),
-            opt("name", 3, FieldType::String).req(),
+            opt("name", 3, FieldType::String).always().req(),
             opt("namespace", 4, FieldType::String),
         ],
     },
     Message {
         name: "io.k8s.api.resource.v1alpha3.CELDeviceSelector",
         special: None,
-        fields: &[opt("expression", 1, FieldType::String).req()],
+        fields: &[opt("expression", 1, FieldType::String).always().req()],
     },
     Message {
         name: "io.k8s.api.resource.v1alpha3.DeviceSelector",
@@ -8639,20 +9111,22 @@ pub(super) static MESSAGES: &[Message] = &[
             "cel",
             1,
             FieldType::Message("io.k8s.api.resource.v1alpha3.CELDeviceSelector"),
-        )],
+        )
+        .ptr()],
     },
     Message {
         name: "io.k8s.api.resource.v1alpha3.DeviceTaint",
         special: None,
         fields: &[
-            opt("key", 1, FieldType::String).req(),
+            opt("key", 1, FieldType::String).always().req(),
             opt("value", 2, FieldType::String),
-            opt("effect", 3, FieldType::String).req(),
+            opt("effect", 3, FieldType::String).always().req(),
             opt(
                 "timeAdded",
                 4,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.Time"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
@@ -8670,6 +9144,7 @@ pub(super) static MESSAGES: &[Message] = &[
                 2,
                 FieldType::Message("io.k8s.api.resource.v1alpha3.DeviceTaintRuleSpec"),
             )
+            .always()
             .req(),
         ],
     },
@@ -8686,7 +9161,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.resource.v1alpha3.DeviceTaintRule"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
@@ -8697,7 +9173,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "deviceSelector",
                 1,
                 FieldType::Message("io.k8s.api.resource.v1alpha3.DeviceTaintSelector"),
-            ),
+            )
+            .ptr(),
             opt(
                 "taint",
                 2,
@@ -8710,35 +9187,38 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.resource.v1alpha3.DeviceTaintSelector",
         special: None,
         fields: &[
-            opt("driver", 2, FieldType::String),
-            opt("pool", 3, FieldType::String),
-            opt("device", 4, FieldType::String),
+            opt("driver", 2, FieldType::String).ptr(),
+            opt("pool", 3, FieldType::String).ptr(),
+            opt("device", 4, FieldType::String).ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.resource.v1beta1.AllocatedDeviceStatus",
         special: None,
         fields: &[
-            opt("driver", 1, FieldType::String).req(),
-            opt("pool", 2, FieldType::String).req(),
-            opt("device", 3, FieldType::String).req(),
+            opt("driver", 1, FieldType::String).always().req(),
+            opt("pool", 2, FieldType::String).always().req(),
+            opt("device", 3, FieldType::String).always().req(),
             rep(
                 "conditions",
                 4,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.Condition"),
             )
             .list("map")
-            .keys(&["type"]),
+            .keys(&["type"])
+            .always(),
             opt(
                 "data",
                 5,
                 FieldType::Message("io.k8s.apimachinery.pkg.runtime.RawExtension"),
-            ),
+            )
+            .ptr(),
             opt(
                 "networkData",
                 6,
                 FieldType::Message("io.k8s.api.resource.v1beta1.NetworkDeviceData"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
@@ -8754,7 +9234,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "nodeSelector",
                 3,
                 FieldType::Message("io.k8s.api.core.v1.NodeSelector"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
@@ -8777,13 +9258,14 @@ pub(super) static MESSAGES: &[Message] = &[
                 FieldType::Message("io.k8s.api.resource.v1beta1.DeviceCounterConsumption"),
             )
             .list("atomic"),
-            opt("nodeName", 4, FieldType::String),
+            opt("nodeName", 4, FieldType::String).ptr(),
             opt(
                 "nodeSelector",
                 5,
                 FieldType::Message("io.k8s.api.core.v1.NodeSelector"),
-            ),
-            opt("allNodes", 6, FieldType::Bool),
+            )
+            .ptr(),
+            opt("allNodes", 6, FieldType::Bool).ptr(),
             rep(
                 "taints",
                 7,
@@ -8795,7 +9277,7 @@ pub(super) static MESSAGES: &[Message] = &[
     Message {
         name: "io.k8s.api.resource.v1beta1.CELDeviceSelector",
         special: None,
-        fields: &[opt("expression", 1, FieldType::String).req()],
+        fields: &[opt("expression", 1, FieldType::String).always().req()],
     },
     Message {
         name: "io.k8s.api.resource.v1beta1.Counter",
@@ -8805,13 +9287,14 @@ pub(super) static MESSAGES: &[Message] = &[
             1,
             FieldType::Message("io.k8s.apimachinery.pkg.api.resource.Quantity"),
         )
+        .always()
         .req()],
     },
     Message {
         name: "io.k8s.api.resource.v1beta1.CounterSet",
         special: None,
         fields: &[
-            opt("name", 1, FieldType::String).req(),
+            opt("name", 1, FieldType::String).always().req(),
             map(
                 "counters",
                 2,
@@ -8824,19 +9307,20 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.resource.v1beta1.Device",
         special: None,
         fields: &[
-            opt("name", 1, FieldType::String).req(),
+            opt("name", 1, FieldType::String).always().req(),
             opt(
                 "basic",
                 2,
                 FieldType::Message("io.k8s.api.resource.v1beta1.BasicDevice"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.resource.v1beta1.DeviceAllocationConfiguration",
         special: None,
         fields: &[
-            opt("source", 1, FieldType::String).req(),
+            opt("source", 1, FieldType::String).always().req(),
             rep("requests", 2, FieldType::String).list("atomic"),
             opt(
                 "",
@@ -8868,10 +9352,10 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.resource.v1beta1.DeviceAttribute",
         special: None,
         fields: &[
-            opt("int", 2, FieldType::Int64),
-            opt("bool", 3, FieldType::Bool),
-            opt("string", 4, FieldType::String),
-            opt("version", 5, FieldType::String),
+            opt("int", 2, FieldType::Int64).ptr(),
+            opt("bool", 3, FieldType::Bool).ptr(),
+            opt("string", 4, FieldType::String).ptr(),
+            opt("version", 5, FieldType::String).ptr(),
         ],
     },
     Message {
@@ -8882,6 +9366,7 @@ pub(super) static MESSAGES: &[Message] = &[
             1,
             FieldType::Message("io.k8s.apimachinery.pkg.api.resource.Quantity"),
         )
+        .always()
         .req()],
     },
     Message {
@@ -8893,7 +9378,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 1,
                 FieldType::Message("io.k8s.api.resource.v1beta1.DeviceRequest"),
             )
-            .list("atomic"),
+            .list("atomic")
+            .always(),
             rep(
                 "constraints",
                 2,
@@ -8936,6 +9422,7 @@ pub(super) static MESSAGES: &[Message] = &[
                 2,
                 FieldType::Message("io.k8s.api.resource.v1beta1.DeviceClassSpec"),
             )
+            .always()
             .req(),
         ],
     },
@@ -8962,7 +9449,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.resource.v1beta1.DeviceClass"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
@@ -8990,21 +9478,22 @@ pub(super) static MESSAGES: &[Message] = &[
             "opaque",
             1,
             FieldType::Message("io.k8s.api.resource.v1beta1.OpaqueDeviceConfiguration"),
-        )],
+        )
+        .ptr()],
     },
     Message {
         name: "io.k8s.api.resource.v1beta1.DeviceConstraint",
         special: None,
         fields: &[
             rep("requests", 1, FieldType::String).list("atomic"),
-            opt("matchAttribute", 2, FieldType::String),
+            opt("matchAttribute", 2, FieldType::String).ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.resource.v1beta1.DeviceCounterConsumption",
         special: None,
         fields: &[
-            opt("counterSet", 1, FieldType::String).req(),
+            opt("counterSet", 1, FieldType::String).always().req(),
             map(
                 "counters",
                 2,
@@ -9017,8 +9506,8 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.resource.v1beta1.DeviceRequest",
         special: None,
         fields: &[
-            opt("name", 1, FieldType::String).req(),
-            opt("deviceClassName", 2, FieldType::String),
+            opt("name", 1, FieldType::String).always().req(),
+            opt("deviceClassName", 2, FieldType::String).always(),
             rep(
                 "selectors",
                 3,
@@ -9027,7 +9516,7 @@ pub(super) static MESSAGES: &[Message] = &[
             .list("atomic"),
             opt("allocationMode", 4, FieldType::String),
             opt("count", 5, FieldType::Int64),
-            opt("adminAccess", 6, FieldType::Bool),
+            opt("adminAccess", 6, FieldType::Bool).ptr(),
             rep(
                 "firstAvailable",
                 7,
@@ -9046,11 +9535,11 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.resource.v1beta1.DeviceRequestAllocationResult",
         special: None,
         fields: &[
-            opt("request", 1, FieldType::String).req(),
-            opt("driver", 2, FieldType::String).req(),
-            opt("pool", 3, FieldType::String).req(),
-            opt("device", 4, FieldType::String).req(),
-            opt("adminAccess", 5, FieldType::Bool),
+            opt("request", 1, FieldType::String).always().req(),
+            opt("driver", 2, FieldType::String).always().req(),
+            opt("pool", 3, FieldType::String).always().req(),
+            opt("device", 4, FieldType::String).always().req(),
+            opt("adminAccess", 5, FieldType::Bool).ptr().always(),
             rep(
                 "tolerations",
                 6,
@@ -9066,14 +9555,15 @@ pub(super) static MESSAGES: &[Message] = &[
             "cel",
             1,
             FieldType::Message("io.k8s.api.resource.v1beta1.CELDeviceSelector"),
-        )],
+        )
+        .ptr()],
     },
     Message {
         name: "io.k8s.api.resource.v1beta1.DeviceSubRequest",
         special: None,
         fields: &[
-            opt("name", 1, FieldType::String).req(),
-            opt("deviceClassName", 2, FieldType::String).req(),
+            opt("name", 1, FieldType::String).always().req(),
+            opt("deviceClassName", 2, FieldType::String).always().req(),
             rep(
                 "selectors",
                 3,
@@ -9094,14 +9584,15 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.resource.v1beta1.DeviceTaint",
         special: None,
         fields: &[
-            opt("key", 1, FieldType::String).req(),
+            opt("key", 1, FieldType::String).always().req(),
             opt("value", 2, FieldType::String),
-            opt("effect", 3, FieldType::String).req(),
+            opt("effect", 3, FieldType::String).always().req(),
             opt(
                 "timeAdded",
                 4,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.Time"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
@@ -9112,7 +9603,7 @@ pub(super) static MESSAGES: &[Message] = &[
             opt("operator", 2, FieldType::String),
             opt("value", 3, FieldType::String),
             opt("effect", 4, FieldType::String),
-            opt("tolerationSeconds", 5, FieldType::Int64),
+            opt("tolerationSeconds", 5, FieldType::Int64).ptr(),
         ],
     },
     Message {
@@ -9128,12 +9619,13 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.resource.v1beta1.OpaqueDeviceConfiguration",
         special: None,
         fields: &[
-            opt("driver", 1, FieldType::String).req(),
+            opt("driver", 1, FieldType::String).always().req(),
             opt(
                 "parameters",
                 2,
                 FieldType::Message("io.k8s.apimachinery.pkg.runtime.RawExtension"),
             )
+            .always()
             .req(),
         ],
     },
@@ -9152,6 +9644,7 @@ pub(super) static MESSAGES: &[Message] = &[
                 2,
                 FieldType::Message("io.k8s.api.resource.v1beta1.ResourceClaimSpec"),
             )
+            .always()
             .req(),
             opt(
                 "status",
@@ -9165,9 +9658,9 @@ pub(super) static MESSAGES: &[Message] = &[
         special: None,
         fields: &[
             opt("apiGroup", 1, FieldType::String),
-            opt("resource", 3, FieldType::String).req(),
-            opt("name", 4, FieldType::String).req(),
-            opt("uid", 5, FieldType::String).req(),
+            opt("resource", 3, FieldType::String).always().req(),
+            opt("name", 4, FieldType::String).always().req(),
+            opt("uid", 5, FieldType::String).always().req(),
         ],
     },
     Message {
@@ -9183,7 +9676,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.resource.v1beta1.ResourceClaim"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
@@ -9193,7 +9687,8 @@ pub(super) static MESSAGES: &[Message] = &[
             "devices",
             1,
             FieldType::Message("io.k8s.api.resource.v1beta1.DeviceClaim"),
-        )],
+        )
+        .always()],
     },
     Message {
         name: "io.k8s.api.resource.v1beta1.ResourceClaimStatus",
@@ -9203,7 +9698,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "allocation",
                 1,
                 FieldType::Message("io.k8s.api.resource.v1beta1.AllocationResult"),
-            ),
+            )
+            .ptr(),
             rep(
                 "reservedFor",
                 2,
@@ -9237,6 +9733,7 @@ pub(super) static MESSAGES: &[Message] = &[
                 2,
                 FieldType::Message("io.k8s.api.resource.v1beta1.ResourceClaimTemplateSpec"),
             )
+            .always()
             .req(),
         ],
     },
@@ -9253,7 +9750,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.resource.v1beta1.ResourceClaimTemplate"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
@@ -9270,6 +9768,7 @@ pub(super) static MESSAGES: &[Message] = &[
                 2,
                 FieldType::Message("io.k8s.api.resource.v1beta1.ResourceClaimSpec"),
             )
+            .always()
             .req(),
         ],
     },
@@ -9277,9 +9776,11 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.resource.v1beta1.ResourcePool",
         special: None,
         fields: &[
-            opt("name", 1, FieldType::String).req(),
-            opt("generation", 2, FieldType::Int64).req(),
-            opt("resourceSliceCount", 3, FieldType::Int64).req(),
+            opt("name", 1, FieldType::String).always().req(),
+            opt("generation", 2, FieldType::Int64).always().req(),
+            opt("resourceSliceCount", 3, FieldType::Int64)
+                .always()
+                .req(),
         ],
     },
     Message {
@@ -9297,6 +9798,7 @@ pub(super) static MESSAGES: &[Message] = &[
                 2,
                 FieldType::Message("io.k8s.api.resource.v1beta1.ResourceSliceSpec"),
             )
+            .always()
             .req(),
         ],
     },
@@ -9313,34 +9815,38 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.resource.v1beta1.ResourceSlice"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
         name: "io.k8s.api.resource.v1beta1.ResourceSliceSpec",
         special: None,
         fields: &[
-            opt("driver", 1, FieldType::String).req(),
+            opt("driver", 1, FieldType::String).always().req(),
             opt(
                 "pool",
                 2,
                 FieldType::Message("io.k8s.api.resource.v1beta1.ResourcePool"),
             )
+            .always()
             .req(),
             opt("nodeName", 3, FieldType::String),
             opt(
                 "nodeSelector",
                 4,
                 FieldType::Message("io.k8s.api.core.v1.NodeSelector"),
-            ),
+            )
+            .ptr(),
             opt("allNodes", 5, FieldType::Bool),
             rep(
                 "devices",
                 6,
                 FieldType::Message("io.k8s.api.resource.v1beta1.Device"),
             )
-            .list("atomic"),
-            opt("perDeviceNodeSelection", 7, FieldType::Bool),
+            .list("atomic")
+            .always(),
+            opt("perDeviceNodeSelection", 7, FieldType::Bool).ptr(),
             rep(
                 "sharedCounters",
                 8,
@@ -9353,26 +9859,29 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.resource.v1beta2.AllocatedDeviceStatus",
         special: None,
         fields: &[
-            opt("driver", 1, FieldType::String).req(),
-            opt("pool", 2, FieldType::String).req(),
-            opt("device", 3, FieldType::String).req(),
+            opt("driver", 1, FieldType::String).always().req(),
+            opt("pool", 2, FieldType::String).always().req(),
+            opt("device", 3, FieldType::String).always().req(),
             rep(
                 "conditions",
                 4,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.Condition"),
             )
             .list("map")
-            .keys(&["type"]),
+            .keys(&["type"])
+            .always(),
             opt(
                 "data",
                 5,
                 FieldType::Message("io.k8s.apimachinery.pkg.runtime.RawExtension"),
-            ),
+            )
+            .ptr(),
             opt(
                 "networkData",
                 6,
                 FieldType::Message("io.k8s.api.resource.v1beta2.NetworkDeviceData"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
@@ -9388,13 +9897,14 @@ pub(super) static MESSAGES: &[Message] = &[
                 "nodeSelector",
                 3,
                 FieldType::Message("io.k8s.api.core.v1.NodeSelector"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.resource.v1beta2.CELDeviceSelector",
         special: None,
-        fields: &[opt("expression", 1, FieldType::String).req()],
+        fields: &[opt("expression", 1, FieldType::String).always().req()],
     },
     Message {
         name: "io.k8s.api.resource.v1beta2.Counter",
@@ -9404,13 +9914,14 @@ pub(super) static MESSAGES: &[Message] = &[
             1,
             FieldType::Message("io.k8s.apimachinery.pkg.api.resource.Quantity"),
         )
+        .always()
         .req()],
     },
     Message {
         name: "io.k8s.api.resource.v1beta2.CounterSet",
         special: None,
         fields: &[
-            opt("name", 1, FieldType::String).req(),
+            opt("name", 1, FieldType::String).always().req(),
             map(
                 "counters",
                 2,
@@ -9423,7 +9934,7 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.resource.v1beta2.Device",
         special: None,
         fields: &[
-            opt("name", 1, FieldType::String).req(),
+            opt("name", 1, FieldType::String).always().req(),
             map(
                 "attributes",
                 2,
@@ -9440,13 +9951,14 @@ pub(super) static MESSAGES: &[Message] = &[
                 FieldType::Message("io.k8s.api.resource.v1beta2.DeviceCounterConsumption"),
             )
             .list("atomic"),
-            opt("nodeName", 5, FieldType::String),
+            opt("nodeName", 5, FieldType::String).ptr(),
             opt(
                 "nodeSelector",
                 6,
                 FieldType::Message("io.k8s.api.core.v1.NodeSelector"),
-            ),
-            opt("allNodes", 7, FieldType::Bool),
+            )
+            .ptr(),
+            opt("allNodes", 7, FieldType::Bool).ptr(),
             rep(
                 "taints",
                 8,
@@ -9459,7 +9971,7 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.resource.v1beta2.DeviceAllocationConfiguration",
         special: None,
         fields: &[
-            opt("source", 1, FieldType::String).req(),
+            opt("source", 1, FieldType::String).always().req(),
             rep("requests", 2, FieldType::String).list("atomic"),
             opt(
                 "",
@@ -9491,10 +10003,10 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.resource.v1beta2.DeviceAttribute",
         special: None,
         fields: &[
-            opt("int", 2, FieldType::Int64),
-            opt("bool", 3, FieldType::Bool),
-            opt("string", 4, FieldType::String),
-            opt("version", 5, FieldType::String),
+            opt("int", 2, FieldType::Int64).ptr(),
+            opt("bool", 3, FieldType::Bool).ptr(),
+            opt("string", 4, FieldType::String).ptr(),
+            opt("version", 5, FieldType::String).ptr(),
         ],
     },
     Message {
@@ -9505,6 +10017,7 @@ pub(super) static MESSAGES: &[Message] = &[
             1,
             FieldType::Message("io.k8s.apimachinery.pkg.api.resource.Quantity"),
         )
+        .always()
         .req()],
     },
     Message {
@@ -9516,7 +10029,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 1,
                 FieldType::Message("io.k8s.api.resource.v1beta2.DeviceRequest"),
             )
-            .list("atomic"),
+            .list("atomic")
+            .always(),
             rep(
                 "constraints",
                 2,
@@ -9559,6 +10073,7 @@ pub(super) static MESSAGES: &[Message] = &[
                 2,
                 FieldType::Message("io.k8s.api.resource.v1beta2.DeviceClassSpec"),
             )
+            .always()
             .req(),
         ],
     },
@@ -9585,7 +10100,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.resource.v1beta2.DeviceClass"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
@@ -9613,21 +10129,22 @@ pub(super) static MESSAGES: &[Message] = &[
             "opaque",
             1,
             FieldType::Message("io.k8s.api.resource.v1beta2.OpaqueDeviceConfiguration"),
-        )],
+        )
+        .ptr()],
     },
     Message {
         name: "io.k8s.api.resource.v1beta2.DeviceConstraint",
         special: None,
         fields: &[
             rep("requests", 1, FieldType::String).list("atomic"),
-            opt("matchAttribute", 2, FieldType::String),
+            opt("matchAttribute", 2, FieldType::String).ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.resource.v1beta2.DeviceCounterConsumption",
         special: None,
         fields: &[
-            opt("counterSet", 1, FieldType::String).req(),
+            opt("counterSet", 1, FieldType::String).always().req(),
             map(
                 "counters",
                 2,
@@ -9640,12 +10157,13 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.resource.v1beta2.DeviceRequest",
         special: None,
         fields: &[
-            opt("name", 1, FieldType::String).req(),
+            opt("name", 1, FieldType::String).always().req(),
             opt(
                 "exactly",
                 2,
                 FieldType::Message("io.k8s.api.resource.v1beta2.ExactDeviceRequest"),
-            ),
+            )
+            .ptr(),
             rep(
                 "firstAvailable",
                 3,
@@ -9658,11 +10176,11 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.resource.v1beta2.DeviceRequestAllocationResult",
         special: None,
         fields: &[
-            opt("request", 1, FieldType::String).req(),
-            opt("driver", 2, FieldType::String).req(),
-            opt("pool", 3, FieldType::String).req(),
-            opt("device", 4, FieldType::String).req(),
-            opt("adminAccess", 5, FieldType::Bool),
+            opt("request", 1, FieldType::String).always().req(),
+            opt("driver", 2, FieldType::String).always().req(),
+            opt("pool", 3, FieldType::String).always().req(),
+            opt("device", 4, FieldType::String).always().req(),
+            opt("adminAccess", 5, FieldType::Bool).ptr().always(),
             rep(
                 "tolerations",
                 6,
@@ -9678,14 +10196,15 @@ pub(super) static MESSAGES: &[Message] = &[
             "cel",
             1,
             FieldType::Message("io.k8s.api.resource.v1beta2.CELDeviceSelector"),
-        )],
+        )
+        .ptr()],
     },
     Message {
         name: "io.k8s.api.resource.v1beta2.DeviceSubRequest",
         special: None,
         fields: &[
-            opt("name", 1, FieldType::String).req(),
-            opt("deviceClassName", 2, FieldType::String).req(),
+            opt("name", 1, FieldType::String).always().req(),
+            opt("deviceClassName", 2, FieldType::String).always().req(),
             rep(
                 "selectors",
                 3,
@@ -9706,14 +10225,15 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.resource.v1beta2.DeviceTaint",
         special: None,
         fields: &[
-            opt("key", 1, FieldType::String).req(),
+            opt("key", 1, FieldType::String).always().req(),
             opt("value", 2, FieldType::String),
-            opt("effect", 3, FieldType::String).req(),
+            opt("effect", 3, FieldType::String).always().req(),
             opt(
                 "timeAdded",
                 4,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.Time"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
@@ -9724,14 +10244,14 @@ pub(super) static MESSAGES: &[Message] = &[
             opt("operator", 2, FieldType::String),
             opt("value", 3, FieldType::String),
             opt("effect", 4, FieldType::String),
-            opt("tolerationSeconds", 5, FieldType::Int64),
+            opt("tolerationSeconds", 5, FieldType::Int64).ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.resource.v1beta2.ExactDeviceRequest",
         special: None,
         fields: &[
-            opt("deviceClassName", 1, FieldType::String).req(),
+            opt("deviceClassName", 1, FieldType::String).always().req(),
             rep(
                 "selectors",
                 2,
@@ -9740,7 +10260,7 @@ pub(super) static MESSAGES: &[Message] = &[
             .list("atomic"),
             opt("allocationMode", 3, FieldType::String),
             opt("count", 4, FieldType::Int64),
-            opt("adminAccess", 5, FieldType::Bool),
+            opt("adminAccess", 5, FieldType::Bool).ptr(),
             rep(
                 "tolerations",
                 6,
@@ -9762,12 +10282,13 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.resource.v1beta2.OpaqueDeviceConfiguration",
         special: None,
         fields: &[
-            opt("driver", 1, FieldType::String).req(),
+            opt("driver", 1, FieldType::String).always().req(),
             opt(
                 "parameters",
                 2,
                 FieldType::Message("io.k8s.apimachinery.pkg.runtime.RawExtension"),
             )
+            .always()
             .req(),
         ],
     },
@@ -9786,6 +10307,7 @@ pub(super) static MESSAGES: &[Message] = &[
                 2,
                 FieldType::Message("io.k8s.api.resource.v1beta2.ResourceClaimSpec"),
             )
+            .always()
             .req(),
             opt(
                 "status",
@@ -9799,9 +10321,9 @@ pub(super) static MESSAGES: &[Message] = &[
         special: None,
         fields: &[
             opt("apiGroup", 1, FieldType::String),
-            opt("resource", 3, FieldType::String).req(),
-            opt("name", 4, FieldType::String).req(),
-            opt("uid", 5, FieldType::String).req(),
+            opt("resource", 3, FieldType::String).always().req(),
+            opt("name", 4, FieldType::String).always().req(),
+            opt("uid", 5, FieldType::String).always().req(),
         ],
     },
     Message {
@@ -9817,7 +10339,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.resource.v1beta2.ResourceClaim"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
@@ -9827,7 +10350,8 @@ pub(super) static MESSAGES: &[Message] = &[
             "devices",
             1,
             FieldType::Message("io.k8s.api.resource.v1beta2.DeviceClaim"),
-        )],
+        )
+        .always()],
     },
     Message {
         name: "io.k8s.api.resource.v1beta2.ResourceClaimStatus",
@@ -9837,7 +10361,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "allocation",
                 1,
                 FieldType::Message("io.k8s.api.resource.v1beta2.AllocationResult"),
-            ),
+            )
+            .ptr(),
             rep(
                 "reservedFor",
                 2,
@@ -9871,6 +10396,7 @@ pub(super) static MESSAGES: &[Message] = &[
                 2,
                 FieldType::Message("io.k8s.api.resource.v1beta2.ResourceClaimTemplateSpec"),
             )
+            .always()
             .req(),
         ],
     },
@@ -9887,7 +10413,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.resource.v1beta2.ResourceClaimTemplate"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
@@ -9904,6 +10431,7 @@ pub(super) static MESSAGES: &[Message] = &[
                 2,
                 FieldType::Message("io.k8s.api.resource.v1beta2.ResourceClaimSpec"),
             )
+            .always()
             .req(),
         ],
     },
@@ -9911,9 +10439,11 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.resource.v1beta2.ResourcePool",
         special: None,
         fields: &[
-            opt("name", 1, FieldType::String).req(),
-            opt("generation", 2, FieldType::Int64).req(),
-            opt("resourceSliceCount", 3, FieldType::Int64).req(),
+            opt("name", 1, FieldType::String).always().req(),
+            opt("generation", 2, FieldType::Int64).always().req(),
+            opt("resourceSliceCount", 3, FieldType::Int64)
+                .always()
+                .req(),
         ],
     },
     Message {
@@ -9931,6 +10461,7 @@ pub(super) static MESSAGES: &[Message] = &[
                 2,
                 FieldType::Message("io.k8s.api.resource.v1beta2.ResourceSliceSpec"),
             )
+            .always()
             .req(),
         ],
     },
@@ -9947,34 +10478,38 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.resource.v1beta2.ResourceSlice"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
         name: "io.k8s.api.resource.v1beta2.ResourceSliceSpec",
         special: None,
         fields: &[
-            opt("driver", 1, FieldType::String).req(),
+            opt("driver", 1, FieldType::String).always().req(),
             opt(
                 "pool",
                 2,
                 FieldType::Message("io.k8s.api.resource.v1beta2.ResourcePool"),
             )
+            .always()
             .req(),
-            opt("nodeName", 3, FieldType::String),
+            opt("nodeName", 3, FieldType::String).ptr(),
             opt(
                 "nodeSelector",
                 4,
                 FieldType::Message("io.k8s.api.core.v1.NodeSelector"),
-            ),
-            opt("allNodes", 5, FieldType::Bool),
+            )
+            .ptr(),
+            opt("allNodes", 5, FieldType::Bool).ptr(),
             rep(
                 "devices",
                 6,
                 FieldType::Message("io.k8s.api.resource.v1beta2.Device"),
             )
-            .list("atomic"),
-            opt("perDeviceNodeSelection", 7, FieldType::Bool),
+            .list("atomic")
+            .always(),
+            opt("perDeviceNodeSelection", 7, FieldType::Bool).ptr(),
             rep(
                 "sharedCounters",
                 8,
@@ -9993,10 +10528,10 @@ pub(super) static MESSAGES: &[Message] = &[
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"),
             )
             .req(),
-            opt("value", 2, FieldType::Int32).req(),
+            opt("value", 2, FieldType::Int32).always().req(),
             opt("globalDefault", 3, FieldType::Bool),
             opt("description", 4, FieldType::String),
-            opt("preemptionPolicy", 5, FieldType::String),
+            opt("preemptionPolicy", 5, FieldType::String).ptr(),
         ],
     },
     Message {
@@ -10012,7 +10547,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.scheduling.v1.PriorityClass"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
@@ -10030,6 +10566,7 @@ pub(super) static MESSAGES: &[Message] = &[
                 2,
                 FieldType::Message("io.k8s.api.storage.v1.CSIDriverSpec"),
             )
+            .always()
             .req(),
         ],
     },
@@ -10046,27 +10583,28 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.storage.v1.CSIDriver"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
         name: "io.k8s.api.storage.v1.CSIDriverSpec",
         special: None,
         fields: &[
-            opt("attachRequired", 1, FieldType::Bool),
-            opt("podInfoOnMount", 2, FieldType::Bool),
+            opt("attachRequired", 1, FieldType::Bool).ptr(),
+            opt("podInfoOnMount", 2, FieldType::Bool).ptr(),
             rep("volumeLifecycleModes", 3, FieldType::String).list("set"),
-            opt("storageCapacity", 4, FieldType::Bool),
-            opt("fsGroupPolicy", 5, FieldType::String),
+            opt("storageCapacity", 4, FieldType::Bool).ptr(),
+            opt("fsGroupPolicy", 5, FieldType::String).ptr(),
             rep(
                 "tokenRequests",
                 6,
                 FieldType::Message("io.k8s.api.storage.v1.TokenRequest"),
             )
             .list("atomic"),
-            opt("requiresRepublish", 7, FieldType::Bool),
-            opt("seLinuxMount", 8, FieldType::Bool),
-            opt("nodeAllocatableUpdatePeriodSeconds", 9, FieldType::Int64),
+            opt("requiresRepublish", 7, FieldType::Bool).ptr(),
+            opt("seLinuxMount", 8, FieldType::Bool).ptr(),
+            opt("nodeAllocatableUpdatePeriodSeconds", 9, FieldType::Int64).ptr(),
         ],
     },
     Message {
@@ -10084,6 +10622,7 @@ pub(super) static MESSAGES: &[Message] = &[
                 2,
                 FieldType::Message("io.k8s.api.storage.v1.CSINodeSpec"),
             )
+            .always()
             .req(),
         ],
     },
@@ -10091,14 +10630,17 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.api.storage.v1.CSINodeDriver",
         special: None,
         fields: &[
-            opt("name", 1, FieldType::String).req(),
-            opt("nodeID", 2, FieldType::String).req(),
-            rep("topologyKeys", 3, FieldType::String).list("atomic"),
+            opt("name", 1, FieldType::String).always().req(),
+            opt("nodeID", 2, FieldType::String).always().req(),
+            rep("topologyKeys", 3, FieldType::String)
+                .list("atomic")
+                .always(),
             opt(
                 "allocatable",
                 4,
                 FieldType::Message("io.k8s.api.storage.v1.VolumeNodeResources"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
@@ -10114,7 +10656,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.storage.v1.CSINode"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
@@ -10129,6 +10672,7 @@ pub(super) static MESSAGES: &[Message] = &[
         .merge_key("name")
         .list("map")
         .keys(&["name"])
+        .always()
         .req()],
     },
     Message {
@@ -10145,18 +10689,21 @@ pub(super) static MESSAGES: &[Message] = &[
                 "nodeTopology",
                 2,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"),
-            ),
-            opt("storageClassName", 3, FieldType::String).req(),
+            )
+            .ptr(),
+            opt("storageClassName", 3, FieldType::String).always().req(),
             opt(
                 "capacity",
                 4,
                 FieldType::Message("io.k8s.apimachinery.pkg.api.resource.Quantity"),
-            ),
+            )
+            .ptr(),
             opt(
                 "maximumVolumeSize",
                 5,
                 FieldType::Message("io.k8s.apimachinery.pkg.api.resource.Quantity"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
@@ -10172,7 +10719,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.storage.v1.CSIStorageCapacity"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
@@ -10185,12 +10733,12 @@ pub(super) static MESSAGES: &[Message] = &[
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"),
             )
             .req(),
-            opt("provisioner", 2, FieldType::String).req(),
+            opt("provisioner", 2, FieldType::String).always().req(),
             map("parameters", 3, &FieldType::String),
-            opt("reclaimPolicy", 4, FieldType::String),
+            opt("reclaimPolicy", 4, FieldType::String).ptr(),
             rep("mountOptions", 5, FieldType::String).list("atomic"),
-            opt("allowVolumeExpansion", 6, FieldType::Bool),
-            opt("volumeBindingMode", 7, FieldType::String),
+            opt("allowVolumeExpansion", 6, FieldType::Bool).ptr(),
+            opt("volumeBindingMode", 7, FieldType::String).ptr(),
             rep(
                 "allowedTopologies",
                 8,
@@ -10212,15 +10760,16 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.storage.v1.StorageClass"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
         name: "io.k8s.api.storage.v1.TokenRequest",
         special: None,
         fields: &[
-            opt("audience", 1, FieldType::String).req(),
-            opt("expirationSeconds", 2, FieldType::Int64),
+            opt("audience", 1, FieldType::String).always().req(),
+            opt("expirationSeconds", 2, FieldType::Int64).ptr(),
         ],
     },
     Message {
@@ -10238,6 +10787,7 @@ pub(super) static MESSAGES: &[Message] = &[
                 2,
                 FieldType::Message("io.k8s.api.storage.v1.VolumeAttachmentSpec"),
             )
+            .always()
             .req(),
             opt(
                 "status",
@@ -10259,51 +10809,56 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.storage.v1.VolumeAttachment"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
         name: "io.k8s.api.storage.v1.VolumeAttachmentSource",
         special: None,
         fields: &[
-            opt("persistentVolumeName", 1, FieldType::String),
+            opt("persistentVolumeName", 1, FieldType::String).ptr(),
             opt(
                 "inlineVolumeSpec",
                 2,
                 FieldType::Message("io.k8s.api.core.v1.PersistentVolumeSpec"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.storage.v1.VolumeAttachmentSpec",
         special: None,
         fields: &[
-            opt("attacher", 1, FieldType::String).req(),
+            opt("attacher", 1, FieldType::String).always().req(),
             opt(
                 "source",
                 2,
                 FieldType::Message("io.k8s.api.storage.v1.VolumeAttachmentSource"),
             )
+            .always()
             .req(),
-            opt("nodeName", 3, FieldType::String).req(),
+            opt("nodeName", 3, FieldType::String).always().req(),
         ],
     },
     Message {
         name: "io.k8s.api.storage.v1.VolumeAttachmentStatus",
         special: None,
         fields: &[
-            opt("attached", 1, FieldType::Bool).req(),
+            opt("attached", 1, FieldType::Bool).always().req(),
             map("attachmentMetadata", 2, &FieldType::String),
             opt(
                 "attachError",
                 3,
                 FieldType::Message("io.k8s.api.storage.v1.VolumeError"),
-            ),
+            )
+            .ptr(),
             opt(
                 "detachError",
                 4,
                 FieldType::Message("io.k8s.api.storage.v1.VolumeError"),
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
@@ -10316,13 +10871,13 @@ pub(super) static MESSAGES: &[Message] = &[
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.Time"),
             ),
             opt("message", 2, FieldType::String),
-            opt("errorCode", 3, FieldType::Int32),
+            opt("errorCode", 3, FieldType::Int32).ptr(),
         ],
     },
     Message {
         name: "io.k8s.api.storage.v1.VolumeNodeResources",
         special: None,
-        fields: &[opt("count", 1, FieldType::Int32)],
+        fields: &[opt("count", 1, FieldType::Int32).ptr()],
     },
     Message {
         name: "io.k8s.api.storage.v1alpha1.VolumeAttributesClass",
@@ -10334,7 +10889,7 @@ pub(super) static MESSAGES: &[Message] = &[
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"),
             )
             .req(),
-            opt("driverName", 2, FieldType::String).req(),
+            opt("driverName", 2, FieldType::String).always().req(),
             map("parameters", 3, &FieldType::String),
         ],
     },
@@ -10351,7 +10906,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.storage.v1alpha1.VolumeAttributesClass"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
@@ -10364,7 +10920,7 @@ pub(super) static MESSAGES: &[Message] = &[
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"),
             )
             .req(),
-            opt("driverName", 2, FieldType::String).req(),
+            opt("driverName", 2, FieldType::String).always().req(),
             map("parameters", 3, &FieldType::String),
         ],
     },
@@ -10381,7 +10937,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.api.storage.v1beta1.VolumeAttributesClass"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
@@ -10393,13 +10950,14 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.APIGroup",
         special: None,
         fields: &[
-            opt("name", 1, FieldType::String).req(),
+            opt("name", 1, FieldType::String).always().req(),
             rep(
                 "versions",
                 2,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.GroupVersionForDiscovery"),
             )
             .list("atomic")
+            .always()
             .req(),
             opt(
                 "preferredVersion",
@@ -10425,23 +10983,25 @@ pub(super) static MESSAGES: &[Message] = &[
             FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.APIGroup"),
         )
         .list("atomic")
+        .always()
         .req()],
     },
     Message {
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.APIResource",
         special: None,
         fields: &[
-            opt("name", 1, FieldType::String).req(),
-            opt("namespaced", 2, FieldType::Bool).req(),
-            opt("kind", 3, FieldType::String).req(),
+            opt("name", 1, FieldType::String).always().req(),
+            opt("namespaced", 2, FieldType::Bool).always().req(),
+            opt("kind", 3, FieldType::String).always().req(),
             opt(
                 "verbs",
                 4,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.Verbs"),
             )
+            .always()
             .req(),
             rep("shortNames", 5, FieldType::String).list("atomic"),
-            opt("singularName", 6, FieldType::String).req(),
+            opt("singularName", 6, FieldType::String).always().req(),
             rep("categories", 7, FieldType::String).list("atomic"),
             opt("group", 8, FieldType::String),
             opt("version", 9, FieldType::String),
@@ -10452,13 +11012,14 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.APIResourceList",
         special: None,
         fields: &[
-            opt("groupVersion", 1, FieldType::String).req(),
+            opt("groupVersion", 1, FieldType::String).always().req(),
             rep(
                 "resources",
                 2,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.APIResource"),
             )
             .list("atomic")
+            .always()
             .req(),
         ],
     },
@@ -10466,7 +11027,10 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.APIVersions",
         special: None,
         fields: &[
-            rep("versions", 1, FieldType::String).list("atomic").req(),
+            rep("versions", 1, FieldType::String)
+                .list("atomic")
+                .always()
+                .req(),
             rep(
                 "serverAddressByClientCIDRs",
                 2,
@@ -10475,6 +11039,7 @@ pub(super) static MESSAGES: &[Message] = &[
                 ),
             )
             .list("atomic")
+            .always()
             .req(),
         ],
     },
@@ -10482,37 +11047,40 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.Condition",
         special: None,
         fields: &[
-            opt("type", 1, FieldType::String).req(),
-            opt("status", 2, FieldType::String).req(),
+            opt("type", 1, FieldType::String).always().req(),
+            opt("status", 2, FieldType::String).always().req(),
             opt("observedGeneration", 3, FieldType::Int64),
             opt(
                 "lastTransitionTime",
                 4,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.Time"),
             )
+            .always()
             .req(),
-            opt("reason", 5, FieldType::String).req(),
-            opt("message", 6, FieldType::String).req(),
+            opt("reason", 5, FieldType::String).always().req(),
+            opt("message", 6, FieldType::String).always().req(),
         ],
     },
     Message {
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions",
         special: None,
         fields: &[
-            opt("gracePeriodSeconds", 1, FieldType::Int64),
+            opt("gracePeriodSeconds", 1, FieldType::Int64).ptr(),
             opt(
                 "preconditions",
                 2,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.Preconditions"),
-            ),
-            opt("orphanDependents", 3, FieldType::Bool),
-            opt("propagationPolicy", 4, FieldType::String),
+            )
+            .ptr(),
+            opt("orphanDependents", 3, FieldType::Bool).ptr(),
+            opt("propagationPolicy", 4, FieldType::String).ptr(),
             rep("dryRun", 5, FieldType::String).list("atomic"),
             opt(
                 "ignoreStoreReadErrorWithClusterBreakingPotential",
                 6,
                 FieldType::Bool,
-            ),
+            )
+            .ptr(),
         ],
     },
     Message {
@@ -10524,8 +11092,8 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.FieldSelectorRequirement",
         special: None,
         fields: &[
-            opt("key", 1, FieldType::String).req(),
-            opt("operator", 2, FieldType::String).req(),
+            opt("key", 1, FieldType::String).always().req(),
+            opt("operator", 2, FieldType::String).always().req(),
             rep("values", 3, FieldType::String).list("atomic"),
         ],
     },
@@ -10538,17 +11106,17 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.GroupVersionForDiscovery",
         special: None,
         fields: &[
-            opt("groupVersion", 1, FieldType::String).req(),
-            opt("version", 2, FieldType::String).req(),
+            opt("groupVersion", 1, FieldType::String).always().req(),
+            opt("version", 2, FieldType::String).always().req(),
         ],
     },
     Message {
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.GroupVersionKind",
         special: None,
         fields: &[
-            opt("group", 1, FieldType::String),
-            opt("version", 2, FieldType::String),
-            opt("kind", 3, FieldType::String),
+            opt("group", 1, FieldType::String).always(),
+            opt("version", 2, FieldType::String).always(),
+            opt("kind", 3, FieldType::String).always(),
         ],
     },
     Message {
@@ -10568,8 +11136,8 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelectorRequirement",
         special: None,
         fields: &[
-            opt("key", 1, FieldType::String).req(),
-            opt("operator", 2, FieldType::String).req(),
+            opt("key", 1, FieldType::String).always().req(),
+            opt("operator", 2, FieldType::String).always().req(),
             rep("values", 3, FieldType::String).list("atomic"),
         ],
     },
@@ -10580,7 +11148,7 @@ pub(super) static MESSAGES: &[Message] = &[
             opt("selfLink", 1, FieldType::String),
             opt("resourceVersion", 2, FieldType::String),
             opt("continue", 3, FieldType::String),
-            opt("remainingItemCount", 4, FieldType::Int64),
+            opt("remainingItemCount", 4, FieldType::Int64).ptr(),
         ],
     },
     Message {
@@ -10594,13 +11162,15 @@ pub(super) static MESSAGES: &[Message] = &[
                 "time",
                 4,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.Time"),
-            ),
+            )
+            .ptr(),
             opt("fieldsType", 6, FieldType::String),
             opt(
                 "fieldsV1",
                 7,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.FieldsV1"),
-            ),
+            )
+            .ptr(),
             opt("subresource", 8, FieldType::String),
         ],
     },
@@ -10632,8 +11202,9 @@ pub(super) static MESSAGES: &[Message] = &[
                 "deletionTimestamp",
                 9,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.Time"),
-            ),
-            opt("deletionGracePeriodSeconds", 10, FieldType::Int64),
+            )
+            .ptr(),
+            opt("deletionGracePeriodSeconds", 10, FieldType::Int64).ptr(),
             map("labels", 11, &FieldType::String),
             map("annotations", 12, &FieldType::String),
             rep(
@@ -10660,12 +11231,12 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.OwnerReference",
         special: None,
         fields: &[
-            opt("kind", 1, FieldType::String).req(),
-            opt("name", 3, FieldType::String).req(),
-            opt("uid", 4, FieldType::String).req(),
-            opt("apiVersion", 5, FieldType::String).req(),
-            opt("controller", 6, FieldType::Bool),
-            opt("blockOwnerDeletion", 7, FieldType::Bool),
+            opt("kind", 1, FieldType::String).always().req(),
+            opt("name", 3, FieldType::String).always().req(),
+            opt("uid", 4, FieldType::String).always().req(),
+            opt("apiVersion", 5, FieldType::String).always().req(),
+            opt("controller", 6, FieldType::Bool).ptr(),
+            opt("blockOwnerDeletion", 7, FieldType::Bool).ptr(),
         ],
     },
     Message {
@@ -10690,7 +11261,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "items",
                 2,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.PartialObjectMetadata"),
-            ),
+            )
+            .always(),
         ],
     },
     Message {
@@ -10702,16 +11274,16 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.Preconditions",
         special: None,
         fields: &[
-            opt("uid", 1, FieldType::String),
-            opt("resourceVersion", 2, FieldType::String),
+            opt("uid", 1, FieldType::String).ptr(),
+            opt("resourceVersion", 2, FieldType::String).ptr(),
         ],
     },
     Message {
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.ServerAddressByClientCIDR",
         special: None,
         fields: &[
-            opt("clientCIDR", 1, FieldType::String).req(),
-            opt("serverAddress", 2, FieldType::String).req(),
+            opt("clientCIDR", 1, FieldType::String).always().req(),
+            opt("serverAddress", 2, FieldType::String).always().req(),
         ],
     },
     Message {
@@ -10731,7 +11303,8 @@ pub(super) static MESSAGES: &[Message] = &[
                 "details",
                 5,
                 FieldType::Message("io.k8s.apimachinery.pkg.apis.meta.v1.StatusDetails"),
-            ),
+            )
+            .ptr(),
             opt("code", 6, FieldType::Int32),
         ],
     },
@@ -10778,12 +11351,13 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.WatchEvent",
         special: None,
         fields: &[
-            opt("type", 1, FieldType::String).req(),
+            opt("type", 1, FieldType::String).always().req(),
             opt(
                 "object",
                 2,
                 FieldType::Message("io.k8s.apimachinery.pkg.runtime.RawExtension"),
             )
+            .always()
             .req(),
         ],
     },

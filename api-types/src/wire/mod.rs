@@ -2,8 +2,11 @@
 //! protobuf tags and types, strategic-merge-patch metadata) and the protobuf ⇄ JSON codec.
 
 mod generated;
+mod go;
+pub mod protobuf;
 mod schema;
 
+pub use protobuf::{decode, definition_for, encode, encode_watch_event, ProtobufError};
 pub use schema::{Field, FieldType, Message, Special};
 
 /// The message with this OpenAPI definition name, e.g. `io.k8s.api.core.v1.PodSpec`.

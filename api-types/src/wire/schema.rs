@@ -67,6 +67,12 @@ pub struct Field {
     /// Go embeds this message with `json:",inline"`: on the wire it is a nested message, in
     /// JSON its fields sit directly in the parent object. `json` is empty for such fields.
     pub inline: bool,
+    /// The Go field is a pointer (`*int32`, `*bool`, `*string`, `*Struct`): absent means nil,
+    /// and an explicit zero value is meaningful (`replicas: 0`, `runAsUser: 0`).
+    pub nullable: bool,
+    /// The Go json tag has `omitempty`, so Go's JSON leaves a non-pointer zero value out.
+    /// Fields without it (`Container.name`, `ServicePort.port`) are written even when zero.
+    pub omit_empty: bool,
 }
 
 impl Field {
@@ -76,6 +82,12 @@ impl Field {
             FieldType::Message(name) => super::message(name),
             _ => None,
         }
+    }
+
+    /// Whether Go's JSON encoding keeps this field when it holds its zero value (`""`, `0`,
+    /// `false`): for pointers and fields without `omitempty`.
+    pub fn keeps_zero(&self) -> bool {
+        self.nullable || !self.omit_empty
     }
 
     /// A `map<string, V>` field: a JSON object.
@@ -160,6 +172,8 @@ const fn base(json: &'static str, tag: u32, ty: FieldType) -> Field {
         map_type: None,
         required: false,
         inline: false,
+        nullable: false,
+        omit_empty: true,
     }
 }
 
@@ -217,6 +231,16 @@ impl Field {
 
     pub(crate) const fn inline(mut self) -> Self {
         self.inline = true;
+        self
+    }
+
+    pub(crate) const fn ptr(mut self) -> Self {
+        self.nullable = true;
+        self
+    }
+
+    pub(crate) const fn always(mut self) -> Self {
+        self.omit_empty = false;
         self
     }
 

@@ -77,7 +77,8 @@ fn main() -> Result<()> {
             newer.push(openapi::load(&dir)?);
         }
     }
-    let tables = resolve(&messages, &definitions, &newer)?;
+    let mut tables = resolve(&messages, &definitions, &newer)?;
+    apply_go_fields(&mut tables)?;
     let out = workspace.join("api-types/src/wire/generated.rs");
     let source = render(&tables, &crates);
     std::fs::write(&out, source).with_context(|| format!("writing {}", out.display()))?;
@@ -164,6 +165,10 @@ struct OutField {
     json: String,
     /// Go inlines the field's message into the parent JSON object.
     inline: bool,
+    /// A Go pointer field.
+    nullable: bool,
+    /// The Go json tag has `omitempty`.
+    omit_empty: bool,
     tag: u32,
     label: Label,
     /// The Rust expression of the `FieldType` (for maps: of the value type).
@@ -460,6 +465,51 @@ fn resolve(
     Ok(tables)
 }
 
+/// Marks fields from `go_fields.txt`: Go pointers (`nullable`) and fields without `omitempty`.
+fn apply_go_fields(tables: &mut [Table]) -> Result<()> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("go_fields.txt");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut problems = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut words = line.split_whitespace();
+        let (Some(definition), Some(json)) = (words.next(), words.next()) else {
+            bail!("bad line in go_fields.txt: {line}");
+        };
+        let Ok(i) = tables.binary_search_by(|t| t.name.as_str().cmp(definition)) else {
+            continue; // a message the tables skip
+        };
+        let Some(field) = tables[i].fields.iter_mut().find(|f| f.json == json) else {
+            // k8s-pb may follow a newer release that dropped an alpha field.
+            let alpha = definition.contains("alpha");
+            if alpha {
+                eprintln!("note: go_fields.txt: {definition}.{json} is gone from k8s-pb");
+            } else {
+                problems.push(format!("{definition}.{json}"));
+            }
+            continue;
+        };
+        for flag in words {
+            match flag {
+                "pointer" => field.nullable = true,
+                "always" => field.omit_empty = false,
+                other => bail!("unknown flag {other} in go_fields.txt"),
+            }
+        }
+    }
+    if !problems.is_empty() {
+        bail!(
+            "go_fields.txt names fields the tables lack:\n  {}",
+            problems.join("\n  ")
+        );
+    }
+    Ok(())
+}
+
 /// Compares names ignoring case and underscores: `host_ipc` ~ `hostIPC`.
 fn normalize(name: &str) -> String {
     name.chars()
@@ -524,6 +574,8 @@ fn out_field(f: &ProtoField, json: String, ty: String, required: bool, inline: b
     let mut out = OutField {
         json,
         inline,
+        nullable: false,
+        omit_empty: true,
         tag: f.tag,
         label: f.label,
         ty,
@@ -598,6 +650,12 @@ fn render(tables: &[Table], crates: &Crates) -> String {
             }
             if f.inline {
                 line.push_str(".inline()");
+            }
+            if f.nullable {
+                line.push_str(".ptr()");
+            }
+            if !f.omit_empty {
+                line.push_str(".always()");
             }
             if f.required {
                 line.push_str(".req()");
