@@ -76,8 +76,12 @@ const STREAM_CONTENT_TYPES: &[&str] = &[
 // ---------------------------------------------------------------------------------------------
 // Public API
 
-/// The Swagger 2.0 document served at `/openapi/v2` (JSON).
+/// The Swagger 2.0 document served at `/openapi/v2` (JSON), parsed from [`v2_document`].
 pub fn openapi_v2() -> Value {
+    serde_json::from_slice(v2_document().bytes()).unwrap_or(Value::Null)
+}
+
+fn build_v2() -> Value {
     let definitions = definitions(Flavor::V2);
     let mut paths = BTreeMap::new();
     for doc_path in v3_paths() {
@@ -118,10 +122,10 @@ pub fn openapi_v3_index(hash_of: impl Fn(&str) -> String) -> Value {
 }
 
 /// The OpenAPI 3.0 document for one path of the index (`api/v1`, `apis/apps/v1`, `apis/apps`,
-/// `api`, `apis` or `version`), or `None` for a path the server does not serve.
+/// `api`, `apis` or `version`), or `None` for a path the server does not serve. Parsed from
+/// [`v3_document`].
 pub fn openapi_v3_group_version(path: &str) -> Option<Value> {
-    let definitions = v3_definitions();
-    build_v3_document(path, definitions)
+    serde_json::from_slice(v3_document(path)?.bytes()).ok()
 }
 
 /// Every document path of the `/openapi/v3` index, sorted.
@@ -175,7 +179,7 @@ impl Document {
 /// The `/openapi/v2` document, built once.
 pub fn v2_document() -> &'static Document {
     static DOC: OnceLock<Document> = OnceLock::new();
-    DOC.get_or_init(|| Document::new(&openapi_v2()))
+    DOC.get_or_init(|| Document::new(&build_v2()))
 }
 
 /// The v3 document for an index path, built once (with all the others).
@@ -215,19 +219,15 @@ pub fn content_hash(bytes: &[u8]) -> String {
 // ---------------------------------------------------------------------------------------------
 // Documents
 
-fn v3_definitions() -> &'static Map<String, Value> {
-    static DEFS: OnceLock<Map<String, Value>> = OnceLock::new();
-    DEFS.get_or_init(|| definitions(Flavor::V3))
-}
-
 fn v3_documents() -> &'static BTreeMap<String, Document> {
     static DOCS: OnceLock<BTreeMap<String, Document>> = OnceLock::new();
     DOCS.get_or_init(|| {
-        let definitions = v3_definitions();
+        // Only the serialized documents stay in memory; the schema trees are dropped.
+        let definitions = definitions(Flavor::V3);
         v3_paths()
             .into_iter()
             .filter_map(|path| {
-                let doc = build_v3_document(&path, definitions)?;
+                let doc = build_v3_document(&path, &definitions)?;
                 Some((path, Document::new(&doc)))
             })
             .collect()
