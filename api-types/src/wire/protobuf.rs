@@ -905,3 +905,174 @@ fn unencodable(path: &Path<'_>, reason: impl Into<String>) -> ProtobufError {
         reason: reason.into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::messages;
+
+    /// A JSON value for every field of `msg` (nested up to `depth`), non-zero throughout.
+    fn sample(msg: &'static Message, depth: usize) -> Value {
+        if let Some(special) = msg.special {
+            return match special {
+                Special::Time => json_str("2023-11-14T22:13:20Z"),
+                Special::MicroTime => json_str("2023-11-14T22:13:20.123456Z"),
+                Special::Duration => json_str("1m30s"),
+                Special::Quantity => json_str("1Gi"),
+                Special::IntOrString => Value::from(5),
+                Special::RawExtension => serde_json::json!({"apiVersion": "v1", "n": [1, "a"]}),
+                Special::FieldsV1 => serde_json::json!({"f:metadata": {"f:name": {}}}),
+                Special::ListWrapper => serde_json::json!(["x", "y"]),
+            };
+        }
+        let mut object = Map::new();
+        fill(msg, depth, &mut object);
+        Value::Object(object)
+    }
+
+    fn fill(msg: &'static Message, depth: usize, object: &mut Map<String, Value>) {
+        for field in msg.fields {
+            if field.inline {
+                if let Some(inner) = field.message() {
+                    fill(inner, depth, object);
+                }
+                continue;
+            }
+            let Some(value) = sample_type(field.ty.value(), depth) else {
+                continue;
+            };
+            let value = if field.is_map() {
+                serde_json::json!({ "k1": value.clone(), "k2": value })
+            } else if field.repeated {
+                Value::Array(vec![value.clone(), value])
+            } else {
+                value
+            };
+            object.insert(field.json.to_string(), value);
+        }
+    }
+
+    fn sample_type(ty: &FieldType, depth: usize) -> Option<Value> {
+        Some(match ty {
+            FieldType::String => json_str("text"),
+            FieldType::Bytes => json_str("AAEC/w=="),
+            FieldType::Bool => Value::Bool(true),
+            FieldType::Int32 => Value::from(-7),
+            FieldType::Int64 => Value::from(1_i64 << 40),
+            FieldType::Double => Value::from(1.5),
+            FieldType::Float => Value::from(0.5),
+            FieldType::Message(name) => {
+                if depth == 0 {
+                    return None;
+                }
+                sample(message(name)?, depth - 1)
+            }
+            FieldType::Map { .. } => return None,
+        })
+    }
+
+    fn json_str(s: &str) -> Value {
+        Value::String(s.into())
+    }
+
+    #[test]
+    fn every_message_round_trips_with_every_field_set() {
+        for msg in messages() {
+            let value = sample(msg, 4);
+            let mut wire = Vec::new();
+            match &value {
+                Value::Object(object) if msg.special.is_none() => {
+                    encode_fields(msg, object, &mut wire, &Path::Root)
+                        .unwrap_or_else(|e| panic!("{}: {e}", msg.name));
+                }
+                _ => {
+                    let ty = FieldType::Message(msg.name);
+                    encode_single(&ty, &value, 1, &mut wire, &Path::Root)
+                        .unwrap_or_else(|e| panic!("{}: {e}", msg.name));
+                    let (_, WireValue::Bytes(inner)) = Fields::new(&wire)
+                        .next()
+                        .and_then(Result::ok)
+                        .unwrap_or_else(|| panic!("{}: no field", msg.name))
+                    else {
+                        panic!("{}: not length-delimited", msg.name);
+                    };
+                    wire = inner.to_vec();
+                }
+            }
+            let decoded = decode_message(msg, &wire, &Path::Root, 0)
+                .unwrap_or_else(|e| panic!("{}: {e}", msg.name));
+            assert_eq!(decoded, value, "{}", msg.name);
+        }
+    }
+
+    #[test]
+    fn definitions_for_kinds() {
+        for (api_version, kind, definition) in [
+            ("v1", "Pod", "io.k8s.api.core.v1.Pod"),
+            ("v1", "PodList", "io.k8s.api.core.v1.PodList"),
+            ("apps/v1", "Deployment", "io.k8s.api.apps.v1.Deployment"),
+            ("v1", "Binding", "io.k8s.api.core.v1.Binding"),
+            ("policy/v1", "Eviction", "io.k8s.api.policy.v1.Eviction"),
+            ("autoscaling/v1", "Scale", "io.k8s.api.autoscaling.v1.Scale"),
+            (
+                "authentication.k8s.io/v1",
+                "TokenRequest",
+                "io.k8s.api.authentication.v1.TokenRequest",
+            ),
+            (
+                "authentication.k8s.io/v1",
+                "TokenReview",
+                "io.k8s.api.authentication.v1.TokenReview",
+            ),
+            (
+                "authorization.k8s.io/v1",
+                "SubjectAccessReview",
+                "io.k8s.api.authorization.v1.SubjectAccessReview",
+            ),
+            (
+                "authorization.k8s.io/v1",
+                "SelfSubjectRulesReview",
+                "io.k8s.api.authorization.v1.SelfSubjectRulesReview",
+            ),
+            (
+                "rbac.authorization.k8s.io/v1",
+                "ClusterRole",
+                "io.k8s.api.rbac.v1.ClusterRole",
+            ),
+            (
+                "v1",
+                "DeleteOptions",
+                "io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions",
+            ),
+            (
+                "meta.k8s.io/v1",
+                "DeleteOptions",
+                "io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions",
+            ),
+            (
+                "v1",
+                "Status",
+                "io.k8s.apimachinery.pkg.apis.meta.v1.Status",
+            ),
+            (
+                "apps/v1",
+                "WatchEvent",
+                "io.k8s.apimachinery.pkg.apis.meta.v1.WatchEvent",
+            ),
+            (
+                "meta.k8s.io/v1",
+                "PartialObjectMetadataList",
+                "io.k8s.apimachinery.pkg.apis.meta.v1.PartialObjectMetadataList",
+            ),
+        ] {
+            assert_eq!(
+                definition_for(api_version, kind),
+                Some(definition),
+                "{api_version} {kind}"
+            );
+        }
+        assert_eq!(definition_for("v1", "PodSpec"), None);
+        assert_eq!(definition_for("v1", "Deployment"), None);
+        assert_eq!(definition_for("example.com/v1", "Widget"), None);
+    }
+}
