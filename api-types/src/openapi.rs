@@ -30,7 +30,7 @@ use k8s_openapi::apimachinery::pkg::version;
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use serde_json::{json, Map, Value};
 
-use crate::resources::{ResourceInfo, GROUPS, RESOURCES};
+use crate::resources::{ResourceInfo, RESOURCES};
 use crate::wire;
 
 /// The Kubernetes version the documents describe.
@@ -1039,7 +1039,7 @@ fn paths_of(doc_path: &str) -> Option<BTreeMap<String, PathItem>> {
                 ),
             );
         }
-        ["apis", group] if GROUPS.contains(group) => {
+        ["apis", group] if !group.is_empty() && RESOURCES.iter().any(|r| r.group == *group) => {
             paths.insert(
                 format!("/apis/{group}/"),
                 simple(
