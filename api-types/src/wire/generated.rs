@@ -1864,7 +1864,7 @@ pub(super) static MESSAGES: &[Message] = &[
     Message {
         name: "io.k8s.api.authentication.v1.ExtraValue",
         special: Some(Special::ListWrapper),
-        fields: &[rep("items", 1, FieldType::String)],
+        fields: &[],
     },
     Message {
         name: "io.k8s.api.authentication.v1.SelfSubjectReview",
@@ -2011,12 +2011,12 @@ pub(super) static MESSAGES: &[Message] = &[
     Message {
         name: "io.k8s.api.authentication.v1beta1.ExtraValue",
         special: Some(Special::ListWrapper),
-        fields: &[rep("items", 1, FieldType::String)],
+        fields: &[],
     },
     Message {
         name: "io.k8s.api.authorization.v1.ExtraValue",
         special: Some(Special::ListWrapper),
-        fields: &[rep("items", 1, FieldType::String)],
+        fields: &[],
     },
     Message {
         name: "io.k8s.api.authorization.v1.FieldSelectorAttributes",
@@ -2283,7 +2283,7 @@ pub(super) static MESSAGES: &[Message] = &[
     Message {
         name: "io.k8s.api.authorization.v1beta1.ExtraValue",
         special: Some(Special::ListWrapper),
-        fields: &[rep("items", 1, FieldType::String)],
+        fields: &[],
     },
     Message {
         name: "io.k8s.api.autoscaling.v1.CrossVersionObjectReference",
@@ -3288,7 +3288,7 @@ pub(super) static MESSAGES: &[Message] = &[
     Message {
         name: "io.k8s.api.certificates.v1.ExtraValue",
         special: Some(Special::ListWrapper),
-        fields: &[rep("items", 1, FieldType::String)],
+        fields: &[],
     },
     Message {
         name: "io.k8s.api.certificates.v1alpha1.ClusterTrustBundle",
@@ -3381,7 +3381,7 @@ pub(super) static MESSAGES: &[Message] = &[
     Message {
         name: "io.k8s.api.certificates.v1beta1.ExtraValue",
         special: Some(Special::ListWrapper),
-        fields: &[rep("items", 1, FieldType::String)],
+        fields: &[],
     },
     Message {
         name: "io.k8s.api.coordination.v1.Lease",
@@ -10944,7 +10944,7 @@ pub(super) static MESSAGES: &[Message] = &[
     Message {
         name: "io.k8s.apimachinery.pkg.api.resource.Quantity",
         special: Some(Special::Quantity),
-        fields: &[opt("string", 1, FieldType::String)],
+        fields: &[],
     },
     Message {
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.APIGroup",
@@ -11086,7 +11086,7 @@ pub(super) static MESSAGES: &[Message] = &[
     Message {
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.Duration",
         special: Some(Special::Duration),
-        fields: &[opt("duration", 1, FieldType::Int64)],
+        fields: &[],
     },
     Message {
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.FieldSelectorRequirement",
@@ -11100,7 +11100,7 @@ pub(super) static MESSAGES: &[Message] = &[
     Message {
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.FieldsV1",
         special: Some(Special::FieldsV1),
-        fields: &[opt("raw", 1, FieldType::Bytes)],
+        fields: &[],
     },
     Message {
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.GroupVersionForDiscovery",
@@ -11177,10 +11177,7 @@ pub(super) static MESSAGES: &[Message] = &[
     Message {
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.MicroTime",
         special: Some(Special::MicroTime),
-        fields: &[
-            opt("seconds", 1, FieldType::Int64),
-            opt("nanos", 2, FieldType::Int32),
-        ],
+        fields: &[],
     },
     Message {
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
@@ -11337,15 +11334,12 @@ pub(super) static MESSAGES: &[Message] = &[
     Message {
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.Time",
         special: Some(Special::Time),
-        fields: &[
-            opt("seconds", 1, FieldType::Int64),
-            opt("nanos", 2, FieldType::Int32),
-        ],
+        fields: &[],
     },
     Message {
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.Verbs",
         special: Some(Special::ListWrapper),
-        fields: &[rep("items", 1, FieldType::String)],
+        fields: &[],
     },
     Message {
         name: "io.k8s.apimachinery.pkg.apis.meta.v1.WatchEvent",
@@ -11364,15 +11358,11 @@ pub(super) static MESSAGES: &[Message] = &[
     Message {
         name: "io.k8s.apimachinery.pkg.runtime.RawExtension",
         special: Some(Special::RawExtension),
-        fields: &[opt("raw", 1, FieldType::Bytes)],
+        fields: &[],
     },
     Message {
         name: "io.k8s.apimachinery.pkg.util.intstr.IntOrString",
         special: Some(Special::IntOrString),
-        fields: &[
-            opt("type", 1, FieldType::Int64),
-            opt("intVal", 2, FieldType::Int32),
-            opt("strVal", 3, FieldType::String),
-        ],
+        fields: &[],
     },
 ];

@@ -11,7 +11,9 @@
 pub struct Message {
     /// The OpenAPI definition name, e.g. `io.k8s.api.core.v1.PodSpec`.
     pub name: &'static str,
-    /// The fields in protobuf tag order.
+    /// The fields in protobuf tag order. Empty for [`Special`] messages, whose JSON form is
+    /// not an object of fields (a time string, a quantity, embedded raw JSON, ...): walk
+    /// them as opaque values.
     pub fields: &'static [Field],
     /// Set for messages whose JSON form is not an object of their fields (see [`Special`]).
     pub special: Option<Special>,
@@ -129,7 +131,8 @@ impl FieldType {
     }
 }
 
-/// Messages with a JSON form of their own rather than an object of their fields.
+/// Messages with a JSON form of their own rather than an object of their fields. The tables
+/// list no fields for them; the wire layouts are given here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Special {
     /// `meta.v1.Time`: proto `{seconds=1, nanos=2}`; JSON RFC 3339 in UTC with whole

@@ -447,6 +447,11 @@ fn resolve(
             Inclusion::ListWrapper(_) => Some("ListWrapper"),
             _ => None,
         };
+        if special.is_some() {
+            // Their JSON is not an object of fields; the codecs know their wire layout, and
+            // schema walkers can treat an empty field list as opaque.
+            fields.clear();
+        }
         tables.push(Table {
             name: inclusion.name().to_string(),
             special,
