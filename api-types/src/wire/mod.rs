@@ -1,5 +1,21 @@
 //! Wire formats of the built-in API beyond JSON: the per-message schema tables (JSON names,
 //! protobuf tags and types, strategic-merge-patch metadata) and the protobuf ⇄ JSON codec.
+//!
+//! The tables (`generated.rs`, written by `cargo run -p codegen`) hold one [`Message`] per
+//! protobuf message of k8s-pb's `api` and `apimachinery` modules that Kubernetes 1.33's
+//! OpenAPI knows, named by its OpenAPI definition (`io.k8s.api.core.v1.PodSpec`). A few
+//! messages without a definition of their own are included under the same naming scheme,
+//! because objects need them:
+//! - list kinds (`io.k8s.api.core.v1.PodList`);
+//! - messages Go inlines into a parent (`io.k8s.api.core.v1.VolumeSource` into `Volume`,
+//!   `ProbeHandler` into `Probe`), reached through fields with `inline` set;
+//! - `+protobuf.nullable` list wrappers (`meta.v1.Verbs`, `authentication.v1.ExtraValue`) and
+//!   `meta.v1.Duration`, marked [`Special`];
+//! - `meta.v1.PartialObjectMetadata(List)`, `meta.v1.GroupVersionKind` and the
+//!   `apidiscovery.v2` documents.
+//!
+//! Fields k8s-pb has but Kubernetes 1.33 does not are left out, so their tags are skipped
+//! as unknown, as a 1.33 apiserver skips them.
 
 mod generated;
 mod go;
