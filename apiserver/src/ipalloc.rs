@@ -109,10 +109,6 @@ impl IpAllocator {
             self.used.remove(&off);
         }
     }
-
-    pub fn is_allocated(&self, ip: IpAddr) -> bool {
-        self.offset(ip).is_ok_and(|o| self.used.contains(&o))
-    }
 }
 
 /// Allocated NodePorts within `--service-node-port-range`.

@@ -82,6 +82,7 @@ pub enum Error {
 
 /// Shared state of a running apiserver.
 pub(crate) struct Apiserver {
+    #[allow(dead_code)]
     pub config: Config,
     pub store: Arc<dyn Store>,
     pub caches: HashMap<(&'static str, &'static str), Arc<WatchCache>>,

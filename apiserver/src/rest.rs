@@ -23,14 +23,6 @@ pub struct Written {
     pub warnings: Vec<String>,
 }
 
-fn with_type_meta(info: &ResourceInfo, mut obj: Value) -> Value {
-    if let Some(o) = obj.as_object_mut() {
-        o.insert("apiVersion".into(), json!(info.api_version()));
-        o.insert("kind".into(), json!(info.kind));
-    }
-    obj
-}
-
 fn decode_stored(kv: &store::KeyValue) -> ApiResult<Value> {
     let mut v: Value = serde_json::from_slice(&kv.value)
         .map_err(|e| ApiError::internal(format!("decoding stored object {}: {e}", kv.key)))?;
@@ -503,7 +495,11 @@ fn apply_patch(info: &ResourceInfo, patch_type: PatchType, patch: &[u8], current
         }
         _ => api_types::strategic_merge::apply_strategic_merge_patch(current, &p, info.definition)
             .map(|v| (v, dups))
-            .map_err(|e| ApiError::unprocessable(e.to_string())),
+            .map_err(|e| match e.status_code() {
+                400 => ApiError::bad_request(e.to_string()),
+                422 => ApiError::unprocessable(e.to_string()),
+                _ => ApiError::internal(e.to_string()),
+            }),
     }
 }
 
@@ -1154,8 +1150,4 @@ pub async fn update_scale(api: &Apiserver, req: &ResourceRequest, q: &Query, cha
         }
     }
     Err(ApiError::modified(info, &name))
-}
-
-pub fn with_kind(info: &ResourceInfo, v: Value) -> Value {
-    with_type_meta(info, v)
 }

@@ -148,10 +148,6 @@ impl WatchCache {
         self.state.read().revision
     }
 
-    pub fn len(&self) -> usize {
-        self.state.read().objects.len()
-    }
-
     /// Objects under a key prefix, and the revision they were read at.
     pub fn list(&self, prefix: &str) -> (Vec<Arc<Value>>, i64) {
         let state = self.state.read();

@@ -35,7 +35,7 @@ async fn typed_crud_defaults_and_errors() {
     let rv1 = created.metadata.resource_version.clone().unwrap();
 
     let got = cms.get("one").await.unwrap();
-    assert_eq!(got.data.unwrap()["k"], "v");
+    assert_eq!(got.data.as_ref().unwrap()["k"], "v");
 
     // Update bumps the resourceVersion; a stale resourceVersion conflicts.
     let mut changed = got.clone();
