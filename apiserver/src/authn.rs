@@ -21,7 +21,11 @@ pub enum TokenFileError {
         source: std::io::Error,
     },
     #[error("token file {path}, line {line}: {reason}")]
-    Parse { path: String, line: usize, reason: String },
+    Parse {
+        path: String,
+        line: usize,
+        reason: String,
+    },
 }
 
 /// Outcome of authenticating one request.
@@ -83,14 +87,23 @@ impl Authenticator {
                 };
                 let fields = csv_fields(line).map_err(parse)?;
                 if fields.len() < 3 {
-                    return Err(parse(format!("expected at least 3 fields, got {}", fields.len())));
+                    return Err(parse(format!(
+                        "expected at least 3 fields, got {}",
+                        fields.len()
+                    )));
                 }
                 if fields[0].is_empty() {
                     return Err(parse("empty token".into()));
                 }
                 let groups = fields
                     .get(3)
-                    .map(|g| g.split(',').map(str::trim).filter(|g| !g.is_empty()).map(String::from).collect())
+                    .map(|g| {
+                        g.split(',')
+                            .map(str::trim)
+                            .filter(|g| !g.is_empty())
+                            .map(String::from)
+                            .collect()
+                    })
                     .unwrap_or_default();
                 tokens.insert(
                     fields[0].clone(),
@@ -107,7 +120,10 @@ impl Authenticator {
 
     /// Authenticates from the `Authorization` header.
     pub fn authenticate(&self, authorization: Option<&str>) -> Authenticated {
-        match authorization.and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer "))) {
+        match authorization.and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        }) {
             Some(token) => match self.tokens.get(token.trim()) {
                 Some(user) => {
                     let mut user = user.clone();
@@ -135,16 +151,26 @@ mod tests {
     fn token_file() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("tokens.csv");
-        std::fs::write(&p, "abc,admin,1,\"system:masters,dev\"\n# comment\ndef,bob,2\n").unwrap();
+        std::fs::write(
+            &p,
+            "abc,admin,1,\"system:masters,dev\"\n# comment\ndef,bob,2\n",
+        )
+        .unwrap();
         let a = Authenticator::new(Some(&p), false).unwrap();
         match a.authenticate(Some("Bearer abc")) {
             Authenticated::User(u) => {
                 assert_eq!(u.name, "admin");
-                assert_eq!(u.groups, vec!["system:masters", "dev", "system:authenticated"]);
+                assert_eq!(
+                    u.groups,
+                    vec!["system:masters", "dev", "system:authenticated"]
+                );
             }
             Authenticated::Rejected => panic!("rejected"),
         }
-        assert!(matches!(a.authenticate(Some("Bearer nope")), Authenticated::Rejected));
+        assert!(matches!(
+            a.authenticate(Some("Bearer nope")),
+            Authenticated::Rejected
+        ));
         assert!(matches!(a.authenticate(None), Authenticated::Rejected));
         std::fs::write(&p, "onlytoken\n").unwrap();
         assert!(Authenticator::new(Some(&p), false).is_err());

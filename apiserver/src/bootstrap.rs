@@ -14,10 +14,15 @@ use std::sync::Arc;
 const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
 
 fn info(group: &str, plural: &str) -> ApiResult<&'static ResourceInfo> {
-    resources::find(group, "v1", plural).ok_or_else(|| ApiError::internal(format!("{plural} not registered")))
+    resources::find(group, "v1", plural)
+        .ok_or_else(|| ApiError::internal(format!("{plural} not registered")))
 }
 
-fn req(info: &'static ResourceInfo, namespace: Option<&str>, name: Option<&str>) -> ResourceRequest {
+fn req(
+    info: &'static ResourceInfo,
+    namespace: Option<&str>,
+    name: Option<&str>,
+) -> ResourceRequest {
     ResourceRequest {
         info,
         namespace: namespace.map(String::from),
@@ -43,10 +48,33 @@ async fn ensure(api: &Apiserver, r: &ResourceRequest, obj: Value) -> ApiResult<(
 /// Creates or replaces the object (the apiserver owns its endpoints).
 async fn reconcile(api: &Apiserver, r: &ResourceRequest, obj: Value) -> ApiResult<()> {
     let name = r.name.clone();
-    let item = ResourceRequest { name: name.clone(), ..r.clone() };
-    match rest::update(api, &item, &Query::default(), Change::Replace { obj: obj.clone(), duplicates: vec![] }).await {
+    let item = ResourceRequest {
+        name: name.clone(),
+        ..r.clone()
+    };
+    match rest::update(
+        api,
+        &item,
+        &Query::default(),
+        Change::Replace {
+            obj: obj.clone(),
+            duplicates: vec![],
+        },
+    )
+    .await
+    {
         Ok(_) => Ok(()),
-        Err(e) if e.code == 404 => ensure(api, &ResourceRequest { name: None, ..r.clone() }, obj).await,
+        Err(e) if e.code == 404 => {
+            ensure(
+                api,
+                &ResourceRequest {
+                    name: None,
+                    ..r.clone()
+                },
+                obj,
+            )
+            .await
+        }
         Err(e) => Err(e),
     }
 }
@@ -61,7 +89,12 @@ pub async fn run(api: &Arc<Apiserver>) -> ApiResult<()> {
 
     let ns_info = info("", "namespaces")?;
     for ns in SYSTEM_NAMESPACES {
-        ensure(api, &req(ns_info, None, None), json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns } })).await?;
+        ensure(
+            api,
+            &req(ns_info, None, None),
+            json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns } }),
+        )
+        .await?;
     }
 
     let cluster_ip = api.services.lock().ips.first().to_string();
@@ -86,7 +119,12 @@ pub async fn run(api: &Arc<Apiserver>) -> ApiResult<()> {
         "metadata": { "name": "kubernetes", "namespace": "default", "labels": { "endpointslice.kubernetes.io/skip-mirror": "true" } },
         "subsets": [{ "addresses": [{ "ip": ip }], "ports": [{ "name": "https", "port": port, "protocol": "TCP" }] }],
     });
-    reconcile(api, &req(info("", "endpoints")?, Some("default"), Some("kubernetes")), endpoints).await?;
+    reconcile(
+        api,
+        &req(info("", "endpoints")?, Some("default"), Some("kubernetes")),
+        endpoints,
+    )
+    .await?;
     let slice = json!({
         "apiVersion": "discovery.k8s.io/v1",
         "kind": "EndpointSlice",
@@ -95,6 +133,15 @@ pub async fn run(api: &Arc<Apiserver>) -> ApiResult<()> {
         "endpoints": [{ "addresses": [ip], "conditions": { "ready": true } }],
         "ports": [{ "name": "https", "port": port, "protocol": "TCP" }],
     });
-    reconcile(api, &req(info("discovery.k8s.io", "endpointslices")?, Some("default"), Some("kubernetes")), slice).await?;
+    reconcile(
+        api,
+        &req(
+            info("discovery.k8s.io", "endpointslices")?,
+            Some("default"),
+            Some("kubernetes"),
+        ),
+        slice,
+    )
+    .await?;
     Ok(())
 }

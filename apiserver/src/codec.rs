@@ -47,15 +47,17 @@ pub fn negotiate(accept: Option<&str>) -> ApiResult<Output> {
         }
         match (media.as_str(), as_kind.as_deref()) {
             (JSON | "application/*" | "*/*", None) => return Ok(Output::Json),
-            (JSON, Some("Table")) => {
-                if group.as_deref() == Some("meta.k8s.io") && matches!(version.as_deref(), Some("v1") | Some("v1beta1")) {
-                    return Ok(Output::Table);
-                }
+            (JSON, Some("Table"))
+                if group.as_deref() == Some("meta.k8s.io")
+                    && matches!(version.as_deref(), Some("v1") | Some("v1beta1")) =>
+            {
+                return Ok(Output::Table);
             }
-            (JSON, Some("PartialObjectMetadata" | "PartialObjectMetadataList")) => {
-                if group.as_deref() == Some("meta.k8s.io") && matches!(version.as_deref(), Some("v1") | Some("v1beta1")) {
-                    return Ok(Output::PartialMetadata);
-                }
+            (JSON, Some("PartialObjectMetadata" | "PartialObjectMetadataList"))
+                if group.as_deref() == Some("meta.k8s.io")
+                    && matches!(version.as_deref(), Some("v1") | Some("v1beta1")) =>
+            {
+                return Ok(Output::PartialMetadata);
             }
             (YAML, None) => return Ok(Output::Yaml),
             (PROTOBUF, None) => return Ok(Output::Protobuf),
@@ -88,8 +90,9 @@ pub fn decode_object(content_type: Option<&str>, body: &[u8]) -> ApiResult<Decod
         JSON | "" => decode_json(body),
         YAML | "application/x-yaml" | "text/yaml" => decode_yaml(body),
         PROTOBUF => {
-            let value = api_types::wire::protobuf::decode(body)
-                .map_err(|e| ApiError::bad_request(format!("failed to decode protobuf body: {e}")))?;
+            let value = api_types::wire::protobuf::decode(body).map_err(|e| {
+                ApiError::bad_request(format!("failed to decode protobuf body: {e}"))
+            })?;
             Ok(Decoded {
                 value,
                 duplicates: Vec::new(),
@@ -100,11 +103,12 @@ pub fn decode_object(content_type: Option<&str>, body: &[u8]) -> ApiResult<Decod
 }
 
 pub fn decode_yaml(body: &[u8]) -> ApiResult<Decoded> {
-    let value: Value = serde_yaml::from_slice(body).map_err(|e| {
-        ApiError::bad_request(format!("error converting YAML to JSON: {e}"))
-    })?;
+    let value: Value = serde_yaml::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))?;
     if !value.is_object() {
-        return Err(ApiError::bad_request("error decoding YAML: the body is not an object"));
+        return Err(ApiError::bad_request(
+            "error decoding YAML: the body is not an object",
+        ));
     }
     Ok(Decoded {
         value,
@@ -160,7 +164,9 @@ impl<'de> Visitor<'de> for TrackDuplicates<'_> {
         Ok(Value::from(v))
     }
     fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(serde_json::Number::from_f64(v).map(Value::Number).unwrap_or(Value::Null))
+        Ok(serde_json::Number::from_f64(v)
+            .map(Value::Number)
+            .unwrap_or(Value::Null))
     }
     fn visit_str<E>(self, v: &str) -> Result<Value, E> {
         Ok(Value::String(v.to_string()))
@@ -222,14 +228,20 @@ pub fn unknown_fields(definition: &str, value: &Value) -> Vec<String> {
 
 fn walk(definition: &str, field: &str, value: &Value, path: String, out: &mut Vec<String>) {
     use api_types::wire::{self, FieldType};
-    let Some(msg) = wire::message(definition) else { return };
+    let Some(msg) = wire::message(definition) else {
+        return;
+    };
     let Some(f) = msg.field(field) else {
         out.push(path);
         return;
     };
-    let FieldType::Message(child) = &f.ty else { return };
+    let FieldType::Message(child) = &f.ty else {
+        return;
+    };
     // Fields held as raw JSON (RawExtension, FieldsV1, ...) have no schema to check.
-    let Some(child_msg) = wire::message(child) else { return };
+    let Some(child_msg) = wire::message(child) else {
+        return;
+    };
     if child_msg.fields.is_empty() {
         return;
     }
@@ -268,7 +280,8 @@ pub fn encode(output: Output, value: &Value, pretty: bool) -> ApiResult<(Vec<u8>
             } else {
                 serde_json::to_vec(value)
             };
-            body.map(|b| (b, JSON)).map_err(|e| ApiError::internal(e.to_string()))
+            body.map(|b| (b, JSON))
+                .map_err(|e| ApiError::internal(e.to_string()))
         }
     }
 }
@@ -284,9 +297,21 @@ mod tests {
             negotiate(Some("application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json")).unwrap(),
             Output::Table
         );
-        assert_eq!(negotiate(Some("application/vnd.kubernetes.protobuf, */*")).unwrap(), Output::Protobuf);
-        assert_eq!(negotiate(Some("application/json, application/vnd.kubernetes.protobuf")).unwrap(), Output::Json);
-        assert_eq!(negotiate(Some("application/json;as=Table;v=v9;g=x, application/yaml")).unwrap(), Output::Yaml);
+        assert_eq!(
+            negotiate(Some("application/vnd.kubernetes.protobuf, */*")).unwrap(),
+            Output::Protobuf
+        );
+        assert_eq!(
+            negotiate(Some(
+                "application/json, application/vnd.kubernetes.protobuf"
+            ))
+            .unwrap(),
+            Output::Json
+        );
+        assert_eq!(
+            negotiate(Some("application/json;as=Table;v=v9;g=x, application/yaml")).unwrap(),
+            Output::Yaml
+        );
         assert!(negotiate(Some("text/html")).is_err());
     }
 

@@ -50,7 +50,12 @@ fn storage_version_hash(info: &ResourceInfo) -> String {
 
 fn subresource_entry(info: &ResourceInfo, sub: &str) -> Value {
     let (group, version, kind, verbs): (&str, &str, &str, &[&str]) = match sub {
-        "status" => (info.group, info.version, info.kind, &["get", "patch", "update"]),
+        "status" => (
+            info.group,
+            info.version,
+            info.kind,
+            &["get", "patch", "update"],
+        ),
         "scale" => ("autoscaling", "v1", "Scale", &["get", "patch", "update"]),
         "binding" => ("", "v1", "Binding", &["create"]),
         "eviction" => ("policy", "v1", "Eviction", &["create"]),

@@ -28,14 +28,20 @@ impl Filter {
             .transpose()
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
         if let Some(f) = &fields {
-            f.validate_for(info).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            f.validate_for(info)
+                .map_err(|e| ApiError::bad_request(e.to_string()))?;
         }
-        Ok(Filter { info, labels, fields })
+        Ok(Filter {
+            info,
+            labels,
+            fields,
+        })
     }
 
     /// True when the filter passes everything.
     pub fn is_everything(&self) -> bool {
-        self.labels.as_ref().is_none_or(LabelSelector::is_empty) && self.fields.as_ref().is_none_or(FieldSelector::is_empty)
+        self.labels.as_ref().is_none_or(LabelSelector::is_empty)
+            && self.fields.as_ref().is_none_or(FieldSelector::is_empty)
     }
 
     pub fn matches(&self, obj: &Value) -> bool {

@@ -40,7 +40,11 @@ fn to_u128(ip: IpAddr) -> u128 {
 impl IpAllocator {
     pub fn new(range: IpNet) -> Self {
         let host_bits = range.max_prefix_len() - range.prefix_len();
-        let total: u128 = if host_bits >= 127 { u128::MAX } else { 1u128 << host_bits };
+        let total: u128 = if host_bits >= 127 {
+            u128::MAX
+        } else {
+            1u128 << host_bits
+        };
         // The network address and (for IPv4) the broadcast address are never handed out.
         let size = match range {
             IpNet::V4(_) => total.saturating_sub(2),
@@ -171,15 +175,24 @@ mod tests {
         let mut a = IpAllocator::new("10.0.0.0/29".parse().unwrap());
         assert_eq!(a.first().to_string(), "10.0.0.1");
         a.allocate(a.first()).unwrap();
-        assert_eq!(a.allocate("10.0.0.1".parse().unwrap()), Err(AllocError::IpAllocated));
+        assert_eq!(
+            a.allocate("10.0.0.1".parse().unwrap()),
+            Err(AllocError::IpAllocated)
+        );
         let mut got = HashSet::new();
         for _ in 0..5 {
             got.insert(a.allocate_next().unwrap());
         }
         assert_eq!(got.len(), 5);
         assert_eq!(a.allocate_next(), Err(AllocError::IpRangeFull));
-        assert!(matches!(a.allocate("10.0.0.7".parse().unwrap()), Err(AllocError::IpOutOfRange(_))));
-        assert!(matches!(a.allocate("10.0.1.1".parse().unwrap()), Err(AllocError::IpOutOfRange(_))));
+        assert!(matches!(
+            a.allocate("10.0.0.7".parse().unwrap()),
+            Err(AllocError::IpOutOfRange(_))
+        ));
+        assert!(matches!(
+            a.allocate("10.0.1.1".parse().unwrap()),
+            Err(AllocError::IpOutOfRange(_))
+        ));
         a.release("10.0.0.3".parse().unwrap());
         assert_eq!(a.allocate_next().unwrap().to_string(), "10.0.0.3");
     }

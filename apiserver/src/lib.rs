@@ -113,7 +113,8 @@ pub struct Running {
 /// Starts an apiserver and returns once it listens; it runs until `shutdown` fires.
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error> {
     let metrics = metrics::Metrics::new()?;
-    let authn = authn::Authenticator::new(config.token_auth_file.as_deref(), config.anonymous_auth)?;
+    let authn =
+        authn::Authenticator::new(config.token_auth_file.as_deref(), config.anonymous_auth)?;
     let store: Arc<dyn Store> = Arc::new(
         EtcdStore::connect(EtcdConfig {
             endpoints: config.etcd_servers.clone(),
@@ -128,12 +129,17 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .map_err(|source| Error::Bind { addr: bind, source })?;
-    let local_addr = listener.local_addr().map_err(|source| Error::Bind { addr: bind, source })?;
-    let advertise_ip = config.advertise_address.unwrap_or(if config.bind_address.is_unspecified() {
-        IpAddr::from([127, 0, 0, 1])
-    } else {
-        config.bind_address
-    });
+    let local_addr = listener
+        .local_addr()
+        .map_err(|source| Error::Bind { addr: bind, source })?;
+    let advertise_ip =
+        config
+            .advertise_address
+            .unwrap_or(if config.bind_address.is_unspecified() {
+                IpAddr::from([127, 0, 0, 1])
+            } else {
+                config.bind_address
+            });
     let advertise = SocketAddr::new(advertise_ip, local_addr.port());
 
     let ips = ipalloc::IpAllocator::new(config.service_cluster_ip_range);
@@ -147,10 +153,16 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
             }
             addrs.sort();
             addrs.dedup();
-            let mut dns: Vec<String> = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
+            let mut dns: Vec<String> = [
+                "localhost",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
             if let Ok(h) = std::fs::read_to_string("/etc/hostname") {
                 let h = h.trim();
                 if !h.is_empty() {
@@ -166,7 +178,9 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
 
     let mut caches = HashMap::new();
     for info in RESOURCES {
-        let gauge = metrics.storage_objects.with_label_values(&[&info.group_resource()]);
+        let gauge = metrics
+            .storage_objects
+            .with_label_values(&[&info.group_resource()]);
         caches.insert((info.group, info.plural), WatchCache::new(info, gauge));
     }
     let (node_base, node_max) = config.service_node_port_range;
@@ -190,9 +204,14 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         let store = store.clone();
         let shutdown = shutdown.clone();
         let span = tracing::info_span!("watch_cache", resource = %cache.info.group_resource());
-        tokio::spawn(tracing::Instrument::instrument(cache.run(store, shutdown), span));
+        tokio::spawn(tracing::Instrument::instrument(
+            cache.run(store, shutdown),
+            span,
+        ));
     }
-    bootstrap::run(&api).await.map_err(|e| Error::Bootstrap(e.to_string()))?;
+    bootstrap::run(&api)
+        .await
+        .map_err(|e| Error::Bootstrap(e.to_string()))?;
     tracing::info!(%local_addr, "serving securely");
     let task = tokio::spawn(server::serve(api, listener, tls_config, shutdown));
     Ok(Running {

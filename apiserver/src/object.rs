@@ -38,7 +38,11 @@ pub fn finalizers(obj: &Value) -> Vec<String> {
     obj.get("metadata")
         .and_then(|m| m.get("finalizers"))
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|f| f.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| f.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -53,16 +57,24 @@ pub fn labels(obj: &Value) -> Option<&Map<String, Value>> {
 /// RFC 3339 time with second precision, as metav1.Time serialises.
 pub fn now_rfc3339() -> String {
     jiff::Timestamp::now()
-        .round(jiff::TimestampRound::new().smallest(jiff::Unit::Second).mode(jiff::RoundMode::Trunc))
+        .round(
+            jiff::TimestampRound::new()
+                .smallest(jiff::Unit::Second)
+                .mode(jiff::RoundMode::Trunc),
+        )
         .map(|t| t.to_string())
         .unwrap_or_else(|_| jiff::Timestamp::now().to_string())
 }
 
 pub fn rfc3339_after(seconds: i64) -> String {
     let t = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(seconds);
-    t.round(jiff::TimestampRound::new().smallest(jiff::Unit::Second).mode(jiff::RoundMode::Trunc))
-        .map(|t| t.to_string())
-        .unwrap_or_else(|_| t.to_string())
+    t.round(
+        jiff::TimestampRound::new()
+            .smallest(jiff::Unit::Second)
+            .mode(jiff::RoundMode::Trunc),
+    )
+    .map(|t| t.to_string())
+    .unwrap_or_else(|_| t.to_string())
 }
 
 /// The storage prefix of a resource: `pods/` for the core group, `apps/deployments/` otherwise.
@@ -92,8 +104,10 @@ pub fn key(info: &ResourceInfo, namespace: Option<&str>, name: &str) -> String {
 
 /// Does the object have a spec-like part whose changes bump `metadata.generation`?
 pub fn has_spec(obj: &Value) -> bool {
-    obj.as_object()
-        .is_some_and(|o| o.keys().any(|k| !matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "status")))
+    obj.as_object().is_some_and(|o| {
+        o.keys()
+            .any(|k| !matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "status"))
+    })
 }
 
 /// Everything but metadata and status: what counts as the spec for generation.
@@ -101,7 +115,9 @@ pub fn spec_part(obj: &Value) -> Map<String, Value> {
     obj.as_object()
         .map(|o| {
             o.iter()
-                .filter(|(k, _)| !matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "status"))
+                .filter(|(k, _)| {
+                    !matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "status")
+                })
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect()
         })

@@ -7,7 +7,11 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "kube-apiserver", version, about = "The Kubernetes API server (pikube)")]
+#[command(
+    name = "kube-apiserver",
+    version,
+    about = "The Kubernetes API server (pikube)"
+)]
 pub struct Options {
     /// List of etcd servers to connect with (scheme://ip:port), comma separated.
     #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
@@ -66,7 +70,9 @@ pub struct Options {
 pub enum OptionsError {
     #[error("invalid --service-cluster-ip-range {0:?}: {1}")]
     ServiceRange(String, String),
-    #[error("invalid --service-node-port-range {0:?}: expected BASE-MAX with 1 <= BASE <= MAX <= 65535")]
+    #[error(
+        "invalid --service-node-port-range {0:?}: expected BASE-MAX with 1 <= BASE <= MAX <= 65535"
+    )]
     NodePortRange(String),
     #[error("--tls-cert-file and --tls-private-key-file must be given together")]
     TlsPair,
@@ -80,10 +86,12 @@ pub enum OptionsError {
 
 impl Options {
     pub fn into_config(self) -> Result<Config, OptionsError> {
-        let range: ipnet::IpNet = self
-            .service_cluster_ip_range
-            .parse()
-            .map_err(|e: ipnet::AddrParseError| OptionsError::ServiceRange(self.service_cluster_ip_range.clone(), e.to_string()))?;
+        let range: ipnet::IpNet =
+            self.service_cluster_ip_range
+                .parse()
+                .map_err(|e: ipnet::AddrParseError| {
+                    OptionsError::ServiceRange(self.service_cluster_ip_range.clone(), e.to_string())
+                })?;
         if range.prefix_len() + 2 > range.max_prefix_len() {
             return Err(OptionsError::ServiceRange(
                 self.service_cluster_ip_range.clone(),
@@ -94,7 +102,9 @@ impl Options {
             .ok_or_else(|| OptionsError::NodePortRange(self.service_node_port_range.clone()))?;
         let tls = match (self.tls_cert_file, self.tls_private_key_file) {
             (Some(cert), Some(key)) => TlsConfig::Files { cert, key },
-            (None, None) => TlsConfig::SelfSigned { cert_dir: self.cert_dir },
+            (None, None) => TlsConfig::SelfSigned {
+                cert_dir: self.cert_dir,
+            },
             _ => return Err(OptionsError::TlsPair),
         };
         for mode in self.authorization_mode.split(',') {
@@ -102,7 +112,11 @@ impl Options {
                 return Err(OptionsError::AuthorizationMode(mode.to_string()));
             }
         }
-        let etcd_servers: Vec<String> = self.etcd_servers.into_iter().filter(|s| !s.is_empty()).collect();
+        let etcd_servers: Vec<String> = self
+            .etcd_servers
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect();
         if etcd_servers.is_empty() {
             return Err(OptionsError::NoEtcd);
         }
@@ -146,13 +160,25 @@ mod tests {
 
     #[test]
     fn defaults_and_errors() {
-        let c = Options::parse_from(["kube-apiserver"]).into_config().unwrap();
+        let c = Options::parse_from(["kube-apiserver"])
+            .into_config()
+            .unwrap();
         assert_eq!(c.secure_port, 6443);
         assert_eq!(c.service_node_port_range, (30000, 32767));
-        assert!(Options::parse_from(["x", "--service-node-port-range=5-1"]).into_config().is_err());
-        assert!(Options::parse_from(["x", "--service-cluster-ip-range=nope"]).into_config().is_err());
-        assert!(Options::parse_from(["x", "--tls-cert-file=/a"]).into_config().is_err());
-        assert!(Options::parse_from(["x", "--authorization-mode=RBAC"]).into_config().is_err());
+        assert!(Options::parse_from(["x", "--service-node-port-range=5-1"])
+            .into_config()
+            .is_err());
+        assert!(
+            Options::parse_from(["x", "--service-cluster-ip-range=nope"])
+                .into_config()
+                .is_err()
+        );
+        assert!(Options::parse_from(["x", "--tls-cert-file=/a"])
+            .into_config()
+            .is_err());
+        assert!(Options::parse_from(["x", "--authorization-mode=RBAC"])
+            .into_config()
+            .is_err());
         assert_eq!(parse_port_range("30000+10"), Some((30000, 30009)));
     }
 }

@@ -57,7 +57,9 @@ pub fn parse_path(path: &str) -> ApiResult<Option<ApiPath>> {
         if !resources::versions_of(&group).contains(&version.as_str()) {
             return Err(ApiError::path_not_found(path));
         }
-        return Ok(Some(ApiPath::Discovery(Discovery::GroupVersion(group, version))));
+        return Ok(Some(ApiPath::Discovery(Discovery::GroupVersion(
+            group, version,
+        ))));
     }
     let decode = |s: &str| -> String {
         percent_encoding::percent_decode_str(s)
@@ -75,7 +77,8 @@ pub fn parse_path(path: &str) -> ApiResult<Option<ApiPath>> {
         (None, &rest[..])
     };
     let plural = rest[0];
-    let info = resources::find(&group, &version, plural).ok_or_else(|| ApiError::path_not_found(path))?;
+    let info =
+        resources::find(&group, &version, plural).ok_or_else(|| ApiError::path_not_found(path))?;
     if rest.len() > 3 {
         return Err(ApiError::path_not_found(path));
     }
@@ -131,7 +134,9 @@ impl Query {
             match k.as_ref() {
                 "watch" => q.watch = as_bool(&v),
                 "resourceVersion" => q.resource_version = Some(v).filter(|s| !s.is_empty()),
-                "resourceVersionMatch" => q.resource_version_match = Some(v).filter(|s| !s.is_empty()),
+                "resourceVersionMatch" => {
+                    q.resource_version_match = Some(v).filter(|s| !s.is_empty())
+                }
                 "labelSelector" => q.label_selector = Some(v).filter(|s| !s.is_empty()),
                 "fieldSelector" => q.field_selector = Some(v).filter(|s| !s.is_empty()),
                 "limit" => {
@@ -166,7 +171,9 @@ impl Query {
                 "fieldManager" => q.field_manager = Some(v),
                 "gracePeriodSeconds" => {
                     q.grace_period_seconds = Some(v.parse().map_err(|_| {
-                        ApiError::bad_request(format!("invalid value for gracePeriodSeconds: {v:?}"))
+                        ApiError::bad_request(format!(
+                            "invalid value for gracePeriodSeconds: {v:?}"
+                        ))
                     })?)
                 }
                 "propagationPolicy" => q.propagation_policy = Some(v),

@@ -30,7 +30,12 @@ fn full(bytes: impl Into<Bytes>) -> Body {
 }
 
 /// Accepts TLS connections until shutdown; each connection serves HTTP/1.1 or HTTP/2.
-pub async fn serve(api: Arc<Apiserver>, listener: TcpListener, tls: Arc<rustls::ServerConfig>, mut shutdown: Shutdown) {
+pub async fn serve(
+    api: Arc<Apiserver>,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    mut shutdown: Shutdown,
+) {
     let acceptor = TlsAcceptor::from(tls);
     loop {
         let accepted = tokio::select! {
@@ -125,12 +130,31 @@ async fn handle(api: Arc<Apiserver>, req: Request<Incoming>) -> Response<Body> {
         let dry = if l.dry_run { "All" } else { "" };
         api.metrics
             .requests
-            .with_label_values(&[l.verb, dry, &l.group, &l.version, &l.resource, &l.subresource, l.scope, "apiserver", &code])
+            .with_label_values(&[
+                l.verb,
+                dry,
+                &l.group,
+                &l.version,
+                &l.resource,
+                &l.subresource,
+                l.scope,
+                "apiserver",
+                &code,
+            ])
             .inc();
         if l.verb != "WATCH" {
             api.metrics
                 .durations
-                .with_label_values(&[l.verb, dry, &l.group, &l.version, &l.resource, &l.subresource, l.scope, "apiserver"])
+                .with_label_values(&[
+                    l.verb,
+                    dry,
+                    &l.group,
+                    &l.version,
+                    &l.resource,
+                    &l.subresource,
+                    l.scope,
+                    "apiserver",
+                ])
                 .observe(started.elapsed().as_secs_f64());
         }
     }
@@ -145,7 +169,8 @@ pub fn error_response(e: &ApiError) -> Response<Body> {
     if let Some(s) = e.retry_after {
         r = r.header(http::header::RETRY_AFTER, s.to_string());
     }
-    r.body(full(body)).unwrap_or_else(|_| Response::new(full(Bytes::new())))
+    r.body(full(body))
+        .unwrap_or_else(|_| Response::new(full(Bytes::new())))
 }
 
 fn plain(code: u16, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
@@ -160,15 +185,18 @@ fn json_response(code: u16, v: &Value) -> Response<Body> {
     plain(code, codec::JSON, serde_json::to_vec(v).unwrap_or_default())
 }
 
-fn header<'a>(h: &'a HeaderMap, name: http::header::HeaderName) -> Option<&'a str> {
+fn header(h: &HeaderMap, name: http::header::HeaderName) -> Option<&str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
 async fn health(api: &Apiserver, check: &str, verbose: bool) -> Response<Body> {
     let mut checks = vec![("ping", true)];
-    let etcd_ok = tokio::time::timeout(std::time::Duration::from_secs(2), api.store.current_revision())
-        .await
-        .is_ok_and(|r| r.is_ok());
+    let etcd_ok = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        api.store.current_revision(),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok());
     if check != "livez" {
         checks.push(("etcd", etcd_ok));
     }
@@ -219,10 +247,16 @@ async fn route(
     raw_query: Option<&str>,
     labels: &mut Option<RequestLabels>,
 ) -> ApiResult<Response<Body>> {
-    let verbose = raw_query.is_some_and(|q| q.split('&').any(|p| p == "verbose" || p.starts_with("verbose=")));
+    let verbose = raw_query.is_some_and(|q| {
+        q.split('&')
+            .any(|p| p == "verbose" || p.starts_with("verbose="))
+    });
     match path {
         "/healthz" | "/livez" | "/readyz" => return Ok(health(api, &path[1..], verbose).await),
-        p if p.starts_with("/healthz/") || p.starts_with("/livez/") || p.starts_with("/readyz/") => {
+        p if p.starts_with("/healthz/")
+            || p.starts_with("/livez/")
+            || p.starts_with("/readyz/") =>
+        {
             let (check, name) = p[1..].split_once('/').unwrap_or(("healthz", ""));
             let r = health(api, check, true).await;
             let _ = name;
@@ -232,7 +266,10 @@ async fn route(
         _ => {}
     }
 
-    match api.authn.authenticate(header(req.headers(), http::header::AUTHORIZATION)) {
+    match api
+        .authn
+        .authenticate(header(req.headers(), http::header::AUTHORIZATION))
+    {
         Authenticated::User(user) => {
             tracing::trace!(user = %user.name, %path, "authenticated");
         }
@@ -241,20 +278,43 @@ async fn route(
 
     match path {
         "/metrics" => {
-            return Ok(plain(200, component_base::metrics::TEXT_CONTENT_TYPE, component_base::metrics::encode_text(&api.metrics.registry)));
+            return Ok(plain(
+                200,
+                component_base::metrics::TEXT_CONTENT_TYPE,
+                component_base::metrics::encode_text(&api.metrics.registry),
+            ));
         }
-        "/openapi/v2" => return Ok(openapi_response(req.headers(), api_types::openapi::v2_document(), false)),
-        "/openapi/v3" | "/openapi/v3/" => return Ok(openapi_response(req.headers(), api_types::openapi::v3_index_document(), false)),
+        "/openapi/v2" => {
+            return Ok(openapi_response(
+                req.headers(),
+                api_types::openapi::v2_document(),
+                false,
+            ))
+        }
+        "/openapi/v3" | "/openapi/v3/" => {
+            return Ok(openapi_response(
+                req.headers(),
+                api_types::openapi::v3_index_document(),
+                false,
+            ))
+        }
         p if p.starts_with("/openapi/v3/") => {
             let gv = &p["/openapi/v3/".len()..];
             return match api_types::openapi::v3_document(gv) {
                 Some(doc) => {
-                    let hash = raw_query.and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "hash").map(|(_, v)| v.into_owned()));
+                    let hash = raw_query.and_then(|q| {
+                        form_urlencoded::parse(q.as_bytes())
+                            .find(|(k, _)| k == "hash")
+                            .map(|(_, v)| v.into_owned())
+                    });
                     match hash {
                         // A stale hash is redirected to the current document, as upstream.
                         Some(h) if h != doc.hash() => Ok(Response::builder()
                             .status(301)
-                            .header(http::header::LOCATION, api_types::openapi::server_relative_url(gv, doc.hash()))
+                            .header(
+                                http::header::LOCATION,
+                                api_types::openapi::server_relative_url(gv, doc.hash()),
+                            )
                             .body(full(Bytes::new()))
                             .unwrap_or_else(|_| Response::new(full(Bytes::new())))),
                         Some(_) => Ok(openapi_response(req.headers(), doc, true)),
@@ -274,7 +334,11 @@ async fn route(
     let r = match parsed {
         ApiPath::Discovery(d) => {
             if req.method() != Method::GET {
-                return Err(ApiError::new(405, "MethodNotAllowed", "the server does not allow this method on the requested resource"));
+                return Err(ApiError::new(
+                    405,
+                    "MethodNotAllowed",
+                    "the server does not allow this method on the requested resource",
+                ));
             }
             let v = match d {
                 Discovery::Api => discovery::api_versions(api.advertise),
@@ -304,7 +368,10 @@ async fn route(
     });
 
     // Long-running watches are outside the in-flight limits, as upstream.
-    let mutating = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
+    let mutating = matches!(
+        *req.method(),
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    );
     let long_running = q.watch && req.method() == Method::GET;
     let _permit = if long_running {
         None
@@ -315,8 +382,16 @@ async fn route(
             (&api.readonly_inflight, "readOnly")
         };
         match sem.try_acquire() {
-            Ok(p) => Some(InflightPermit::new(p, api.metrics.inflight.with_label_values(&[kind]))),
-            Err(_) => return Err(ApiError::too_many_requests("Too many requests, please try again later.", 1)),
+            Ok(p) => Some(InflightPermit::new(
+                p,
+                api.metrics.inflight.with_label_values(&[kind]),
+            )),
+            Err(_) => {
+                return Err(ApiError::too_many_requests(
+                    "Too many requests, please try again later.",
+                    1,
+                ))
+            }
         }
     };
     serve_resource(api, req, r, q).await
@@ -330,7 +405,10 @@ struct InflightPermit<'a> {
 impl<'a> InflightPermit<'a> {
     fn new(permit: tokio::sync::SemaphorePermit<'a>, gauge: prometheus::IntGauge) -> Self {
         gauge.inc();
-        InflightPermit { _permit: permit, gauge }
+        InflightPermit {
+            _permit: permit,
+            gauge,
+        }
     }
 }
 
@@ -340,9 +418,15 @@ impl Drop for InflightPermit<'_> {
     }
 }
 
-fn openapi_response(headers: &HeaderMap, doc: &'static api_types::openapi::Document, immutable: bool) -> Response<Body> {
+fn openapi_response(
+    headers: &HeaderMap,
+    doc: &'static api_types::openapi::Document,
+    immutable: bool,
+) -> Response<Body> {
     let quoted = doc.etag();
-    if header(headers, http::header::IF_NONE_MATCH).is_some_and(|v| v.trim() == quoted || v.trim() == doc.hash()) {
+    if header(headers, http::header::IF_NONE_MATCH)
+        .is_some_and(|v| v.trim() == quoted || v.trim() == doc.hash())
+    {
         return Response::builder()
             .status(304)
             .header(http::header::ETAG, quoted)
@@ -353,7 +437,14 @@ fn openapi_response(headers: &HeaderMap, doc: &'static api_types::openapi::Docum
         .status(200)
         .header(http::header::CONTENT_TYPE, codec::JSON)
         .header(http::header::ETAG, quoted)
-        .header(http::header::CACHE_CONTROL, if immutable { "public, immutable" } else { "no-cache, private" })
+        .header(
+            http::header::CACHE_CONTROL,
+            if immutable {
+                "public, immutable"
+            } else {
+                "no-cache, private"
+            },
+        )
         .body(full(Bytes::from_static(doc.bytes())))
         .unwrap_or_else(|_| Response::new(full(Bytes::new())))
 }
@@ -362,17 +453,26 @@ async fn read_body(body: Incoming) -> ApiResult<Bytes> {
     match Limited::new(body, codec::MAX_BODY).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 Err(ApiError::too_large())
             } else {
-                Err(ApiError::bad_request(format!("reading the request body: {e}")))
+                Err(ApiError::bad_request(format!(
+                    "reading the request body: {e}"
+                )))
             }
         }
     }
 }
 
 /// A server-side Table of objects, as `kubectl get` asks for.
-pub fn table_for(info: &'static ResourceInfo, objects: &[Value], with_columns: bool, rv: &str) -> Value {
+pub fn table_for(
+    info: &'static ResourceInfo,
+    objects: &[Value],
+    with_columns: bool,
+    rv: &str,
+) -> Value {
     let now = jiff::Timestamp::now();
     let rows: Vec<Value> = objects
         .iter()
@@ -429,8 +529,19 @@ fn to_partial_metadata(v: &Value, list: bool) -> Value {
 }
 
 /// Encodes an object or list for the client.
-fn respond(info: &'static ResourceInfo, output: Output, q: &Query, code: u16, value: &Value, warnings: &[String]) -> ApiResult<Response<Body>> {
-    let is_list = value.get("items").is_some() && value.get("kind").and_then(Value::as_str).is_some_and(|k| k.ends_with("List"));
+fn respond(
+    info: &'static ResourceInfo,
+    output: Output,
+    q: &Query,
+    code: u16,
+    value: &Value,
+    warnings: &[String],
+) -> ApiResult<Response<Body>> {
+    let is_list = value.get("items").is_some()
+        && value
+            .get("kind")
+            .and_then(Value::as_str)
+            .is_some_and(|k| k.ends_with("List"));
     let is_status = value.get("kind").and_then(Value::as_str) == Some("Status");
     let shaped = match output {
         Output::Table if !is_status => {
@@ -439,7 +550,10 @@ fn respond(info: &'static ResourceInfo, output: Output, q: &Query, code: u16, va
             } else {
                 vec![value.clone()]
             };
-            let rv = value.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("");
+            let rv = value
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .unwrap_or("");
             let mut t = table_for(info, &objects, true, rv);
             if is_list {
                 if let Some(c) = value.pointer("/metadata/continue") {
@@ -456,17 +570,25 @@ fn respond(info: &'static ResourceInfo, output: Output, q: &Query, code: u16, va
         _ => value.clone(),
     };
     let (body, ct) = codec::encode(output, &shaped, q.pretty)?;
-    let mut r = Response::builder().status(code).header(http::header::CONTENT_TYPE, ct);
+    let mut r = Response::builder()
+        .status(code)
+        .header(http::header::CONTENT_TYPE, ct);
     for w in warnings {
         let text = format!("299 - \"{}\"", w.replace('\\', "\\\\").replace('"', "\\\""));
         if let Ok(h) = HeaderValue::from_str(&text) {
             r = r.header(http::header::WARNING, h);
         }
     }
-    Ok(r.body(full(body)).unwrap_or_else(|_| Response::new(full(Bytes::new()))))
+    Ok(r.body(full(body))
+        .unwrap_or_else(|_| Response::new(full(Bytes::new()))))
 }
 
-fn written(info: &'static ResourceInfo, output: Output, q: &Query, w: Written) -> ApiResult<Response<Body>> {
+fn written(
+    info: &'static ResourceInfo,
+    output: Output,
+    q: &Query,
+    w: Written,
+) -> ApiResult<Response<Body>> {
     respond(info, output, q, w.code, &w.body, &w.warnings)
 }
 
@@ -480,7 +602,12 @@ async fn decode_write(req: Request<Incoming>) -> ApiResult<(codec::Decoded, Stri
     Ok((decoded, ct))
 }
 
-async fn serve_resource(api: &Arc<Apiserver>, req: Request<Incoming>, r: ResourceRequest, q: Query) -> ApiResult<Response<Body>> {
+async fn serve_resource(
+    api: &Arc<Apiserver>,
+    req: Request<Incoming>,
+    r: ResourceRequest,
+    q: Query,
+) -> ApiResult<Response<Body>> {
     let info = r.info;
     let output = codec::negotiate(header(req.headers(), http::header::ACCEPT))?;
     let method = req.method().clone();
@@ -515,7 +642,10 @@ async fn serve_resource(api: &Arc<Apiserver>, req: Request<Incoming>, r: Resourc
                 Some(f) => format!("{f},metadata.name={name}"),
                 None => format!("metadata.name={name}"),
             });
-            let list_req = ResourceRequest { name: None, ..r.clone() };
+            let list_req = ResourceRequest {
+                name: None,
+                ..r.clone()
+            };
             let stream = crate::watch::watch(api.clone(), &list_req, &q2, output).await?;
             let body = StreamBody::new(stream.map(|b| Ok::<_, Infallible>(Frame::data(b))));
             Ok(Response::builder()
@@ -537,7 +667,15 @@ async fn serve_resource(api: &Arc<Apiserver>, req: Request<Incoming>, r: Resourc
         }
         (Method::GET, Some("scale"), true) => {
             let scale = rest::get_scale(api, &r).await?;
-            let (body, ct) = codec::encode(if output == Output::Protobuf { Output::Protobuf } else { Output::Json }, &scale, q.pretty)?;
+            let (body, ct) = codec::encode(
+                if output == Output::Protobuf {
+                    Output::Protobuf
+                } else {
+                    Output::Json
+                },
+                &scale,
+                q.pretty,
+            )?;
             Ok(plain(200, ct, body))
         }
         // ------------------------------------------------ create
@@ -554,7 +692,9 @@ async fn serve_resource(api: &Arc<Apiserver>, req: Request<Incoming>, r: Resourc
             let w = rest::bind(api, &r, &q, decoded.value).await?;
             written(info, Output::Json, &q, w)
         }
-        (Method::POST, None, true) if info.plural == "pods" => Err(ApiError::method_not_supported(info, "create")),
+        (Method::POST, None, true) if info.plural == "pods" => {
+            Err(ApiError::method_not_supported(info, "create"))
+        }
         (Method::POST, Some("eviction"), true) => {
             let (decoded, _) = decode_write(req).await?;
             let w = rest::evict(api, &r, decoded.value).await?;
@@ -563,12 +703,30 @@ async fn serve_resource(api: &Arc<Apiserver>, req: Request<Incoming>, r: Resourc
         // ------------------------------------------------ update
         (Method::PUT, None | Some("status") | Some("finalize"), true) => {
             let (decoded, _) = decode_write(req).await?;
-            let w = rest::update(api, &r, &q, Change::Replace { obj: decoded.value, duplicates: decoded.duplicates }).await?;
+            let w = rest::update(
+                api,
+                &r,
+                &q,
+                Change::Replace {
+                    obj: decoded.value,
+                    duplicates: decoded.duplicates,
+                },
+            )
+            .await?;
             written(info, output, &q, w)
         }
         (Method::PUT, Some("scale"), true) => {
             let (decoded, _) = decode_write(req).await?;
-            let w = rest::update_scale(api, &r, &q, Change::Replace { obj: decoded.value, duplicates: vec![] }).await?;
+            let w = rest::update_scale(
+                api,
+                &r,
+                &q,
+                Change::Replace {
+                    obj: decoded.value,
+                    duplicates: vec![],
+                },
+            )
+            .await?;
             written(info, Output::Json, &q, w)
         }
         (Method::PATCH, None | Some("status") | Some("scale"), true) => {
@@ -592,7 +750,15 @@ async fn serve_resource(api: &Arc<Apiserver>, req: Request<Incoming>, r: Resourc
         // ------------------------------------------------ delete
         (Method::DELETE, None, true) => {
             let body = read_body(req.into_body()).await?;
-            let options = if body.is_empty() { None } else { Some(codec::decode_object(Some(codec::JSON), &body).or_else(|_| codec::decode_object(Some(codec::PROTOBUF), &body))?.value) };
+            let options = if body.is_empty() {
+                None
+            } else {
+                Some(
+                    codec::decode_object(Some(codec::JSON), &body)
+                        .or_else(|_| codec::decode_object(Some(codec::PROTOBUF), &body))?
+                        .value,
+                )
+            };
             let opts = DeleteOptions::new(&q, options.as_ref())?;
             let w = rest::delete(api, &r, &opts).await?;
             written(info, output, &q, w)
@@ -602,11 +768,18 @@ async fn serve_resource(api: &Arc<Apiserver>, req: Request<Incoming>, r: Resourc
                 return Err(ApiError::method_not_supported(info, "deletecollection"));
             }
             let body = read_body(req.into_body()).await?;
-            let options = if body.is_empty() { None } else { Some(codec::decode_object(Some(codec::JSON), &body)?.value) };
+            let options = if body.is_empty() {
+                None
+            } else {
+                Some(codec::decode_object(Some(codec::JSON), &body)?.value)
+            };
             let opts = DeleteOptions::new(&q, options.as_ref())?;
             let list = rest::delete_collection(api, &r, &q, &opts).await?;
             respond(info, output, &q, 200, &list, &[])
         }
-        (m, _, _) => Err(ApiError::method_not_supported(info, &m.to_string().to_lowercase())),
+        (m, _, _) => Err(ApiError::method_not_supported(
+            info,
+            &m.to_string().to_lowercase(),
+        )),
     }
 }

@@ -9,7 +9,7 @@ pub struct ApiError {
     pub code: u16,
     pub reason: &'static str,
     pub message: String,
-    pub details: Option<Value>,
+    pub details: Option<Box<Value>>,
     /// Seconds for a `Retry-After` header (429, 504).
     pub retry_after: Option<u64>,
 }
@@ -44,7 +44,7 @@ impl ApiError {
     }
 
     pub fn with_details(mut self, details: Value) -> Self {
-        self.details = Some(details);
+        self.details = Some(Box::new(details));
         self
     }
 
@@ -132,7 +132,11 @@ impl ApiError {
     }
 
     pub fn too_large() -> Self {
-        Self::new(413, "RequestEntityTooLarge", "Request entity too large: limit is 3145728")
+        Self::new(
+            413,
+            "RequestEntityTooLarge",
+            "Request entity too large: limit is 3145728",
+        )
     }
 
     pub fn unsupported_media_type(content_type: &str) -> Self {
@@ -144,11 +148,12 @@ impl ApiError {
     }
 
     /// 422 with one cause per field error, as upstream's `NewInvalid`.
-    pub fn invalid(info: &ResourceInfo, name: &str, errors: &[api_types::validation::FieldError]) -> Self {
-        let joined = errors
-            .iter()
-            .map(|e| e.to_string())
-            .collect::<Vec<_>>();
+    pub fn invalid(
+        info: &ResourceInfo,
+        name: &str,
+        errors: &[api_types::validation::FieldError],
+    ) -> Self {
+        let joined = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>();
         let summary = if joined.len() == 1 {
             joined[0].clone()
         } else {
@@ -183,12 +188,16 @@ impl ApiError {
     pub fn too_many_requests(message: impl Into<String>, retry_after: u64) -> Self {
         let mut e = Self::new(429, "TooManyRequests", message);
         e.retry_after = Some(retry_after);
-        e.details = Some(json!({ "retryAfterSeconds": retry_after }));
+        e.details = Some(Box::new(json!({ "retryAfterSeconds": retry_after })));
         e
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(500, "InternalError", format!("Internal error occurred: {}", message.into()))
+        Self::new(
+            500,
+            "InternalError",
+            format!("Internal error occurred: {}", message.into()),
+        )
     }
 
     pub fn service_unavailable(message: impl Into<String>) -> Self {
@@ -213,7 +222,7 @@ impl ApiError {
             "code": self.code,
         });
         if let Some(d) = &self.details {
-            s["details"] = d.clone();
+            s["details"] = (**d).clone();
         }
         s
     }
@@ -252,7 +261,13 @@ impl From<store::Error> for ApiError {
 
 impl ApiError {
     /// 422 for one field, for checks done outside api-types' validation (allocation).
-    pub fn invalid_field(info: &ResourceInfo, name: &str, field: &str, bad_value: &Value, detail: &str) -> Self {
+    pub fn invalid_field(
+        info: &ResourceInfo,
+        name: &str,
+        field: &str,
+        bad_value: &Value,
+        detail: &str,
+    ) -> Self {
         let shown = match bad_value {
             Value::String(s) => format!("{s:?}"),
             other => other.to_string(),
@@ -263,7 +278,10 @@ impl ApiError {
         Self::new(
             422,
             "Invalid",
-            format!("{} \"{}\" is invalid: {}: Invalid value: {}: {}", info.kind, name, field, shown, detail),
+            format!(
+                "{} \"{}\" is invalid: {}: Invalid value: {}: {}",
+                info.kind, name, field, shown, detail
+            ),
         )
         .with_details(d)
     }

@@ -58,7 +58,11 @@ fn write(path: &Path, data: &[u8], mode: u32) -> Result<(), TlsError> {
 
 /// Writes `ca.crt`, `apiserver.crt` (serving cert then CA) and `apiserver.key` into
 /// `cert_dir` unless `apiserver.crt` and `apiserver.key` exist. Returns their paths.
-pub fn ensure_self_signed(cert_dir: &Path, ips: &[IpAddr], dns: &[String]) -> Result<(PathBuf, PathBuf), TlsError> {
+pub fn ensure_self_signed(
+    cert_dir: &Path,
+    ips: &[IpAddr],
+    dns: &[String],
+) -> Result<(PathBuf, PathBuf), TlsError> {
     let cert_path = cert_dir.join("apiserver.crt");
     let key_path = cert_dir.join("apiserver.key");
     if cert_path.exists() && key_path.exists() {
@@ -66,9 +70,10 @@ pub fn ensure_self_signed(cert_dir: &Path, ips: &[IpAddr], dns: &[String]) -> Re
     }
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, format!("pikube-ca@{}", jiff::Timestamp::now().as_second()));
+    ca_params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        format!("pikube-ca@{}", jiff::Timestamp::now().as_second()),
+    );
     ca_params.key_usages = vec![
         rcgen::KeyUsagePurpose::KeyCertSign,
         rcgen::KeyUsagePurpose::CrlSign,
@@ -91,12 +96,19 @@ pub fn ensure_self_signed(cert_dir: &Path, ips: &[IpAddr], dns: &[String]) -> Re
 
     write(&cert_dir.join("ca.crt"), ca.pem().as_bytes(), 0o644)?;
     write(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
-    write(&cert_path, format!("{}{}", cert.pem(), ca.pem()).as_bytes(), 0o644)?;
+    write(
+        &cert_path,
+        format!("{}{}", cert.pem(), ca.pem()).as_bytes(),
+        0o644,
+    )?;
     Ok((cert_path, key_path))
 }
 
 /// A rustls server configuration from PEM files, offering HTTP/2 and HTTP/1.1.
-pub fn server_config(cert_path: &Path, key_path: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+pub fn server_config(
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let cert_pem = read(cert_path)?;
     let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_slice())
         .filter_map(Result::ok)

@@ -63,7 +63,12 @@ impl Watcher {
     fn frame(&mut self, event_type: &str, ev: &Event) -> Bytes {
         match self.output {
             Output::Table => {
-                let table = crate::server::table_for(self.info, &[ev.object.as_ref().clone()], !self.table_headers_sent, object::resource_version(&ev.object).unwrap_or(""));
+                let table = crate::server::table_for(
+                    self.info,
+                    &[ev.object.as_ref().clone()],
+                    !self.table_headers_sent,
+                    object::resource_version(&ev.object).unwrap_or(""),
+                );
                 self.table_headers_sent = true;
                 json_frame(event_type, &table)
             }
@@ -102,7 +107,8 @@ impl Watcher {
 }
 
 fn json_frame(event_type: &str, obj: &Value) -> Bytes {
-    let mut b = serde_json::to_vec(&json!({ "type": event_type, "object": obj })).unwrap_or_default();
+    let mut b =
+        serde_json::to_vec(&json!({ "type": event_type, "object": obj })).unwrap_or_default();
     b.push(b'\n');
     Bytes::from(b)
 }
@@ -133,7 +139,10 @@ pub async fn watch(
     let after = match q.resource_version.as_deref() {
         None | Some("0") => None,
         Some(_) if initial_events => None,
-        Some(rv) => Some(rv.parse::<i64>().map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv:?}")))?),
+        Some(rv) => Some(
+            rv.parse::<i64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv:?}")))?,
+        ),
     };
     let timeout = Duration::from_secs(q.timeout_seconds.unwrap_or_else(|| {
         use rand::Rng;
@@ -175,10 +184,8 @@ pub async fn watch(
                 }
             }
         }
-        if initial_events {
-            if tx.send(watcher.bookmark(last, true)).await.is_err() {
-                return;
-            }
+        if initial_events && tx.send(watcher.bookmark(last, true)).await.is_err() {
+            return;
         }
         let mut live = sub.live;
         let deadline = tokio::time::sleep(timeout);
@@ -234,6 +241,9 @@ where
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(tracing::Instrument::instrument(producer(tx), tracing::debug_span!("watch")));
+    tokio::spawn(tracing::Instrument::instrument(
+        producer(tx),
+        tracing::debug_span!("watch"),
+    ));
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }

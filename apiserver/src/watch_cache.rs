@@ -52,7 +52,13 @@ pub struct Event {
 }
 
 impl Event {
-    pub fn new(event_type: EventType, key: String, object: Arc<Value>, prev: Option<Arc<Value>>, revision: i64) -> Self {
+    pub fn new(
+        event_type: EventType,
+        key: String,
+        object: Arc<Value>,
+        prev: Option<Arc<Value>>,
+        revision: i64,
+    ) -> Self {
         Event {
             event_type,
             key,
@@ -195,7 +201,9 @@ impl WatchCache {
                     .range(prefix.to_string()..)
                     .take_while(|(k, _)| k.starts_with(prefix))
                     .map(|(k, v)| {
-                        let rv = object::resource_version(v).and_then(|s| s.parse().ok()).unwrap_or(0);
+                        let rv = object::resource_version(v)
+                            .and_then(|s| s.parse().ok())
+                            .unwrap_or(0);
                         Arc::new(Event::new(EventType::Added, k.clone(), v.clone(), None, rv))
                     })
                     .collect();
@@ -226,7 +234,11 @@ impl WatchCache {
                 };
                 Event::new(event_type, kv.key, obj, prev, revision)
             }
-            WatchEvent::Delete { key, mod_revision, prev } => {
+            WatchEvent::Delete {
+                key,
+                mod_revision,
+                prev,
+            } => {
                 let cached = state.objects.remove(&key);
                 let last = cached
                     .map(|o| (*o).clone())
@@ -237,7 +249,13 @@ impl WatchCache {
                 };
                 object::set_resource_version(&mut last, mod_revision);
                 let last = Arc::new(last);
-                Event::new(EventType::Deleted, key, last.clone(), Some(last), mod_revision)
+                Event::new(
+                    EventType::Deleted,
+                    key,
+                    last.clone(),
+                    Some(last),
+                    mod_revision,
+                )
             }
             WatchEvent::Progress { revision } => {
                 state.revision = state.revision.max(revision);

@@ -14,12 +14,21 @@ use std::time::Duration;
 
 async fn namespace(client: &kube::Client, name: &str) {
     let ns: Namespace = serde_json::from_value(json!({ "metadata": { "name": name } })).unwrap();
-    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
 }
 
 fn configmap(name: &str, labels: &[(&str, &str)]) -> ConfigMap {
-    let labels: BTreeMap<String, String> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    serde_json::from_value(json!({ "metadata": { "name": name, "labels": labels }, "data": { "k": "v" } })).unwrap()
+    let labels: BTreeMap<String, String> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    serde_json::from_value(
+        json!({ "metadata": { "name": name, "labels": labels }, "data": { "k": "v" } }),
+    )
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -29,7 +38,10 @@ async fn typed_crud_defaults_and_errors() {
     namespace(&client, "crud").await;
 
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "crud");
-    let created = cms.create(&PostParams::default(), &configmap("one", &[("app", "x")])).await.unwrap();
+    let created = cms
+        .create(&PostParams::default(), &configmap("one", &[("app", "x")]))
+        .await
+        .unwrap();
     assert!(created.metadata.uid.is_some());
     assert!(created.metadata.creation_timestamp.is_some());
     let rv1 = created.metadata.resource_version.clone().unwrap();
@@ -41,9 +53,18 @@ async fn typed_crud_defaults_and_errors() {
     let mut changed = got.clone();
     changed.data = Some(BTreeMap::from([("k".to_string(), "w".to_string())]));
     changed.metadata.resource_version = Some(rv1.clone());
-    let updated = cms.replace("one", &PostParams::default(), &changed).await.unwrap();
-    assert_ne!(updated.metadata.resource_version.as_deref(), Some(rv1.as_str()));
-    let stale = cms.replace("one", &PostParams::default(), &changed).await.unwrap_err();
+    let updated = cms
+        .replace("one", &PostParams::default(), &changed)
+        .await
+        .unwrap();
+    assert_ne!(
+        updated.metadata.resource_version.as_deref(),
+        Some(rv1.as_str())
+    );
+    let stale = cms
+        .replace("one", &PostParams::default(), &changed)
+        .await
+        .unwrap_err();
     match stale {
         kube::Error::Api(s) => {
             assert_eq!(s.code, 409);
@@ -53,10 +74,19 @@ async fn typed_crud_defaults_and_errors() {
     }
 
     // Duplicate create and missing object.
-    let dup = cms.create(&PostParams::default(), &configmap("one", &[])).await.unwrap_err();
-    assert!(matches!(dup, kube::Error::Api(ref s) if s.code == 409 && s.reason == "AlreadyExists"), "{dup:?}");
+    let dup = cms
+        .create(&PostParams::default(), &configmap("one", &[]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(dup, kube::Error::Api(ref s) if s.code == 409 && s.reason == "AlreadyExists"),
+        "{dup:?}"
+    );
     let missing = cms.get("nope").await.unwrap_err();
-    assert!(matches!(missing, kube::Error::Api(ref s) if s.code == 404 && s.reason == "NotFound"), "{missing:?}");
+    assert!(
+        matches!(missing, kube::Error::Api(ref s) if s.code == 404 && s.reason == "NotFound"),
+        "{missing:?}"
+    );
 
     // Defaults are filled in as upstream does.
     let deploys: Api<Deployment> = Api::namespaced(client.clone(), "crud");
@@ -74,7 +104,10 @@ async fn typed_crud_defaults_and_errors() {
     assert_eq!(spec.revision_history_limit, Some(10));
     let pod_spec = spec.template.spec.unwrap();
     assert_eq!(pod_spec.restart_policy.as_deref(), Some("Always"));
-    assert_eq!(pod_spec.containers[0].image_pull_policy.as_deref(), Some("Always"));
+    assert_eq!(
+        pod_spec.containers[0].image_pull_policy.as_deref(),
+        Some("Always")
+    );
     assert_eq!(d.metadata.generation, Some(1));
 
     // Patches: merge and strategic; a spec change bumps the generation.
@@ -83,11 +116,23 @@ async fn typed_crud_defaults_and_errors() {
         .await
         .unwrap();
     assert_eq!(patched.metadata.generation, Some(2));
-    let c = &patched.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers;
+    let c = &patched
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers;
     assert_eq!(c.len(), 1);
     assert_eq!(c[0].image.as_deref(), Some("busybox:1.36"));
     let patched = deploys
-        .patch("web", &PatchParams::default(), &Patch::Merge(json!({ "metadata": { "labels": { "team": "a" } } })))
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": { "labels": { "team": "a" } } })),
+        )
         .await
         .unwrap();
     assert_eq!(patched.metadata.generation, Some(2));
@@ -95,15 +140,27 @@ async fn typed_crud_defaults_and_errors() {
 
     // Invalid objects are refused with 422 and nothing is stored.
     let pods: Api<Pod> = Api::namespaced(client.clone(), "crud");
-    let bad: Pod = serde_json::from_value(json!({ "metadata": { "name": "bad" }, "spec": { "containers": [] } })).unwrap();
+    let bad: Pod = serde_json::from_value(
+        json!({ "metadata": { "name": "bad" }, "spec": { "containers": [] } }),
+    )
+    .unwrap();
     let err = pods.create(&PostParams::default(), &bad).await.unwrap_err();
-    assert!(matches!(err, kube::Error::Api(ref s) if s.code == 422 && s.reason == "Invalid"), "{err:?}");
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 422 && s.reason == "Invalid"),
+        "{err:?}"
+    );
     assert!(matches!(pods.get("bad").await, Err(kube::Error::Api(ref s)) if s.code == 404));
 
     // Creating into a missing namespace is refused.
     let nowhere: Api<ConfigMap> = Api::namespaced(client.clone(), "missing-ns");
-    let err = nowhere.create(&PostParams::default(), &configmap("x", &[])).await.unwrap_err();
-    assert!(matches!(err, kube::Error::Api(ref s) if s.code == 404), "{err:?}");
+    let err = nowhere
+        .create(&PostParams::default(), &configmap("x", &[]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 404),
+        "{err:?}"
+    );
 
     // Delete.
     cms.delete("one", &DeleteParams::default()).await.unwrap();
@@ -118,7 +175,12 @@ async fn list_with_selectors_and_paging() {
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "paging");
     for i in 0..25 {
         let tier = if i % 2 == 0 { "even" } else { "odd" };
-        cms.create(&PostParams::default(), &configmap(&format!("cm-{i:02}"), &[("tier", tier)])).await.unwrap();
+        cms.create(
+            &PostParams::default(),
+            &configmap(&format!("cm-{i:02}"), &[("tier", tier)]),
+        )
+        .await
+        .unwrap();
     }
     let mut names = Vec::new();
     let mut lp = ListParams::default().limit(10);
@@ -139,14 +201,26 @@ async fn list_with_selectors_and_paging() {
     sorted.dedup();
     assert_eq!(sorted.len(), 25);
 
-    let odd = cms.list(&ListParams::default().labels("tier in (odd)")).await.unwrap();
+    let odd = cms
+        .list(&ListParams::default().labels("tier in (odd)"))
+        .await
+        .unwrap();
     assert_eq!(odd.items.len(), 12);
-    let not_odd = cms.list(&ListParams::default().labels("tier!=odd")).await.unwrap();
+    let not_odd = cms
+        .list(&ListParams::default().labels("tier!=odd"))
+        .await
+        .unwrap();
     assert_eq!(not_odd.items.len(), 13);
-    let by_name = cms.list(&ListParams::default().fields("metadata.name=cm-03")).await.unwrap();
+    let by_name = cms
+        .list(&ListParams::default().fields("metadata.name=cm-03"))
+        .await
+        .unwrap();
     assert_eq!(by_name.items.len(), 1);
     // Paging with a selector still fills pages.
-    let page = cms.list(&ListParams::default().labels("tier=even").limit(5)).await.unwrap();
+    let page = cms
+        .list(&ListParams::default().labels("tier=even").limit(5))
+        .await
+        .unwrap();
     assert_eq!(page.items.len(), 5);
     assert!(page.metadata.continue_.is_some_and(|c| !c.is_empty()));
     // resourceVersion=0 lists come from the watch cache.
@@ -160,10 +234,22 @@ async fn list_with_selectors_and_paging() {
     .await;
     assert!(cached.metadata.resource_version.is_some());
     // A bad selector is a 400.
-    let err = cms.list(&ListParams::default().labels("tier in (")).await.unwrap_err();
-    assert!(matches!(err, kube::Error::Api(ref s) if s.code == 400), "{err:?}");
-    let err = cms.list(&ListParams::default().fields("spec.nope=1")).await.unwrap_err();
-    assert!(matches!(err, kube::Error::Api(ref s) if s.code == 400), "{err:?}");
+    let err = cms
+        .list(&ListParams::default().labels("tier in ("))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 400),
+        "{err:?}"
+    );
+    let err = cms
+        .list(&ListParams::default().fields("spec.nope=1"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 400),
+        "{err:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,41 +268,72 @@ async fn watcher_sees_changes_and_survives_restart() {
             }
         }
     });
-    async fn next_matching(rx: &mut tokio::sync::mpsc::UnboundedReceiver<watcher::Event<ConfigMap>>, what: &str, f: impl Fn(&watcher::Event<ConfigMap>) -> bool) {
+    async fn next_matching(
+        rx: &mut tokio::sync::mpsc::UnboundedReceiver<watcher::Event<ConfigMap>>,
+        what: &str,
+        f: impl Fn(&watcher::Event<ConfigMap>) -> bool,
+    ) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let ev = tokio::time::timeout_at(deadline, rx.recv()).await.unwrap_or_else(|_| panic!("no {what}"));
+            let ev = tokio::time::timeout_at(deadline, rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no {what}"));
             if f(ev.as_ref().unwrap()) {
                 return;
             }
         }
     }
     let name_is = |ev: &watcher::Event<ConfigMap>, n: &str, deleted: bool| match ev {
-        watcher::Event::Apply(c) | watcher::Event::InitApply(c) if !deleted => c.metadata.name.as_deref() == Some(n),
+        watcher::Event::Apply(c) | watcher::Event::InitApply(c) if !deleted => {
+            c.metadata.name.as_deref() == Some(n)
+        }
         watcher::Event::Delete(c) if deleted => c.metadata.name.as_deref() == Some(n),
         _ => false,
     };
-    next_matching(&mut rx, "InitDone", |e| matches!(e, watcher::Event::InitDone)).await;
-    cms.create(&PostParams::default(), &configmap("a", &[])).await.unwrap();
+    next_matching(&mut rx, "InitDone", |e| {
+        matches!(e, watcher::Event::InitDone)
+    })
+    .await;
+    cms.create(&PostParams::default(), &configmap("a", &[]))
+        .await
+        .unwrap();
     next_matching(&mut rx, "create of a", |e| name_is(e, "a", false)).await;
-    cms.patch("a", &PatchParams::default(), &Patch::Merge(json!({ "data": { "k": "changed" } }))).await.unwrap();
+    cms.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "data": { "k": "changed" } })),
+    )
+    .await
+    .unwrap();
     next_matching(&mut rx, "update of a", |e| matches!(e, watcher::Event::Apply(c) if c.data.as_ref().is_some_and(|d| d["k"] == "changed"))).await;
     cms.delete("a", &DeleteParams::default()).await.unwrap();
     next_matching(&mut rx, "delete of a", |e| name_is(e, "a", true)).await;
 
     // Restart: nothing is lost and the watcher carries on.
-    cms.create(&PostParams::default(), &configmap("before-restart", &[])).await.unwrap();
-    next_matching(&mut rx, "create before restart", |e| name_is(e, "before-restart", false)).await;
+    cms.create(&PostParams::default(), &configmap("before-restart", &[]))
+        .await
+        .unwrap();
+    next_matching(&mut rx, "create before restart", |e| {
+        name_is(e, "before-restart", false)
+    })
+    .await;
     api.restart().await;
     let fresh = api.client().await;
     let cms2: Api<ConfigMap> = Api::namespaced(fresh, "watch");
     assert!(cms2.get("before-restart").await.is_ok());
     wait_until(Duration::from_secs(30), "create after restart", || {
         let cms2 = cms2.clone();
-        async move { cms2.create(&PostParams::default(), &configmap("after-restart", &[])).await.ok() }
+        async move {
+            cms2.create(&PostParams::default(), &configmap("after-restart", &[]))
+                .await
+                .ok()
+        }
     })
     .await;
-    next_matching(&mut rx, "create after restart", |e| name_is(e, "after-restart", false)).await;
+    next_matching(&mut rx, "create after restart", |e| {
+        name_is(e, "after-restart", false)
+    })
+    .await;
     task.abort();
 }
 
@@ -226,17 +343,30 @@ async fn services_get_unique_ips_and_node_ports_across_restarts() {
     let client = api.client().await;
     let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
     let kubernetes = svcs.get("kubernetes").await.unwrap();
-    assert_eq!(kubernetes.spec.unwrap().cluster_ip.as_deref(), Some("10.96.0.1"));
+    assert_eq!(
+        kubernetes.spec.unwrap().cluster_ip.as_deref(),
+        Some("10.96.0.1")
+    );
     let mk = |name: &str, ty: &str| -> Service {
         serde_json::from_value(json!({ "metadata": { "name": name }, "spec": { "type": ty, "selector": { "app": name }, "ports": [{ "port": 80 }] } })).unwrap()
     };
-    let a = svcs.create(&PostParams::default(), &mk("a", "NodePort")).await.unwrap();
+    let a = svcs
+        .create(&PostParams::default(), &mk("a", "NodePort"))
+        .await
+        .unwrap();
     api.restart().await;
     let client = api.client().await;
     let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
-    let b = svcs.create(&PostParams::default(), &mk("b", "NodePort")).await.unwrap();
+    let b = svcs
+        .create(&PostParams::default(), &mk("b", "NodePort"))
+        .await
+        .unwrap();
     let ip = |s: &Service| s.spec.as_ref().unwrap().cluster_ip.clone().unwrap();
-    let np = |s: &Service| s.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].node_port.unwrap();
+    let np = |s: &Service| {
+        s.spec.as_ref().unwrap().ports.as_ref().unwrap()[0]
+            .node_port
+            .unwrap()
+    };
     assert_ne!(ip(&a), ip(&b));
     assert_ne!(np(&a), np(&b));
     assert!((30000..=32767).contains(&np(&a)));
@@ -244,7 +374,10 @@ async fn services_get_unique_ips_and_node_ports_across_restarts() {
     let mut c = mk("c", "NodePort");
     c.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].node_port = Some(np(&a));
     let err = svcs.create(&PostParams::default(), &c).await.unwrap_err();
-    assert!(matches!(err, kube::Error::Api(ref s) if s.code == 422), "{err:?}");
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 422),
+        "{err:?}"
+    );
     // Released on delete, then reusable.
     svcs.delete("a", &DeleteParams::default()).await.unwrap();
     let c = svcs.create(&PostParams::default(), &c).await.unwrap();

@@ -17,12 +17,29 @@ async fn get_shows_upstream_tables() {
     let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(header, ["NAME", "STATUS", "AGE"]);
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-        assert!(out.lines().any(|l| l.starts_with(ns) && l.contains("Active")), "{ns} missing in:\n{out}");
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(ns) && l.contains("Active")),
+            "{ns} missing in:\n{out}"
+        );
     }
     let out = api.kubectl_ok(&["get", "services", "-n", "default"]);
     let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
-    assert_eq!(header, ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]);
-    assert!(out.contains("kubernetes") && out.contains("10.96.0.1") && out.contains("443/TCP"), "{out}");
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "TYPE",
+            "CLUSTER-IP",
+            "EXTERNAL-IP",
+            "PORT(S)",
+            "AGE"
+        ]
+    );
+    assert!(
+        out.contains("kubernetes") && out.contains("10.96.0.1") && out.contains("443/TCP"),
+        "{out}"
+    );
     // Wide output and a single object by name.
     let out = api.kubectl_ok(&["get", "svc", "kubernetes", "-o", "wide"]);
     assert!(out.lines().next().unwrap().contains("SELECTOR"), "{out}");
@@ -32,7 +49,11 @@ async fn get_shows_upstream_tables() {
     // An unknown object is kubectl's NotFound error.
     let out = api.kubectl(&["get", "configmap", "missing"]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("configmaps \"missing\" not found"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("configmaps \"missing\" not found"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,18 +117,29 @@ async fn apply_twice_and_three_way_merge() {
     let api = TestApi::start().await;
     let out = api.kubectl_stdin(&["apply", "-f", "-"], Some(DEPLOYMENT));
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "deployment.apps/web created");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "deployment.apps/web created"
+    );
     let out = api.kubectl_stdin(&["apply", "-f", "-"], Some(DEPLOYMENT));
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "deployment.apps/web unchanged");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "deployment.apps/web unchanged"
+    );
 
     // Someone else changes the object; a changed manifest keeps their change.
     api.kubectl_ok(&["label", "deployment", "web", "owner=ops"]);
     api.kubectl_ok(&["annotate", "deployment", "web", "note=keep"]);
-    let changed = DEPLOYMENT.replace("image: busybox:1.36", "image: busybox:1.37").replace("value: \"1\"", "value: \"2\"");
+    let changed = DEPLOYMENT
+        .replace("image: busybox:1.36", "image: busybox:1.37")
+        .replace("value: \"1\"", "value: \"2\"");
     let out = api.kubectl_stdin(&["apply", "-f", "-"], Some(&changed));
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "deployment.apps/web configured");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "deployment.apps/web configured"
+    );
     let got = api.kubectl_ok(&["get", "deployment", "web", "-o", "json"]);
     let v: serde_json::Value = serde_json::from_str(&got).unwrap();
     assert_eq!(v["metadata"]["labels"]["owner"], "ops");
@@ -120,16 +152,30 @@ async fn apply_twice_and_three_way_merge() {
     assert_eq!(v["metadata"]["generation"], 2);
 
     // Removing a field from the manifest removes it from the object.
-    let without_env = changed.replace("        env:\n        - name: A\n          value: \"2\"\n", "");
+    let without_env = changed.replace(
+        "        env:\n        - name: A\n          value: \"2\"\n",
+        "",
+    );
     let out = api.kubectl_stdin(&["apply", "-f", "-"], Some(&without_env));
     assert!(out.status.success(), "{}", stderr(&out));
     let got = api.kubectl_ok(&["get", "deployment", "web", "-o", "json"]);
     let v: serde_json::Value = serde_json::from_str(&got).unwrap();
-    assert!(v["spec"]["template"]["spec"]["containers"][0].get("env").is_none(), "{v}");
+    assert!(
+        v["spec"]["template"]["spec"]["containers"][0]
+            .get("env")
+            .is_none(),
+        "{v}"
+    );
 
     // scale through the scale subresource.
     api.kubectl_ok(&["scale", "deployment", "web", "--replicas=5"]);
-    let out = api.kubectl_ok(&["get", "deployment", "web", "-o", "jsonpath={.spec.replicas}"]);
+    let out = api.kubectl_ok(&[
+        "get",
+        "deployment",
+        "web",
+        "-o",
+        "jsonpath={.spec.replicas}",
+    ]);
     assert_eq!(out, "5");
     let out = api.kubectl_ok(&["get", "deployments"]);
     let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
@@ -139,55 +185,138 @@ async fn apply_twice_and_three_way_merge() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_commands_send_protobuf() {
     let api = TestApi::start().await;
-    assert_eq!(api.kubectl_ok(&["create", "namespace", "proto"]).trim(), "namespace/proto created");
     assert_eq!(
-        api.kubectl_ok(&["create", "configmap", "cfg", "-n", "proto", "--from-literal=a=b", "--from-literal=c=d"]).trim(),
+        api.kubectl_ok(&["create", "namespace", "proto"]).trim(),
+        "namespace/proto created"
+    );
+    assert_eq!(
+        api.kubectl_ok(&[
+            "create",
+            "configmap",
+            "cfg",
+            "-n",
+            "proto",
+            "--from-literal=a=b",
+            "--from-literal=c=d"
+        ])
+        .trim(),
         "configmap/cfg created"
     );
     assert_eq!(
-        api.kubectl_ok(&["create", "secret", "generic", "s", "-n", "proto", "--from-literal=password=hunter2"]).trim(),
+        api.kubectl_ok(&[
+            "create",
+            "secret",
+            "generic",
+            "s",
+            "-n",
+            "proto",
+            "--from-literal=password=hunter2"
+        ])
+        .trim(),
         "secret/s created"
     );
     assert_eq!(
-        api.kubectl_ok(&["create", "deployment", "d", "-n", "proto", "--image=busybox:1.36", "--replicas=2"]).trim(),
+        api.kubectl_ok(&[
+            "create",
+            "deployment",
+            "d",
+            "-n",
+            "proto",
+            "--image=busybox:1.36",
+            "--replicas=2"
+        ])
+        .trim(),
         "deployment.apps/d created"
     );
     assert_eq!(
-        api.kubectl_ok(&["create", "service", "clusterip", "svc", "-n", "proto", "--tcp=80:8080"]).trim(),
+        api.kubectl_ok(&[
+            "create",
+            "service",
+            "clusterip",
+            "svc",
+            "-n",
+            "proto",
+            "--tcp=80:8080"
+        ])
+        .trim(),
         "service/svc created"
     );
-    let cm: serde_json::Value = serde_json::from_str(&api.kubectl_ok(&["get", "cm", "cfg", "-n", "proto", "-o", "json"])).unwrap();
+    let cm: serde_json::Value =
+        serde_json::from_str(&api.kubectl_ok(&["get", "cm", "cfg", "-n", "proto", "-o", "json"]))
+            .unwrap();
     assert_eq!(cm["data"]["a"], "b");
     assert_eq!(cm["data"]["c"], "d");
-    let s: serde_json::Value = serde_json::from_str(&api.kubectl_ok(&["get", "secret", "s", "-n", "proto", "-o", "json"])).unwrap();
+    let s: serde_json::Value =
+        serde_json::from_str(&api.kubectl_ok(&["get", "secret", "s", "-n", "proto", "-o", "json"]))
+            .unwrap();
     assert_eq!(s["data"]["password"], "aHVudGVyMg==");
     assert_eq!(s["type"], "Opaque");
-    let d: serde_json::Value = serde_json::from_str(&api.kubectl_ok(&["get", "deploy", "d", "-n", "proto", "-o", "json"])).unwrap();
+    let d: serde_json::Value =
+        serde_json::from_str(&api.kubectl_ok(&["get", "deploy", "d", "-n", "proto", "-o", "json"]))
+            .unwrap();
     assert_eq!(d["spec"]["replicas"], 2);
-    assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["image"], "busybox:1.36");
-    let svc: serde_json::Value = serde_json::from_str(&api.kubectl_ok(&["get", "svc", "svc", "-n", "proto", "-o", "json"])).unwrap();
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "busybox:1.36"
+    );
+    let svc: serde_json::Value =
+        serde_json::from_str(&api.kubectl_ok(&["get", "svc", "svc", "-n", "proto", "-o", "json"]))
+            .unwrap();
     assert_eq!(svc["spec"]["ports"][0]["port"], 80);
     assert_eq!(svc["spec"]["ports"][0]["targetPort"], 8080);
-    assert!(svc["spec"]["clusterIP"].as_str().unwrap().starts_with("10.96.0."));
+    assert!(svc["spec"]["clusterIP"]
+        .as_str()
+        .unwrap()
+        .starts_with("10.96.0."));
     // A second create of the same name is AlreadyExists.
     let out = api.kubectl(&["create", "namespace", "proto"]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("AlreadyExists") || stderr(&out).contains("already exists"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("AlreadyExists") || stderr(&out).contains("already exists"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn patch_label_annotate_delete() {
     let api = TestApi::start().await;
     api.kubectl_ok(&["create", "configmap", "p", "--from-literal=a=1"]);
-    api.kubectl_ok(&["patch", "configmap", "p", "--type=merge", "-p", r#"{"data":{"b":"2"}}"#]);
-    api.kubectl_ok(&["patch", "configmap", "p", "--type=json", "-p", r#"[{"op":"replace","path":"/data/a","value":"10"}]"#]);
+    api.kubectl_ok(&[
+        "patch",
+        "configmap",
+        "p",
+        "--type=merge",
+        "-p",
+        r#"{"data":{"b":"2"}}"#,
+    ]);
+    api.kubectl_ok(&[
+        "patch",
+        "configmap",
+        "p",
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"/data/a","value":"10"}]"#,
+    ]);
     api.kubectl_ok(&["patch", "configmap", "p", "-p", r#"{"data":{"c":"3"}}"#]);
-    let v: serde_json::Value = serde_json::from_str(&api.kubectl_ok(&["get", "cm", "p", "-o", "json"])).unwrap();
-    assert_eq!(v["data"], serde_json::json!({ "a": "10", "b": "2", "c": "3" }));
+    let v: serde_json::Value =
+        serde_json::from_str(&api.kubectl_ok(&["get", "cm", "p", "-o", "json"])).unwrap();
+    assert_eq!(
+        v["data"],
+        serde_json::json!({ "a": "10", "b": "2", "c": "3" })
+    );
     // A failing JSON patch changes nothing.
-    let out = api.kubectl(&["patch", "configmap", "p", "--type=json", "-p", r#"[{"op":"test","path":"/data/a","value":"nope"},{"op":"remove","path":"/data/b"}]"#]);
+    let out = api.kubectl(&[
+        "patch",
+        "configmap",
+        "p",
+        "--type=json",
+        "-p",
+        r#"[{"op":"test","path":"/data/a","value":"nope"},{"op":"remove","path":"/data/b"}]"#,
+    ]);
     assert!(!out.status.success());
-    let v: serde_json::Value = serde_json::from_str(&api.kubectl_ok(&["get", "cm", "p", "-o", "json"])).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&api.kubectl_ok(&["get", "cm", "p", "-o", "json"])).unwrap();
     assert_eq!(v["data"]["b"], "2");
 
     api.kubectl_ok(&["label", "cm", "p", "tier=web"]);
@@ -209,15 +338,24 @@ async fn patch_label_annotate_delete() {
 async fn bad_manifests_leave_nothing_behind() {
     let api = TestApi::start().await;
     // Malformed YAML.
-    let out = api.kubectl_stdin(&["apply", "-f", "-"], Some("apiVersion: v1\nkind: ConfigMap\nmetadata: [unclosed\n"));
+    let out = api.kubectl_stdin(
+        &["apply", "-f", "-"],
+        Some("apiVersion: v1\nkind: ConfigMap\nmetadata: [unclosed\n"),
+    );
     assert!(!out.status.success());
     // An invalid object: the server's 422 reaches the user.
-    let bad_pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: bad\nspec:\n  containers:\n  - name: c\n";
+    let bad_pod =
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: bad\nspec:\n  containers:\n  - name: c\n";
     let out = api.kubectl_stdin(&["create", "-f", "-"], Some(bad_pod));
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("is invalid") && stderr(&out).contains("spec.containers[0].image"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is invalid") && stderr(&out).contains("spec.containers[0].image"),
+        "{}",
+        stderr(&out)
+    );
     // Unknown fields with strict validation (kubectl's default).
-    let unknown = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: unk\ndata:\n  a: b\nbogus: 1\n";
+    let unknown =
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: unk\ndata:\n  a: b\nbogus: 1\n";
     let out = api.kubectl_stdin(&["create", "-f", "-"], Some(unknown));
     assert!(!out.status.success());
     assert!(stderr(&out).contains("unknown field"), "{}", stderr(&out));
@@ -226,7 +364,10 @@ async fn bad_manifests_leave_nothing_behind() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("RFC 1123"), "{}", stderr(&out));
     let out = api.kubectl_ok(&["get", "pods,configmaps", "-o", "name"]);
-    assert!(!out.contains("bad") && !out.contains("unk") && !out.contains("Bad_Name"), "{out}");
+    assert!(
+        !out.contains("bad") && !out.contains("unk") && !out.contains("Bad_Name"),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -253,7 +394,9 @@ async fn get_watch_streams_changes() {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx.recv_timeout(left).unwrap_or_else(|_| panic!("kubectl get -w never showed {what}"));
+            let line = rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("kubectl get -w never showed {what}"));
             if pattern(&line) {
                 return line;
             }
@@ -264,7 +407,10 @@ async fn get_watch_streams_changes() {
     api.kubectl_ok(&["create", "configmap", "w1", "--from-literal=a=b"]);
     wait_for(&|l| l.contains("ADDED") && l.contains("w1"), "ADDED w1");
     api.kubectl_ok(&["label", "cm", "w1", "x=y"]);
-    wait_for(&|l| l.contains("MODIFIED") && l.contains("w1"), "MODIFIED w1");
+    wait_for(
+        &|l| l.contains("MODIFIED") && l.contains("w1"),
+        "MODIFIED w1",
+    );
     api.kubectl_ok(&["delete", "cm", "w1"]);
     wait_for(&|l| l.contains("DELETED") && l.contains("w1"), "DELETED w1");
     let _ = child.kill();

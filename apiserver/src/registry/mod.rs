@@ -71,7 +71,11 @@ pub trait Strategy: Send + Sync {
 
 /// Nodes register with their status; namespaces carry their phase from the start.
 fn keeps_status_on_create(info: &ResourceInfo) -> bool {
-    info.group.is_empty() && matches!(info.plural, "nodes" | "namespaces" | "persistentvolumeclaims" | "persistentvolumes")
+    info.group.is_empty()
+        && matches!(
+            info.plural,
+            "nodes" | "namespaces" | "persistentvolumeclaims" | "persistentvolumes"
+        )
 }
 
 /// Copies immutable metadata from the stored object and bumps `generation` on spec changes.

@@ -30,8 +30,6 @@ mod storage;
 use api_types::resources::ResourceInfo;
 use serde_json::{json, Value};
 
-
-
 /// One column of a Table, as upstream's printers declare it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Column {

@@ -54,11 +54,17 @@ impl TestApi {
             .unwrap()
             .expect("start etcd");
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("tokens.csv"), format!("{TOKEN},admin,admin-uid,\"system:masters\"\n")).unwrap();
+        std::fs::write(
+            dir.path().join("tokens.csv"),
+            format!("{TOKEN},admin,admin-uid,\"system:masters\"\n"),
+        )
+        .unwrap();
         let mut config = config(&etcd, dir.path(), 0);
         tweak(&mut config);
         let (trigger, shutdown) = shutdown::channel();
-        let running = apiserver::start(config.clone(), shutdown).await.expect("start apiserver");
+        let running = apiserver::start(config.clone(), shutdown)
+            .await
+            .expect("start apiserver");
         let addr = running.local_addr;
         config.secure_port = addr.port();
         let kubeconfig = dir.path().join("admin.kubeconfig");
@@ -133,7 +139,12 @@ impl TestApi {
             .stderr(std::process::Stdio::piped());
         let mut child = cmd.spawn().expect("kubectl is installed");
         if let Some(input) = stdin {
-            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
         } else {
             drop(child.stdin.take());
         }

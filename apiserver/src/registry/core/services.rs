@@ -22,7 +22,9 @@ struct Held {
 }
 
 fn svc_type(svc: &Value) -> &str {
-    svc.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP")
+    svc.pointer("/spec/type")
+        .and_then(Value::as_str)
+        .unwrap_or("ClusterIP")
 }
 
 fn wants_node_ports(svc: &Value) -> bool {
@@ -34,8 +36,17 @@ fn held(svc: &Value) -> Held {
     let ips = svc
         .pointer("/spec/clusterIPs")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect::<Vec<_>>())
-        .or_else(|| svc.pointer("/spec/clusterIP").and_then(Value::as_str).map(|s| vec![s.to_string()]))
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .or_else(|| {
+            svc.pointer("/spec/clusterIP")
+                .and_then(Value::as_str)
+                .map(|s| vec![s.to_string()])
+        })
         .unwrap_or_default();
     h.ips = ips.iter().filter_map(|s| s.parse().ok()).collect();
     if let Some(ports) = svc.pointer("/spec/ports").and_then(Value::as_array) {
@@ -110,8 +121,18 @@ pub fn allocate(
     }
     let after = held(svc);
     pending.release_after = Held {
-        ips: before.ips.iter().filter(|ip| !after.ips.contains(ip)).copied().collect(),
-        ports: before.ports.iter().filter(|p| !after.ports.contains(p)).copied().collect(),
+        ips: before
+            .ips
+            .iter()
+            .filter(|ip| !after.ips.contains(ip))
+            .copied()
+            .collect(),
+        ports: before
+            .ports
+            .iter()
+            .filter(|p| !after.ports.contains(p))
+            .copied()
+            .collect(),
     };
     Ok(pending)
 }
@@ -146,14 +167,21 @@ fn fill(
         svc["spec"]["clusterIP"] = json!("None");
         svc["spec"]["clusterIPs"] = json!(["None"]);
     } else if cluster_ip.is_empty() {
-        let ip = alloc.ips.allocate_next().map_err(|e| {
-            ApiError::internal(format!("failed to allocate a serviceIP: {e}"))
-        })?;
+        let ip = alloc
+            .ips
+            .allocate_next()
+            .map_err(|e| ApiError::internal(format!("failed to allocate a serviceIP: {e}")))?;
         pending.new.ips.push(ip);
         set_ip(svc, ip);
     } else {
         let ip: IpAddr = cluster_ip.parse().map_err(|_| {
-            ApiError::invalid_field(info, name, "spec.clusterIPs[0]", &json!(cluster_ip), "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)")
+            ApiError::invalid_field(
+                info,
+                name,
+                "spec.clusterIPs[0]",
+                &json!(cluster_ip),
+                "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
+            )
         })?;
         if !before.ips.contains(&ip) {
             alloc.ips.allocate(ip).map_err(|e| {
@@ -195,10 +223,18 @@ fn fill(
             } else if !before.ports.contains(&requested) || pending.new.ports.contains(&requested) {
                 alloc.ports.allocate(requested).map_err(|e| {
                     let detail = match e {
-                        AllocError::PortAllocated => "provided port is already allocated".to_string(),
+                        AllocError::PortAllocated => {
+                            "provided port is already allocated".to_string()
+                        }
                         other => other.to_string(),
                     };
-                    ApiError::invalid_field(info, name, &format!("spec.ports[{i}].nodePort"), &json!(requested), &detail)
+                    ApiError::invalid_field(
+                        info,
+                        name,
+                        &format!("spec.ports[{i}].nodePort"),
+                        &json!(requested),
+                        &detail,
+                    )
                 })?;
                 pending.new.ports.push(requested);
             }
