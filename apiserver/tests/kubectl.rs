@@ -373,7 +373,7 @@ async fn bad_manifests_leave_nothing_behind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_watch_streams_changes() {
     let api = TestApi::start().await;
-    let mut child = std::process::Command::new("kubectl")
+    let mut child = std::process::Command::new(common::kubectl_binary())
         .env("KUBECONFIG", &api.kubeconfig)
         .env("HOME", api.dir.path())
         .args(["get", "configmaps", "-w", "--output-watch-events"])

@@ -13,6 +13,20 @@ use store::testing::EtcdServer;
 
 pub const TOKEN: &str = "pikube-test-admin-token";
 
+/// The kubectl to test with: `$KUBECTL`, else kubectl 1.32 where the Cloud SDK's
+/// version dispatcher keeps one (plain `kubectl` there follows the server's version),
+/// else `kubectl` from PATH.
+pub fn kubectl_binary() -> String {
+    if let Ok(k) = std::env::var("KUBECTL") {
+        return k;
+    }
+    let pinned = "/usr/lib/google-cloud-sdk/bin/kubectl.1.32";
+    if std::path::Path::new(pinned).exists() {
+        return pinned.to_string();
+    }
+    "kubectl".to_string()
+}
+
 pub struct TestApi {
     pub etcd: EtcdServer,
     pub dir: tempfile::TempDir,
@@ -129,7 +143,7 @@ impl TestApi {
 
     pub fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
         use std::io::Write;
-        let mut cmd = std::process::Command::new("kubectl");
+        let mut cmd = std::process::Command::new(kubectl_binary());
         cmd.env("KUBECONFIG", &self.kubeconfig)
             .env("HOME", self.dir.path())
             .env("KUBECACHEDIR", self.dir.path().join("kubecache"))
