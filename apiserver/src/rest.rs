@@ -79,7 +79,9 @@ fn encode_continue(rv: i64, start: &str) -> String {
 }
 
 fn decode_continue(token: &str) -> ApiResult<(i64, String)> {
-    let bad = || ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)");
+    let bad = || {
+        ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)")
+    };
     let raw = base64::engine::general_purpose::URL_SAFE
         .decode(token)
         .or_else(|_| base64::engine::general_purpose::STANDARD.decode(token))
@@ -88,7 +90,11 @@ fn decode_continue(token: &str) -> ApiResult<(i64, String)> {
     if v.get("v").and_then(Value::as_str) != Some("meta.k8s.io/v1") {
         return Err(bad());
     }
-    let rv = v.get("rv").and_then(Value::as_i64).filter(|r| *r > 0).ok_or_else(bad)?;
+    let rv = v
+        .get("rv")
+        .and_then(Value::as_i64)
+        .filter(|r| *r > 0)
+        .ok_or_else(bad)?;
     let start = v.get("start").and_then(Value::as_str).ok_or_else(bad)?;
     if start.contains("..") || start.starts_with('/') {
         return Err(bad());
@@ -103,7 +109,13 @@ fn parse_rv(s: &str) -> ApiResult<i64> {
         .ok_or_else(|| ApiError::bad_request(format!("invalid resource version: {s:?}")))
 }
 
-fn list_value(info: &ResourceInfo, items: Vec<Value>, rv: i64, cont: Option<String>, remaining: Option<i64>) -> Value {
+fn list_value(
+    info: &ResourceInfo,
+    items: Vec<Value>,
+    rv: i64,
+    cont: Option<String>,
+    remaining: Option<i64>,
+) -> Value {
     let mut meta = json!({ "resourceVersion": rv.to_string() });
     if let Some(c) = cont {
         meta["continue"] = json!(c);
@@ -126,20 +138,28 @@ pub async fn list(api: &Apiserver, req: &ResourceRequest, q: &Query) -> ApiResul
     let exact = q.resource_version_match.as_deref() == Some("Exact");
     if let Some(m) = q.resource_version_match.as_deref() {
         if !matches!(m, "Exact" | "NotOlderThan") {
-            return Err(ApiError::bad_request(format!("unsupported resourceVersionMatch: {m:?}")));
+            return Err(ApiError::bad_request(format!(
+                "unsupported resourceVersionMatch: {m:?}"
+            )));
         }
         if q.resource_version.is_none() {
-            return Err(ApiError::bad_request("resourceVersionMatch is forbidden unless resourceVersion is provided"));
+            return Err(ApiError::bad_request(
+                "resourceVersionMatch is forbidden unless resourceVersion is provided",
+            ));
         }
     }
     if q.continue_token.is_some() && q.resource_version.as_deref().is_some_and(|rv| rv != "0") {
-        return Err(ApiError::bad_request("specifying resource version is not allowed when using continue"));
+        return Err(ApiError::bad_request(
+            "specifying resource version is not allowed when using continue",
+        ));
     }
 
     // Served from the watch cache: resourceVersion="0", or "not older than" a version.
     let from_cache = q.continue_token.is_none()
         && !exact
-        && q.resource_version.as_deref().is_some_and(|rv| rv == "0" || q.limit == 0);
+        && q.resource_version
+            .as_deref()
+            .is_some_and(|rv| rv == "0" || q.limit == 0);
     if from_cache {
         let cache = api.cache(info);
         cache.wait_ready().await?;
@@ -174,9 +194,17 @@ pub async fn list(api: &Apiserver, req: &ResourceRequest, q: &Query) -> ApiResul
     let mut cont = None;
     let mut remaining = None;
     loop {
-        let want = if limit > 0 { (limit - items.len() as i64).max(1) } else { 0 };
+        let want = if limit > 0 {
+            (limit - items.len() as i64).max(1)
+        } else {
+            0
+        };
         // Fetch a little more than needed when filtering, to fill a page in few round trips.
-        let fetch = if limit > 0 && !filter.is_everything() { want.max(limit).max(100) } else { want };
+        let fetch = if limit > 0 && !filter.is_everything() {
+            want.max(limit).max(100)
+        } else {
+            want
+        };
         let page = api
             .store
             .list(&prefix, start.as_deref(), fetch, revision)
@@ -220,12 +248,22 @@ pub async fn list(api: &Apiserver, req: &ResourceRequest, q: &Query) -> ApiResul
         }
         start = last_key.map(|k| format!("{k}\u{0}"));
     }
-    Ok(list_value(info, items, revision.unwrap_or(0), cont, remaining))
+    Ok(list_value(
+        info,
+        items,
+        revision.unwrap_or(0),
+        cont,
+        remaining,
+    ))
 }
 
 /// Waits (bounded) until the cache has caught up with `rv`, as upstream's
 /// "Too large resource version" wait.
-async fn wait_for_revision(api: &Apiserver, cache: &crate::watch_cache::WatchCache, rv: i64) -> ApiResult<()> {
+async fn wait_for_revision(
+    api: &Apiserver,
+    cache: &crate::watch_cache::WatchCache,
+    rv: i64,
+) -> ApiResult<()> {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
     while cache.revision() < rv {
         // The cache only moves on events of its own resource; etcd's revision may be ahead.
@@ -235,7 +273,10 @@ async fn wait_for_revision(api: &Apiserver, cache: &crate::watch_cache::WatchCac
             return Ok(());
         }
         if tokio::time::Instant::now() > deadline {
-            return Err(ApiError::timeout(format!("Too large resource version: {rv}, current: {}", cache.revision())));
+            return Err(ApiError::timeout(format!(
+                "Too large resource version: {rv}, current: {}",
+                cache.revision()
+            )));
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
@@ -257,9 +298,21 @@ fn generate_name(base: &str) -> String {
 }
 
 /// Checks `apiVersion`/`kind` of a body against the URL's resource and fills them in.
-pub fn check_type_meta(info: &ResourceInfo, obj: &mut Value, accept_kinds: &[&str]) -> ApiResult<()> {
-    let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("").to_string();
-    let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("").to_string();
+pub fn check_type_meta(
+    info: &ResourceInfo,
+    obj: &mut Value,
+    accept_kinds: &[&str],
+) -> ApiResult<()> {
+    let kind = obj
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let api_version = obj
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     if !kind.is_empty() && kind != info.kind && !accept_kinds.contains(&kind.as_str()) {
         return Err(ApiError::bad_request(format!(
             "{} in version {:?} cannot be handled as a {}: no kind {:?} is registered for version {:?} in scheme \"k8s.io/apimachinery/pkg/runtime/scheme.go:100\"",
@@ -286,7 +339,9 @@ fn check_namespace(req: &ResourceRequest, obj: &mut Value) -> ApiResult<()> {
         return Ok(());
     }
     let Some(ns) = req.namespace.as_deref() else {
-        return Err(ApiError::bad_request("the namespace of the object must be set by the request path"));
+        return Err(ApiError::bad_request(
+            "the namespace of the object must be set by the request path",
+        ));
     };
     match object::namespace(obj) {
         Some(given) if given != ns => Err(ApiError::bad_request(
@@ -300,8 +355,14 @@ fn check_namespace(req: &ResourceRequest, obj: &mut Value) -> ApiResult<()> {
 }
 
 /// NamespaceLifecycle: new content only in existing, non-terminating namespaces.
-async fn namespace_admits(api: &Apiserver, info: &ResourceInfo, namespace: &str, name: &str) -> ApiResult<()> {
-    let ns_info = resources::find("", "v1", "namespaces").ok_or_else(|| ApiError::internal("namespaces not registered"))?;
+async fn namespace_admits(
+    api: &Apiserver,
+    info: &ResourceInfo,
+    namespace: &str,
+    name: &str,
+) -> ApiResult<()> {
+    let ns_info = resources::find("", "v1", "namespaces")
+        .ok_or_else(|| ApiError::internal("namespaces not registered"))?;
     let key = object::key(ns_info, None, namespace);
     let ns = match api.cache(ns_info).get(&key) {
         Some(ns) => Some((*ns).clone()),
@@ -327,12 +388,20 @@ async fn namespace_admits(api: &Apiserver, info: &ResourceInfo, namespace: &str,
     }
 }
 
-fn field_warnings_or_error(api_info: &ResourceInfo, q: &Query, obj: &Value, duplicates: &[String]) -> ApiResult<Vec<String>> {
+fn field_warnings_or_error(
+    api_info: &ResourceInfo,
+    q: &Query,
+    obj: &Value,
+    duplicates: &[String],
+) -> ApiResult<Vec<String>> {
     let mode = q.field_validation.as_deref().unwrap_or("Warn");
     if mode == "Ignore" {
         return Ok(Vec::new());
     }
-    let mut problems: Vec<String> = duplicates.iter().map(|d| format!("duplicate field \"{d}\"")).collect();
+    let mut problems: Vec<String> = duplicates
+        .iter()
+        .map(|d| format!("duplicate field \"{d}\""))
+        .collect();
     problems.extend(
         crate::codec::unknown_fields(api_info.definition, obj)
             .into_iter()
@@ -352,7 +421,11 @@ fn field_warnings_or_error(api_info: &ResourceInfo, q: &Query, obj: &Value, dupl
     Ok(problems)
 }
 
-fn validate(info: &'static ResourceInfo, name: &str, errors: Vec<api_types::validation::FieldError>) -> ApiResult<()> {
+fn validate(
+    info: &'static ResourceInfo,
+    name: &str,
+    errors: Vec<api_types::validation::FieldError>,
+) -> ApiResult<()> {
     if errors.is_empty() {
         Ok(())
     } else {
@@ -379,15 +452,31 @@ pub async fn create(
     let generate = object::meta_str(&obj, "generateName").map(String::from);
     {
         let meta = object::meta_mut(&mut obj);
-        if meta.get("resourceVersion").and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
-            return Err(ApiError::internal("resourceVersion should not be set on objects to be created"));
+        if meta
+            .get("resourceVersion")
+            .and_then(Value::as_str)
+            .is_some_and(|s| !s.is_empty())
+        {
+            return Err(ApiError::internal(
+                "resourceVersion should not be set on objects to be created",
+            ));
         }
         meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
         meta.insert("creationTimestamp".into(), json!(object::now_rfc3339()));
-        for f in ["deletionTimestamp", "deletionGracePeriodSeconds", "managedFields", "selfLink", "generation"] {
+        for f in [
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "managedFields",
+            "selfLink",
+            "generation",
+        ] {
             meta.remove(f);
         }
-        if !meta.get("name").and_then(Value::as_str).is_some_and(|n| !n.is_empty()) {
+        if meta
+            .get("name")
+            .and_then(Value::as_str)
+            .is_none_or(|n| n.is_empty())
+        {
             if let Some(base) = generate.as_deref().filter(|g| !g.is_empty()) {
                 meta.insert("name".into(), json!(generate_name(base)));
             }
@@ -409,7 +498,12 @@ pub async fn create(
         namespace_admits(api, info, ns, &name).await?;
     }
     let pending = if info.group.is_empty() && info.plural == "services" {
-        Some(services::allocate(info, &mut api.services.lock(), &mut obj, None)?)
+        Some(services::allocate(
+            info,
+            &mut api.services.lock(),
+            &mut obj,
+            None,
+        )?)
     } else {
         None
     };
@@ -417,7 +511,11 @@ pub async fn create(
         if let Some(p) = pending {
             p.rollback(&mut api.services.lock());
         }
-        return Ok(Written { code: 201, body: obj, warnings });
+        return Ok(Written {
+            code: 201,
+            body: obj,
+            warnings,
+        });
     }
     let key = key_of(req, &name);
     let result = api.store.create(&key, encode_stored(&obj)?).await;
@@ -427,7 +525,11 @@ pub async fn create(
                 p.commit(&mut api.services.lock());
             }
             object::set_resource_version(&mut obj, kv.mod_revision);
-            Ok(Written { code: 201, body: obj, warnings })
+            Ok(Written {
+                code: 201,
+                body: obj,
+                warnings,
+            })
         }
         Err(e) => {
             if let Some(p) = pending {
@@ -469,14 +571,22 @@ impl PatchType {
     }
 }
 
-fn apply_patch(info: &ResourceInfo, patch_type: PatchType, patch: &[u8], current: &Value) -> ApiResult<(Value, Vec<String>)> {
+fn apply_patch(
+    info: &ResourceInfo,
+    patch_type: PatchType,
+    patch: &[u8],
+    current: &Value,
+) -> ApiResult<(Value, Vec<String>)> {
     let doc = match patch_type {
         PatchType::Json => {
             let p: json_patch::Patch = serde_json::from_slice(patch)
                 .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
             let mut doc = current.clone();
-            json_patch::patch(&mut doc, &p)
-                .map_err(|e| ApiError::unprocessable(format!("the server rejected our request due to an error in our request: {e}")))?;
+            json_patch::patch(&mut doc, &p).map_err(|e| {
+                ApiError::unprocessable(format!(
+                    "the server rejected our request due to an error in our request: {e}"
+                ))
+            })?;
             return Ok((doc, Vec::new()));
         }
         PatchType::Merge | PatchType::Strategic => {
@@ -504,7 +614,12 @@ fn apply_patch(info: &ResourceInfo, patch_type: PatchType, patch: &[u8], current
 }
 
 /// PUT and PATCH of an object or its status/scale-less subresources.
-pub async fn update(api: &Apiserver, req: &ResourceRequest, q: &Query, change: Change) -> ApiResult<Written> {
+pub async fn update(
+    api: &Apiserver,
+    req: &ResourceRequest,
+    q: &Query,
+    change: Change,
+) -> ApiResult<Written> {
     let info = req.info;
     let name = require_name(req)?.to_string();
     let key = key_of(req, &name);
@@ -544,7 +659,10 @@ pub async fn update(api: &Apiserver, req: &ResourceRequest, q: &Query, change: C
         check_namespace(req, &mut new)?;
 
         let Some(kv) = current else {
-            if strategy.allow_create_on_update() && !status_only && matches!(change, Change::Replace { .. }) {
+            if strategy.allow_create_on_update()
+                && !status_only
+                && matches!(change, Change::Replace { .. })
+            {
                 object::meta_mut(&mut new).remove("resourceVersion");
                 return create(api, req, q, new, &duplicates).await;
             }
@@ -553,10 +671,13 @@ pub async fn update(api: &Apiserver, req: &ResourceRequest, q: &Query, change: C
         let old = decode_stored(&kv)?;
         // A resourceVersion in a PUT body, or one a patch changed, is a precondition;
         // without one, conflicting writes are retried on the newer object.
-        let given_rv = object::resource_version(&new).map(String::from).filter(|rv| match &change {
-            Change::Replace { .. } => true,
-            Change::Patch { .. } => object::resource_version(&old) != Some(rv.as_str()),
-        });
+        let given_rv =
+            object::resource_version(&new)
+                .map(String::from)
+                .filter(|rv| match &change {
+                    Change::Replace { .. } => true,
+                    Change::Patch { .. } => object::resource_version(&old) != Some(rv.as_str()),
+                });
         if let Some(rv) = &given_rv {
             if *rv != kv.mod_revision.to_string() {
                 return Err(ApiError::modified(info, &name));
@@ -566,7 +687,13 @@ pub async fn update(api: &Apiserver, req: &ResourceRequest, q: &Query, change: C
         {
             let old_meta = old.get("metadata").cloned().unwrap_or_else(|| json!({}));
             let meta = object::meta_mut(&mut new);
-            for f in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+            for f in [
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+            ] {
                 match old_meta.get(f) {
                     Some(v) => {
                         meta.insert(f.into(), v.clone());
@@ -603,7 +730,12 @@ pub async fn update(api: &Apiserver, req: &ResourceRequest, q: &Query, change: C
         }
 
         let pending = if info.group.is_empty() && info.plural == "services" && !status_only {
-            Some(services::allocate(info, &mut api.services.lock(), &mut new, Some(&old))?)
+            Some(services::allocate(
+                info,
+                &mut api.services.lock(),
+                &mut new,
+                Some(&old),
+            )?)
         } else {
             None
         };
@@ -615,7 +747,9 @@ pub async fn update(api: &Apiserver, req: &ResourceRequest, q: &Query, change: C
 
         // Removing the last finalizer of an object being deleted deletes it.
         let deleting = object::deletion_timestamp(&new).is_some();
-        let finalized = deleting && object::finalizers(&new).is_empty() && !has_namespace_finalizers(info, &new);
+        let finalized = deleting
+            && object::finalizers(&new).is_empty()
+            && !has_namespace_finalizers(info, &new);
         if finalized && !q.dry_run {
             rollback(pending);
             return match api.store.delete(&key, Some(kv.mod_revision)).await {
@@ -624,9 +758,17 @@ pub async fn update(api: &Apiserver, req: &ResourceRequest, q: &Query, change: C
                         services::release(&mut api.services.lock(), &old);
                     }
                     object::set_resource_version(&mut new, rev);
-                    Ok(Written { code: 200, body: new, warnings })
+                    Ok(Written {
+                        code: 200,
+                        body: new,
+                        warnings,
+                    })
                 }
-                Err(store::Error::Conflict { .. }) if given_rv.is_none() && attempt < MAX_RETRIES => continue,
+                Err(store::Error::Conflict { .. })
+                    if given_rv.is_none() && attempt < MAX_RETRIES =>
+                {
+                    continue
+                }
                 Err(store::Error::Conflict { .. }) => Err(ApiError::modified(info, &name)),
                 Err(store::Error::NotFound { .. }) => Err(ApiError::not_found(info, &name)),
                 Err(e) => Err(e.into()),
@@ -634,13 +776,21 @@ pub async fn update(api: &Apiserver, req: &ResourceRequest, q: &Query, change: C
         }
         if q.dry_run {
             rollback(pending);
-            return Ok(Written { code: 200, body: new, warnings });
+            return Ok(Written {
+                code: 200,
+                body: new,
+                warnings,
+            });
         }
         // An update that changes nothing is not written, as upstream.
         let encoded = encode_stored(&new)?;
         if encoded == encode_stored(&old)? {
             rollback(pending);
-            return Ok(Written { code: 200, body: old, warnings });
+            return Ok(Written {
+                code: 200,
+                body: old,
+                warnings,
+            });
         }
         match api.store.update(&key, encoded, kv.mod_revision).await {
             Ok(kv) => {
@@ -648,7 +798,11 @@ pub async fn update(api: &Apiserver, req: &ResourceRequest, q: &Query, change: C
                     p.commit(&mut api.services.lock());
                 }
                 object::set_resource_version(&mut new, kv.mod_revision);
-                return Ok(Written { code: 200, body: new, warnings });
+                return Ok(Written {
+                    code: 200,
+                    body: new,
+                    warnings,
+                });
             }
             Err(store::Error::Conflict { .. }) => {
                 rollback(pending);
@@ -704,7 +858,9 @@ impl DeleteOptions {
         if let Some(b) = body {
             if let Some(k) = b.get("kind").and_then(Value::as_str) {
                 if k != "DeleteOptions" {
-                    return Err(ApiError::bad_request(format!("expected DeleteOptions, got {k}")));
+                    return Err(ApiError::bad_request(format!(
+                        "expected DeleteOptions, got {k}"
+                    )));
                 }
             }
             if let Some(g) = b.get("gracePeriodSeconds").and_then(Value::as_i64) {
@@ -713,12 +869,17 @@ impl DeleteOptions {
             if let Some(p) = b.get("propagationPolicy").and_then(Value::as_str) {
                 o.propagation_policy = Some(p.to_string());
             }
-            if b.get("orphanDependents").and_then(Value::as_bool) == Some(true) && o.propagation_policy.is_none() {
+            if b.get("orphanDependents").and_then(Value::as_bool) == Some(true)
+                && o.propagation_policy.is_none()
+            {
                 o.propagation_policy = Some("Orphan".into());
             }
             if let Some(p) = b.get("preconditions") {
                 o.precondition_uid = p.get("uid").and_then(Value::as_str).map(String::from);
-                o.precondition_rv = p.get("resourceVersion").and_then(Value::as_str).map(String::from);
+                o.precondition_rv = p
+                    .get("resourceVersion")
+                    .and_then(Value::as_str)
+                    .map(String::from);
             }
             if let Some(d) = b.get("dryRun").and_then(Value::as_array) {
                 if d.iter().any(|x| x.as_str() == Some("All")) {
@@ -740,7 +901,11 @@ impl DeleteOptions {
     }
 }
 
-pub async fn delete(api: &Apiserver, req: &ResourceRequest, opts: &DeleteOptions) -> ApiResult<Written> {
+pub async fn delete(
+    api: &Apiserver,
+    req: &ResourceRequest,
+    opts: &DeleteOptions,
+) -> ApiResult<Written> {
     let info = req.info;
     let name = require_name(req)?.to_string();
     let key = key_of(req, &name);
@@ -791,7 +956,9 @@ pub async fn delete(api: &Apiserver, req: &ResourceRequest, opts: &DeleteOptions
             }
         }
         let grace = strategy.graceful_delete_period(&current, opts.grace_period_seconds);
-        let namespace_pending = info.group.is_empty() && info.plural == "namespaces" && has_namespace_finalizers(info, &current);
+        let namespace_pending = info.group.is_empty()
+            && info.plural == "namespaces"
+            && has_namespace_finalizers(info, &current);
 
         let mut mark_only = false;
         if let Some(g) = grace.filter(|g| *g > 0) {
@@ -819,20 +986,40 @@ pub async fn delete(api: &Apiserver, req: &ResourceRequest, opts: &DeleteOptions
 
         if mark_only {
             if opts.dry_run {
-                return Ok(Written { code: 200, body: updated, warnings: vec![] });
+                return Ok(Written {
+                    code: 200,
+                    body: updated,
+                    warnings: vec![],
+                });
             }
             let encoded = encode_stored(&updated)?;
             if encoded == encode_stored(&current)? {
-                return Ok(Written { code: 200, body: current, warnings: vec![] });
+                return Ok(Written {
+                    code: 200,
+                    body: current,
+                    warnings: vec![],
+                });
             }
             match api.store.update(&key, encoded, kv.mod_revision).await {
                 Ok(kv) => {
                     object::set_resource_version(&mut updated, kv.mod_revision);
                     // Upstream answers 202 while deletion waits on finalizers, 200 for graceful pods.
-                    let code = if grace.is_some_and(|g| g > 0) { 200 } else { 202 };
-                    return Ok(Written { code, body: updated, warnings: vec![] });
+                    let code = if grace.is_some_and(|g| g > 0) {
+                        200
+                    } else {
+                        202
+                    };
+                    return Ok(Written {
+                        code,
+                        body: updated,
+                        warnings: vec![],
+                    });
                 }
-                Err(store::Error::Conflict { .. }) if attempt < MAX_RETRIES && opts.precondition_rv.is_none() => continue,
+                Err(store::Error::Conflict { .. })
+                    if attempt < MAX_RETRIES && opts.precondition_rv.is_none() =>
+                {
+                    continue
+                }
                 Err(store::Error::Conflict { .. }) => return Err(ApiError::modified(info, &name)),
                 Err(store::Error::NotFound { .. }) => return Err(ApiError::not_found(info, &name)),
                 Err(e) => return Err(e.into()),
@@ -840,7 +1027,11 @@ pub async fn delete(api: &Apiserver, req: &ResourceRequest, opts: &DeleteOptions
         }
 
         if opts.dry_run {
-            return Ok(Written { code: 200, body: deleted_body(info, &current), warnings: vec![] });
+            return Ok(Written {
+                code: 200,
+                body: deleted_body(info, &current),
+                warnings: vec![],
+            });
         }
         match api.store.delete(&key, Some(kv.mod_revision)).await {
             Ok((_, rev)) => {
@@ -849,9 +1040,17 @@ pub async fn delete(api: &Apiserver, req: &ResourceRequest, opts: &DeleteOptions
                 }
                 let mut body = current;
                 object::set_resource_version(&mut body, rev);
-                return Ok(Written { code: 200, body: deleted_body(info, &body), warnings: vec![] });
+                return Ok(Written {
+                    code: 200,
+                    body: deleted_body(info, &body),
+                    warnings: vec![],
+                });
             }
-            Err(store::Error::Conflict { .. }) if attempt < MAX_RETRIES && opts.precondition_rv.is_none() => continue,
+            Err(store::Error::Conflict { .. })
+                if attempt < MAX_RETRIES && opts.precondition_rv.is_none() =>
+            {
+                continue
+            }
             Err(store::Error::Conflict { .. }) => return Err(ApiError::modified(info, &name)),
             Err(store::Error::NotFound { .. }) => return Err(ApiError::not_found(info, &name)),
             Err(e) => return Err(e.into()),
@@ -862,7 +1061,9 @@ pub async fn delete(api: &Apiserver, req: &ResourceRequest, opts: &DeleteOptions
 /// What a completed delete answers: the object for most kinds (upstream's
 /// ReturnDeletedObject), a Status with details otherwise.
 fn deleted_body(info: &ResourceInfo, obj: &Value) -> Value {
-    if info.group.is_empty() && matches!(info.plural, "pods" | "services" | "namespaces" | "nodes") || !info.group.is_empty() {
+    if info.group.is_empty() && matches!(info.plural, "pods" | "services" | "namespaces" | "nodes")
+        || !info.group.is_empty()
+    {
         return obj.clone();
     }
     success_status(Some(json!({
@@ -873,15 +1074,24 @@ fn deleted_body(info: &ResourceInfo, obj: &Value) -> Value {
     })))
 }
 
-pub async fn delete_collection(api: &Apiserver, req: &ResourceRequest, q: &Query, opts: &DeleteOptions) -> ApiResult<Value> {
+pub async fn delete_collection(
+    api: &Apiserver,
+    req: &ResourceRequest,
+    q: &Query,
+    opts: &DeleteOptions,
+) -> ApiResult<Value> {
     let listed = list(api, req, q).await?;
     let items = listed["items"].as_array().cloned().unwrap_or_default();
     let mut deleted = Vec::new();
     for item in items {
-        let Some(name) = object::name(&item).map(String::from) else { continue };
+        let Some(name) = object::name(&item).map(String::from) else {
+            continue;
+        };
         let one = ResourceRequest {
             info: req.info,
-            namespace: object::namespace(&item).map(String::from).or(req.namespace.clone()),
+            namespace: object::namespace(&item)
+                .map(String::from)
+                .or(req.namespace.clone()),
             name: Some(name),
             subresource: None,
         };
@@ -891,18 +1101,34 @@ pub async fn delete_collection(api: &Apiserver, req: &ResourceRequest, q: &Query
             Err(e) => return Err(e),
         }
     }
-    Ok(list_value(req.info, deleted, api.store.current_revision().await?, None, None))
+    Ok(list_value(
+        req.info,
+        deleted,
+        api.store.current_revision().await?,
+        None,
+        None,
+    ))
 }
 
 // ---------------------------------------------------------------- subresources
 
 /// pods/binding: sets spec.nodeName once.
-pub async fn bind(api: &Apiserver, req: &ResourceRequest, q: &Query, mut binding: Value) -> ApiResult<Written> {
+pub async fn bind(
+    api: &Apiserver,
+    req: &ResourceRequest,
+    q: &Query,
+    mut binding: Value,
+) -> ApiResult<Written> {
     let info = req.info;
     let name = require_name(req)?.to_string();
-    let kind = binding.get("kind").and_then(Value::as_str).unwrap_or("Binding");
+    let kind = binding
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("Binding");
     if kind != "Binding" {
-        return Err(ApiError::bad_request(format!("expected a Binding, got {kind}")));
+        return Err(ApiError::bad_request(format!(
+            "expected a Binding, got {kind}"
+        )));
     }
     if let Some(n) = object::name(&binding) {
         if n != name {
@@ -918,21 +1144,39 @@ pub async fn bind(api: &Apiserver, req: &ResourceRequest, q: &Query, mut binding
         .filter(|n| !n.is_empty())
         .map(String::from)
         .ok_or_else(|| {
-            ApiError::unprocessable(format!("Binding.meta.k8s.io \"{name}\" is invalid: target.name: Required value"))
+            ApiError::unprocessable(format!(
+                "Binding.meta.k8s.io \"{name}\" is invalid: target.name: Required value"
+            ))
         })?;
     let key = key_of(req, &name);
     loop {
-        let kv = api.store.get(&key).await?.ok_or_else(|| ApiError::not_found(info, &name))?;
+        let kv = api
+            .store
+            .get(&key)
+            .await?
+            .ok_or_else(|| ApiError::not_found(info, &name))?;
         let mut pod = decode_stored(&kv)?;
         if let Some(uid) = binding.pointer("/metadata/uid").and_then(Value::as_str) {
             if object::meta_str(&pod, "uid") != Some(uid) {
-                return Err(ApiError::conflict(info, &name, "Precondition failed: UID in precondition does not match"));
+                return Err(ApiError::conflict(
+                    info,
+                    &name,
+                    "Precondition failed: UID in precondition does not match",
+                ));
             }
         }
         if object::deletion_timestamp(&pod).is_some() {
-            return Err(ApiError::conflict(info, &name, "pod is being deleted, cannot be assigned to a host"));
+            return Err(ApiError::conflict(
+                info,
+                &name,
+                "pod is being deleted, cannot be assigned to a host",
+            ));
         }
-        if let Some(existing) = pod.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
+        if let Some(existing) = pod
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+        {
             return Err(ApiError::conflict(
                 info,
                 &name,
@@ -940,7 +1184,10 @@ pub async fn bind(api: &Apiserver, req: &ResourceRequest, q: &Query, mut binding
             ));
         }
         pod["spec"]["nodeName"] = json!(node);
-        let conditions = pod["status"]["conditions"].as_array().cloned().unwrap_or_default();
+        let conditions = pod["status"]["conditions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         let mut conditions: Vec<Value> = conditions
             .into_iter()
             .filter(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"))
@@ -948,10 +1195,24 @@ pub async fn bind(api: &Apiserver, req: &ResourceRequest, q: &Query, mut binding
         conditions.push(json!({ "type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": object::now_rfc3339() }));
         pod["status"]["conditions"] = json!(conditions);
         if q.dry_run {
-            return Ok(Written { code: 201, body: success_status(None), warnings: vec![] });
+            return Ok(Written {
+                code: 201,
+                body: success_status(None),
+                warnings: vec![],
+            });
         }
-        match api.store.update(&key, encode_stored(&pod)?, kv.mod_revision).await {
-            Ok(_) => return Ok(Written { code: 201, body: success_status(None), warnings: vec![] }),
+        match api
+            .store
+            .update(&key, encode_stored(&pod)?, kv.mod_revision)
+            .await
+        {
+            Ok(_) => {
+                return Ok(Written {
+                    code: 201,
+                    body: success_status(None),
+                    warnings: vec![],
+                })
+            }
             Err(store::Error::Conflict { .. }) => continue,
             Err(e) => return Err(e.into()),
         }
@@ -962,24 +1223,41 @@ pub async fn bind(api: &Apiserver, req: &ResourceRequest, q: &Query, mut binding
 pub async fn evict(api: &Apiserver, req: &ResourceRequest, eviction: Value) -> ApiResult<Written> {
     let info = req.info;
     let name = require_name(req)?.to_string();
-    let kind = eviction.get("kind").and_then(Value::as_str).unwrap_or("Eviction");
+    let kind = eviction
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("Eviction");
     if kind != "Eviction" {
-        return Err(ApiError::bad_request(format!("expected an Eviction, got {kind}")));
+        return Err(ApiError::bad_request(format!(
+            "expected an Eviction, got {kind}"
+        )));
     }
     let ns = req.namespace.clone().unwrap_or_default();
     let key = key_of(req, &name);
-    let kv = api.store.get(&key).await?.ok_or_else(|| ApiError::not_found(info, &name))?;
+    let kv = api
+        .store
+        .get(&key)
+        .await?
+        .ok_or_else(|| ApiError::not_found(info, &name))?;
     let pod = decode_stored(&kv)?;
-    let phase = pod.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
+    let phase = pod
+        .pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let terminal = matches!(phase, "Succeeded" | "Failed");
     let opts = DeleteOptions::new(&Query::default(), eviction.get("deleteOptions"))?;
     if !terminal && object::deletion_timestamp(&pod).is_none() {
-        let pdb_info = resources::find("policy", "v1", "poddisruptionbudgets").ok_or_else(|| ApiError::internal("pdbs not registered"))?;
+        let pdb_info = resources::find("policy", "v1", "poddisruptionbudgets")
+            .ok_or_else(|| ApiError::internal("pdbs not registered"))?;
         let cache = api.cache(pdb_info);
         cache.wait_ready().await?;
         let (pdbs, _) = cache.list(&object::list_prefix(pdb_info, Some(&ns)));
         let labels: std::collections::BTreeMap<String, String> = object::labels(&pod)
-            .map(|m| m.iter().filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string()))).collect())
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                    .collect()
+            })
             .unwrap_or_default();
         let matching: Vec<Arc<Value>> = pdbs
             .into_iter()
@@ -994,7 +1272,10 @@ pub async fn evict(api: &Apiserver, req: &ResourceRequest, eviction: Value) -> A
             return Err(ApiError::internal("This pod has more than one PodDisruptionBudget, which the eviction subresource does not support."));
         }
         if let Some(pdb) = matching.first() {
-            let allowed = pdb.pointer("/status/disruptionsAllowed").and_then(Value::as_i64).unwrap_or(0);
+            let allowed = pdb
+                .pointer("/status/disruptionsAllowed")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
             let pdb_name = object::name(pdb).unwrap_or("").to_string();
             if allowed <= 0 {
                 return Err(ApiError::too_many_requests(
@@ -1004,14 +1285,27 @@ pub async fn evict(api: &Apiserver, req: &ResourceRequest, eviction: Value) -> A
                 .with_details(json!({ "causes": [{ "reason": "DisruptionBudget", "message": format!("The disruption budget {pdb_name} needs {} healthy pods and has {} currently", pdb.pointer("/status/desiredHealthy").and_then(Value::as_i64).unwrap_or(0), pdb.pointer("/status/currentHealthy").and_then(Value::as_i64).unwrap_or(0)) }] })));
             }
             let pdb_key = object::key(pdb_info, Some(&ns), &pdb_name);
-            let pdb_kv = api.store.get(&pdb_key).await?.ok_or_else(|| ApiError::not_found(pdb_info, &pdb_name))?;
+            let pdb_kv = api
+                .store
+                .get(&pdb_key)
+                .await?
+                .ok_or_else(|| ApiError::not_found(pdb_info, &pdb_name))?;
             let mut stored = decode_stored(&pdb_kv)?;
-            let now_allowed = stored.pointer("/status/disruptionsAllowed").and_then(Value::as_i64).unwrap_or(0);
+            let now_allowed = stored
+                .pointer("/status/disruptionsAllowed")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
             if now_allowed <= 0 {
-                return Err(ApiError::too_many_requests("Cannot evict pod as it would violate the pod's disruption budget.", 0));
+                return Err(ApiError::too_many_requests(
+                    "Cannot evict pod as it would violate the pod's disruption budget.",
+                    0,
+                ));
             }
             stored["status"]["disruptionsAllowed"] = json!(now_allowed - 1);
-            let mut disrupted = stored["status"]["disruptedPods"].as_object().cloned().unwrap_or_default();
+            let mut disrupted = stored["status"]["disruptedPods"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
             disrupted.insert(name.clone(), json!(object::now_rfc3339()));
             stored["status"]["disruptedPods"] = Value::Object(disrupted);
             if !opts.dry_run {
@@ -1026,7 +1320,11 @@ pub async fn evict(api: &Apiserver, req: &ResourceRequest, eviction: Value) -> A
         }
     }
     delete(api, req, &opts).await?;
-    Ok(Written { code: 201, body: success_status(None), warnings: vec![] })
+    Ok(Written {
+        code: 201,
+        body: success_status(None),
+        warnings: vec![],
+    })
 }
 
 /// The autoscaling/v1 Scale of a workload.
@@ -1042,9 +1340,11 @@ fn scale_of(info: &ResourceInfo, obj: &Value) -> Value {
                         .join(",")
                 })
             } else {
-                serde_json::from_value::<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>(s.clone())
-                    .ok()
-                    .map(|s| selector_string(&s))
+                serde_json::from_value::<
+                    k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+                >(s.clone())
+                .ok()
+                .map(|s| selector_string(&s))
             }
         })
         .unwrap_or_default();
@@ -1092,7 +1392,12 @@ pub async fn get_scale(api: &Apiserver, req: &ResourceRequest) -> ApiResult<Valu
 }
 
 /// PUT or PATCH of `/scale`: writes `.spec.replicas` of the workload.
-pub async fn update_scale(api: &Apiserver, req: &ResourceRequest, q: &Query, change: Change) -> ApiResult<Written> {
+pub async fn update_scale(
+    api: &Apiserver,
+    req: &ResourceRequest,
+    q: &Query,
+    change: Change,
+) -> ApiResult<Written> {
     let info = req.info;
     let name = require_name(req)?.to_string();
     for _ in 0..MAX_RETRIES {
@@ -1103,24 +1408,30 @@ pub async fn update_scale(api: &Apiserver, req: &ResourceRequest, q: &Query, cha
             Change::Patch { patch_type, patch } => {
                 let (patched, _) = match patch_type {
                     PatchType::Strategic | PatchType::Merge => {
-                        let p: Value = serde_json::from_slice(patch)
-                            .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+                        let p: Value = serde_json::from_slice(patch).map_err(|e| {
+                            ApiError::bad_request(format!("error decoding patch: {e}"))
+                        })?;
                         let mut out = scale.clone();
                         json_patch::merge(&mut out, &p);
                         (out, ())
                     }
                     PatchType::Json => {
-                        let p: json_patch::Patch = serde_json::from_slice(patch)
-                            .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+                        let p: json_patch::Patch = serde_json::from_slice(patch).map_err(|e| {
+                            ApiError::bad_request(format!("error decoding patch: {e}"))
+                        })?;
                         let mut out = scale.clone();
-                        json_patch::patch(&mut out, &p).map_err(|e| ApiError::unprocessable(e.to_string()))?;
+                        json_patch::patch(&mut out, &p)
+                            .map_err(|e| ApiError::unprocessable(e.to_string()))?;
                         (out, ())
                     }
                 };
                 patched
             }
         };
-        let replicas = new_scale.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
+        let replicas = new_scale
+            .pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
         if replicas < 0 {
             return Err(ApiError::unprocessable(format!(
                 "Scale.autoscaling \"{name}\" is invalid: spec.replicas: Invalid value: {replicas}: must be greater than or equal to 0"
@@ -1137,7 +1448,17 @@ pub async fn update_scale(api: &Apiserver, req: &ResourceRequest, q: &Query, cha
             subresource: None,
             ..req.clone()
         };
-        match update(api, &main, q, Change::Replace { obj, duplicates: vec![] }).await {
+        match update(
+            api,
+            &main,
+            q,
+            Change::Replace {
+                obj,
+                duplicates: vec![],
+            },
+        )
+        .await
+        {
             Ok(w) => {
                 return Ok(Written {
                     code: 200,

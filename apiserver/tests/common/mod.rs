@@ -28,13 +28,14 @@ pub fn kubectl_binary() -> String {
 }
 
 pub struct TestApi {
-    pub etcd: EtcdServer,
     pub dir: tempfile::TempDir,
     pub addr: SocketAddr,
     pub kubeconfig: PathBuf,
     config: Config,
     trigger: Option<Trigger>,
     running: Option<Running>,
+    /// Declared last so it is dropped after the apiserver was told to stop.
+    pub etcd: EtcdServer,
 }
 
 fn config(etcd: &EtcdServer, dir: &std::path::Path, port: u16) -> Config {
