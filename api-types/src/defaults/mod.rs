@@ -56,11 +56,36 @@ fn with_typed<T: DeserializeOwned + Serialize>(
     };
     let mut typed = T::deserialize(&*obj).map_err(|e| decode(e.to_string()))?;
     f(&mut typed).map_err(decode)?;
-    *obj = serde_json::to_value(&typed).map_err(|source| DefaultsError::Encode {
+    let mut encoded = serde_json::to_value(&typed).map_err(|source| DefaultsError::Encode {
         kind: info.kind.to_string(),
         source,
     })?;
+    keep_absent(info, obj, &mut encoded);
+    *obj = encoded;
     Ok(())
+}
+
+/// Fields Go models as pointers but k8s-openapi as required values: when the request left
+/// them out they must stay out, so validation can report them as required (an apps/v1
+/// workload's `spec.selector`).
+fn keep_absent(info: &ResourceInfo, input: &Value, encoded: &mut Value) {
+    let pointer_fields: &[(&str, &str)] = match (info.group, info.kind) {
+        ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet") => {
+            &[("/spec", "selector")]
+        }
+        _ => &[],
+    };
+    for (parent, field) in pointer_fields {
+        let absent = input
+            .pointer(parent)
+            .and_then(|p| p.get(field))
+            .is_none_or(Value::is_null);
+        if absent {
+            if let Some(Value::Object(map)) = encoded.pointer_mut(parent) {
+                map.remove(*field);
+            }
+        }
+    }
 }
 
 fn none(_: &mut impl Sized) -> std::result::Result<(), String> {

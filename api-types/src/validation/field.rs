@@ -117,6 +117,20 @@ pub struct FieldError {
     pub bad_value: Option<Value>,
 }
 
+impl FieldError {
+    /// Appends a detail to the body, as upstream code does by setting `Detail` on an
+    /// error built without one.
+    pub fn with_detail(mut self, detail: &str) -> FieldError {
+        self.message = with_detail(self.message, detail);
+        self
+    }
+
+    /// The `StatusCause.reason` string of this error.
+    pub fn reason(&self) -> &'static str {
+        self.error_type.reason()
+    }
+}
+
 impl fmt::Display for FieldError {
     /// `field: body`, as upstream's `field.Error.Error()`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -161,6 +175,18 @@ pub fn required(path: &Path, detail: &str) -> FieldError {
 /// `Invalid value: <value>: detail`
 pub fn invalid(path: &Path, value: impl Into<Value>, detail: &str) -> FieldError {
     valued(path, FieldErrorType::Invalid, value.into(), detail)
+}
+
+/// `Invalid value: <display>: detail`, for values whose Go rendering (`%#v` of a struct)
+/// cannot be derived from their JSON.
+pub fn invalid_displayed(path: &Path, value: Value, display: &str, detail: &str) -> FieldError {
+    let body = format!("{}: {display}", FieldErrorType::Invalid.words());
+    FieldError {
+        field: path.to_string(),
+        error_type: FieldErrorType::Invalid,
+        message: with_detail(body, detail),
+        bad_value: Some(value),
+    }
 }
 
 /// `Unsupported value: <value>: supported values: "a", "b"`
