@@ -731,11 +731,16 @@ pub(crate) fn job_update(new: &Job, old: &Job) -> Vec<FieldError> {
             &path.child("completions"),
         ));
     }
-    errs.extend(immutable_field(
-        &n.selector,
-        &o.selector,
-        &path.child("selector"),
-    ));
+    if n.selector != o.selector {
+        errs.push(match &n.selector {
+            Some(s) => invalid_selector(&path.child("selector"), s, super::field::FIELD_IMMUTABLE),
+            None => invalid(
+                &path.child("selector"),
+                Value::Null,
+                super::field::FIELD_IMMUTABLE,
+            ),
+        });
+    }
     let mut old_template = o.template.clone();
     let never_started = old.status.as_ref().is_none_or(|s| s.start_time.is_none());
     if o.suspend == Some(true) && never_started {
