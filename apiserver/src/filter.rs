@@ -20,7 +20,7 @@ impl Filter {
             .as_deref()
             .map(LabelSelector::parse)
             .transpose()
-            .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
         let fields = q
             .field_selector
             .as_deref()

@@ -724,6 +724,9 @@ pub async fn update(
             }
             new = merged;
         } else {
+            if info.group.is_empty() && info.plural == "services" {
+                services::keep_allocated_values(&mut new, &old);
+            }
             apply_defaults(info, &mut new)?;
             strategy.prepare_for_update(info, &mut new, &old);
             validate(info, &name, api_types::validation::validate_update(info, &new, &old))?;

@@ -148,34 +148,21 @@ impl ApiError {
     }
 
     /// 422 with one cause per field error, as upstream's `NewInvalid`.
-    pub fn invalid(
-        info: &ResourceInfo,
-        name: &str,
-        errors: &[api_types::validation::FieldError],
-    ) -> Self {
-        let joined = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>();
-        let summary = if joined.len() == 1 {
-            joined[0].clone()
-        } else {
-            format!("[{}]", joined.join(", "))
-        };
-        let causes: Vec<Value> = errors
-            .iter()
-            .map(|e| {
-                json!({
-                    "reason": e.error_type.reason(),
-                    "message": e.to_string().split_once(": ").map(|(_, m)| m.to_string()).unwrap_or_else(|| e.to_string()),
-                    "field": e.field,
-                })
-            })
-            .collect();
+    pub fn invalid(info: &ResourceInfo, name: &str, errors: &[api_types::validation::FieldError]) -> Self {
+        let mut causes: Vec<Value> = Vec::new();
+        for e in errors {
+            let cause = json!({ "reason": e.error_type.reason(), "message": e.message, "field": e.field });
+            if !causes.contains(&cause) {
+                causes.push(cause);
+            }
+        }
         let mut d = details(info, name);
         d["kind"] = json!(info.kind);
         d["causes"] = json!(causes);
         Self::new(
             422,
             "Invalid",
-            format!("{} \"{}\" is invalid: {}", info.kind, name, summary),
+            api_types::validation::invalid_status_message(info.group, info.kind, name, errors),
         )
         .with_details(d)
     }

@@ -369,6 +369,13 @@ async fn services_get_unique_ips_and_node_ports_across_restarts() {
     };
     assert_ne!(ip(&a), ip(&b));
     assert_ne!(np(&a), np(&b));
+    // A PUT that leaves out clusterIP and nodePort keeps what was allocated.
+    let mut again = mk("b", "NodePort");
+    again.metadata.resource_version = b.metadata.resource_version.clone();
+    again.metadata.labels = Some(BTreeMap::from([("changed".to_string(), "yes".to_string())]));
+    let again = svcs.replace("b", &PostParams::default(), &again).await.unwrap();
+    assert_eq!(ip(&again), ip(&b));
+    assert_eq!(np(&again), np(&b));
     assert!((30000..=32767).contains(&np(&a)));
     // Asking for a taken nodePort is refused.
     let mut c = mk("c", "NodePort");

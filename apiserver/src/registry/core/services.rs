@@ -253,6 +253,48 @@ fn set_ip(svc: &mut Value, ip: IpAddr) {
     }
 }
 
+/// Carries allocated values the client left out of an update over from the stored Service,
+/// as upstream's `patchAllocatedValues`: a PUT without `clusterIP` keeps the address.
+pub fn keep_allocated_values(new: &mut Value, old: &Value) {
+    let old_type = svc_type(old);
+    let new_type = svc_type(new).to_string();
+    if new_type != "ExternalName" && old_type != "ExternalName" {
+        let unset = new
+            .pointer("/spec/clusterIP")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty);
+        if unset {
+            for f in ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"] {
+                if let Some(v) = old.pointer(&format!("/spec/{f}")) {
+                    new["spec"][f] = v.clone();
+                }
+            }
+        }
+    }
+    if wants_node_ports(new) && wants_node_ports(old) {
+        let old_ports: Vec<&Value> = old
+            .pointer("/spec/ports")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().collect())
+            .unwrap_or_default();
+        if let Some(ports) = new.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
+            for p in ports.iter_mut() {
+                if p.get("nodePort").and_then(Value::as_u64).unwrap_or(0) != 0 {
+                    continue;
+                }
+                let same = old_ports.iter().find(|o| {
+                    o.get("port") == p.get("port")
+                        && o.get("protocol").and_then(Value::as_str).unwrap_or("TCP")
+                            == p.get("protocol").and_then(Value::as_str).unwrap_or("TCP")
+                });
+                if let Some(n) = same.and_then(|o| o.get("nodePort")) {
+                    p["nodePort"] = n.clone();
+                }
+            }
+        }
+    }
+}
+
 /// Frees what a deleted Service held.
 pub fn release(alloc: &mut ServiceAllocators, svc: &Value) {
     let h = held(svc);
