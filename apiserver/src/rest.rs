@@ -39,6 +39,21 @@ fn encode_stored(obj: &Value) -> ApiResult<Bytes> {
         .map_err(|e| ApiError::internal(e.to_string()))
 }
 
+/// Maps a failed compare-and-swap write; `None` means "retry on the newer object".
+fn cas_failure(
+    e: store::Error,
+    info: &ResourceInfo,
+    name: &str,
+    may_retry: bool,
+) -> Option<ApiError> {
+    match e {
+        store::Error::Conflict { .. } if may_retry => None,
+        store::Error::Conflict { .. } => Some(ApiError::modified(info, name)),
+        store::Error::NotFound { .. } => Some(ApiError::not_found(info, name)),
+        other => Some(other.into()),
+    }
+}
+
 fn require_name(req: &ResourceRequest) -> ApiResult<&str> {
     req.name
         .as_deref()
@@ -493,7 +508,11 @@ pub async fn create(
     let strategy = registry::strategy_for(info);
     apply_defaults(info, &mut obj)?;
     strategy.prepare_for_create(info, &mut obj);
-    validate(info, &name, api_types::validation::validate_create(info, &obj))?;
+    validate(
+        info,
+        &name,
+        api_types::validation::validate_create(info, &obj),
+    )?;
     if let Some(ns) = req.namespace.as_deref() {
         namespace_admits(api, info, ns, &name).await?;
     }
@@ -709,7 +728,11 @@ pub async fn update(
         }
         if status_only {
             strategy.prepare_for_status_update(info, &mut new, &old);
-            validate(info, &name, api_types::validation::validate_status_update(info, &new, &old))?;
+            validate(
+                info,
+                &name,
+                api_types::validation::validate_status_update(info, &new, &old),
+            )?;
         } else if finalize {
             // /finalize changes only spec.finalizers of a namespace.
             let finalizers = new.pointer("/spec/finalizers").cloned();
@@ -729,7 +752,11 @@ pub async fn update(
             }
             apply_defaults(info, &mut new)?;
             strategy.prepare_for_update(info, &mut new, &old);
-            validate(info, &name, api_types::validation::validate_update(info, &new, &old))?;
+            validate(
+                info,
+                &name,
+                api_types::validation::validate_update(info, &new, &old),
+            )?;
         }
 
         let pending = if info.group.is_empty() && info.plural == "services" && !status_only {
@@ -767,14 +794,12 @@ pub async fn update(
                         warnings,
                     })
                 }
-                Err(store::Error::Conflict { .. })
-                    if given_rv.is_none() && attempt < MAX_RETRIES =>
-                {
-                    continue
+                Err(e) => {
+                    match cas_failure(e, info, &name, given_rv.is_none() && attempt < MAX_RETRIES) {
+                        None => continue,
+                        Some(err) => Err(err),
+                    }
                 }
-                Err(store::Error::Conflict { .. }) => Err(ApiError::modified(info, &name)),
-                Err(store::Error::NotFound { .. }) => Err(ApiError::not_found(info, &name)),
-                Err(e) => Err(e.into()),
             };
         }
         if q.dry_run {
@@ -807,20 +832,12 @@ pub async fn update(
                     warnings,
                 });
             }
-            Err(store::Error::Conflict { .. }) => {
-                rollback(pending);
-                if given_rv.is_none() && attempt < MAX_RETRIES {
-                    continue;
-                }
-                return Err(ApiError::modified(info, &name));
-            }
-            Err(store::Error::NotFound { .. }) => {
-                rollback(pending);
-                return Err(ApiError::not_found(info, &name));
-            }
             Err(e) => {
                 rollback(pending);
-                return Err(e.into());
+                match cas_failure(e, info, &name, given_rv.is_none() && attempt < MAX_RETRIES) {
+                    None => continue,
+                    Some(err) => return Err(err),
+                }
             }
         }
     }
@@ -1018,14 +1035,15 @@ pub async fn delete(
                         warnings: vec![],
                     });
                 }
-                Err(store::Error::Conflict { .. })
-                    if attempt < MAX_RETRIES && opts.precondition_rv.is_none() =>
-                {
-                    continue
-                }
-                Err(store::Error::Conflict { .. }) => return Err(ApiError::modified(info, &name)),
-                Err(store::Error::NotFound { .. }) => return Err(ApiError::not_found(info, &name)),
-                Err(e) => return Err(e.into()),
+                Err(e) => match cas_failure(
+                    e,
+                    info,
+                    &name,
+                    attempt < MAX_RETRIES && opts.precondition_rv.is_none(),
+                ) {
+                    None => continue,
+                    Some(err) => return Err(err),
+                },
             }
         }
 
@@ -1049,14 +1067,15 @@ pub async fn delete(
                     warnings: vec![],
                 });
             }
-            Err(store::Error::Conflict { .. })
-                if attempt < MAX_RETRIES && opts.precondition_rv.is_none() =>
-            {
-                continue
-            }
-            Err(store::Error::Conflict { .. }) => return Err(ApiError::modified(info, &name)),
-            Err(store::Error::NotFound { .. }) => return Err(ApiError::not_found(info, &name)),
-            Err(e) => return Err(e.into()),
+            Err(e) => match cas_failure(
+                e,
+                info,
+                &name,
+                attempt < MAX_RETRIES && opts.precondition_rv.is_none(),
+            ) {
+                None => continue,
+                Some(err) => return Err(err),
+            },
         }
     }
 }
