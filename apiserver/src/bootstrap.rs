@@ -54,10 +54,13 @@ async fn reconcile(api: &Apiserver, r: &ResourceRequest, mut obj: Value) -> ApiR
         let current = api.store.get(&key).await?;
         let (uid, created) = match &current {
             Some(kv) => {
-                let old: Value = serde_json::from_slice(&kv.value).map_err(|e| ApiError::internal(e.to_string()))?;
+                let old: Value = serde_json::from_slice(&kv.value)
+                    .map_err(|e| ApiError::internal(e.to_string()))?;
                 (
                     object::meta_str(&old, "uid").unwrap_or("").to_string(),
-                    object::meta_str(&old, "creationTimestamp").unwrap_or("").to_string(),
+                    object::meta_str(&old, "creationTimestamp")
+                        .unwrap_or("")
+                        .to_string(),
                 )
             }
             None => (uuid::Uuid::new_v4().to_string(), object::now_rfc3339()),
@@ -65,10 +68,16 @@ async fn reconcile(api: &Apiserver, r: &ResourceRequest, mut obj: Value) -> ApiR
         let meta = object::meta_mut(&mut obj);
         meta.insert("uid".into(), json!(uid));
         meta.insert("creationTimestamp".into(), json!(created));
-        let bytes = bytes::Bytes::from(serde_json::to_vec(&obj).map_err(|e| ApiError::internal(e.to_string()))?);
+        let bytes = bytes::Bytes::from(
+            serde_json::to_vec(&obj).map_err(|e| ApiError::internal(e.to_string()))?,
+        );
         let result = match current {
             Some(kv) if kv.value == bytes => return Ok(()),
-            Some(kv) => api.store.update(&key, bytes, kv.mod_revision).await.map(|_| ()),
+            Some(kv) => api
+                .store
+                .update(&key, bytes, kv.mod_revision)
+                .await
+                .map(|_| ()),
             None => api.store.create(&key, bytes).await.map(|_| ()),
         };
         match result {

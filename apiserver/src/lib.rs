@@ -96,8 +96,10 @@ pub(crate) struct Apiserver {
 }
 
 impl Apiserver {
-    pub fn cache(&self, info: &ResourceInfo) -> &Arc<WatchCache> {
-        // Every registered resource has a cache; built in `start`.
+    pub fn cache(&self, info: &'static ResourceInfo) -> &Arc<WatchCache> {
+        // Every stored resource has a cache, built in `start`; events.k8s.io Events are
+        // core Events in storage.
+        let info = registry::events::storage_of(info);
         &self.caches[&(info.group, info.plural)]
     }
 }
@@ -177,7 +179,10 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
     let tls_config = tls::server_config(&cert, &key)?;
 
     let mut caches = HashMap::new();
-    for info in RESOURCES {
+    for info in RESOURCES
+        .iter()
+        .filter(|i| !registry::events::is_events_v1(i))
+    {
         let gauge = metrics
             .storage_objects
             .with_label_values(&[&info.group_resource()]);

@@ -78,7 +78,8 @@ pub fn rfc3339_after(seconds: i64) -> String {
 }
 
 /// The storage prefix of a resource: `pods/` for the core group, `apps/deployments/` otherwise.
-pub fn resource_prefix(info: &ResourceInfo) -> String {
+pub fn resource_prefix(info: &'static ResourceInfo) -> String {
+    let info = crate::registry::events::storage_of(info);
     if info.group.is_empty() {
         format!("{}/", info.plural)
     } else {
@@ -87,7 +88,7 @@ pub fn resource_prefix(info: &ResourceInfo) -> String {
 }
 
 /// The prefix for listing: one namespace, or all.
-pub fn list_prefix(info: &ResourceInfo, namespace: Option<&str>) -> String {
+pub fn list_prefix(info: &'static ResourceInfo, namespace: Option<&str>) -> String {
     match namespace {
         Some(ns) if info.namespaced => format!("{}{}/", resource_prefix(info), ns),
         _ => resource_prefix(info),
@@ -95,7 +96,7 @@ pub fn list_prefix(info: &ResourceInfo, namespace: Option<&str>) -> String {
 }
 
 /// The storage key of one object.
-pub fn key(info: &ResourceInfo, namespace: Option<&str>, name: &str) -> String {
+pub fn key(info: &'static ResourceInfo, namespace: Option<&str>, name: &str) -> String {
     match namespace {
         Some(ns) if info.namespaced => format!("{}{}/{}", resource_prefix(info), ns, name),
         _ => format!("{}{}", resource_prefix(info), name),

@@ -3,7 +3,7 @@
 
 use crate::filter::Filter;
 use crate::object;
-use crate::registry::{self, core::namespaces, core::services};
+use crate::registry::{self, core::namespaces, core::services, events};
 use crate::request::{Query, ResourceRequest};
 use crate::status::{success_status, ApiError, ApiResult};
 use crate::Apiserver;
@@ -23,16 +23,29 @@ pub struct Written {
     pub warnings: Vec<String>,
 }
 
-fn decode_stored(kv: &store::KeyValue) -> ApiResult<Value> {
+fn decode_stored(info: &ResourceInfo, kv: &store::KeyValue) -> ApiResult<Value> {
     let mut v: Value = serde_json::from_slice(&kv.value)
         .map_err(|e| ApiError::internal(format!("decoding stored object {}: {e}", kv.key)))?;
     object::set_resource_version(&mut v, kv.mod_revision);
-    Ok(v)
+    Ok(from_storage(info, v))
+}
+
+/// An object as its API shows it, from its stored form.
+pub fn from_storage(info: &ResourceInfo, v: Value) -> Value {
+    if events::is_events_v1(info) {
+        events::from_core(&v)
+    } else {
+        v
+    }
 }
 
 /// Objects are stored without their resourceVersion: etcd's mod revision is the truth.
-fn encode_stored(obj: &Value) -> ApiResult<Bytes> {
-    let mut obj = obj.clone();
+fn encode_stored(info: &ResourceInfo, obj: &Value) -> ApiResult<Bytes> {
+    let mut obj = if events::is_events_v1(info) {
+        events::to_core(obj)
+    } else {
+        obj.clone()
+    };
     object::meta_mut(&mut obj).remove("resourceVersion");
     serde_json::to_vec(&obj)
         .map(Bytes::from)
@@ -74,7 +87,7 @@ pub async fn get(api: &Apiserver, req: &ResourceRequest, q: &Query) -> ApiResult
         cache.wait_ready().await?;
         return cache
             .get(&key)
-            .map(|o| (*o).clone())
+            .map(|o| from_storage(req.info, (*o).clone()))
             .ok_or_else(|| ApiError::not_found(req.info, name));
     }
     let kv = api
@@ -82,7 +95,7 @@ pub async fn get(api: &Apiserver, req: &ResourceRequest, q: &Query) -> ApiResult
         .get(&key)
         .await?
         .ok_or_else(|| ApiError::not_found(req.info, name))?;
-    decode_stored(&kv)
+    decode_stored(req.info, &kv)
 }
 
 // ---------------------------------------------------------------- list
@@ -185,8 +198,8 @@ pub async fn list(api: &Apiserver, req: &ResourceRequest, q: &Query) -> ApiResul
         let (items, rev) = cache.list(&prefix);
         let items: Vec<Value> = items
             .into_iter()
+            .map(|o| from_storage(info, (*o).clone()))
             .filter(|o| filter.matches(o))
-            .map(|o| (*o).clone())
             .collect();
         return Ok(list_value(info, items, rev, None, None));
     }
@@ -236,7 +249,7 @@ pub async fn list(api: &Apiserver, req: &ResourceRequest, q: &Query) -> ApiResul
         let count = page.items.len();
         for (i, kv) in page.items.iter().enumerate() {
             last_key = Some(kv.key.clone());
-            let obj = decode_stored(kv)?;
+            let obj = decode_stored(info, kv)?;
             if filter.matches(&obj) {
                 items.push(obj);
             }
@@ -382,7 +395,7 @@ async fn namespace_admits(
     let ns = match api.cache(ns_info).get(&key) {
         Some(ns) => Some((*ns).clone()),
         None => match api.store.get(&key).await? {
-            Some(kv) => Some(decode_stored(&kv)?),
+            Some(kv) => Some(decode_stored(ns_info, &kv)?),
             None => None,
         },
     };
@@ -537,7 +550,7 @@ pub async fn create(
         });
     }
     let key = key_of(req, &name);
-    let result = api.store.create(&key, encode_stored(&obj)?).await;
+    let result = api.store.create(&key, encode_stored(info, &obj)?).await;
     match result {
         Ok(kv) => {
             if let Some(p) = pending {
@@ -655,7 +668,7 @@ pub async fn update(
                 let Some(kv) = &current else {
                     return Err(ApiError::not_found(info, &name));
                 };
-                let old = decode_stored(kv)?;
+                let old = decode_stored(info, kv)?;
                 let (mut patched, dups) = apply_patch(info, *patch_type, patch, &old)?;
                 // A patch names the object it applies to: name and namespace cannot move.
                 if object::name(&patched) != Some(name.as_str()) {
@@ -687,7 +700,7 @@ pub async fn update(
             }
             return Err(ApiError::not_found(info, &name));
         };
-        let old = decode_stored(&kv)?;
+        let old = decode_stored(info, &kv)?;
         // A resourceVersion in a PUT body, or one a patch changed, is a precondition;
         // without one, conflicting writes are retried on the newer object.
         let given_rv =
@@ -811,8 +824,8 @@ pub async fn update(
             });
         }
         // An update that changes nothing is not written, as upstream.
-        let encoded = encode_stored(&new)?;
-        if encoded == encode_stored(&old)? {
+        let encoded = encode_stored(info, &new)?;
+        if encoded == encode_stored(info, &old)? {
             rollback(pending);
             return Ok(Written {
                 code: 200,
@@ -938,7 +951,7 @@ pub async fn delete(
             .get(&key)
             .await?
             .ok_or_else(|| ApiError::not_found(info, &name))?;
-        let current = decode_stored(&kv)?;
+        let current = decode_stored(info, &kv)?;
         if let Some(uid) = &opts.precondition_uid {
             let actual = object::meta_str(&current, "uid").unwrap_or("");
             if uid != actual {
@@ -1012,8 +1025,8 @@ pub async fn delete(
                     warnings: vec![],
                 });
             }
-            let encoded = encode_stored(&updated)?;
-            if encoded == encode_stored(&current)? {
+            let encoded = encode_stored(info, &updated)?;
+            if encoded == encode_stored(info, &current)? {
                 return Ok(Written {
                     code: 200,
                     body: current,
@@ -1177,7 +1190,7 @@ pub async fn bind(
             .get(&key)
             .await?
             .ok_or_else(|| ApiError::not_found(info, &name))?;
-        let mut pod = decode_stored(&kv)?;
+        let mut pod = decode_stored(info, &kv)?;
         if let Some(uid) = binding.pointer("/metadata/uid").and_then(Value::as_str) {
             if object::meta_str(&pod, "uid") != Some(uid) {
                 return Err(ApiError::conflict(
@@ -1225,7 +1238,7 @@ pub async fn bind(
         }
         match api
             .store
-            .update(&key, encode_stored(&pod)?, kv.mod_revision)
+            .update(&key, encode_stored(info, &pod)?, kv.mod_revision)
             .await
         {
             Ok(_) => {
@@ -1261,7 +1274,7 @@ pub async fn evict(api: &Apiserver, req: &ResourceRequest, eviction: Value) -> A
         .get(&key)
         .await?
         .ok_or_else(|| ApiError::not_found(info, &name))?;
-    let pod = decode_stored(&kv)?;
+    let pod = decode_stored(info, &kv)?;
     let phase = pod
         .pointer("/status/phase")
         .and_then(Value::as_str)
@@ -1312,7 +1325,7 @@ pub async fn evict(api: &Apiserver, req: &ResourceRequest, eviction: Value) -> A
                 .get(&pdb_key)
                 .await?
                 .ok_or_else(|| ApiError::not_found(pdb_info, &pdb_name))?;
-            let mut stored = decode_stored(&pdb_kv)?;
+            let mut stored = decode_stored(pdb_info, &pdb_kv)?;
             let now_allowed = stored
                 .pointer("/status/disruptionsAllowed")
                 .and_then(Value::as_i64)
@@ -1332,7 +1345,11 @@ pub async fn evict(api: &Apiserver, req: &ResourceRequest, eviction: Value) -> A
             stored["status"]["disruptedPods"] = Value::Object(disrupted);
             if !opts.dry_run {
                 api.store
-                    .update(&pdb_key, encode_stored(&stored)?, pdb_kv.mod_revision)
+                    .update(
+                        &pdb_key,
+                        encode_stored(pdb_info, &stored)?,
+                        pdb_kv.mod_revision,
+                    )
                     .await
                     .map_err(|e| match e {
                         store::Error::Conflict { .. } => ApiError::modified(pdb_info, &pdb_name),

@@ -148,10 +148,15 @@ impl ApiError {
     }
 
     /// 422 with one cause per field error, as upstream's `NewInvalid`.
-    pub fn invalid(info: &ResourceInfo, name: &str, errors: &[api_types::validation::FieldError]) -> Self {
+    pub fn invalid(
+        info: &ResourceInfo,
+        name: &str,
+        errors: &[api_types::validation::FieldError],
+    ) -> Self {
         let mut causes: Vec<Value> = Vec::new();
         for e in errors {
-            let cause = json!({ "reason": e.error_type.reason(), "message": e.message, "field": e.field });
+            let cause =
+                json!({ "reason": e.error_type.reason(), "message": e.message, "field": e.field });
             if !causes.contains(&cause) {
                 causes.push(cause);
             }

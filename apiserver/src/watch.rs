@@ -177,9 +177,10 @@ pub async fn watch(
         gauge.inc();
         let _guard = GaugeGuard(gauge);
         let mut last = sub.from_revision;
-        for ev in &sub.backlog {
-            if let Some(t) = watcher.translate(ev) {
-                if tx.send(watcher.frame(t.as_str(), ev)).await.is_err() {
+        for ev in sub.backlog {
+            let ev = convert(info, ev);
+            if let Some(t) = watcher.translate(&ev) {
+                if tx.send(watcher.frame(t.as_str(), &ev)).await.is_err() {
                     return;
                 }
             }
@@ -199,6 +200,7 @@ pub async fn watch(
                         if ev.revision <= last {
                             continue;
                         }
+                        let ev = convert(info, ev);
                         last = ev.revision;
                         if let Some(t) = watcher.translate(&ev) {
                             if tx.send(watcher.frame(t.as_str(), &ev)).await.is_err() {
@@ -225,6 +227,21 @@ pub async fn watch(
             }
         }
     }))
+}
+
+/// An event as the watcher's API shows it (events.k8s.io Events are stored as core ones).
+fn convert(info: &api_types::resources::ResourceInfo, ev: Arc<Event>) -> Arc<Event> {
+    if !crate::registry::events::is_events_v1(info) {
+        return ev;
+    }
+    let to = |o: &Value| Arc::new(crate::registry::events::from_core(o));
+    Arc::new(Event::new(
+        ev.event_type,
+        ev.key.clone(),
+        to(&ev.object),
+        ev.prev.as_deref().map(to),
+        ev.revision,
+    ))
 }
 
 struct GaugeGuard(prometheus::IntGauge);

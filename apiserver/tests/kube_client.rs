@@ -373,7 +373,10 @@ async fn services_get_unique_ips_and_node_ports_across_restarts() {
     let mut again = mk("b", "NodePort");
     again.metadata.resource_version = b.metadata.resource_version.clone();
     again.metadata.labels = Some(BTreeMap::from([("changed".to_string(), "yes".to_string())]));
-    let again = svcs.replace("b", &PostParams::default(), &again).await.unwrap();
+    let again = svcs
+        .replace("b", &PostParams::default(), &again)
+        .await
+        .unwrap();
     assert_eq!(ip(&again), ip(&b));
     assert_eq!(np(&again), np(&b));
     assert!((30000..=32767).contains(&np(&a)));
@@ -389,4 +392,68 @@ async fn services_get_unique_ips_and_node_ports_across_restarts() {
     svcs.delete("a", &DeleteParams::default()).await.unwrap();
     let c = svcs.create(&PostParams::default(), &c).await.unwrap();
     assert_eq!(np(&c), np(&a));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_one_set_seen_through_two_apis() {
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    use k8s_openapi::api::events::v1::Event;
+    let api = TestApi::start().await;
+    let client = api.client().await;
+    let new_api: Api<Event> = Api::namespaced(client.clone(), "default");
+    let core_api: Api<CoreEvent> = Api::namespaced(client.clone(), "default");
+    // Recorders such as kube-runtime's write events.k8s.io/v1 ...
+    let ev: Event = serde_json::from_value(json!({
+        "metadata": { "name": "started" },
+        "eventTime": "2026-01-01T00:00:00.000000Z",
+        "regarding": { "kind": "Pod", "namespace": "default", "name": "web" },
+        "reason": "Started", "note": "container started", "type": "Normal",
+        "action": "Start", "reportingController": "pikube/kubelet", "reportingInstance": "node-1",
+    }))
+    .unwrap();
+    new_api.create(&PostParams::default(), &ev).await.unwrap();
+    // ... and kubectl reads core/v1.
+    let core = core_api.get("started").await.unwrap();
+    assert_eq!(core.message.as_deref(), Some("container started"));
+    assert_eq!(core.involved_object.name.as_deref(), Some("web"));
+    assert_eq!(core.reporting_component.as_deref(), Some("pikube/kubelet"));
+    let selected = core_api
+        .list(&ListParams::default().fields("involvedObject.name=web"))
+        .await
+        .unwrap();
+    assert_eq!(selected.items.len(), 1);
+    let out = api.kubectl_ok(&["get", "events", "-n", "default"]);
+    assert!(
+        out.contains("Started") && out.contains("pod/web") && out.contains("container started"),
+        "{out}"
+    );
+    // A core write shows through events.k8s.io too, also from the cache.
+    core_api
+        .patch(
+            "started",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "message": "changed" })),
+        )
+        .await
+        .unwrap();
+    let seen = new_api.get("started").await.unwrap();
+    assert_eq!(seen.note.as_deref(), Some("changed"));
+    let cached = wait_until(
+        Duration::from_secs(10),
+        "the cache to see the change",
+        || {
+            let new_api = new_api.clone();
+            async move {
+                let l = new_api
+                    .list(&ListParams::default().match_any())
+                    .await
+                    .ok()?;
+                l.items
+                    .into_iter()
+                    .find(|e| e.note.as_deref() == Some("changed"))
+            }
+        },
+    )
+    .await;
+    assert_eq!(cached.regarding.unwrap().name.as_deref(), Some("web"));
 }

@@ -2,6 +2,7 @@
 //! and a status update may change, and how a delete proceeds.
 
 pub mod core;
+pub mod events;
 
 use crate::object;
 use api_types::resources::ResourceInfo;
