@@ -439,12 +439,12 @@ fn field_warnings_or_error(
         return Ok(Vec::new());
     }
     if mode == "Strict" {
-        let msg = if problems.len() == 1 {
-            format!("strict decoding error: {}", problems[0])
-        } else {
-            format!("strict decoding error: {}", problems.join(", "))
-        };
-        return Err(ApiError::bad_request(msg));
+        return Err(ApiError::bad_request(format!(
+            "{kind} in version {version:?} cannot be handled as a {kind}: strict decoding error: {}",
+            problems.join(", "),
+            kind = api_info.kind,
+            version = api_info.version,
+        )));
     }
     Ok(problems)
 }
@@ -539,9 +539,14 @@ pub async fn create(
     } else {
         None
     };
+    let key = key_of(req, &name);
     if q.dry_run {
         if let Some(p) = pending {
             p.rollback(&mut api.services.lock());
+        }
+        // A dry run still answers what the real create would: AlreadyExists.
+        if api.store.get(&key).await?.is_some() {
+            return Err(ApiError::already_exists(info, &name));
         }
         return Ok(Written {
             code: 201,
@@ -549,7 +554,6 @@ pub async fn create(
             warnings,
         });
     }
-    let key = key_of(req, &name);
     let result = api.store.create(&key, encode_stored(info, &obj)?).await;
     match result {
         Ok(kv) => {
@@ -875,6 +879,9 @@ pub struct DeleteOptions {
     pub precondition_uid: Option<String>,
     pub precondition_rv: Option<String>,
     pub dry_run: bool,
+    /// `orphanDependents=false` given explicitly: upstream then answers 202 while the
+    /// object waits on finalizers.
+    pub explicit_no_orphan: bool,
 }
 
 impl DeleteOptions {
@@ -883,6 +890,7 @@ impl DeleteOptions {
             grace_period_seconds: q.grace_period_seconds,
             propagation_policy: q.propagation_policy.clone(),
             dry_run: q.dry_run,
+            explicit_no_orphan: q.orphan_dependents == Some(false),
             ..Default::default()
         };
         if q.orphan_dependents == Some(true) && o.propagation_policy.is_none() {
@@ -902,10 +910,12 @@ impl DeleteOptions {
             if let Some(p) = b.get("propagationPolicy").and_then(Value::as_str) {
                 o.propagation_policy = Some(p.to_string());
             }
-            if b.get("orphanDependents").and_then(Value::as_bool) == Some(true)
-                && o.propagation_policy.is_none()
-            {
-                o.propagation_policy = Some("Orphan".into());
+            match b.get("orphanDependents").and_then(Value::as_bool) {
+                Some(true) if o.propagation_policy.is_none() => {
+                    o.propagation_policy = Some("Orphan".into())
+                }
+                Some(false) => o.explicit_no_orphan = true,
+                _ => {}
             }
             if let Some(p) = b.get("preconditions") {
                 o.precondition_uid = p.get("uid").and_then(Value::as_str).map(String::from);
@@ -1035,13 +1045,11 @@ pub async fn delete(
             }
             match api.store.update(&key, encoded, kv.mod_revision).await {
                 Ok(kv) => {
+                    read_own_namespace_write(api, info, kv.mod_revision).await;
                     object::set_resource_version(&mut updated, kv.mod_revision);
-                    // Upstream answers 202 while deletion waits on finalizers, 200 for graceful pods.
-                    let code = if grace.is_some_and(|g| g > 0) {
-                        200
-                    } else {
-                        202
-                    };
+                    // Upstream answers 200 with the object while deletion waits, and 202
+                    // only when orphanDependents=false was asked for.
+                    let code = if opts.explicit_no_orphan { 202 } else { 200 };
                     return Ok(Written {
                         code,
                         body: updated,
@@ -1069,6 +1077,7 @@ pub async fn delete(
         }
         match api.store.delete(&key, Some(kv.mod_revision)).await {
             Ok((_, rev)) => {
+                read_own_namespace_write(api, info, rev).await;
                 if info.group.is_empty() && info.plural == "services" {
                     services::release(&mut api.services.lock(), &current);
                 }
@@ -1089,6 +1098,24 @@ pub async fn delete(
                 None => continue,
                 Some(err) => return Err(err),
             },
+        }
+    }
+}
+
+/// Namespace admission reads the namespace cache: a namespace delete answers once the
+/// cache shows it, so content created after the answer is refused (upstream forces a live
+/// lookup for recently deleted namespaces for the same reason).
+async fn read_own_namespace_write(api: &Apiserver, info: &'static ResourceInfo, revision: i64) {
+    if info.group.is_empty() && info.plural == "namespaces" {
+        let cache = api.cache(info);
+        if !cache
+            .wait_for_revision(revision, std::time::Duration::from_secs(5))
+            .await
+        {
+            tracing::warn!(
+                revision,
+                "namespace cache lagging behind a namespace delete"
+            );
         }
     }
 }
@@ -1131,6 +1158,10 @@ pub async fn delete_collection(
             subresource: None,
         };
         match delete(api, &one, opts).await {
+            // Kinds answering a Status for one delete list the objects they removed.
+            Ok(w) if w.body.get("kind").and_then(Value::as_str) == Some("Status") => {
+                deleted.push(item)
+            }
             Ok(w) => deleted.push(w.body),
             Err(e) if e.code == 404 => {}
             Err(e) => return Err(e),
@@ -1212,7 +1243,8 @@ pub async fn bind(
             .and_then(Value::as_str)
             .filter(|n| !n.is_empty())
         {
-            return Err(ApiError::conflict(
+            return Err(ApiError::conflict_on(
+                "pods/binding",
                 info,
                 &name,
                 &format!("pod {name} is already assigned to node {existing:?}"),
@@ -1284,9 +1316,18 @@ pub async fn evict(api: &Apiserver, req: &ResourceRequest, eviction: Value) -> A
     if !terminal && object::deletion_timestamp(&pod).is_none() {
         let pdb_info = resources::find("policy", "v1", "poddisruptionbudgets")
             .ok_or_else(|| ApiError::internal("pdbs not registered"))?;
-        let cache = api.cache(pdb_info);
-        cache.wait_ready().await?;
-        let (pdbs, _) = cache.list(&object::list_prefix(pdb_info, Some(&ns)));
+        // A consistent read, as upstream: a budget created just before must count.
+        let pdb_req = ResourceRequest {
+            info: pdb_info,
+            namespace: Some(ns.clone()),
+            name: None,
+            subresource: None,
+        };
+        let listed = list(api, &pdb_req, &Query::default()).await?;
+        let pdbs: Vec<Arc<Value>> = listed["items"]
+            .as_array()
+            .map(|a| a.iter().cloned().map(Arc::new).collect())
+            .unwrap_or_default();
         let labels: std::collections::BTreeMap<String, String> = object::labels(&pod)
             .map(|m| {
                 m.iter()

@@ -67,23 +67,18 @@ impl ApiError {
 
     /// 404 for a path that names no resource.
     pub fn path_not_found(path: &str) -> Self {
-        Self::new(
-            404,
-            "NotFound",
-            format!("the server could not find the requested resource ({path})"),
-        )
-        .with_details(json!({ "causes": [{ "reason": "UnexpectedServerResponse", "message": "404 page not found" }] }))
+        tracing::debug!(%path, "no such resource path");
+        Self::new(404, "NotFound", "the server could not find the requested resource")
+            .with_details(json!({ "causes": [{ "reason": "UnexpectedServerResponse", "message": "404 page not found" }] }))
     }
 
+    /// 405 for a verb the resource does not support (`action` names it in the log).
     pub fn method_not_supported(info: &ResourceInfo, action: &str) -> Self {
+        tracing::debug!(resource = %info.group_resource(), %action, "verb not supported");
         Self::new(
             405,
             "MethodNotAllowed",
-            format!(
-                "{} is not supported on resources of kind \"{}\"",
-                action,
-                info.group_resource()
-            ),
+            "the server does not allow this method on the requested resource",
         )
         .with_details(json!({ "kind": info.plural, "group": info.group }))
     }
@@ -106,15 +101,15 @@ impl ApiError {
     }
 
     pub fn conflict(info: &ResourceInfo, name: &str, why: &str) -> Self {
+        Self::conflict_on(&info.group_resource(), info, name, why)
+    }
+
+    /// A 409 naming `what` (e.g. `pods/binding`) as the thing that could not be changed.
+    pub fn conflict_on(what: &str, info: &ResourceInfo, name: &str, why: &str) -> Self {
         Self::new(
             409,
             "Conflict",
-            format!(
-                "Operation cannot be fulfilled on {} \"{}\": {}",
-                info.group_resource(),
-                name,
-                why
-            ),
+            format!("Operation cannot be fulfilled on {what} \"{name}\": {why}"),
         )
         .with_details(details(info, name))
     }

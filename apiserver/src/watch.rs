@@ -39,22 +39,35 @@ impl Watcher {
         self.filter.matches(obj)
     }
 
-    /// The event this watcher sees for a cache event, given selector transitions.
-    fn translate(&self, ev: &Event) -> Option<EventType> {
+    /// The event this watcher sees for a cache event, given selector transitions. An object
+    /// leaving the selection is DELETED in its previous state at the change's revision, as
+    /// upstream reports it.
+    fn translate(&self, ev: &Arc<Event>) -> Option<(EventType, Arc<Event>)> {
         if !ev.key.starts_with(&self.prefix) {
             return None;
         }
         let now = self.visible(&ev.object);
         match ev.event_type {
-            EventType::Deleted => now.then_some(EventType::Deleted),
-            EventType::Added => now.then_some(EventType::Added),
+            EventType::Deleted => now.then(|| (EventType::Deleted, ev.clone())),
+            EventType::Added => now.then(|| (EventType::Added, ev.clone())),
             EventType::Modified => {
-                let before = ev.prev.as_ref().is_some_and(|p| self.visible(p));
-                match (before, now) {
-                    (true, true) => Some(EventType::Modified),
-                    (false, true) => Some(EventType::Added),
-                    (true, false) => Some(EventType::Deleted),
-                    (false, false) => None,
+                let prev = ev.prev.as_ref().filter(|p| self.visible(p));
+                match (prev, now) {
+                    (Some(_), true) => Some((EventType::Modified, ev.clone())),
+                    (None, true) => Some((EventType::Added, ev.clone())),
+                    (Some(p), false) => {
+                        let mut last = (**p).clone();
+                        object::set_resource_version(&mut last, ev.revision);
+                        let exit = Event::new(
+                            EventType::Deleted,
+                            ev.key.clone(),
+                            Arc::new(last),
+                            None,
+                            ev.revision,
+                        );
+                        Some((EventType::Deleted, Arc::new(exit)))
+                    }
+                    (None, false) => None,
                 }
             }
         }
@@ -177,9 +190,11 @@ pub async fn watch(
         gauge.inc();
         let _guard = GaugeGuard(gauge);
         let mut last = sub.from_revision;
+        let mut reported = last;
         for ev in sub.backlog {
             let ev = convert(info, ev);
-            if let Some(t) = watcher.translate(&ev) {
+            if let Some((t, ev)) = watcher.translate(&ev) {
+                reported = reported.max(ev.revision);
                 if tx.send(watcher.frame(t.as_str(), &ev)).await.is_err() {
                     return;
                 }
@@ -200,9 +215,10 @@ pub async fn watch(
                         if ev.revision <= last {
                             continue;
                         }
-                        let ev = convert(info, ev);
                         last = ev.revision;
-                        if let Some(t) = watcher.translate(&ev) {
+                        let ev = convert(info, ev);
+                        if let Some((t, ev)) = watcher.translate(&ev) {
+                            reported = ev.revision;
                             if tx.send(watcher.frame(t.as_str(), &ev)).await.is_err() {
                                 return;
                             }
@@ -214,14 +230,16 @@ pub async fn watch(
                 },
                 _ = ticker.tick(), if watcher.bookmarks => {
                     let rv = cache.revision();
-                    // Only when nothing older is queued for this watcher.
-                    if rv > last && live.is_empty() {
-                        last = rv;
+                    // Only when nothing older is queued for this watcher, and only news.
+                    if rv > reported && live.is_empty() {
+                        reported = rv;
                         if tx.send(watcher.bookmark(rv, false)).await.is_err() {
                             return;
                         }
                     }
                 }
+                // The client went away: unregister now, not at the next matching event.
+                _ = tx.closed() => return,
                 _ = &mut deadline => return,
                 _ = shutdown.signaled() => return,
             }

@@ -92,6 +92,8 @@ pub struct WatchCache {
     state: RwLock<State>,
     live: broadcast::Sender<Arc<Event>>,
     ready: watch::Sender<bool>,
+    /// The newest revision applied, for writers waiting to read their own write.
+    applied: watch::Sender<i64>,
     objects_gauge: prometheus::IntGauge,
 }
 
@@ -120,6 +122,7 @@ impl WatchCache {
     pub fn new(info: &'static ResourceInfo, objects_gauge: prometheus::IntGauge) -> Arc<Self> {
         let (live, _) = broadcast::channel(CHANNEL);
         let (ready, _) = watch::channel(false);
+        let (applied, _) = watch::channel(0);
         Arc::new(WatchCache {
             info,
             state: RwLock::new(State {
@@ -130,6 +133,7 @@ impl WatchCache {
             }),
             live,
             ready,
+            applied,
             objects_gauge,
         })
     }
@@ -148,6 +152,15 @@ impl WatchCache {
                 self.info.group_resource()
             ))),
         }
+    }
+
+    /// Waits (bounded) until the cache reflects `revision`, so a writer's next read through
+    /// the cache sees its write. Returns whether it did in time.
+    pub async fn wait_for_revision(&self, revision: i64, timeout: Duration) -> bool {
+        let mut rx = self.applied.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|r| *r >= revision))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     pub fn revision(&self) -> i64 {
@@ -259,6 +272,7 @@ impl WatchCache {
             }
             WatchEvent::Progress { revision } => {
                 state.revision = state.revision.max(revision);
+                self.applied.send_replace(state.revision);
                 return;
             }
         };
@@ -273,6 +287,7 @@ impl WatchCache {
         self.objects_gauge.set(state.objects.len() as i64);
         // No receivers is fine: nobody is watching.
         let _ = self.live.send(ev);
+        self.applied.send_replace(state.revision);
     }
 
     fn replace(&self, items: Vec<store::KeyValue>, revision: i64) {
@@ -288,6 +303,7 @@ impl WatchCache {
         state.oldest = revision;
         state.history.clear();
         self.objects_gauge.set(state.objects.len() as i64);
+        self.applied.send_replace(revision);
         self.ready.send_replace(true);
     }
 

@@ -1441,7 +1441,6 @@ async fn watch_from_a_compacted_resource_version_is_expired() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "server bug: events filtered out for a watcher advance its last revision, so it never gets a bookmark"]
 async fn watch_bookmarks_report_progress() {
     let api = TestApi::start().await;
     let c = Raw::new(&api);
@@ -2194,7 +2193,6 @@ async fn paging_with_limit_and_continue() {
 // ignored until it does (run them with `--ignored`).
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "server bug: a dry-run create of an existing name answers 201 instead of 409 AlreadyExists"]
 async fn dry_run_create_of_an_existing_name_conflicts() {
     let api = TestApi::start().await;
     let c = Raw::new(&api);
@@ -2208,7 +2206,6 @@ async fn dry_run_create_of_an_existing_name_conflicts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "server bug: deletecollection answers a list of Status objects instead of the deleted objects"]
 async fn deletecollection_answers_the_deleted_objects() {
     let api = TestApi::start().await;
     let c = Raw::new(&api);
@@ -2232,7 +2229,6 @@ async fn deletecollection_answers_the_deleted_objects() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "server bug: a delete left waiting on finalizers answers 202; upstream answers 200 unless orphanDependents=false"]
 async fn deletes_waiting_on_finalizers_answer_200() {
     let api = TestApi::start().await;
     let c = Raw::new(&api);
@@ -2276,7 +2272,6 @@ async fn deletes_waiting_on_finalizers_answer_200() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "server bug: metadata.generation is set on kinds whose strategies do not track it (ConfigMap, Service)"]
 async fn generation_only_on_kinds_that_track_it() {
     let api = TestApi::start().await;
     let c = Raw::new(&api);
@@ -2307,7 +2302,6 @@ async fn generation_only_on_kinds_that_track_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "server bug: an object leaving a watch's selector is sent DELETED with its new state; upstream sends the previous (matching) state"]
 async fn watch_selector_exit_carries_the_previous_object() {
     let api = TestApi::start().await;
     let c = Raw::new(&api);
@@ -2368,7 +2362,6 @@ async fn watch_selector_exit_carries_the_previous_object() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "server bug: a watch whose client went away stays registered (task, receiver, apiserver_registered_watchers) until an event passes its filter"]
 async fn closed_watches_are_unregistered() {
     let api = TestApi::start().await;
     let c = Raw::new(&api);
@@ -2405,7 +2398,6 @@ async fn closed_watches_are_unregistered() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "server bug: error messages differ from upstream (404 unknown path, 405, strict decoding, pods/binding conflict)"]
 async fn error_messages_match_upstream() {
     let api = TestApi::start().await;
     let c = Raw::new(&api);
@@ -2474,7 +2466,6 @@ async fn error_messages_match_upstream() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "server bug: NamespaceLifecycle reads the namespace from the watch cache, so a create right after the namespace's delete is admitted (upstream forces a live lookup for namespaces it just deleted)"]
 async fn creates_right_after_a_namespace_delete_are_forbidden() {
     let api = TestApi::start().await;
     let c = Raw::new(&api);

@@ -17,7 +17,7 @@ pub trait Strategy: Send + Sync {
                 o.remove("status");
             }
         }
-        if object::has_spec(obj) {
+        if tracks_generation(info) {
             object::meta_mut(obj).insert("generation".into(), json!(1));
         }
     }
@@ -35,7 +35,9 @@ pub trait Strategy: Send + Sync {
                 }
             }
         }
-        bump_generation(new, old);
+        if tracks_generation(info) {
+            bump_generation(new, old);
+        }
     }
 
     /// A status update changes only the status.
@@ -79,7 +81,28 @@ fn keeps_status_on_create(info: &ResourceInfo) -> bool {
         )
 }
 
-/// Copies immutable metadata from the stored object and bumps `generation` on spec changes.
+/// Kinds whose strategies keep `metadata.generation` upstream (those with controllers
+/// reporting an observedGeneration, and a few more).
+pub fn tracks_generation(info: &ResourceInfo) -> bool {
+    matches!(
+        (info.group, info.plural),
+        (
+            "apps",
+            "deployments" | "replicasets" | "statefulsets" | "daemonsets"
+        ) | ("", "replicationcontrollers")
+            | ("batch", "jobs" | "cronjobs")
+            | (
+                "networking.k8s.io",
+                "ingresses" | "ingressclasses" | "networkpolicies"
+            )
+            | ("policy", "poddisruptionbudgets")
+            | ("discovery.k8s.io", "endpointslices")
+            | ("scheduling.k8s.io", "priorityclasses")
+            | ("node.k8s.io", "runtimeclasses")
+    )
+}
+
+/// Bumps `generation` when the spec (everything but metadata and status) changed.
 pub fn bump_generation(new: &mut Value, old: &Value) {
     let old_gen = old
         .get("metadata")

@@ -63,7 +63,10 @@ impl TestApi {
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestApi {
-        component_base::logging::init(0);
+        // Quiet unless asked: RUST_LOG=apiserver=debug shows the server's logs.
+        if std::env::var_os("RUST_LOG").is_some() {
+            component_base::logging::init(0);
+        }
         let etcd = tokio::task::spawn_blocking(EtcdServer::start)
             .await
             .unwrap()

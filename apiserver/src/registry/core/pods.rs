@@ -45,7 +45,6 @@ impl Strategy for PodStrategy {
     fn prepare_for_create(&self, _info: &ResourceInfo, obj: &mut Value) {
         let qos = qos_class(obj);
         obj["status"] = json!({ "phase": "Pending", "qosClass": qos });
-        crate::object::meta_mut(obj).insert("generation".into(), json!(1));
     }
 
     fn graceful_delete_period(&self, pod: &Value, requested: Option<i64>) -> Option<i64> {
