@@ -4,6 +4,7 @@
 pub use k8s_openapi;
 
 pub mod defaults;
+pub mod duration;
 pub mod openapi;
 pub mod quantity;
 pub mod resources;

@@ -58,6 +58,8 @@ pub struct Config {
     pub service_node_port_range: (u16, u16),
     pub max_requests_inflight: usize,
     pub max_mutating_requests_inflight: usize,
+    /// How often to compact etcd's history; zero leaves compaction to someone else.
+    pub etcd_compaction_interval: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -214,6 +216,17 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
             span,
         ));
     }
+    if !api.config.etcd_compaction_interval.is_zero() {
+        let span = tracing::info_span!("compactor");
+        tokio::spawn(tracing::Instrument::instrument(
+            compact(
+                store.clone(),
+                api.config.etcd_compaction_interval,
+                shutdown.clone(),
+            ),
+            span,
+        ));
+    }
     bootstrap::run(&api)
         .await
         .map_err(|e| Error::Bootstrap(e.to_string()))?;
@@ -224,6 +237,28 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         ca_pem,
         task,
     })
+}
+
+/// Compacts etcd every interval to the revision seen one interval before, as upstream's
+/// compactor: watchers keep at least one interval of history, and an SD card does not fill
+/// with old revisions.
+async fn compact(store: Arc<dyn Store>, interval: std::time::Duration, mut shutdown: Shutdown) {
+    let mut previous: Option<i64> = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.signaled() => return,
+        }
+        if let Some(rev) = previous {
+            match store.compact(rev).await {
+                Ok(()) | Err(store::Error::Compacted { .. }) => {
+                    tracing::debug!(revision = rev, "compacted")
+                }
+                Err(e) => tracing::warn!(revision = rev, error = %e, "compaction failed"),
+            }
+        }
+        previous = store.current_revision().await.ok();
+    }
 }
 
 /// Runs an apiserver until shutdown.

@@ -54,6 +54,9 @@ pub struct Options {
     /// A port range to reserve for services with NodePort visibility (e.g. 30000-32767).
     #[arg(long, default_value = "30000-32767")]
     pub service_node_port_range: String,
+    /// The interval of compaction requests; 0 disables compaction from the apiserver.
+    #[arg(long, default_value = "5m0s", value_parser = parse_duration)]
+    pub etcd_compaction_interval: std::time::Duration,
     /// The maximum number of non-mutating requests in flight at a given time.
     #[arg(long, default_value_t = 400)]
     pub max_requests_inflight: usize,
@@ -136,7 +139,16 @@ impl Options {
             service_node_port_range: node_ports,
             max_requests_inflight: self.max_requests_inflight,
             max_mutating_requests_inflight: self.max_mutating_requests_inflight,
+            etcd_compaction_interval: self.etcd_compaction_interval,
         })
+    }
+}
+
+/// A Go duration flag value (`5m0s`, `30s`, `0`).
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    match api_types::duration::parse_go(s) {
+        Some(n) if n >= 0 => Ok(std::time::Duration::from_nanos(n as u64)),
+        _ => Err(format!("invalid duration {s:?} (examples: 5m0s, 30s, 1h)")),
     }
 }
 
@@ -180,5 +192,10 @@ mod tests {
             .into_config()
             .is_err());
         assert_eq!(parse_port_range("30000+10"), Some((30000, 30009)));
+        assert_eq!(
+            c.etcd_compaction_interval,
+            std::time::Duration::from_secs(300)
+        );
+        assert!(Options::try_parse_from(["x", "--etcd-compaction-interval=soon"]).is_err());
     }
 }

@@ -457,3 +457,42 @@ async fn events_are_one_set_seen_through_two_apis() {
     .await;
     assert_eq!(cached.regarding.unwrap().name.as_deref(), Some("web"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_apiserver_compacts_etcd_history() {
+    use kube::api::VersionMatch;
+    let api =
+        TestApi::start_with(|c| c.etcd_compaction_interval = Duration::from_millis(200)).await;
+    let client = api.client().await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let first = cms
+        .create(&PostParams::default(), &configmap("first", &[]))
+        .await
+        .unwrap();
+    let rv = first.metadata.resource_version.unwrap();
+    cms.create(&PostParams::default(), &configmap("second", &[]))
+        .await
+        .unwrap();
+    // An exact read at the first revision works until the compactor passes it: then 410.
+    wait_until(
+        Duration::from_secs(20),
+        "the first revision to be compacted",
+        || {
+            let cms = cms.clone();
+            let rv = rv.clone();
+            async move {
+                let lp = ListParams::default().at(&rv).matching(VersionMatch::Exact);
+                match cms.list(&lp).await {
+                    Err(kube::Error::Api(s)) if s.code == 410 => Some(()),
+                    _ => None,
+                }
+            }
+        },
+    )
+    .await;
+    // Nothing current was lost.
+    assert_eq!(
+        cms.list(&ListParams::default()).await.unwrap().items.len(),
+        2
+    );
+}

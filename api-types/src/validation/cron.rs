@@ -225,52 +225,19 @@ fn get_field(field: &str, bounds: &Bounds) -> Result<(u64, bool), CronError> {
     Ok((bits, star))
 }
 
-/// Go's `time.ParseDuration`, to milliseconds.
+/// Go's `time.ParseDuration`, to milliseconds, with Go's error messages.
 fn parse_go_duration(s: &str) -> Result<u64, String> {
-    let invalid = || format!("time: invalid duration \"{s}\"");
-    let mut rest = s.strip_prefix(['+', '-']).unwrap_or(s);
-    let negative = s.starts_with('-');
-    if rest == "0" {
-        return Ok(0);
-    }
-    if rest.is_empty() {
-        return Err(invalid());
-    }
-    let mut total_nanos: f64 = 0.0;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let (num, after) = rest.split_at(num_len);
-        if num.is_empty() || num == "." {
-            return Err(invalid());
+    match crate::duration::parse_go(s) {
+        Some(nanos) => Ok(u64::try_from(nanos).map(|n| n / 1_000_000).unwrap_or(0)),
+        None if !s.is_empty()
+            && s.trim_start_matches(['+', '-'])
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b == b'.') =>
+        {
+            Err(format!("time: missing unit in duration \"{s}\""))
         }
-        let value: f64 = num.parse().map_err(|_| invalid())?;
-        let unit_len = after
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(after.len());
-        let (unit, next) = after.split_at(unit_len);
-        let scale = match unit {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            "" => return Err(format!("time: missing unit in duration \"{s}\"")),
-            other => {
-                return Err(format!(
-                    "time: unknown unit \"{other}\" in duration \"{s}\""
-                ))
-            }
-        };
-        total_nanos += value * scale;
-        rest = next;
+        None => Err(format!("time: invalid duration \"{s}\"")),
     }
-    if negative {
-        return Ok(0);
-    }
-    Ok((total_nanos / 1e6) as u64)
 }
 
 fn parse_descriptor(spec: &str) -> Result<CronSchedule, CronError> {

@@ -54,6 +54,7 @@ fn config(etcd: &EtcdServer, dir: &std::path::Path, port: u16) -> Config {
         service_node_port_range: (30000, 32767),
         max_requests_inflight: 400,
         max_mutating_requests_inflight: 200,
+        etcd_compaction_interval: Duration::from_secs(300),
     }
 }
 
