@@ -20,9 +20,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 
 use k8s_openapi::api::{
-    apps::v1 as apps, autoscaling::v1 as autoscaling, batch::v1 as batch,
-    coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
-    events::v1 as events, networking::v1 as networking, node::v1 as node, policy::v1 as policy,
+    apps::v1 as apps, authentication::v1 as authentication, authorization::v1 as authorization,
+    autoscaling::v1 as autoscaling, batch::v1 as batch, coordination::v1 as coordination,
+    core::v1 as core, discovery::v1 as discovery, events::v1 as events,
+    networking::v1 as networking, node::v1 as node, policy::v1 as policy,
     scheduling::v1 as scheduling,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
@@ -351,7 +352,8 @@ fn definitions(flavor: Flavor) -> Map<String, Value> {
     add_roots(&mut generator);
     let mut defs = generator.take_definitions(true);
 
-    for r in RESOURCES {
+    // Reviews are created, never listed: they have no List kind.
+    for r in RESOURCES.iter().filter(|r| r.verbs.contains(&"list")) {
         let list = format!("{}List", r.definition);
         if !defs.contains_key(&list) {
             defs.insert(list, list_definition(r, flavor));
@@ -400,6 +402,12 @@ fn add_roots(generator: &mut SchemaGenerator) {
         apps::Deployment,
         apps::ReplicaSet,
         apps::StatefulSet,
+        authentication::SelfSubjectReview,
+        authentication::TokenReview,
+        authorization::LocalSubjectAccessReview,
+        authorization::SelfSubjectAccessReview,
+        authorization::SelfSubjectRulesReview,
+        authorization::SubjectAccessReview,
         autoscaling::Scale,
         batch::CronJob,
         batch::Job,

@@ -12,8 +12,12 @@ const ALL_VERBS: &[&str] = &[
     "update",
     "watch",
 ];
+/// Reviews (access checks, token reviews) are only ever created, never stored.
+const CREATE_ONLY: &[&str] = &["create"];
 /// Namespaces cannot be deleted as a collection upstream.
-const NO_DELETECOLLECTION: &[&str] = &["create", "delete", "get", "list", "patch", "update", "watch"];
+const NO_DELETECOLLECTION: &[&str] = &[
+    "create", "delete", "get", "list", "patch", "update", "watch",
+];
 
 /// One resource (a plural name in a group/version) as discovery describes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +111,14 @@ pub static RESOURCES: &[ResourceInfo] = &[
     // batch/v1
     resource!("batch", "v1", "CronJob", "cronjobs", "cronjob", short: ["cj"], categories: ["all"], namespaced: true, verbs: ALL_VERBS, sub: ["status"], def: "io.k8s.api.batch.v1.CronJob"),
     resource!("batch", "v1", "Job", "jobs", "job", short: [], categories: ["all"], namespaced: true, verbs: ALL_VERBS, sub: ["status"], def: "io.k8s.api.batch.v1.Job"),
+    // authentication.k8s.io/v1
+    resource!("authentication.k8s.io", "v1", "SelfSubjectReview", "selfsubjectreviews", "selfsubjectreview", short: [], categories: [], namespaced: false, verbs: CREATE_ONLY, sub: [], def: "io.k8s.api.authentication.v1.SelfSubjectReview"),
+    resource!("authentication.k8s.io", "v1", "TokenReview", "tokenreviews", "tokenreview", short: [], categories: [], namespaced: false, verbs: CREATE_ONLY, sub: [], def: "io.k8s.api.authentication.v1.TokenReview"),
+    // authorization.k8s.io/v1
+    resource!("authorization.k8s.io", "v1", "LocalSubjectAccessReview", "localsubjectaccessreviews", "localsubjectaccessreview", short: [], categories: [], namespaced: true, verbs: CREATE_ONLY, sub: [], def: "io.k8s.api.authorization.v1.LocalSubjectAccessReview"),
+    resource!("authorization.k8s.io", "v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews", "selfsubjectaccessreview", short: [], categories: [], namespaced: false, verbs: CREATE_ONLY, sub: [], def: "io.k8s.api.authorization.v1.SelfSubjectAccessReview"),
+    resource!("authorization.k8s.io", "v1", "SelfSubjectRulesReview", "selfsubjectrulesreviews", "selfsubjectrulesreview", short: [], categories: [], namespaced: false, verbs: CREATE_ONLY, sub: [], def: "io.k8s.api.authorization.v1.SelfSubjectRulesReview"),
+    resource!("authorization.k8s.io", "v1", "SubjectAccessReview", "subjectaccessreviews", "subjectaccessreview", short: [], categories: [], namespaced: false, verbs: CREATE_ONLY, sub: [], def: "io.k8s.api.authorization.v1.SubjectAccessReview"),
     // coordination.k8s.io/v1
     resource!("coordination.k8s.io", "v1", "Lease", "leases", "lease", short: [], categories: [], namespaced: true, verbs: ALL_VERBS, sub: [], def: "io.k8s.api.coordination.v1.Lease"),
     // discovery.k8s.io/v1
@@ -129,6 +141,8 @@ pub static RESOURCES: &[ResourceInfo] = &[
 pub static GROUPS: &[&str] = &[
     "apps",
     "events.k8s.io",
+    "authentication.k8s.io",
+    "authorization.k8s.io",
     "batch",
     "policy",
     "networking.k8s.io",
@@ -137,6 +151,11 @@ pub static GROUPS: &[&str] = &[
     "scheduling.k8s.io",
     "node.k8s.io",
 ];
+
+/// Whether objects of the resource are stored (and watched); reviews are not.
+pub fn is_stored(info: &ResourceInfo) -> bool {
+    info.verbs.contains(&"get")
+}
 
 /// Looks a resource up by group, version and plural name.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static ResourceInfo> {
@@ -204,7 +223,10 @@ mod tests {
 
     #[test]
     fn lookups() {
-        assert_eq!(find("apps", "v1", "deployments").unwrap().kind, "Deployment");
+        assert_eq!(
+            find("apps", "v1", "deployments").unwrap().kind,
+            "Deployment"
+        );
         assert_eq!(find_by_kind("", "v1", "Pod").unwrap().plural, "pods");
         assert_eq!(split_api_version("apps/v1"), ("apps", "v1"));
         assert_eq!(split_api_version("v1"), ("", "v1"));

@@ -266,15 +266,16 @@ async fn route(
         _ => {}
     }
 
-    match api
+    let user = match api
         .authn
         .authenticate(header(req.headers(), http::header::AUTHORIZATION))
     {
         Authenticated::User(user) => {
             tracing::trace!(user = %user.name, %path, "authenticated");
+            user
         }
         Authenticated::Rejected => return Err(ApiError::unauthorized()),
-    }
+    };
 
     match path {
         "/metrics" => {
@@ -394,7 +395,7 @@ async fn route(
             }
         }
     };
-    serve_resource(api, req, r, q).await
+    serve_resource(api, req, r, q, &user).await
 }
 
 struct InflightPermit<'a> {
@@ -607,6 +608,7 @@ async fn serve_resource(
     req: Request<Incoming>,
     r: ResourceRequest,
     q: Query,
+    user: &crate::authn::UserInfo,
 ) -> ApiResult<Response<Body>> {
     let info = r.info;
     let output = codec::negotiate(header(req.headers(), http::header::ACCEPT))?;
@@ -679,6 +681,18 @@ async fn serve_resource(
             Ok(plain(200, ct, body))
         }
         // ------------------------------------------------ create
+        (Method::POST, None, false) if crate::registry::reviews::is_review(info) => {
+            let (mut decoded, _) = decode_write(req).await?;
+            rest::check_type_meta(info, &mut decoded.value, &[])?;
+            let answer = crate::registry::reviews::answer(
+                info,
+                r.namespace.as_deref(),
+                decoded.value,
+                user,
+                &api.authn,
+            )?;
+            respond(info, output, &q, 201, &answer, &[])
+        }
         (Method::POST, None, false) => {
             if !verb_allowed("create") {
                 return Err(ApiError::method_not_supported(info, "create"));

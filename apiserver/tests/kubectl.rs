@@ -416,3 +416,31 @@ async fn get_watch_streams_changes() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_can_i_and_whoami() {
+    let api = TestApi::start().await;
+    // kubectl sends these reviews as protobuf; AlwaysAllow answers yes.
+    assert_eq!(
+        api.kubectl_ok(&["auth", "can-i", "create", "pods"]).trim(),
+        "yes"
+    );
+    assert_eq!(
+        api.kubectl_ok(&["auth", "can-i", "delete", "nodes", "--all-namespaces"])
+            .trim(),
+        "yes"
+    );
+    let out = api.kubectl_ok(&["auth", "can-i", "--list"]);
+    assert!(out.contains("*.*"), "{out}");
+    let out = api.kubectl_ok(&["auth", "whoami", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["status"]["userInfo"]["username"], "admin");
+    assert!(v["status"]["userInfo"]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|g| g == "system:masters"));
+    // Reviews are answered, not stored: there is nothing to list.
+    let out = api.kubectl(&["get", "selfsubjectaccessreviews"]);
+    assert!(!out.status.success());
+}

@@ -3,6 +3,7 @@
 
 pub mod core;
 pub mod events;
+pub mod reviews;
 
 use crate::object;
 use api_types::resources::ResourceInfo;
