@@ -40,16 +40,24 @@ pub fn from_storage(info: &ResourceInfo, v: Value) -> Value {
 }
 
 /// Objects are stored without their resourceVersion: etcd's mod revision is the truth.
-fn encode_stored(info: &ResourceInfo, obj: &Value) -> ApiResult<Bytes> {
-    let mut obj = if events::is_events_v1(info) {
-        events::to_core(obj)
-    } else {
-        obj.clone()
-    };
-    object::meta_mut(&mut obj).remove("resourceVersion");
-    serde_json::to_vec(&obj)
+/// The object is borrowed mutably only to take its resourceVersion out while serialising
+/// (no copy on the write path); it is put back.
+fn encode_stored(info: &ResourceInfo, obj: &mut Value) -> ApiResult<Bytes> {
+    if events::is_events_v1(info) {
+        let mut core = events::to_core(obj);
+        return encode_stored(
+            resources::find("", "v1", "events").unwrap_or(info),
+            &mut core,
+        );
+    }
+    let rv = object::meta_mut(obj).shift_remove("resourceVersion");
+    let encoded = serde_json::to_vec(&*obj)
         .map(Bytes::from)
-        .map_err(|e| ApiError::internal(e.to_string()))
+        .map_err(|e| ApiError::internal(e.to_string()));
+    if let Some(rv) = rv {
+        object::meta_mut(obj).insert("resourceVersion".into(), rv);
+    }
+    encoded
 }
 
 /// Maps a failed compare-and-swap write; `None` means "retry on the newer object".
@@ -392,10 +400,10 @@ async fn namespace_admits(
     let ns_info = resources::find("", "v1", "namespaces")
         .ok_or_else(|| ApiError::internal("namespaces not registered"))?;
     let key = object::key(ns_info, None, namespace);
-    let ns = match api.cache(ns_info).get(&key) {
-        Some(ns) => Some((*ns).clone()),
+    let ns: Option<Arc<Value>> = match api.cache(ns_info).get(&key) {
+        Some(ns) => Some(ns),
         None => match api.store.get(&key).await? {
-            Some(kv) => Some(decode_stored(ns_info, &kv)?),
+            Some(kv) => Some(Arc::new(decode_stored(ns_info, &kv)?)),
             None => None,
         },
     };
@@ -554,7 +562,7 @@ pub async fn create(
             warnings,
         });
     }
-    let result = api.store.create(&key, encode_stored(info, &obj)?).await;
+    let result = api.store.create(&key, encode_stored(info, &mut obj)?).await;
     match result {
         Ok(kv) => {
             if let Some(p) = pending {
@@ -649,6 +657,44 @@ fn apply_patch(
     }
 }
 
+/// The stored object a write starts from.
+struct Stored {
+    obj: Value,
+    mod_revision: i64,
+    /// Taken from the watch cache: maybe stale, so a conflict, a no-op or a failed
+    /// precondition is confirmed against etcd before it is answered.
+    guessed: bool,
+}
+
+/// The watch cache's copy as a first guess (saving an etcd read per write, as upstream's
+/// GuaranteedUpdate does), else etcd's.
+async fn stored_object(
+    api: &Apiserver,
+    info: &'static ResourceInfo,
+    key: &str,
+    guess: bool,
+) -> ApiResult<Option<Stored>> {
+    if guess {
+        if let Some(o) = api.cache(info).get(key) {
+            if let Some(rv) = object::resource_version(&o).and_then(|r| r.parse().ok()) {
+                return Ok(Some(Stored {
+                    obj: from_storage(info, (*o).clone()),
+                    mod_revision: rv,
+                    guessed: true,
+                }));
+            }
+        }
+    }
+    Ok(match api.store.get(key).await? {
+        Some(kv) => Some(Stored {
+            obj: decode_stored(info, &kv)?,
+            mod_revision: kv.mod_revision,
+            guessed: false,
+        }),
+        None => None,
+    })
+}
+
 /// PUT and PATCH of an object or its status/scale-less subresources.
 pub async fn update(
     api: &Apiserver,
@@ -663,17 +709,18 @@ pub async fn update(
     let status_only = req.subresource.as_deref() == Some("status");
     let finalize = req.subresource.as_deref() == Some("finalize");
     let mut attempt = 0;
+    let mut guess = true;
     loop {
         attempt += 1;
-        let current = api.store.get(&key).await?;
+        let current = stored_object(api, info, &key, guess).await?;
+        guess = false;
         let (mut new, duplicates) = match &change {
             Change::Replace { obj, duplicates } => (obj.clone(), duplicates.clone()),
             Change::Patch { patch_type, patch } => {
-                let Some(kv) = &current else {
+                let Some(stored) = &current else {
                     return Err(ApiError::not_found(info, &name));
                 };
-                let old = decode_stored(info, kv)?;
-                let (mut patched, dups) = apply_patch(info, *patch_type, patch, &old)?;
+                let (mut patched, dups) = apply_patch(info, *patch_type, patch, &stored.obj)?;
                 // A patch names the object it applies to: name and namespace cannot move.
                 if object::name(&patched) != Some(name.as_str()) {
                     object::meta_mut(&mut patched).insert("name".into(), json!(name));
@@ -694,7 +741,12 @@ pub async fn update(
         }
         check_namespace(req, &mut new)?;
 
-        let Some(kv) = current else {
+        let Some(Stored {
+            obj: old,
+            mod_revision,
+            guessed,
+        }) = current
+        else {
             if strategy.allow_create_on_update()
                 && !status_only
                 && matches!(change, Change::Replace { .. })
@@ -704,7 +756,6 @@ pub async fn update(
             }
             return Err(ApiError::not_found(info, &name));
         };
-        let old = decode_stored(info, &kv)?;
         // A resourceVersion in a PUT body, or one a patch changed, is a precondition;
         // without one, conflicting writes are retried on the newer object.
         let given_rv =
@@ -715,7 +766,10 @@ pub async fn update(
                     Change::Patch { .. } => object::resource_version(&old) != Some(rv.as_str()),
                 });
         if let Some(rv) = &given_rv {
-            if *rv != kv.mod_revision.to_string() {
+            if *rv != mod_revision.to_string() {
+                if guessed {
+                    continue;
+                }
                 return Err(ApiError::modified(info, &name));
             }
         }
@@ -741,7 +795,7 @@ pub async fn update(
             }
             meta.remove("managedFields");
             meta.remove("selfLink");
-            meta.insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
+            meta.insert("resourceVersion".into(), json!(mod_revision.to_string()));
         }
         if status_only {
             strategy.prepare_for_status_update(info, &mut new, &old);
@@ -799,7 +853,7 @@ pub async fn update(
             && !has_namespace_finalizers(info, &new);
         if finalized && !q.dry_run {
             rollback(pending);
-            return match api.store.delete(&key, Some(kv.mod_revision)).await {
+            return match api.store.delete(&key, Some(mod_revision)).await {
                 Ok((_, rev)) => {
                     if info.group.is_empty() && info.plural == "services" {
                         services::release(&mut api.services.lock(), &old);
@@ -827,17 +881,21 @@ pub async fn update(
                 warnings,
             });
         }
-        // An update that changes nothing is not written, as upstream.
-        let encoded = encode_stored(info, &new)?;
-        if encoded == encode_stored(info, &old)? {
+        // An update that changes nothing is not written, as upstream (once etcd confirms
+        // the cache's copy was current).
+        if new == old {
             rollback(pending);
+            if guessed {
+                continue;
+            }
             return Ok(Written {
                 code: 200,
                 body: old,
                 warnings,
             });
         }
-        match api.store.update(&key, encoded, kv.mod_revision).await {
+        let encoded = encode_stored(info, &mut new)?;
+        match api.store.update(&key, encoded, mod_revision).await {
             Ok(kv) => {
                 if let Some(p) = pending {
                     p.commit(&mut api.services.lock());
@@ -954,17 +1012,25 @@ pub async fn delete(
     let key = key_of(req, &name);
     let strategy = registry::strategy_for(info);
     let mut attempt = 0;
+    let mut guess = true;
     loop {
         attempt += 1;
-        let kv = api
-            .store
-            .get(&key)
-            .await?
-            .ok_or_else(|| ApiError::not_found(info, &name))?;
-        let current = decode_stored(info, &kv)?;
+        let stored = stored_object(api, info, &key, guess).await?;
+        guess = false;
+        let Some(Stored {
+            obj: current,
+            mod_revision,
+            guessed,
+        }) = stored
+        else {
+            return Err(ApiError::not_found(info, &name));
+        };
         if let Some(uid) = &opts.precondition_uid {
             let actual = object::meta_str(&current, "uid").unwrap_or("");
             if uid != actual {
+                if guessed {
+                    continue;
+                }
                 return Err(ApiError::conflict(
                     info,
                     &name,
@@ -973,11 +1039,14 @@ pub async fn delete(
             }
         }
         if let Some(rv) = &opts.precondition_rv {
-            if *rv != kv.mod_revision.to_string() {
+            if *rv != mod_revision.to_string() {
+                if guessed {
+                    continue;
+                }
                 return Err(ApiError::conflict(
                     info,
                     &name,
-                    &format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in meta: {}", kv.mod_revision),
+                    &format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in meta: {mod_revision}"),
                 ));
             }
         }
@@ -1035,15 +1104,18 @@ pub async fn delete(
                     warnings: vec![],
                 });
             }
-            let encoded = encode_stored(info, &updated)?;
-            if encoded == encode_stored(info, &current)? {
+            if updated == current {
+                if guessed {
+                    continue;
+                }
                 return Ok(Written {
                     code: 200,
                     body: current,
                     warnings: vec![],
                 });
             }
-            match api.store.update(&key, encoded, kv.mod_revision).await {
+            let encoded = encode_stored(info, &mut updated)?;
+            match api.store.update(&key, encoded, mod_revision).await {
                 Ok(kv) => {
                     read_own_namespace_write(api, info, kv.mod_revision).await;
                     object::set_resource_version(&mut updated, kv.mod_revision);
@@ -1075,7 +1147,7 @@ pub async fn delete(
                 warnings: vec![],
             });
         }
-        match api.store.delete(&key, Some(kv.mod_revision)).await {
+        match api.store.delete(&key, Some(mod_revision)).await {
             Ok((_, rev)) => {
                 read_own_namespace_write(api, info, rev).await;
                 if info.group.is_empty() && info.plural == "services" {
@@ -1270,7 +1342,7 @@ pub async fn bind(
         }
         match api
             .store
-            .update(&key, encode_stored(info, &pod)?, kv.mod_revision)
+            .update(&key, encode_stored(info, &mut pod)?, kv.mod_revision)
             .await
         {
             Ok(_) => {
@@ -1388,7 +1460,7 @@ pub async fn evict(api: &Apiserver, req: &ResourceRequest, eviction: Value) -> A
                 api.store
                     .update(
                         &pdb_key,
-                        encode_stored(pdb_info, &stored)?,
+                        encode_stored(pdb_info, &mut stored)?,
                         pdb_kv.mod_revision,
                     )
                     .await

@@ -340,7 +340,8 @@ impl WatchCache {
             // Watch from the last revision until compaction forces a relist.
             loop {
                 let stream = tokio::select! {
-                    s = store.watch(&prefix, last) => s,
+                    // The cache holds every previous value itself.
+                    s = store.watch_with(&prefix, last, store::WatchOptions { prev_values: false }) => s,
                     _ = shutdown.signaled() => return,
                 };
                 let mut stream = match stream {

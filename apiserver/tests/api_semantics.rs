@@ -634,17 +634,27 @@ async fn mutating_requests_over_the_inflight_limit_get_429() {
         })
     };
 
-    // Once the held request has its permit, other writes are refused.
-    let refused = wait_until(DEADLINE, "a 429 while the slot is held", || {
-        let c = c.clone();
-        let cms = cms.clone();
-        async move {
-            let r = c.post(&cms, &json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "generateName": "probe-" } })).await;
-            assert!(matches!(r.status, 201 | 429), "{} {}", r.status, r.text());
-            (r.status == 429).then_some(r)
-        }
-    })
+    // Once the held request has the slot (the in-flight gauge says so; /metrics is a read),
+    // other writes are refused.
+    wait_until(
+        DEADLINE,
+        "the held request to take the mutating slot",
+        || {
+            let c = c.clone();
+            async move {
+                let m = c.metrics().await;
+                m.lines()
+                    .any(|l| {
+                        l == "apiserver_current_inflight_requests{request_kind=\"mutating\"} 1"
+                    })
+                    .then_some(())
+            }
+        },
+    )
     .await;
+    let refused = c
+        .post(&cms, &json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "generateName": "probe-" } }))
+        .await;
     let s = refused.failure(429, "TooManyRequests");
     assert_eq!(
         refused.header("retry-after"),

@@ -560,13 +560,20 @@ impl Store for EtcdStore {
         Ok((self.key_value(previous)?, revision))
     }
 
-    async fn watch(&self, prefix: &str, after_revision: i64) -> Result<WatchStream> {
+    async fn watch_with(
+        &self,
+        prefix: &str,
+        after_revision: i64,
+        watch_options: crate::WatchOptions,
+    ) -> Result<WatchStream> {
         let full_prefix = self.full_key(prefix);
-        let options = WatchOptions::new()
+        let mut options = WatchOptions::new()
             .with_range(prefix_end(full_prefix.as_bytes()))
             .with_start_revision(after_revision.saturating_add(1))
-            .with_prev_key()
             .with_progress_notify();
+        if watch_options.prev_values {
+            options = options.with_prev_key();
+        }
         // Wait for etcd to accept the watch, so connection problems surface here.
         let establish = || {
             let mut client = self.watch.clone();

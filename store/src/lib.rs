@@ -116,6 +116,20 @@ pub type WatchStream = BoxStream<'static, Result<WatchEvent>>;
 /// plain string prefix of relative keys: pass `pods/` (with the slash) for all pods, so
 /// that `podtemplates/...` does not match. Revisions are etcd revisions, shared by all
 /// keys of one etcd cluster.
+/// How a watch is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchOptions {
+    /// Include each event's previous value (`prev` of [`WatchEvent`]); costs etcd a read
+    /// of the old revision per event.
+    pub prev_values: bool,
+}
+
+impl Default for WatchOptions {
+    fn default() -> Self {
+        WatchOptions { prev_values: true }
+    }
+}
+
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     /// The key's current value, or `None` if it does not exist.
@@ -170,7 +184,19 @@ pub trait Store: Send + Sync + 'static {
     /// (or the watcher falls behind compaction), and yields an error and ends if the
     /// connection breaks; re-establish from the last revision seen. Dropping the stream
     /// cancels the etcd watch.
-    async fn watch(&self, prefix: &str, after_revision: i64) -> Result<WatchStream>;
+    async fn watch(&self, prefix: &str, after_revision: i64) -> Result<WatchStream> {
+        self.watch_with(prefix, after_revision, WatchOptions::default())
+            .await
+    }
+
+    /// [`Store::watch`] with options: a watcher that keeps its own copy of every value
+    /// (the apiserver's watch cache) asks etcd not to read and send previous values.
+    async fn watch_with(
+        &self,
+        prefix: &str,
+        after_revision: i64,
+        options: WatchOptions,
+    ) -> Result<WatchStream>;
 
     /// The store's current revision.
     async fn current_revision(&self) -> Result<i64>;
@@ -223,8 +249,13 @@ impl<S: Store + ?Sized> Store for Arc<S> {
         (**self).delete(key, expected_mod_revision).await
     }
 
-    async fn watch(&self, prefix: &str, after_revision: i64) -> Result<WatchStream> {
-        (**self).watch(prefix, after_revision).await
+    async fn watch_with(
+        &self,
+        prefix: &str,
+        after_revision: i64,
+        options: WatchOptions,
+    ) -> Result<WatchStream> {
+        (**self).watch_with(prefix, after_revision, options).await
     }
 
     async fn current_revision(&self) -> Result<i64> {
