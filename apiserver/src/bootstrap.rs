@@ -95,7 +95,10 @@ pub async fn run(api: &Arc<Apiserver>) -> ApiResult<()> {
     let cache = api.cache(svc_info);
     cache.wait_ready().await?;
     let (services, _) = cache.list(&object::resource_prefix(svc_info));
-    crate::registry::core::services::rebuild(&mut api.services.lock(), &services);
+    crate::registry::core::services::rebuild(
+        &mut api.services.lock(),
+        services.iter().map(|s| s.value()),
+    );
 
     let ns_info = info("", "namespaces")?;
     for ns in SYSTEM_NAMESPACES {

@@ -6,6 +6,7 @@ use crate::object;
 use crate::registry::{self, core::namespaces, core::services, events};
 use crate::request::{Query, ResourceRequest};
 use crate::status::{success_status, ApiError, ApiResult};
+use crate::watch_cache::Cached;
 use crate::Apiserver;
 use api_types::resources::{self, ResourceInfo};
 use base64::Engine;
@@ -95,7 +96,7 @@ pub async fn get(api: &Apiserver, req: &ResourceRequest, q: &Query) -> ApiResult
         cache.wait_ready().await?;
         return cache
             .get(&key)
-            .map(|o| from_storage(req.info, (*o).clone()))
+            .map(|o| from_storage(req.info, o.value().clone()))
             .ok_or_else(|| ApiError::not_found(req.info, name));
     }
     let kv = api
@@ -167,7 +168,75 @@ fn list_value(
     })
 }
 
-pub async fn list(api: &Apiserver, req: &ResourceRequest, q: &Query) -> ApiResult<Value> {
+/// One item of a list answer.
+pub enum ListItem {
+    /// Held by the watch cache: sent as its once-serialised JSON, never copied.
+    Cached(Arc<Cached>),
+    Owned(Value),
+}
+
+/// A list answer.
+pub struct List {
+    info: &'static ResourceInfo,
+    items: Vec<ListItem>,
+    resource_version: i64,
+    continue_token: Option<String>,
+    remaining: Option<i64>,
+}
+
+impl List {
+    /// The list as a `<Kind>List` object.
+    pub fn into_value(self) -> Value {
+        let items = self
+            .items
+            .into_iter()
+            .map(|i| match i {
+                ListItem::Cached(c) => c.value().clone(),
+                ListItem::Owned(v) => v,
+            })
+            .collect();
+        list_value(
+            self.info,
+            items,
+            self.resource_version,
+            self.continue_token,
+            self.remaining,
+        )
+    }
+
+    /// The `<Kind>List` JSON, written from the items' own JSON.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut head = list_value(
+            self.info,
+            Vec::new(),
+            self.resource_version,
+            self.continue_token.clone(),
+            self.remaining,
+        );
+        if let Some(o) = head.as_object_mut() {
+            o.remove("items");
+        }
+        let mut out = serde_json::to_vec(&head).unwrap_or_default();
+        // Reopen the object to append the items array.
+        out.pop();
+        out.extend_from_slice(b",\"items\":[");
+        for (i, item) in self.items.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            match item {
+                ListItem::Cached(c) => out.extend_from_slice(&c.json()),
+                ListItem::Owned(v) => {
+                    let _ = serde_json::to_writer(&mut out, v);
+                }
+            }
+        }
+        out.extend_from_slice(b"]}");
+        out
+    }
+}
+
+pub async fn list(api: &Apiserver, req: &ResourceRequest, q: &Query) -> ApiResult<List> {
     let info = req.info;
     let filter = Filter::from_query(info, q)?;
     let prefix = object::list_prefix(info, req.namespace.as_deref());
@@ -204,12 +273,27 @@ pub async fn list(api: &Apiserver, req: &ResourceRequest, q: &Query) -> ApiResul
             wait_for_revision(api, cache, rv).await?;
         }
         let (items, rev) = cache.list(&prefix);
-        let items: Vec<Value> = items
-            .into_iter()
-            .map(|o| from_storage(info, (*o).clone()))
-            .filter(|o| filter.matches(o))
-            .collect();
-        return Ok(list_value(info, items, rev, None, None));
+        let items = if events::is_events_v1(info) {
+            items
+                .into_iter()
+                .map(|o| from_storage(info, o.value().clone()))
+                .filter(|o| filter.matches(o))
+                .map(ListItem::Owned)
+                .collect()
+        } else {
+            items
+                .into_iter()
+                .filter(|o| filter.matches(o))
+                .map(ListItem::Cached)
+                .collect()
+        };
+        return Ok(List {
+            info,
+            items,
+            resource_version: rev,
+            continue_token: None,
+            remaining: None,
+        });
     }
 
     let (mut revision, mut start) = match &q.continue_token {
@@ -284,13 +368,13 @@ pub async fn list(api: &Apiserver, req: &ResourceRequest, q: &Query) -> ApiResul
         }
         start = last_key.map(|k| format!("{k}\u{0}"));
     }
-    Ok(list_value(
+    Ok(List {
         info,
-        items,
-        revision.unwrap_or(0),
-        cont,
+        items: items.into_iter().map(ListItem::Owned).collect(),
+        resource_version: revision.unwrap_or(0),
+        continue_token: cont,
         remaining,
-    ))
+    })
 }
 
 /// Waits (bounded) until the cache has caught up with `rv`, as upstream's
@@ -400,10 +484,10 @@ async fn namespace_admits(
     let ns_info = resources::find("", "v1", "namespaces")
         .ok_or_else(|| ApiError::internal("namespaces not registered"))?;
     let key = object::key(ns_info, None, namespace);
-    let ns: Option<Arc<Value>> = match api.cache(ns_info).get(&key) {
+    let ns: Option<Arc<Cached>> = match api.cache(ns_info).get(&key) {
         Some(ns) => Some(ns),
         None => match api.store.get(&key).await? {
-            Some(kv) => Some(Arc::new(decode_stored(ns_info, &kv)?)),
+            Some(kv) => Some(Cached::new(decode_stored(ns_info, &kv)?)),
             None => None,
         },
     };
@@ -678,7 +762,7 @@ async fn stored_object(
         if let Some(o) = api.cache(info).get(key) {
             if let Some(rv) = object::resource_version(&o).and_then(|r| r.parse().ok()) {
                 return Ok(Some(Stored {
-                    obj: from_storage(info, (*o).clone()),
+                    obj: from_storage(info, o.value().clone()),
                     mod_revision: rv,
                     guessed: true,
                 }));
@@ -1214,7 +1298,7 @@ pub async fn delete_collection(
     q: &Query,
     opts: &DeleteOptions,
 ) -> ApiResult<Value> {
-    let listed = list(api, req, q).await?;
+    let listed = list(api, req, q).await?.into_value();
     let items = listed["items"].as_array().cloned().unwrap_or_default();
     let mut deleted = Vec::new();
     for item in items {
@@ -1395,7 +1479,7 @@ pub async fn evict(api: &Apiserver, req: &ResourceRequest, eviction: Value) -> A
             name: None,
             subresource: None,
         };
-        let listed = list(api, &pdb_req, &Query::default()).await?;
+        let listed = list(api, &pdb_req, &Query::default()).await?.into_value();
         let pdbs: Vec<Arc<Value>> = listed["items"]
             .as_array()
             .map(|a| a.iter().cloned().map(Arc::new).collect())
@@ -1623,4 +1707,35 @@ pub async fn update_scale(
         }
     }
     Err(ApiError::modified(info, &name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_json_is_the_list_object() {
+        let info = resources::find("", "v1", "configmaps").unwrap();
+        let a = json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "a", "resourceVersion": "5" }, "data": { "k": "v\"q" } });
+        let b = json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "b" } });
+        let list = List {
+            info,
+            items: vec![ListItem::Cached(Cached::new(a)), ListItem::Owned(b)],
+            resource_version: 9,
+            continue_token: Some("tok".into()),
+            remaining: Some(3),
+        };
+        let from_json: Value = serde_json::from_slice(&list.to_json()).unwrap();
+        assert_eq!(from_json, list.into_value());
+        let empty = List {
+            info,
+            items: vec![],
+            resource_version: 1,
+            continue_token: None,
+            remaining: None,
+        };
+        let v: Value = serde_json::from_slice(&empty.to_json()).unwrap();
+        assert_eq!(v["items"], json!([]));
+        assert_eq!(v["kind"], "ConfigMapList");
+    }
 }

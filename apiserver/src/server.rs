@@ -661,7 +661,11 @@ async fn serve_resource(
                 return Err(ApiError::method_not_supported(info, "list"));
             }
             let list = rest::list(api, &r, &q).await?;
-            respond(info, output, &q, 200, &list, &[])
+            if output == Output::Json && !q.pretty {
+                // The common case (controllers, kube-rs): items go out as they are cached.
+                return Ok(plain(200, codec::JSON, list.to_json()));
+            }
+            respond(info, output, &q, 200, &list.into_value(), &[])
         }
         (Method::GET, None, true) | (Method::GET, Some("status"), true) => {
             let obj = rest::get(api, &r, &q).await?;

@@ -6,7 +6,7 @@ use crate::filter::Filter;
 use crate::object;
 use crate::request::{Query, ResourceRequest};
 use crate::status::{ApiError, ApiResult};
-use crate::watch_cache::{Event, EventType};
+use crate::watch_cache::{Cached, Event, EventType};
 use crate::Apiserver;
 use bytes::Bytes;
 use futures::Stream;
@@ -56,12 +56,12 @@ impl Watcher {
                     (Some(_), true) => Some((EventType::Modified, ev.clone())),
                     (None, true) => Some((EventType::Added, ev.clone())),
                     (Some(p), false) => {
-                        let mut last = (**p).clone();
+                        let mut last = p.value().clone();
                         object::set_resource_version(&mut last, ev.revision);
                         let exit = Event::new(
                             EventType::Deleted,
                             ev.key.clone(),
-                            Arc::new(last),
+                            Cached::new(last),
                             None,
                             ev.revision,
                         );
@@ -78,7 +78,7 @@ impl Watcher {
             Output::Table => {
                 let table = crate::server::table_for(
                     self.info,
-                    &[ev.object.as_ref().clone()],
+                    &[ev.object.value().clone()],
                     !self.table_headers_sent,
                     object::resource_version(&ev.object).unwrap_or(""),
                 );
@@ -252,7 +252,7 @@ fn convert(info: &api_types::resources::ResourceInfo, ev: Arc<Event>) -> Arc<Eve
     if !crate::registry::events::is_events_v1(info) {
         return ev;
     }
-    let to = |o: &Value| Arc::new(crate::registry::events::from_core(o));
+    let to = |o: &Cached| Cached::new(crate::registry::events::from_core(o));
     Arc::new(Event::new(
         ev.event_type,
         ev.key.clone(),

@@ -37,26 +37,59 @@ impl EventType {
     }
 }
 
+/// An object as the cache holds it: serialised at most once, for every list and every
+/// watcher that sends it.
+#[derive(Debug)]
+pub struct Cached {
+    value: Value,
+    json: OnceLock<Bytes>,
+}
+
+impl Cached {
+    pub fn new(value: Value) -> Arc<Cached> {
+        Arc::new(Cached {
+            value,
+            json: OnceLock::new(),
+        })
+    }
+
+    pub fn value(&self) -> &Value {
+        &self.value
+    }
+
+    /// The object's JSON.
+    pub fn json(&self) -> Bytes {
+        self.json
+            .get_or_init(|| Bytes::from(serde_json::to_vec(&self.value).unwrap_or_default()))
+            .clone()
+    }
+}
+
+impl std::ops::Deref for Cached {
+    type Target = Value;
+    fn deref(&self) -> &Value {
+        &self.value
+    }
+}
+
 /// One change to one object, shared by every watcher that receives it.
 #[derive(Debug)]
 pub struct Event {
     pub event_type: EventType,
     pub key: String,
     /// The object after the change (for deletes: its last state, at the delete's revision).
-    pub object: Arc<Value>,
+    pub object: Arc<Cached>,
     /// The object before the change, for selector transitions.
-    pub prev: Option<Arc<Value>>,
+    pub prev: Option<Arc<Cached>>,
     pub revision: i64,
-    /// The object serialised once, for all watchers.
-    encoded: OnceLock<Bytes>,
 }
 
 impl Event {
     pub fn new(
         event_type: EventType,
         key: String,
-        object: Arc<Value>,
-        prev: Option<Arc<Value>>,
+        object: Arc<Cached>,
+        prev: Option<Arc<Cached>>,
         revision: i64,
     ) -> Self {
         Event {
@@ -65,20 +98,17 @@ impl Event {
             object,
             prev,
             revision,
-            encoded: OnceLock::new(),
         }
     }
 
     /// The JSON of the object, serialised at most once.
     pub fn object_json(&self) -> Bytes {
-        self.encoded
-            .get_or_init(|| Bytes::from(serde_json::to_vec(&*self.object).unwrap_or_default()))
-            .clone()
+        self.object.json()
     }
 }
 
 struct State {
-    objects: BTreeMap<String, Arc<Value>>,
+    objects: BTreeMap<String, Arc<Cached>>,
     /// The newest revision the cache reflects.
     revision: i64,
     history: VecDeque<Arc<Event>>,
@@ -168,7 +198,7 @@ impl WatchCache {
     }
 
     /// Objects under a key prefix, and the revision they were read at.
-    pub fn list(&self, prefix: &str) -> (Vec<Arc<Value>>, i64) {
+    pub fn list(&self, prefix: &str) -> (Vec<Arc<Cached>>, i64) {
         let state = self.state.read();
         let items = state
             .objects
@@ -179,7 +209,7 @@ impl WatchCache {
         (items, state.revision)
     }
 
-    pub fn get(&self, key: &str) -> Option<Arc<Value>> {
+    pub fn get(&self, key: &str) -> Option<Arc<Cached>> {
         self.state.read().objects.get(key).cloned()
     }
 
@@ -238,7 +268,7 @@ impl WatchCache {
                     state.revision = state.revision.max(revision);
                     return;
                 };
-                let obj = Arc::new(obj);
+                let obj = Cached::new(obj);
                 let prev = state.objects.insert(kv.key.clone(), obj.clone());
                 let event_type = if prev.is_some() {
                     EventType::Modified
@@ -254,14 +284,14 @@ impl WatchCache {
             } => {
                 let cached = state.objects.remove(&key);
                 let last = cached
-                    .map(|o| (*o).clone())
+                    .map(|o| o.value().clone())
                     .or_else(|| prev.as_ref().and_then(|p| decode(p, mod_revision)));
                 let Some(mut last) = last else {
                     state.revision = state.revision.max(mod_revision);
                     return;
                 };
                 object::set_resource_version(&mut last, mod_revision);
-                let last = Arc::new(last);
+                let last = Cached::new(last);
                 Event::new(
                     EventType::Deleted,
                     key,
@@ -295,7 +325,7 @@ impl WatchCache {
         let mut objects = BTreeMap::new();
         for kv in &items {
             if let Some(v) = decode(kv, kv.mod_revision) {
-                objects.insert(kv.key.clone(), Arc::new(v));
+                objects.insert(kv.key.clone(), Cached::new(v));
             }
         }
         state.objects = objects;

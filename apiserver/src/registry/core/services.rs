@@ -61,7 +61,7 @@ fn held(svc: &Value) -> Held {
 }
 
 /// Records the Services found in storage at start.
-pub fn rebuild(alloc: &mut ServiceAllocators, services: &[std::sync::Arc<Value>]) {
+pub fn rebuild<'a>(alloc: &mut ServiceAllocators, services: impl Iterator<Item = &'a Value>) {
     for svc in services {
         let h = held(svc);
         for ip in h.ips {
