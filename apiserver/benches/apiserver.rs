@@ -221,6 +221,32 @@ async fn bench(settings: &Settings, etcd: &EtcdServer) -> Result<bool> {
         })
         .await;
         report.row("etcd put", clients, put);
+        // The write the apiserver itself issues for a create: put only if absent (a txn
+        // comparing create_revision to 0), which etcd must check against the key first.
+        progress(&format!("etcd create txn, {clients} client(s)"));
+        let (c, p, v) = (
+            etcd_client.clone(),
+            format!("/bench-txn/c{clients}/"),
+            value.clone(),
+        );
+        let txn = measure(processes, settings.ops, clients, move |i| {
+            let (mut c, key, v) = (c.clone(), format!("{p}{i:08}"), v.to_vec());
+            async move {
+                let txn = etcd_client::Txn::new()
+                    .when([etcd_client::Compare::create_revision(
+                        key.clone(),
+                        etcd_client::CompareOp::Equal,
+                        0,
+                    )])
+                    .and_then([etcd_client::TxnOp::put(key, v, None)]);
+                if !c.txn(txn).await?.succeeded() {
+                    bail!("key already exists");
+                }
+                Ok(())
+            }
+        })
+        .await;
+        report.row("etcd create txn", clients, txn);
         progress(&format!("etcd get, {clients} client(s)"));
         let c = etcd_client.clone();
         let get = measure(processes, settings.ops, clients, move |i| {
@@ -1109,6 +1135,14 @@ impl Report {
         println!("\n== apiserver / etcd throughput at {c} clients ==");
         let ratio_text = |r: Option<f64>| r.map_or("-".to_owned(), |r| format!("{r:.2}"));
         println!("create / put: {}", ratio_text(create_ratio));
+        println!(
+            "create / etcd create txn (the write a create issues): {}",
+            ratio_text(self.ratio("apiserver create", "etcd create txn", c))
+        );
+        println!(
+            "etcd create txn / etcd put: {}",
+            ratio_text(self.ratio("etcd create txn", "etcd put", c))
+        );
         println!("get / get:    {}", ratio_text(get_ratio));
 
         if let Some(w) = &self.watch {
