@@ -13,3 +13,19 @@ pub fn encode_text(registry: &Registry) -> Vec<u8> {
     let _ = TextEncoder::new().encode(&families, &mut buf);
     buf
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_the_given_registry_only() {
+        let registry = Registry::new();
+        let c = prometheus::IntCounter::new("pikube_test_total", "a test counter").unwrap();
+        registry.register(Box::new(c.clone())).unwrap();
+        c.inc_by(3);
+        let text = String::from_utf8(encode_text(&registry)).unwrap();
+        assert!(text.contains("# TYPE pikube_test_total counter"), "{text}");
+        assert!(text.contains("pikube_test_total 3"), "{text}");
+    }
+}

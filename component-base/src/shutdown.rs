@@ -75,3 +75,33 @@ async fn wait_for_os_signal() {
 async fn wait_for_os_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn trigger_reaches_every_clone() {
+        let (trigger, shutdown) = channel();
+        let mut a = shutdown.clone();
+        let mut b = shutdown;
+        assert!(!a.is_shutdown());
+        let waiter = tokio::spawn(async move {
+            b.signaled().await;
+            b.is_shutdown()
+        });
+        trigger.shutdown();
+        a.signaled().await;
+        assert!(a.is_shutdown());
+        assert!(waiter.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn never_does_not_fire() {
+        let mut never = Shutdown::never();
+        let fired =
+            tokio::time::timeout(std::time::Duration::from_millis(20), never.signaled()).await;
+        assert!(fired.is_err());
+        assert!(!never.is_shutdown());
+    }
+}
