@@ -392,6 +392,25 @@ async fn services_get_unique_ips_and_node_ports_across_restarts() {
     svcs.delete("a", &DeleteParams::default()).await.unwrap();
     let c = svcs.create(&PostParams::default(), &c).await.unwrap();
     assert_eq!(np(&c), np(&a));
+    // Turning a NodePort Service into a ClusterIP one drops (and frees) its node port.
+    let b_port = np(&again);
+    let plain = svcs
+        .patch(
+            "b",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "type": "ClusterIP" } })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        plain.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].node_port,
+        None
+    );
+    assert_eq!(ip(&plain), ip(&b));
+    let mut d = mk("d", "NodePort");
+    d.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].node_port = Some(b_port);
+    let d = svcs.create(&PostParams::default(), &d).await.unwrap();
+    assert_eq!(np(&d), b_port);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

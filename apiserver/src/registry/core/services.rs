@@ -271,6 +271,34 @@ pub fn keep_allocated_values(new: &mut Value, old: &Value) {
             }
         }
     }
+    // Leaving NodePort/LoadBalancer drops the node ports that were allocated for it, as
+    // upstream's dropTypeDependentFields (a client re-sending them would be refused).
+    if !wants_node_ports(new) && wants_node_ports(old) {
+        for f in [
+            "externalTrafficPolicy",
+            "healthCheckNodePort",
+            "allocateLoadBalancerNodePorts",
+        ] {
+            let unchanged =
+                new.pointer(&format!("/spec/{f}")) == old.pointer(&format!("/spec/{f}"));
+            if unchanged {
+                if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
+                    spec.remove(f);
+                }
+            }
+        }
+        let allocated = held(old).ports;
+        if let Some(ports) = new.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
+            for p in ports.iter_mut() {
+                let np = p.get("nodePort").and_then(Value::as_u64).unwrap_or(0) as u16;
+                if allocated.contains(&np) {
+                    if let Some(o) = p.as_object_mut() {
+                        o.remove("nodePort");
+                    }
+                }
+            }
+        }
+    }
     if wants_node_ports(new) && wants_node_ports(old) {
         let old_ports: Vec<&Value> = old
             .pointer("/spec/ports")
