@@ -90,15 +90,23 @@ async fn reconcile(api: &Apiserver, r: &ResourceRequest, mut obj: Value) -> ApiR
 }
 
 pub async fn run(api: &Arc<Apiserver>) -> ApiResult<()> {
-    // Allocations first: nothing may be handed out twice after a restart.
+    // Allocations first: nothing may be handed out twice after a restart. (Once: a retried
+    // bootstrap must not record the same allocations again.)
     let svc_info = info("", "services")?;
-    let cache = api.cache(svc_info);
-    cache.wait_ready().await?;
-    let (services, _) = cache.list(&object::resource_prefix(svc_info));
-    crate::registry::core::services::rebuild(
-        &mut api.services.lock(),
-        services.iter().map(|s| s.value()),
-    );
+    if !api
+        .allocators_rebuilt
+        .load(std::sync::atomic::Ordering::Acquire)
+    {
+        let cache = api.cache(svc_info);
+        cache.wait_ready().await?;
+        let (services, _) = cache.list(&object::resource_prefix(svc_info));
+        crate::registry::core::services::rebuild(
+            &mut api.services.lock(),
+            services.iter().map(|s| s.value()),
+        );
+        api.allocators_rebuilt
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
 
     let ns_info = info("", "namespaces")?;
     for ns in SYSTEM_NAMESPACES {

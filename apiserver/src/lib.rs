@@ -78,8 +78,6 @@ pub enum Error {
     },
     #[error("registering metrics: {0}")]
     Metrics(#[from] prometheus::Error),
-    #[error("bootstrapping the cluster's built-in objects: {0}")]
-    Bootstrap(String),
 }
 
 /// Shared state of a running apiserver.
@@ -95,9 +93,17 @@ pub(crate) struct Apiserver {
     pub mutating_inflight: Semaphore,
     pub advertise: SocketAddr,
     pub shutdown: Shutdown,
+    /// The built-in objects exist.
+    pub bootstrapped: tokio::sync::watch::Sender<bool>,
+    /// Service allocations were rebuilt from storage (the first step of bootstrap).
+    pub allocators_rebuilt: std::sync::atomic::AtomicBool,
 }
 
 impl Apiserver {
+    pub fn is_bootstrapped(&self) -> bool {
+        *self.bootstrapped.borrow()
+    }
+
     pub fn cache(&self, info: &'static ResourceInfo) -> &Arc<WatchCache> {
         // Every stored resource has a cache, built in `start`; events.k8s.io Events are
         // core Events in storage.
@@ -112,6 +118,14 @@ pub struct Running {
     /// PEM of the CA that signed the serving certificate (self-signed mode), for clients.
     pub ca_pem: Option<String>,
     pub task: tokio::task::JoinHandle<()>,
+    ready: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Running {
+    /// Completes once the built-in objects exist (what `/readyz` reports), which needs etcd.
+    pub async fn ready(&mut self) {
+        let _ = self.ready.wait_for(|r| *r).await;
+    }
 }
 
 /// Starts an apiserver and returns once it listens; it runs until `shutdown` fires.
@@ -205,6 +219,8 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         authn,
         advertise,
         shutdown: shutdown.clone(),
+        bootstrapped: tokio::sync::watch::channel(false).0,
+        allocators_rebuilt: std::sync::atomic::AtomicBool::new(false),
     });
     for cache in api.caches.values() {
         let cache = cache.clone();
@@ -227,16 +243,41 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
             span,
         ));
     }
-    bootstrap::run(&api)
-        .await
-        .map_err(|e| Error::Bootstrap(e.to_string()))?;
+    // Serve at once, as upstream: /livez answers while etcd is still unreachable and
+    // /readyz reports it; the built-in objects follow as soon as etcd is there.
+    let ready = api.bootstrapped.subscribe();
+    tokio::spawn(tracing::Instrument::instrument(
+        bootstrap_until_done(api.clone(), shutdown.clone()),
+        tracing::info_span!("bootstrap"),
+    ));
     tracing::info!(%local_addr, "serving securely");
     let task = tokio::spawn(server::serve(api, listener, tls_config, shutdown));
     Ok(Running {
         local_addr,
         ca_pem,
         task,
+        ready,
     })
+}
+
+/// Creates the built-in objects, retrying (with a bounded backoff) until etcd answers.
+async fn bootstrap_until_done(api: Arc<Apiserver>, mut shutdown: Shutdown) {
+    let mut backoff = std::time::Duration::from_millis(200);
+    loop {
+        match bootstrap::run(&api).await {
+            Ok(()) => {
+                api.bootstrapped.send_replace(true);
+                tracing::info!("built-in objects are in place");
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "bootstrapping (waiting for etcd?)"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.signaled() => return,
+        }
+        backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+    }
 }
 
 /// Compacts etcd every interval to the revision seen one interval before, as upstream's

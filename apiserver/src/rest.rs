@@ -622,6 +622,7 @@ pub async fn create(
         namespace_admits(api, info, ns, &name).await?;
     }
     let pending = if info.group.is_empty() && info.plural == "services" {
+        allocators_ready(api)?;
         Some(services::allocate(
             info,
             &mut api.services.lock(),
@@ -915,6 +916,7 @@ pub async fn update(
         }
 
         let pending = if info.group.is_empty() && info.plural == "services" && !status_only {
+            allocators_ready(api)?;
             Some(services::allocate(
                 info,
                 &mut api.services.lock(),
@@ -1256,6 +1258,20 @@ pub async fn delete(
             },
         }
     }
+}
+
+/// Service allocations are rebuilt from storage during bootstrap; until then an allocation
+/// could hand out an address already taken.
+fn allocators_ready(api: &Apiserver) -> ApiResult<()> {
+    if api
+        .allocators_rebuilt
+        .load(std::sync::atomic::Ordering::Acquire)
+    {
+        return Ok(());
+    }
+    Err(ApiError::service_unavailable(
+        "the Service IP and port allocators are not ready: waiting for etcd",
+    ))
 }
 
 /// Namespace admission reads the namespace cache: a namespace delete answers once the

@@ -203,6 +203,7 @@ async fn health(api: &Apiserver, check: &str, verbose: bool) -> Response<Body> {
     if check == "readyz" {
         let caches_ready = api.caches.values().all(|c| c.revision() > 0);
         checks.push(("informer-sync", caches_ready));
+        checks.push(("poststarthook/bootstrap-controller", api.is_bootstrapped()));
         checks.push(("shutdown", !api.shutdown.is_shutdown()));
     }
     let ok = checks.iter().all(|(_, ok)| *ok);

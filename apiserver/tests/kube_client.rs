@@ -582,3 +582,32 @@ async fn an_etcd_outage_fails_requests_and_readiness_then_recovers() {
     .await;
     assert!(readyz(client.clone()).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apiserver_started_before_etcd_serves_livez_and_bootstraps_when_etcd_arrives() {
+    let mut api = TestApi::start().await;
+    api.stop().await;
+    api.etcd.stop().unwrap();
+    api.restart_unready().await;
+    let client = api.client().await;
+    let get = |client: kube::Client, path: &'static str| async move {
+        let req = http::Request::get(path).body(Vec::new()).unwrap();
+        client.request_text(req).await.is_ok()
+    };
+    // Alive, not ready: upstream's split while etcd is unreachable.
+    assert!(get(client.clone(), "/livez").await);
+    assert!(!get(client.clone(), "/readyz").await);
+
+    api.etcd.restart().unwrap();
+    wait_until(Duration::from_secs(30), "readyz once etcd is there", || {
+        let client = client.clone();
+        async move { get(client, "/readyz").await.then_some(()) }
+    })
+    .await;
+    let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
+    assert!(svcs.get("kubernetes").await.is_ok());
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    cms.create(&PostParams::default(), &configmap("after-start", &[]))
+        .await
+        .unwrap();
+}

@@ -81,9 +81,10 @@ impl TestApi {
         let mut config = config(&etcd, dir.path(), 0);
         tweak(&mut config);
         let (trigger, shutdown) = shutdown::channel();
-        let running = apiserver::start(config.clone(), shutdown)
+        let mut running = apiserver::start(config.clone(), shutdown)
             .await
             .expect("start apiserver");
+        wait_ready(&mut running).await;
         let addr = running.local_addr;
         config.secure_port = addr.port();
         let kubeconfig = dir.path().join("admin.kubeconfig");
@@ -116,6 +117,15 @@ impl TestApi {
 
     /// Starts the apiserver again on the same port, with the same certificates.
     pub async fn restart(&mut self) {
+        self.restart_with(true).await
+    }
+
+    /// Like [`TestApi::restart`], without waiting for readiness (etcd may be down).
+    pub async fn restart_unready(&mut self) {
+        self.restart_with(false).await
+    }
+
+    async fn restart_with(&mut self, wait: bool) {
         self.stop().await;
         let (trigger, shutdown) = shutdown::channel();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -129,6 +139,10 @@ impl TestApi {
                 Err(e) => panic!("restart apiserver: {e}"),
             }
         };
+        let mut running = running;
+        if wait {
+            wait_ready(&mut running).await;
+        }
         self.trigger = Some(trigger);
         self.running = Some(running);
     }
@@ -190,6 +204,13 @@ impl Drop for TestApi {
             t.shutdown();
         }
     }
+}
+
+/// Waits (bounded) until the apiserver's built-in objects exist, as clients see at /readyz.
+async fn wait_ready(running: &mut Running) {
+    tokio::time::timeout(Duration::from_secs(30), running.ready())
+        .await
+        .expect("the apiserver bootstraps within 30s");
 }
 
 fn write_kubeconfig(path: &std::path::Path, addr: SocketAddr, ca_pem: &str) {
