@@ -1103,6 +1103,8 @@ pub async fn delete(
         attempt += 1;
         let stored = stored_object(api, info, &key, guess).await?;
         guess = false;
+        // A conflict is retried on the newer object unless the client named a version.
+        let may_retry = attempt < MAX_RETRIES && opts.precondition_rv.is_none();
         let Some(Stored {
             obj: current,
             mod_revision,
@@ -1214,12 +1216,7 @@ pub async fn delete(
                         warnings: vec![],
                     });
                 }
-                Err(e) => match cas_failure(
-                    e,
-                    info,
-                    &name,
-                    attempt < MAX_RETRIES && opts.precondition_rv.is_none(),
-                ) {
+                Err(e) => match cas_failure(e, info, &name, may_retry) {
                     None => continue,
                     Some(err) => return Err(err),
                 },
@@ -1247,12 +1244,7 @@ pub async fn delete(
                     warnings: vec![],
                 });
             }
-            Err(e) => match cas_failure(
-                e,
-                info,
-                &name,
-                attempt < MAX_RETRIES && opts.precondition_rv.is_none(),
-            ) {
+            Err(e) => match cas_failure(e, info, &name, may_retry) {
                 None => continue,
                 Some(err) => return Err(err),
             },

@@ -1557,29 +1557,11 @@ async fn watch_timeout_selectors_and_initial_events() {
     c.post(pods, &pod("marker", json!({}), Some("node-1")))
         .await
         .ok(201);
-    c.patch(
-        &format!("{pods}/marker/status"),
-        MERGE_PATCH,
-        &json!({ "status": { "phase": "Running" } }),
-    )
-    .await
-    .ok(200);
+    set_phase(&c, pods, "marker", "Running").await;
     w.expect("ADDED", "marker").await;
-    c.patch(
-        &format!("{pods}/r/status"),
-        MERGE_PATCH,
-        &json!({ "status": { "phase": "Running" } }),
-    )
-    .await
-    .ok(200);
+    set_phase(&c, pods, "r", "Running").await;
     w.expect("ADDED", "r").await;
-    c.patch(
-        &format!("{pods}/r/status"),
-        MERGE_PATCH,
-        &json!({ "status": { "phase": "Succeeded" } }),
-    )
-    .await
-    .ok(200);
+    set_phase(&c, pods, "r", "Succeeded").await;
     // Leaving the selection is DELETED with the last matching state.
     let gone = w.expect("DELETED", "r").await;
     assert_eq!(gone["status"]["phase"], "Running", "{gone}");
@@ -2470,4 +2452,15 @@ async fn creates_right_after_a_namespace_delete_are_forbidden() {
         "created in terminating namespaces:\n{}",
         admitted.join("\n")
     );
+}
+
+/// Sets a pod's status.phase through the status subresource.
+async fn set_phase(c: &Raw, pods: &str, name: &str, phase: &str) {
+    c.patch(
+        &format!("{pods}/{name}/status"),
+        MERGE_PATCH,
+        &json!({ "status": { "phase": phase } }),
+    )
+    .await
+    .ok(200);
 }
