@@ -6,5 +6,5 @@ source "$(dirname "$0")/lib.sh"
 install_deps
 cd "$PIKUBE_ROOT"
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
-cargo build --workspace --all-targets --features store/testing
-cargo test --workspace --features store/testing -- --test-threads=2
+cargo build --workspace --all-targets --features store/testing,apiserver/testing
+cargo test --workspace --features store/testing,apiserver/testing -- --test-threads=2

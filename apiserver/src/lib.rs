@@ -20,6 +20,8 @@ mod rest;
 mod server;
 mod status;
 mod table;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod tls;
 mod watch;
 mod watch_cache;
