@@ -1,6 +1,6 @@
-//! What exists from the first start: the system namespaces, and the `kubernetes` Service
-//! in `default` with Endpoints and an EndpointSlice pointing at this apiserver. Service
-//! allocations are rebuilt from storage before the first request.
+//! What exists from the first start: the system namespaces, the system PriorityClasses,
+//! and the `kubernetes` Service in `default` with Endpoints and an EndpointSlice pointing
+//! at this apiserver. Service allocations are rebuilt from storage before the first request.
 
 use crate::object;
 use crate::request::{Query, ResourceRequest};
@@ -116,6 +116,13 @@ pub async fn run(api: &Arc<Apiserver>) -> ApiResult<()> {
             json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns } }),
         )
         .await?;
+    }
+
+    // Upstream's "scheduling/bootstrap-system-priority-classes": created when missing, an
+    // existing one is left as it is.
+    let pc_info = info("scheduling.k8s.io", "priorityclasses")?;
+    for pc in crate::registry::scheduling::priority_classes::system_priority_classes() {
+        ensure(api, &req(pc_info, None, None), pc).await?;
     }
 
     let cluster_ip = api.services.lock().ips.first().to_string();

@@ -5,6 +5,7 @@
 //! resource's strategy ([`registry`]) → the [`store`] crate. Reads at `resourceVersion=0`
 //! and every watch are served by one [`watch_cache`] per resource.
 
+mod admission;
 mod authn;
 mod bootstrap;
 mod codec;

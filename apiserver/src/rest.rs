@@ -1,9 +1,10 @@
 //! The generic REST handlers: get, list, create, update, patch, delete and
 //! deletecollection over the store, with each resource's strategy.
 
+use crate::admission;
 use crate::filter::Filter;
 use crate::object;
-use crate::registry::{self, core::namespaces, core::services, events};
+use crate::registry::{self, core::services, events, scheduling::priority_classes};
 use crate::request::{Query, ResourceRequest};
 use crate::status::{success_status, ApiError, ApiResult};
 use crate::watch_cache::Cached;
@@ -24,7 +25,7 @@ pub struct Written {
     pub warnings: Vec<String>,
 }
 
-fn decode_stored(info: &ResourceInfo, kv: &store::KeyValue) -> ApiResult<Value> {
+pub(crate) fn decode_stored(info: &ResourceInfo, kv: &store::KeyValue) -> ApiResult<Value> {
     let mut v: Value = serde_json::from_slice(&kv.value)
         .map_err(|e| ApiError::internal(format!("decoding stored object {}: {e}", kv.key)))?;
     object::set_resource_version(&mut v, kv.mod_revision);
@@ -474,40 +475,6 @@ fn check_namespace(req: &ResourceRequest, obj: &mut Value) -> ApiResult<()> {
     }
 }
 
-/// NamespaceLifecycle: new content only in existing, non-terminating namespaces.
-async fn namespace_admits(
-    api: &Apiserver,
-    info: &ResourceInfo,
-    namespace: &str,
-    name: &str,
-) -> ApiResult<()> {
-    let ns_info = resources::find("", "v1", "namespaces")
-        .ok_or_else(|| ApiError::internal("namespaces not registered"))?;
-    let key = object::key(ns_info, None, namespace);
-    let ns: Option<Arc<Cached>> = match api.cache(ns_info).get(&key) {
-        Some(ns) => Some(ns),
-        None => match api.store.get(&key).await? {
-            Some(kv) => Some(Cached::new(decode_stored(ns_info, &kv)?)),
-            None => None,
-        },
-    };
-    match ns {
-        None => Err(ApiError::not_found(ns_info, namespace)),
-        Some(ns) if namespaces::is_terminating(&ns) => Err(ApiError::new(
-            403,
-            "Forbidden",
-            format!(
-                "{} \"{}\" is forbidden: unable to create new content in namespace {} because it is being terminated",
-                info.group_resource(),
-                name,
-                namespace
-            ),
-        )
-        .with_details(json!({ "name": name, "kind": info.plural, "causes": [{ "reason": "NamespaceTerminating", "message": format!("namespace {namespace} is being terminated"), "field": "metadata.namespace" }] }))),
-        Some(_) => Ok(()),
-    }
-}
-
 fn field_warnings_or_error(
     api_info: &ResourceInfo,
     q: &Query,
@@ -570,6 +537,12 @@ pub async fn create(
     check_namespace(req, &mut obj)?;
     // System fields are the server's to set.
     let generate = object::meta_str(&obj, "generateName").map(String::from);
+    // Admission names the object as the client did, before a name is generated.
+    let requested_name = object::name(&obj)
+        .filter(|n| !n.is_empty())
+        .or(generate.as_deref())
+        .unwrap_or_default()
+        .to_string();
     {
         let meta = object::meta_mut(&mut obj);
         if meta
@@ -612,15 +585,19 @@ pub async fn create(
     }
     let strategy = registry::strategy_for(info);
     apply_defaults(info, &mut obj)?;
+    let attributes = admission::Attributes {
+        info,
+        namespace: req.namespace.as_deref(),
+        name: &requested_name,
+    };
+    admission::admit_create(api, &attributes, &mut obj).await?;
     strategy.prepare_for_create(info, &mut obj);
     validate(
         info,
         &name,
         api_types::validation::validate_create(info, &obj),
     )?;
-    if let Some(ns) = req.namespace.as_deref() {
-        namespace_admits(api, info, ns, &name).await?;
-    }
+    admission::validate_create(api, &attributes, &obj).await?;
     let pending = if info.group.is_empty() && info.plural == "services" {
         allocators_ready(api)?;
         Some(services::allocate(
@@ -653,6 +630,7 @@ pub async fn create(
             if let Some(p) = pending {
                 p.commit(&mut api.services.lock());
             }
+            read_own_write(api, info, kv.mod_revision).await;
             object::set_resource_version(&mut obj, kv.mod_revision);
             Ok(Written {
                 code: 201,
@@ -907,12 +885,19 @@ pub async fn update(
                 services::keep_allocated_values(&mut new, &old);
             }
             apply_defaults(info, &mut new)?;
+            let attributes = admission::Attributes {
+                info,
+                namespace: req.namespace.as_deref(),
+                name: &name,
+            };
+            admission::admit_update(&attributes, &mut new, &old);
             strategy.prepare_for_update(info, &mut new, &old);
             validate(
                 info,
                 &name,
                 api_types::validation::validate_update(info, &new, &old),
             )?;
+            admission::validate_update(api, &attributes, &new).await?;
         }
 
         let pending = if info.group.is_empty() && info.plural == "services" && !status_only {
@@ -941,6 +926,7 @@ pub async fn update(
             rollback(pending);
             return match api.store.delete(&key, Some(mod_revision)).await {
                 Ok((_, rev)) => {
+                    read_own_write(api, info, rev).await;
                     if info.group.is_empty() && info.plural == "services" {
                         services::release(&mut api.services.lock(), &old);
                     }
@@ -986,6 +972,7 @@ pub async fn update(
                 if let Some(p) = pending {
                     p.commit(&mut api.services.lock());
                 }
+                read_own_write(api, info, kv.mod_revision).await;
                 object::set_resource_version(&mut new, kv.mod_revision);
                 return Ok(Written {
                     code: 200,
@@ -1088,7 +1075,20 @@ impl DeleteOptions {
     }
 }
 
+/// DELETE of one object.
 pub async fn delete(
+    api: &Apiserver,
+    req: &ResourceRequest,
+    opts: &DeleteOptions,
+) -> ApiResult<Written> {
+    if req.info.group == "scheduling.k8s.io" && req.info.plural == "priorityclasses" {
+        priority_classes::check_delete(req.info, require_name(req)?)?;
+    }
+    delete_object(api, req, opts).await
+}
+
+/// Deletes one object, gracefully or once its finalizers are gone.
+async fn delete_object(
     api: &Apiserver,
     req: &ResourceRequest,
     opts: &DeleteOptions,
@@ -1205,7 +1205,7 @@ pub async fn delete(
             let encoded = encode_stored(info, &mut updated)?;
             match api.store.update(&key, encoded, mod_revision).await {
                 Ok(kv) => {
-                    read_own_namespace_write(api, info, kv.mod_revision).await;
+                    read_own_write(api, info, kv.mod_revision).await;
                     object::set_resource_version(&mut updated, kv.mod_revision);
                     // Upstream answers 200 with the object while deletion waits, and 202
                     // only when orphanDependents=false was asked for.
@@ -1232,7 +1232,7 @@ pub async fn delete(
         }
         match api.store.delete(&key, Some(mod_revision)).await {
             Ok((_, rev)) => {
-                read_own_namespace_write(api, info, rev).await;
+                read_own_write(api, info, rev).await;
                 if info.group.is_empty() && info.plural == "services" {
                     services::release(&mut api.services.lock(), &current);
                 }
@@ -1266,11 +1266,11 @@ fn allocators_ready(api: &Apiserver) -> ApiResult<()> {
     ))
 }
 
-/// Namespace admission reads the namespace cache: a namespace delete answers once the
-/// cache shows it, so content created after the answer is refused (upstream forces a live
-/// lookup for recently deleted namespaces for the same reason).
-async fn read_own_namespace_write(api: &Apiserver, info: &'static ResourceInfo, revision: i64) {
-    if info.group.is_empty() && info.plural == "namespaces" {
+/// Admission reads some caches (namespaces, PriorityClasses): a write of those answers once
+/// the cache shows it, so what a client does next is admitted against it (upstream forces a
+/// live lookup for recently deleted namespaces for the same reason).
+async fn read_own_write(api: &Apiserver, info: &'static ResourceInfo, revision: i64) {
+    if admission::reads_cache_of(info) {
         let cache = api.cache(info);
         if !cache
             .wait_for_revision(revision, std::time::Duration::from_secs(5))
@@ -1278,7 +1278,8 @@ async fn read_own_namespace_write(api: &Apiserver, info: &'static ResourceInfo, 
         {
             tracing::warn!(
                 revision,
-                "namespace cache lagging behind a namespace delete"
+                resource = %info.group_resource(),
+                "watch cache lagging behind a write admission reads"
             );
         }
     }
@@ -1321,7 +1322,7 @@ pub async fn delete_collection(
             name: Some(name),
             subresource: None,
         };
-        match delete(api, &one, opts).await {
+        match delete_object(api, &one, opts).await {
             // Kinds answering a Status for one delete list the objects they removed.
             Ok(w) if w.body.get("kind").and_then(Value::as_str) == Some("Status") => {
                 deleted.push(item)

@@ -142,6 +142,17 @@ impl ApiError {
         )
     }
 
+    /// 403 for a request a rule refuses, as upstream's `NewForbidden`:
+    /// `<resource> "<name>" is forbidden: <why>`.
+    pub fn forbidden(info: &ResourceInfo, name: &str, why: impl std::fmt::Display) -> Self {
+        let message = if name.is_empty() {
+            format!("{} is forbidden: {why}", info.group_resource())
+        } else {
+            format!("{} \"{name}\" is forbidden: {why}", info.group_resource())
+        };
+        Self::new(403, "Forbidden", message).with_details(details(info, name))
+    }
+
     /// 422 with one cause per field error, as upstream's `NewInvalid`.
     pub fn invalid(
         info: &ResourceInfo,

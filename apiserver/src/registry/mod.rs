@@ -4,6 +4,7 @@
 pub mod core;
 pub mod events;
 pub mod reviews;
+pub mod scheduling;
 
 use crate::object;
 use api_types::resources::ResourceInfo;

@@ -1,0 +1,82 @@
+//! Admission: the rules between decoding a write and storing it that need cluster state,
+//! in upstream's two phases. Mutating plugins run on the defaulted object before the
+//! resource's strategy and validation; validating plugins run after validation. Plugins
+//! read other resources through the watch caches, as upstream's read informers; writes of
+//! those resources answer once the cache has them (see [`reads_cache_of`]).
+
+pub mod namespace_lifecycle;
+pub mod priority;
+
+use crate::status::{ApiError, ApiResult};
+use crate::Apiserver;
+use api_types::resources::{self, ResourceInfo};
+use serde_json::Value;
+
+/// What a plugin knows of a request (upstream's `admission.Attributes`, reduced).
+pub struct Attributes<'a> {
+    pub info: &'static ResourceInfo,
+    pub namespace: Option<&'a str>,
+    /// The object's name; on a create with `generateName` and no name, the generateName,
+    /// as upstream's error messages name it before a name is generated.
+    pub name: &'a str,
+}
+
+impl Attributes<'_> {
+    fn is(&self, group: &str, plural: &str) -> bool {
+        self.info.group == group && self.info.plural == plural
+    }
+
+    /// 403 for this request, as upstream's `admission.NewForbidden`.
+    fn forbidden(&self, why: impl std::fmt::Display) -> ApiError {
+        ApiError::forbidden(self.info, self.name, why)
+    }
+}
+
+/// The mutating phase of a create: NamespaceLifecycle, then Priority.
+pub async fn admit_create(api: &Apiserver, a: &Attributes<'_>, obj: &mut Value) -> ApiResult<()> {
+    if let Some(ns) = a.namespace {
+        namespace_lifecycle::admit_create(api, a, ns).await?;
+    }
+    if a.is("", "pods") {
+        priority::admit_pod_create(api, a, obj).await?;
+    }
+    Ok(())
+}
+
+/// The mutating phase of an update of the main resource (not of a subresource).
+pub fn admit_update(a: &Attributes<'_>, new: &mut Value, old: &Value) {
+    if a.is("", "pods") {
+        priority::admit_pod_update(new, old);
+    }
+}
+
+/// The validating phase of a create, after the object's own validation.
+pub async fn validate_create(api: &Apiserver, a: &Attributes<'_>, obj: &Value) -> ApiResult<()> {
+    if a.is("scheduling.k8s.io", "priorityclasses") {
+        priority::validate_priority_class(api, a, obj, false).await?;
+    }
+    Ok(())
+}
+
+/// The validating phase of an update of the main resource, after the object's validation.
+pub async fn validate_update(api: &Apiserver, a: &Attributes<'_>, new: &Value) -> ApiResult<()> {
+    if a.is("scheduling.k8s.io", "priorityclasses") {
+        priority::validate_priority_class(api, a, new, true).await?;
+    }
+    Ok(())
+}
+
+/// Whether admission reads this resource's watch cache, so that its writes should answer
+/// only once the cache shows them: a client that created a PriorityClass (or deleted a
+/// namespace) and then creates a Pod must see the effect.
+pub fn reads_cache_of(info: &ResourceInfo) -> bool {
+    matches!(
+        (info.group, info.plural),
+        ("", "namespaces") | ("scheduling.k8s.io", "priorityclasses")
+    )
+}
+
+fn resource(group: &str, plural: &str) -> ApiResult<&'static ResourceInfo> {
+    resources::find(group, "v1", plural)
+        .ok_or_else(|| ApiError::internal(format!("{plural} not registered")))
+}
