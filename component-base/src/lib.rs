@@ -1,8 +1,10 @@
-//! Shared by every pikube daemon: logging, shutdown signals, metrics encoding and the
-//! exit code for bad configuration.
+//! Shared by every pikube daemon: option groups with upstream's flag names, logging,
+//! shutdown signals, metrics encoding, the /healthz /livez /readyz /metrics server,
+//! leader election on a Lease, and the exit code for bad configuration.
 
 pub mod logging;
 pub mod metrics;
+pub mod options;
 pub mod shutdown;
 
 /// Exit code for invalid configuration (sysexits' EX_USAGE), used before any port is bound.
