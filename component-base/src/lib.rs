@@ -5,6 +5,7 @@
 pub mod logging;
 pub mod metrics;
 pub mod options;
+pub mod serving;
 pub mod shutdown;
 
 /// Exit code for invalid configuration (sysexits' EX_USAGE), used before any port is bound.
