@@ -25,7 +25,7 @@ async fn main() {
         .leader_election
         .as_ref()
         .map(|le| le.identity.clone())
-        .unwrap_or_else(|| component_base::leader_election::default_identity());
+        .unwrap_or_else(component_base::leader_election::default_identity);
     let config = Config {
         client,
         configuration: resolved.configuration,
