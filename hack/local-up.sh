@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# Brings up a local pikube cluster: etcd and kube-apiserver (the other daemons join as they
-# land). Installs what is missing first. `hack/local-up.sh down` stops it.
+# Brings up a local pikube cluster: etcd, kube-apiserver and kube-scheduler (the other
+# daemons join as they land). Installs what is missing first. `hack/local-up.sh down` stops
+# it. Every daemon logs to $STATE/logs/<daemon>.log.
 #
 # Environment: PIKUBE_STATE_DIR (default .local/ in the checkout), ETCD_PORT (2379),
-# APISERVER_PORT (6443).
+# APISERVER_PORT (6443), SCHEDULER_PORT (10259).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 STATE=${PIKUBE_STATE_DIR:-$PIKUBE_ROOT/.local}
 ETCD_PORT=${ETCD_PORT:-2379}
 APISERVER_PORT=${APISERVER_PORT:-6443}
+SCHEDULER_PORT=${SCHEDULER_PORT:-10259}
 mkdir -p "$STATE/logs" "$STATE/run"
 
 stop() {
@@ -28,6 +30,7 @@ running() { [ -f "$STATE/run/$1.pid" ] && kill -0 "$(cat "$STATE/run/$1.pid")" 2
 
 case "${1:-up}" in
   down)
+    stop kube-scheduler
     stop kube-apiserver
     stop etcd
     log "cluster stopped (state kept in $STATE; remove it for a fresh start)"
@@ -39,7 +42,7 @@ esac
 
 install_deps
 log "building (release)"
-(cd "$PIKUBE_ROOT" && cargo build --release --quiet -p apiserver)
+(cd "$PIKUBE_ROOT" && cargo build --release --quiet -p apiserver -p scheduler)
 BIN=$PIKUBE_ROOT/target/release
 
 if ! running etcd; then
@@ -53,12 +56,22 @@ if ! running etcd; then
 fi
 wait_for 30 curl -fsS "http://127.0.0.1:$ETCD_PORT/health" || die "etcd did not become healthy; see $STATE/logs/etcd.log"
 
-if [ ! -f "$STATE/tokens.csv" ]; then
-  token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
-  printf '%s,admin,admin,"system:masters"\n' "$token" >"$STATE/tokens.csv"
+# One static token per user (--token-auth-file): the admin, and each daemon as the user
+# upstream's bootstrap RBAC names.
+new_token() { head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+ensure_token() { # user uid groups
+  touch "$STATE/tokens.csv"
   chmod 600 "$STATE/tokens.csv"
-fi
-token=$(cut -d, -f1 "$STATE/tokens.csv" | head -n1)
+  grep -q ",$1,$2" "$STATE/tokens.csv" && return 0
+  if [ -n "$3" ]; then
+    printf '%s,%s,%s,"%s"\n' "$(new_token)" "$1" "$2" "$3" >>"$STATE/tokens.csv"
+  else
+    printf '%s,%s,%s\n' "$(new_token)" "$1" "$2" >>"$STATE/tokens.csv"
+  fi
+}
+token_of() { grep ",$1,$2" "$STATE/tokens.csv" | cut -d, -f1 | head -n1; }
+ensure_token admin admin system:masters
+ensure_token system:kube-scheduler system:kube-scheduler ""
 
 if ! running kube-apiserver; then
   log "starting kube-apiserver on 127.0.0.1:$APISERVER_PORT"
@@ -71,7 +84,8 @@ fi
 wait_for 60 curl -fsSk "https://127.0.0.1:$APISERVER_PORT/readyz" || die "kube-apiserver did not become ready; see $STATE/logs/kube-apiserver.log"
 
 ca=$(base64 -w0 <"$STATE/certs/ca.crt")
-cat >"$STATE/admin.kubeconfig" <<KUBECONFIG
+write_kubeconfig() { # file user token
+  cat >"$1" <<KUBECONFIG
 apiVersion: v1
 kind: Config
 clusters:
@@ -80,16 +94,29 @@ clusters:
     server: https://127.0.0.1:$APISERVER_PORT
     certificate-authority-data: $ca
 users:
-- name: admin
+- name: $2
   user:
-    token: $token
+    token: $3
 contexts:
 - name: pikube
   context:
     cluster: pikube
-    user: admin
+    user: $2
 current-context: pikube
 KUBECONFIG
-chmod 600 "$STATE/admin.kubeconfig"
+  chmod 600 "$1"
+}
+write_kubeconfig "$STATE/admin.kubeconfig" admin "$(token_of admin admin)"
+write_kubeconfig "$STATE/kube-scheduler.kubeconfig" system:kube-scheduler "$(token_of system:kube-scheduler system:kube-scheduler)"
+
+if ! running kube-scheduler; then
+  log "starting kube-scheduler (health and metrics on 127.0.0.1:$SCHEDULER_PORT)"
+  "$BIN/kube-scheduler" --kubeconfig "$STATE/kube-scheduler.kubeconfig" \
+    --bind-address 127.0.0.1 --secure-port "$SCHEDULER_PORT" --cert-dir "$STATE/certs/kube-scheduler" \
+    >"$STATE/logs/kube-scheduler.log" 2>&1 &
+  echo $! >"$STATE/run/kube-scheduler.pid"
+fi
+wait_for 60 curl -fsSk "https://127.0.0.1:$SCHEDULER_PORT/readyz" || die "kube-scheduler did not become ready; see $STATE/logs/kube-scheduler.log"
+
 log "cluster is up; logs in $STATE/logs"
 echo "export KUBECONFIG=$STATE/admin.kubeconfig"

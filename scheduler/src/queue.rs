@@ -77,6 +77,20 @@ pub struct SchedulingQueue {
     /// Node name → pods nominated to it by preemption (or found with nominatedNodeName).
     nominated: HashMap<String, Vec<Arc<PodInfo>>>,
     nominated_by_uid: HashMap<String, String>,
+    /// Entries per location (active, backoff, unschedulable, gated), kept as entries move
+    /// so the pending-pods gauges cost nothing.
+    counts: [usize; 4],
+    /// uids of the unschedulable entries, so an event scans only those.
+    unschedulable: HashSet<String>,
+}
+
+fn slot(location: Location) -> usize {
+    match location {
+        Location::Active => 0,
+        Location::Backoff => 1,
+        Location::Unschedulable => 2,
+        Location::Gated => 3,
+    }
 }
 
 impl SchedulingQueue {
@@ -93,7 +107,19 @@ impl SchedulingQueue {
             max_backoff,
             nominated: HashMap::new(),
             nominated_by_uid: HashMap::new(),
+            counts: [0; 4],
+            unschedulable: HashSet::new(),
         }
+    }
+
+    /// Removes an entry from wherever it is.
+    fn take(&mut self, uid: &str) -> Option<Entry> {
+        let entry = self.entries.remove(uid)?;
+        self.counts[slot(entry.location)] -= 1;
+        if entry.location == Location::Unschedulable {
+            self.unschedulable.remove(uid);
+        }
+        Some(entry)
     }
 
     fn backoff_duration(&self, attempts: u32) -> Duration {
@@ -124,6 +150,10 @@ impl SchedulingQueue {
             }
             Location::Unschedulable => entry.since = now,
             Location::Gated => {}
+        }
+        self.counts[slot(location)] += 1;
+        if location == Location::Unschedulable {
+            self.unschedulable.insert(uid.clone());
         }
         self.entries.insert(uid, entry);
     }
@@ -157,6 +187,25 @@ impl SchedulingQueue {
         self.update_nominated(&Arc::new(nominated));
     }
 
+    /// Drops the nominations of pods below `priority` on `node` (a preemptor took their
+    /// place, as upstream's `getLowerPriorityNominatedPods`); returns them.
+    pub fn clear_lower_nominations(&mut self, node: &str, priority: i32) -> Vec<Arc<PodInfo>> {
+        let lower: Vec<Arc<PodInfo>> = self
+            .nominated
+            .get(node)
+            .map(|pods| {
+                pods.iter()
+                    .filter(|p| p.priority < priority)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        for p in &lower {
+            self.remove_nominated(&p.uid);
+        }
+        lower
+    }
+
     /// Pods nominated to each node, for a cycle (empty almost always).
     pub fn nominated_pods(&self) -> HashMap<String, Vec<Arc<PodInfo>>> {
         self.nominated.clone()
@@ -171,7 +220,7 @@ impl SchedulingQueue {
             return;
         }
         let gated = pod.scheduling_gated;
-        match self.entries.remove(&uid) {
+        match self.take(&uid) {
             None => {
                 let entry = Entry {
                     queued: QueuedPod {
@@ -219,7 +268,7 @@ impl SchedulingQueue {
         if let Some(flight) = self.in_flight.get_mut(uid) {
             flight.deleted = true;
         }
-        self.entries.remove(uid);
+        self.take(uid);
     }
 
     /// The next pod to schedule, if one is ready; moves expired backoffs to active first.
@@ -233,7 +282,7 @@ impl SchedulingQueue {
             if !valid {
                 continue;
             }
-            let mut entry = self.entries.remove(&uid).expect("checked");
+            let mut entry = self.take(&uid).expect("checked");
             entry.queued.attempts += 1;
             entry.queued.initial_attempt.get_or_insert(now);
             self.scheduling_cycle += 1;
@@ -265,7 +314,7 @@ impl SchedulingQueue {
                 .get(&uid)
                 .is_some_and(|e| e.seq == seq && e.location == Location::Backoff);
             if valid {
-                let entry = self.entries.remove(&uid).expect("checked");
+                let entry = self.take(&uid).expect("checked");
                 self.place(uid, entry, Location::Active, now);
             }
         }
@@ -349,13 +398,17 @@ impl SchedulingQueue {
     ) {
         self.move_request_cycle = self.scheduling_cycle;
         let moving: Vec<String> = self
-            .entries
+            .unschedulable
             .iter()
-            .filter(|(_, e)| e.location == Location::Unschedulable && helps(&e.queued, event))
-            .map(|(uid, _)| uid.clone())
+            .filter(|uid| {
+                self.entries
+                    .get(*uid)
+                    .is_some_and(|e| helps(&e.queued, event))
+            })
+            .cloned()
             .collect();
         for uid in moving {
-            let entry = self.entries.remove(&uid).expect("listed");
+            let entry = self.take(&uid).expect("listed");
             let location = if entry.backoff_until > now {
                 Location::Backoff
             } else {
@@ -368,16 +421,17 @@ impl SchedulingQueue {
     /// Retries pods that have waited in unschedulable longer than [`MAX_IN_UNSCHEDULABLE`].
     pub fn flush_unschedulable(&mut self, now: Instant) {
         let stale: Vec<String> = self
-            .entries
+            .unschedulable
             .iter()
-            .filter(|(_, e)| {
-                e.location == Location::Unschedulable
-                    && now.duration_since(e.since) >= MAX_IN_UNSCHEDULABLE
+            .filter(|uid| {
+                self.entries
+                    .get(*uid)
+                    .is_some_and(|e| now.duration_since(e.since) >= MAX_IN_UNSCHEDULABLE)
             })
-            .map(|(uid, _)| uid.clone())
+            .cloned()
             .collect();
         for uid in stale {
-            let entry = self.entries.remove(&uid).expect("listed");
+            let entry = self.take(&uid).expect("listed");
             let location = if entry.backoff_until > now {
                 Location::Backoff
             } else {
@@ -389,16 +443,12 @@ impl SchedulingQueue {
 
     /// Pending pods per sub-queue: (active, backoff, unschedulable, gated).
     pub fn counts(&self) -> (usize, usize, usize, usize) {
-        let mut c = (0, 0, 0, 0);
-        for e in self.entries.values() {
-            match e.location {
-                Location::Active => c.0 += 1,
-                Location::Backoff => c.1 += 1,
-                Location::Unschedulable => c.2 += 1,
-                Location::Gated => c.3 += 1,
-            }
-        }
-        c
+        (
+            self.counts[0],
+            self.counts[1],
+            self.counts[2],
+            self.counts[3],
+        )
     }
 
     pub fn location(&self, uid: &str) -> Option<Location> {

@@ -445,13 +445,22 @@ impl Scheduler {
                 queued.rejected_by = std::mem::take(&mut fit.diagnosis.rejected_by);
                 {
                     let mut shared = self.shared.lock();
-                    if let Some(node) = &nominated_node {
-                        shared.queue.nominate(&pod, node);
-                    }
+                    let displaced = match &nominated_node {
+                        Some(node) => {
+                            let lower = shared.queue.clear_lower_nominations(node, pod.priority);
+                            shared.queue.nominate(&pod, node);
+                            lower
+                        }
+                        None => Vec::new(),
+                    };
                     shared
                         .queue
                         .requeue_failed(queued, cycle, true, Instant::now());
                     self.update_gauges(&shared);
+                    drop(shared);
+                    for other in displaced {
+                        self.clear_nomination(other);
+                    }
                 }
                 self.metrics
                     .schedule_attempts
@@ -556,8 +565,8 @@ impl Scheduler {
         }
     }
 
-    /// Deletes preemption victims (marking them with the DisruptionTarget condition first,
-    /// as upstream) and clears lower-priority nominations on the node.
+    /// Deletes preemption victims, marking them with the DisruptionTarget condition first,
+    /// as upstream.
     async fn evict_victims(
         self: &Arc<Self>,
         preemptor: &PodInfo,
@@ -609,6 +618,22 @@ impl Scheduler {
             }
         }
         info!(preemptor = %preemptor.key(), node = %candidate.node, victims = candidate.victims.len(), "preempted");
+    }
+
+    /// Clears a pod's `status.nominatedNodeName` (a higher-priority preemptor took the
+    /// node it was waiting for).
+    fn clear_nomination(self: &Arc<Self>, pod: Arc<PodInfo>) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let api: Api<Pod> = Api::namespaced(this.client.clone(), &pod.namespace);
+            let patch = json!({"status": {"nominatedNodeName": null}});
+            if let Err(e) = api
+                .patch_status(&pod.name, &PatchParams::default(), &Patch::Merge(patch))
+                .await
+            {
+                debug!(pod = %pod.key(), error = %e, "clearing the nominated node failed");
+            }
+        });
     }
 
     fn profile_of(&self, pod: &PodInfo) -> String {

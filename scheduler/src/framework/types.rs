@@ -305,11 +305,18 @@ pub enum PodVolume {
 impl PodInfo {
     pub fn from_pod(pod: &Pod) -> PodInfo {
         let meta = &pod.metadata;
-        let spec = pod.spec.clone().unwrap_or_default();
+        let default_spec;
+        let spec = match &pod.spec {
+            Some(spec) => spec,
+            None => {
+                default_spec = k8s_openapi::api::core::v1::PodSpec::default();
+                &default_spec
+            }
+        };
         let status = pod.status.as_ref();
         let namespace = meta.namespace.clone().unwrap_or_default();
         let labels = meta.labels.clone().unwrap_or_default();
-        let (requests, non_zero_cpu, non_zero_memory) = pod_requests(&spec);
+        let (requests, non_zero_cpu, non_zero_memory) = pod_requests(spec);
         let mut host_ports = Vec::new();
         for c in spec
             .containers
