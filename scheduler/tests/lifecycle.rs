@@ -268,6 +268,8 @@ async fn only_the_leader_binds_and_a_successor_takes_over_when_it_dies() {
     c.create_pod("p1", "", "", json!({})).await;
     assert_eq!(c.bound_node("p1").await, "n1");
     assert_eq!(holder().await.as_deref(), Some("first"));
+    let bound_by = c.event("p1", "Scheduled").await.reporting_instance;
+    assert_eq!(bound_by.as_deref(), Some("first"), "only the leader binds");
     assert!(!second.task.is_finished());
 
     // The leader dies without releasing its lease: the task is aborted, renewals stop.
@@ -288,4 +290,6 @@ async fn only_the_leader_binds_and_a_successor_takes_over_when_it_dies() {
     );
     c.create_pod("p2", "", "", json!({})).await;
     assert_eq!(c.bound_node("p2").await, "n1");
+    let bound_by = c.event("p2", "Scheduled").await.reporting_instance;
+    assert_eq!(bound_by.as_deref(), Some("second"));
 }

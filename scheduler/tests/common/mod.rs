@@ -147,8 +147,8 @@ impl Cluster {
         .await
     }
 
-    /// Waits for an event about the pod with this reason; returns its note.
-    pub async fn event_note(&self, pod: &str, reason: &str) -> String {
+    /// Waits for an event about the pod with this reason; returns the latest.
+    pub async fn event(&self, pod: &str, reason: &str) -> Event {
         let events: Api<Event> = Api::namespaced(self.client.clone(), "default");
         wait_until(TIMEOUT, &format!("{reason} event for {pod}"), || {
             let events = events.clone();
@@ -160,11 +160,15 @@ impl Cluster {
                         e.reason.as_deref() == Some(reason)
                             && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(pod)
                     })
-                    .filter_map(|e| e.note)
                     .next_back()
             }
         })
         .await
+    }
+
+    /// The note of the latest event about the pod with this reason.
+    pub async fn event_note(&self, pod: &str, reason: &str) -> String {
+        self.event(pod, reason).await.note.unwrap_or_default()
     }
 
     /// The pod's node right now (None if pending).
