@@ -229,7 +229,7 @@ mod tests {
             json!({}),
             json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": cpu}}}]}),
         );
-        p.priority = priority;
+        p.shape_mut().priority = priority;
         Arc::new(p)
     }
 
@@ -347,7 +347,7 @@ mod tests {
             format!("preemption: 0/1 nodes are available: 1 {NO_VICTIMS}.")
         );
         let mut never = (*preemptor).clone();
-        never.never_preempts = true;
+        never.shape_mut().never_preempts = true;
         let Outcome::Failed(msg) = preempt(
             &fwk,
             &CycleState::default(),

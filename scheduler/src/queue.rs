@@ -477,7 +477,7 @@ mod tests {
 
     fn pod(name: &str, priority: i32) -> Arc<PodInfo> {
         let mut p = named_pod(name, json!({}), json!({"containers": [{"name": "c"}]}));
-        p.priority = priority;
+        p.shape_mut().priority = priority;
         p.update_key = 1;
         Arc::new(p)
     }
@@ -573,11 +573,11 @@ mod tests {
         let mut q = queue();
         let t0 = Instant::now();
         let mut gated = (*pod("g", 0)).clone();
-        gated.scheduling_gated = true;
+        gated.shape_mut().scheduling_gated = true;
         q.add_or_update(Arc::new(gated.clone()), t0);
         assert!(q.pop(t0).is_none());
         assert_eq!(q.counts(), (0, 0, 0, 1));
-        gated.scheduling_gated = false;
+        gated.shape_mut().scheduling_gated = false;
         gated.update_key = 2;
         q.add_or_update(Arc::new(gated), t0);
         assert_eq!(q.pop(t0).unwrap().pod.name, "g");

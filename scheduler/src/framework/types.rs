@@ -234,7 +234,11 @@ pub struct WeightedAffinityTerm {
     pub weight: i32,
 }
 
-/// What the scheduler keeps of a Pod.
+/// What the scheduler keeps of a Pod: its identity and state, and its [`PodShape`] — what
+/// placement reads from the spec — shared by every pod with the same namespace, labels and
+/// spec (the replicas of one template), so 10,000 replicas cost one copy of their
+/// affinity, tolerations and spread constraints. Fields of the shape read as fields of
+/// the pod (`pod.requests`) through `Deref`.
 #[derive(Clone, Debug, Default)]
 pub struct PodInfo {
     pub uid: String,
@@ -245,14 +249,32 @@ pub struct PodInfo {
     /// leaves it unchanged (a status write, our own condition) does not requeue the pod,
     /// as upstream's `isPodUpdated`.
     pub update_key: u64,
-    pub labels: BTreeMap<String, String>,
     pub node_name: Option<String>,
     pub nominated_node_name: Option<String>,
+    pub terminating: bool,
+    pub volumes: Vec<PodVolume>,
+    pub creation_timestamp: Option<Time>,
+    pub start_time: Option<Time>,
+    pub owner_uid: Option<String>,
+    pub shape: Arc<PodShape>,
+}
+
+impl std::ops::Deref for PodInfo {
+    type Target = PodShape;
+
+    fn deref(&self) -> &PodShape {
+        &self.shape
+    }
+}
+
+/// The scheduling-relevant part of a pod's namespace, labels and spec.
+#[derive(Clone, Debug, Default)]
+pub struct PodShape {
+    pub labels: BTreeMap<String, String>,
     pub scheduler_name: String,
     pub priority: i32,
     /// `preemptionPolicy: Never`: this pod waits rather than evicting others.
     pub never_preempts: bool,
-    pub terminating: bool,
     pub scheduling_gated: bool,
     /// Effective requests (containers, init containers, sidecars, overhead).
     pub requests: Resource,
@@ -270,10 +292,43 @@ pub struct PodInfo {
     pub tolerations: Vec<Toleration>,
     pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
     pub images: Vec<String>,
-    pub volumes: Vec<PodVolume>,
-    pub creation_timestamp: Option<Time>,
-    pub start_time: Option<Time>,
-    pub owner_uid: Option<String>,
+}
+
+/// Shapes in use, by the serialised (namespace, labels, spec without nodeName) they were
+/// built from. Entries whose pods are all gone are swept as the table grows.
+struct ShapeTable {
+    shapes: HashMap<u64, (Vec<u8>, std::sync::Weak<PodShape>)>,
+    sweep_at: usize,
+}
+
+/// The shape for these key bytes: the one in use if any, else a new one from `build`.
+fn shared_shape(key: Vec<u8>, build: impl FnOnce() -> PodShape) -> Arc<PodShape> {
+    use std::hash::{Hash, Hasher};
+    static TABLE: std::sync::OnceLock<std::sync::Mutex<ShapeTable>> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        std::sync::Mutex::new(ShapeTable {
+            shapes: HashMap::new(),
+            sweep_at: 1024,
+        })
+    });
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    let hash = h.finish();
+    let mut t = table.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((bytes, weak)) = t.shapes.get(&hash) {
+        if *bytes == key {
+            if let Some(shape) = weak.upgrade() {
+                return shape;
+            }
+        }
+    }
+    let shape = Arc::new(build());
+    t.shapes.insert(hash, (key, Arc::downgrade(&shape)));
+    if t.shapes.len() >= t.sweep_at {
+        t.shapes.retain(|_, (_, w)| w.strong_count() > 0);
+        t.sweep_at = (t.shapes.len() * 2).max(1024);
+    }
+    shape
 }
 
 /// The volumes VolumeRestrictions looks at.
@@ -302,8 +357,8 @@ pub enum PodVolume {
     },
 }
 
-impl PodInfo {
-    pub fn from_pod(pod: &Pod) -> PodInfo {
+impl PodShape {
+    fn from_pod(pod: &Pod) -> PodShape {
         let meta = &pod.metadata;
         let default_spec;
         let spec = match &pod.spec {
@@ -313,7 +368,6 @@ impl PodInfo {
                 &default_spec
             }
         };
-        let status = pod.status.as_ref();
         let namespace = meta.namespace.clone().unwrap_or_default();
         let labels = meta.labels.clone().unwrap_or_default();
         let (requests, non_zero_cpu, non_zero_memory) = pod_requests(spec);
@@ -384,74 +438,13 @@ impl PodInfo {
             .chain(spec.init_containers.iter().flatten())
             .filter_map(|c| c.image.clone())
             .collect();
-        let volumes = spec
-            .volumes
-            .iter()
-            .flatten()
-            .filter_map(|v| {
-                if let Some(pvc) = &v.persistent_volume_claim {
-                    return Some(PodVolume::Claim(pvc.claim_name.clone()));
-                }
-                if let Some(ephemeral) = &v.ephemeral {
-                    let _ = ephemeral;
-                    let name = meta.name.clone().unwrap_or_default();
-                    return Some(PodVolume::Claim(format!("{name}-{}", v.name)));
-                }
-                if let Some(gce) = &v.gce_persistent_disk {
-                    return Some(PodVolume::GcePersistentDisk {
-                        pd_name: gce.pd_name.clone(),
-                        read_only: gce.read_only.unwrap_or(false),
-                    });
-                }
-                if let Some(ebs) = &v.aws_elastic_block_store {
-                    return Some(PodVolume::AwsElasticBlockStore {
-                        volume_id: ebs.volume_id.clone(),
-                    });
-                }
-                if let Some(rbd) = &v.rbd {
-                    return Some(PodVolume::Rbd {
-                        monitors: rbd.monitors.clone(),
-                        pool: rbd.pool.clone().unwrap_or_else(|| "rbd".into()),
-                        image: rbd.image.clone(),
-                        read_only: rbd.read_only.unwrap_or(false),
-                    });
-                }
-                if let Some(iscsi) = &v.iscsi {
-                    return Some(PodVolume::Iscsi {
-                        iqn: iscsi.iqn.clone(),
-                        lun: iscsi.lun,
-                        target_portal: iscsi.target_portal.clone(),
-                        read_only: iscsi.read_only.unwrap_or(false),
-                    });
-                }
-                None
-            })
-            .collect();
-        let update_key = {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            let relevant = (&meta.labels, &meta.annotations, &pod.spec);
-            serde_json::to_vec(&relevant)
-                .unwrap_or_default()
-                .hash(&mut h);
-            h.finish()
-        };
-        PodInfo {
-            update_key,
-            uid: meta.uid.clone().unwrap_or_default(),
-            name: meta.name.clone().unwrap_or_default(),
-            resource_version: meta.resource_version.clone().unwrap_or_default(),
-            node_name: spec.node_name.clone().filter(|n| !n.is_empty()),
-            nominated_node_name: status
-                .and_then(|s| s.nominated_node_name.clone())
-                .filter(|n| !n.is_empty()),
+        PodShape {
             scheduler_name: spec
                 .scheduler_name
                 .clone()
                 .unwrap_or_else(|| crate::DEFAULT_SCHEDULER_NAME.to_string()),
             priority: spec.priority.unwrap_or(0),
             never_preempts: spec.preemption_policy.as_deref() == Some("Never"),
-            terminating: meta.deletion_timestamp.is_some(),
             scheduling_gated: spec
                 .scheduling_gates
                 .as_ref()
@@ -473,6 +466,94 @@ impl PodInfo {
                 .clone()
                 .unwrap_or_default(),
             images,
+            labels,
+        }
+    }
+}
+
+impl PodVolume {
+    /// The volume if VolumeRestrictions cares about it. Ephemeral volumes are claims named
+    /// `<pod>-<volume>`.
+    fn of(v: &k8s_openapi::api::core::v1::Volume, pod_name: &str) -> Option<PodVolume> {
+        if let Some(pvc) = &v.persistent_volume_claim {
+            return Some(PodVolume::Claim(pvc.claim_name.clone()));
+        }
+        if let Some(ephemeral) = &v.ephemeral {
+            let _ = ephemeral;
+            return Some(PodVolume::Claim(format!("{pod_name}-{}", v.name)));
+        }
+        if let Some(gce) = &v.gce_persistent_disk {
+            return Some(PodVolume::GcePersistentDisk {
+                pd_name: gce.pd_name.clone(),
+                read_only: gce.read_only.unwrap_or(false),
+            });
+        }
+        if let Some(ebs) = &v.aws_elastic_block_store {
+            return Some(PodVolume::AwsElasticBlockStore {
+                volume_id: ebs.volume_id.clone(),
+            });
+        }
+        if let Some(rbd) = &v.rbd {
+            return Some(PodVolume::Rbd {
+                monitors: rbd.monitors.clone(),
+                pool: rbd.pool.clone().unwrap_or_else(|| "rbd".into()),
+                image: rbd.image.clone(),
+                read_only: rbd.read_only.unwrap_or(false),
+            });
+        }
+        if let Some(iscsi) = &v.iscsi {
+            return Some(PodVolume::Iscsi {
+                iqn: iscsi.iqn.clone(),
+                lun: iscsi.lun,
+                target_portal: iscsi.target_portal.clone(),
+                read_only: iscsi.read_only.unwrap_or(false),
+            });
+        }
+        None
+    }
+}
+
+impl PodInfo {
+    pub fn from_pod(pod: &Pod) -> PodInfo {
+        let meta = &pod.metadata;
+        let namespace = meta.namespace.clone().unwrap_or_default();
+        let update_key = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            let relevant = (&meta.labels, &meta.annotations, &pod.spec);
+            serde_json::to_vec(&relevant)
+                .unwrap_or_default()
+                .hash(&mut h);
+            h.finish()
+        };
+        let shape_key = {
+            let mut spec = pod.spec.clone().unwrap_or_default();
+            spec.node_name = None;
+            serde_json::to_vec(&(&namespace, &meta.labels, &spec)).unwrap_or_default()
+        };
+        let shape = shared_shape(shape_key, || PodShape::from_pod(pod));
+        let status = pod.status.as_ref();
+        let pod_name = meta.name.as_deref().unwrap_or_default();
+        let volumes = pod
+            .spec
+            .iter()
+            .flat_map(|s| s.volumes.iter().flatten())
+            .filter_map(|v| PodVolume::of(v, pod_name))
+            .collect();
+        PodInfo {
+            update_key,
+            uid: meta.uid.clone().unwrap_or_default(),
+            name: pod_name.to_string(),
+            resource_version: meta.resource_version.clone().unwrap_or_default(),
+            node_name: pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.clone())
+                .filter(|n| !n.is_empty()),
+            nominated_node_name: status
+                .and_then(|s| s.nominated_node_name.clone())
+                .filter(|n| !n.is_empty()),
+            terminating: meta.deletion_timestamp.is_some(),
             volumes,
             creation_timestamp: meta.creation_timestamp.clone(),
             start_time: status.and_then(|s| s.start_time.clone()),
@@ -483,8 +564,13 @@ impl PodInfo {
                 .find(|o| o.controller == Some(true))
                 .map(|o| o.uid.clone()),
             namespace,
-            labels,
+            shape,
         }
+    }
+
+    /// The shape, for changing it (tests); copies it if shared.
+    pub fn shape_mut(&mut self) -> &mut PodShape {
+        Arc::make_mut(&mut self.shape)
     }
 
     /// `namespace/name`, the key of the queue and of events.

@@ -864,7 +864,9 @@ mod tests {
             node("c1", json!({"zone": "c", "pool": "y"}), vec![]),
         ]);
         let mut pod = spread_pod(hard("zone", 1));
-        pod.node_selector.insert("pool".into(), "x".into());
+        pod.shape_mut()
+            .node_selector
+            .insert("pool".into(), "x".into());
         let (_, results) = filter_all(&plugin(), &pod, &snap);
         assert!(!results[0].1.is_success());
         assert!(results[1].1.is_success());
@@ -872,7 +874,9 @@ mod tests {
         let mut constraints = hard("zone", 1);
         constraints[0]["nodeAffinityPolicy"] = json!("Ignore");
         let mut pod = spread_pod(constraints);
-        pod.node_selector.insert("pool".into(), "x".into());
+        pod.shape_mut()
+            .node_selector
+            .insert("pool".into(), "x".into());
         let (_, results) = filter_all(&plugin(), &pod, &snap);
         assert!(!results[1].1.is_success());
     }

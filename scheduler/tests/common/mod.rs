@@ -154,13 +154,10 @@ impl Cluster {
             let events = events.clone();
             async move {
                 let list = events.list(&ListParams::default()).await.ok()?;
-                list.items
-                    .into_iter()
-                    .filter(|e| {
-                        e.reason.as_deref() == Some(reason)
-                            && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(pod)
-                    })
-                    .next_back()
+                list.items.into_iter().rfind(|e| {
+                    e.reason.as_deref() == Some(reason)
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(pod)
+                })
             }
         })
         .await
