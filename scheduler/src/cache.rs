@@ -17,8 +17,12 @@ struct CachedPod {
 
 #[derive(Default)]
 pub struct Cache {
-    nodes: Arc<Vec<Arc<NodeInfo>>>,
-    index: Arc<HashMap<String, usize>>,
+    nodes: Vec<Arc<NodeInfo>>,
+    index: HashMap<String, usize>,
+    /// Indices of NodeInfos changed since the scheduling loop's snapshot was last updated.
+    dirty: Vec<usize>,
+    /// A node was added or removed (indices moved): the next update copies everything.
+    structure_changed: bool,
     pods: HashMap<String, CachedPod>,
     image_nodes: Arc<HashMap<String, usize>>,
     namespace_labels: Arc<HashMap<String, BTreeMap<String, String>>>,
@@ -28,16 +32,41 @@ pub struct Cache {
 }
 
 impl Cache {
+    /// A fresh snapshot (copies the node list).
     pub fn snapshot(&self) -> Snapshot {
-        Snapshot {
-            nodes: self.nodes.clone(),
-            index: self.index.clone(),
-            num_nodes: self.num_nodes,
-            image_nodes: self.image_nodes.clone(),
-            namespace_labels: self.namespace_labels.clone(),
-            pods_with_affinity: self.pods_with_affinity,
-            pods_with_required_anti_affinity: self.pods_with_required_anti_affinity,
+        let mut snapshot = Snapshot {
+            nodes: Arc::new(self.nodes.clone()),
+            index: Arc::new(self.index.clone()),
+            ..Snapshot::default()
+        };
+        self.fill_cluster_facts(&mut snapshot);
+        snapshot
+    }
+
+    /// Brings the scheduling loop's snapshot up to date, copying only the NodeInfos that
+    /// changed since the last call (upstream's `UpdateSnapshot`): a cycle costs what
+    /// changed, not the size of the cluster.
+    pub fn update_snapshot(&mut self, snapshot: &mut Snapshot) {
+        if self.structure_changed || snapshot.nodes.len() != self.nodes.len() {
+            snapshot.nodes = Arc::new(self.nodes.clone());
+            snapshot.index = Arc::new(self.index.clone());
+            self.structure_changed = false;
+        } else if !self.dirty.is_empty() {
+            let nodes = Arc::make_mut(&mut snapshot.nodes);
+            for &i in &self.dirty {
+                nodes[i] = self.nodes[i].clone();
+            }
         }
+        self.dirty.clear();
+        self.fill_cluster_facts(snapshot);
+    }
+
+    fn fill_cluster_facts(&self, snapshot: &mut Snapshot) {
+        snapshot.num_nodes = self.num_nodes;
+        snapshot.image_nodes = self.image_nodes.clone();
+        snapshot.namespace_labels = self.namespace_labels.clone();
+        snapshot.pods_with_affinity = self.pods_with_affinity;
+        snapshot.pods_with_required_anti_affinity = self.pods_with_required_anti_affinity;
     }
 
     pub fn num_nodes(&self) -> usize {
@@ -57,13 +86,21 @@ impl Cache {
         let i = match self.index.get(name) {
             Some(i) => *i,
             None => {
-                let nodes = Arc::make_mut(&mut self.nodes);
-                nodes.push(Arc::new(NodeInfo::new(name.to_string())));
-                Arc::make_mut(&mut self.index).insert(name.to_string(), nodes.len() - 1);
-                nodes.len() - 1
+                self.nodes.push(Arc::new(NodeInfo::new(name.to_string())));
+                self.index.insert(name.to_string(), self.nodes.len() - 1);
+                self.structure_changed = true;
+                self.nodes.len() - 1
             }
         };
-        Arc::make_mut(&mut Arc::make_mut(&mut self.nodes)[i])
+        if !self.structure_changed && self.dirty.last() != Some(&i) {
+            self.dirty.push(i);
+            if self.dirty.len() > self.nodes.len() {
+                // No cycle ran for a while: a full copy is cheaper than the list.
+                self.structure_changed = true;
+                self.dirty.clear();
+            }
+        }
+        Arc::make_mut(&mut self.nodes[i])
     }
 
     fn drop_node_if_empty(&mut self, name: &str) {
@@ -74,13 +111,13 @@ impl Cache {
         if info.node.is_some() || !info.pods.is_empty() {
             return;
         }
-        let nodes = Arc::make_mut(&mut self.nodes);
-        nodes.swap_remove(i);
-        let index = Arc::make_mut(&mut self.index);
-        index.remove(name);
-        if let Some(moved) = nodes.get(i) {
-            index.insert(moved.name.clone(), i);
+        self.nodes.swap_remove(i);
+        self.index.remove(name);
+        if let Some(moved) = self.nodes.get(i) {
+            self.index.insert(moved.name.clone(), i);
         }
+        self.structure_changed = true;
+        self.dirty.clear();
     }
 
     /// Adds or replaces a node; returns the events the change amounts to.
@@ -325,6 +362,27 @@ mod tests {
         cache.assume(pod_on("p", "a"));
         assert_eq!(before.get("a").unwrap().pods.len(), 0);
         assert_eq!(cache.snapshot().get("a").unwrap().pods.len(), 1);
+    }
+
+    #[test]
+    fn the_loops_snapshot_takes_only_what_changed() {
+        let mut cache = Cache::default();
+        cache.set_node(node("a"));
+        cache.set_node(node("b"));
+        let mut snap = Snapshot::default();
+        cache.update_snapshot(&mut snap);
+        assert_eq!(snap.num_nodes, 2);
+        let b_before = snap.get("b").unwrap().clone();
+        cache.assume(pod_on("p", "a"));
+        cache.update_snapshot(&mut snap);
+        assert_eq!(snap.get("a").unwrap().pods.len(), 1);
+        // b did not change: the snapshot still holds the very same NodeInfo.
+        assert!(Arc::ptr_eq(snap.get("b").unwrap(), &b_before));
+        cache.remove_node("b");
+        cache.update_snapshot(&mut snap);
+        assert_eq!(snap.num_nodes, 1);
+        assert!(snap.get("b").is_none());
+        assert_eq!(snap.get("a").unwrap().pods.len(), 1);
     }
 
     #[test]

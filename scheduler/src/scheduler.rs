@@ -23,7 +23,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::cache::Cache;
 use crate::framework::runtime::Framework;
-use crate::framework::{ClusterEvent, CycleState, NodeData, PodInfo};
+use crate::framework::{ClusterEvent, CycleState, NodeData, PodInfo, Snapshot};
 use crate::metrics::Metrics;
 use crate::preemption::{self, Outcome};
 use crate::queue::{QueuedPod, SchedulingQueue};
@@ -347,37 +347,41 @@ impl Scheduler {
     /// Schedules pods until the task is dropped.
     pub async fn run(self: Arc<Self>) {
         let mut cursor = Cursor::default();
+        let mut snapshot = Snapshot::default();
         loop {
             let queued = self.next_pod().await;
             let span = tracing::debug_span!("schedule", pod = %queued.pod.key());
-            self.schedule_one(queued, &mut cursor)
+            self.schedule_one(queued, &mut cursor, &mut snapshot)
                 .instrument(span)
                 .await;
         }
     }
 
-    async fn schedule_one(self: &Arc<Self>, mut queued: QueuedPod, cursor: &mut Cursor) {
+    async fn schedule_one(
+        self: &Arc<Self>,
+        mut queued: QueuedPod,
+        cursor: &mut Cursor,
+        snapshot: &mut Snapshot,
+    ) {
         let pod = queued.pod.clone();
         let Some(fwk) = self.profiles.get(&pod.scheduler_name).cloned() else {
             self.shared.lock().queue.done(&pod.uid);
             return;
         };
         let start = Instant::now();
-        let (snapshot, nominated, cycle) = {
+        let (nominated, cycle) = {
             let mut shared = self.shared.lock();
             if pod.terminating || shared.cache.is_assumed(&pod.uid) {
                 shared.queue.done(&pod.uid);
                 return;
             }
-            (
-                shared.cache.snapshot(),
-                shared.queue.nominated_pods(),
-                shared.queue.scheduling_cycle,
-            )
+            shared.cache.update_snapshot(snapshot);
+            (shared.queue.nominated_pods(), shared.queue.scheduling_cycle)
         };
+        let snapshot: &Snapshot = snapshot;
         let mut state = CycleState::default();
         let profile = fwk.scheduler_name.as_str();
-        match schedule_pod(&fwk, &mut state, &pod, &snapshot, &nominated, cursor) {
+        match schedule_pod(&fwk, &mut state, &pod, snapshot, &nominated, cursor) {
             Ok(result) => {
                 let mut assumed = (*pod).clone();
                 assumed.node_name = Some(result.node.clone());
@@ -422,7 +426,7 @@ impl Scheduler {
                         &fwk,
                         &state,
                         &pod,
-                        &snapshot,
+                        snapshot,
                         &nominated,
                         &fit.diagnosis,
                     ) {

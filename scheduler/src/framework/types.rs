@@ -517,19 +517,24 @@ impl PodInfo {
     pub fn from_pod(pod: &Pod) -> PodInfo {
         let meta = &pod.metadata;
         let namespace = meta.namespace.clone().unwrap_or_default();
+        // One serialisation serves both keys: the shape's (namespace, labels, spec without
+        // nodeName) and the update fingerprint (that, plus annotations and nodeName).
+        let shape_key = match pod.spec.as_ref().filter(|s| s.node_name.is_some()) {
+            Some(spec) => {
+                let mut spec = spec.clone();
+                spec.node_name = None;
+                serde_json::to_vec(&(&namespace, &meta.labels, &spec))
+            }
+            None => serde_json::to_vec(&(&namespace, &meta.labels, &pod.spec)),
+        }
+        .unwrap_or_default();
         let update_key = {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
-            let relevant = (&meta.labels, &meta.annotations, &pod.spec);
-            serde_json::to_vec(&relevant)
-                .unwrap_or_default()
-                .hash(&mut h);
+            shape_key.hash(&mut h);
+            meta.annotations.hash(&mut h);
+            pod.spec.as_ref().and_then(|s| s.node_name.as_ref()).hash(&mut h);
             h.finish()
-        };
-        let shape_key = {
-            let mut spec = pod.spec.clone().unwrap_or_default();
-            spec.node_name = None;
-            serde_json::to_vec(&(&namespace, &meta.labels, &spec)).unwrap_or_default()
         };
         let shape = shared_shape(shape_key, || PodShape::from_pod(pod));
         let status = pod.status.as_ref();
