@@ -1,0 +1,107 @@
+//! The controllers, one module each, and the descriptor table that names them for
+//! `--controllers` (upstream's `NewControllerDescriptors`).
+
+pub mod serviceaccount;
+// One `pub mod` line per controller, above this comment.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::Client;
+
+use crate::informers::Informers;
+use crate::options::ControllerOptions;
+use crate::workqueue::WorkqueueMetrics;
+
+/// What every controller gets: the client, the shared informers, the settings and the
+/// workqueue metrics.
+#[derive(Clone)]
+pub struct Context {
+    pub client: Client,
+    pub informers: Arc<Informers>,
+    pub options: Arc<ControllerOptions>,
+    pub metrics: WorkqueueMetrics,
+}
+
+impl Context {
+    /// An event recorder reporting as `component`: upstream names one per controller,
+    /// e.g. `deployment-controller`, `replicaset-controller`.
+    pub fn recorder(&self, component: &str) -> Recorder {
+        Recorder::new(
+            self.client.clone(),
+            Reporter {
+                controller: component.to_string(),
+                instance: None,
+            },
+        )
+    }
+}
+
+/// Starting a controller: called before the informers start, it subscribes to what it
+/// watches and returns the future that runs it.
+pub type Start = fn(&Context) -> BoxFuture<'static, ()>;
+
+pub struct Descriptor {
+    /// The name in `--controllers` (upstream's).
+    pub name: &'static str,
+    /// Whether `*` includes it (upstream disables a few by default).
+    pub enabled_by_default: bool,
+    pub start: Start,
+}
+
+/// Every controller pikube has, in upstream's naming.
+pub fn descriptors() -> Vec<Descriptor> {
+    vec![Descriptor {
+        name: "serviceaccount",
+        enabled_by_default: true,
+        start: serviceaccount::start,
+    }]
+}
+
+/// Which controllers `--controllers` selects: `*` = all enabled by default, `name` adds
+/// one, `-name` removes one; an unknown name is an error.
+pub fn selected(flag: &[String], all: &[Descriptor]) -> Result<Vec<&'static str>, String> {
+    for item in flag {
+        let name = item.strip_prefix('-').unwrap_or(item);
+        if name != "*" && !all.iter().any(|d| d.name == name) {
+            return Err(format!(
+                "--controllers: {name:?} is not in the list of known controllers: {}",
+                all.iter().map(|d| d.name).collect::<Vec<_>>().join(", ")
+            ));
+        }
+    }
+    let star = flag.iter().any(|i| i == "*");
+    Ok(all
+        .iter()
+        .filter(|d| {
+            if flag.iter().any(|i| i.strip_prefix('-') == Some(d.name)) {
+                return false;
+            }
+            flag.iter().any(|i| i == d.name) || (star && d.enabled_by_default)
+        })
+        .map(|d| d.name)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(flag: &[&str]) -> Result<Vec<&'static str>, String> {
+        let flag: Vec<String> = flag.iter().map(|s| s.to_string()).collect();
+        selected(&flag, &descriptors())
+    }
+
+    #[test]
+    fn controllers_flag_follows_upstream_syntax() {
+        assert!(names(&["*"]).unwrap().contains(&"serviceaccount"));
+        assert!(!names(&["*", "-serviceaccount"])
+            .unwrap()
+            .contains(&"serviceaccount"));
+        assert_eq!(names(&["serviceaccount"]).unwrap(), ["serviceaccount"]);
+        assert!(names(&["bogus"])
+            .unwrap_err()
+            .contains("not in the list of known controllers"));
+    }
+}

@@ -1,0 +1,50 @@
+use clap::Parser;
+use component_base::{logging, shutdown, EXIT_USAGE};
+use controller_manager::app::{self, Config};
+use controller_manager::options::Options;
+
+#[tokio::main]
+async fn main() {
+    let options = Options::parse();
+    logging::init(options.verbosity);
+    let resolved = match options.resolve() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("kube-controller-manager: {e}");
+            std::process::exit(EXIT_USAGE);
+        }
+    };
+    let client = match resolved.kubeconfig.client("kube-controller-manager").await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("kube-controller-manager: {e}");
+            std::process::exit(EXIT_USAGE);
+        }
+    };
+    let config = Config {
+        client,
+        controllers: resolved.controllers,
+        enabled: resolved.enabled,
+        leader_election: resolved.leader_election,
+        serving: Some(resolved.serving),
+        registry: prometheus::Registry::new(),
+    };
+    let running = match app::start(config, shutdown::from_os_signals()).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("kube-controller-manager: {e}");
+            std::process::exit(1);
+        }
+    };
+    match running.task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            eprintln!("kube-controller-manager: {e}");
+            std::process::exit(1);
+        }
+        Err(e) => {
+            eprintln!("kube-controller-manager: {e}");
+            std::process::exit(1);
+        }
+    }
+}

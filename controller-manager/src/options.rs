@@ -1,0 +1,175 @@
+//! kube-controller-manager's command line, with upstream's flag names and defaults.
+
+use std::time::Duration;
+
+use clap::{ArgAction, Parser};
+use component_base::leader_election::LeaderElectionConfig;
+use component_base::options::{
+    parse_duration, KubeconfigOptions, LeaderElectionOptions, SecureServingOptions,
+};
+
+#[derive(Parser, Debug, Clone)]
+#[command(name = "kube-controller-manager", version = component_base::options::KUBERNETES_VERSION,
+    about = "The Kubernetes controller manager: the control loops that make desired state real.")]
+pub struct Options {
+    #[command(flatten)]
+    pub kubeconfig: KubeconfigOptions,
+
+    #[command(flatten)]
+    pub leader_election: LeaderElectionOptions,
+
+    #[command(flatten)]
+    pub serving: SecureServingOptions,
+
+    #[command(flatten)]
+    pub controllers: ControllerOptions,
+
+    /// Log verbosity (klog's -v).
+    #[arg(short = 'v', long = "v", default_value_t = 0)]
+    pub verbosity: u8,
+}
+
+/// The settings controllers read.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ControllerOptions {
+    /// A list of controllers to enable. '*' enables all on-by-default controllers, 'foo'
+    /// enables the controller named 'foo', '-foo' disables the controller named 'foo'.
+    #[arg(long, value_delimiter = ',', default_value = "*")]
+    pub controllers: Vec<String>,
+
+    /// CIDR range for pods in the cluster.
+    #[arg(long, default_value = "10.42.0.0/16")]
+    pub cluster_cidr: ipnet::IpNet,
+
+    /// Mask size for each node's pod CIDR.
+    #[arg(long, default_value_t = 24)]
+    pub node_cidr_mask_size: u8,
+
+    /// Should CIDRs for Pods be allocated and set on the nodes.
+    #[arg(long, default_value_t = true, num_args = 0..=1, require_equals = true,
+        default_missing_value = "true", action = ArgAction::Set)]
+    pub allocate_node_cidrs: bool,
+
+    /// How long a node may go without renewing its Lease before it is marked unhealthy.
+    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    pub node_monitor_grace_period: Duration,
+
+    /// How often node health is checked.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub node_monitor_period: Duration,
+
+    /// Terminated pods kept before the pod garbage collector deletes the oldest (0 = off).
+    #[arg(long, default_value_t = 12500)]
+    pub terminated_pod_gc_threshold: i64,
+
+    #[arg(long, default_value_t = 5)]
+    pub concurrent_deployment_syncs: u16,
+    #[arg(long, default_value_t = 5)]
+    pub concurrent_replicaset_syncs: u16,
+    #[arg(long, default_value_t = 5)]
+    pub concurrent_rc_syncs: u16,
+    #[arg(long, default_value_t = 2)]
+    pub concurrent_daemonset_syncs: u16,
+    #[arg(long, default_value_t = 5)]
+    pub concurrent_statefulset_syncs: u16,
+    #[arg(long, default_value_t = 5)]
+    pub concurrent_job_syncs: u16,
+    #[arg(long, default_value_t = 5)]
+    pub concurrent_cron_job_syncs: u16,
+    #[arg(long, default_value_t = 5)]
+    pub concurrent_endpoint_syncs: u16,
+    #[arg(long, default_value_t = 5)]
+    pub concurrent_service_endpoint_syncs: u16,
+    #[arg(long, default_value_t = 10)]
+    pub concurrent_namespace_syncs: u16,
+    #[arg(long, default_value_t = 20)]
+    pub concurrent_gc_syncs: u16,
+}
+
+impl Default for ControllerOptions {
+    fn default() -> Self {
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            c: ControllerOptions,
+        }
+        Only::parse_from(["kube-controller-manager"]).c
+    }
+}
+
+#[derive(Debug)]
+pub struct Resolved {
+    pub kubeconfig: KubeconfigOptions,
+    pub leader_election: Option<LeaderElectionConfig>,
+    pub serving: SecureServingOptions,
+    pub controllers: ControllerOptions,
+    pub enabled: Vec<&'static str>,
+}
+
+impl Options {
+    /// Validates everything before any port is bound; an error exits with code 64.
+    pub fn resolve(&self) -> Result<Resolved, String> {
+        self.leader_election.validate()?;
+        self.serving.validate()?;
+        let c = &self.controllers;
+        let max = if c.cluster_cidr.addr().is_ipv4() {
+            32
+        } else {
+            128
+        };
+        if c.node_cidr_mask_size < c.cluster_cidr.prefix_len() || c.node_cidr_mask_size > max {
+            return Err(format!(
+                "--node-cidr-mask-size {} must be between the cluster CIDR's prefix length {} and {max}",
+                c.node_cidr_mask_size,
+                c.cluster_cidr.prefix_len()
+            ));
+        }
+        let enabled =
+            crate::controllers::selected(&c.controllers, &crate::controllers::descriptors())?;
+        let leader_election = self.leader_election.leader_elect.then(|| {
+            LeaderElectionConfig::from_options(&self.leader_election, "kube-controller-manager")
+        });
+        Ok(Resolved {
+            kubeconfig: self.kubeconfig.clone(),
+            leader_election,
+            serving: self.serving.clone(),
+            controllers: c.clone(),
+            enabled,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_flags_parse_and_validate() {
+        let o = Options::try_parse_from([
+            "kube-controller-manager",
+            "--kubeconfig=/etc/k/cm.conf",
+            "--controllers=*,-serviceaccount",
+            "--cluster-cidr=10.244.0.0/16",
+            "--node-cidr-mask-size=24",
+            "--node-monitor-grace-period=40s",
+            "--leader-elect=false",
+            "--concurrent-deployment-syncs=10",
+        ])
+        .unwrap();
+        let r = o.resolve().unwrap();
+        assert!(r.enabled.is_empty());
+        assert!(r.leader_election.is_none());
+        assert_eq!(r.controllers.concurrent_deployment_syncs, 10);
+        let bad = Options::try_parse_from([
+            "kube-controller-manager",
+            "--cluster-cidr=10.0.0.0/16",
+            "--node-cidr-mask-size=8",
+        ])
+        .unwrap();
+        assert!(bad.resolve().unwrap_err().contains("--node-cidr-mask-size"));
+        assert_eq!(
+            ControllerOptions::default().cluster_cidr.to_string(),
+            "10.42.0.0/16"
+        );
+    }
+}

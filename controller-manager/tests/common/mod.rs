@@ -1,0 +1,77 @@
+//! A real etcd + kube-apiserver (in-process) and an in-process kube-controller-manager
+//! running the controllers a test names. No kubelet: tests play its part by setting pod
+//! status.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use component_base::shutdown::{self, Trigger};
+use kube::Client;
+
+pub use apiserver::testing::{wait_until, TestApi};
+use controller_manager::app::{self, Config, Running};
+use controller_manager::options::ControllerOptions;
+
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Cluster {
+    pub api: TestApi,
+    pub client: Client,
+    pub manager: Option<(Trigger, Running)>,
+}
+
+impl Cluster {
+    /// The control plane and a controller-manager running `controllers`.
+    pub async fn start(controllers: &[&'static str]) -> Cluster {
+        Cluster::start_with(controllers, ControllerOptions::default()).await
+    }
+
+    pub async fn start_with(controllers: &[&'static str], options: ControllerOptions) -> Cluster {
+        let api = TestApi::start().await;
+        let client = api.client().await;
+        let mut cluster = Cluster {
+            api,
+            client,
+            manager: None,
+        };
+        cluster.start_manager(controllers, options).await;
+        cluster
+    }
+
+    pub async fn start_manager(
+        &mut self,
+        controllers: &[&'static str],
+        options: ControllerOptions,
+    ) {
+        let (trigger, shutdown) = shutdown::channel();
+        let config = Config {
+            client: self.client.clone(),
+            controllers: options,
+            enabled: controllers.to_vec(),
+            leader_election: None,
+            serving: Some(component_base::options::SecureServingOptions {
+                bind_address: "127.0.0.1".parse().unwrap(),
+                secure_port: Some(0),
+                ..Default::default()
+            }),
+            registry: prometheus::Registry::new(),
+        };
+        let running = app::start(config, shutdown)
+            .await
+            .expect("controller-manager starts");
+        let informers = running.informers.clone();
+        wait_until(TIMEOUT, "informers synced", || {
+            let informers = informers.clone();
+            async move { informers.synced().then_some(()) }
+        })
+        .await;
+        self.manager = Some((trigger, running));
+    }
+
+    pub async fn stop_manager(&mut self) {
+        if let Some((trigger, running)) = self.manager.take() {
+            trigger.shutdown();
+            let _ = running.task.await;
+        }
+    }
+}
