@@ -1,6 +1,7 @@
 //! The controllers, one module each, and the descriptor table that names them for
 //! `--controllers` (upstream's `NewControllerDescriptors`).
 
+pub mod nodeipam;
 pub mod serviceaccount;
 // One `pub mod` line per controller, above this comment.
 
@@ -52,11 +53,16 @@ pub struct Descriptor {
 
 /// Every controller pikube has, in upstream's naming.
 pub fn descriptors() -> Vec<Descriptor> {
-    vec![Descriptor {
-        name: "serviceaccount",
-        enabled_by_default: true,
-        start: serviceaccount::start,
-    }]
+    let descriptor = |name, enabled_by_default, start| Descriptor {
+        name,
+        enabled_by_default,
+        start,
+    };
+    vec![
+        descriptor("serviceaccount", true, serviceaccount::start),
+        descriptor("nodeipam", true, nodeipam::start),
+        // One descriptor per controller, above this comment.
+    ]
 }
 
 /// Which controllers `--controllers` selects: `*` = all enabled by default, `name` adds
