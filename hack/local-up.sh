@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Brings up a local pikube cluster: etcd, kube-apiserver and kube-scheduler (the other
-# daemons join as they land). Installs what is missing first. `hack/local-up.sh down` stops
-# it. Every daemon logs to $STATE/logs/<daemon>.log.
+# Brings up a local pikube cluster: etcd, kube-apiserver, kube-scheduler and
+# kube-controller-manager (the other daemons join as they land). Installs what is missing
+# first. `hack/local-up.sh down` stops it. Every daemon logs to $STATE/logs/<daemon>.log.
 #
 # Environment: PIKUBE_STATE_DIR (default .local/ in the checkout), ETCD_PORT (2379),
-# APISERVER_PORT (6443), SCHEDULER_PORT (10259).
+# APISERVER_PORT (6443), SCHEDULER_PORT (10259), CONTROLLER_MANAGER_PORT (10257),
+# CLUSTER_CIDR (10.42.0.0/16).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -12,6 +13,8 @@ STATE=${PIKUBE_STATE_DIR:-$PIKUBE_ROOT/.local}
 ETCD_PORT=${ETCD_PORT:-2379}
 APISERVER_PORT=${APISERVER_PORT:-6443}
 SCHEDULER_PORT=${SCHEDULER_PORT:-10259}
+CONTROLLER_MANAGER_PORT=${CONTROLLER_MANAGER_PORT:-10257}
+CLUSTER_CIDR=${CLUSTER_CIDR:-10.42.0.0/16}
 mkdir -p "$STATE/logs" "$STATE/run"
 
 stop() {
@@ -30,6 +33,7 @@ running() { [ -f "$STATE/run/$1.pid" ] && kill -0 "$(cat "$STATE/run/$1.pid")" 2
 
 case "${1:-up}" in
   down)
+    stop kube-controller-manager
     stop kube-scheduler
     stop kube-apiserver
     stop etcd
@@ -42,7 +46,7 @@ esac
 
 install_deps
 log "building (release)"
-(cd "$PIKUBE_ROOT" && cargo build --release --quiet -p apiserver -p scheduler)
+(cd "$PIKUBE_ROOT" && cargo build --release --quiet -p apiserver -p scheduler -p controller-manager)
 BIN=$PIKUBE_ROOT/target/release
 
 if ! running etcd; then
@@ -72,6 +76,7 @@ ensure_token() { # user uid groups
 token_of() { grep ",$1,$2" "$STATE/tokens.csv" | cut -d, -f1 | head -n1; }
 ensure_token admin admin system:masters
 ensure_token system:kube-scheduler system:kube-scheduler ""
+ensure_token system:kube-controller-manager system:kube-controller-manager ""
 
 if ! running kube-apiserver; then
   log "starting kube-apiserver on 127.0.0.1:$APISERVER_PORT"
@@ -108,6 +113,8 @@ KUBECONFIG
 }
 write_kubeconfig "$STATE/admin.kubeconfig" admin "$(token_of admin admin)"
 write_kubeconfig "$STATE/kube-scheduler.kubeconfig" system:kube-scheduler "$(token_of system:kube-scheduler system:kube-scheduler)"
+write_kubeconfig "$STATE/kube-controller-manager.kubeconfig" system:kube-controller-manager \
+  "$(token_of system:kube-controller-manager system:kube-controller-manager)"
 
 if ! running kube-scheduler; then
   log "starting kube-scheduler (health and metrics on 127.0.0.1:$SCHEDULER_PORT)"
@@ -117,6 +124,17 @@ if ! running kube-scheduler; then
   echo $! >"$STATE/run/kube-scheduler.pid"
 fi
 wait_for 60 curl -fsSk "https://127.0.0.1:$SCHEDULER_PORT/readyz" || die "kube-scheduler did not become ready; see $STATE/logs/kube-scheduler.log"
+
+if ! running kube-controller-manager; then
+  log "starting kube-controller-manager (health and metrics on 127.0.0.1:$CONTROLLER_MANAGER_PORT)"
+  "$BIN/kube-controller-manager" --kubeconfig "$STATE/kube-controller-manager.kubeconfig" \
+    --bind-address 127.0.0.1 --secure-port "$CONTROLLER_MANAGER_PORT" \
+    --cert-dir "$STATE/certs/kube-controller-manager" --cluster-cidr "$CLUSTER_CIDR" \
+    >"$STATE/logs/kube-controller-manager.log" 2>&1 &
+  echo $! >"$STATE/run/kube-controller-manager.pid"
+fi
+wait_for 60 curl -fsSk "https://127.0.0.1:$CONTROLLER_MANAGER_PORT/readyz" ||
+  die "kube-controller-manager did not become ready; see $STATE/logs/kube-controller-manager.log"
 
 log "cluster is up; logs in $STATE/logs"
 echo "export KUBECONFIG=$STATE/admin.kubeconfig"
