@@ -10,5 +10,6 @@ pub mod quantity;
 pub mod resources;
 pub mod selector;
 pub mod strategic_merge;
+pub mod taints;
 pub mod validation;
 pub mod wire;

@@ -12,27 +12,7 @@ pub const NAME: &str = "TaintToleration";
 
 pub struct TaintToleration;
 
-/// Upstream `Toleration.ToleratesTaint`: the effect matches (or the toleration names none),
-/// and the key and value match per the operator (`Exists` with no key tolerates all).
-pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
-    if let Some(effect) = toleration.effect.as_deref().filter(|e| !e.is_empty()) {
-        if effect != taint.effect {
-            return false;
-        }
-    }
-    let key = toleration.key.as_deref().unwrap_or("");
-    if !key.is_empty() && key != taint.key {
-        return false;
-    }
-    match toleration.operator.as_deref().unwrap_or("Equal") {
-        "Exists" => true,
-        "Equal" | "" => {
-            key == taint.key
-                && toleration.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
-        }
-        _ => false,
-    }
-}
+pub use api_types::taints::tolerates;
 
 /// The untolerated-taint reason, in upstream's words.
 pub fn untolerated_reason(taint: &Taint) -> String {
@@ -99,45 +79,6 @@ mod tests {
     use super::*;
     use crate::plugins::testing::{node, pod};
     use serde_json::json;
-
-    fn toleration(v: serde_json::Value) -> Toleration {
-        serde_json::from_value(v).unwrap()
-    }
-
-    fn taint(key: &str, value: &str, effect: &str) -> Taint {
-        Taint {
-            key: key.into(),
-            value: Some(value.into()),
-            effect: effect.into(),
-            ..Taint::default()
-        }
-    }
-
-    #[test]
-    fn toleration_matching_follows_upstream() {
-        let t = taint("k", "v", "NoSchedule");
-        assert!(tolerates(
-            &toleration(json!({"key": "k", "value": "v"})),
-            &t
-        ));
-        assert!(tolerates(
-            &toleration(json!({"key": "k", "operator": "Exists"})),
-            &t
-        ));
-        assert!(tolerates(&toleration(json!({"operator": "Exists"})), &t));
-        assert!(!tolerates(
-            &toleration(json!({"key": "k", "value": "w"})),
-            &t
-        ));
-        assert!(!tolerates(
-            &toleration(json!({"key": "k", "operator": "Exists", "effect": "NoExecute"})),
-            &t
-        ));
-        assert!(!tolerates(
-            &toleration(json!({"key": "other", "operator": "Exists"})),
-            &t
-        ));
-    }
 
     #[test]
     fn untolerated_hard_taints_reject_with_upstream_reason() {
