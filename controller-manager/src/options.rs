@@ -157,7 +157,8 @@ mod tests {
         ])
         .unwrap();
         let r = o.resolve().unwrap();
-        assert!(r.enabled.is_empty());
+        assert!(!r.enabled.contains(&"serviceaccount"));
+        assert!(r.enabled.contains(&"nodeipam"));
         assert!(r.leader_election.is_none());
         assert_eq!(r.controllers.concurrent_deployment_syncs, 10);
         let bad = Options::try_parse_from([

@@ -3,6 +3,8 @@
 
 pub mod nodeipam;
 pub mod serviceaccount;
+pub mod nodelifecycle;
+pub mod taint_eviction;
 // One `pub mod` line per controller, above this comment.
 
 use std::sync::Arc;
@@ -61,6 +63,8 @@ pub fn descriptors() -> Vec<Descriptor> {
     vec![
         descriptor("serviceaccount", true, serviceaccount::start),
         descriptor("nodeipam", true, nodeipam::start),
+        descriptor("nodelifecycle", true, nodelifecycle::start),
+        descriptor("taint-eviction-controller", true, taint_eviction::start),
         // One descriptor per controller, above this comment.
     ]
 }
