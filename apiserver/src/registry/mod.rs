@@ -1,6 +1,7 @@
 //! Per-resource strategies over the one generic storage path: what a create, an update
 //! and a status update may change, and how a delete proceeds.
 
+pub mod batch;
 pub mod core;
 pub mod events;
 pub mod reviews;
@@ -136,6 +137,7 @@ pub fn strategy_for(info: &ResourceInfo) -> &'static dyn Strategy {
     match (info.group, info.plural) {
         ("", "pods") => &core::pods::PodStrategy,
         ("", "namespaces") => &core::namespaces::NamespaceStrategy,
+        ("batch", "jobs") => &batch::jobs::JobStrategy,
         ("", "endpoints") | ("", "events") | ("events.k8s.io", "events") => &CreateOnUpdate,
         _ => &Generic,
     }

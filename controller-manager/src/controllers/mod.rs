@@ -5,6 +5,8 @@ pub mod nodeipam;
 pub mod serviceaccount;
 pub mod nodelifecycle;
 pub mod taint_eviction;
+pub mod podgc;
+pub mod ttl_after_finished;
 // One `pub mod` line per controller, above this comment.
 
 use std::sync::Arc;
@@ -65,6 +67,8 @@ pub fn descriptors() -> Vec<Descriptor> {
         descriptor("nodeipam", true, nodeipam::start),
         descriptor("nodelifecycle", true, nodelifecycle::start),
         descriptor("taint-eviction-controller", true, taint_eviction::start),
+        descriptor("podgc", true, podgc::start),
+        descriptor("ttl-after-finished", true, ttl_after_finished::start),
         // One descriptor per controller, above this comment.
     ]
 }

@@ -38,6 +38,17 @@ impl Cluster {
         cluster
     }
 
+    /// The control plane only; start the manager later with [`Cluster::start_manager`].
+    pub async fn control_plane() -> Cluster {
+        let api = TestApi::start().await;
+        let client = api.client().await;
+        Cluster {
+            api,
+            client,
+            manager: None,
+        }
+    }
+
     pub async fn start_manager(
         &mut self,
         controllers: &[&'static str],
