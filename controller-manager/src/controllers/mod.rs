@@ -7,6 +7,8 @@ pub mod nodelifecycle;
 pub mod taint_eviction;
 pub mod podgc;
 pub mod ttl_after_finished;
+pub mod endpointslice;
+pub mod service_endpoints;
 // One `pub mod` line per controller, above this comment.
 
 use std::sync::Arc;
@@ -69,6 +71,7 @@ pub fn descriptors() -> Vec<Descriptor> {
         descriptor("taint-eviction-controller", true, taint_eviction::start),
         descriptor("podgc", true, podgc::start),
         descriptor("ttl-after-finished", true, ttl_after_finished::start),
+        descriptor("endpointslice", true, endpointslice::start),
         // One descriptor per controller, above this comment.
     ]
 }
