@@ -9,6 +9,7 @@ pub mod podgc;
 pub mod ttl_after_finished;
 pub mod endpointslice;
 pub mod service_endpoints;
+pub mod endpoint;
 // One `pub mod` line per controller, above this comment.
 
 use std::sync::Arc;
@@ -72,6 +73,7 @@ pub fn descriptors() -> Vec<Descriptor> {
         descriptor("podgc", true, podgc::start),
         descriptor("ttl-after-finished", true, ttl_after_finished::start),
         descriptor("endpointslice", true, endpointslice::start),
+        descriptor("endpoint", true, endpoint::start),
         // One descriptor per controller, above this comment.
     ]
 }
