@@ -10,6 +10,8 @@ pub mod ttl_after_finished;
 pub mod endpointslice;
 pub mod service_endpoints;
 pub mod endpoint;
+pub mod replicaset;
+pub mod replicationcontroller;
 // One `pub mod` line per controller, above this comment.
 
 use std::sync::Arc;
@@ -74,6 +76,8 @@ pub fn descriptors() -> Vec<Descriptor> {
         descriptor("ttl-after-finished", true, ttl_after_finished::start),
         descriptor("endpointslice", true, endpointslice::start),
         descriptor("endpoint", true, endpoint::start),
+        descriptor("replicaset", true, replicaset::start),
+        descriptor("replicationcontroller", true, replicationcontroller::start),
         // One descriptor per controller, above this comment.
     ]
 }

@@ -1,0 +1,1322 @@
+//! replicaset: keeps exactly `spec.replicas` active pods matching a ReplicaSet's selector
+//! (upstream's pkg/controller/replicaset). The same logic runs the replicationcontroller
+//! controller over core/v1 ReplicationControllers, through [`Replicated`].
+//!
+//! - Expectations: after creating or deleting pods for an owner, nothing more is done for
+//!   it until the pod informer has shown those creations and deletions (or 5 minutes
+//!   pass), so a cache that lags behind our own writes never causes a second round of
+//!   creations.
+//! - Creations go in slow-start batches (1, 2, 4, ...), at most 500 per sync.
+//! - Orphan pods matching the selector are adopted, owned pods that stop matching are
+//!   released; pods being deleted and finished pods do not count.
+//! - Scale-down deletes the pods upstream would: unassigned, pending, not ready, doubled
+//!   up on a node, ready for less time, restarted more, newer — first.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use api_types::selector::LabelSelector;
+use futures::future::{self, BoxFuture};
+use futures::{FutureExt, StreamExt};
+use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition};
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Resource, ResourceExt};
+use parking_lot::Mutex;
+use serde_json::json;
+use tracing::{debug, warn, Instrument};
+
+use super::Context;
+use crate::informers::{key, Kind};
+
+pub const NAME: &str = "replicaset";
+
+/// Upstream's `BurstReplicas`: the most pods created or deleted in one sync.
+const BURST_REPLICAS: usize = 500;
+/// Upstream's `ExpectationsTimeout`: expectations not met by then are given up on, so a
+/// lost watch event cannot stall an owner for ever.
+const EXPECTATIONS_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// Upstream's `SlowStartInitialBatchSize`.
+const SLOW_START_INITIAL_BATCH: usize = 1;
+const POD_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
+const REPLICA_FAILURE: &str = "ReplicaFailure";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("creating pods for {owner}: {source}")]
+    CreatePod {
+        owner: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("{owner} has no pod template")]
+    NoTemplate { owner: String },
+    #[error("unable to create pods for {owner}, no labels")]
+    NoLabels { owner: String },
+    #[error("deleting pod {pod}: {source}")]
+    DeletePod {
+        pod: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("adopting pod {pod}: {source}")]
+    Adopt {
+        pod: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("releasing pod {pod}: {source}")]
+    Release {
+        pod: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("reading {owner} before adopting pods: {source}")]
+    Recheck {
+        owner: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("{owner} is gone or being deleted: not adopting pods")]
+    CannotAdopt { owner: String },
+    #[error("updating the status of {owner}: {source}")]
+    Status {
+        owner: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What the controller needs of a ReplicaSet or a ReplicationController.
+pub trait Replicated: Kind + Resource<Scope = NamespaceResourceScope> + serde::Serialize {
+    /// The name in `--controllers` and in the workqueue metrics.
+    const NAME: &'static str;
+    /// The events' reporting controller.
+    const COMPONENT: &'static str;
+    /// The pod selector; an error means the owner can do nothing.
+    fn selector(&self) -> Result<LabelSelector, String>;
+    fn replicas(&self) -> i32;
+    fn min_ready_seconds(&self) -> i32;
+    fn template(&self) -> Option<&PodTemplateSpec>;
+    fn replica_status(&self) -> ReplicaStatus;
+    fn with_replica_status(&self, status: &ReplicaStatus) -> Self;
+}
+
+/// The status fields ReplicaSets and ReplicationControllers share.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReplicaStatus {
+    pub replicas: i32,
+    pub fully_labeled_replicas: i32,
+    pub ready_replicas: i32,
+    pub available_replicas: i32,
+    pub observed_generation: i64,
+    pub conditions: Vec<ReplicaCondition>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicaCondition {
+    pub type_: String,
+    pub status: String,
+    pub reason: Option<String>,
+    pub message: Option<String>,
+    pub last_transition_time: Option<Time>,
+}
+
+impl Replicated for ReplicaSet {
+    const NAME: &'static str = NAME;
+    const COMPONENT: &'static str = "replicaset-controller";
+
+    fn selector(&self) -> Result<LabelSelector, String> {
+        let spec = self.spec.as_ref().ok_or("no spec")?;
+        LabelSelector::from_meta(&spec.selector).map_err(|e| e.to_string())
+    }
+    fn replicas(&self) -> i32 {
+        self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
+    }
+    fn min_ready_seconds(&self) -> i32 {
+        self.spec
+            .as_ref()
+            .and_then(|s| s.min_ready_seconds)
+            .unwrap_or(0)
+    }
+    fn template(&self) -> Option<&PodTemplateSpec> {
+        self.spec.as_ref().and_then(|s| s.template.as_ref())
+    }
+    fn replica_status(&self) -> ReplicaStatus {
+        let Some(s) = &self.status else {
+            return ReplicaStatus::default();
+        };
+        ReplicaStatus {
+            replicas: s.replicas,
+            fully_labeled_replicas: s.fully_labeled_replicas.unwrap_or(0),
+            ready_replicas: s.ready_replicas.unwrap_or(0),
+            available_replicas: s.available_replicas.unwrap_or(0),
+            observed_generation: s.observed_generation.unwrap_or(0),
+            conditions: s
+                .conditions
+                .iter()
+                .flatten()
+                .map(|c| ReplicaCondition {
+                    type_: c.type_.clone(),
+                    status: c.status.clone(),
+                    reason: c.reason.clone(),
+                    message: c.message.clone(),
+                    last_transition_time: c.last_transition_time.clone(),
+                })
+                .collect(),
+        }
+    }
+    fn with_replica_status(&self, s: &ReplicaStatus) -> Self {
+        let mut rs = self.clone();
+        let status = rs.status.get_or_insert_with(Default::default);
+        status.replicas = s.replicas;
+        status.fully_labeled_replicas = Some(s.fully_labeled_replicas);
+        status.ready_replicas = Some(s.ready_replicas);
+        status.available_replicas = Some(s.available_replicas);
+        status.observed_generation = Some(s.observed_generation);
+        status.conditions = (!s.conditions.is_empty()).then(|| {
+            s.conditions
+                .iter()
+                .map(|c| ReplicaSetCondition {
+                    type_: c.type_.clone(),
+                    status: c.status.clone(),
+                    reason: c.reason.clone(),
+                    message: c.message.clone(),
+                    last_transition_time: c.last_transition_time.clone(),
+                })
+                .collect()
+        });
+        rs
+    }
+}
+
+pub fn start(ctx: &Context) -> BoxFuture<'static, ()> {
+    run::<ReplicaSet>(ctx, ctx.options.concurrent_replicaset_syncs)
+}
+
+/// Runs the controller for `K` with `concurrency` syncs at once.
+pub fn run<K: Replicated>(ctx: &Context, concurrency: u16) -> BoxFuture<'static, ()> {
+    let owners = ctx.informers.store::<K>();
+    let pods = ctx.informers.store::<Pod>();
+    let state = Arc::new(State {
+        ctx: ctx.clone(),
+        recorder: ctx.recorder(K::COMPONENT),
+        owners: owners.clone(),
+        pods: pods.clone(),
+        expectations: Expectations::default(),
+        pod_owners: Mutex::new(HashMap::new()),
+    });
+    // A deleted owner's expectations go with it.
+    let owner_events = {
+        let state = state.clone();
+        ctx.informers.subscribe::<K>().inspect(move |o| {
+            let uid = o.uid().unwrap_or_default();
+            let live = state
+                .owners
+                .get(&ObjectRef::from_obj(o.as_ref()))
+                .is_some_and(|cur| cur.uid().as_deref() == Some(uid.as_str()));
+            if !live {
+                state.expectations.forget(&uid);
+            }
+        })
+    };
+    let pod_events = ctx.informers.subscribe::<Pod>();
+    let mapper_state = state.clone();
+    Controller::for_shared_stream(owner_events, owners)
+        .with_config(controller::Config::default().concurrency(concurrency))
+        .watches_shared_stream(pod_events, move |pod: Arc<Pod>| {
+            mapper_state.owners_of(&pod)
+        })
+        .run(reconcile::<K>, error_policy::<K>, state)
+        .for_each(|_| async {})
+        .boxed()
+}
+
+struct State<K: Replicated> {
+    ctx: Context,
+    recorder: Recorder,
+    owners: Store<K>,
+    pods: Store<Pod>,
+    expectations: Expectations,
+    /// The owner each pod was last seen controlled by, so an owner hears when its pod is
+    /// taken away or deleted.
+    pod_owners: Mutex<HashMap<String, ObjectRef<K>>>,
+}
+
+impl<K: Replicated> State<K> {
+    /// The owners a pod change concerns (upstream's pod event handlers): its controller
+    /// and the one before, or for an orphan every owner whose selector matches it. Also
+    /// records what the change means for the owner's expectations.
+    fn owners_of(&self, pod: &Pod) -> Vec<ObjectRef<K>> {
+        let Some(uid) = pod.uid() else {
+            return Vec::new();
+        };
+        let ns = pod.namespace().unwrap_or_default();
+        let gone = pod.metadata.deletion_timestamp.is_some()
+            || self
+                .pods
+                .get(&ObjectRef::from_obj(pod))
+                .is_none_or(|cur| cur.uid().as_deref() != Some(uid.as_str()));
+        let controller = controller_of::<K>(pod);
+        let mut out = Vec::new();
+        if let Some(c) = controller {
+            self.expectations.observe(&c.uid, &uid, gone);
+            out.push(ObjectRef::new(&c.name).within(&ns));
+        }
+        {
+            let mut owners = self.pod_owners.lock();
+            let previous = if gone || out.is_empty() {
+                owners.remove(&uid)
+            } else {
+                owners.insert(uid.clone(), out[0].clone())
+            };
+            if let Some(p) = previous {
+                if !out.contains(&p) {
+                    out.push(p);
+                }
+            }
+        }
+        if controller.is_none() && !gone {
+            let labels = pod.labels();
+            for owner in self.owners.state() {
+                if owner.namespace().as_deref() == Some(ns.as_str())
+                    && owner.selector().is_ok_and(|s| s.matches(labels))
+                {
+                    out.push(ObjectRef::from_obj(owner.as_ref()));
+                }
+            }
+        }
+        out
+    }
+
+    fn pods_in(&self, ns: &str) -> Vec<Arc<Pod>> {
+        self.pods
+            .state()
+            .into_iter()
+            .filter(|p| p.metadata.namespace.as_deref() == Some(ns))
+            .collect()
+    }
+
+    /// Publishes an event in the background (upstream's recorder is asynchronous too).
+    /// An event about one pod names it as `related`, and is its own Event object, as
+    /// upstream's "Created pod: <name>" events are; kube's recorder would otherwise fold
+    /// every SuccessfulCreate of an owner into one series keeping the first pod's name.
+    fn event(&self, owner: &K, pod: Option<&Pod>, type_: EventType, reason: &str, note: String) {
+        let recorder = match pod {
+            Some(_) => self.ctx.recorder(K::COMPONENT),
+            None => self.recorder.clone(),
+        };
+        let reference = owner.object_ref(&());
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: reason.into(),
+            secondary: pod.map(|p| p.object_ref(&())),
+        };
+        tokio::spawn(
+            async move {
+                if let Err(e) = recorder.publish(&event, &reference).await {
+                    debug!(error = %e, "publishing an event");
+                }
+            }
+            .in_current_span(),
+        );
+    }
+}
+
+/// Upstream's `NewControllerRef`: controller, and blocking the owner's foreground
+/// deletion until the pod is gone.
+fn controller_ref<K: Replicated>(owner: &K) -> OwnerReference {
+    OwnerReference {
+        api_version: K::api_version(&()).into_owned(),
+        kind: K::kind(&()).into_owned(),
+        name: owner.name_any(),
+        uid: owner.uid().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// The controller reference of kind `K` on a pod, if any.
+fn controller_of<K: Replicated>(pod: &Pod) -> Option<&OwnerReference> {
+    pod.owner_references()
+        .iter()
+        .find(|r| r.controller == Some(true))
+        .filter(|r| r.kind == K::kind(&()) && r.api_version == K::api_version(&()))
+}
+
+async fn reconcile<K: Replicated>(owner: Arc<K>, state: Arc<State<K>>) -> Result<Action> {
+    let metrics = state.ctx.metrics.clone();
+    metrics.observe(K::NAME, sync(owner, state)).await
+}
+
+fn error_policy<K: Replicated>(_owner: Arc<K>, error: &Error, _state: Arc<State<K>>) -> Action {
+    warn!(%error, "sync failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Upstream's `syncReplicaSet`.
+async fn sync<K: Replicated>(owner: Arc<K>, state: Arc<State<K>>) -> Result<Action> {
+    let owner_uid = owner.uid().unwrap_or_default();
+    let ns = owner.namespace().unwrap_or_default();
+    let needs_sync = state.expectations.satisfied(&owner_uid, |name| {
+        state.pods.get(&ObjectRef::new(name).within(&ns)).map(|p| {
+            (
+                p.uid().unwrap_or_default(),
+                p.metadata.deletion_timestamp.is_some(),
+            )
+        })
+    });
+    let selector = match owner.selector() {
+        Ok(s) => s,
+        Err(error) => {
+            // Validation keeps these out; nothing can be done until the spec changes.
+            warn!(owner = %key(owner.as_ref()), %error, "invalid selector");
+            return Ok(Action::await_change());
+        }
+    };
+    let active: Vec<Arc<Pod>> = state
+        .pods_in(&ns)
+        .into_iter()
+        .filter(|p| is_pod_active(p))
+        .collect();
+    let owned = claim_pods(&owner, &selector, active, &state).await?;
+    let managed = if needs_sync && owner.meta().deletion_timestamp.is_none() {
+        manage_replicas(&owner, &owned, &state).await
+    } else {
+        Ok(())
+    };
+    let status = calculate_status(
+        owner.as_ref(),
+        &owned,
+        managed.as_ref().err(),
+        Timestamp::now(),
+    );
+    let status = update_status(&owner, status, &state).await?;
+    managed?;
+    let (replicas, min_ready) = (owner.replicas(), owner.min_ready_seconds());
+    if min_ready > 0 && status.ready_replicas == replicas && status.available_replicas != replicas {
+        // Pods turn available with time alone: look again when they may have.
+        return Ok(Action::requeue(Duration::from_secs(min_ready as u64)));
+    }
+    if !needs_sync {
+        // The informer's events wake us; the timeout is the backstop.
+        return Ok(Action::requeue(EXPECTATIONS_TIMEOUT));
+    }
+    Ok(Action::await_change())
+}
+
+/// Upstream's `IsPodActive`: not finished and not being deleted.
+fn is_pod_active(pod: &Pod) -> bool {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    !matches!(phase, Some("Succeeded" | "Failed")) && pod.metadata.deletion_timestamp.is_none()
+}
+
+/// Upstream's `ClaimPods`: the active pods the owner controls, after adopting matching
+/// orphans and releasing owned pods that no longer match.
+async fn claim_pods<K: Replicated>(
+    owner: &Arc<K>,
+    selector: &LabelSelector,
+    pods: Vec<Arc<Pod>>,
+    state: &Arc<State<K>>,
+) -> Result<Vec<Arc<Pod>>> {
+    let owner_uid = owner.uid().unwrap_or_default();
+    let deleting = owner.meta().deletion_timestamp.is_some();
+    let mut claimed = Vec::new();
+    let mut adopt = Vec::new();
+    let mut release = Vec::new();
+    for pod in pods {
+        let matches = selector.matches(pod.labels());
+        let controller = pod
+            .owner_references()
+            .iter()
+            .find(|r| r.controller == Some(true));
+        match controller {
+            Some(c) if c.uid != owner_uid => {}
+            Some(_) if matches => claimed.push(pod),
+            Some(_) if !deleting => release.push(pod),
+            Some(_) => {}
+            None if matches && !deleting && pod.metadata.deletion_timestamp.is_none() => {
+                adopt.push(pod)
+            }
+            None => {}
+        }
+    }
+    let api: Api<Pod> = Api::namespaced(
+        state.ctx.client.clone(),
+        &owner.namespace().unwrap_or_default(),
+    );
+    let mut first_error = None;
+    if !adopt.is_empty() {
+        // Upstream's RecheckDeletionTimestamp: adopt only for an owner that is still the
+        // same object and not being deleted, read fresh from the apiserver.
+        let owners: Api<K> = Api::namespaced(
+            state.ctx.client.clone(),
+            &owner.namespace().unwrap_or_default(),
+        );
+        let fresh = owners
+            .get_opt(&owner.name_any())
+            .await
+            .map_err(|source| Error::Recheck {
+                owner: key(owner.as_ref()),
+                source,
+            })?;
+        let can_adopt = fresh.is_some_and(|f| {
+            f.uid().as_deref() == Some(owner_uid.as_str()) && f.meta().deletion_timestamp.is_none()
+        });
+        if !can_adopt {
+            return Err(Error::CannotAdopt {
+                owner: key(owner.as_ref()),
+            });
+        }
+        let reference = controller_ref(owner.as_ref());
+        let results = futures::stream::iter(adopt)
+            .map(|pod| {
+                let api = api.clone();
+                let reference = reference.clone();
+                async move {
+                    // Strategic merge: ownerReferences merge by uid; the pod's uid is the
+                    // precondition that it is the same pod.
+                    let patch = json!({"metadata": {
+                        "ownerReferences": [reference],
+                        "uid": pod.uid(),
+                    }});
+                    let r = api
+                        .patch(
+                            &pod.name_any(),
+                            &PatchParams::default(),
+                            &Patch::Strategic(&patch),
+                        )
+                        .await;
+                    (pod, r)
+                }
+            })
+            .buffer_unordered(16)
+            .collect::<Vec<_>>()
+            .await;
+        for (pod, r) in results {
+            match r {
+                Ok(_) => claimed.push(pod),
+                Err(kube::Error::Api(s)) if s.is_not_found() => {}
+                Err(source) => {
+                    first_error.get_or_insert(Error::Adopt {
+                        pod: key(pod.as_ref()),
+                        source,
+                    });
+                }
+            }
+        }
+    }
+    let results = futures::stream::iter(release)
+        .map(|pod| {
+            let api = api.clone();
+            let owner_uid = owner_uid.clone();
+            async move {
+                let patch = json!({"metadata": {
+                    "ownerReferences": [{"$patch": "delete", "uid": owner_uid}],
+                    "uid": pod.uid(),
+                }});
+                let r = api
+                    .patch(
+                        &pod.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Strategic(&patch),
+                    )
+                    .await;
+                (pod, r)
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    for (pod, r) in results {
+        match r {
+            Ok(_) => {}
+            // Gone, or no longer ours (upstream's release treats both as done).
+            Err(kube::Error::Api(s)) if s.is_not_found() || s.is_invalid() => {}
+            Err(source) => {
+                first_error.get_or_insert(Error::Release {
+                    pod: key(pod.as_ref()),
+                    source,
+                });
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(claimed),
+    }
+}
+
+/// Upstream's `manageReplicas`: create or delete pods to reach `spec.replicas`.
+async fn manage_replicas<K: Replicated>(
+    owner: &Arc<K>,
+    pods: &[Arc<Pod>],
+    state: &Arc<State<K>>,
+) -> Result<()> {
+    let want = owner.replicas().max(0) as usize;
+    let owner_uid = owner.uid().unwrap_or_default();
+    match pods.len().cmp(&want) {
+        Ordering::Equal => Ok(()),
+        Ordering::Less => {
+            let diff = (want - pods.len()).min(BURST_REPLICAS);
+            state.expectations.expect_creations(&owner_uid, diff);
+            let (attempted, result) = slow_start_batch(diff, SLOW_START_INITIAL_BATCH, || {
+                create_pod(owner.clone(), state.clone())
+            })
+            .await;
+            // Pods never tried will never be seen.
+            for _ in attempted..diff {
+                state.expectations.creation_failed(&owner_uid);
+            }
+            result
+        }
+        Ordering::Greater => {
+            let diff = (pods.len() - want).min(BURST_REPLICAS);
+            let related = related_pods(owner.as_ref(), state);
+            let victims = pods_to_delete(pods, &related, diff, Timestamp::now());
+            state.expectations.expect_deletions(
+                &owner_uid,
+                victims
+                    .iter()
+                    .map(|p| (p.uid().unwrap_or_default(), p.name_any())),
+            );
+            let results = future::join_all(
+                victims
+                    .iter()
+                    .map(|pod| delete_pod(owner.clone(), pod.clone(), state.clone())),
+            )
+            .await;
+            results
+                .into_iter()
+                .find_map(Result::err)
+                .map_or(Ok(()), Err)
+        }
+    }
+}
+
+/// Upstream's `slowStartBatch`: calls `f` in batches of 1, 2, 4, ... at once, stopping
+/// after the first batch with an error. Returns how many calls were made and the first
+/// error.
+async fn slow_start_batch<F, Fut>(count: usize, initial: usize, f: F) -> (usize, Result<()>)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let mut remaining = count;
+    let mut batch = initial.min(count);
+    let mut attempted = 0;
+    while batch > 0 {
+        let results = future::join_all((0..batch).map(|_| f())).await;
+        attempted += batch;
+        if let Some(e) = results.into_iter().find_map(Result::err) {
+            return (attempted, Err(e));
+        }
+        remaining -= batch;
+        batch = (2 * batch).min(remaining);
+    }
+    (attempted, Ok(()))
+}
+
+/// Upstream's `GetPodFromTemplate`.
+fn pod_from_template<K: Replicated>(owner: &K, template: &PodTemplateSpec) -> Pod {
+    let meta = template.metadata.clone().unwrap_or_default();
+    Pod {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{}-", owner.name_any())),
+            namespace: owner.namespace(),
+            labels: meta.labels,
+            annotations: meta.annotations,
+            finalizers: meta.finalizers,
+            owner_references: Some(vec![controller_ref(owner)]),
+            ..ObjectMeta::default()
+        },
+        spec: template.spec.clone(),
+        status: None,
+    }
+}
+
+async fn create_pod<K: Replicated>(owner: Arc<K>, state: Arc<State<K>>) -> Result<()> {
+    let owner_uid = owner.uid().unwrap_or_default();
+    let result = try_create_pod(owner.as_ref(), &state).await;
+    match &result {
+        Ok(Some(pod)) => state.expectations.creation_done(
+            &owner_uid,
+            pod.uid().unwrap_or_default(),
+            pod.name_any(),
+        ),
+        Ok(None) | Err(_) => state.expectations.creation_failed(&owner_uid),
+    }
+    result.map(|_| ())
+}
+
+async fn try_create_pod<K: Replicated>(owner: &K, state: &State<K>) -> Result<Option<Pod>> {
+    let Some(template) = owner.template() else {
+        return Err(Error::NoTemplate { owner: key(owner) });
+    };
+    let pod = pod_from_template(owner, template);
+    if pod.labels().is_empty() {
+        return Err(Error::NoLabels { owner: key(owner) });
+    }
+    let api: Api<Pod> = Api::namespaced(
+        state.ctx.client.clone(),
+        &owner.namespace().unwrap_or_default(),
+    );
+    match api.create(&PostParams::default(), &pod).await {
+        Ok(pod) => {
+            state.event(
+                owner,
+                Some(&pod),
+                EventType::Normal,
+                "SuccessfulCreate",
+                format!("Created pod: {}", pod.name_any()),
+            );
+            Ok(Some(pod))
+        }
+        // The namespace is going away: nothing to report (upstream ignores it too).
+        Err(kube::Error::Api(s)) if namespace_terminating(&s) => Ok(None),
+        Err(source) => {
+            state.event(
+                owner,
+                None,
+                EventType::Warning,
+                "FailedCreate",
+                format!("Error creating: {source}"),
+            );
+            Err(Error::CreatePod {
+                owner: key(owner),
+                source,
+            })
+        }
+    }
+}
+
+fn namespace_terminating(s: &kube::core::Status) -> bool {
+    s.details
+        .as_ref()
+        .is_some_and(|d| d.causes.iter().any(|c| c.reason == "NamespaceTerminating"))
+}
+
+async fn delete_pod<K: Replicated>(
+    owner: Arc<K>,
+    pod: Arc<Pod>,
+    state: Arc<State<K>>,
+) -> Result<()> {
+    let owner_uid = owner.uid().unwrap_or_default();
+    let pod_uid = pod.uid().unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(
+        state.ctx.client.clone(),
+        &owner.namespace().unwrap_or_default(),
+    );
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: Some(pod_uid.clone()),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(&pod.name_any(), &params).await {
+        Ok(_) => {
+            state.event(
+                owner.as_ref(),
+                Some(pod.as_ref()),
+                EventType::Normal,
+                "SuccessfulDelete",
+                format!("Deleted pod: {}", pod.name_any()),
+            );
+            Ok(())
+        }
+        Err(e) => {
+            // A failed delete is never seen by the informer.
+            state.expectations.deletion_failed(&owner_uid, &pod_uid);
+            match e {
+                // Already gone (or replaced by another pod of the same name).
+                kube::Error::Api(s) if s.is_not_found() || s.is_conflict() => Ok(()),
+                source => {
+                    state.event(
+                        owner.as_ref(),
+                        None,
+                        EventType::Warning,
+                        "FailedDelete",
+                        format!("Error deleting: {source}"),
+                    );
+                    Err(Error::DeletePod {
+                        pod: key(pod.as_ref()),
+                        source,
+                    })
+                }
+            }
+        }
+    }
+}
+
+/// Upstream's `getIndirectlyRelatedPods`: the pods of every owner controlled by the same
+/// object (a Deployment's ReplicaSets), to spread deletions across nodes.
+fn related_pods<K: Replicated>(owner: &K, state: &State<K>) -> Vec<Arc<Pod>> {
+    let ns = owner.namespace().unwrap_or_default();
+    let controller_uid = owner
+        .owner_references()
+        .iter()
+        .find(|r| r.controller == Some(true))
+        .map(|r| r.uid.clone());
+    let mut siblings: HashSet<String> = HashSet::new();
+    siblings.insert(owner.uid().unwrap_or_default());
+    if let Some(cuid) = controller_uid {
+        for o in state.owners.state() {
+            if o.namespace().as_deref() == Some(ns.as_str())
+                && o.owner_references()
+                    .iter()
+                    .any(|r| r.controller == Some(true) && r.uid == cuid)
+            {
+                siblings.insert(o.uid().unwrap_or_default());
+            }
+        }
+    }
+    state
+        .pods_in(&ns)
+        .into_iter()
+        .filter(|p| {
+            p.owner_references()
+                .iter()
+                .any(|r| r.controller == Some(true) && siblings.contains(&r.uid))
+        })
+        .collect()
+}
+
+/// Upstream's `getPodsToDelete`: the `diff` pods to delete first.
+fn pods_to_delete(
+    pods: &[Arc<Pod>],
+    related: &[Arc<Pod>],
+    diff: usize,
+    now: Timestamp,
+) -> Vec<Arc<Pod>> {
+    let mut pods = pods.to_vec();
+    if diff < pods.len() {
+        let mut on_node: HashMap<&str, usize> = HashMap::new();
+        for p in related.iter().filter(|p| is_pod_active(p)) {
+            *on_node.entry(node_name(p)).or_default() += 1;
+        }
+        let mut ranked: Vec<(usize, Arc<Pod>)> = pods
+            .into_iter()
+            .map(|p| (on_node.get(node_name(&p)).copied().unwrap_or(0), p))
+            .collect();
+        ranked.sort_by(|(ra, a), (rb, b)| deletion_order(a, *ra, b, *rb, now));
+        pods = ranked.into_iter().map(|(_, p)| p).collect();
+    }
+    pods.truncate(diff);
+    pods
+}
+
+fn node_name(pod: &Pod) -> &str {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .unwrap_or("")
+}
+
+/// Upstream's `ActivePodsWithRanks.Less` as an ordering: `Less` first means deleted
+/// first. `rank` is how many related pods share the pod's node.
+fn deletion_order(a: &Pod, rank_a: usize, b: &Pod, rank_b: usize, now: Timestamp) -> Ordering {
+    // 1. Unassigned before assigned.
+    let (na, nb) = (node_name(a), node_name(b));
+    if na != nb && (na.is_empty() || nb.is_empty()) {
+        return if na.is_empty() {
+            Ordering::Less
+        } else {
+            Ordering::Greater
+        };
+    }
+    // 2. Pending before Unknown before Running.
+    let phase = |p: &Pod| match p.status.as_ref().and_then(|s| s.phase.as_deref()) {
+        Some("Unknown") => 1,
+        Some("Running") => 2,
+        _ => 0,
+    };
+    if phase(a) != phase(b) {
+        return phase(a).cmp(&phase(b));
+    }
+    // 3. Not ready before ready.
+    let (ready_a, ready_b) = (ready_since(a), ready_since(b));
+    if ready_a.is_some() != ready_b.is_some() {
+        return ready_a.is_some().cmp(&ready_b.is_some());
+    }
+    // 4. Lower pod-deletion-cost first.
+    if deletion_cost(a) != deletion_cost(b) {
+        return deletion_cost(a).cmp(&deletion_cost(b));
+    }
+    // 5. More related pods on the same node first.
+    if rank_a != rank_b {
+        return rank_b.cmp(&rank_a);
+    }
+    // 6. Ready for less time first (in logarithmic buckets, as upstream's
+    // LogarithmicScaleDown, so similar ages tie and fall through to the uid).
+    if let (Some(ta), Some(tb)) = (&ready_a, &ready_b) {
+        if ta != tb {
+            return newer_first(*ta, *tb, a, b, now);
+        }
+    }
+    // 7. More container restarts first (regular containers, then sidecars).
+    let (ra, rb) = (max_restarts(a), max_restarts(b));
+    if ra != rb {
+        return rb.cmp(&ra);
+    }
+    // 8. Newer first.
+    let created = |p: &Pod| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    match (created(a), created(b)) {
+        (ca, cb) if ca == cb => Ordering::Equal,
+        (Some(ca), Some(cb)) => newer_first(Some(ca), Some(cb), a, b, now),
+        (ca, cb) => newer_first(ca, cb, a, b, now),
+    }
+}
+
+/// Upstream's `afterOrZero` / `logarithmicRankDiff` ordering for two different times: a
+/// missing time first, then the later one.
+fn newer_first(
+    ta: Option<Timestamp>,
+    tb: Option<Timestamp>,
+    a: &Pod,
+    b: &Pod,
+    now: Timestamp,
+) -> Ordering {
+    let (Some(ta), Some(tb)) = (ta, tb) else {
+        return if ta.is_none() {
+            Ordering::Less
+        } else {
+            Ordering::Greater
+        };
+    };
+    let bucket = |t: Timestamp| {
+        let d = now.as_nanosecond() - t.as_nanosecond();
+        if d > 0 {
+            (d as f64).log2() as i64
+        } else {
+            -1
+        }
+    };
+    match bucket(ta).cmp(&bucket(tb)) {
+        Ordering::Equal => a.uid().cmp(&b.uid()),
+        o => o,
+    }
+}
+
+/// When the pod became ready, if it is (upstream's `podReadyTime`; None inside means
+/// ready with no transition time).
+fn ready_since(pod: &Pod) -> Option<Option<Timestamp>> {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+        .filter(|c| c.status == "True")
+        .map(|c| c.last_transition_time.as_ref().map(|t| t.0))
+}
+
+fn deletion_cost(pod: &Pod) -> i32 {
+    pod.annotations()
+        .get(POD_DELETION_COST)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The most restarts of any regular container, then of any sidecar (an init container
+/// that restarts always).
+fn max_restarts(pod: &Pod) -> (i32, i32) {
+    let Some(status) = &pod.status else {
+        return (0, 0);
+    };
+    let regular = status
+        .container_statuses
+        .iter()
+        .flatten()
+        .map(|c| c.restart_count)
+        .max()
+        .unwrap_or(0);
+    let sidecars: HashSet<&str> = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.init_containers.iter().flatten())
+        .filter(|c| c.restart_policy.as_deref() == Some("Always"))
+        .map(|c| c.name.as_str())
+        .collect();
+    let sidecar = status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .filter(|c| sidecars.contains(c.name.as_str()))
+        .map(|c| c.restart_count)
+        .max()
+        .unwrap_or(0);
+    (regular, sidecar)
+}
+
+/// Upstream's `IsPodAvailable`: ready for at least `min_ready_seconds`.
+fn is_pod_available(pod: &Pod, min_ready_seconds: i32, now: Timestamp) -> bool {
+    match ready_since(pod) {
+        None => false,
+        Some(_) if min_ready_seconds <= 0 => true,
+        Some(None) => false,
+        Some(Some(t)) => t.as_second() + i64::from(min_ready_seconds) < now.as_second(),
+    }
+}
+
+/// Upstream's `calculateStatus` (observedGeneration is set when the status is written).
+fn calculate_status<K: Replicated>(
+    owner: &K,
+    pods: &[Arc<Pod>],
+    manage_error: Option<&Error>,
+    now: Timestamp,
+) -> ReplicaStatus {
+    let mut status = owner.replica_status();
+    let template_labels: BTreeMap<String, String> = owner
+        .template()
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    let template_selector = LabelSelector::from_set(&template_labels);
+    let min_ready = owner.min_ready_seconds();
+    status.fully_labeled_replicas = pods
+        .iter()
+        .filter(|p| template_selector.matches(p.labels()))
+        .count() as i32;
+    status.ready_replicas = pods.iter().filter(|p| ready_since(p).is_some()).count() as i32;
+    status.available_replicas = pods
+        .iter()
+        .filter(|p| is_pod_available(p, min_ready, now))
+        .count() as i32;
+    status.replicas = pods.len() as i32;
+    let has_failure = status.conditions.iter().any(|c| c.type_ == REPLICA_FAILURE);
+    match manage_error {
+        Some(e) if !has_failure => {
+            let reason = match pods.len().cmp(&(owner.replicas().max(0) as usize)) {
+                Ordering::Less => "FailedCreate",
+                Ordering::Greater => "FailedDelete",
+                Ordering::Equal => "",
+            };
+            status.conditions.push(ReplicaCondition {
+                type_: REPLICA_FAILURE.into(),
+                status: "True".into(),
+                reason: Some(reason.into()),
+                message: Some(e.to_string()),
+                last_transition_time: Some(Time(now)),
+            });
+        }
+        None if has_failure => status.conditions.retain(|c| c.type_ != REPLICA_FAILURE),
+        _ => {}
+    }
+    status
+}
+
+/// Upstream's `updateReplicaSetStatus`: writes through the status subresource when
+/// anything changed, retrying once on a fresh copy.
+async fn update_status<K: Replicated>(
+    owner: &Arc<K>,
+    mut status: ReplicaStatus,
+    state: &State<K>,
+) -> Result<ReplicaStatus> {
+    status.observed_generation = owner.meta().generation.unwrap_or(0);
+    if owner.replica_status() == status {
+        return Ok(status);
+    }
+    let api: Api<K> = Api::namespaced(
+        state.ctx.client.clone(),
+        &owner.namespace().unwrap_or_default(),
+    );
+    let name = owner.name_any();
+    let mut current: K = owner.as_ref().clone();
+    for attempt in 0..2 {
+        match api
+            .replace_status(
+                &name,
+                &PostParams::default(),
+                &current.with_replica_status(&status),
+            )
+            .await
+        {
+            Ok(_) => return Ok(status),
+            Err(kube::Error::Api(s)) if s.is_not_found() => return Ok(status),
+            Err(source) if attempt == 1 => {
+                return Err(Error::Status {
+                    owner: key(owner.as_ref()),
+                    source,
+                })
+            }
+            Err(_) => {}
+        }
+        match api.get_opt(&name).await {
+            Ok(Some(fresh)) => current = fresh,
+            Ok(None) => return Ok(status),
+            Err(source) => {
+                return Err(Error::Status {
+                    owner: key(owner.as_ref()),
+                    source,
+                })
+            }
+        }
+    }
+    Ok(status)
+}
+
+/// What an owner is waiting to see from the pod informer (upstream's
+/// `UIDTrackingControllerExpectations`), by owner uid.
+#[derive(Default)]
+struct Expectations {
+    by_owner: Mutex<HashMap<String, Expectation>>,
+}
+
+struct Expectation {
+    /// Creations asked for whose answer has not come back.
+    in_flight: usize,
+    /// Created pods (uid → name) the informer has not shown yet.
+    adds: HashMap<String, String>,
+    /// Pods the informer showed while creations were in flight (their answer may come
+    /// after the watch event).
+    seen: HashSet<String>,
+    /// Deleted pods (uid → name) whose deletion the informer has not shown yet.
+    deletes: HashMap<String, String>,
+    since: Instant,
+}
+
+impl Expectation {
+    fn new() -> Expectation {
+        Expectation {
+            in_flight: 0,
+            adds: HashMap::new(),
+            seen: HashSet::new(),
+            deletes: HashMap::new(),
+            since: Instant::now(),
+        }
+    }
+}
+
+impl Expectations {
+    /// Whether the owner may act: everything it did has been seen (checked against the
+    /// pod cache too: `lookup` gives a pod's uid and whether it is being deleted), or the
+    /// expectations timed out.
+    fn satisfied(&self, owner: &str, lookup: impl Fn(&str) -> Option<(String, bool)>) -> bool {
+        let mut by_owner = self.by_owner.lock();
+        let Some(e) = by_owner.get_mut(owner) else {
+            return true;
+        };
+        e.adds
+            .retain(|uid, name| lookup(name).is_none_or(|(u, _)| u != *uid));
+        e.deletes
+            .retain(|uid, name| lookup(name).is_some_and(|(u, deleting)| u == *uid && !deleting));
+        let done = e.in_flight == 0 && e.adds.is_empty() && e.deletes.is_empty();
+        if done || e.since.elapsed() > EXPECTATIONS_TIMEOUT {
+            if !done {
+                warn!(owner, "expectations timed out");
+            }
+            by_owner.remove(owner);
+            return true;
+        }
+        false
+    }
+
+    fn expect_creations(&self, owner: &str, n: usize) {
+        let mut e = Expectation::new();
+        e.in_flight = n;
+        self.by_owner.lock().insert(owner.to_string(), e);
+    }
+
+    fn creation_done(&self, owner: &str, uid: String, name: String) {
+        let mut by_owner = self.by_owner.lock();
+        let Some(e) = by_owner.get_mut(owner) else {
+            return;
+        };
+        e.in_flight = e.in_flight.saturating_sub(1);
+        if !e.seen.remove(&uid) {
+            e.adds.insert(uid, name);
+        }
+        if e.in_flight == 0 {
+            e.seen.clear();
+        }
+    }
+
+    fn creation_failed(&self, owner: &str) {
+        if let Some(e) = self.by_owner.lock().get_mut(owner) {
+            e.in_flight = e.in_flight.saturating_sub(1);
+            if e.in_flight == 0 {
+                e.seen.clear();
+            }
+        }
+    }
+
+    fn expect_deletions(&self, owner: &str, pods: impl Iterator<Item = (String, String)>) {
+        let mut e = Expectation::new();
+        e.deletes = pods.collect();
+        self.by_owner.lock().insert(owner.to_string(), e);
+    }
+
+    fn deletion_failed(&self, owner: &str, uid: &str) {
+        if let Some(e) = self.by_owner.lock().get_mut(owner) {
+            e.deletes.remove(uid);
+        }
+    }
+
+    /// The informer showed pod `uid` of `owner` (`gone`: deleted or being deleted).
+    fn observe(&self, owner: &str, uid: &str, gone: bool) {
+        let mut by_owner = self.by_owner.lock();
+        let Some(e) = by_owner.get_mut(owner) else {
+            return;
+        };
+        if e.adds.remove(uid).is_none() && e.in_flight > 0 {
+            e.seen.insert(uid.to_string());
+        }
+        if gone {
+            e.deletes.remove(uid);
+        }
+    }
+
+    fn forget(&self, owner: &str) {
+        self.by_owner.lock().remove(owner);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, node: &str, phase: &str, ready_at: Option<i64>, created: i64) -> Arc<Pod> {
+        let mut v = json!({
+            "metadata": {"name": name, "uid": format!("uid-{name}"),
+                "creationTimestamp": Timestamp::from_second(created).unwrap().to_string()},
+            "spec": {"containers": [{"name": "c", "image": "i"}]},
+            "status": {"phase": phase},
+        });
+        if !node.is_empty() {
+            v["spec"]["nodeName"] = json!(node);
+        }
+        if let Some(t) = ready_at {
+            v["status"]["conditions"] = json!([{"type": "Ready", "status": "True",
+                "lastTransitionTime": Timestamp::from_second(t).unwrap().to_string()}]);
+        }
+        Arc::new(serde_json::from_value(v).unwrap())
+    }
+
+    fn names(pods: &[Arc<Pod>]) -> Vec<String> {
+        pods.iter().map(|p| p.name_any()).collect()
+    }
+
+    #[test]
+    fn deletion_prefers_unassigned_pending_unready_doubled_up_then_newer() {
+        let now = Timestamp::from_second(1_000_000).unwrap();
+        let t = |ago: i64| 1_000_000 - ago;
+        let pods = vec![
+            pod("old-ready", "n1", "Running", Some(t(5000)), t(6000)),
+            pod("new-ready", "n2", "Running", Some(t(10)), t(20)),
+            pod("running-unready", "n1", "Running", None, t(6000)),
+            pod("pending", "n1", "Pending", None, t(6000)),
+            pod("unassigned", "", "Pending", None, t(6000)),
+            pod("unknown", "n1", "Unknown", None, t(6000)),
+        ];
+        // Every pod: no ranking needed.
+        assert_eq!(pods_to_delete(&pods, &pods, 6, now).len(), 6);
+        // (No related pods: nobody is doubled up.)
+        let order = pods_to_delete(&pods, &[], 5, now);
+        assert_eq!(
+            names(&order),
+            [
+                "unassigned",
+                "pending",
+                "unknown",
+                "running-unready",
+                "new-ready"
+            ]
+        );
+        // Doubled-up pods go before lonely ones, all else equal.
+        let pods = vec![
+            pod("alone", "n1", "Running", Some(t(5000)), t(6000)),
+            pod("crowded-a", "n2", "Running", Some(t(5000)), t(6000)),
+            pod("crowded-b", "n2", "Running", Some(t(5000)), t(6000)),
+        ];
+        let order = pods_to_delete(&pods, &pods, 1, now);
+        assert_ne!(names(&order), ["alone"]);
+        // Newer first when nothing else differs; more restarts before fewer.
+        let pods = vec![
+            pod("older", "n1", "Pending", None, t(100_000)),
+            pod("newer", "n2", "Pending", None, t(10)),
+        ];
+        assert_eq!(names(&pods_to_delete(&pods, &[], 1, now)), ["newer"]);
+        let mut restarted = (*pods[0]).clone();
+        restarted.status.as_mut().unwrap().container_statuses = Some(vec![serde_json::from_value(
+            json!({"name": "c", "image": "i", "imageID": "",
+                "ready": false, "restartCount": 3}),
+        )
+        .unwrap()]);
+        let pods = vec![Arc::new(restarted), pods[1].clone()];
+        assert_eq!(names(&pods_to_delete(&pods, &[], 1, now)), ["older"]);
+    }
+
+    #[test]
+    fn availability_waits_min_ready_seconds() {
+        let now = Timestamp::from_second(1000).unwrap();
+        let p = pod("p", "n", "Running", Some(995), 900);
+        assert!(is_pod_available(&p, 0, now));
+        assert!(!is_pod_available(&p, 10, now));
+        assert!(is_pod_available(&p, 4, now));
+        assert!(!is_pod_available(
+            &pod("q", "n", "Running", None, 900),
+            0,
+            now
+        ));
+    }
+
+    #[tokio::test]
+    async fn slow_start_doubles_batches_and_stops_at_the_first_failure() {
+        let calls = Mutex::new(0usize);
+        let (n, r) = slow_start_batch(10, 1, || {
+            *calls.lock() += 1;
+            async { Ok(()) }
+        })
+        .await;
+        assert_eq!((n, *calls.lock()), (10, 10));
+        assert!(r.is_ok());
+        // Batches 1, 2, 4: the 5th call fails, the batch of 4 finishes, then it stops.
+        let calls = Mutex::new(0usize);
+        let (n, r) = slow_start_batch(20, 1, || {
+            let mut c = calls.lock();
+            *c += 1;
+            let fail = *c == 5;
+            async move {
+                if fail {
+                    Err(Error::NoTemplate { owner: "x".into() })
+                } else {
+                    Ok(())
+                }
+            }
+        })
+        .await;
+        assert_eq!(n, 7);
+        assert!(r.is_err());
+    }
+
+    #[test]
+    fn expectations_wait_for_every_creation_and_deletion() {
+        let e = Expectations::default();
+        let none = |_: &str| None;
+        assert!(e.satisfied("rs", none));
+        e.expect_creations("rs", 2);
+        // One pod's watch event comes before its create answer.
+        e.observe("rs", "a", false);
+        e.creation_done("rs", "a".into(), "pa".into());
+        assert!(!e.satisfied("rs", none));
+        e.creation_done("rs", "b".into(), "pb".into());
+        assert!(!e.satisfied("rs", none));
+        e.observe("rs", "b", false);
+        assert!(e.satisfied("rs", none));
+        // Deletions: seen once the cache no longer has the pod (or it is terminating).
+        e.expect_deletions("rs", [("c".to_string(), "pc".to_string())].into_iter());
+        assert!(!e.satisfied("rs", |_| Some(("c".into(), false))));
+        assert!(e.satisfied("rs", |_| Some(("c".into(), true))));
+    }
+}
