@@ -397,24 +397,34 @@ async fn sync<K: Replicated>(owner: Arc<K>, state: Arc<State<K>>) -> Result<Acti
     } else {
         Ok(())
     };
-    let status = calculate_status(
-        owner.as_ref(),
-        &owned,
-        managed.as_ref().err(),
-        Timestamp::now(),
-    );
-    let status = update_status(&owner, status, &state).await?;
+    let now = Timestamp::now();
+    let status = calculate_status(owner.as_ref(), &owned, managed.as_ref().err(), now);
+    update_status(&owner, status, &state).await?;
     managed?;
-    let (replicas, min_ready) = (owner.replicas(), owner.min_ready_seconds());
-    if min_ready > 0 && status.ready_replicas == replicas && status.available_replicas != replicas {
-        // Pods turn available with time alone: look again when they may have.
-        return Ok(Action::requeue(Duration::from_secs(min_ready as u64)));
-    }
+    // Ready pods turn available with time alone: look again when the next one does
+    // (upstream enqueues after minReadySeconds when a pod turns ready).
+    let mut again = next_available(&owned, owner.min_ready_seconds(), now);
     if !needs_sync {
         // The informer's events wake us; the timeout is the backstop.
-        return Ok(Action::requeue(EXPECTATIONS_TIMEOUT));
+        again = again
+            .min(Some(EXPECTATIONS_TIMEOUT))
+            .or(Some(EXPECTATIONS_TIMEOUT));
     }
-    Ok(Action::await_change())
+    Ok(again.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// How long until the next ready pod becomes available, if one is waiting to.
+fn next_available(pods: &[Arc<Pod>], min_ready_seconds: i32, now: Timestamp) -> Option<Duration> {
+    if min_ready_seconds <= 0 {
+        return None;
+    }
+    pods.iter()
+        .filter(|p| !is_pod_available(p, min_ready_seconds, now))
+        .filter_map(|p| ready_since(p).flatten())
+        // Available once strictly more than minReadySeconds have passed, in whole seconds.
+        .map(|t| (t.as_second() + i64::from(min_ready_seconds) + 1 - now.as_second()).max(1))
+        .min()
+        .map(|s| Duration::from_secs(s as u64))
 }
 
 /// Upstream's `IsPodActive`: not finished and not being deleted.
