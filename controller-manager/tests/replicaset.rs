@@ -472,3 +472,51 @@ async fn replication_controller_keeps_its_count() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn create_failures_set_replica_failure_until_creation_succeeds() {
+    let c = Cluster::start(&["replicaset"]).await;
+    // Valid as a ReplicaSet, refused as a pod by the Priority admission plugin.
+    let mut rs = replica_set("failing", 2, "failing");
+    let template = rs.spec.as_mut().unwrap().template.as_mut().unwrap();
+    template.spec.as_mut().unwrap().priority_class_name = Some("not-yet".into());
+    let rs = create_rs(&c, rs).await;
+    let failed = wait_rs_status(&c, "failing", "a ReplicaFailure condition", |s| {
+        s.conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "ReplicaFailure" && c.status == "True")
+    })
+    .await;
+    let cond = &failed.status.unwrap().conditions.unwrap()[0];
+    assert_eq!(cond.reason.as_deref(), Some("FailedCreate"));
+    assert!(cond.message.as_deref().unwrap().contains("not-yet"));
+    let events: Api<Event> = Api::namespaced(c.client.clone(), NS);
+    wait_until(TIMEOUT, "a FailedCreate event", || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("FailedCreate")
+                    && e.type_.as_deref() == Some("Warning")
+                    && e.note
+                        .as_deref()
+                        .is_some_and(|n| n.starts_with("Error creating: "))
+            })
+            .then_some(())
+    })
+    .await;
+
+    // Once pods can be created, the condition goes.
+    let pc: k8s_openapi::api::scheduling::v1::PriorityClass =
+        serde_json::from_value(json!({"metadata": {"name": "not-yet"}, "value": 1000})).unwrap();
+    Api::<k8s_openapi::api::scheduling::v1::PriorityClass>::all(c.client.clone())
+        .create(&PostParams::default(), &pc)
+        .await
+        .unwrap();
+    wait_pods(&c, &rs.uid().unwrap(), 2).await;
+    wait_rs_status(&c, "failing", "no ReplicaFailure condition", |s| {
+        s.replicas == 2 && s.conditions.iter().flatten().next().is_none()
+    })
+    .await;
+}
