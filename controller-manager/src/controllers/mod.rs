@@ -12,6 +12,7 @@ pub mod service_endpoints;
 pub mod endpoint;
 pub mod replicaset;
 pub mod replicationcontroller;
+pub mod namespace;
 // One `pub mod` line per controller, above this comment.
 
 use std::sync::Arc;
@@ -78,6 +79,7 @@ pub fn descriptors() -> Vec<Descriptor> {
         descriptor("endpoint", true, endpoint::start),
         descriptor("replicaset", true, replicaset::start),
         descriptor("replicationcontroller", true, replicationcontroller::start),
+        descriptor("namespace", true, namespace::start),
         // One descriptor per controller, above this comment.
     ]
 }
