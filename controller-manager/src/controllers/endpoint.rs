@@ -358,6 +358,8 @@ pub fn desired_subsets(svc: &Service, pods: &[Arc<Pod>]) -> Vec<EndpointSubset> 
 
 type PortKey = (String, i32, String, Option<String>);
 type AddressKey = (String, String);
+/// A port (None: the no-ports sentinel) and the readiness of each address serving it.
+type PortAddresses = (Option<EndpointPort>, BTreeMap<AddressKey, bool>);
 
 fn port_key(p: &EndpointPort) -> PortKey {
     (
@@ -379,8 +381,7 @@ fn address_key(a: &EndpointAddress) -> AddressKey {
 pub fn repack_subsets(subsets: &[EndpointSubset]) -> Vec<EndpointSubset> {
     let mut all: BTreeMap<AddressKey, EndpointAddress> = BTreeMap::new();
     // Port (None: the no-ports sentinel) → address → ready.
-    let mut by_port: BTreeMap<Option<PortKey>, (Option<EndpointPort>, BTreeMap<AddressKey, bool>)> =
-        BTreeMap::new();
+    let mut by_port: BTreeMap<Option<PortKey>, PortAddresses> = BTreeMap::new();
     for s in subsets {
         let ports: Vec<Option<&EndpointPort>> = match s.ports.as_deref() {
             Some(p) if !p.is_empty() => p.iter().map(Some).collect(),

@@ -13,6 +13,7 @@ pub mod endpoint;
 pub mod replicaset;
 pub mod replicationcontroller;
 pub mod namespace;
+pub mod endpointslicemirroring;
 // One `pub mod` line per controller, above this comment.
 
 use std::sync::Arc;
@@ -80,6 +81,7 @@ pub fn descriptors() -> Vec<Descriptor> {
         descriptor("replicaset", true, replicaset::start),
         descriptor("replicationcontroller", true, replicationcontroller::start),
         descriptor("namespace", true, namespace::start),
+        descriptor("endpointslicemirroring", true, endpointslicemirroring::start),
         // One descriptor per controller, above this comment.
     ]
 }
