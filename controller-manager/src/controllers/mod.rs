@@ -14,6 +14,7 @@ pub mod replicaset;
 pub mod replicationcontroller;
 pub mod namespace;
 pub mod endpointslicemirroring;
+pub mod garbagecollector;
 // One `pub mod` line per controller, above this comment.
 
 use std::sync::Arc;
@@ -82,6 +83,7 @@ pub fn descriptors() -> Vec<Descriptor> {
         descriptor("replicationcontroller", true, replicationcontroller::start),
         descriptor("namespace", true, namespace::start),
         descriptor("endpointslicemirroring", true, endpointslicemirroring::start),
+        descriptor("garbagecollector", true, garbagecollector::start),
         // One descriptor per controller, above this comment.
     ]
 }
