@@ -69,10 +69,17 @@ async fn foreground_deletion_keeps_the_owner_until_blocking_dependents_are_gone(
     let c = Cluster::start(&["garbagecollector"]).await;
     let api = config_maps(&c);
     let owner = create(&api, "owner", json!({})).await;
-    create(
+    let plain = create(
         &api,
         "plain",
         json!({"ownerReferences": [owned_by(&owner, true)]}),
+    )
+    .await;
+    // A dependent of a dependent: its owner is deleted in the foreground in turn.
+    create(
+        &api,
+        "grand",
+        json!({"ownerReferences": [owned_by(&plain, true)]}),
     )
     .await;
     // A blocking dependent that takes its time going away.
@@ -86,8 +93,9 @@ async fn foreground_deletion_keeps_the_owner_until_blocking_dependents_are_gone(
     api.delete("owner", &DeleteParams::foreground())
         .await
         .unwrap();
-    wait_until(TIMEOUT, "the quick dependent deleted", || {
-        gone(&api, "plain")
+    wait_until(TIMEOUT, "the quick dependents deleted", || async {
+        gone(&api, "grand").await?;
+        gone(&api, "plain").await
     })
     .await;
     let slow = wait_until(TIMEOUT, "the slow dependent deleting", || async {
