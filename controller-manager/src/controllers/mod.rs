@@ -15,6 +15,7 @@ pub mod replicationcontroller;
 pub mod namespace;
 pub mod endpointslicemirroring;
 pub mod garbagecollector;
+pub mod deployment;
 // One `pub mod` line per controller, above this comment.
 
 use std::sync::Arc;
@@ -84,6 +85,7 @@ pub fn descriptors() -> Vec<Descriptor> {
         descriptor("namespace", true, namespace::start),
         descriptor("endpointslicemirroring", true, endpointslicemirroring::start),
         descriptor("garbagecollector", true, garbagecollector::start),
+        descriptor("deployment", true, deployment::start),
         // One descriptor per controller, above this comment.
     ]
 }
