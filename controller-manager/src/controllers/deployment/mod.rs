@@ -367,20 +367,40 @@ fn created(rs: &ReplicaSet) -> (Option<Timestamp>, String) {
 }
 
 /// Upstream's `EqualIgnoreHash`: the templates are the same but for the
-/// `pod-template-hash` label.
+/// `pod-template-hash` label. Compared as JSON without empty values, as upstream's
+/// semantic equality compares Go structs: a template kubectl wrote back on `rollout
+/// undo` carries `resources: {}` and `creationTimestamp: null` where ours has nothing.
 fn equal_ignore_hash(a: &PodTemplateSpec, b: &PodTemplateSpec) -> bool {
-    fn strip(t: &PodTemplateSpec) -> PodTemplateSpec {
-        let mut t = t.clone();
-        let meta = t.metadata.get_or_insert_with(Default::default);
-        if let Some(labels) = &mut meta.labels {
+    fn canonical(t: &PodTemplateSpec) -> serde_json::Value {
+        let mut v = serde_json::to_value(t).unwrap_or_default();
+        if let Some(labels) = v
+            .pointer_mut("/metadata/labels")
+            .and_then(|l| l.as_object_mut())
+        {
             labels.remove(POD_TEMPLATE_HASH);
-            if labels.is_empty() {
-                meta.labels = None;
-            }
         }
-        t
+        prune(&mut v);
+        v
     }
-    strip(a) == strip(b)
+    canonical(a) == canonical(b)
+}
+
+/// Drops nulls, empty objects and empty arrays, recursively.
+fn prune(v: &mut serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Null => false,
+        serde_json::Value::Object(m) => {
+            m.retain(|_, x| prune(x));
+            !m.is_empty()
+        }
+        serde_json::Value::Array(a) => {
+            for x in a.iter_mut() {
+                prune(x);
+            }
+            !a.is_empty()
+        }
+        _ => true,
+    }
 }
 
 fn rs_template(rs: &ReplicaSet) -> Option<&PodTemplateSpec> {
