@@ -615,3 +615,88 @@ async fn a_stalled_rollout_exceeds_its_progress_deadline() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn resizing_mid_rollout_scales_every_replica_set_proportionally() {
+    let c = Cluster::start(&["deployment", "replicaset"]).await;
+    let strategy = json!({"type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 3, "maxUnavailable": 2}});
+    let d = create(&c, deployment("web", 10, strategy)).await;
+    roll_out(&c, "web", 10).await;
+    // The new pods never turn ready: the rollout stops at 8 old + 5 new (13 = 10 + 3).
+    set_image(&c, "web", "registry.k8s.io/pause:3.9").await;
+    wait_until(TIMEOUT, "the rollout stuck at 8 + 5", || async {
+        let list = replica_sets(&c, &d).await;
+        (list.iter().map(spec_replicas).collect::<Vec<_>>() == [8, 5]).then_some(())
+    })
+    .await;
+    // Upstream's example: to 15 (at most 18), each keeps its share: 11 + 7.
+    Api::<Deployment>::namespaced(c.client.clone(), NS)
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 15}})),
+        )
+        .await
+        .unwrap();
+    let list = wait_until(TIMEOUT, "11 + 7", || async {
+        let list = replica_sets(&c, &d).await;
+        (list.iter().map(spec_replicas).collect::<Vec<_>>() == [11, 7]).then_some(list)
+    })
+    .await;
+    for rs in &list {
+        assert_eq!(
+            annotation(rs, "deployment.kubernetes.io/max-replicas"),
+            Some("18")
+        );
+        assert_eq!(
+            annotation(rs, "deployment.kubernetes.io/desired-replicas"),
+            Some("15")
+        );
+    }
+}
+
+#[tokio::test]
+async fn adopts_a_matching_orphan_and_keeps_the_revision_history_limit() {
+    let c = Cluster::start(&["deployment", "replicaset"]).await;
+    let d = deployment("web", 2, json!({"type": "RollingUpdate"}));
+    // An orphan ReplicaSet with the Deployment's labels and template.
+    let orphan: ReplicaSet = serde_json::from_value(json!({
+        "metadata": {"name": "web-orphan", "labels": {"app": "web"}},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": d.spec.as_ref().unwrap().template,
+        },
+    }))
+    .unwrap();
+    let orphan = Api::<ReplicaSet>::namespaced(c.client.clone(), NS)
+        .create(&PostParams::default(), &orphan)
+        .await
+        .unwrap();
+    let mut d = d;
+    d.spec.as_mut().unwrap().revision_history_limit = Some(1);
+    let d = create(&c, d).await;
+    // Adopted, and being the same template, it is the Deployment's ReplicaSet.
+    roll_out(&c, "web", 2).await;
+    let list = replica_sets(&c, &d).await;
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].uid(), orphan.uid());
+    assert_eq!(annotation(&list[0], REVISION), Some("1"));
+    assert_eq!(spec_replicas(&list[0]), 2);
+
+    // Two more templates: only one old ReplicaSet is kept.
+    set_image(&c, "web", "registry.k8s.io/pause:3.9").await;
+    roll_out(&c, "web", 2).await;
+    set_image(&c, "web", "registry.k8s.io/pause:3.8").await;
+    roll_out(&c, "web", 2).await;
+    let list = wait_until(TIMEOUT, "one old ReplicaSet left", || async {
+        let list = replica_sets(&c, &d).await;
+        (list.len() == 2).then_some(list)
+    })
+    .await;
+    let mut revisions: Vec<_> = list.iter().map(|rs| annotation(rs, REVISION)).collect();
+    revisions.sort();
+    assert_eq!(revisions, [Some("2"), Some("3")]);
+    assert!(list.iter().all(|rs| rs.uid() != orphan.uid()));
+}
