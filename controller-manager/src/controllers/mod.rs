@@ -7,13 +7,14 @@ pub mod nodelifecycle;
 pub mod taint_eviction;
 pub mod podgc;
 pub mod ttl_after_finished;
+pub mod replicaset;
+pub mod replicationcontroller;
+pub mod disruption;
 pub mod endpointslice;
 pub mod service_endpoints;
 pub mod endpoint;
-pub mod replicaset;
-pub mod replicationcontroller;
-pub mod namespace;
 pub mod endpointslicemirroring;
+pub mod namespace;
 pub mod garbagecollector;
 pub mod deployment;
 // One `pub mod` line per controller, above this comment.
@@ -78,12 +79,13 @@ pub fn descriptors() -> Vec<Descriptor> {
         descriptor("taint-eviction-controller", true, taint_eviction::start),
         descriptor("podgc", true, podgc::start),
         descriptor("ttl-after-finished", true, ttl_after_finished::start),
-        descriptor("endpointslice", true, endpointslice::start),
-        descriptor("endpoint", true, endpoint::start),
         descriptor("replicaset", true, replicaset::start),
         descriptor("replicationcontroller", true, replicationcontroller::start),
-        descriptor("namespace", true, namespace::start),
+        descriptor("disruption", true, disruption::start),
+        descriptor("endpointslice", true, endpointslice::start),
+        descriptor("endpoint", true, endpoint::start),
         descriptor("endpointslicemirroring", true, endpointslicemirroring::start),
+        descriptor("namespace", true, namespace::start),
         descriptor("garbagecollector", true, garbagecollector::start),
         descriptor("deployment", true, deployment::start),
         // One descriptor per controller, above this comment.
