@@ -1,22 +1,22 @@
 //! The controllers, one module each, and the descriptor table that names them for
 //! `--controllers` (upstream's `NewControllerDescriptors`).
 
+pub mod deployment;
+pub mod disruption;
+pub mod endpoint;
+pub mod endpointslice;
+pub mod endpointslicemirroring;
+pub mod garbagecollector;
+pub mod namespace;
 pub mod nodeipam;
-pub mod serviceaccount;
 pub mod nodelifecycle;
-pub mod taint_eviction;
 pub mod podgc;
-pub mod ttl_after_finished;
 pub mod replicaset;
 pub mod replicationcontroller;
-pub mod disruption;
-pub mod endpointslice;
 pub mod service_endpoints;
-pub mod endpoint;
-pub mod endpointslicemirroring;
-pub mod namespace;
-pub mod garbagecollector;
-pub mod deployment;
+pub mod serviceaccount;
+pub mod taint_eviction;
+pub mod ttl_after_finished;
 // One `pub mod` line per controller, above this comment.
 
 use std::sync::Arc;
@@ -84,7 +84,11 @@ pub fn descriptors() -> Vec<Descriptor> {
         descriptor("disruption", true, disruption::start),
         descriptor("endpointslice", true, endpointslice::start),
         descriptor("endpoint", true, endpoint::start),
-        descriptor("endpointslicemirroring", true, endpointslicemirroring::start),
+        descriptor(
+            "endpointslicemirroring",
+            true,
+            endpointslicemirroring::start,
+        ),
         descriptor("namespace", true, namespace::start),
         descriptor("garbagecollector", true, garbagecollector::start),
         descriptor("deployment", true, deployment::start),

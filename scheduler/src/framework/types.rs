@@ -533,7 +533,10 @@ impl PodInfo {
             let mut h = std::collections::hash_map::DefaultHasher::new();
             shape_key.hash(&mut h);
             meta.annotations.hash(&mut h);
-            pod.spec.as_ref().and_then(|s| s.node_name.as_ref()).hash(&mut h);
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.node_name.as_ref())
+                .hash(&mut h);
             h.finish()
         };
         let shape = shared_shape(shape_key, || PodShape::from_pod(pod));
