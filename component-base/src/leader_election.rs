@@ -874,3 +874,37 @@ mod tests {
         }
     }
 }
+
+/// The lease was lost while the daemon led: upstream daemons exit on it.
+#[derive(Debug, thiserror::Error)]
+#[error("leaderelection lost")]
+pub struct LeadershipLost;
+
+/// Runs a daemon's work until shutdown, or until `leadership` (when it was elected) is
+/// lost; then fails readiness, stops every task of `tasks`, and on a clean shutdown
+/// releases the lease so a successor takes over at once (upstream's ReleaseOnCancel).
+pub async fn run_until_stopped(
+    leadership: Option<Leadership>,
+    shutdown: &mut Shutdown,
+    checks: &crate::serving::HealthChecks,
+    mut tasks: tokio::task::JoinSet<()>,
+) -> Result<(), LeadershipLost> {
+    let result = match &leadership {
+        Some(l) => {
+            tokio::select! {
+                _ = shutdown.signaled() => Ok(()),
+                _ = l.lost() => Err(LeadershipLost),
+            }
+        }
+        None => {
+            shutdown.signaled().await;
+            Ok(())
+        }
+    };
+    checks.set_shutting_down();
+    tasks.shutdown().await;
+    if let (Some(l), Ok(())) = (leadership, &result) {
+        l.release().await;
+    }
+    result
+}

@@ -145,22 +145,7 @@ async fn run(
             .run()
             .instrument(tracing::info_span!("scheduling-loop")),
     );
-    let result = match &leadership {
-        Some(l) => {
-            tokio::select! {
-                _ = shutdown.signaled() => Ok(()),
-                _ = l.lost() => Err(Error::LeadershipLost),
-            }
-        }
-        None => {
-            shutdown.signaled().await;
-            Ok(())
-        }
-    };
-    checks.set_shutting_down();
-    tasks.shutdown().await;
-    if let (Some(l), Ok(())) = (leadership, &result) {
-        l.release().await;
-    }
-    result
+    component_base::leader_election::run_until_stopped(leadership, &mut shutdown, &checks, tasks)
+        .await
+        .map_err(|_| Error::LeadershipLost)
 }
