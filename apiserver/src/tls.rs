@@ -38,22 +38,10 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
 }
 
 fn write(path: &Path, data: &[u8], mode: u32) -> Result<(), TlsError> {
-    let err = |source| TlsError::Write {
+    component_base::files::write_with_mode(path, data, mode).map_err(|source| TlsError::Write {
         path: path.to_path_buf(),
         source,
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(err)?;
-    }
-    std::fs::write(path, data).map_err(err)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(err)?;
-    }
-    #[cfg(not(unix))]
-    let _ = mode;
-    Ok(())
+    })
 }
 
 /// Writes `ca.crt`, `apiserver.crt` (serving cert then CA) and `apiserver.key` into

@@ -2,6 +2,7 @@
 //! shutdown signals, metrics encoding, the /healthz /livez /readyz /metrics server,
 //! leader election on a Lease, and the exit code for bad configuration.
 
+pub mod files;
 pub mod leader_election;
 pub mod logging;
 pub mod metrics;

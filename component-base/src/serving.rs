@@ -250,6 +250,22 @@ pub struct Serving {
     pub task: tokio::task::JoinHandle<()>,
 }
 
+/// A daemon's endpoint when its options ask for one (None in tests that need none):
+/// the address it listens on.
+pub async fn serve_if_configured(
+    options: Option<&SecureServingOptions>,
+    default_port: u16,
+    registry: &prometheus::Registry,
+    checks: &HealthChecks,
+    shutdown: &Shutdown,
+) -> Result<Option<SocketAddr>, ServeError> {
+    let Some(options) = options else {
+        return Ok(None);
+    };
+    let config = options.serving_config(default_port, registry.clone(), checks.clone());
+    Ok(Some(serve(config, shutdown.clone()).await?.local_addr))
+}
+
 /// Binds `config.bind` and serves the health and metrics endpoints until `shutdown`.
 /// Returns once the port is bound, so a bad address or certificate fails startup.
 pub async fn serve(config: ServingConfig, shutdown: Shutdown) -> Result<Serving, ServeError> {
@@ -506,22 +522,10 @@ fn read(path: &Path) -> Result<Vec<u8>, ServeError> {
 }
 
 fn write(path: &Path, data: &[u8], mode: u32) -> Result<(), ServeError> {
-    let err = |source| ServeError::Write {
+    crate::files::write_with_mode(path, data, mode).map_err(|source| ServeError::Write {
         path: path.to_path_buf(),
         source,
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(err)?;
-    }
-    std::fs::write(path, data).map_err(err)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(err)?;
-    }
-    #[cfg(not(unix))]
-    let _ = mode;
-    Ok(())
+    })
 }
 
 fn read_certs(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, ServeError> {

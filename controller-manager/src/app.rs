@@ -59,21 +59,14 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
             }
         });
     }
-    let serving_addr = match &config.serving {
-        Some(opts) => {
-            let serving_config = opts.serving_config(
-                crate::DEFAULT_SECURE_PORT,
-                config.registry.clone(),
-                checks.clone(),
-            );
-            Some(
-                serving::serve(serving_config, shutdown.clone())
-                    .await?
-                    .local_addr,
-            )
-        }
-        None => None,
-    };
+    let serving_addr = serving::serve_if_configured(
+        config.serving.as_ref(),
+        crate::DEFAULT_SECURE_PORT,
+        &config.registry,
+        &checks,
+        &shutdown,
+    )
+    .await?;
     let ctx = Context {
         client: config.client.clone(),
         informers: informers.clone(),

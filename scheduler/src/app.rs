@@ -73,18 +73,14 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
             }
         });
     }
-    let serving_addr = match &config.serving {
-        Some(opts) => {
-            let serving_config = opts.serving_config(
-                crate::DEFAULT_SECURE_PORT,
-                config.registry.clone(),
-                checks.clone(),
-            );
-            let serving = serving::serve(serving_config, shutdown.clone()).await?;
-            Some(serving.local_addr)
-        }
-        None => None,
-    };
+    let serving_addr = serving::serve_if_configured(
+        config.serving.as_ref(),
+        crate::DEFAULT_SECURE_PORT,
+        &config.registry,
+        &checks,
+        &shutdown,
+    )
+    .await?;
     let task = tokio::spawn(
         run(config, scheduler.clone(), event_rx, checks, shutdown)
             .instrument(tracing::info_span!("kube-scheduler")),
