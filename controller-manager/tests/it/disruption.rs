@@ -1,9 +1,7 @@
 //! disruption: a PodDisruptionBudget's status follows its pods' readiness, and the
 //! apiserver's eviction subresource honours it.
 
-mod common;
-
-use common::{wait_until, Cluster, TIMEOUT};
+use crate::common::{wait_until, Cluster, TIMEOUT};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;

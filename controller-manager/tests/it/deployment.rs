@@ -3,12 +3,10 @@
 //! status subresource, as the kubelet would, and watch the pods to check that a rollout
 //! never goes beyond maxSurge nor below maxUnavailable.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
-use common::{wait_until, Cluster, TIMEOUT};
+use crate::common::{wait_until, Cluster, TIMEOUT};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;

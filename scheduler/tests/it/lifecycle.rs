@@ -1,11 +1,9 @@
 //! The scheduler over time: pending pods that become schedulable, preemption, events,
 //! other schedulers' pods, health and metrics, and leader election hand-over.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{configuration, wait_until, Cluster, TIMEOUT};
+use crate::common::{configuration, wait_until, Cluster, TIMEOUT};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::scheduling::v1::PriorityClass;

@@ -2,9 +2,7 @@
 //! dependents left dangling while it was not running. ConfigMaps serve as owners and
 //! dependents, so no other controller is involved.
 
-mod common;
-
-use common::{wait_until, Cluster, TIMEOUT};
+use crate::common::{wait_until, Cluster, TIMEOUT};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};

@@ -1,9 +1,7 @@
 //! The serviceaccount controller: every namespace gets (and keeps) a `default`
 //! ServiceAccount.
 
-mod common;
-
-use common::{wait_until, Cluster, TIMEOUT};
+use crate::common::{wait_until, Cluster, TIMEOUT};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;

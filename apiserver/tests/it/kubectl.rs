@@ -1,8 +1,6 @@
 //! kubectl 1.32 as a real client: what a user types, and what they see.
 
-mod common;
-
-use common::TestApi;
+use crate::common::TestApi;
 use std::io::{BufRead, BufReader};
 use std::time::{Duration, Instant};
 
@@ -373,7 +371,7 @@ async fn bad_manifests_leave_nothing_behind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_watch_streams_changes() {
     let api = TestApi::start().await;
-    let mut child = std::process::Command::new(common::kubectl_binary())
+    let mut child = std::process::Command::new(crate::common::kubectl_binary())
         .env("KUBECONFIG", &api.kubeconfig)
         .env("HOME", api.dir.path())
         .args(["get", "configmaps", "-w", "--output-watch-events"])

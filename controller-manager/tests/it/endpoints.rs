@@ -3,11 +3,9 @@
 //! setting pod IPs and Ready through the status subresource), and a selectorless
 //! Service's user-written Endpoints are mirrored into EndpointSlices.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::{wait_until, Cluster, TIMEOUT};
+use crate::common::{wait_until, Cluster, TIMEOUT};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};

@@ -2,9 +2,7 @@
 //! is left in the namespace's conditions, then removes the `kubernetes` finalizer so the
 //! apiserver deletes the namespace.
 
-mod common;
-
-use common::{wait_until, Cluster, TIMEOUT};
+use crate::common::{wait_until, Cluster, TIMEOUT};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::core::DynamicObject;

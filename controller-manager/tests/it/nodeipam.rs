@@ -1,10 +1,8 @@
 //! nodeipam: every node gets its own pod CIDR from --cluster-cidr, kept across restarts.
 
-mod common;
-
 use std::collections::HashSet;
 
-use common::{wait_until, Cluster, TIMEOUT};
+use crate::common::{wait_until, Cluster, TIMEOUT};
 use controller_manager::options::ControllerOptions;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, PostParams};

@@ -1,8 +1,6 @@
 //! kube-rs as a real client of a real apiserver on a real etcd.
 
-mod common;
-
-use common::{wait_until, TestApi};
+use crate::common::{wait_until, TestApi};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};

@@ -1,9 +1,7 @@
 //! podgc and ttl-after-finished: terminated pods beyond the threshold, pods on vanished
 //! nodes, and finished Jobs past their TTL are deleted.
 
-mod common;
-
-use common::{wait_until, Cluster, TIMEOUT};
+use crate::common::{wait_until, Cluster, TIMEOUT};
 use controller_manager::options::ControllerOptions;
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;

@@ -1,11 +1,9 @@
 //! Two controller-managers: only the lease holder runs controllers; when it dies the
 //! other takes over within the lease duration.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{wait_until, TestApi, TIMEOUT};
+use crate::common::{wait_until, TestApi, TIMEOUT};
 use component_base::leader_election::LeaderElectionConfig;
 use controller_manager::app::{self, Config};
 use controller_manager::options::ControllerOptions;

@@ -2,13 +2,11 @@
 //! is tainted unreachable, and its pods are evicted after their tolerationSeconds; the
 //! taints go when the node is back. The test plays the kubelet (Lease renewals, status).
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{wait_until, Cluster, TIMEOUT};
+use crate::common::{wait_until, Cluster, TIMEOUT};
 use controller_manager::options::ControllerOptions;
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::Lease;

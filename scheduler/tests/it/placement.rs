@@ -1,9 +1,7 @@
 //! Each filter and score plugin observed through where real pods land, against a real
 //! apiserver and etcd with Node objects created by the test.
 
-mod common;
-
-use common::{configuration, Cluster};
+use crate::common::{configuration, Cluster};
 use serde_json::json;
 
 #[tokio::test]
@@ -195,7 +193,7 @@ async fn topology_spread_and_inter_pod_affinity_place_pods_relative_to_others() 
 }
 
 /// Profiles with a single score plugin each, so each plugin's preference decides alone.
-fn single_score_profiles() -> common::Configuration {
+fn single_score_profiles() -> crate::common::Configuration {
     let plugins = [
         "NodeResourcesFit",
         "NodeResourcesBalancedAllocation",
@@ -217,7 +215,7 @@ fn single_score_profiles() -> common::Configuration {
 
 fn with_scheduler(profile: &str, extra: serde_json::Value) -> serde_json::Value {
     let mut v = json!({"spec": {"schedulerName": format!("only-{}", profile.to_lowercase())}});
-    common::merge(&mut v, extra);
+    crate::common::merge(&mut v, extra);
     v
 }
 

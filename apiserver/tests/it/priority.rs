@@ -1,8 +1,6 @@
 //! The Priority admission plugin and PriorityClasses, through kube-rs against a real etcd.
 
-mod common;
-
-use common::TestApi;
+use crate::common::TestApi;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};

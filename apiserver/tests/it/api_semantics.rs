@@ -3,10 +3,8 @@
 //! namespaces, watches, Tables, field validation, protobuf, health, metrics, discovery and
 //! paging. Upstream Kubernetes is the spec.
 
-mod common;
-
+use crate::common::{wait_until, TestApi, TOKEN};
 use bytes::Bytes;
-use common::{wait_until, TestApi, TOKEN};
 use http::{HeaderMap, Method, Request};
 use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};

@@ -1,0 +1,5 @@
+//! Integration tests, one binary.
+
+mod openapi;
+mod protobuf;
+mod strategic_merge;

@@ -1,0 +1,7 @@
+//! Component tests, one binary: each test starts its own etcd and apiserver.
+
+mod api_semantics;
+mod common;
+mod kube_client;
+mod kubectl;
+mod priority;

@@ -1,0 +1,4 @@
+//! Integration tests, one binary.
+
+mod leader_election;
+mod serving;

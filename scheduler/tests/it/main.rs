@@ -1,0 +1,5 @@
+//! Component tests, one binary: each test starts its own etcd and apiserver.
+
+mod common;
+mod lifecycle;
+mod placement;
