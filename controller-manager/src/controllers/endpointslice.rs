@@ -523,7 +523,7 @@ fn new_slice(svc: &Service, ports: Vec<EndpointPort>, address_type: &str) -> End
             generate_name: Some(format!("{}-", svc.name_any())),
             namespace: svc.namespace(),
             labels: Some(slice_labels(svc)),
-            owner_references: Some(vec![se::controller_ref(svc)]),
+            owner_references: Some(vec![super::controller_utils::controller_ref(svc)]),
             ..ObjectMeta::default()
         },
         address_type: address_type.into(),

@@ -280,7 +280,7 @@ fn new_slice(
             namespace: ep.namespace(),
             labels: Some(labels),
             annotations: (!annotations.is_empty()).then_some(annotations),
-            owner_references: Some(vec![se::controller_ref(ep)]),
+            owner_references: Some(vec![super::controller_utils::controller_ref(ep)]),
             ..ObjectMeta::default()
         },
         address_type: address_type.into(),

@@ -1,6 +1,7 @@
 //! The controllers, one module each, and the descriptor table that names them for
 //! `--controllers` (upstream's `NewControllerDescriptors`).
 
+pub mod controller_utils;
 pub mod deployment;
 pub mod disruption;
 pub mod endpoint;

@@ -15,7 +15,7 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use api_types::selector::LabelSelector;
 use futures::future::{self, BoxFuture};
@@ -23,9 +23,9 @@ use futures::{FutureExt, StreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition};
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::NamespaceResourceScope;
-use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -34,6 +34,10 @@ use parking_lot::Mutex;
 use serde_json::json;
 use tracing::{debug, warn, Instrument};
 
+use super::controller_utils::{
+    controller_of_kind, controller_ref, is_pod_active, is_pod_available, namespace_terminating,
+    pod_from_template, ready_since, slow_start_batch, Expectations, EXPECTATIONS_TIMEOUT,
+};
 use super::Context;
 use crate::informers::{key, Kind};
 
@@ -41,9 +45,6 @@ pub const NAME: &str = "replicaset";
 
 /// Upstream's `BurstReplicas`: the most pods created or deleted in one sync.
 const BURST_REPLICAS: usize = 500;
-/// Upstream's `ExpectationsTimeout`: expectations not met by then are given up on, so a
-/// lost watch event cannot stall an owner for ever.
-const EXPECTATIONS_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// Upstream's `SlowStartInitialBatchSize`.
 const SLOW_START_INITIAL_BATCH: usize = 1;
 const POD_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
@@ -267,7 +268,7 @@ impl<K: Replicated> State<K> {
                 .pods
                 .get(&ObjectRef::from_obj(pod))
                 .is_none_or(|cur| cur.uid().as_deref() != Some(uid.as_str()));
-        let controller = controller_of::<K>(pod);
+        let controller = controller_of_kind::<K, _>(pod);
         let mut out = Vec::new();
         if let Some(c) = controller {
             self.expectations.observe(&c.uid, &uid, gone);
@@ -333,27 +334,6 @@ impl<K: Replicated> State<K> {
             .in_current_span(),
         );
     }
-}
-
-/// Upstream's `NewControllerRef`: controller, and blocking the owner's foreground
-/// deletion until the pod is gone.
-fn controller_ref<K: Replicated>(owner: &K) -> OwnerReference {
-    OwnerReference {
-        api_version: K::api_version(&()).into_owned(),
-        kind: K::kind(&()).into_owned(),
-        name: owner.name_any(),
-        uid: owner.uid().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }
-}
-
-/// The controller reference of kind `K` on a pod, if any.
-fn controller_of<K: Replicated>(pod: &Pod) -> Option<&OwnerReference> {
-    pod.owner_references()
-        .iter()
-        .find(|r| r.controller == Some(true))
-        .filter(|r| r.kind == K::kind(&()) && r.api_version == K::api_version(&()))
 }
 
 async fn reconcile<K: Replicated>(owner: Arc<K>, state: Arc<State<K>>) -> Result<Action> {
@@ -425,12 +405,6 @@ fn next_available(pods: &[Arc<Pod>], min_ready_seconds: i32, now: Timestamp) -> 
         .map(|t| (t.as_second() + i64::from(min_ready_seconds) + 1 - now.as_second()).max(1))
         .min()
         .map(|s| Duration::from_secs(s as u64))
-}
-
-/// Upstream's `IsPodActive`: not finished and not being deleted.
-fn is_pod_active(pod: &Pod) -> bool {
-    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-    !matches!(phase, Some("Succeeded" | "Failed")) && pod.metadata.deletion_timestamp.is_none()
 }
 
 /// Upstream's `ClaimPods`: the active pods the owner controls, after adopting matching
@@ -616,47 +590,6 @@ async fn manage_replicas<K: Replicated>(
     }
 }
 
-/// Upstream's `slowStartBatch`: calls `f` in batches of 1, 2, 4, ... at once, stopping
-/// after the first batch with an error. Returns how many calls were made and the first
-/// error.
-async fn slow_start_batch<F, Fut>(count: usize, initial: usize, f: F) -> (usize, Result<()>)
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<()>>,
-{
-    let mut remaining = count;
-    let mut batch = initial.min(count);
-    let mut attempted = 0;
-    while batch > 0 {
-        let results = future::join_all((0..batch).map(|_| f())).await;
-        attempted += batch;
-        if let Some(e) = results.into_iter().find_map(Result::err) {
-            return (attempted, Err(e));
-        }
-        remaining -= batch;
-        batch = (2 * batch).min(remaining);
-    }
-    (attempted, Ok(()))
-}
-
-/// Upstream's `GetPodFromTemplate`.
-fn pod_from_template<K: Replicated>(owner: &K, template: &PodTemplateSpec) -> Pod {
-    let meta = template.metadata.clone().unwrap_or_default();
-    Pod {
-        metadata: ObjectMeta {
-            generate_name: Some(format!("{}-", owner.name_any())),
-            namespace: owner.namespace(),
-            labels: meta.labels,
-            annotations: meta.annotations,
-            finalizers: meta.finalizers,
-            owner_references: Some(vec![controller_ref(owner)]),
-            ..ObjectMeta::default()
-        },
-        spec: template.spec.clone(),
-        status: None,
-    }
-}
-
 async fn create_pod<K: Replicated>(owner: Arc<K>, state: Arc<State<K>>) -> Result<()> {
     let owner_uid = owner.uid().unwrap_or_default();
     let result = try_create_pod(owner.as_ref(), &state).await;
@@ -710,12 +643,6 @@ async fn try_create_pod<K: Replicated>(owner: &K, state: &State<K>) -> Result<Op
             })
         }
     }
-}
-
-fn namespace_terminating(s: &kube::core::Status) -> bool {
-    s.details
-        .as_ref()
-        .is_some_and(|d| d.causes.iter().any(|c| c.reason == "NamespaceTerminating"))
 }
 
 async fn delete_pod<K: Replicated>(
@@ -920,17 +847,6 @@ fn newer_first(
     }
 }
 
-/// When the pod became ready, if it is (upstream's `podReadyTime`; None inside means
-/// ready with no transition time).
-fn ready_since(pod: &Pod) -> Option<Option<Timestamp>> {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
-        .filter(|c| c.status == "True")
-        .map(|c| c.last_transition_time.as_ref().map(|t| t.0))
-}
-
 fn deletion_cost(pod: &Pod) -> i32 {
     pod.annotations()
         .get(POD_DELETION_COST)
@@ -967,16 +883,6 @@ fn max_restarts(pod: &Pod) -> (i32, i32) {
         .max()
         .unwrap_or(0);
     (regular, sidecar)
-}
-
-/// Upstream's `IsPodAvailable`: ready for at least `min_ready_seconds`.
-fn is_pod_available(pod: &Pod, min_ready_seconds: i32, now: Timestamp) -> bool {
-    match ready_since(pod) {
-        None => false,
-        Some(_) if min_ready_seconds <= 0 => true,
-        Some(None) => false,
-        Some(Some(t)) => t.as_second() + i64::from(min_ready_seconds) < now.as_second(),
-    }
 }
 
 /// Upstream's `calculateStatus` (observedGeneration is set when the status is written).
@@ -1076,122 +982,6 @@ async fn update_status<K: Replicated>(
     Ok(status)
 }
 
-/// What an owner is waiting to see from the pod informer (upstream's
-/// `UIDTrackingControllerExpectations`), by owner uid.
-#[derive(Default)]
-struct Expectations {
-    by_owner: Mutex<HashMap<String, Expectation>>,
-}
-
-struct Expectation {
-    /// Creations asked for whose answer has not come back.
-    in_flight: usize,
-    /// Created pods (uid → name) the informer has not shown yet.
-    adds: HashMap<String, String>,
-    /// Pods the informer showed while creations were in flight (their answer may come
-    /// after the watch event).
-    seen: HashSet<String>,
-    /// Deleted pods (uid → name) whose deletion the informer has not shown yet.
-    deletes: HashMap<String, String>,
-    since: Instant,
-}
-
-impl Expectation {
-    fn new() -> Expectation {
-        Expectation {
-            in_flight: 0,
-            adds: HashMap::new(),
-            seen: HashSet::new(),
-            deletes: HashMap::new(),
-            since: Instant::now(),
-        }
-    }
-}
-
-impl Expectations {
-    /// Whether the owner may act: everything it did has been seen (checked against the
-    /// pod cache too: `lookup` gives a pod's uid and whether it is being deleted), or the
-    /// expectations timed out.
-    fn satisfied(&self, owner: &str, lookup: impl Fn(&str) -> Option<(String, bool)>) -> bool {
-        let mut by_owner = self.by_owner.lock();
-        let Some(e) = by_owner.get_mut(owner) else {
-            return true;
-        };
-        e.adds
-            .retain(|uid, name| lookup(name).is_none_or(|(u, _)| u != *uid));
-        e.deletes
-            .retain(|uid, name| lookup(name).is_some_and(|(u, deleting)| u == *uid && !deleting));
-        let done = e.in_flight == 0 && e.adds.is_empty() && e.deletes.is_empty();
-        if done || e.since.elapsed() > EXPECTATIONS_TIMEOUT {
-            if !done {
-                warn!(owner, "expectations timed out");
-            }
-            by_owner.remove(owner);
-            return true;
-        }
-        false
-    }
-
-    fn expect_creations(&self, owner: &str, n: usize) {
-        let mut e = Expectation::new();
-        e.in_flight = n;
-        self.by_owner.lock().insert(owner.to_string(), e);
-    }
-
-    fn creation_done(&self, owner: &str, uid: String, name: String) {
-        let mut by_owner = self.by_owner.lock();
-        let Some(e) = by_owner.get_mut(owner) else {
-            return;
-        };
-        e.in_flight = e.in_flight.saturating_sub(1);
-        if !e.seen.remove(&uid) {
-            e.adds.insert(uid, name);
-        }
-        if e.in_flight == 0 {
-            e.seen.clear();
-        }
-    }
-
-    fn creation_failed(&self, owner: &str) {
-        if let Some(e) = self.by_owner.lock().get_mut(owner) {
-            e.in_flight = e.in_flight.saturating_sub(1);
-            if e.in_flight == 0 {
-                e.seen.clear();
-            }
-        }
-    }
-
-    fn expect_deletions(&self, owner: &str, pods: impl Iterator<Item = (String, String)>) {
-        let mut e = Expectation::new();
-        e.deletes = pods.collect();
-        self.by_owner.lock().insert(owner.to_string(), e);
-    }
-
-    fn deletion_failed(&self, owner: &str, uid: &str) {
-        if let Some(e) = self.by_owner.lock().get_mut(owner) {
-            e.deletes.remove(uid);
-        }
-    }
-
-    /// The informer showed pod `uid` of `owner` (`gone`: deleted or being deleted).
-    fn observe(&self, owner: &str, uid: &str, gone: bool) {
-        let mut by_owner = self.by_owner.lock();
-        let Some(e) = by_owner.get_mut(owner) else {
-            return;
-        };
-        if e.adds.remove(uid).is_none() && e.in_flight > 0 {
-            e.seen.insert(uid.to_string());
-        }
-        if gone {
-            e.deletes.remove(uid);
-        }
-    }
-
-    fn forget(&self, owner: &str) {
-        self.by_owner.lock().remove(owner);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1279,54 +1069,5 @@ mod tests {
             0,
             now
         ));
-    }
-
-    #[tokio::test]
-    async fn slow_start_doubles_batches_and_stops_at_the_first_failure() {
-        let calls = Mutex::new(0usize);
-        let (n, r) = slow_start_batch(10, 1, || {
-            *calls.lock() += 1;
-            async { Ok(()) }
-        })
-        .await;
-        assert_eq!((n, *calls.lock()), (10, 10));
-        assert!(r.is_ok());
-        // Batches 1, 2, 4: the 5th call fails, the batch of 4 finishes, then it stops.
-        let calls = Mutex::new(0usize);
-        let (n, r) = slow_start_batch(20, 1, || {
-            let mut c = calls.lock();
-            *c += 1;
-            let fail = *c == 5;
-            async move {
-                if fail {
-                    Err(Error::NoTemplate { owner: "x".into() })
-                } else {
-                    Ok(())
-                }
-            }
-        })
-        .await;
-        assert_eq!(n, 7);
-        assert!(r.is_err());
-    }
-
-    #[test]
-    fn expectations_wait_for_every_creation_and_deletion() {
-        let e = Expectations::default();
-        let none = |_: &str| None;
-        assert!(e.satisfied("rs", none));
-        e.expect_creations("rs", 2);
-        // One pod's watch event comes before its create answer.
-        e.observe("rs", "a", false);
-        e.creation_done("rs", "a".into(), "pa".into());
-        assert!(!e.satisfied("rs", none));
-        e.creation_done("rs", "b".into(), "pb".into());
-        assert!(!e.satisfied("rs", none));
-        e.observe("rs", "b", false);
-        assert!(e.satisfied("rs", none));
-        // Deletions: seen once the cache no longer has the pod (or it is terminating).
-        e.expect_deletions("rs", [("c".to_string(), "pc".to_string())].into_iter());
-        assert!(!e.satisfied("rs", |_| Some(("c".into(), false))));
-        assert!(e.satisfied("rs", |_| Some(("c".into(), true))));
     }
 }

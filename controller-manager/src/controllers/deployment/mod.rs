@@ -38,6 +38,7 @@ use parking_lot::Mutex;
 use serde_json::json;
 use tracing::{debug, warn, Instrument};
 
+use super::controller_utils::{controller_of, controller_ref};
 use super::Context;
 use crate::informers::key;
 use progress::{
@@ -174,15 +175,6 @@ pub fn start(ctx: &Context) -> BoxFuture<'static, ()> {
         .run(reconcile, error_policy, state)
         .for_each(|_| async {})
         .boxed()
-}
-
-/// The Deployment reference that controls `obj`, if any.
-fn controller_of<K: Resource>(obj: &K) -> Option<&OwnerReference> {
-    obj.meta()
-        .owner_references
-        .iter()
-        .flatten()
-        .find(|r| r.controller == Some(true))
 }
 
 fn is_deployment_ref(r: &OwnerReference) -> bool {
@@ -1202,18 +1194,6 @@ fn set_new_replica_set_annotations(
         changed = true;
     }
     changed
-}
-
-/// Upstream's `NewControllerRef` for a Deployment.
-fn controller_ref(d: &Deployment) -> OwnerReference {
-    OwnerReference {
-        api_version: "apps/v1".into(),
-        kind: "Deployment".into(),
-        name: d.name_any(),
-        uid: d.uid().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }
 }
 
 /// Upstream's `ClaimReplicaSets`: the ReplicaSets the Deployment controls, after
