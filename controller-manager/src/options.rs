@@ -84,6 +84,14 @@ pub struct ControllerOptions {
     pub concurrent_namespace_syncs: u16,
     #[arg(long, default_value_t = 20)]
     pub concurrent_gc_syncs: u16,
+    #[arg(long, default_value_t = 5)]
+    pub concurrent_resource_quota_syncs: u16,
+    /// How often every quota's usage is recomputed in full.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub resource_quota_sync_period: Duration,
+    /// How often the persistentvolume binder re-examines every claim and volume.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub pvclaimbinder_sync_period: Duration,
 }
 
 impl Default for ControllerOptions {
