@@ -3,6 +3,7 @@
 //! the whole process), listed in one descriptor table ([`controllers::descriptors`]).
 
 pub mod app;
+pub mod cache;
 pub mod controllers;
 pub mod informers;
 pub mod options;

@@ -5,9 +5,10 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use crate::cache::Pod;
 use futures::future;
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::ObjectMeta;
 use kube::{Resource, ResourceExt};
@@ -75,13 +76,14 @@ pub fn is_pod_available(pod: &Pod, min_ready_seconds: i32, now: Timestamp) -> bo
 }
 
 /// Upstream's `GetPodFromTemplate`: a pod of `owner` (controlled by it) from its template,
-/// named `<prefix>-<random>` by the apiserver unless the caller sets a name.
+/// named `<prefix>-<random>` by the apiserver unless the caller sets a name. A whole
+/// `k8s_openapi` Pod, to create (the informers cache a projection, [`Pod`]).
 pub fn pod_from_template<K: Resource<DynamicType = ()>>(
     owner: &K,
     template: &PodTemplateSpec,
-) -> Pod {
+) -> k8s_openapi::api::core::v1::Pod {
     let meta = template.metadata.clone().unwrap_or_default();
-    Pod {
+    k8s_openapi::api::core::v1::Pod {
         metadata: ObjectMeta {
             generate_name: Some(format!("{}-", owner.name_any())),
             namespace: owner.namespace(),

@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{
-    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Pod, Service,
+    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Service,
 };
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Config, Controller};
@@ -23,6 +23,7 @@ use tracing::{debug, warn};
 
 use super::service_endpoints::{self as se, PodServices, TriggerTimeTracker};
 use super::Context;
+use crate::cache::Pod;
 use crate::informers::key;
 
 pub const NAME: &str = "endpoint";

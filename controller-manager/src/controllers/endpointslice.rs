@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod, Service};
+use k8s_openapi::api::core::v1::{Node, ObjectReference, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Config, Controller};
@@ -21,6 +21,7 @@ use tracing::{debug, warn};
 
 use super::service_endpoints::{self as se, PodServices, SliceTracker, TriggerTimeTracker};
 use super::Context;
+use crate::cache::Pod;
 use crate::informers::key;
 
 pub const NAME: &str = "endpointslice";

@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::{stream, FutureExt, StreamExt};
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Namespace, NamespaceCondition, NamespaceStatus, Pod};
+use k8s_openapi::api::core::v1::{Namespace, NamespaceCondition, NamespaceStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::core::ApiResource;
@@ -23,6 +23,7 @@ use parking_lot::Mutex;
 use tracing::{debug, info, warn};
 
 use super::Context;
+use crate::cache::Pod;
 
 pub const NAME: &str = "namespace";
 /// The finalizer the apiserver puts in every namespace's spec and this controller removes.

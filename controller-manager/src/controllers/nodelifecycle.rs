@@ -13,7 +13,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, NodeCondition, Pod, Taint};
+use k8s_openapi::api::core::v1::{Node, NodeCondition, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -22,6 +22,7 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use super::Context;
+use crate::cache::Pod;
 
 pub const NAME: &str = "nodelifecycle";
 pub const TAINT_UNREACHABLE: &str = "node.kubernetes.io/unreachable";

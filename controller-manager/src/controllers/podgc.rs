@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::reflector::Store;
 use kube::ResourceExt;
@@ -16,6 +16,7 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use super::Context;
+use crate::cache::Pod;
 
 pub const NAME: &str = "podgc";
 /// Upstream's `gcCheckPeriod`.

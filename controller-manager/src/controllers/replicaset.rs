@@ -22,7 +22,7 @@ use futures::future::{self, BoxFuture};
 use futures::{FutureExt, StreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition};
-use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
@@ -39,6 +39,7 @@ use super::controller_utils::{
     pod_from_template, ready_since, slow_start_batch, Expectations, EXPECTATIONS_TIMEOUT,
 };
 use super::Context;
+use crate::cache::Pod;
 use crate::informers::{key, Kind};
 
 pub const NAME: &str = "replicaset";
@@ -312,7 +313,14 @@ impl<K: Replicated> State<K> {
     /// An event about one pod names it as `related`, and is its own Event object, as
     /// upstream's "Created pod: <name>" events are; kube's recorder would otherwise fold
     /// every SuccessfulCreate of an owner into one series keeping the first pod's name.
-    fn event(&self, owner: &K, pod: Option<&Pod>, type_: EventType, reason: &str, note: String) {
+    fn event<P: Resource<DynamicType = ()>>(
+        &self,
+        owner: &K,
+        pod: Option<&P>,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
         let recorder = match pod {
             Some(_) => self.ctx.recorder(K::COMPONENT),
             None => self.recorder.clone(),
@@ -604,7 +612,10 @@ async fn create_pod<K: Replicated>(owner: Arc<K>, state: Arc<State<K>>) -> Resul
     result.map(|_| ())
 }
 
-async fn try_create_pod<K: Replicated>(owner: &K, state: &State<K>) -> Result<Option<Pod>> {
+async fn try_create_pod<K: Replicated>(
+    owner: &K,
+    state: &State<K>,
+) -> Result<Option<k8s_openapi::api::core::v1::Pod>> {
     let Some(template) = owner.template() else {
         return Err(Error::NoTemplate { owner: key(owner) });
     };
@@ -612,7 +623,7 @@ async fn try_create_pod<K: Replicated>(owner: &K, state: &State<K>) -> Result<Op
     if pod.labels().is_empty() {
         return Err(Error::NoLabels { owner: key(owner) });
     }
-    let api: Api<Pod> = Api::namespaced(
+    let api: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(
         state.ctx.client.clone(),
         &owner.namespace().unwrap_or_default(),
     );
@@ -632,7 +643,7 @@ async fn try_create_pod<K: Replicated>(owner: &K, state: &State<K>) -> Result<Op
         Err(source) => {
             state.event(
                 owner,
-                None,
+                None::<&Pod>,
                 EventType::Warning,
                 "FailedCreate",
                 format!("Error creating: {source}"),
@@ -683,7 +694,7 @@ async fn delete_pod<K: Replicated>(
                 source => {
                     state.event(
                         owner.as_ref(),
-                        None,
+                        None::<&Pod>,
                         EventType::Warning,
                         "FailedDelete",
                         format!("Error deleting: {source}"),

@@ -9,7 +9,7 @@ use api_types::taints::tolerates;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Node, Pod, Taint};
+use k8s_openapi::api::core::v1::{Node, Taint};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
@@ -19,6 +19,7 @@ use serde_json::json;
 use tracing::info;
 
 use super::Context;
+use crate::cache::Pod;
 
 pub const NAME: &str = "taint-eviction-controller";
 

@@ -27,7 +27,7 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus, ReplicaSet, ReplicaSetSpec};
-use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{self, Action, Controller};
@@ -40,6 +40,7 @@ use tracing::{debug, warn, Instrument};
 
 use super::controller_utils::{controller_of, controller_ref};
 use super::Context;
+use crate::cache::Pod;
 use crate::informers::key;
 use progress::{
     condition, new_condition, progress_deadline, set_condition, FAILED_RS_CREATE, FOUND_NEW_RS,
