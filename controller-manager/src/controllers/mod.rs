@@ -8,6 +8,7 @@ pub mod endpoint;
 pub mod endpointslice;
 pub mod endpointslicemirroring;
 pub mod garbagecollector;
+pub mod history;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
