@@ -12,6 +12,7 @@ pub mod history;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
+pub mod persistentvolume;
 pub mod podgc;
 pub mod replicaset;
 pub mod replicationcontroller;
@@ -94,6 +95,7 @@ pub fn descriptors() -> Vec<Descriptor> {
         descriptor("namespace", true, namespace::start),
         descriptor("garbagecollector", true, garbagecollector::start),
         descriptor("deployment", true, deployment::start),
+        descriptor("persistentvolume-binder", true, persistentvolume::start),
         // One descriptor per controller, above this comment.
     ]
 }

@@ -9,6 +9,7 @@ mod leader_election;
 mod namespace;
 mod nodeipam;
 mod nodelifecycle;
+mod persistentvolume;
 mod podgc;
 mod replicaset;
 mod serviceaccount;
