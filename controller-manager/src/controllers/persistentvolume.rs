@@ -607,25 +607,24 @@ async fn sync_volume(pv: Arc<PersistentVolume>, state: Arc<State>) -> Result<Act
         // The claim's side of the bind is still to come (its sync does it).
         None => {}
         Some(n) if n == pv.name_any() => set_volume_phase(&pv, "Bound", None, &state).await?,
-        Some(_) => {
-            // The claim went to another volume: give this one back if we bound it.
-            if pv.annotations().contains_key(BOUND_BY_CONTROLLER) {
-                let mut updated = (*pv).clone();
-                updated.annotations_mut().remove(BOUND_BY_CONTROLLER);
-                if let Some(s) = updated.spec.as_mut() {
-                    s.claim_ref = None;
-                }
-                let updated = state
-                    .volume_api()
-                    .replace(&pv.name_any(), &PostParams::default(), &updated)
-                    .await
-                    .map_err(write_error(format!(
-                        "unbinding PersistentVolume {}",
-                        pv.name_any()
-                    )))?;
-                set_volume_phase(&updated, "Available", None, &state).await?;
+        // The claim went to another volume: give this one back if we bound it.
+        Some(_) if pv.annotations().contains_key(BOUND_BY_CONTROLLER) => {
+            let mut updated = (*pv).clone();
+            updated.annotations_mut().remove(BOUND_BY_CONTROLLER);
+            if let Some(s) = updated.spec.as_mut() {
+                s.claim_ref = None;
             }
+            let updated = state
+                .volume_api()
+                .replace(&pv.name_any(), &PostParams::default(), &updated)
+                .await
+                .map_err(write_error(format!(
+                    "unbinding PersistentVolume {}",
+                    pv.name_any()
+                )))?;
+            set_volume_phase(&updated, "Available", None, &state).await?;
         }
+        Some(_) => {}
     }
     Ok(state.resync())
 }
