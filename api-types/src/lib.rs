@@ -7,6 +7,7 @@ pub mod defaults;
 pub mod duration;
 pub mod openapi;
 pub mod quantity;
+pub mod quota;
 pub mod resources;
 pub mod selector;
 pub mod strategic_merge;

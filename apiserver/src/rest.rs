@@ -44,7 +44,7 @@ pub fn from_storage(info: &ResourceInfo, v: Value) -> Value {
 /// Objects are stored without their resourceVersion: etcd's mod revision is the truth.
 /// The object is borrowed mutably only to take its resourceVersion out while serialising
 /// (no copy on the write path); it is put back.
-fn encode_stored(info: &ResourceInfo, obj: &mut Value) -> ApiResult<Bytes> {
+pub(crate) fn encode_stored(info: &ResourceInfo, obj: &mut Value) -> ApiResult<Bytes> {
     if events::is_events_v1(info) {
         let mut core = events::to_core(obj);
         return encode_stored(
@@ -597,7 +597,7 @@ pub async fn create(
         &name,
         api_types::validation::validate_create(info, &obj),
     )?;
-    admission::validate_create(api, &attributes, &obj).await?;
+    admission::validate_create(api, &attributes, &obj, q.dry_run).await?;
     let pending = if info.group.is_empty() && info.plural == "services" {
         allocators_ready(api)?;
         Some(services::allocate(

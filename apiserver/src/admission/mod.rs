@@ -6,6 +6,7 @@
 
 pub mod namespace_lifecycle;
 pub mod priority;
+pub mod resource_quota;
 
 use crate::status::{ApiError, ApiResult};
 use crate::Apiserver;
@@ -50,10 +51,19 @@ pub fn admit_update(a: &Attributes<'_>, new: &mut Value, old: &Value) {
     }
 }
 
-/// The validating phase of a create, after the object's own validation.
-pub async fn validate_create(api: &Apiserver, a: &Attributes<'_>, obj: &Value) -> ApiResult<()> {
+/// The validating phase of a create, after the object's own validation: PriorityClass
+/// rules, then ResourceQuota (which charges the quota unless `dry_run`).
+pub async fn validate_create(
+    api: &Apiserver,
+    a: &Attributes<'_>,
+    obj: &Value,
+    dry_run: bool,
+) -> ApiResult<()> {
     if a.is("scheduling.k8s.io", "priorityclasses") {
         priority::validate_priority_class(api, a, obj, false).await?;
+    }
+    if let Some(ns) = a.namespace {
+        resource_quota::validate_create(api, a, ns, obj, dry_run).await?;
     }
     Ok(())
 }
@@ -72,7 +82,7 @@ pub async fn validate_update(api: &Apiserver, a: &Attributes<'_>, new: &Value) -
 pub fn reads_cache_of(info: &ResourceInfo) -> bool {
     matches!(
         (info.group, info.plural),
-        ("", "namespaces") | ("scheduling.k8s.io", "priorityclasses")
+        ("", "namespaces" | "resourcequotas") | ("scheduling.k8s.io", "priorityclasses")
     )
 }
 

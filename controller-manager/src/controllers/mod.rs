@@ -16,6 +16,7 @@ pub mod persistentvolume;
 pub mod podgc;
 pub mod replicaset;
 pub mod replicationcontroller;
+pub mod resourcequota;
 pub mod service_endpoints;
 pub mod serviceaccount;
 pub mod taint_eviction;
@@ -96,6 +97,7 @@ pub fn descriptors() -> Vec<Descriptor> {
         descriptor("garbagecollector", true, garbagecollector::start),
         descriptor("deployment", true, deployment::start),
         descriptor("persistentvolume-binder", true, persistentvolume::start),
+        descriptor("resourcequota", true, resourcequota::start),
         // One descriptor per controller, above this comment.
     ]
 }

@@ -12,4 +12,5 @@ mod nodelifecycle;
 mod persistentvolume;
 mod podgc;
 mod replicaset;
+mod resourcequota;
 mod serviceaccount;
