@@ -9,6 +9,7 @@ pub mod endpointslice;
 pub mod endpointslicemirroring;
 pub mod garbagecollector;
 pub mod history;
+pub mod job;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
@@ -94,6 +95,7 @@ pub fn descriptors() -> Vec<Descriptor> {
         descriptor("namespace", true, namespace::start),
         descriptor("garbagecollector", true, garbagecollector::start),
         descriptor("deployment", true, deployment::start),
+        descriptor("job", true, job::start),
         // One descriptor per controller, above this comment.
     ]
 }
