@@ -5,6 +5,7 @@ mod deployment;
 mod disruption;
 mod endpoints;
 mod garbagecollector;
+mod job;
 mod leader_election;
 mod namespace;
 mod nodeipam;
