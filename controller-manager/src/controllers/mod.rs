@@ -2,6 +2,7 @@
 //! `--controllers` (upstream's `NewControllerDescriptors`).
 
 pub mod controller_utils;
+pub mod cronjob;
 pub mod deployment;
 pub mod disruption;
 pub mod endpoint;
@@ -96,6 +97,7 @@ pub fn descriptors() -> Vec<Descriptor> {
         descriptor("garbagecollector", true, garbagecollector::start),
         descriptor("deployment", true, deployment::start),
         descriptor("job", true, job::start),
+        descriptor("cronjob", true, cronjob::start),
         // One descriptor per controller, above this comment.
     ]
 }
