@@ -101,9 +101,8 @@ pub fn start(ctx: &Context) -> BoxFuture<'static, ()> {
             controller::Config::default().concurrency(ctx.options.concurrent_cron_job_syncs),
         )
         .watches_shared_stream(job_events, |job: Arc<Job>| {
-            controller_of_kind::<CronJob, _>(job.as_ref()).map(|c| {
-                ObjectRef::new(&c.name).within(&job.namespace().unwrap_or_default())
-            })
+            controller_of_kind::<CronJob, _>(job.as_ref())
+                .map(|c| ObjectRef::new(&c.name).within(&job.namespace().unwrap_or_default()))
         })
         .run(reconcile, error_policy, state)
         .for_each(|_| async {})
@@ -594,10 +593,7 @@ async fn sync(cj: Arc<CronJob>, state: Arc<State>) -> Result<Action> {
     };
     let now = Timestamp::now();
     let finished: Vec<Arc<Job>> = jobs.iter().filter(|j| is_finished(j)).cloned().collect();
-    let outcome = schedule_run(
-        &cj_now, &schedule, &tz, now, &mut status, &state,
-    )
-    .await;
+    let outcome = schedule_run(&cj_now, &schedule, &tz, now, &mut status, &state).await;
     // Whatever happened, the status so far is written.
     let written = write_status(&state, &cj_now, &old_status, &status).await;
     let requeue = outcome?;
@@ -640,11 +636,7 @@ async fn schedule_run(
     if spec.suspend == Some(true) {
         return Ok(None);
     }
-    let created = cj
-        .metadata
-        .creation_timestamp
-        .as_ref()
-        .map_or(now, |t| t.0);
+    let created = cj.metadata.creation_timestamp.as_ref().map_or(now, |t| t.0);
     let mut earliest = status.last_schedule_time.as_ref().map_or(created, |t| t.0);
     if let Some(sds) = spec.starting_deadline_seconds {
         let deadline = Timestamp::from_second(now.as_second() - sds).unwrap_or(now);
@@ -742,15 +734,15 @@ async fn schedule_run(
         Err(kube::Error::Api(s)) if namespace_terminating(&s) => return Ok(None),
         Err(kube::Error::Api(s)) if s.code == 409 => {
             // Created before (the name is the lock): ours if we control it.
-            let existing = api
-                .get_opt(&name)
-                .await
-                .map_err(|source| Error::GetJob {
-                    job: format!("{}/{name}", cj.namespace().unwrap_or_default()),
-                    source,
-                })?;
+            let existing = api.get_opt(&name).await.map_err(|source| Error::GetJob {
+                job: format!("{}/{name}", cj.namespace().unwrap_or_default()),
+                source,
+            })?;
             match existing {
-                Some(j) if controller_of_kind::<CronJob, _>(&j).map(|c| &c.uid) == cj.uid().as_ref() => {
+                Some(j)
+                    if controller_of_kind::<CronJob, _>(&j).map(|c| &c.uid)
+                        == cj.uid().as_ref() =>
+                {
                     if status
                         .active
                         .iter()
@@ -977,10 +969,7 @@ mod tests {
         assert_eq!(concurrency(Some("Forbid"), 0), Concurrency::Run);
         assert_eq!(concurrency(Some("Forbid"), 1), Concurrency::Skip);
         assert_eq!(concurrency(Some("Replace"), 0), Concurrency::Run);
-        assert_eq!(
-            concurrency(Some("Replace"), 2),
-            Concurrency::ReplaceRunning
-        );
+        assert_eq!(concurrency(Some("Replace"), 2), Concurrency::ReplaceRunning);
     }
 
     #[test]

@@ -144,9 +144,7 @@ pub fn start(ctx: &Context) -> BoxFuture<'static, ()> {
     let orphan_state = state.clone();
     let controller = Controller::for_shared_stream(job_events, jobs)
         .with_config(controller::Config::default().concurrency(ctx.options.concurrent_job_syncs))
-        .watches_shared_stream(pod_events, move |pod: Arc<Pod>| {
-            mapper_state.job_of(&pod)
-        })
+        .watches_shared_stream(pod_events, move |pod: Arc<Pod>| mapper_state.job_of(&pod))
         .run(reconcile, error_policy, state)
         .for_each(|_| async {});
     future::join(controller, release_orphans(orphan_state, orphans_rx))
@@ -370,7 +368,8 @@ async fn reconcile(job: Arc<Job>, state: Arc<State>) -> Result<Action> {
 
 fn error_policy(_job: Arc<Job>, error: &Error, _state: Arc<State>) -> Action {
     warn!(%error, "sync failed; retrying");
-    let conflict = matches!(error, Error::Status { source: kube::Error::Api(s), .. } if s.is_conflict());
+    let conflict =
+        matches!(error, Error::Status { source: kube::Error::Api(s), .. } if s.is_conflict());
     // A conflict means the cache is behind our own write: its event comes soon.
     Action::requeue(Duration::from_secs(if conflict { 1 } else { 5 }))
 }
@@ -626,7 +625,9 @@ fn deadline_left(spec: &JobSpec, status: &JobStatus, now: Timestamp) -> Option<D
     let ads = spec.active_deadline_seconds?;
     let start = status.start_time.as_ref()?.0;
     let elapsed = now.duration_since(start).as_secs();
-    Some(Duration::from_secs(ads.saturating_sub(elapsed).max(0) as u64))
+    Some(Duration::from_secs(
+        ads.saturating_sub(elapsed).max(0) as u64
+    ))
 }
 
 /// The order excess pods are deleted in (upstream's `activePodsForRemoval`): unassigned,
@@ -654,12 +655,7 @@ struct Plan {
 
 /// Upstream's `manageJob` decisions: how many pods to create (with which indexes) and
 /// which active pods to delete.
-fn plan(
-    spec: &JobSpec,
-    active: &[Arc<Pod>],
-    succeeded: i32,
-    completed: &BTreeSet<i32>,
-) -> Plan {
+fn plan(spec: &JobSpec, active: &[Arc<Pod>], succeeded: i32, completed: &BTreeSet<i32>) -> Plan {
     let parallelism = spec.parallelism.unwrap_or(1).max(0) as usize;
     let mut out = Plan::default();
     if spec.completion_mode.as_deref() == Some("Indexed") {
@@ -855,9 +851,7 @@ async fn sync(job: Arc<Job>, state: Arc<State>) -> Result<Action> {
             new_success = true;
         } else if is_pod_failed(p) {
             let action = match &spec.pod_failure_policy {
-                Some(policy) if phase(p) == Some("Failed") => {
-                    match_pod_failure_policy(policy, p)
-                }
+                Some(policy) if phase(p) == Some("Failed") => match_pod_failure_policy(policy, p),
                 _ => FailureAction::Count,
             };
             match action {
@@ -904,8 +898,7 @@ async fn sync(job: Arc<Job>, state: Arc<State>) -> Result<Action> {
     // 2. Has the Job reached its end?
     let mut events: Vec<(EventType, &str, String)> = Vec::new();
     let suspended = spec.suspend == Some(true);
-    if !condition_true(&status, FAILURE_TARGET) && !condition_true(&status, SUCCESS_CRITERIA_MET)
-    {
+    if !condition_true(&status, FAILURE_TARGET) && !condition_true(&status, SUCCESS_CRITERIA_MET) {
         let backoff_limit = spec.backoff_limit.unwrap_or(6);
         let failure = if let Some(message) = fail_job {
             Some(("PodFailurePolicy", message))
@@ -999,12 +992,7 @@ async fn sync(job: Arc<Job>, state: Arc<State>) -> Result<Action> {
     if indexed {
         status.completed_indexes = Some(format_indexes(&completed));
     }
-    status.ready = Some(
-        active
-            .iter()
-            .filter(|p| ready_since(p).is_some())
-            .count() as i32,
-    );
+    status.ready = Some(active.iter().filter(|p| ready_since(p).is_some()).count() as i32);
     status.terminating = Some(terminating as i32);
     status.active = some_if_positive(active.len());
     let mut current = write_status(&state, job.as_ref().clone(), &old_status, &status).await?;
@@ -1027,9 +1015,7 @@ async fn sync(job: Arc<Job>, state: Arc<State>) -> Result<Action> {
     let deletable: Vec<Arc<Pod>> = plan
         .delete
         .iter()
-        .filter(|p| {
-            !has_tracking_finalizer(p) || released.contains(&p.uid().unwrap_or_default())
-        })
+        .filter(|p| !has_tracking_finalizer(p) || released.contains(&p.uid().unwrap_or_default()))
         .cloned()
         .collect();
     let deleted = delete_pods(&job, &deletable, &state).await;
@@ -1112,7 +1098,11 @@ async fn sync(job: Arc<Job>, state: Arc<State>) -> Result<Action> {
                 now,
             );
             status.completion_time = Some(Time(now));
-            finished_event = Some((EventType::Normal, "Completed".into(), "Job completed".into()));
+            finished_event = Some((
+                EventType::Normal,
+                "Completed".into(),
+                "Job completed".into(),
+            ));
         }
     }
     current = write_status(&state, current, &before, &status).await?;
@@ -1142,7 +1132,12 @@ fn is_pod_active_phase(pod: &Pod) -> bool {
 
 /// Writes `status` through the status subresource when it differs from `old`; the Job
 /// as written.
-async fn write_status(state: &State, mut job: Job, old: &JobStatus, status: &JobStatus) -> Result<Job> {
+async fn write_status(
+    state: &State,
+    mut job: Job,
+    old: &JobStatus,
+    status: &JobStatus,
+) -> Result<Job> {
     if old == status {
         return Ok(job);
     }
@@ -1471,11 +1466,16 @@ mod tests {
         let mut s = spec(json!({"backoffLimit": 2}));
         s.template.spec.as_mut().unwrap().restart_policy = Some("OnFailure".into());
         let restarted = |n: i32| {
-            pod(json!({"metadata": {"name": "p"}, "status": {"phase": "Running",
-                "containerStatuses": [{"name": "c", "ready": false, "restartCount": n}]}}))
+            pod(
+                json!({"metadata": {"name": "p"}, "status": {"phase": "Running",
+                "containerStatuses": [{"name": "c", "ready": false, "restartCount": n}]}}),
+            )
         };
         assert!(!past_backoff_limit_on_failure(&s, &[restarted(1)]));
-        assert!(past_backoff_limit_on_failure(&s, &[restarted(1), restarted(1)]));
+        assert!(past_backoff_limit_on_failure(
+            &s,
+            &[restarted(1), restarted(1)]
+        ));
         s.backoff_limit = Some(0);
         assert!(past_backoff_limit_on_failure(&s, &[restarted(1)]));
         s.template.spec.as_mut().unwrap().restart_policy = Some("Never".into());

@@ -230,7 +230,13 @@ async fn history_limits_delete_the_oldest_finished_jobs() {
     })
     .await;
     for name in ["ok-old", "ok-mid", "bad-old"] {
-        wait_event(&c, "tidy", "SuccessfulDelete", &format!("Deleted job {name}")).await;
+        wait_event(
+            &c,
+            "tidy",
+            "SuccessfulDelete",
+            &format!("Deleted job {name}"),
+        )
+        .await;
     }
 }
 
@@ -318,6 +324,12 @@ async fn unknown_time_zone_is_reported() {
         cron_job("far", "* * * * *", json!({"timeZone": "Mars/Olympus"})),
     )
     .await;
-    wait_event(&c, "far", "UnknownTimeZone", "invalid timeZone: \"Mars/Olympus\"").await;
+    wait_event(
+        &c,
+        "far",
+        "UnknownTimeZone",
+        "invalid timeZone: \"Mars/Olympus\"",
+    )
+    .await;
     assert!(jobs_of(&c, &cj.uid().unwrap()).await.is_empty());
 }

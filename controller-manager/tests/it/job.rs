@@ -234,7 +234,11 @@ async fn backoff_limit_fails_the_job_and_stops_creating_pods() {
         );
     }
     assert!(s.completion_time.is_none());
-    assert_eq!(job_pods(&c, &uid).await.len(), 2, "no pod after the failure");
+    assert_eq!(
+        job_pods(&c, &uid).await.len(),
+        2,
+        "no pod after the failure"
+    );
     wait_until(TIMEOUT, "BackoffLimitExceeded event", || async {
         events_of(&c, "flaky")
             .await
@@ -290,7 +294,11 @@ async fn indexed_job_runs_each_index_once() {
     for p in &pods {
         let i = p.annotations()[INDEX].clone();
         assert_eq!(p.labels()[INDEX], i);
-        assert!(p.name_any().starts_with(&format!("idx-{i}-")), "{}", p.name_any());
+        assert!(
+            p.name_any().starts_with(&format!("idx-{i}-")),
+            "{}",
+            p.name_any()
+        );
         let spec = p.spec.as_ref().unwrap();
         assert_eq!(spec.hostname.as_deref(), Some(format!("idx-{i}").as_str()));
         let env = spec.containers[0].env.as_ref().unwrap();
@@ -354,7 +362,10 @@ async fn suspended_job_runs_no_pods_until_resumed() {
     let c = Cluster::start(&["job"]).await;
     let j = create_job(
         &c,
-        job("later", json!({"parallelism": 2, "completions": 2, "suspend": true})),
+        job(
+            "later",
+            json!({"parallelism": 2, "completions": 2, "suspend": true}),
+        ),
     )
     .await;
     let uid = j.uid().unwrap();
@@ -398,7 +409,11 @@ async fn suspended_job_runs_no_pods_until_resumed() {
 #[tokio::test]
 async fn never_more_than_parallelism_active_under_a_burst() {
     let c = Cluster::start(&["job"]).await;
-    let j = create_job(&c, job("burst", json!({"completions": 12, "parallelism": 3}))).await;
+    let j = create_job(
+        &c,
+        job("burst", json!({"completions": 12, "parallelism": 3})),
+    )
+    .await;
     let uid = j.uid().unwrap();
     // Every state of the pod set as a watch sees it: the most active pods at once.
     let max = Arc::new(AtomicUsize::new(0));
@@ -445,7 +460,11 @@ async fn never_more_than_parallelism_active_under_a_burst() {
     })
     .await;
     watch.abort();
-    assert!(max.load(Ordering::SeqCst) <= 3, "{} active", max.load(Ordering::SeqCst));
+    assert!(
+        max.load(Ordering::SeqCst) <= 3,
+        "{} active",
+        max.load(Ordering::SeqCst)
+    );
     let s = api.get("burst").await.unwrap().status.unwrap();
     assert_eq!(s.succeeded, Some(12));
     assert_eq!(job_pods(&c, &uid).await.len(), 12, "one pod per completion");
