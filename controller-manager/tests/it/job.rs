@@ -469,3 +469,39 @@ async fn never_more_than_parallelism_active_under_a_burst() {
     assert_eq!(s.succeeded, Some(12));
     assert_eq!(job_pods(&c, &uid).await.len(), 12, "one pod per completion");
 }
+
+#[tokio::test]
+async fn finished_job_and_its_pods_go_after_ttl() {
+    let c = Cluster::start(&["job", "ttl-after-finished", "garbagecollector"]).await;
+    let j = create_job(&c, job("brief", json!({"ttlSecondsAfterFinished": 1}))).await;
+    let uid = j.uid().unwrap();
+    let pod = wait_active(&c, &uid, 1).await.remove(0);
+    finish(&c, &pod.name_any(), 0).await;
+    let api: Api<Job> = Api::namespaced(c.client.clone(), NS);
+    wait_until(TIMEOUT, "the Job and its pod gone", || async {
+        let gone = api.get_opt("brief").await.ok()?.is_none();
+        (gone && job_pods(&c, &uid).await.is_empty()).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn pods_of_a_deleted_job_are_released_and_collected() {
+    let c = Cluster::start(&["job", "garbagecollector"]).await;
+    let j = create_job(&c, job("gone", json!({"parallelism": 2, "completions": 4}))).await;
+    let uid = j.uid().unwrap();
+    let pods = wait_active(&c, &uid, 2).await;
+    assert!(pods
+        .iter()
+        .all(|p| p.finalizers().iter().any(|f| f == TRACKING)));
+    // Background deletion: the Job goes first, then the collector deletes its pods,
+    // which the job controller lets go of (their tracking finalizer removed).
+    Api::<Job>::namespaced(c.client.clone(), NS)
+        .delete("gone", &kube::api::DeleteParams::background())
+        .await
+        .unwrap();
+    wait_until(TIMEOUT, "the pods of the deleted Job gone", || async {
+        job_pods(&c, &uid).await.is_empty().then_some(())
+    })
+    .await;
+}
