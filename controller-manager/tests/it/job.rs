@@ -505,3 +505,59 @@ async fn pods_of_a_deleted_job_are_released_and_collected() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn finished_pods_count_once_and_deleted_running_pods_count_as_failed() {
+    let c = Cluster::start(&["job"]).await;
+    let j = create_job(
+        &c,
+        job("count", json!({"completions": 2, "parallelism": 1})),
+    )
+    .await;
+    let uid = j.uid().unwrap();
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), NS);
+    let a = wait_active(&c, &uid, 1).await.remove(0);
+    finish(&c, &a.name_any(), 0).await;
+    wait_status(&c, "count", "succeeded 1", TIMEOUT, |s| {
+        s.succeeded == Some(1)
+    })
+    .await;
+    // Counted: its finalizer is gone, so deleting it changes nothing.
+    let a = pods.get(&a.name_any()).await.unwrap();
+    assert!(!a.finalizers().iter().any(|f| f == TRACKING));
+    pods.delete(&a.name_any(), &Default::default())
+        .await
+        .unwrap();
+    let b = wait_until(TIMEOUT, "the second pod", || async {
+        job_pods(&c, &uid)
+            .await
+            .into_iter()
+            .find(|p| p.name_any() != a.name_any() && is_active(p))
+    })
+    .await;
+    // Deleted while running: the tracking finalizer holds it until it is counted failed.
+    pods.delete(&b.name_any(), &Default::default())
+        .await
+        .unwrap();
+    let s = wait_status(&c, "count", "failed 1", TIMEOUT, |s| s.failed == Some(1))
+        .await
+        .status
+        .unwrap();
+    assert_eq!(s.succeeded, Some(1));
+    wait_until(TIMEOUT, "the deleted pod released", || async {
+        pods.get_opt(&b.name_any())
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    // The replacement comes after the failure backoff.
+    let third = wait_active(&c, &uid, 1).await.remove(0);
+    finish(&c, &third.name_any(), 0).await;
+    let s = wait_status(&c, "count", "Complete", TIMEOUT, |s| has(s, "Complete"))
+        .await
+        .status
+        .unwrap();
+    assert_eq!((s.succeeded, s.failed), (Some(2), Some(1)));
+}
