@@ -24,11 +24,13 @@
 //!   (upstream's DefaultJobPodFailureBackOff), by requeueing, not sleeping.
 //! - `spec.suspend` deletes the active pods and sets `Suspended`; resuming resets
 //!   `startTime`.
+//! - podReplacementPolicy Failed (the default with a podFailurePolicy): a terminating pod
+//!   keeps its place, and counts as failed only once its phase is Failed.
 //!
 //! Not done (yet): adopting orphan pods that match a Job's selector (the generated
 //! selector names the Job's uid, so only `manualSelector` Jobs could have any),
-//! `backoffLimitPerIndex`/`failedIndexes`, `successPolicy`, `podReplacementPolicy: Failed`
-//! (terminating pods are replaced at once).
+//! `backoffLimitPerIndex`/`failedIndexes`, `successPolicy`. The failure backoff is kept in
+//! memory (as upstream's), so a restarted controller-manager does not wait out old failures.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -382,11 +384,31 @@ fn phase(pod: &Pod) -> Option<&str> {
     pod.status.as_ref().and_then(|s| s.phase.as_deref())
 }
 
-/// Upstream's `isPodFailed` (podReplacementPolicy TerminatingOrFailed): failed, or being
-/// deleted before it succeeded.
-fn is_pod_failed(pod: &Pod) -> bool {
+/// Upstream's `onlyReplaceFailedPods`: podReplacementPolicy Failed (the default with a
+/// podFailurePolicy) waits for a terminating pod to fail before replacing it.
+fn only_replace_failed(spec: &JobSpec) -> bool {
+    spec.pod_replacement_policy.as_deref() == Some("Failed") || spec.pod_failure_policy.is_some()
+}
+
+/// Upstream's `isPodFailed`: failed or, unless only failed pods are replaced, being
+/// deleted before it succeeded (an orphan may never reach the Failed phase).
+fn is_pod_failed(pod: &Pod, spec: &JobSpec) -> bool {
     phase(pod) == Some("Failed")
-        || (pod.metadata.deletion_timestamp.is_some() && phase(pod) != Some("Succeeded"))
+        || (!only_replace_failed(spec)
+            && pod.metadata.deletion_timestamp.is_some()
+            && phase(pod) != Some("Succeeded"))
+}
+
+/// When a finished pod's containers stopped (the latest), if the kubelet said.
+fn finished_at(pod: &Pod) -> Option<Timestamp> {
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .iter()
+        .flatten()
+        .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.finished_at.as_ref())
+        .map(|t| t.0)
+        .max()
 }
 
 fn condition_true(status: &JobStatus, type_: &str) -> bool {
@@ -654,9 +676,21 @@ struct Plan {
 }
 
 /// Upstream's `manageJob` decisions: how many pods to create (with which indexes) and
-/// which active pods to delete.
-fn plan(spec: &JobSpec, active: &[Arc<Pod>], succeeded: i32, completed: &BTreeSet<i32>) -> Plan {
+/// which active pods to delete. `terminating` pods (deleted, not finished) take a place
+/// until they fail when only failed pods are replaced.
+fn plan(
+    spec: &JobSpec,
+    active: &[Arc<Pod>],
+    terminating: &[Arc<Pod>],
+    succeeded: i32,
+    completed: &BTreeSet<i32>,
+) -> Plan {
     let parallelism = spec.parallelism.unwrap_or(1).max(0) as usize;
+    let terminating: &[Arc<Pod>] = if only_replace_failed(spec) {
+        terminating
+    } else {
+        &[]
+    };
     let mut out = Plan::default();
     if spec.completion_mode.as_deref() == Some("Indexed") {
         let completions = spec.completions.unwrap_or(0);
@@ -678,9 +712,13 @@ fn plan(spec: &JobSpec, active: &[Arc<Pod>], succeeded: i32, completed: &BTreeSe
             let i = kept.pop().expect("non-empty");
             out.delete.extend(by_index.remove(&i));
         }
-        let room = parallelism - kept.len();
+        let held: HashSet<i32> = terminating
+            .iter()
+            .filter_map(|p| pod_index(p, completions))
+            .collect();
+        let room = parallelism.saturating_sub(kept.len() + terminating.len());
         out.create = (0..completions)
-            .filter(|i| !completed.contains(i) && !by_index.contains_key(i))
+            .filter(|i| !completed.contains(i) && !by_index.contains_key(i) && !held.contains(i))
             .take(room)
             .map(Some)
             .collect();
@@ -697,7 +735,7 @@ fn plan(spec: &JobSpec, active: &[Arc<Pod>], succeeded: i32, completed: &BTreeSe
             sorted.truncate(active.len() - want);
             out.delete = sorted;
         } else {
-            out.create = vec![None; want - active.len()];
+            out.create = vec![None; want.saturating_sub(active.len() + terminating.len())];
         }
     }
     out.create.truncate(MAX_POD_CREATE_DELETE_PER_SYNC);
@@ -829,6 +867,7 @@ async fn sync(job: Arc<Job>, state: Arc<State>) -> Result<Action> {
     let mut ignored: Vec<Arc<Pod>> = Vec::new();
     let mut fail_job: Option<String> = None;
     let (mut new_failures, mut new_success) = (0u32, false);
+    let mut last_failure: Option<Timestamp> = None;
     for p in pods.iter().filter(|p| tracked(p)) {
         let uid = p.uid().unwrap_or_default();
         if uncounted_succeeded.contains(&uid) || uncounted_failed.contains(&uid) {
@@ -849,23 +888,25 @@ async fn sync(job: Arc<Job>, state: Arc<State>) -> Result<Action> {
             }
             uncounted_succeeded.insert(uid);
             new_success = true;
-        } else if is_pod_failed(p) {
+        } else if is_pod_failed(p, spec) {
             let action = match &spec.pod_failure_policy {
                 Some(policy) if phase(p) == Some("Failed") => match_pod_failure_policy(policy, p),
                 _ => FailureAction::Count,
             };
             match action {
-                FailureAction::Ignore => ignored.push(p.clone()),
+                FailureAction::Ignore => {
+                    ignored.push(p.clone());
+                    continue;
+                }
                 FailureAction::FailJob(message) => {
                     fail_job.get_or_insert(message);
-                    uncounted_failed.insert(uid);
-                    new_failures += 1;
                 }
-                FailureAction::Count => {
-                    uncounted_failed.insert(uid);
-                    new_failures += 1;
-                }
+                FailureAction::Count => {}
             }
+            uncounted_failed.insert(uid);
+            new_failures += 1;
+            let at = finished_at(p).unwrap_or(now).min(now);
+            last_failure = Some(last_failure.map_or(at, |l| l.max(at)));
         }
     }
     let backoff = {
@@ -874,12 +915,13 @@ async fn sync(job: Arc<Job>, state: Arc<State>) -> Result<Action> {
             all.remove(&job_uid);
         }
         if new_failures > 0 {
+            let at = last_failure.unwrap_or(now);
             let b = all.entry(job_uid.clone()).or_insert(Backoff {
                 failures: 0,
-                last: now,
+                last: at,
             });
             b.failures += new_failures;
-            b.last = now;
+            b.last = b.last.max(at);
         }
         all.get(&job_uid).copied()
     };
@@ -890,10 +932,12 @@ async fn sync(job: Arc<Job>, state: Arc<State>) -> Result<Action> {
         .filter(|p| is_pod_active(p) && !removed.contains(p.uid().unwrap_or_default().as_str()))
         .cloned()
         .collect();
-    let terminating = pods
+    let terminating_pods: Vec<Arc<Pod>> = pods
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_some() && is_pod_active_phase(p))
-        .count();
+        .cloned()
+        .collect();
+    let terminating = terminating_pods.len();
 
     // 2. Has the Job reached its end?
     let mut events: Vec<(EventType, &str, String)> = Vec::new();
@@ -968,7 +1012,7 @@ async fn sync(job: Arc<Job>, state: Arc<State>) -> Result<Action> {
         }
         requeue = deadline_left(spec, &status, now).map(|d| d.max(Duration::from_secs(1)));
         if needs_sync {
-            plan = self::plan(spec, &active, succeeded, &completed);
+            plan = self::plan(spec, &active, &terminating_pods, succeeded, &completed);
             if !plan.create.is_empty() {
                 if let Some(b) = backoff {
                     let ready_at = b.last.as_second() + backoff_delay(b.failures).as_secs() as i64;
@@ -1406,20 +1450,46 @@ mod tests {
     fn non_indexed_jobs_keep_at_most_parallelism_and_no_more_than_remaining() {
         let s = spec(json!({"completions": 5, "parallelism": 2}));
         let none = BTreeSet::new();
-        assert_eq!(plan(&s, &[], 0, &none).create.len(), 2);
+        assert_eq!(plan(&s, &[], &[], 0, &none).create.len(), 2);
         // 4 succeeded: one to go.
         let one = [active_pod("a", None, 1)];
-        assert_eq!(plan(&s, &one, 4, &none), Plan::default());
+        assert_eq!(plan(&s, &one, &[], 4, &none), Plan::default());
         let two = [active_pod("a", None, 1), active_pod("b", None, 2)];
-        let p = plan(&s, &two, 4, &none);
+        let p = plan(&s, &two, &[], 4, &none);
         assert_eq!(p.delete.len(), 1);
         assert_eq!(p.delete[0].name_any(), "b", "the newer goes");
         // Work queue: after a success no new pods.
         let s = spec(json!({"parallelism": 3}));
-        assert_eq!(plan(&s, &[], 0, &none).create.len(), 3);
-        assert_eq!(plan(&s, &one, 1, &none), Plan::default());
+        assert_eq!(plan(&s, &[], &[], 0, &none).create.len(), 3);
+        assert_eq!(plan(&s, &one, &[], 1, &none), Plan::default());
         assert!(succeeded_enough(&s, 1, &none, 0));
         assert!(!succeeded_enough(&s, 1, &none, 1));
+    }
+
+    #[test]
+    fn with_replacement_policy_failed_terminating_pods_hold_their_place() {
+        let terminating = [pod(json!({"metadata": {"name": "t", "uid": "t",
+            "deletionTimestamp": "2026-01-01T00:00:00Z",
+            "annotations": {COMPLETION_INDEX: "0"}},
+            "status": {"phase": "Running"}}))];
+        let none = BTreeSet::new();
+        let s = spec(json!({"completions": 3, "parallelism": 2}));
+        assert_eq!(plan(&s, &[], &terminating, 0, &none).create.len(), 2);
+        let s = spec(json!({"completions": 3, "parallelism": 2,
+            "podReplacementPolicy": "Failed"}));
+        assert_eq!(plan(&s, &[], &terminating, 0, &none).create.len(), 1);
+        let s = spec(json!({"completions": 3, "parallelism": 3,
+            "completionMode": "Indexed", "podReplacementPolicy": "Failed"}));
+        assert_eq!(
+            plan(&s, &[], &terminating, 0, &none).create,
+            [Some(1), Some(2)]
+        );
+        // Only a Failed phase makes it a failure then.
+        assert!(!is_pod_failed(&terminating[0], &s));
+        assert!(is_pod_failed(
+            &terminating[0],
+            &spec(json!({"completions": 1}))
+        ));
     }
 
     #[test]
@@ -1432,7 +1502,7 @@ mod tests {
             active_pod("done", Some(0), 1),
             active_pod("bad", Some(9), 1),
         ];
-        let p = plan(&s, &active, 1, &completed);
+        let p = plan(&s, &active, &[], 1, &completed);
         let mut deleted: Vec<String> = p.delete.iter().map(|p| p.name_any()).collect();
         deleted.sort();
         assert_eq!(deleted, ["bad", "done", "dup"]);
