@@ -17,8 +17,8 @@
 //! - Failure: more failed pods than `backoffLimit` (with restartPolicy OnFailure, container
 //!   restarts count), `activeDeadlineSeconds` from `status.startTime`, or a
 //!   `podFailurePolicy` FailJob rule (Ignore rules do not count, Count rules do) set the
-//!   `FailureTarget` condition, the active pods are deleted, and once none is left the
-//!   `Failed` condition. Success sets `SuccessCriteriaMet`, then `Complete` with the
+//!   `FailureTarget` condition, the active pods are deleted (counted as failed), and once
+//!   none is left the `Failed` condition. Success sets `SuccessCriteriaMet`, then `Complete` with the
 //!   `completionTime` (the two-step conditions of Kubernetes 1.31+).
 //! - After failures, new pods wait 10s·2^(n-1) (at most 6 minutes) since the last one
 //!   (upstream's DefaultJobPodFailureBackOff), by requeueing, not sleeping.
@@ -980,6 +980,13 @@ async fn sync(job: Arc<Job>, state: Arc<State>) -> Result<Action> {
     let mut requeue: Option<Duration> = None;
     if finishing {
         plan.delete = active.clone();
+        if condition_true(&status, FAILURE_TARGET) {
+            // A failed Job's unfinished pods count as failed (upstream's
+            // trackJobStatusAndRemoveFinalizers).
+            for p in active.iter().filter(|p| tracked(p)) {
+                uncounted_failed.insert(p.uid().unwrap_or_default());
+            }
+        }
     } else if suspended {
         plan.delete = active.clone();
         if !condition_true(&status, SUSPENDED) {

@@ -271,8 +271,8 @@ async fn active_deadline_fails_the_job_and_deletes_its_pods() {
         Some("Job was active longer than specified deadline")
     );
     assert!(has(&s, "FailureTarget"));
-    // Pods the controller deletes are not failures.
-    assert_eq!(s.failed, None);
+    // The pods still running when the Job failed count as failed.
+    assert_eq!(s.failed, Some(2));
     assert_eq!(s.active, None);
     assert!(job_pods(&c, &uid).await.iter().all(|p| !is_active(p)));
 }
@@ -560,4 +560,80 @@ async fn finished_pods_count_once_and_deleted_running_pods_count_as_failed() {
         .status
         .unwrap();
     assert_eq!((s.succeeded, s.failed), (Some(2), Some(1)));
+}
+
+#[tokio::test]
+async fn ignored_failures_do_not_count_and_restarts_count_with_on_failure() {
+    let c = Cluster::start(&["job"]).await;
+    // A disrupted pod (DisruptionTarget) is ignored: replaced at once, not counted.
+    let j = create_job(
+        &c,
+        job(
+            "tolerant",
+            json!({"backoffLimit": 0, "podFailurePolicy": {"rules": [
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            ]}}),
+        ),
+    )
+    .await;
+    let uid = j.uid().unwrap();
+    let first = wait_active(&c, &uid, 1).await.remove(0);
+    Api::<Pod>::namespaced(c.client.clone(), NS)
+        .patch_status(
+            &first.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Failed", "conditions": [
+                {"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler"},
+            ]}})),
+        )
+        .await
+        .unwrap();
+    let second = wait_active(&c, &uid, 1).await.remove(0);
+    assert_ne!(second.name_any(), first.name_any());
+    finish(&c, &second.name_any(), 0).await;
+    let s = wait_status(&c, "tolerant", "Complete", TIMEOUT, |s| has(s, "Complete"))
+        .await
+        .status
+        .unwrap();
+    assert_eq!((s.succeeded, s.failed), (Some(1), None));
+
+    // restartPolicy OnFailure: container restarts count toward backoffLimit.
+    let mut restarting = job("restarting", json!({"backoffLimit": 2}));
+    restarting
+        .spec
+        .as_mut()
+        .unwrap()
+        .template
+        .spec
+        .as_mut()
+        .unwrap()
+        .restart_policy = Some("OnFailure".into());
+    let j = create_job(&c, restarting).await;
+    let uid = j.uid().unwrap();
+    let pod = wait_active(&c, &uid, 1).await.remove(0);
+    Api::<Pod>::namespaced(c.client.clone(), NS)
+        .patch_status(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"status": {"phase": "Running", "containerStatuses": [{
+                    "name": "c", "image": "registry.k8s.io/pause:3.10", "imageID": "",
+                    "ready": false, "restartCount": 2,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                }]}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let s = wait_status(&c, "restarting", "Failed", TIMEOUT, |s| has(s, "Failed"))
+        .await
+        .status
+        .unwrap();
+    assert_eq!(
+        condition(&s, "Failed").unwrap().reason.as_deref(),
+        Some("BackoffLimitExceeded")
+    );
+    // The restarting pod, deleted as the Job failed, counts as failed.
+    assert_eq!(s.failed, Some(1));
+    assert!(job_pods(&c, &uid).await.iter().all(|p| !is_active(p)));
 }
