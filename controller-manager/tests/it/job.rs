@@ -637,3 +637,31 @@ async fn ignored_failures_do_not_count_and_restarts_count_with_on_failure() {
     assert_eq!(s.failed, Some(1));
     assert!(job_pods(&c, &uid).await.iter().all(|p| !is_active(p)));
 }
+
+#[tokio::test]
+async fn a_restarted_controller_counts_pods_that_finished_meanwhile_once() {
+    let mut c = Cluster::start(&["job"]).await;
+    let j = create_job(
+        &c,
+        job("resume", json!({"completions": 3, "parallelism": 3})),
+    )
+    .await;
+    let uid = j.uid().unwrap();
+    let pods = wait_active(&c, &uid, 3).await;
+    wait_status(&c, "resume", "active 3", TIMEOUT, |s| s.active == Some(3)).await;
+    c.stop_manager().await;
+    finish(&c, &pods[0].name_any(), 0).await;
+    finish(&c, &pods[1].name_any(), 0).await;
+    c.start_manager(&["job"], Default::default()).await;
+    wait_status(&c, "resume", "succeeded 2", TIMEOUT, |s| {
+        s.succeeded == Some(2) && s.active == Some(1)
+    })
+    .await;
+    finish(&c, &pods[2].name_any(), 0).await;
+    let s = wait_status(&c, "resume", "Complete", TIMEOUT, |s| has(s, "Complete"))
+        .await
+        .status
+        .unwrap();
+    assert_eq!(s.succeeded, Some(3));
+    assert_eq!(job_pods(&c, &uid).await.len(), 3);
+}
