@@ -1057,7 +1057,11 @@ async fn sync(job: Arc<Job>, state: Arc<State>) -> Result<Action> {
             uncounted_succeeded.contains(&uid) || uncounted_failed.contains(&uid)
         })
         .chain(ignored.iter())
-        .chain(plan.delete.iter().filter(|p| has_tracking_finalizer(p)))
+        .chain(plan.delete.iter().filter(|p| tracked(p)))
+        .filter({
+            let mut seen = HashSet::new();
+            move |p| seen.insert(p.uid().unwrap_or_default())
+        })
         .cloned()
         .collect();
     let (released, mut first_error) = state.remove_finalizers(&job_uid, &release).await;
@@ -1066,7 +1070,7 @@ async fn sync(job: Arc<Job>, state: Arc<State>) -> Result<Action> {
     let deletable: Vec<Arc<Pod>> = plan
         .delete
         .iter()
-        .filter(|p| !has_tracking_finalizer(p) || released.contains(&p.uid().unwrap_or_default()))
+        .filter(|p| !tracked(p) || released.contains(&p.uid().unwrap_or_default()))
         .cloned()
         .collect();
     let deleted = delete_pods(&job, &deletable, &state).await;
