@@ -988,7 +988,9 @@ async fn sync(job: Arc<Job>, state: Arc<State>) -> Result<Action> {
             }
         }
     } else if suspended {
-        plan.delete = active.clone();
+        if needs_sync {
+            plan.delete = active.clone();
+        }
         if !condition_true(&status, SUSPENDED) {
             set_condition(
                 &mut status,
@@ -1135,6 +1137,7 @@ async fn sync(job: Arc<Job>, state: Arc<State>) -> Result<Action> {
         && uncounted_failed.is_empty()
         && active_now == 0
         && still_terminating == 0
+        && needs_sync
         && first_error.is_none()
     {
         if let Some(target) = condition_of(&status, FAILURE_TARGET).cloned() {
@@ -1170,7 +1173,7 @@ async fn sync(job: Arc<Job>, state: Arc<State>) -> Result<Action> {
     if let Some(e) = first_error {
         return Err(e);
     }
-    if finishing || is_finished(&current) {
+    if is_finished(&current) {
         return Ok(Action::await_change());
     }
     if !needs_sync {
