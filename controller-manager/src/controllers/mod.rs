@@ -2,6 +2,7 @@
 //! `--controllers` (upstream's `NewControllerDescriptors`).
 
 pub mod controller_utils;
+pub mod cronjob;
 pub mod deployment;
 pub mod disruption;
 pub mod endpoint;
@@ -9,6 +10,7 @@ pub mod endpointslice;
 pub mod endpointslicemirroring;
 pub mod garbagecollector;
 pub mod history;
+pub mod job;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
@@ -96,6 +98,8 @@ pub fn descriptors() -> Vec<Descriptor> {
         descriptor("namespace", true, namespace::start),
         descriptor("garbagecollector", true, garbagecollector::start),
         descriptor("deployment", true, deployment::start),
+        descriptor("job", true, job::start),
+        descriptor("cronjob", true, cronjob::start),
         descriptor("persistentvolume-binder", true, persistentvolume::start),
         descriptor("resourcequota", true, resourcequota::start),
         // One descriptor per controller, above this comment.

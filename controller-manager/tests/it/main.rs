@@ -1,10 +1,12 @@
 //! Component tests, one binary: each test starts its own etcd and apiserver.
 
 mod common;
+mod cronjob;
 mod deployment;
 mod disruption;
 mod endpoints;
 mod garbagecollector;
+mod job;
 mod leader_election;
 mod namespace;
 mod nodeipam;
