@@ -2,6 +2,7 @@
 //! `--controllers` (upstream's `NewControllerDescriptors`).
 
 pub mod controller_utils;
+pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
 pub mod endpoint;
@@ -94,6 +95,7 @@ pub fn descriptors() -> Vec<Descriptor> {
         descriptor("namespace", true, namespace::start),
         descriptor("garbagecollector", true, garbagecollector::start),
         descriptor("deployment", true, deployment::start),
+        descriptor("daemonset", true, daemonset::start),
         // One descriptor per controller, above this comment.
     ]
 }
