@@ -1,6 +1,7 @@
 //! Component tests, one binary: each test starts its own etcd and apiserver.
 
 mod common;
+mod daemonset;
 mod deployment;
 mod disruption;
 mod endpoints;
