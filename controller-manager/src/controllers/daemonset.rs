@@ -509,7 +509,7 @@ impl Daemon {
             && self
                 .max_surge
                 .as_ref()
-                .is_some_and(|s| scaled_value(s, 100, true).is_ok_and(|v| v > 0))
+                .is_some_and(|s| scaled_value(s, 1, true).is_ok_and(|v| v > 0))
     }
 
     /// Upstream's `IsPodUpdated`: the current hash, or the current template generation.
@@ -1198,7 +1198,23 @@ async fn construct_history(
             if count != collision_count.unwrap_or(0) {
                 collision_count = Some(count);
             }
-            created
+            // Upstream's snapshot copies the DaemonSet's annotations (kubectl's
+            // change-cause shows in `rollout history`).
+            if created.annotations().is_empty() && !ds.annotations().is_empty() {
+                Api::<ControllerRevision>::namespaced(
+                    state.ctx.client.clone(),
+                    &ds.namespace().unwrap_or_default(),
+                )
+                .patch(
+                    &created.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"annotations": ds.annotations()}})),
+                )
+                .await
+                .map_err(err)?
+            } else {
+                created
+            }
         }
         Some(cur) => {
             // Duplicates of the current revision (upstream dedups them) age out with the

@@ -247,12 +247,19 @@ async fn one_pod_per_selected_node_following_node_changes() {
     })
     .await;
 
+    // A node that goes away takes its (never scheduled) pod with it.
+    Api::<Node>::all(c.client.clone())
+        .delete("n4", &Default::default())
+        .await
+        .unwrap();
+    wait_on_nodes(&c, &uid, &["n2"]).await;
+
     wait_until(
         TIMEOUT,
         "SuccessfulCreate and SuccessfulDelete events",
         || async {
             (events_with(&c, "SuccessfulCreate", "agent", "Created pod: agent-").await == 3
-                && events_with(&c, "SuccessfulDelete", "agent", "Deleted pod: agent-").await == 1)
+                && events_with(&c, "SuccessfulDelete", "agent", "Deleted pod: agent-").await == 2)
                 .then_some(())
         },
     )
@@ -479,6 +486,95 @@ async fn rolling_update_replaces_pods_node_by_node_with_revisions_and_kubectl() 
         .filter_map(|l| l.split_whitespace().next())
         .collect();
     assert_eq!(rows, ["1", "2"], "{history}");
+
+    // Undo: the first template is back, its revision renumbered 3, and the pods roll
+    // back to its hash.
+    let out = c.api.kubectl_ok(&["rollout", "undo", "daemonset/agent"]);
+    assert!(out.contains("rolled back"), "{out}");
+    wait_until(
+        TIMEOUT,
+        "every node runs a ready pod of the first revision",
+        || async {
+            let pods = owned_pods(&c, &uid).await;
+            let mut done = pods.len() == nodes.len();
+            for p in &pods {
+                if p.labels()[HASH] != first_hash {
+                    done = false;
+                } else if !is_ready(p) {
+                    done = false;
+                    let _ = set_ready(&c, &p.name_any()).await;
+                }
+            }
+            done.then_some(())
+        },
+    )
+    .await;
+    wait_until(TIMEOUT, "the first revision renumbered 3", || async {
+        let revs = revisions_of(&c, &uid).await;
+        revs.iter()
+            .any(|r| r.labels()[HASH] == first_hash && r.revision == 3)
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn surge_rolls_out_without_ever_leaving_a_node_unavailable() {
+    let c = Cluster::start(&["daemonset"]).await;
+    let nodes = ["a", "b"];
+    for n in nodes {
+        create_node(&c, n, json!({}), json!([])).await;
+    }
+    let mut ds = daemon_set("agent", json!({}));
+    ds.spec.as_mut().unwrap().update_strategy = Some(
+        serde_json::from_value(json!({"type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}))
+        .unwrap(),
+    );
+    let ds = create_ds(&c, ds).await;
+    let uid = ds.uid().unwrap();
+    for p in wait_on_nodes(&c, &uid, &nodes).await.values() {
+        set_ready(&c, &p.name_any()).await.unwrap();
+    }
+    wait_status(&c, "agent", "2 available", |s| {
+        s.number_available == Some(2)
+    })
+    .await;
+    let first_hash = owned_pods(&c, &uid).await[0].labels()[HASH].clone();
+    Api::<DaemonSet>::namespaced(c.client.clone(), NS)
+        .patch(
+            "agent",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"template": {"metadata": {"annotations": {"v": "2"}}}}})),
+        )
+        .await
+        .unwrap();
+    let max_pods = std::sync::atomic::AtomicUsize::new(0);
+    wait_until(TIMEOUT, "both nodes run only a ready new pod", || async {
+        let pods = owned_pods(&c, &uid).await;
+        max_pods.fetch_max(pods.len(), std::sync::atomic::Ordering::Relaxed);
+        let ready_nodes: BTreeSet<String> = pods
+            .iter()
+            .filter(|p| is_ready(p))
+            .filter_map(pinned_node)
+            .collect();
+        assert_eq!(ready_nodes.len(), nodes.len(), "a node without a ready pod");
+        // At most maxSurge (1) extra pod at a time.
+        assert!(pods.len() <= nodes.len() + 1, "{} pods", pods.len());
+        let mut done = pods.len() == nodes.len();
+        for p in &pods {
+            if p.labels()[HASH] == first_hash {
+                done = false;
+            } else if !is_ready(p) {
+                done = false;
+                let _ = set_ready(&c, &p.name_any()).await;
+            }
+        }
+        done.then_some(())
+    })
+    .await;
+    // The new pods came up next to the old ones.
+    assert_eq!(max_pods.into_inner(), nodes.len() + 1);
 }
 
 #[tokio::test]
