@@ -100,8 +100,7 @@ pub fn sort_revisions(revs: &mut [Arc<ControllerRevision>]) {
         a.revision
             .cmp(&b.revision)
             .then_with(|| {
-                let t =
-                    |r: &ControllerRevision| r.metadata.creation_timestamp.as_ref().map(|t| t.0);
+                let t = |r: &ControllerRevision| r.metadata.creation_timestamp.as_ref().map(|t| t.0);
                 t(a).cmp(&t(b))
             })
             .then_with(|| a.name_any().cmp(&b.name_any()))
