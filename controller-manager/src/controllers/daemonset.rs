@@ -148,7 +148,7 @@ pub fn start(ctx: &Context) -> BoxFuture<'static, ()> {
         revisions: ctx.informers.store::<ControllerRevision>(),
         expectations: Expectations::default(),
         pod_owners: Mutex::new(HashMap::new()),
-        backoff: Mutex::new(HashMap::new()),
+        backoff: FailedPodBackoff::default(),
     });
     // A deleted DaemonSet's expectations go with it.
     let ds_events = {
@@ -208,13 +208,43 @@ struct State {
     /// taken away or deleted.
     pod_owners: Mutex<HashMap<String, ObjectRef<DaemonSet>>>,
     /// Failed-pod backoff per `<daemonset uid>/<node>` (upstream's `failedPodsBackoff`).
-    backoff: Mutex<HashMap<String, Backoff>>,
+    backoff: FailedPodBackoff,
 }
 
 /// One entry of upstream's `flowcontrol.Backoff`.
 struct Backoff {
     delay: Duration,
     last_update: Instant,
+}
+
+/// Upstream's `failedPodsBackoff`: per `<daemonset uid>/<node>`, how long to leave a
+/// failed pod before deleting it again.
+#[derive(Default)]
+struct FailedPodBackoff(Mutex<HashMap<String, Backoff>>);
+
+impl FailedPodBackoff {
+    /// Whether the failed pods of `key` are still backing off; if not, starts (or
+    /// doubles) the backoff. Returns the delay to wait when backing off.
+    fn check(&self, key: &str, now: Instant) -> Option<Duration> {
+        let mut all = self.0.lock();
+        all.retain(|_, b| now.duration_since(b.last_update) <= 2 * FAILED_POD_BACKOFF_MAX);
+        if let Some(b) = all.get(key) {
+            if now.duration_since(b.last_update) < b.delay {
+                return Some(b.delay);
+            }
+        }
+        let delay = all.get(key).map_or(FAILED_POD_BACKOFF_INITIAL, |b| {
+            (2 * b.delay).min(FAILED_POD_BACKOFF_MAX)
+        });
+        all.insert(
+            key.to_string(),
+            Backoff {
+                delay,
+                last_update: now,
+            },
+        );
+        None
+    }
 }
 
 impl State {
@@ -260,29 +290,6 @@ impl State {
             }
         }
         out
-    }
-
-    /// Whether the failed pods of `key` are still backing off; if not, starts (or
-    /// doubles) the backoff. Returns the delay to wait when backing off.
-    fn failed_pod_backoff(&self, key: &str, now: Instant) -> Option<Duration> {
-        let mut all = self.backoff.lock();
-        all.retain(|_, b| now.duration_since(b.last_update) <= 2 * FAILED_POD_BACKOFF_MAX);
-        if let Some(b) = all.get(key) {
-            if now.duration_since(b.last_update) < b.delay {
-                return Some(b.delay);
-            }
-        }
-        let delay = all.get(key).map_or(FAILED_POD_BACKOFF_INITIAL, |b| {
-            (2 * b.delay).min(FAILED_POD_BACKOFF_MAX)
-        });
-        all.insert(
-            key.to_string(),
-            Backoff {
-                delay,
-                last_update: now,
-            },
-        );
-        None
     }
 
     /// Publishes an event in the background; an event about one pod names it as
@@ -395,8 +402,18 @@ async fn sync(ds: Arc<DaemonSet>, state: Arc<State>) -> Result<Action> {
     let mut again: Option<Duration> = None;
     if satisfied {
         let by_node = nodes_to_daemon_pods(&pods);
-        let plan = manage(&ds, &daemon, &nodes, &by_node, &state, now);
+        let plan = manage(
+            &daemon,
+            &nodes,
+            &by_node,
+            &state.backoff,
+            now,
+            Instant::now(),
+        );
         again = plan.again;
+        for note in plan.failed {
+            state.event(&ds, None, EventType::Warning, "FailedDaemonPod", note);
+        }
         let rolling = daemon.strategy_type() == "RollingUpdate";
         if !plan.delete.is_empty() || !plan.create.is_empty() {
             sync_nodes(&ds, &daemon, plan.delete, plan.create, &state).await?;
@@ -440,6 +457,7 @@ struct Daemon {
     max_surge: Option<IntOrString>,
     max_unavailable: Option<IntOrString>,
     owner: String,
+    uid: String,
 }
 
 impl Daemon {
@@ -462,6 +480,7 @@ impl Daemon {
             max_surge: rolling.and_then(|r| r.max_surge.clone()),
             max_unavailable: rolling.and_then(|r| r.max_unavailable.clone()),
             owner: key(ds),
+            uid: ds.uid().unwrap_or_default(),
         }
     }
 
@@ -674,19 +693,20 @@ struct Plan {
     delete: Vec<Arc<Pod>>,
     create: Vec<String>,
     again: Option<Duration>,
+    /// `FailedDaemonPod` event messages.
+    failed: Vec<String>,
 }
 
 /// Upstream's `manage` (with `podsShouldBeOnNode` and `getUnscheduledPodsWithoutNode`).
 fn manage(
-    ds: &DaemonSet,
     daemon: &Daemon,
     nodes: &[Arc<Node>],
     by_node: &BTreeMap<String, Vec<Arc<Pod>>>,
-    state: &State,
+    backoff: &FailedPodBackoff,
     now: Timestamp,
+    instant: Instant,
 ) -> Plan {
     let mut plan = Plan::default();
-    let instant = Instant::now();
     for node in nodes {
         let name = node.name_any();
         let pods = by_node.get(&name).map(Vec::as_slice).unwrap_or_default();
@@ -711,22 +731,16 @@ fn manage(
             match phase(pod) {
                 Some("Failed") => {
                     // The controller often fights a kubelet that rejects the pod: back off.
-                    let backoff_key = format!("{}/{name}", pod_owner_uid(pod));
-                    if let Some(delay) = state.failed_pod_backoff(&backoff_key, instant) {
+                    let backoff_key = format!("{}/{name}", daemon.uid);
+                    if let Some(delay) = backoff.check(&backoff_key, instant) {
                         plan.again = Some(plan.again.map_or(delay, |a| a.min(delay)));
                         continue;
                     }
                     plan.delete.push(pod.clone());
-                    state.event(
-                        ds,
-                        None,
-                        EventType::Warning,
-                        "FailedDaemonPod",
-                        format!(
-                            "Found failed daemon pod {} on node {name}, will try to kill it",
-                            key(pod.as_ref())
-                        ),
-                    );
+                    plan.failed.push(format!(
+                        "Found failed daemon pod {} on node {name}, will try to kill it",
+                        key(pod.as_ref())
+                    ));
                 }
                 Some("Succeeded") => plan.delete.push(pod.clone()),
                 _ => running.push(pod.clone()),
@@ -782,12 +796,6 @@ fn manage(
         );
     }
     plan
-}
-
-fn pod_owner_uid(pod: &Pod) -> String {
-    controller_of_kind::<DaemonSet, _>(pod)
-        .map(|c| c.uid.clone())
-        .unwrap_or_default()
 }
 
 /// Upstream's `rollingUpdate`: which old pods to delete (no surge) or which nodes get a
@@ -1625,6 +1633,69 @@ mod tests {
             ["pa"]
         );
         assert_eq!(plan.create, ["b"]);
+    }
+
+    fn names(pods: &[Arc<Pod>]) -> Vec<String> {
+        let mut v: Vec<String> = pods.iter().map(|p| p.name_any()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn manage_creates_missing_pods_and_deletes_extra_misplaced_and_failed_ones() {
+        let now = Timestamp::from_second(10_000).unwrap();
+        let ds =
+            daemon_set(json!({"spec": {"template": {"spec": {"nodeSelector": {"run": "yes"}}}}}));
+        let d = Daemon::new(&ds, "h".into());
+        let yes = json!({"run": "yes"});
+        let nodes = vec![
+            node("empty", yes.clone(), json!([])),
+            node("doubled", yes.clone(), json!([])),
+            node("unlabelled", json!({}), json!([])),
+            node("failed", yes.clone(), json!([])),
+            node(
+                "tainted",
+                yes.clone(),
+                json!([{"key": "k", "effect": "NoSchedule"}]),
+            ),
+            node(
+                "tainted-empty",
+                yes,
+                json!([{"key": "k", "effect": "NoSchedule"}]),
+            ),
+        ];
+        let mut failed = (*pod("p-failed", "failed", "h", false, 100)).clone();
+        failed.status.as_mut().unwrap().phase = Some("Failed".into());
+        let pods = vec![
+            pod("p-old", "doubled", "h", true, 100),
+            pod("p-new", "doubled", "h", true, 200),
+            pod("p-unlabelled", "unlabelled", "h", true, 100),
+            Arc::new(failed),
+            pod("p-tainted", "tainted", "h", true, 100),
+            pod("p-gone", "gone", "h", false, 100),
+        ];
+        let by_node = nodes_to_daemon_pods(&pods);
+        let backoff = FailedPodBackoff::default();
+        let t0 = Instant::now();
+        let plan = manage(&d, &nodes, &by_node, &backoff, now, t0);
+        assert_eq!(plan.create, ["empty"]);
+        assert_eq!(
+            names(&plan.delete),
+            ["p-failed", "p-gone", "p-new", "p-unlabelled"]
+        );
+        assert_eq!(plan.failed.len(), 1);
+        assert!(plan.failed[0].contains("default/p-failed on node failed"));
+        // The same failed pod right after: backing off, not deleted again.
+        let plan = manage(&d, &nodes, &by_node, &backoff, now, t0);
+        assert!(!names(&plan.delete).contains(&"p-failed".to_string()));
+        assert_eq!(plan.again, Some(FAILED_POD_BACKOFF_INITIAL));
+        // After the backoff the delay doubles.
+        let later = t0 + Duration::from_secs(2);
+        assert_eq!(backoff.check("ds-uid/failed", later), None);
+        assert_eq!(
+            backoff.check("ds-uid/failed", later),
+            Some(2 * FAILED_POD_BACKOFF_INITIAL)
+        );
     }
 
     #[test]
