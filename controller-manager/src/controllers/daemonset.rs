@@ -46,18 +46,20 @@ use k8s_openapi::api::core::v1::{
     PodTemplateSpec, Taint, Toleration,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
 use serde_json::json;
 use tracing::{debug, warn, Instrument};
 
 use super::controller_utils::{
-    controller_of_kind, controller_ref, is_pod_available, namespace_terminating, pod_from_template,
-    ready_since, slow_start_batch, Expectations, EXPECTATIONS_TIMEOUT,
+    controller_of, controller_of_kind, controller_ref, is_pod_available, namespace_terminating,
+    pod_from_template, ready_since, slow_start_batch, Expectations, EXPECTATIONS_TIMEOUT,
 };
 use super::deployment::rollout::scaled_value;
 use super::history::{self, CONTROLLER_REVISION_HASH_LABEL};
@@ -99,15 +101,15 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
-    #[error("adopting pod {pod}: {source}")]
+    #[error("adopting {object}: {source}")]
     Adopt {
-        pod: String,
+        object: String,
         #[source]
         source: kube::Error,
     },
-    #[error("releasing pod {pod}: {source}")]
+    #[error("releasing {object}: {source}")]
     Release {
-        pod: String,
+        object: String,
         #[source]
         source: kube::Error,
     },
@@ -382,7 +384,7 @@ async fn sync(ds: Arc<DaemonSet>, state: Arc<State>) -> Result<Action> {
     let uid = ds.uid().unwrap_or_default();
     let ns = ds.namespace().unwrap_or_default();
     let nodes = state.nodes.state();
-    let (cur, old, collision_count) = construct_history(&ds, &state).await?;
+    let (cur, old, collision_count) = construct_history(&ds, &sel, &state).await?;
     let hash = cur
         .labels()
         .get(CONTROLLER_REVISION_HASH_LABEL)
@@ -400,6 +402,7 @@ async fn sync(ds: Arc<DaemonSet>, state: Arc<State>) -> Result<Action> {
     let daemon = Daemon::new(&ds, hash);
     let now = Timestamp::now();
     let mut again: Option<Duration> = None;
+    let mut updated = Ok(());
     if satisfied {
         let by_node = nodes_to_daemon_pods(&pods);
         let plan = manage(
@@ -415,16 +418,25 @@ async fn sync(ds: Arc<DaemonSet>, state: Arc<State>) -> Result<Action> {
             state.event(&ds, None, EventType::Warning, "FailedDaemonPod", note);
         }
         let rolling = daemon.strategy_type() == "RollingUpdate";
-        if !plan.delete.is_empty() || !plan.create.is_empty() {
-            sync_nodes(&ds, &daemon, plan.delete, plan.create, &state).await?;
+        updated = if !plan.delete.is_empty() || !plan.create.is_empty() {
+            sync_nodes(&ds, &daemon, plan.delete, plan.create, &state).await
         } else if rolling {
-            let plan = rolling_update(&daemon, &nodes, &by_node, now)?;
-            sync_nodes(&ds, &daemon, plan.delete, plan.create, &state).await?;
+            match rolling_update(&daemon, &nodes, &by_node, now) {
+                Ok(plan) => sync_nodes(&ds, &daemon, plan.delete, plan.create, &state).await,
+                Err(e) => Err(e),
+            }
+        } else {
+            Ok(())
+        };
+        if updated.is_ok() {
+            updated = cleanup_history(&ds, &old, &pods, &state).await;
         }
-        cleanup_history(&ds, &old, &pods, &state).await?;
     }
+    // The status is written even when updating failed (upstream's syncDaemonSet too).
     let status = calculate_status(&daemon, &nodes, &nodes_to_daemon_pods(&pods), now);
-    update_status(&ds, status, collision_count, satisfied, &state).await?;
+    let stored = update_status(&ds, status, collision_count, satisfied, &state).await;
+    updated?;
+    stored?;
     let min_ready = min_ready_seconds(&ds);
     if min_ready > 0 {
         // Ready pods turn available with time alone (upstream re-syncs after
@@ -1056,39 +1068,56 @@ async fn delete_pod(ds: &Arc<DaemonSet>, pod: &Arc<Pod>, state: &Arc<State>) -> 
     }
 }
 
-/// Upstream's `getDaemonPods` (`ClaimPods`): the pods the DaemonSet controls, after
-/// adopting matching orphans and releasing owned pods that no longer match; pods both
+/// Upstream's `getDaemonPods`: the pods the DaemonSet controls (claimed); pods both
 /// deleted and finished are left out.
 async fn claim_pods(
     ds: &Arc<DaemonSet>,
     sel: &LabelSelector,
     state: &Arc<State>,
 ) -> Result<Vec<Arc<Pod>>> {
+    let ns = ds.namespace();
+    let pods = state
+        .pods
+        .state()
+        .into_iter()
+        .filter(|p| {
+            p.namespace() == ns && !(p.metadata.deletion_timestamp.is_some() && is_terminal(p))
+        })
+        .collect();
+    claim(ds, sel, pods, state).await
+}
+
+/// Upstream's `ControllerRefManager` claims: of `objects` (in the DaemonSet's namespace),
+/// those the DaemonSet controls, after adopting matching orphans and releasing owned
+/// ones that no longer match.
+async fn claim<K>(
+    ds: &Arc<DaemonSet>,
+    sel: &LabelSelector,
+    objects: Vec<Arc<K>>,
+    state: &State,
+) -> Result<Vec<Arc<K>>>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
     let uid = ds.uid().unwrap_or_default();
     let ns = ds.namespace().unwrap_or_default();
     let mut claimed = Vec::new();
     let mut adopt = Vec::new();
     let mut release = Vec::new();
-    for pod in state.pods.state() {
-        if pod.metadata.namespace.as_deref() != Some(ns.as_str())
-            || (pod.metadata.deletion_timestamp.is_some() && is_terminal(&pod))
-        {
-            continue;
-        }
-        let matches = sel.matches(pod.labels());
-        let controller = pod
-            .owner_references()
-            .iter()
-            .find(|r| r.controller == Some(true));
-        match controller {
+    for obj in objects {
+        let matches = sel.matches(obj.labels());
+        match controller_of(obj.as_ref()) {
             Some(c) if c.uid != uid => {}
-            Some(_) if matches => claimed.push(pod),
-            Some(_) => release.push(pod),
-            None if matches && pod.metadata.deletion_timestamp.is_none() => adopt.push(pod),
+            Some(_) if matches => claimed.push(obj),
+            Some(_) => release.push(obj),
+            None if matches && obj.meta().deletion_timestamp.is_none() => adopt.push(obj),
             None => {}
         }
     }
-    let api: Api<Pod> = Api::namespaced(state.ctx.client.clone(), &ns);
+    let api: Api<K> = Api::namespaced(state.ctx.client.clone(), &ns);
     if !adopt.is_empty() {
         // Upstream's RecheckDeletionTimestamp: adopt only for a DaemonSet that is still
         // the same object and not being deleted, read fresh.
@@ -1107,36 +1136,36 @@ async fn claim_pods(
             });
         }
         let reference = controller_ref(ds.as_ref());
-        for pod in adopt {
+        for obj in adopt {
             // Strategic merge: ownerReferences merge by uid; the uid is the precondition.
-            let patch = json!({"metadata": {"ownerReferences": [reference], "uid": pod.uid()}});
+            let patch = json!({"metadata": {"ownerReferences": [reference], "uid": obj.uid()}});
             match api
                 .patch(
-                    &pod.name_any(),
+                    &obj.name_any(),
                     &PatchParams::default(),
                     &Patch::Strategic(&patch),
                 )
                 .await
             {
-                Ok(_) => claimed.push(pod),
+                Ok(_) => claimed.push(obj),
                 Err(kube::Error::Api(s)) if s.is_not_found() => {}
                 Err(source) => {
                     return Err(Error::Adopt {
-                        pod: key(pod.as_ref()),
+                        object: key(obj.as_ref()),
                         source,
                     })
                 }
             }
         }
     }
-    for pod in release {
+    for obj in release {
         let patch = json!({"metadata": {
             "ownerReferences": [{"$patch": "delete", "uid": uid}],
-            "uid": pod.uid(),
+            "uid": obj.uid(),
         }});
         match api
             .patch(
-                &pod.name_any(),
+                &obj.name_any(),
                 &PatchParams::default(),
                 &Patch::Strategic(&patch),
             )
@@ -1146,7 +1175,7 @@ async fn claim_pods(
             Err(kube::Error::Api(s)) if s.is_not_found() || s.is_invalid() => {}
             Err(source) => {
                 return Err(Error::Release {
-                    pod: key(pod.as_ref()),
+                    object: key(obj.as_ref()),
                     source,
                 })
             }
@@ -1169,6 +1198,7 @@ pub fn revision_data(ds: &DaemonSet) -> serde_json::Value {
 /// newest), the old ones, and the collision count the current one was named with.
 async fn construct_history(
     ds: &Arc<DaemonSet>,
+    sel: &LabelSelector,
     state: &State,
 ) -> Result<(
     k8s_openapi::api::apps::v1::ControllerRevision,
@@ -1176,8 +1206,17 @@ async fn construct_history(
     Option<i32>,
 )> {
     let data = revision_data(ds);
-    let revisions = history::owned_revisions(&state.revisions, ds.as_ref());
-    let (mut current, mut old): (Vec<_>, Vec<_>) = revisions
+    // Upstream's controlledHistories: the revisions claimed like pods.
+    let ns = ds.namespace();
+    let in_namespace = state
+        .revisions
+        .state()
+        .into_iter()
+        .filter(|r| r.namespace() == ns)
+        .collect();
+    let mut revisions = claim(ds, sel, in_namespace, state).await?;
+    history::sort_revisions(&mut revisions);
+    let (mut current, old): (Vec<_>, Vec<_>) = revisions
         .into_iter()
         .partition(|r| r.data.as_ref().map(|d| &d.0) == Some(&data));
     let next = history::next_revision(&old);
@@ -1225,9 +1264,7 @@ async fn construct_history(
             }
         }
         Some(cur) => {
-            // Duplicates of the current revision (upstream dedups them) age out with the
-            // old ones once no pod uses them.
-            old.append(&mut current);
+            dedup_current(ds, &cur, &current, state).await?;
             if cur.revision < next {
                 history::renumber_revision(&state.ctx.client, ds.as_ref(), &cur, next)
                     .await
@@ -1238,6 +1275,58 @@ async fn construct_history(
         }
     };
     Ok((cur, old, collision_count))
+}
+
+/// Upstream's `dedupCurHistories`: revisions with the same data as `keep` (the newest)
+/// are deleted, after their pods are relabelled with `keep`'s hash. (Upstream relabels
+/// every pod not on `keep`'s hash, old ones too; only the duplicates' pods are meant.)
+async fn dedup_current(
+    ds: &Arc<DaemonSet>,
+    keep: &ControllerRevision,
+    duplicates: &[Arc<ControllerRevision>],
+    state: &State,
+) -> Result<()> {
+    let Some(keep_hash) = keep.labels().get(CONTROLLER_REVISION_HASH_LABEL) else {
+        return Ok(());
+    };
+    let ns = ds.namespace().unwrap_or_default();
+    let uid = ds.uid().unwrap_or_default();
+    let pods: Api<Pod> = Api::namespaced(state.ctx.client.clone(), &ns);
+    let err = |source| Error::History {
+        owner: key(ds.as_ref()),
+        source,
+    };
+    for dup in duplicates {
+        let Some(dup_hash) = dup.labels().get(CONTROLLER_REVISION_HASH_LABEL) else {
+            continue;
+        };
+        for pod in state.pods.state() {
+            if pod.namespace().as_deref() != Some(ns.as_str())
+                || controller_of(pod.as_ref()).is_none_or(|c| c.uid != uid)
+                || pod.labels().get(CONTROLLER_REVISION_HASH_LABEL) != Some(dup_hash)
+            {
+                continue;
+            }
+            let patch =
+                json!({"metadata": {"labels": {CONTROLLER_REVISION_HASH_LABEL: keep_hash}}});
+            match pods
+                .patch(
+                    &pod.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.is_not_found() => {}
+                Err(source) => return Err(err(source)),
+            }
+        }
+        history::delete_revision(&state.ctx.client, ds.as_ref(), dup)
+            .await
+            .map_err(err)?;
+    }
+    Ok(())
 }
 
 /// Upstream's `cleanupHistory`: old revisions beyond `revisionHistoryLimit` that no pod

@@ -617,3 +617,53 @@ async fn on_delete_replaces_only_deleted_pods() {
     assert_eq!(now["b"].uid(), pods["b"].uid());
     assert_eq!(now["b"].labels()[HASH], old_hash);
 }
+
+#[tokio::test]
+async fn adopts_matching_orphans_and_releases_pods_that_stop_matching() {
+    let c = Cluster::start(&["daemonset"]).await;
+    for n in ["a", "b"] {
+        create_node(&c, n, json!({}), json!([])).await;
+    }
+    // An orphan already pinned to node a, matching the selector.
+    let stray: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "stray", "labels": {"app": "agent"}},
+        "spec": {
+            "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}],
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
+                {"nodeSelectorTerms": [{"matchFields": [
+                    {"key": "metadata.name", "operator": "In", "values": ["a"]}]}]}}},
+        },
+    }))
+    .unwrap();
+    let pods_api = Api::<Pod>::namespaced(c.client.clone(), NS);
+    pods_api
+        .create(&PostParams::default(), &stray)
+        .await
+        .unwrap();
+    // OnDelete, so the adopted pod (not of the current revision) is not replaced.
+    let mut ds = daemon_set("agent", json!({}));
+    ds.spec.as_mut().unwrap().update_strategy =
+        Some(serde_json::from_value(json!({"type": "OnDelete"})).unwrap());
+    let uid = create_ds(&c, ds).await.uid().unwrap();
+    let pods = wait_on_nodes(&c, &uid, &["a", "b"]).await;
+    assert_eq!(pods["a"].name_any(), "stray");
+
+    // The pod on b stops matching: released (no longer controlled), and replaced.
+    let b_pod = pods["b"].name_any();
+    pods_api
+        .patch(
+            &b_pod,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"app": "other"}}})),
+        )
+        .await
+        .unwrap();
+    let pods = wait_until(TIMEOUT, "a new pod on b", || async {
+        let pods = wait_on_nodes(&c, &uid, &["a", "b"]).await;
+        (pods["b"].name_any() != b_pod).then_some(pods)
+    })
+    .await;
+    assert_eq!(pods["a"].name_any(), "stray");
+    let released = pods_api.get(&b_pod).await.unwrap();
+    assert!(released.owner_references().is_empty());
+}
