@@ -13,6 +13,9 @@
 //!   no longer run one, unscheduled pods aimed at nodes that are gone, succeeded pods, and
 //!   failed pods (with a per-node exponential backoff, 1 s up to 15 min, so a kubelet that
 //!   keeps rejecting the pod is not hot-looped).
+//! - Pods and ControllerRevisions are claimed as upstream's ControllerRefManager does:
+//!   matching orphans adopted (after a fresh read of the DaemonSet), owned objects that
+//!   stop matching released.
 //! - Expectations keep a lagging pod cache from causing a second round of creations;
 //!   creations go in slow-start batches of 1, 2, 4, ... (at most 250 per sync). A sync
 //!   that deletes pods creates none: the creations follow in the next sync, once the
@@ -22,7 +25,11 @@
 //!   `"$patch": "replace"`); pods carry the current revision's `controller-revision-hash`
 //!   label and the deprecated `pod-template-generation` label. Old revisions no pod uses
 //!   are pruned beyond `revisionHistoryLimit`; a name collision bumps
-//!   `status.collisionCount`.
+//!   `status.collisionCount`. The hash is `history::hash_revision` of the revision data
+//!   (upstream hashes the template with Go's object printer, which cannot be
+//!   reproduced); the template generation is upstream's
+//!   `deprecated.daemonset.template.generation` annotation when set, else
+//!   `metadata.generation` (our apiserver does not write the annotation).
 //! - RollingUpdate: without surge, old pods are deleted so that at most maxUnavailable
 //!   desired nodes lack an available new pod; with maxSurge, a new pod is created next to
 //!   the old one and the old one deleted once the new one is available (minReadySeconds

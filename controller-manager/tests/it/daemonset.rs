@@ -302,6 +302,24 @@ async fn no_schedule_taints_keep_out_daemon_sets_that_do_not_tolerate_them() {
     })
     .await;
 
+    // A NoSchedule taint added later keeps the pod already there: misscheduled.
+    Api::<Node>::all(c.client.clone())
+        .patch(
+            "plain",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"taints": [
+                {"key": "dedicated", "value": "db", "effect": "NoSchedule"}]}})),
+        )
+        .await
+        .unwrap();
+    wait_status(&c, "plain", "1 node desired, 1 misscheduled", |s| {
+        s.desired_number_scheduled == 1
+            && s.current_number_scheduled == 1
+            && s.number_misscheduled == 1
+    })
+    .await;
+    wait_on_nodes(&c, &plain.uid().unwrap(), &["cordoned", "plain"]).await;
+
     // A NoExecute taint the DaemonSet does not tolerate evicts its pod from the node.
     Api::<Node>::all(c.client.clone())
         .patch(
