@@ -444,23 +444,30 @@ async fn sync(ds: Arc<DaemonSet>, state: Arc<State>) -> Result<Action> {
     let stored = update_status(&ds, status, collision_count, satisfied, &state).await;
     updated?;
     stored?;
-    let min_ready = min_ready_seconds(&ds);
-    if min_ready > 0 {
-        // Ready pods turn available with time alone (upstream re-syncs after
-        // minReadySeconds when numberReady != numberAvailable).
-        let waiting = pods
-            .iter()
-            .any(|p| ready_since(p).is_some() && !is_pod_available(p, min_ready, now));
-        if waiting {
-            let d = Duration::from_secs(min_ready as u64);
-            again = Some(again.map_or(d, |a| a.min(d)));
-        }
+    // Ready pods turn available with time alone: look again when the next one does
+    // (upstream re-syncs after minReadySeconds while numberReady != numberAvailable).
+    if let Some(d) = next_available(&pods, min_ready_seconds(&ds), now) {
+        again = Some(again.map_or(d, |a| a.min(d)));
     }
     if !satisfied {
         // The informer's events wake us; the timeout is the backstop.
         again = Some(again.map_or(EXPECTATIONS_TIMEOUT, |a| a.min(EXPECTATIONS_TIMEOUT)));
     }
     Ok(again.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// How long until the next ready pod becomes available, if one is waiting to.
+fn next_available(pods: &[Arc<Pod>], min_ready_seconds: i32, now: Timestamp) -> Option<Duration> {
+    if min_ready_seconds <= 0 {
+        return None;
+    }
+    pods.iter()
+        .filter(|p| !is_pod_available(p, min_ready_seconds, now))
+        .filter_map(|p| ready_since(p).flatten())
+        // Available once strictly more than minReadySeconds have passed, in whole seconds.
+        .map(|t| (t.as_second() + i64::from(min_ready_seconds) + 1 - now.as_second()).max(1))
+        .min()
+        .map(|s| Duration::from_secs(s as u64))
 }
 
 /// What the controller computes from a DaemonSet once per sync: the template, the

@@ -685,3 +685,23 @@ async fn adopts_matching_orphans_and_releases_pods_that_stop_matching() {
     let released = pods_api.get(&b_pod).await.unwrap();
     assert!(released.owner_references().is_empty());
 }
+
+#[tokio::test]
+async fn ready_pods_turn_available_after_min_ready_seconds() {
+    let c = Cluster::start(&["daemonset"]).await;
+    create_node(&c, "a", json!({}), json!([])).await;
+    let mut ds = daemon_set("agent", json!({}));
+    ds.spec.as_mut().unwrap().min_ready_seconds = Some(3);
+    let uid = create_ds(&c, ds).await.uid().unwrap();
+    let pods = wait_on_nodes(&c, &uid, &["a"]).await;
+    let ready_at = std::time::Instant::now();
+    set_ready(&c, &pods["a"].name_any()).await.unwrap();
+    wait_status(&c, "agent", "1 ready", |s| s.number_ready == 1).await;
+    // Nothing else changes: only the controller's own re-sync after minReadySeconds
+    // makes the pod count as available.
+    wait_status(&c, "agent", "1 available", |s| {
+        s.number_available == Some(1) && s.number_unavailable == Some(0)
+    })
+    .await;
+    assert!(ready_at.elapsed() >= std::time::Duration::from_secs(3));
+}
