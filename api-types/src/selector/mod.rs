@@ -1,8 +1,10 @@
 //! Label and field selectors: upstream's string grammars (`?labelSelector=` and
-//! `?fieldSelector=`), `metav1.LabelSelector` conversion, and each kind's selectable fields.
+//! `?fieldSelector=`), `metav1.LabelSelector` conversion, each kind's selectable fields, and
+//! node selectors (node affinity matching).
 
 pub mod field;
 pub mod label;
+pub mod node;
 
 pub use field::{
     field_set, supported_fields, FieldOperator, FieldRequirement, FieldSelector, Fields,

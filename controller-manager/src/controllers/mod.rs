@@ -3,6 +3,7 @@
 
 pub mod controller_utils;
 pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
 pub mod endpoint;
@@ -102,6 +103,7 @@ pub fn descriptors() -> Vec<Descriptor> {
         descriptor("cronjob", true, cronjob::start),
         descriptor("persistentvolume-binder", true, persistentvolume::start),
         descriptor("resourcequota", true, resourcequota::start),
+        descriptor("daemonset", true, daemonset::start),
         // One descriptor per controller, above this comment.
     ]
 }

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use k8s_openapi::api::core::v1::{NodeSelector, NodeSelectorRequirement, NodeSelectorTerm};
+use api_types::selector::node::{self, term_matches};
 
 use crate::framework::{
     default_normalize_score, ClusterEvent, CycleState, NodeInfo, NodeScore, Plugin, PodInfo, Point,
@@ -15,71 +15,15 @@ pub const REASON: &str = "node(s) didn't match Pod's node affinity/selector";
 
 pub struct NodeAffinity;
 
-/// Whether a node with these labels and name satisfies one requirement (upstream
-/// `nodeaffinity` operators, `Gt`/`Lt` compare integers).
-fn requirement_matches(req: &NodeSelectorRequirement, value: Option<&str>) -> bool {
-    let values = req.values.as_deref().unwrap_or_default();
-    match req.operator.as_str() {
-        "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
-        "NotIn" => !value.is_some_and(|v| values.iter().any(|x| x == v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        "Gt" | "Lt" => {
-            let (Some(v), [bound]) = (value, values) else {
-                return false;
-            };
-            match (v.parse::<i64>(), bound.parse::<i64>()) {
-                (Ok(v), Ok(b)) if req.operator == "Gt" => v > b,
-                (Ok(v), Ok(b)) => v < b,
-                _ => false,
-            }
-        }
-        _ => false,
-    }
-}
-
-/// A term matches when all its expressions (labels) and fields (`metadata.name`) do; an
-/// empty term matches nothing, as upstream.
-pub fn term_matches(
-    term: &NodeSelectorTerm,
-    name: &str,
-    labels: &BTreeMap<String, String>,
-) -> bool {
-    let exprs = term.match_expressions.as_deref().unwrap_or_default();
-    let fields = term.match_fields.as_deref().unwrap_or_default();
-    if exprs.is_empty() && fields.is_empty() {
-        return false;
-    }
-    exprs
-        .iter()
-        .all(|r| requirement_matches(r, labels.get(&r.key).map(String::as_str)))
-        && fields
-            .iter()
-            .all(|r| r.key == "metadata.name" && requirement_matches(r, Some(name)))
-}
-
-/// Terms are ORed.
-pub fn selector_matches(
-    selector: &NodeSelector,
-    name: &str,
-    labels: &BTreeMap<String, String>,
-) -> bool {
-    selector
-        .node_selector_terms
-        .iter()
-        .any(|t| term_matches(t, name, labels))
-}
-
 /// The pod's nodeSelector and required node affinity both hold for this node (also used by
 /// PodTopologySpread's nodeAffinityPolicy: Honor).
 pub fn pod_matches_node(pod: &PodInfo, name: &str, labels: &BTreeMap<String, String>) -> bool {
-    pod.node_selector
-        .iter()
-        .all(|(k, v)| labels.get(k) == Some(v))
-        && pod
-            .required_node_affinity
-            .as_ref()
-            .is_none_or(|sel| selector_matches(sel, name, labels))
+    node::pod_matches_node(
+        &pod.node_selector,
+        pod.required_node_affinity.as_ref(),
+        name,
+        labels,
+    )
 }
 
 impl Plugin for NodeAffinity {
@@ -112,7 +56,7 @@ impl Plugin for NodeAffinity {
                 .match_fields
                 .iter()
                 .flatten()
-                .find(|f| f.key == "metadata.name" && f.operator == "In");
+                .find(|f| f.key == node::NODE_FIELD_NAME && f.operator == "In");
             match pinned {
                 Some(f) => names.extend(f.values.iter().flatten().cloned()),
                 None => return (Status::success(), None),
