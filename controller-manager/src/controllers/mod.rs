@@ -17,6 +17,7 @@ pub mod replicaset;
 pub mod replicationcontroller;
 pub mod service_endpoints;
 pub mod serviceaccount;
+pub mod statefulset;
 pub mod taint_eviction;
 pub mod ttl_after_finished;
 // One `pub mod` line per controller, above this comment.
@@ -94,6 +95,7 @@ pub fn descriptors() -> Vec<Descriptor> {
         descriptor("namespace", true, namespace::start),
         descriptor("garbagecollector", true, garbagecollector::start),
         descriptor("deployment", true, deployment::start),
+        descriptor("statefulset", true, statefulset::start),
         // One descriptor per controller, above this comment.
     ]
 }
