@@ -12,3 +12,4 @@ mod nodelifecycle;
 mod podgc;
 mod replicaset;
 mod serviceaccount;
+mod statefulset;
