@@ -625,3 +625,70 @@ async fn on_delete_replaces_only_deleted_pods() {
     .await;
     assert_eq!(&get_pod(&c, "web-0").await.labels()[REVISION_LABEL], &old);
 }
+
+// kubectl blocks a thread while the in-process apiserver answers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_renumbers_the_old_revision_and_history_is_pruned() {
+    let c = Cluster::start(&["statefulset"]).await;
+    create(
+        &c,
+        stateful_set(2, json!({"spec": {"podManagementPolicy": "Parallel"}})),
+    )
+    .await;
+    let _kubelet = Kubelet::start(&c);
+    let first = wait_status(&c, "2 ready replicas", |s| s.ready_replicas == Some(2))
+        .await
+        .status
+        .unwrap()
+        .update_revision
+        .unwrap();
+    patch_set(
+        &c,
+        json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "nginx", "image": "registry.k8s.io/nginx-slim:0.9"}]}}}}),
+    )
+    .await;
+    let complete = |s: &StatefulSetStatus| {
+        s.current_revision == s.update_revision
+            && s.updated_replicas == Some(2)
+            && s.ready_replicas == Some(2)
+    };
+    let second = wait_status(&c, "the update rolled out", |s| {
+        complete(s) && s.update_revision.as_deref() != Some(first.as_str())
+    })
+    .await
+    .status
+    .unwrap()
+    .update_revision
+    .unwrap();
+
+    // Back to the first template: its revision is reused, renumbered as the newest.
+    c.api.kubectl_ok(&["rollout", "undo", "statefulset/web"]);
+    wait_status(&c, "rolled back", |s| {
+        complete(s) && s.update_revision.as_deref() == Some(first.as_str())
+    })
+    .await;
+    let revisions: Api<ControllerRevision> = Api::namespaced(c.client.clone(), NS);
+    assert_eq!(revisions.get(&first).await.unwrap().revision, 3);
+    assert_eq!(revisions.get(&second).await.unwrap().revision, 2);
+    let pod = get_pod(&c, "web-1").await;
+    assert_eq!(
+        pod.spec.unwrap().containers[0].image.as_deref(),
+        Some("registry.k8s.io/nginx-slim:0.8")
+    );
+
+    // No history kept: only the revision the pods use is left.
+    patch_set(&c, json!({"spec": {"revisionHistoryLimit": 0}})).await;
+    wait_until(TIMEOUT, "the old revision pruned", || async {
+        let names: Vec<String> = revisions
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .iter()
+            .map(|r| r.name_any())
+            .collect();
+        (names == [first.clone()]).then_some(())
+    })
+    .await;
+}
