@@ -270,13 +270,25 @@ impl State {
                     set.name_any()
                 ),
             ),
-            Some(e) => self.event(
-                set,
-                Some(related),
-                EventType::Warning,
-                &format!("Failed{title}"),
-                e.to_string(),
-            ),
+            Some(e) => {
+                // Upstream's note names the pod and set, then the cause.
+                let cause = match e {
+                    Error::CreatePod { source, .. }
+                    | Error::DeletePod { source, .. }
+                    | Error::UpdatePod { source, .. } => source.to_string(),
+                    other => other.to_string(),
+                };
+                self.event(
+                    set,
+                    Some(related),
+                    EventType::Warning,
+                    &format!("Failed{title}"),
+                    format!(
+                        "{verb} Pod {pod} in StatefulSet {} failed error: {cause}",
+                        set.name_any()
+                    ),
+                )
+            }
         }
     }
 

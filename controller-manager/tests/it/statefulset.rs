@@ -692,3 +692,52 @@ async fn rollback_renumbers_the_old_revision_and_history_is_pruned() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn ordinals_start_where_the_spec_says() {
+    let c = Cluster::start(&["statefulset"]).await;
+    create(
+        &c,
+        stateful_set(
+            2,
+            json!({"spec": {"podManagementPolicy": "Parallel", "ordinals": {"start": 3}}}),
+        ),
+    )
+    .await;
+    wait_pod_names(&c, &["web-3", "web-4"]).await;
+    let pod = get_pod(&c, "web-4").await;
+    assert_eq!(pod.labels()["apps.kubernetes.io/pod-index"], "4");
+    assert_eq!(
+        pod.spec.as_ref().unwrap().hostname.as_deref(),
+        Some("web-4")
+    );
+    // Moving the start replaces the pods outside the new range.
+    patch_set(&c, json!({"spec": {"ordinals": {"start": 0}}})).await;
+    wait_pod_names(&c, &["web-0", "web-1"]).await;
+}
+
+#[tokio::test]
+async fn ordered_ready_waits_min_ready_seconds_before_the_next_pod() {
+    let c = Cluster::start(&["statefulset"]).await;
+    create(&c, stateful_set(2, json!({"spec": {"minReadySeconds": 1}}))).await;
+    wait_pod_names(&c, &["web-0"]).await;
+    let ready = set_ready(&c, "web-0").await.unwrap();
+    let ready_at = ready.status.unwrap().conditions.unwrap()[0]
+        .last_transition_time
+        .clone()
+        .unwrap()
+        .0;
+    // Ready but not yet available: web-0 is not counted available, web-1 waits.
+    wait_pod_names(&c, &["web-0", "web-1"]).await;
+    let created = get_pod(&c, "web-1")
+        .await
+        .metadata
+        .creation_timestamp
+        .unwrap()
+        .0;
+    assert!(
+        created.as_second() > ready_at.as_second() + 1,
+        "web-1 created at {created}, web-0 ready at {ready_at}"
+    );
+    wait_status(&c, "web-0 available", |s| s.available_replicas == Some(1)).await;
+}
