@@ -741,3 +741,77 @@ async fn ordered_ready_waits_min_ready_seconds_before_the_next_pod() {
     );
     wait_status(&c, "web-0 available", |s| s.available_replicas == Some(1)).await;
 }
+
+/// Binds a pod to a node, as the scheduler would: its deletion is then graceful.
+async fn bind(c: &Cluster, name: &str, node: &str) {
+    let binding = json!({
+        "apiVersion": "v1", "kind": "Binding",
+        "metadata": {"name": name},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+    });
+    Api::<Pod>::namespaced(c.client.clone(), NS)
+        .create_subresource::<_, serde_json::Value>(
+            "binding",
+            name,
+            &PostParams::default(),
+            &binding,
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn ordered_scale_down_waits_for_each_pod_to_terminate() {
+    let c = Cluster::start(&["statefulset"]).await;
+    create(&c, stateful_set(3, json!({}))).await;
+    for name in ["web-0", "web-1", "web-2"] {
+        wait_until(TIMEOUT, name, || async {
+            Api::<Pod>::namespaced(c.client.clone(), NS)
+                .get_opt(name)
+                .await
+                .ok()?
+        })
+        .await;
+        bind(&c, name, "node-a").await;
+        set_ready(&c, name).await.unwrap();
+    }
+    wait_status(&c, "3 ready", |s| s.ready_replicas == Some(3)).await;
+    patch_set(&c, json!({"spec": {"replicas": 1}})).await;
+    // web-2 terminates (a bound pod waits for its kubelet); the controller has seen
+    // that (web-2 no longer counts as current) and leaves web-1 alone meanwhile.
+    wait_status(&c, "web-2 terminating", |s| {
+        s.replicas == 3 && s.current_replicas == Some(2)
+    })
+    .await;
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), NS);
+    assert!(pods
+        .get("web-2")
+        .await
+        .unwrap()
+        .metadata
+        .deletion_timestamp
+        .is_some());
+    assert!(pods
+        .get("web-1")
+        .await
+        .unwrap()
+        .metadata
+        .deletion_timestamp
+        .is_none());
+    // The kubelet finishes web-2: then web-1 goes.
+    pods.delete("web-2", &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    wait_until(TIMEOUT, "web-1 terminating", || async {
+        let p = pods.get_opt("web-1").await.ok()??;
+        p.metadata.deletion_timestamp.is_some().then_some(())
+    })
+    .await;
+    assert!(pods
+        .get("web-0")
+        .await
+        .unwrap()
+        .metadata
+        .deletion_timestamp
+        .is_none());
+}
