@@ -520,6 +520,21 @@ async fn rolling_update_with_a_partition_goes_from_the_highest_ordinal_down() {
         "{history}"
     );
 
+    // Below the partition, a deleted pod comes back at the current (old) revision.
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), NS);
+    let uid = get_pod(&c, "web-0").await.uid().unwrap();
+    pods.delete("web-0", &DeleteParams::default())
+        .await
+        .unwrap();
+    let again = wait_until(TIMEOUT, "web-0 recreated", || async {
+        let p = pods.get_opt("web-0").await.ok()??;
+        (p.uid().unwrap() != uid).then_some(p)
+    })
+    .await;
+    assert_eq!(&again.labels()[REVISION_LABEL], &old);
+    assert!(image(&again).ends_with(":0.8"));
+    wait_status(&c, "web-0 ready again", |s| s.ready_replicas == Some(3)).await;
+
     // Partition 0: web-0 too, then the update revision is the current one.
     patch_set(
         &c,
