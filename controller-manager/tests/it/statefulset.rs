@@ -830,3 +830,47 @@ async fn ordered_scale_down_waits_for_each_pod_to_terminate() {
         .deletion_timestamp
         .is_none());
 }
+
+#[tokio::test]
+async fn adopts_orphans_named_as_members_only() {
+    let c = Cluster::start(&["statefulset"]).await;
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), NS);
+    for name in ["web-0", "other-0"] {
+        let orphan: Pod = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "nginx", "image": "registry.k8s.io/nginx-slim:0.8"}]},
+        }))
+        .unwrap();
+        pods.create(&PostParams::default(), &orphan).await.unwrap();
+    }
+    let orphan_uid = get_pod(&c, "web-0").await.uid().unwrap();
+    let set = create(
+        &c,
+        stateful_set(1, json!({"spec": {"podManagementPolicy": "Parallel"}})),
+    )
+    .await;
+    let set_uid = set.uid().unwrap();
+    // Adopted, given its identity labels, then replaced by a pod of the set's revision.
+    wait_until(TIMEOUT, "web-0 adopted and labelled", || async {
+        let notes = event_notes(&c, "SuccessfulUpdate").await;
+        notes
+            .contains(&"update Pod web-0 in StatefulSet web successful".to_string())
+            .then_some(())
+    })
+    .await;
+    let status = wait_status(&c, "web-0 at the set's revision", |s| {
+        s.updated_replicas == Some(1) && s.replicas == 1
+    })
+    .await
+    .status
+    .unwrap();
+    let pod = get_pod(&c, "web-0").await;
+    assert_ne!(pod.uid().unwrap(), orphan_uid);
+    assert_eq!(
+        pod.labels().get(REVISION_LABEL),
+        status.update_revision.as_ref()
+    );
+    assert_eq!(pod.owner_references()[0].uid, set_uid);
+    // A matching pod that is not named as a member stays an orphan.
+    assert!(get_pod(&c, "other-0").await.owner_references().is_empty());
+}
