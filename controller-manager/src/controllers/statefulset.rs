@@ -1185,6 +1185,7 @@ impl SetSync<'_> {
             .find(|p| !is_healthy(p))
             .and_then(|p| p.metadata.name.clone());
         let waiting = AtomicUsize::new(0);
+        let waited = || waiting.load(Ordering::Relaxed) > 0;
         // Every pod of the range exists, runs and is ready (one at a time when ordered).
         if self
             .run_for_all(replicas.len(), |i| {
@@ -1192,7 +1193,7 @@ impl SetSync<'_> {
             })
             .await?
         {
-            return Ok(waiting.load(Ordering::Relaxed) > 0);
+            return Ok(waited());
         }
         // Claims of pods about to go follow the retention policy before the pods do.
         if self
@@ -1202,7 +1203,7 @@ impl SetSync<'_> {
             })
             .await?
         {
-            return Ok(false);
+            return Ok(waited());
         }
         // Scale down from the highest ordinal; ordered: one at a time, once healthy.
         if self
@@ -1211,10 +1212,10 @@ impl SetSync<'_> {
             })
             .await?
         {
-            return Ok(false);
+            return Ok(waited());
         }
         if strategy_type(self.set) == "OnDelete" {
-            return Ok(false);
+            return Ok(waited());
         }
         // Rolling update: the highest ordinal at or above the partition that is not at
         // the update revision goes, once every pod above it is healthy.
@@ -1223,13 +1224,13 @@ impl SetSync<'_> {
             let pod = &replicas[target].pod;
             if revision_of(pod) != self.update_revision && !is_terminating(pod) {
                 self.delete_pod(pod).await?;
-                return Ok(false);
+                return Ok(waited());
             }
             if !is_healthy(pod) {
-                return Ok(false);
+                return Ok(waited());
             }
         }
-        Ok(false)
+        Ok(waited())
     }
 
     /// Upstream's `runForAll`: ordered, one after the other until one says to stop;
@@ -1276,18 +1277,18 @@ impl SetSync<'_> {
             } else {
                 (EventType::Normal, "RecreatingTerminatedPod", "terminated")
             };
-            self.state.event(
-                self.set,
-                None,
-                type_,
-                reason,
-                format!(
-                    "StatefulSet {} is recreating {what} Pod {}",
-                    key(self.set),
-                    pod.name_any()
-                ),
-            );
             if !is_terminating(pod) {
+                self.state.event(
+                    self.set,
+                    None,
+                    type_,
+                    reason,
+                    format!(
+                        "StatefulSet {} is recreating {what} Pod {}",
+                        key(self.set),
+                        pod.name_any()
+                    ),
+                );
                 self.delete_pod(pod).await?;
             }
             // Its successor is made once it is gone.
