@@ -874,3 +874,49 @@ async fn adopts_orphans_named_as_members_only() {
     // A matching pod that is not named as a member stays an orphan.
     assert!(get_pod(&c, "other-0").await.owner_references().is_empty());
 }
+
+#[tokio::test]
+async fn when_deleted_delete_lets_the_garbage_collector_take_the_claims() {
+    let c = Cluster::start(&["statefulset", "garbagecollector"]).await;
+    create(
+        &c,
+        stateful_set(
+            2,
+            json!({"spec": {
+                "podManagementPolicy": "Parallel",
+                "volumeClaimTemplates": [{"metadata": {"name": "data"},
+                    "spec": {"accessModes": ["ReadWriteOnce"],
+                        "resources": {"requests": {"storage": "1Gi"}}}}],
+                "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete"},
+            }}),
+        ),
+    )
+    .await;
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(c.client.clone(), NS);
+    wait_until(TIMEOUT, "both claims owned by the set", || async {
+        let list = claims.list(&ListParams::default()).await.ok()?.items;
+        (list.len() == 2
+            && list.iter().all(|c| {
+                c.owner_references()
+                    .iter()
+                    .any(|r| r.kind == "StatefulSet" && r.name == "web")
+            }))
+        .then_some(())
+    })
+    .await;
+    Api::<StatefulSet>::namespaced(c.client.clone(), NS)
+        .delete("web", &DeleteParams::background())
+        .await
+        .unwrap();
+    wait_until(TIMEOUT, "claims, pods and revisions collected", || async {
+        let claims_left = claims.list(&ListParams::default()).await.ok()?.items.len();
+        let revisions_left = Api::<ControllerRevision>::namespaced(c.client.clone(), NS)
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .len();
+        (claims_left == 0 && revisions_left == 0 && pod_names(&c).await.is_empty()).then_some(())
+    })
+    .await;
+}
