@@ -25,6 +25,9 @@
 //! Pod names are the expectations here: a creation the cache has not shown yet fails with
 //! AlreadyExists and is simply waited for, so the controller keeps none.
 
+mod control;
+mod identity;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,10 +53,6 @@ use super::history::{
 use super::Context;
 use crate::cache::Pod;
 use crate::informers::key;
-
-mod control;
-mod identity;
-
 use control::SetSync;
 use identity::*;
 
