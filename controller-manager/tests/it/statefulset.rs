@@ -920,3 +920,42 @@ async fn when_deleted_delete_lets_the_garbage_collector_take_the_claims() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_rejected_pod_is_a_failed_create_event() {
+    let c = Cluster::start(&["statefulset"]).await;
+    // Admission rejects pods of an unknown priority class.
+    create(
+        &c,
+        stateful_set(
+            1,
+            json!({"spec": {"template": {"spec": {"priorityClassName": "no-such-class"}}}}),
+        ),
+    )
+    .await;
+    let notes = wait_until(TIMEOUT, "a FailedCreate event", || async {
+        let notes = event_notes(&c, "FailedCreate").await;
+        (!notes.is_empty()).then_some(notes)
+    })
+    .await;
+    assert!(
+        notes[0].starts_with("create Pod web-0 in StatefulSet web failed error: ")
+            && notes[0].contains("no-such-class"),
+        "{notes:?}"
+    );
+    assert!(pod_names(&c).await.is_empty());
+    // Every retry fails the same way: one Event, counted as a series.
+    let events: Api<Event> = Api::namespaced(c.client.clone(), NS);
+    wait_until(TIMEOUT, "the FailedCreate event repeated", || async {
+        let failed: Vec<Event> = events
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("FailedCreate"))
+            .collect();
+        (failed.len() == 1 && failed[0].series.as_ref().is_some_and(|s| s.count >= 2)).then_some(())
+    })
+    .await;
+}

@@ -213,9 +213,9 @@ impl State {
             .collect()
     }
 
-    /// Publishes an event about `set` in the background. An event about one object names
-    /// it as `related` and is its own Event: kube's recorder would otherwise fold every
-    /// SuccessfulCreate of a set into one series keeping the first note.
+    /// Publishes an event about `set` in the background, naming the pod or claim it is
+    /// about as `related`. The same event again (a pod failing to be created at every
+    /// retry) becomes a series of one Event, as upstream's recorder aggregates them.
     fn event(
         &self,
         set: &StatefulSet,
@@ -224,10 +224,7 @@ impl State {
         reason: &str,
         note: String,
     ) {
-        let recorder = match related {
-            Some(_) => self.ctx.recorder(COMPONENT),
-            None => self.recorder.clone(),
-        };
+        let recorder = self.recorder.clone();
         let reference = set.object_ref(&());
         let event = Event {
             type_,
