@@ -22,6 +22,7 @@ pub mod replicationcontroller;
 pub mod resourcequota;
 pub mod service_endpoints;
 pub mod serviceaccount;
+pub mod statefulset;
 pub mod taint_eviction;
 pub mod ttl_after_finished;
 // One `pub mod` line per controller, above this comment.
@@ -104,6 +105,7 @@ pub fn descriptors() -> Vec<Descriptor> {
         descriptor("persistentvolume-binder", true, persistentvolume::start),
         descriptor("resourcequota", true, resourcequota::start),
         descriptor("daemonset", true, daemonset::start),
+        descriptor("statefulset", true, statefulset::start),
         // One descriptor per controller, above this comment.
     ]
 }

@@ -17,3 +17,4 @@ mod podgc;
 mod replicaset;
 mod resourcequota;
 mod serviceaccount;
+mod statefulset;
