@@ -80,6 +80,23 @@ pub struct ControllerOptions {
     pub concurrent_endpoint_syncs: u16,
     #[arg(long, default_value_t = 5)]
     pub concurrent_service_endpoint_syncs: u16,
+    #[arg(long, default_value_t = 5)]
+    pub mirroring_concurrent_service_endpoint_syncs: u16,
+    /// The most endpoints one EndpointSlice holds.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub max_endpoints_per_slice: u16,
+    /// The most addresses the mirroring controller puts in one EndpointSlice.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub mirroring_max_endpoints_per_subset: u16,
+    /// How long the endpoints controller gathers changes into one sync of a Service.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub endpoint_updates_batch_period: Duration,
+    /// How long the endpointslice controller gathers changes into one sync of a Service.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub endpointslice_updates_batch_period: Duration,
+    /// How long the mirroring controller gathers changes into one sync of an Endpoints.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub mirroring_endpointslice_updates_batch_period: Duration,
     #[arg(long, default_value_t = 10)]
     pub concurrent_namespace_syncs: u16,
     #[arg(long, default_value_t = 20)]

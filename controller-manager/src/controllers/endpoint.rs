@@ -90,7 +90,9 @@ pub fn start(ctx: &Context) -> BoxFuture<'static, ()> {
             trigger_times.forget(&svc.namespace().unwrap_or_default(), &svc.name_any());
         }
     });
-    let config = Config::default().concurrency(ctx.options.concurrent_endpoint_syncs);
+    let config = Config::default()
+        .concurrency(ctx.options.concurrent_endpoint_syncs)
+        .debounce(ctx.options.endpoint_updates_batch_period);
     let sync = Controller::for_shared_stream(services, service_store.clone())
         .with_config(config.clone())
         .watches_shared_stream(pods, move |pod: Arc<Pod>| pod_services.services_for(&pod))

@@ -28,6 +28,7 @@ pub const NAME: &str = "endpointslice";
 /// The `endpointslice.kubernetes.io/managed-by` value of this controller's slices.
 pub const MANAGED_BY: &str = "endpointslice-controller.k8s.io";
 /// Upstream's `--max-endpoints-per-slice` default.
+/// Upstream's `--max-endpoints-per-slice` default.
 pub const MAX_ENDPOINTS_PER_SLICE: usize = 100;
 const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 
@@ -89,7 +90,9 @@ pub fn start(ctx: &Context) -> BoxFuture<'static, ()> {
         state.trigger_times.clone(),
     );
     let tracker = state.tracker.clone();
-    let config = Config::default().concurrency(ctx.options.concurrent_service_endpoint_syncs);
+    let config = Config::default()
+        .concurrency(ctx.options.concurrent_service_endpoint_syncs)
+        .debounce(ctx.options.endpointslice_updates_batch_period);
     Controller::for_shared_stream(services, service_store)
         .with_config(config)
         .watches_shared_stream(pods, move |pod: Arc<Pod>| pod_services.services_for(&pod))
@@ -178,7 +181,12 @@ async fn sync_service(svc: Arc<Service>, state: Arc<State>) -> Result<Action, Er
                 .get(&ObjectRef::new(node))
                 .map(|n| n.labels().get(ZONE_LABEL).cloned())
         });
-        let mut plan = plan(&svc, desired.by_type, &existing, MAX_ENDPOINTS_PER_SLICE);
+        let mut plan = plan(
+            &svc,
+            desired.by_type,
+            &existing,
+            usize::from(state.ctx.options.max_endpoints_per_slice),
+        );
         plan.missing_nodes = desired.missing_nodes;
         plan.trigger_time = state.trigger_times.compute(&svc, &pods);
         plan

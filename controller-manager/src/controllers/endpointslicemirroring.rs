@@ -86,7 +86,9 @@ pub fn start(ctx: &Context) -> BoxFuture<'static, ()> {
         Arc::new(TriggerTimeTracker::default()),
     );
     let tracker = state.tracker.clone();
-    let config = Config::default().concurrency(ctx.options.concurrent_service_endpoint_syncs);
+    let config = Config::default()
+        .concurrency(ctx.options.mirroring_concurrent_service_endpoint_syncs)
+        .debounce(ctx.options.mirroring_endpointslice_updates_batch_period);
     Controller::for_shared_stream(services, service_store)
         .with_config(config)
         .watches_shared_stream(endpoints, |ep: Arc<Endpoints>| {
@@ -149,7 +151,11 @@ async fn sync(svc: Arc<Service>, state: Arc<State>) -> Result<Action, Error> {
     if state.tracker.stale(&ns, &name, &live) {
         return Err(Error::StaleCache(key(&*svc)));
     }
-    let plan = plan(&endpoints, &live, MAX_ENDPOINTS_PER_SUBSET);
+    let plan = plan(
+        &endpoints,
+        &live,
+        usize::from(state.ctx.options.mirroring_max_endpoints_per_subset),
+    );
     if plan.skipped > 0 {
         warn!(endpoints = %key(&*endpoints), skipped = plan.skipped,
             "addresses were not mirrored (invalid IPs, or over the per-subset maximum)");

@@ -250,9 +250,10 @@ struct State<K: Replicated> {
     owners: Store<K>,
     pods: Store<Pod>,
     expectations: Expectations,
-    /// The owner each pod was last seen controlled by, so an owner hears when its pod is
-    /// taken away or deleted.
-    pod_owners: Mutex<HashMap<String, ObjectRef<K>>>,
+    /// The owner each pod (by uid) was last seen controlled by, so an owner hears when
+    /// its pod is taken away or deleted. Only the owner's name: it shares the pod's
+    /// namespace (one entry per pod, kept small).
+    pod_owners: Mutex<HashMap<String, Box<str>>>,
 }
 
 impl<K: Replicated> State<K> {
@@ -277,12 +278,12 @@ impl<K: Replicated> State<K> {
         }
         {
             let mut owners = self.pod_owners.lock();
-            let previous = if gone || out.is_empty() {
-                owners.remove(&uid)
-            } else {
-                owners.insert(uid.clone(), out[0].clone())
+            let previous = match controller {
+                Some(c) if !gone => owners.insert(uid.clone(), c.name.as_str().into()),
+                _ => owners.remove(&uid),
             };
             if let Some(p) = previous {
+                let p = ObjectRef::new(&p).within(&ns);
                 if !out.contains(&p) {
                     out.push(p);
                 }

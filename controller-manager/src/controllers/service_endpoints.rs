@@ -123,8 +123,9 @@ impl PodServices {
         let key = ObjectRef::from_obj(pod);
         let mut last = self.last.lock();
         // The store is updated before subscribers hear of a change: a pod missing from it
-        // has been deleted, and needs no memory of its Services.
-        let previous = if self.pods.get(&key).is_some() {
+        // has been deleted, and needs no memory of its Services; nor does a pod of no
+        // Service (most pods of a homelab: remembering them cost ~200 bytes each).
+        let previous = if self.pods.get(&key).is_some() && !now.is_empty() {
             last.insert(key, now.clone())
         } else {
             last.remove(&key)
