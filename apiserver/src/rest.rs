@@ -840,8 +840,24 @@ pub async fn update(
         {
             let old_meta = old.get("metadata").cloned().unwrap_or_else(|| json!({}));
             let meta = object::meta_mut(&mut new);
+            // A uid the client sent is kept for validation to refuse if it differs (it
+            // is immutable: a patch naming the uid it expects fails on a replaced object);
+            // none sent means the stored one, as upstream's BeforeUpdate.
+            if meta
+                .get("uid")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+            {
+                match old_meta.get("uid") {
+                    Some(v) => {
+                        meta.insert("uid".into(), v.clone());
+                    }
+                    None => {
+                        meta.remove("uid");
+                    }
+                }
+            }
             for f in [
-                "uid",
                 "creationTimestamp",
                 "deletionTimestamp",
                 "deletionGracePeriodSeconds",

@@ -12,19 +12,23 @@
 //! Adding a controller that reads a pod field not here: add the field, with the
 //! `k8s_openapi` name and type.
 //!
-//! Three things are leaner still than their `k8s_openapi` types, because every pod has
-//! them: a container's `resources` hold their lists as boxed slices (a BTreeMap allocates
-//! a ~0.5 KiB node even for one entry); `status.conditions` keep only the types a
+//! Some things are leaner still than their `k8s_openapi` types, because every pod has
+//! them: strings that many pods hold the same (phase, node, image, container and
+//! condition names, restart policy...) are [`Shared`], one copy for all, read as `&str`;
+//! a container's `resources` hold their lists as boxed slices (a BTreeMap allocates a
+//! ~0.5 KiB node even for one entry); `status.conditions` keep only the types a
 //! controller reads (`Ready`, `DisruptionTarget`, and any type the kubelet does not set
 //! itself, e.g. readiness gates), without `message` and `lastProbeTime`; and
 //! `metadata.generateName` is dropped.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, LazyLock};
+
+use parking_lot::Mutex;
 
 use k8s_openapi::api::core::v1::{
     Affinity, ContainerPort, ContainerStateRunning, ContainerStateTerminated,
-    ContainerStateWaiting, PersistentVolumeClaimVolumeSource, PodCondition, PodIP,
-    PodReadinessGate, Toleration,
+    ContainerStateWaiting, PersistentVolumeClaimVolumeSource, PodIP, PodReadinessGate, Toleration,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -91,7 +95,7 @@ pub struct PodSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_containers: Option<Vec<Container>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node_name: Option<String>,
+    pub node_name: Option<Shared>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_selector: Option<BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -99,15 +103,15 @@ pub struct PodSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub priority_class_name: Option<String>,
+    pub priority_class_name: Option<Shared>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readiness_gates: Option<Vec<PodReadinessGate>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub restart_policy: Option<String>,
+    pub restart_policy: Option<Shared>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scheduler_name: Option<String>,
+    pub scheduler_name: Option<Shared>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subdomain: Option<String>,
+    pub subdomain: Option<Shared>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub termination_grace_period_seconds: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -119,15 +123,15 @@ pub struct PodSpec {
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Container {
-    pub name: String,
+    pub name: Shared,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image: Option<String>,
+    pub image: Option<Shared>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ports: Option<Vec<ContainerPort>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub restart_policy: Option<String>,
+    pub restart_policy: Option<Shared>,
 }
 
 /// A volume's name, and its claim when it is a persistentVolumeClaim volume (the only
@@ -152,23 +156,23 @@ pub struct PodStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_statuses: Option<Vec<ContainerStatus>>,
     #[serde(default, rename = "hostIP", skip_serializing_if = "Option::is_none")]
-    pub host_ip: Option<String>,
+    pub host_ip: Option<Shared>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_container_statuses: Option<Vec<ContainerStatus>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nominated_node_name: Option<String>,
+    pub nominated_node_name: Option<Shared>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
+    pub phase: Option<Shared>,
     #[serde(default, rename = "podIP", skip_serializing_if = "Option::is_none")]
     pub pod_ip: Option<String>,
     #[serde(default, rename = "podIPs", skip_serializing_if = "Option::is_none")]
     pub pod_ips: Option<Vec<PodIP>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub qos_class: Option<String>,
+    pub qos_class: Option<Shared>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    pub reason: Option<Shared>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,
 }
@@ -176,7 +180,7 @@ pub struct PodStatus {
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerStatus {
-    pub name: String,
+    pub name: Shared,
     #[serde(default)]
     pub ready: bool,
     #[serde(default)]
@@ -216,14 +220,146 @@ fn read_conditions<'de, D: serde::Deserializer<'de>>(
     };
     let kept: Vec<PodCondition> = all
         .into_iter()
-        .filter(|c| !UNREAD_CONDITIONS.contains(&c.type_.as_str()))
-        .map(|c| PodCondition {
-            message: None,
-            last_probe_time: None,
-            ..c
-        })
+        .filter(|c| !UNREAD_CONDITIONS.contains(&&*c.type_))
         .collect();
     Ok(Some(kept))
+}
+
+/// A pod condition without `message` and `lastProbeTime`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodCondition {
+    #[serde(rename = "type")]
+    pub type_: Shared,
+    pub status: Shared,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Shared>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<Time>,
+}
+
+/// A string many pods hold the same (a phase, a node name, an image, a container name):
+/// one copy shared by all of them, from a process-wide table. Reads as a `str`.
+#[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Shared(Arc<str>);
+
+/// Distinct strings kept at most; past it (a bug sending unique values here), strings
+/// are no longer shared.
+const SHARED_MAX: usize = 65_536;
+
+static SHARED: LazyLock<Mutex<HashSet<Arc<str>>>> = LazyLock::new(Default::default);
+
+impl Shared {
+    pub fn new(s: &str) -> Shared {
+        let mut table = SHARED.lock();
+        if let Some(have) = table.get(s) {
+            return Shared(have.clone());
+        }
+        let new: Arc<str> = Arc::from(s);
+        if table.len() < SHARED_MAX {
+            table.insert(new.clone());
+        }
+        Shared(new)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Shared {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for Shared {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for Shared {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for Shared {
+    fn eq(&self, other: &str) -> bool {
+        &*self.0 == other
+    }
+}
+
+impl PartialEq<&str> for Shared {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.0 == *other
+    }
+}
+
+impl PartialEq<String> for Shared {
+    fn eq(&self, other: &String) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl PartialEq<Shared> for String {
+    fn eq(&self, other: &Shared) -> bool {
+        **self == *other.0
+    }
+}
+
+impl PartialEq<Shared> for str {
+    fn eq(&self, other: &Shared) -> bool {
+        *self == *other.0
+    }
+}
+
+impl From<&str> for Shared {
+    fn from(s: &str) -> Shared {
+        Shared::new(s)
+    }
+}
+
+impl From<Shared> for String {
+    fn from(s: Shared) -> String {
+        s.0.to_string()
+    }
+}
+
+impl std::fmt::Display for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl Serialize for Shared {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Shared {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Shared, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Shared;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Shared, E> {
+                Ok(Shared::new(v))
+            }
+        }
+        d.deserialize_str(Visitor)
+    }
 }
 
 /// A container's `resources` (`requests`, `limits`; `claims` are not read).
@@ -235,17 +371,22 @@ pub struct ResourceRequirements {
     pub requests: ResourceList,
 }
 
-/// Named quantities, read and written as the JSON object upstream uses.
+/// Named quantities, read and written as the JSON object upstream uses; names and
+/// amounts are [`Shared`] (every replica asks for the same).
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct ResourceList(pub Box<[(String, Quantity)]>);
+pub struct ResourceList(pub Box<[(Shared, Shared)]>);
 
 impl ResourceList {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
-    pub fn get(&self, name: &str) -> Option<&Quantity> {
-        self.0.iter().find(|(n, _)| n == name).map(|(_, q)| q)
+    /// The amount asked for `name`, as written (e.g. `"500m"`).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, q)| q.as_str())
     }
 }
 
@@ -257,7 +398,7 @@ impl Serialize for ResourceList {
 
 impl<'de> Deserialize<'de> for ResourceList {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ResourceList, D::Error> {
-        let map = Option::<BTreeMap<String, Quantity>>::deserialize(d)?.unwrap_or_default();
+        let map = Option::<BTreeMap<Shared, Shared>>::deserialize(d)?.unwrap_or_default();
         Ok(ResourceList(map.into_iter().collect()))
     }
 }
@@ -317,18 +458,12 @@ mod tests {
         let terminated = c.state.as_ref().unwrap().terminated.as_ref().unwrap();
         assert_eq!(terminated.exit_code, 3);
         let resources = spec.containers[0].resources.as_ref().unwrap();
-        assert_eq!(resources.requests.get("cpu").unwrap().0, "10m");
+        assert_eq!(resources.requests.get("cpu"), Some("10m"));
         assert!(resources.limits.is_empty());
         // What is kept reads back as a k8s_openapi Pod with the same values.
         let conditions = status.conditions.as_ref().unwrap();
         assert_eq!(conditions.len(), 1);
-        assert_eq!(
-            (
-                conditions[0].type_.as_str(),
-                conditions[0].message.as_deref()
-            ),
-            ("Ready", None)
-        );
+        assert_eq!(conditions[0].type_, "Ready");
         let back: k8s_openapi::api::core::v1::Pod =
             serde_json::from_value(serde_json::to_value(&pod).unwrap()).unwrap();
         assert_eq!(back.status.unwrap().pod_ip.as_deref(), Some("10.42.0.5"));

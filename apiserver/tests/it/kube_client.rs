@@ -6,6 +6,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
+use kube::ResourceExt;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -135,6 +136,27 @@ async fn typed_crud_defaults_and_errors() {
         .unwrap();
     assert_eq!(patched.metadata.generation, Some(2));
     assert_eq!(patched.metadata.labels.unwrap()["team"], "a");
+    // A patch naming the object's uid applies; naming another uid (the object was
+    // replaced since the client looked) is refused: metadata.uid is immutable.
+    let same = json!({ "metadata": { "uid": patched.metadata.uid, "labels": { "team": "b" } } });
+    deploys
+        .patch("web", &PatchParams::default(), &Patch::Strategic(same))
+        .await
+        .unwrap();
+    let other = json!({ "metadata": { "uid": "00000000-0000-0000-0000-000000000000", "labels": { "team": "c" } } });
+    let err = deploys
+        .patch("web", &PatchParams::default(), &Patch::Strategic(other))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 422 && s.message.contains("metadata.uid")),
+        "{err:?}"
+    );
+    let kept = deploys.get("web").await.unwrap();
+    assert_eq!(
+        (kept.metadata.uid.as_deref(), kept.labels()["team"].as_str()),
+        (patched.metadata.uid.as_deref(), "b")
+    );
 
     // Invalid objects are refused with 422 and nothing is stored.
     let pods: Api<Pod> = Api::namespaced(client.clone(), "crud");

@@ -89,15 +89,15 @@ async fn collect(ctx: &Context, pods: &Store<Pod>, nodes: &Store<Node>) -> Resul
             }
             continue;
         };
-        if known.contains(&node) {
+        if known.contains(node.as_str()) {
             continue;
         }
         // Confirm with the apiserver before deleting on a (possibly lagging) cache's word.
-        if !confirmed_missing.contains(&node) {
+        if !confirmed_missing.contains(node.as_str()) {
             if !matches!(node_api.get_opt(&node).await, Ok(None)) {
                 continue;
             }
-            confirmed_missing.insert(node);
+            confirmed_missing.insert(node.to_string());
         }
         delete(ctx, pod, true, "PodGC: node no longer exists").await;
     }

@@ -180,7 +180,7 @@ pub fn should_pod_be_in_endpoints(pod: &Pod, include_terminating: bool) -> bool 
     include_terminating || pod.metadata.deletion_timestamp.is_none()
 }
 
-fn ready_condition(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::PodCondition> {
+fn ready_condition(pod: &Pod) -> Option<&crate::cache::PodCondition> {
     pod.status
         .as_ref()?
         .conditions
@@ -239,8 +239,9 @@ pub fn node_name(pod: &Pod) -> Option<String> {
     pod.spec
         .as_ref()?
         .node_name
-        .clone()
+        .as_deref()
         .filter(|n| !n.is_empty())
+        .map(String::from)
 }
 
 /// Whether `obj`'s controller ownerReference points at `owner` (by uid).
