@@ -9,6 +9,8 @@ use std::sync::Arc;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::ApiResource;
 
+use crate::cache::Shared;
+
 pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
 pub const ORPHAN_FINALIZER: &str = "orphan";
 
@@ -16,8 +18,9 @@ pub const ORPHAN_FINALIZER: &str = "orphan";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Owner {
     pub uid: String,
-    pub api_version: String,
-    pub kind: String,
+    /// Shared: every dependent of a kind names the same apiVersion and kind.
+    pub api_version: Shared,
+    pub kind: Shared,
     pub name: String,
     pub block_owner_deletion: bool,
 }
@@ -25,7 +28,7 @@ pub struct Owner {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Node {
     pub resource: Arc<ApiResource>,
-    pub namespace: Option<String>,
+    pub namespace: Option<Shared>,
     pub name: String,
     pub owners: Vec<Owner>,
     pub being_deleted: bool,
@@ -39,7 +42,7 @@ impl Node {
         let finalizers = meta.finalizers.as_deref().unwrap_or_default();
         let node = Node {
             resource,
-            namespace: meta.namespace.clone(),
+            namespace: meta.namespace.as_deref().map(Shared::new),
             name: meta.name.clone().unwrap_or_default(),
             owners: owners(meta),
             being_deleted: meta.deletion_timestamp.is_some(),
@@ -66,8 +69,8 @@ pub fn owners(meta: &ObjectMeta) -> Vec<Owner> {
         .flatten()
         .map(|r| Owner {
             uid: r.uid.clone(),
-            api_version: r.api_version.clone(),
-            kind: r.kind.clone(),
+            api_version: Shared::new(&r.api_version),
+            kind: Shared::new(&r.kind),
             name: r.name.clone(),
             block_owner_deletion: r.block_owner_deletion == Some(true),
         })

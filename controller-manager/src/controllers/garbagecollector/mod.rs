@@ -481,8 +481,8 @@ async fn owner_state(gc: &Collector, dependent: &Node, owner: &Owner) -> Result<
             Some((ar, caps)) => (ar, caps.scope == Scope::Namespaced),
             None => {
                 return Err(Error::UnknownOwnerKind {
-                    api_version: owner.api_version.clone(),
-                    kind: owner.kind.clone(),
+                    api_version: owner.api_version.to_string(),
+                    kind: owner.kind.to_string(),
                     name: owner.name.clone(),
                     dependent: describe(dependent),
                 })
