@@ -10,9 +10,11 @@ use futures::future;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::ObjectMeta;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
+use serde_json::json;
 use tracing::warn;
 
 /// Upstream's `ExpectationsTimeout`: expectations not met by then are given up on, so a
@@ -46,6 +48,57 @@ pub fn controller_of_kind<K: Resource<DynamicType = ()>, O: Resource>(
     obj: &O,
 ) -> Option<&OwnerReference> {
     controller_of(obj).filter(|r| r.kind == K::kind(&()) && r.api_version == K::api_version(&()))
+}
+
+/// Upstream's `ControllerRefManager` adoption: makes `owner` (`reference`) the controller
+/// of `obj`. A strategic merge, so ownerReferences merge by uid; `obj`'s uid in the patch
+/// is the precondition that it is still the same object. `None`: it is gone.
+pub async fn adopt<O>(
+    api: &Api<O>,
+    reference: &OwnerReference,
+    obj: &O,
+) -> Result<Option<O>, kube::Error>
+where
+    O: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let patch = json!({"metadata": {"ownerReferences": [reference], "uid": obj.uid()}});
+    match api
+        .patch(
+            &obj.name_any(),
+            &PatchParams::default(),
+            &Patch::Strategic(&patch),
+        )
+        .await
+    {
+        Ok(adopted) => Ok(Some(adopted)),
+        Err(kube::Error::Api(s)) if s.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Upstream's `ControllerRefManager` release: removes the ownerReference of uid
+/// `owner_uid` from `obj`. Gone, or replaced by another object of the name (its uid
+/// differs: 422), counts as released.
+pub async fn release<O>(api: &Api<O>, owner_uid: &str, obj: &O) -> Result<(), kube::Error>
+where
+    O: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let patch = json!({"metadata": {
+        "ownerReferences": [{"$patch": "delete", "uid": owner_uid}],
+        "uid": obj.uid(),
+    }});
+    match api
+        .patch(
+            &obj.name_any(),
+            &PatchParams::default(),
+            &Patch::Strategic(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.is_not_found() || s.is_invalid() => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Upstream's `IsPodActive`: not finished and not being deleted.

@@ -64,6 +64,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use tracing::{debug, warn, Instrument};
 
+use super::controller_utils::{adopt as adopt_object, release as release_object};
 use super::controller_utils::{
     controller_of, controller_of_kind, controller_ref, is_pod_available, namespace_terminating,
     pod_from_template, ready_since, slow_start_batch, Expectations, EXPECTATIONS_TIMEOUT,
@@ -1151,18 +1152,9 @@ where
         }
         let reference = controller_ref(ds.as_ref());
         for obj in adopt {
-            // Strategic merge: ownerReferences merge by uid; the uid is the precondition.
-            let patch = json!({"metadata": {"ownerReferences": [reference], "uid": obj.uid()}});
-            match api
-                .patch(
-                    &obj.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Strategic(&patch),
-                )
-                .await
-            {
-                Ok(_) => claimed.push(obj),
-                Err(kube::Error::Api(s)) if s.is_not_found() => {}
+            match adopt_object(&api, &reference, obj.as_ref()).await {
+                Ok(Some(_)) => claimed.push(obj),
+                Ok(None) => {}
                 Err(source) => {
                     return Err(Error::Adopt {
                         object: key(obj.as_ref()),
@@ -1173,26 +1165,11 @@ where
         }
     }
     for obj in release {
-        let patch = json!({"metadata": {
-            "ownerReferences": [{"$patch": "delete", "uid": uid}],
-            "uid": obj.uid(),
-        }});
-        match api
-            .patch(
-                &obj.name_any(),
-                &PatchParams::default(),
-                &Patch::Strategic(&patch),
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.is_not_found() || s.is_invalid() => {}
-            Err(source) => {
-                return Err(Error::Release {
-                    object: key(obj.as_ref()),
-                    source,
-                })
-            }
+        if let Err(source) = release_object(&api, &uid, obj.as_ref()).await {
+            return Err(Error::Release {
+                object: key(obj.as_ref()),
+                source,
+            });
         }
     }
     Ok(claimed)

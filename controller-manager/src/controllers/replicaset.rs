@@ -25,15 +25,15 @@ use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::NamespaceResourceScope;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use parking_lot::Mutex;
-use serde_json::json;
 use tracing::{debug, warn, Instrument};
 
+use super::controller_utils::{adopt as adopt_object, release as release_object};
 use super::controller_utils::{
     controller_of_kind, controller_ref, is_pod_active, is_pod_available, namespace_terminating,
     pod_from_template, ready_since, slow_start_batch, Expectations, EXPECTATIONS_TIMEOUT,
@@ -479,19 +479,7 @@ async fn claim_pods<K: Replicated>(
                 let api = api.clone();
                 let reference = reference.clone();
                 async move {
-                    // Strategic merge: ownerReferences merge by uid; the pod's uid is the
-                    // precondition that it is the same pod.
-                    let patch = json!({"metadata": {
-                        "ownerReferences": [reference],
-                        "uid": pod.uid(),
-                    }});
-                    let r = api
-                        .patch(
-                            &pod.name_any(),
-                            &PatchParams::default(),
-                            &Patch::Strategic(&patch),
-                        )
-                        .await;
+                    let r = adopt_object(&api, &reference, pod.as_ref()).await;
                     (pod, r)
                 }
             })
@@ -500,8 +488,8 @@ async fn claim_pods<K: Replicated>(
             .await;
         for (pod, r) in results {
             match r {
-                Ok(_) => claimed.push(pod),
-                Err(kube::Error::Api(s)) if s.is_not_found() => {}
+                Ok(Some(_)) => claimed.push(pod),
+                Ok(None) => {}
                 Err(source) => {
                     first_error.get_or_insert(Error::Adopt {
                         pod: key(pod.as_ref()),
@@ -516,17 +504,7 @@ async fn claim_pods<K: Replicated>(
             let api = api.clone();
             let owner_uid = owner_uid.clone();
             async move {
-                let patch = json!({"metadata": {
-                    "ownerReferences": [{"$patch": "delete", "uid": owner_uid}],
-                    "uid": pod.uid(),
-                }});
-                let r = api
-                    .patch(
-                        &pod.name_any(),
-                        &PatchParams::default(),
-                        &Patch::Strategic(&patch),
-                    )
-                    .await;
+                let r = release_object(&api, &owner_uid, pod.as_ref()).await;
                 (pod, r)
             }
         })
@@ -534,16 +512,11 @@ async fn claim_pods<K: Replicated>(
         .collect::<Vec<_>>()
         .await;
     for (pod, r) in results {
-        match r {
-            Ok(_) => {}
-            // Gone, or no longer ours (upstream's release treats both as done).
-            Err(kube::Error::Api(s)) if s.is_not_found() || s.is_invalid() => {}
-            Err(source) => {
-                first_error.get_or_insert(Error::Release {
-                    pod: key(pod.as_ref()),
-                    source,
-                });
-            }
+        if let Err(source) = r {
+            first_error.get_or_insert(Error::Release {
+                pod: key(pod.as_ref()),
+                source,
+            });
         }
     }
     match first_error {
@@ -997,6 +970,7 @@ async fn update_status<K: Replicated>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn pod(name: &str, node: &str, phase: &str, ready_at: Option<i64>, created: i64) -> Arc<Pod> {
         let mut v = json!({

@@ -38,6 +38,7 @@ use parking_lot::Mutex;
 use serde_json::json;
 use tracing::{debug, warn, Instrument};
 
+use super::controller_utils::{adopt as adopt_object, release as release_object};
 use super::controller_utils::{controller_of, controller_ref};
 use super::Context;
 use crate::cache::Pod;
@@ -1246,17 +1247,9 @@ async fn claim_replica_sets(
         }
         let reference = controller_ref(d);
         for rs in adopt {
-            let patch = json!({"metadata": {"ownerReferences": [reference], "uid": rs.uid()}});
-            match api
-                .patch(
-                    &rs.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Strategic(&patch),
-                )
-                .await
-            {
-                Ok(adopted) => claimed.push(adopted),
-                Err(kube::Error::Api(s)) if s.is_not_found() => {}
+            match adopt_object(&api, &reference, rs.as_ref()).await {
+                Ok(Some(adopted)) => claimed.push(adopted),
+                Ok(None) => {}
                 Err(source) => {
                     return Err(Error::Adopt {
                         rs: key(rs.as_ref()),
@@ -1267,26 +1260,11 @@ async fn claim_replica_sets(
         }
     }
     for rs in release {
-        let patch = json!({"metadata": {
-            "ownerReferences": [{"$patch": "delete", "uid": uid}],
-            "uid": rs.uid(),
-        }});
-        match api
-            .patch(
-                &rs.name_any(),
-                &PatchParams::default(),
-                &Patch::Strategic(&patch),
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.is_not_found() || s.is_invalid() => {}
-            Err(source) => {
-                return Err(Error::Release {
-                    rs: key(rs.as_ref()),
-                    source,
-                })
-            }
+        if let Err(source) = release_object(&api, &uid, rs.as_ref()).await {
+            return Err(Error::Release {
+                rs: key(rs.as_ref()),
+                source,
+            });
         }
     }
     Ok(claimed)

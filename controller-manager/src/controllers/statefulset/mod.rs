@@ -38,14 +38,14 @@ use futures::{FutureExt, StreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeClaim};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 use tracing::{debug, warn, Instrument};
 
+use super::controller_utils::{adopt as adopt_object, release as release_object};
 use super::controller_utils::{controller_of, controller_of_kind, controller_ref, ready_since};
 use super::history::{
     equal_revision, equal_revisions, new_revision, next_revision, owned_revisions, prunable,
@@ -623,23 +623,11 @@ async fn adopt_orphan_revisions(
         Api::namespaced(state.ctx.client.clone(), &ns.unwrap_or_default());
     let reference = controller_ref(set);
     for revision in orphans {
-        let patch = json!({"metadata": {"ownerReferences": [reference], "uid": revision.uid()}});
-        match api
-            .patch(
-                &revision.name_any(),
-                &PatchParams::default(),
-                &Patch::Strategic(&patch),
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.is_not_found() => {}
-            Err(source) => {
-                return Err(Error::Adopt {
-                    what: format!("controllerrevision {}", key(revision.as_ref())),
-                    source,
-                })
-            }
+        if let Err(source) = adopt_object(&api, &reference, revision.as_ref()).await {
+            return Err(Error::Adopt {
+                what: format!("controllerrevision {}", key(revision.as_ref())),
+                source,
+            });
         }
     }
     Ok(())
@@ -683,17 +671,9 @@ async fn claim_pods(
         can_adopt(set, state).await?;
         let reference = controller_ref(set.as_ref());
         for pod in adopt {
-            let patch = json!({"metadata": {"ownerReferences": [reference], "uid": pod.uid()}});
-            match api
-                .patch(
-                    &pod.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Strategic(&patch),
-                )
-                .await
-            {
-                Ok(_) => claimed.push(pod),
-                Err(kube::Error::Api(s)) if s.is_not_found() => {}
+            match adopt_object(&api, &reference, pod.as_ref()).await {
+                Ok(Some(_)) => claimed.push(pod),
+                Ok(None) => {}
                 Err(source) => {
                     return Err(Error::Adopt {
                         what: format!("pod {}", key(pod.as_ref())),
@@ -704,26 +684,11 @@ async fn claim_pods(
         }
     }
     for pod in release {
-        let patch = json!({"metadata": {
-            "ownerReferences": [{"$patch": "delete", "uid": uid}],
-            "uid": pod.uid(),
-        }});
-        match api
-            .patch(
-                &pod.name_any(),
-                &PatchParams::default(),
-                &Patch::Strategic(&patch),
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.is_not_found() || s.is_invalid() => {}
-            Err(source) => {
-                return Err(Error::Release {
-                    pod: key(pod.as_ref()),
-                    source,
-                })
-            }
+        if let Err(source) = release_object(&api, &uid, pod.as_ref()).await {
+            return Err(Error::Release {
+                pod: key(pod.as_ref()),
+                source,
+            });
         }
     }
     Ok(claimed)
@@ -779,6 +744,7 @@ mod tests {
     use super::identity::*;
     use super::*;
     use crate::controllers::history::CONTROLLER_REVISION_HASH_LABEL;
+    use serde_json::json;
 
     fn set(extra: serde_json::Value) -> StatefulSet {
         let mut v = json!({
