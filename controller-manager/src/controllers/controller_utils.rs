@@ -11,6 +11,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
@@ -98,6 +99,61 @@ where
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.is_not_found() || s.is_invalid() => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+/// The owner each pod was last seen controlled by (upstream's pod event handlers in the
+/// replicaset and daemonset controllers), so that an owner hears when its pod is taken
+/// away or deleted. By pod uid, the owner's name only (it shares the pod's namespace):
+/// one small entry per owned pod.
+#[derive(Default)]
+pub struct PodOwners {
+    last: Mutex<HashMap<String, Box<str>>>,
+}
+
+impl PodOwners {
+    /// The owners of kind `K` a pod change concerns: its controller and the one before,
+    /// or for an orphan the owners `matching` names (given the pod's namespace). Records
+    /// what the change means for the controller's `expectations`; `pods` is the informer's
+    /// store, already updated, so a pod missing from it (or replaced) is gone.
+    pub fn owners_of<K: Resource<DynamicType = ()>>(
+        &self,
+        pod: &Pod,
+        pods: &Store<Pod>,
+        expectations: &Expectations,
+        matching: impl FnOnce(&str) -> Vec<ObjectRef<K>>,
+    ) -> Vec<ObjectRef<K>> {
+        let Some(uid) = pod.uid() else {
+            return Vec::new();
+        };
+        let ns = pod.namespace().unwrap_or_default();
+        let gone = pod.metadata.deletion_timestamp.is_some()
+            || pods
+                .get(&ObjectRef::from_obj(pod))
+                .is_none_or(|cur| cur.uid().as_deref() != Some(uid.as_str()));
+        let controller = controller_of_kind::<K, _>(pod);
+        let mut out = Vec::new();
+        if let Some(c) = controller {
+            expectations.observe(&c.uid, &uid, gone);
+            out.push(ObjectRef::new(&c.name).within(&ns));
+        }
+        let previous = {
+            let mut last = self.last.lock();
+            match controller {
+                Some(c) if !gone => last.insert(uid.clone(), c.name.as_str().into()),
+                _ => last.remove(&uid),
+            }
+        };
+        if let Some(p) = previous {
+            let p = ObjectRef::new(&p).within(&ns);
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+        if controller.is_none() && !gone {
+            out.extend(matching(&ns));
+        }
+        out
     }
 }
 

@@ -64,7 +64,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use tracing::{debug, warn, Instrument};
 
-use super::controller_utils::{adopt as adopt_object, release as release_object};
+use super::controller_utils::{adopt as adopt_object, release as release_object, PodOwners};
 use super::controller_utils::{
     controller_of, controller_of_kind, controller_ref, is_pod_available, namespace_terminating,
     pod_from_template, ready_since, slow_start_batch, Expectations, EXPECTATIONS_TIMEOUT,
@@ -157,7 +157,7 @@ pub fn start(ctx: &Context) -> BoxFuture<'static, ()> {
         pods: ctx.informers.store::<Pod>(),
         revisions: ctx.informers.store::<ControllerRevision>(),
         expectations: Expectations::default(),
-        pod_owners: Mutex::new(HashMap::new()),
+        pod_owners: PodOwners::default(),
         backoff: FailedPodBackoff::default(),
     });
     // A deleted DaemonSet's expectations go with it.
@@ -214,9 +214,7 @@ struct State {
     pods: Store<Pod>,
     revisions: Store<ControllerRevision>,
     expectations: Expectations,
-    /// The DaemonSet each pod was last seen controlled by, so it hears when its pod is
-    /// taken away or deleted.
-    pod_owners: Mutex<HashMap<String, ObjectRef<DaemonSet>>>,
+    pod_owners: PodOwners,
     /// Failed-pod backoff per `<daemonset uid>/<node>` (upstream's `failedPodsBackoff`).
     backoff: FailedPodBackoff,
 }
@@ -262,44 +260,16 @@ impl State {
     /// orphan every DaemonSet whose selector matches it. Also records what the change
     /// means for the controller's expectations.
     fn owners_of(&self, pod: &Pod) -> Vec<ObjectRef<DaemonSet>> {
-        let Some(uid) = pod.uid() else {
-            return Vec::new();
-        };
-        let ns = pod.namespace().unwrap_or_default();
-        let gone = pod.metadata.deletion_timestamp.is_some()
-            || self
-                .pods
-                .get(&ObjectRef::from_obj(pod))
-                .is_none_or(|cur| cur.uid().as_deref() != Some(uid.as_str()));
-        let controller = controller_of_kind::<DaemonSet, _>(pod);
-        let mut out = Vec::new();
-        if let Some(c) = controller {
-            self.expectations.observe(&c.uid, &uid, gone);
-            out.push(ObjectRef::new(&c.name).within(&ns));
-        }
-        {
-            let mut owners = self.pod_owners.lock();
-            let previous = if gone || out.is_empty() {
-                owners.remove(&uid)
-            } else {
-                owners.insert(uid.clone(), out[0].clone())
-            };
-            if let Some(p) = previous {
-                if !out.contains(&p) {
-                    out.push(p);
-                }
-            }
-        }
-        if controller.is_none() && !gone {
-            for ds in self.daemon_sets.state() {
-                if ds.namespace().as_deref() == Some(ns.as_str())
-                    && selector(&ds).is_ok_and(|s| s.matches(pod.labels()))
-                {
-                    out.push(ObjectRef::from_obj(ds.as_ref()));
-                }
-            }
-        }
-        out
+        self.pod_owners
+            .owners_of(pod, &self.pods, &self.expectations, |ns| {
+                self.daemon_sets
+                    .state()
+                    .iter()
+                    .filter(|ds| ds.namespace().as_deref() == Some(ns))
+                    .filter(|ds| selector(ds).is_ok_and(|s| s.matches(pod.labels())))
+                    .map(|ds| ObjectRef::from_obj(ds.as_ref()))
+                    .collect()
+            })
     }
 
     /// Publishes an event in the background; an event about one pod names it as

@@ -30,13 +30,12 @@ use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
-use parking_lot::Mutex;
 use tracing::{debug, warn, Instrument};
 
-use super::controller_utils::{adopt as adopt_object, release as release_object};
+use super::controller_utils::{adopt as adopt_object, release as release_object, PodOwners};
 use super::controller_utils::{
-    controller_of_kind, controller_ref, is_pod_active, is_pod_available, namespace_terminating,
-    pod_from_template, ready_since, slow_start_batch, Expectations, EXPECTATIONS_TIMEOUT,
+    controller_ref, is_pod_active, is_pod_available, namespace_terminating, pod_from_template,
+    ready_since, slow_start_batch, Expectations, EXPECTATIONS_TIMEOUT,
 };
 use super::Context;
 use crate::cache::Pod;
@@ -216,7 +215,7 @@ pub fn run<K: Replicated>(ctx: &Context, concurrency: u16) -> BoxFuture<'static,
         owners: owners.clone(),
         pods: pods.clone(),
         expectations: Expectations::default(),
-        pod_owners: Mutex::new(HashMap::new()),
+        pod_owners: PodOwners::default(),
     });
     // A deleted owner's expectations go with it.
     let owner_events = {
@@ -250,10 +249,7 @@ struct State<K: Replicated> {
     owners: Store<K>,
     pods: Store<Pod>,
     expectations: Expectations,
-    /// The owner each pod (by uid) was last seen controlled by, so an owner hears when
-    /// its pod is taken away or deleted. Only the owner's name: it shares the pod's
-    /// namespace (one entry per pod, kept small).
-    pod_owners: Mutex<HashMap<String, Box<str>>>,
+    pod_owners: PodOwners,
 }
 
 impl<K: Replicated> State<K> {
@@ -261,45 +257,17 @@ impl<K: Replicated> State<K> {
     /// and the one before, or for an orphan every owner whose selector matches it. Also
     /// records what the change means for the owner's expectations.
     fn owners_of(&self, pod: &Pod) -> Vec<ObjectRef<K>> {
-        let Some(uid) = pod.uid() else {
-            return Vec::new();
-        };
-        let ns = pod.namespace().unwrap_or_default();
-        let gone = pod.metadata.deletion_timestamp.is_some()
-            || self
-                .pods
-                .get(&ObjectRef::from_obj(pod))
-                .is_none_or(|cur| cur.uid().as_deref() != Some(uid.as_str()));
-        let controller = controller_of_kind::<K, _>(pod);
-        let mut out = Vec::new();
-        if let Some(c) = controller {
-            self.expectations.observe(&c.uid, &uid, gone);
-            out.push(ObjectRef::new(&c.name).within(&ns));
-        }
-        {
-            let mut owners = self.pod_owners.lock();
-            let previous = match controller {
-                Some(c) if !gone => owners.insert(uid.clone(), c.name.as_str().into()),
-                _ => owners.remove(&uid),
-            };
-            if let Some(p) = previous {
-                let p = ObjectRef::new(&p).within(&ns);
-                if !out.contains(&p) {
-                    out.push(p);
-                }
-            }
-        }
-        if controller.is_none() && !gone {
-            let labels = pod.labels();
-            for owner in self.owners.state() {
-                if owner.namespace().as_deref() == Some(ns.as_str())
-                    && owner.selector().is_ok_and(|s| s.matches(labels))
-                {
-                    out.push(ObjectRef::from_obj(owner.as_ref()));
-                }
-            }
-        }
-        out
+        self.pod_owners
+            .owners_of(pod, &self.pods, &self.expectations, |ns| {
+                let labels = pod.labels();
+                self.owners
+                    .state()
+                    .iter()
+                    .filter(|o| o.namespace().as_deref() == Some(ns))
+                    .filter(|o| o.selector().is_ok_and(|s| s.matches(labels)))
+                    .map(|o| ObjectRef::from_obj(o.as_ref()))
+                    .collect()
+            })
     }
 
     fn pods_in(&self, ns: &str) -> Vec<Arc<Pod>> {
