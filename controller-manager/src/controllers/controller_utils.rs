@@ -16,7 +16,7 @@ use kube::{Resource, ResourceExt};
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use tracing::warn;
+use tracing::{warn, Instrument};
 
 /// Upstream's `ExpectationsTimeout`: expectations not met by then are given up on, so a
 /// lost watch event cannot stall an owner for ever.
@@ -155,6 +155,23 @@ impl PodOwners {
         }
         out
     }
+}
+
+/// Publishes an event in the background, as upstream's recorder does: a failure to
+/// record it is logged and never fails the sync that made it.
+pub fn publish_event(
+    recorder: kube::runtime::events::Recorder,
+    reference: k8s_openapi::api::core::v1::ObjectReference,
+    event: kube::runtime::events::Event,
+) {
+    tokio::spawn(
+        async move {
+            if let Err(e) = recorder.publish(&event, &reference).await {
+                tracing::debug!(error = %e, "publishing an event");
+            }
+        }
+        .in_current_span(),
+    );
 }
 
 /// Upstream's `IsPodActive`: not finished and not being deleted.

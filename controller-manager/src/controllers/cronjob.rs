@@ -35,9 +35,11 @@ use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
-use tracing::{debug, warn, Instrument};
+use tracing::warn;
 
-use super::controller_utils::{controller_of_kind, controller_ref, namespace_terminating};
+use super::controller_utils::{
+    controller_of_kind, controller_ref, namespace_terminating, publish_event,
+};
 use super::job::is_finished;
 use super::Context;
 use crate::informers::key;
@@ -127,14 +129,7 @@ impl State {
             action: reason.into(),
             secondary: None,
         };
-        tokio::spawn(
-            async move {
-                if let Err(e) = recorder.publish(&event, &reference).await {
-                    debug!(error = %e, "publishing an event");
-                }
-            }
-            .in_current_span(),
-        );
+        publish_event(recorder, reference, event);
     }
 
     /// An event naming one Job: its own Event object (kube's recorder would otherwise
@@ -149,14 +144,7 @@ impl State {
             action: reason.into(),
             secondary: Some(job.object_ref(&())),
         };
-        tokio::spawn(
-            async move {
-                if let Err(e) = recorder.publish(&event, &reference).await {
-                    debug!(error = %e, "publishing an event");
-                }
-            }
-            .in_current_span(),
-        );
+        publish_event(recorder, reference, event);
     }
 }
 

@@ -62,9 +62,11 @@ use kube::{Resource, ResourceExt};
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use tracing::{debug, warn, Instrument};
+use tracing::{debug, warn};
 
-use super::controller_utils::{adopt as adopt_object, release as release_object, PodOwners};
+use super::controller_utils::{
+    adopt as adopt_object, publish_event, release as release_object, PodOwners,
+};
 use super::controller_utils::{
     controller_of, controller_of_kind, controller_ref, is_pod_available, namespace_terminating,
     pod_from_template, ready_since, slow_start_batch, Expectations, EXPECTATIONS_TIMEOUT,
@@ -294,14 +296,7 @@ impl State {
             action: reason.into(),
             secondary: pod,
         };
-        tokio::spawn(
-            async move {
-                if let Err(e) = recorder.publish(&event, &reference).await {
-                    debug!(error = %e, "publishing an event");
-                }
-            }
-            .in_current_span(),
-        );
+        publish_event(recorder, reference, event);
     }
 }
 

@@ -52,11 +52,11 @@ use kube::{Resource, ResourceExt};
 use parking_lot::Mutex;
 use serde_json::json;
 use tokio::sync::mpsc;
-use tracing::{debug, warn, Instrument};
+use tracing::warn;
 
 use super::controller_utils::{
-    controller_of_kind, is_pod_active, namespace_terminating, pod_from_template, ready_since,
-    slow_start_batch, Expectations, EXPECTATIONS_TIMEOUT,
+    controller_of_kind, is_pod_active, namespace_terminating, pod_from_template, publish_event,
+    ready_since, slow_start_batch, Expectations, EXPECTATIONS_TIMEOUT,
 };
 use super::Context;
 use crate::cache::Pod;
@@ -220,14 +220,7 @@ impl State {
             action: reason.into(),
             secondary: pod.map(|p| p.object_ref(&())),
         };
-        tokio::spawn(
-            async move {
-                if let Err(e) = recorder.publish(&event, &reference).await {
-                    debug!(error = %e, "publishing an event");
-                }
-            }
-            .in_current_span(),
-        );
+        publish_event(recorder, reference, event);
     }
 
     /// The pods whose finalizer removal is done or pending, after dropping those the

@@ -37,6 +37,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use tracing::{debug, warn};
 
+use super::controller_utils::publish_event;
 use super::Context;
 use crate::informers::key;
 
@@ -156,11 +157,7 @@ impl State {
             action: reason.into(),
             secondary: None,
         };
-        tokio::spawn(async move {
-            if let Err(e) = recorder.publish(&event, &reference).await {
-                debug!(error = %e, "publishing an event");
-            }
-        });
+        publish_event(recorder, reference, event);
     }
 
     fn resync(&self) -> Action {

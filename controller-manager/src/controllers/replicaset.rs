@@ -30,9 +30,11 @@ use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
-use tracing::{debug, warn, Instrument};
+use tracing::warn;
 
-use super::controller_utils::{adopt as adopt_object, release as release_object, PodOwners};
+use super::controller_utils::{
+    adopt as adopt_object, publish_event, release as release_object, PodOwners,
+};
 use super::controller_utils::{
     controller_ref, is_pod_active, is_pod_available, namespace_terminating, pod_from_template,
     ready_since, slow_start_batch, Expectations, EXPECTATIONS_TIMEOUT,
@@ -302,14 +304,7 @@ impl<K: Replicated> State<K> {
             action: reason.into(),
             secondary: pod.map(|p| p.object_ref(&())),
         };
-        tokio::spawn(
-            async move {
-                if let Err(e) = recorder.publish(&event, &reference).await {
-                    debug!(error = %e, "publishing an event");
-                }
-            }
-            .in_current_span(),
-        );
+        publish_event(recorder, reference, event);
     }
 }
 

@@ -36,9 +36,9 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use parking_lot::Mutex;
 use serde_json::json;
-use tracing::{debug, warn, Instrument};
+use tracing::{debug, warn};
 
-use super::controller_utils::{adopt as adopt_object, release as release_object};
+use super::controller_utils::{adopt as adopt_object, publish_event, release as release_object};
 use super::controller_utils::{controller_of, controller_ref};
 use super::Context;
 use crate::cache::Pod;
@@ -1318,12 +1318,5 @@ fn publish(
         action: reason.into(),
         secondary: rs.map(|rs| rs.object_ref(&())),
     };
-    tokio::spawn(
-        async move {
-            if let Err(e) = recorder.publish(&event, &reference).await {
-                debug!(error = %e, "publishing an event");
-            }
-        }
-        .in_current_span(),
-    );
+    publish_event(recorder, reference, event);
 }

@@ -43,9 +43,9 @@ use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
-use tracing::{debug, warn, Instrument};
+use tracing::warn;
 
-use super::controller_utils::{adopt as adopt_object, release as release_object};
+use super::controller_utils::{adopt as adopt_object, publish_event, release as release_object};
 use super::controller_utils::{controller_of, controller_of_kind, controller_ref, ready_since};
 use super::history::{
     equal_revision, equal_revisions, new_revision, next_revision, owned_revisions, prunable,
@@ -233,14 +233,7 @@ impl State {
             action: reason.into(),
             secondary: related,
         };
-        tokio::spawn(
-            async move {
-                if let Err(e) = recorder.publish(&event, &reference).await {
-                    debug!(error = %e, "publishing an event");
-                }
-            }
-            .in_current_span(),
-        );
+        publish_event(recorder, reference, event);
     }
 
     fn pod_event(&self, set: &StatefulSet, verb: &str, pod: &str, error: Option<&Error>) {
