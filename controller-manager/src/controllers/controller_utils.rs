@@ -10,7 +10,7 @@ use futures::future;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, Preconditions};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use parking_lot::Mutex;
@@ -172,6 +172,18 @@ pub fn publish_event(
         }
         .in_current_span(),
     );
+}
+
+/// Delete options that delete only the object of this uid, never a successor that took
+/// its name since (upstream's `Preconditions{UID}`).
+pub fn only_uid(uid: Option<String>) -> DeleteParams {
+    DeleteParams {
+        preconditions: Some(Preconditions {
+            uid,
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    }
 }
 
 /// Upstream's `IsPodActive`: not finished and not being deleted.

@@ -30,7 +30,7 @@ use jiff::{Timestamp, ToSpan};
 use k8s_openapi::api::batch::v1::{CronJob, CronJobStatus, Job};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::{Api, DeleteParams, PostParams, Preconditions, PropagationPolicy};
+use kube::api::{Api, DeleteParams, PostParams, PropagationPolicy};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -38,7 +38,7 @@ use kube::{Resource, ResourceExt};
 use tracing::warn;
 
 use super::controller_utils::{
-    controller_of_kind, controller_ref, namespace_terminating, publish_event,
+    controller_of_kind, controller_ref, namespace_terminating, only_uid, publish_event,
 };
 use super::job::is_finished;
 use super::Context;
@@ -775,11 +775,7 @@ async fn delete_job(state: &State, cj: &CronJob, job: &Job) -> Result<()> {
     );
     let params = DeleteParams {
         propagation_policy: Some(PropagationPolicy::Background),
-        preconditions: Some(Preconditions {
-            uid: job.uid(),
-            resource_version: None,
-        }),
-        ..DeleteParams::default()
+        ..only_uid(job.uid())
     };
     match api.delete(&job.name_any(), &params).await {
         Ok(_) => {

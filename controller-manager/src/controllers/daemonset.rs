@@ -54,7 +54,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::NamespaceResourceScope;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -65,7 +65,7 @@ use serde_json::json;
 use tracing::{debug, warn};
 
 use super::controller_utils::{
-    adopt as adopt_object, publish_event, release as release_object, PodOwners,
+    adopt as adopt_object, only_uid, publish_event, release as release_object, PodOwners,
 };
 use super::controller_utils::{
     controller_of, controller_of_kind, controller_ref, is_pod_available, namespace_terminating,
@@ -1007,13 +1007,7 @@ async fn delete_pod(ds: &Arc<DaemonSet>, pod: &Arc<Pod>, state: &Arc<State>) -> 
         state.ctx.client.clone(),
         &ds.namespace().unwrap_or_default(),
     );
-    let params = DeleteParams {
-        preconditions: Some(Preconditions {
-            uid: Some(pod_uid.clone()),
-            resource_version: None,
-        }),
-        ..DeleteParams::default()
-    };
+    let params = only_uid(Some(pod_uid.clone()));
     match api.delete(&pod.name_any(), &params).await {
         Ok(_) => {
             state.event(

@@ -14,13 +14,14 @@ use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{
     EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Service,
 };
-use kube::api::{Api, DeleteParams, ObjectMeta, PostParams, Preconditions};
+use kube::api::{Api, ObjectMeta, PostParams};
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::ResourceExt;
 use parking_lot::Mutex;
 use tracing::{debug, warn};
 
+use super::controller_utils::only_uid;
 use super::service_endpoints::{self as se, PodServices, TriggerTimeTracker};
 use super::Context;
 use crate::cache::Pod;
@@ -158,13 +159,7 @@ async fn delete_if_orphaned(ep: Arc<Endpoints>, state: Arc<State>) -> Result<Act
         return Ok(Action::await_change());
     }
     let api: Api<Endpoints> = Api::namespaced(state.ctx.client.clone(), &ns);
-    let dp = DeleteParams {
-        preconditions: Some(Preconditions {
-            uid: ep.uid(),
-            resource_version: None,
-        }),
-        ..DeleteParams::default()
-    };
+    let dp = only_uid(ep.uid());
     match api.delete(&ep.name_any(), &dp).await {
         Ok(_) => debug!(endpoints = %key(&*ep), "deleted the Endpoints of a deleted Service"),
         Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}

@@ -13,12 +13,13 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
-use kube::api::{Api, DeleteParams, ObjectMeta, PostParams, Preconditions};
+use kube::api::{Api, ObjectMeta, PostParams};
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::ResourceExt;
 use tracing::{debug, warn};
 
+use super::controller_utils::only_uid;
 use super::service_endpoints::{self as se, PodServices, SliceTracker, TriggerTimeTracker};
 use super::Context;
 use crate::cache::Pod;
@@ -238,13 +239,7 @@ async fn apply(state: &State, svc: &Service, plan: Plan) -> Result<Action, Error
     }
     for slice in plan.delete {
         let name = slice.name_any();
-        let dp = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: slice.uid(),
-                resource_version: None,
-            }),
-            ..DeleteParams::default()
-        };
+        let dp = only_uid(slice.uid());
         match api.delete(&name, &dp).await {
             Ok(_) => {
                 debug!(%service, slice = %name, "deleted EndpointSlice");

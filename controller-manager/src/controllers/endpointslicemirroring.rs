@@ -13,12 +13,13 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{EndpointAddress, Endpoints, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
-use kube::api::{Api, DeleteParams, ObjectMeta, PostParams, Preconditions};
+use kube::api::{Api, ObjectMeta, PostParams};
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::ResourceExt;
 use tracing::{debug, warn};
 
+use super::controller_utils::only_uid;
 use super::endpoint::repack_subsets;
 use super::endpointslice::{
     endpoint_key, endpoints_equal_beyond_key, forget_deleted_services, managed_slices,
@@ -203,13 +204,7 @@ async fn apply(
     }
     for slice in plan.delete {
         let name = slice.name_any();
-        let dp = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: slice.uid(),
-                resource_version: None,
-            }),
-            ..DeleteParams::default()
-        };
+        let dp = only_uid(slice.uid());
         match api.delete(&name, &dp).await {
             Ok(_) => state.tracker.deleted(&slice),
             Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}

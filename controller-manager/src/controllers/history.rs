@@ -10,11 +10,12 @@ use std::sync::Arc;
 use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use k8s_openapi::NamespaceResourceScope;
-use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
+use super::controller_utils::only_uid;
 use super::controller_utils::{controller_of, controller_ref};
 use super::deployment::rollout::safe_encode;
 
@@ -203,13 +204,7 @@ pub async fn delete_revision<K: Resource<Scope = NamespaceResourceScope>>(
     parent: &K,
     revision: &ControllerRevision,
 ) -> Result<(), kube::Error> {
-    let params = DeleteParams {
-        preconditions: Some(Preconditions {
-            uid: revision.uid(),
-            resource_version: None,
-        }),
-        ..DeleteParams::default()
-    };
+    let params = only_uid(revision.uid());
     match api(client, parent)
         .delete(&revision.name_any(), &params)
         .await

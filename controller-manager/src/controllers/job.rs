@@ -44,7 +44,7 @@ use k8s_openapi::api::batch::v1::{
 };
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -55,8 +55,8 @@ use tokio::sync::mpsc;
 use tracing::warn;
 
 use super::controller_utils::{
-    controller_of_kind, is_pod_active, namespace_terminating, pod_from_template, publish_event,
-    ready_since, slow_start_batch, Expectations, EXPECTATIONS_TIMEOUT,
+    controller_of_kind, is_pod_active, namespace_terminating, only_uid, pod_from_template,
+    publish_event, ready_since, slow_start_batch, Expectations, EXPECTATIONS_TIMEOUT,
 };
 use super::Context;
 use crate::cache::Pod;
@@ -1232,13 +1232,7 @@ async fn delete_pods(
     let results = future::join_all(pods.iter().map(|pod| {
         let api = api.clone();
         async move {
-            let params = DeleteParams {
-                preconditions: Some(Preconditions {
-                    uid: pod.uid(),
-                    resource_version: None,
-                }),
-                ..DeleteParams::default()
-            };
+            let params = only_uid(pod.uid());
             (pod, api.delete(&pod.name_any(), &params).await)
         }
     }))

@@ -30,13 +30,14 @@ use futures::{FutureExt, StreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, PostParams, Preconditions};
+use kube::api::{Api, PostParams};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use tracing::{debug, warn};
 
+use super::controller_utils::only_uid;
 use super::controller_utils::publish_event;
 use super::Context;
 use crate::informers::key;
@@ -638,13 +639,7 @@ async fn release(pv: &PersistentVolume, state: &State) -> Result<(), Error> {
     }
     match policy {
         "Delete" => {
-            let params = DeleteParams {
-                preconditions: Some(Preconditions {
-                    uid: pv.uid(),
-                    resource_version: None,
-                }),
-                ..DeleteParams::default()
-            };
+            let params = only_uid(pv.uid());
             match state.volume_api().delete(&pv.name_any(), &params).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.is_not_found() || s.is_conflict() => {}

@@ -9,12 +9,13 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::Store;
 use kube::ResourceExt;
 use serde_json::json;
 use tracing::{info, warn};
 
+use super::controller_utils::only_uid;
 use super::Context;
 use crate::cache::Pod;
 
@@ -117,13 +118,7 @@ async fn delete(ctx: &Context, pod: &Pod, force: bool, why: &str) {
             .patch_status(&name, &PatchParams::default(), &Patch::Strategic(condition))
             .await;
     }
-    let mut params = DeleteParams {
-        preconditions: Some(Preconditions {
-            uid: pod.uid(),
-            resource_version: None,
-        }),
-        ..DeleteParams::default()
-    };
+    let mut params = only_uid(pod.uid());
     if force {
         params.grace_period_seconds = Some(0);
     }

@@ -25,7 +25,7 @@ use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::NamespaceResourceScope;
-use kube::api::{Api, DeleteParams, PostParams, Preconditions};
+use kube::api::{Api, PostParams};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -33,7 +33,7 @@ use kube::{Resource, ResourceExt};
 use tracing::warn;
 
 use super::controller_utils::{
-    adopt as adopt_object, publish_event, release as release_object, PodOwners,
+    adopt as adopt_object, only_uid, publish_event, release as release_object, PodOwners,
 };
 use super::controller_utils::{
     controller_ref, is_pod_active, is_pod_available, namespace_terminating, pod_from_template,
@@ -604,13 +604,7 @@ async fn delete_pod<K: Replicated>(
         state.ctx.client.clone(),
         &owner.namespace().unwrap_or_default(),
     );
-    let params = DeleteParams {
-        preconditions: Some(Preconditions {
-            uid: Some(pod_uid.clone()),
-            resource_version: None,
-        }),
-        ..DeleteParams::default()
-    };
+    let params = only_uid(Some(pod_uid.clone()));
     match api.delete(&pod.name_any(), &params).await {
         Ok(_) => {
             state.event(

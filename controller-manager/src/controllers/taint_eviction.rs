@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Node, Taint};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -18,6 +18,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::info;
 
+use super::controller_utils::only_uid;
 use super::Context;
 use crate::cache::Pod;
 
@@ -156,13 +157,7 @@ async fn evict(state: &State, pod: &Pod) -> Result<(), Error> {
             &pod.object_ref(&()),
         )
         .await;
-    let params = DeleteParams {
-        preconditions: Some(Preconditions {
-            uid: pod.uid(),
-            resource_version: None,
-        }),
-        ..DeleteParams::default()
-    };
+    let params = only_uid(pod.uid());
     match api.delete(&name, &params).await {
         Ok(_) => {
             info!(pod = %format!("{ns}/{name}"), "evicted for a NoExecute taint");

@@ -8,11 +8,12 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
-use kube::api::{Api, DeleteParams, Preconditions, PropagationPolicy};
+use kube::api::{Api, DeleteParams, PropagationPolicy};
 use kube::runtime::controller::{Action, Controller};
 use kube::ResourceExt;
 use tracing::info;
 
+use super::controller_utils::only_uid;
 use super::Context;
 
 pub const NAME: &str = "ttl-after-finished";
@@ -72,11 +73,7 @@ async fn expire(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Error> {
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
     let params = DeleteParams {
         propagation_policy: Some(PropagationPolicy::Foreground),
-        preconditions: Some(Preconditions {
-            uid: job.uid(),
-            resource_version: None,
-        }),
-        ..DeleteParams::default()
+        ..only_uid(job.uid())
     };
     match api.delete(&job.name_any(), &params).await {
         Ok(_) => {

@@ -9,7 +9,7 @@ use futures::FutureExt;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::events::EventType;
 use kube::ResourceExt;
 use serde_json::json;
@@ -19,6 +19,7 @@ use super::{
     replica_status, Error, K8sPod, Result, State, POD_INDEX_LABEL, POD_NAME_LABEL, RETAIN,
 };
 use crate::cache::Pod;
+use crate::controllers::controller_utils::only_uid;
 use crate::controllers::controller_utils::{namespace_terminating, slow_start_batch};
 use crate::informers::key;
 
@@ -378,13 +379,7 @@ impl SetSync<'_> {
             self.state.ctx.client.clone(),
             &self.set.namespace().unwrap_or_default(),
         );
-        let params = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: pod.uid(),
-                resource_version: None,
-            }),
-            ..DeleteParams::default()
-        };
+        let params = only_uid(pod.uid());
         match api.delete(&name, &params).await {
             Ok(_) => {
                 self.state.pod_event(self.set, "delete", &name, None);
