@@ -3,6 +3,7 @@
 //! expectations that keep a lagging cache from causing duplicate creations.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::cache::Pod;
@@ -184,6 +185,24 @@ pub fn only_uid(uid: Option<String>) -> DeleteParams {
         }),
         ..DeleteParams::default()
     }
+}
+
+/// How long until the next ready pod becomes available, if one is waiting to.
+pub fn next_available(
+    pods: &[Arc<Pod>],
+    min_ready_seconds: i32,
+    now: Timestamp,
+) -> Option<Duration> {
+    if min_ready_seconds <= 0 {
+        return None;
+    }
+    pods.iter()
+        .filter(|p| !is_pod_available(p, min_ready_seconds, now))
+        .filter_map(|p| ready_since(p).flatten())
+        // Available once strictly more than minReadySeconds have passed, in whole seconds.
+        .map(|t| (t.as_second() + i64::from(min_ready_seconds) + 1 - now.as_second()).max(1))
+        .min()
+        .map(|s| Duration::from_secs(s as u64))
 }
 
 /// Upstream's `IsPodActive`: not finished and not being deleted.

@@ -65,7 +65,8 @@ use serde_json::json;
 use tracing::{debug, warn};
 
 use super::controller_utils::{
-    adopt as adopt_object, only_uid, publish_event, release as release_object, PodOwners,
+    adopt as adopt_object, next_available, only_uid, publish_event, release as release_object,
+    PodOwners,
 };
 use super::controller_utils::{
     controller_of, controller_of_kind, controller_ref, is_pod_available, namespace_terminating,
@@ -420,20 +421,6 @@ async fn sync(ds: Arc<DaemonSet>, state: Arc<State>) -> Result<Action> {
         again = Some(again.map_or(EXPECTATIONS_TIMEOUT, |a| a.min(EXPECTATIONS_TIMEOUT)));
     }
     Ok(again.map_or_else(Action::await_change, Action::requeue))
-}
-
-/// How long until the next ready pod becomes available, if one is waiting to.
-fn next_available(pods: &[Arc<Pod>], min_ready_seconds: i32, now: Timestamp) -> Option<Duration> {
-    if min_ready_seconds <= 0 {
-        return None;
-    }
-    pods.iter()
-        .filter(|p| !is_pod_available(p, min_ready_seconds, now))
-        .filter_map(|p| ready_since(p).flatten())
-        // Available once strictly more than minReadySeconds have passed, in whole seconds.
-        .map(|t| (t.as_second() + i64::from(min_ready_seconds) + 1 - now.as_second()).max(1))
-        .min()
-        .map(|s| Duration::from_secs(s as u64))
 }
 
 /// What the controller computes from a DaemonSet once per sync: the template, the

@@ -33,7 +33,8 @@ use kube::{Resource, ResourceExt};
 use tracing::warn;
 
 use super::controller_utils::{
-    adopt as adopt_object, only_uid, publish_event, release as release_object, PodOwners,
+    adopt as adopt_object, next_available, only_uid, publish_event, release as release_object,
+    PodOwners,
 };
 use super::controller_utils::{
     controller_ref, is_pod_active, is_pod_available, namespace_terminating, pod_from_template,
@@ -363,20 +364,6 @@ async fn sync<K: Replicated>(owner: Arc<K>, state: Arc<State<K>>) -> Result<Acti
             .or(Some(EXPECTATIONS_TIMEOUT));
     }
     Ok(again.map_or_else(Action::await_change, Action::requeue))
-}
-
-/// How long until the next ready pod becomes available, if one is waiting to.
-fn next_available(pods: &[Arc<Pod>], min_ready_seconds: i32, now: Timestamp) -> Option<Duration> {
-    if min_ready_seconds <= 0 {
-        return None;
-    }
-    pods.iter()
-        .filter(|p| !is_pod_available(p, min_ready_seconds, now))
-        .filter_map(|p| ready_since(p).flatten())
-        // Available once strictly more than minReadySeconds have passed, in whole seconds.
-        .map(|t| (t.as_second() + i64::from(min_ready_seconds) + 1 - now.as_second()).max(1))
-        .min()
-        .map(|s| Duration::from_secs(s as u64))
 }
 
 /// Upstream's `ClaimPods`: the active pods the owner controls, after adopting matching
