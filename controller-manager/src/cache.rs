@@ -19,7 +19,9 @@
 //! ~0.5 KiB node even for one entry); `status.conditions` keep only the types a
 //! controller reads (`Ready`, `DisruptionTarget`, and any type the kubelet does not set
 //! itself, e.g. readiness gates), without `message` and `lastProbeTime`; and
-//! `metadata.generateName` is dropped.
+//! `metadata.generateName` is dropped; labels and ownerReferences, the same for every pod
+//! of a ReplicaSet, are kept once for all the pods that have them (outside the metadata:
+//! read them with `pod.labels()` / `pod.owner_references()`, or [`Owned`] in generic code).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, LazyLock};
@@ -31,20 +33,161 @@ use k8s_openapi::api::core::v1::{
     ContainerStateWaiting, PersistentVolumeClaimVolumeSource, PodIP, PodReadinessGate, Toleration,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use serde::{Deserialize, Serialize};
 
 /// The annotation `kubectl apply` keeps a whole copy of the object in.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(from = "WirePod", into = "WirePod")]
 pub struct Pod {
-    #[serde(default, deserialize_with = "lean_metadata")]
+    /// The metadata without its labels and ownerReferences: those are shared by the pods
+    /// that have the same (read them with [`Pod::labels`] and [`Pod::owner_references`],
+    /// which `pod.labels()` and `pod.owner_references()` call ahead of `ResourceExt`'s, or
+    /// through [`Owned`] in code generic over kinds).
     pub metadata: ObjectMeta,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    labels: Option<Arc<BTreeMap<String, String>>>,
+    owners: Option<Arc<Owners>>,
     pub spec: Option<PodSpec>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<PodStatus>,
+}
+
+impl Pod {
+    /// The pod's labels (shadows `ResourceExt::labels`, which would read the metadata the
+    /// labels were moved out of).
+    pub fn labels(&self) -> &BTreeMap<String, String> {
+        static NONE: BTreeMap<String, String> = BTreeMap::new();
+        self.labels.as_deref().unwrap_or(&NONE)
+    }
+
+    /// The pod's labels to change (shadows `ResourceExt::labels_mut`); copies them first
+    /// when other pods share them.
+    pub fn labels_mut(&mut self) -> &mut BTreeMap<String, String> {
+        Arc::make_mut(self.labels.get_or_insert_default())
+    }
+
+    /// The pod's ownerReferences (shadows `ResourceExt::owner_references`).
+    pub fn owner_references(&self) -> &[OwnerReference] {
+        self.owners.as_deref().map_or(&[], |o| &o.0)
+    }
+}
+
+/// Objects whose ownerReferences controllers read: every `k8s_openapi` kind through its
+/// metadata, and the cached [`Pod`], which keeps them outside its metadata.
+pub trait Owned {
+    fn owners(&self) -> &[OwnerReference];
+}
+
+impl<K: k8s_openapi::Metadata<Ty = ObjectMeta>> Owned for K {
+    fn owners(&self) -> &[OwnerReference] {
+        self.metadata()
+            .owner_references
+            .as_deref()
+            .unwrap_or_default()
+    }
+}
+
+impl Owned for Pod {
+    fn owners(&self) -> &[OwnerReference] {
+        self.owner_references()
+    }
+}
+
+/// The Pod as it is on the wire, which [`Pod`] is read from and written as.
+#[derive(Deserialize, Serialize)]
+struct WirePod {
+    #[serde(default, deserialize_with = "lean_metadata")]
+    metadata: ObjectMeta,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    spec: Option<PodSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    status: Option<PodStatus>,
+}
+
+impl From<WirePod> for Pod {
+    fn from(mut wire: WirePod) -> Pod {
+        let labels = wire.metadata.labels.take().filter(|l| !l.is_empty());
+        let owners = wire
+            .metadata
+            .owner_references
+            .take()
+            .filter(|o| !o.is_empty());
+        Pod {
+            labels: labels.map(|l| LABEL_SETS.lock().intern(l)),
+            owners: owners.map(|o| OWNER_SETS.lock().intern(Owners(o))),
+            metadata: wire.metadata,
+            spec: wire.spec,
+            status: wire.status,
+        }
+    }
+}
+
+impl From<Pod> for WirePod {
+    fn from(pod: Pod) -> WirePod {
+        let mut metadata = pod.metadata;
+        metadata.labels = pod.labels.map(Arc::unwrap_or_clone);
+        metadata.owner_references = pod.owners.map(|o| Arc::unwrap_or_clone(o).0);
+        WirePod {
+            metadata,
+            spec: pod.spec,
+            status: pod.status,
+        }
+    }
+}
+
+/// Label sets and owner lists many pods hold the same (every pod of a ReplicaSet has its
+/// template's labels and the same owner): one copy for all of them. A `BTreeMap` costs a
+/// ~0.5 KiB node even for two labels and an ownerReference four strings, so per pod these
+/// were the largest things cached.
+static LABEL_SETS: LazyLock<Mutex<InternTable<BTreeMap<String, String>>>> =
+    LazyLock::new(Default::default);
+static OWNER_SETS: LazyLock<Mutex<InternTable<Owners>>> = LazyLock::new(Default::default);
+
+/// A table of shared values, dropping those no pod holds any more whenever it has doubled
+/// (pods with labels of their own, such as a StatefulSet's, come and go).
+struct InternTable<T> {
+    values: HashSet<Arc<T>>,
+    sweep_at: usize,
+}
+
+impl<T> Default for InternTable<T> {
+    fn default() -> Self {
+        InternTable {
+            values: HashSet::new(),
+            sweep_at: 1024,
+        }
+    }
+}
+
+impl<T: std::hash::Hash + Eq> InternTable<T> {
+    fn intern(&mut self, value: T) -> Arc<T> {
+        if let Some(have) = self.values.get(&value) {
+            return have.clone();
+        }
+        if self.values.len() >= self.sweep_at {
+            self.values.retain(|v| Arc::strong_count(v) > 1);
+            self.sweep_at = (self.values.len() * 2).max(1024);
+        }
+        let new = Arc::new(value);
+        self.values.insert(new.clone());
+        new
+    }
+}
+
+/// A pod's ownerReferences, comparable and hashable so that they can be shared.
+#[derive(Clone, Debug, PartialEq)]
+struct Owners(Vec<OwnerReference>);
+
+impl Eq for Owners {}
+
+impl std::hash::Hash for Owners {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        for r in &self.0 {
+            (&r.api_version, &r.kind, &r.name, &r.uid).hash(h);
+            (r.controller, r.block_owner_deletion).hash(h);
+        }
+    }
 }
 
 /// Metadata without managed fields and without kubectl's copy of the whole object.
@@ -67,14 +210,33 @@ impl k8s_openapi::Resource for Pod {
     type Scope = k8s_openapi::NamespaceResourceScope;
 }
 
-impl k8s_openapi::Metadata for Pod {
-    type Ty = ObjectMeta;
+/// `kube::Resource` directly rather than through `k8s_openapi::Metadata`, so that
+/// [`Owned`] can read a pod's ownerReferences from outside its metadata.
+impl kube::Resource for Pod {
+    type DynamicType = ();
+    type Scope = k8s_openapi::NamespaceResourceScope;
 
-    fn metadata(&self) -> &ObjectMeta {
+    fn kind((): &()) -> std::borrow::Cow<'_, str> {
+        <Pod as k8s_openapi::Resource>::KIND.into()
+    }
+
+    fn group((): &()) -> std::borrow::Cow<'_, str> {
+        <Pod as k8s_openapi::Resource>::GROUP.into()
+    }
+
+    fn version((): &()) -> std::borrow::Cow<'_, str> {
+        <Pod as k8s_openapi::Resource>::VERSION.into()
+    }
+
+    fn plural((): &()) -> std::borrow::Cow<'_, str> {
+        <Pod as k8s_openapi::Resource>::URL_PATH_SEGMENT.into()
+    }
+
+    fn meta(&self) -> &ObjectMeta {
         &self.metadata
     }
 
-    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
         &mut self.metadata
     }
 }

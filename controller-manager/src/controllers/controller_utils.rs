@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::cache::Pod;
+use crate::cache::{Owned, Pod};
 use futures::future;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
@@ -37,16 +37,12 @@ pub fn controller_ref<K: Resource<DynamicType = ()>>(owner: &K) -> OwnerReferenc
 }
 
 /// `obj`'s controller ownerReference, whatever its kind.
-pub fn controller_of<O: Resource>(obj: &O) -> Option<&OwnerReference> {
-    obj.meta()
-        .owner_references
-        .iter()
-        .flatten()
-        .find(|r| r.controller == Some(true))
+pub fn controller_of<O: Owned + ?Sized>(obj: &O) -> Option<&OwnerReference> {
+    obj.owners().iter().find(|r| r.controller == Some(true))
 }
 
 /// `obj`'s controller ownerReference if it points at a `K`.
-pub fn controller_of_kind<K: Resource<DynamicType = ()>, O: Resource>(
+pub fn controller_of_kind<K: Resource<DynamicType = ()>, O: Owned + ?Sized>(
     obj: &O,
 ) -> Option<&OwnerReference> {
     controller_of(obj).filter(|r| r.kind == K::kind(&()) && r.api_version == K::api_version(&()))

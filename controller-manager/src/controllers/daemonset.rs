@@ -75,7 +75,7 @@ use super::controller_utils::{
 use super::deployment::rollout::scaled_value;
 use super::history::{self, CONTROLLER_REVISION_HASH_LABEL};
 use super::Context;
-use crate::cache::Pod;
+use crate::cache::{Owned, Pod};
 use crate::informers::key;
 
 pub const NAME: &str = "daemonset";
@@ -1045,20 +1045,23 @@ async fn claim_pods(
             p.namespace() == ns && !(p.metadata.deletion_timestamp.is_some() && is_terminal(p))
         })
         .collect();
-    claim(ds, sel, pods, state).await
+    claim(ds, sel, pods, Pod::labels, state).await
 }
 
 /// Upstream's `ControllerRefManager` claims: of `objects` (in the DaemonSet's namespace),
 /// those the DaemonSet controls, after adopting matching orphans and releasing owned
-/// ones that no longer match.
+/// ones that no longer match. `labels` reads an object's labels (the pod cache keeps
+/// them outside the metadata).
 async fn claim<K>(
     ds: &Arc<DaemonSet>,
     sel: &LabelSelector,
     objects: Vec<Arc<K>>,
+    labels: fn(&K) -> &BTreeMap<String, String>,
     state: &State,
 ) -> Result<Vec<Arc<K>>>
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Owned
         + Clone
         + DeserializeOwned
         + std::fmt::Debug,
@@ -1069,7 +1072,7 @@ where
     let mut adopt = Vec::new();
     let mut release = Vec::new();
     for obj in objects {
-        let matches = sel.matches(obj.labels());
+        let matches = sel.matches(labels(&obj));
         match controller_of(obj.as_ref()) {
             Some(c) if c.uid != uid => {}
             Some(_) if matches => claimed.push(obj),
@@ -1151,7 +1154,7 @@ async fn construct_history(
         .into_iter()
         .filter(|r| r.namespace() == ns)
         .collect();
-    let mut revisions = claim(ds, sel, in_namespace, state).await?;
+    let mut revisions = claim(ds, sel, in_namespace, ResourceExt::labels, state).await?;
     history::sort_revisions(&mut revisions);
     let (mut current, old): (Vec<_>, Vec<_>) = revisions
         .into_iter()

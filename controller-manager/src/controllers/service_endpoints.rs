@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 
-use crate::cache::Pod;
+use crate::cache::{Owned, Pod};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -245,9 +245,9 @@ pub fn node_name(pod: &Pod) -> Option<String> {
 }
 
 /// Whether `obj`'s controller ownerReference points at `owner` (by uid).
-pub fn owned_by<K: Resource, O: Resource>(obj: &K, owner: &O) -> bool {
+pub fn owned_by<K: Owned + ?Sized, O: Resource>(obj: &K, owner: &O) -> bool {
     let uid = owner.meta().uid.as_deref();
-    obj.owner_references()
+    obj.owners()
         .iter()
         .any(|r| r.controller == Some(true) && Some(r.uid.as_str()) == uid)
 }

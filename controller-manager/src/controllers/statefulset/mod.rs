@@ -824,11 +824,7 @@ mod tests {
         assert_eq!(claims[0].1.labels()["app"], "web");
         // A pod missing its labels or its claim volume does not match.
         let mut bare = c.clone();
-        bare.metadata
-            .labels
-            .as_mut()
-            .unwrap()
-            .remove(POD_NAME_LABEL);
+        bare.labels_mut().remove(POD_NAME_LABEL);
         assert!(!identity_matches(&s, &bare));
         let mut unclaimed = c.clone();
         unclaimed.spec.as_mut().unwrap().volumes = None;
@@ -889,10 +885,7 @@ mod tests {
         complete_rolling_update(&s, &mut status);
         assert_eq!(status.current_revision.as_deref(), Some("web-old"));
         pods[0]
-            .metadata
-            .labels
-            .as_mut()
-            .unwrap()
+            .labels_mut()
             .insert(CONTROLLER_REVISION_HASH_LABEL.into(), "web-new".into());
         let refs: Vec<&Pod> = pods.iter().collect();
         let mut status = replica_status(&refs, "web-old", "web-new", 0, now);
