@@ -342,8 +342,9 @@ async fn kubectl_exec_over_websocket() {
     )
     .await;
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let status: Value = serde_json::from_str(&body_text(resp).await).unwrap();
     assert_eq!(
-        body_text(resp).await,
+        status["message"],
         "fake kubelet: no websocket upgrade for container refuse"
     );
     let out = api.kubectl(&["exec", "web", "-c", "refuse", "--", "echo", "hi"]);

@@ -177,10 +177,15 @@ fn handle(
             {
                 websocket(&mut req, query)
             } else {
-                full(
-                    StatusCode::BAD_REQUEST,
-                    format!("fake kubelet: no {} upgrade for container {container}", header(&req, "upgrade")),
-                )
+                let message = format!(
+                    "fake kubelet: no {} upgrade for container {container}",
+                    header(&req, "upgrade")
+                );
+                let status = serde_json::json!({
+                    "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    "message": message, "reason": "BadRequest", "code": 400,
+                });
+                full(StatusCode::BAD_REQUEST, status.to_string())
             }
         }
         ["upgrade-echo"] if header(&req, "upgrade") == "pikube-echo" => {
@@ -234,7 +239,13 @@ fn websocket(req: &mut Request<Incoming>, query: String) -> Response<Body> {
         let mut frame = vec![3u8];
         frame.extend(status.into_bytes());
         let _ = ws.send(Message::Binary(frame.into())).await;
-        let _ = ws.close(None).await;
+        // A normal close (1000) is what the client reads as the end of the streams.
+        let _ = ws
+            .close(Some(tungstenite::protocol::CloseFrame {
+                code: tungstenite::protocol::frame::coding::CloseCode::Normal,
+                reason: "".into(),
+            }))
+            .await;
         // Drain until the client closes too.
         while let Some(Ok(_)) = ws.next().await {}
     });
