@@ -119,7 +119,12 @@ impl std::fmt::Display for Location {
             Scheme::Http => "http",
             Scheme::Https => "https",
         };
-        write!(f, "{scheme}://{}{}", self.authority(), self.path_and_query())
+        write!(
+            f,
+            "{scheme}://{}{}",
+            self.authority(),
+            self.path_and_query()
+        )
     }
 }
 
@@ -275,12 +280,7 @@ pub fn preferred_address(node: &Value, preferred: &[String]) -> ApiResult<String
         .and_then(Value::as_array)
         .map(|a| {
             a.iter()
-                .filter_map(|x| {
-                    Some((
-                        x.get("type")?.as_str()?,
-                        x.get("address")?.as_str()?,
-                    ))
-                })
+                .filter_map(|x| Some((x.get("type")?.as_str()?, x.get("address")?.as_str()?)))
                 .collect()
         })
         .unwrap_or_default();
@@ -428,7 +428,9 @@ mod tests {
             ("10.0.0.5".to_string(), 10250)
         );
         assert_eq!(
-            client.connection_info(&node(addrs.clone(), Some(0))).unwrap(),
+            client
+                .connection_info(&node(addrs.clone(), Some(0)))
+                .unwrap(),
             ("10.0.0.5".to_string(), 10250)
         );
         assert_eq!(

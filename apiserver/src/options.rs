@@ -259,7 +259,13 @@ mod tests {
             .unwrap();
         assert_eq!(
             c.kubelet.preferred_address_types,
-            ["Hostname", "InternalDNS", "InternalIP", "ExternalDNS", "ExternalIP"]
+            [
+                "Hostname",
+                "InternalDNS",
+                "InternalIP",
+                "ExternalDNS",
+                "ExternalIP"
+            ]
         );
         assert_eq!(c.kubelet.timeout, std::time::Duration::from_secs(5));
         assert!(c.kubelet.certificate_authority.is_none());
@@ -272,7 +278,10 @@ mod tests {
         ])
         .into_config()
         .unwrap();
-        assert_eq!(c.kubelet.preferred_address_types, ["InternalIP", "Hostname"]);
+        assert_eq!(
+            c.kubelet.preferred_address_types,
+            ["InternalIP", "Hostname"]
+        );
         assert_eq!(c.kubelet.timeout, std::time::Duration::from_secs(30));
         assert!(matches!(
             Options::parse_from(["x", "--kubelet-preferred-address-types=PublicIP"]).into_config(),

@@ -185,12 +185,10 @@ async fn proxy_upgrade(
     mut req: Request<Incoming>,
 ) -> ApiResult<Response<Body>> {
     let client_upgrade = hyper::upgrade::on(&mut req);
-    let mut sender = connect(client, location, transport)
-        .await
-        .map_err(|e| {
-            tracing::debug!(%location, error = %e, "dialing for upgrade failed");
-            ApiError::new(500, "", format!("error dialing backend: {e}"))
-        })?;
+    let mut sender = connect(client, location, transport).await.map_err(|e| {
+        tracing::debug!(%location, error = %e, "dialing for upgrade failed");
+        ApiError::new(500, "", format!("error dialing backend: {e}"))
+    })?;
     let mut out = Request::builder()
         .method(req.method().clone())
         .uri(location.path_and_query());
@@ -204,7 +202,11 @@ async fn proxy_upgrade(
         .body(empty())
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let mut resp = sender.send_request(out).await.map_err(|e| {
-        ApiError::new(500, "", format!("error proxying upgrade to {location}: {e}"))
+        ApiError::new(
+            500,
+            "",
+            format!("error proxying upgrade to {location}: {e}"),
+        )
     })?;
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         // Echo the backend's refusal as it is, so the client can fall back (kubectl tries
@@ -269,12 +271,24 @@ mod tests {
     #[test]
     fn hop_by_hop_and_credentials_are_not_forwarded() {
         let mut from = HeaderMap::new();
-        from.insert(http::header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
-        from.insert(http::header::CONNECTION, HeaderValue::from_static("Upgrade, X-Hop"));
+        from.insert(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer x"),
+        );
+        from.insert(
+            http::header::CONNECTION,
+            HeaderValue::from_static("Upgrade, X-Hop"),
+        );
         from.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
         from.insert("x-hop", HeaderValue::from_static("1"));
-        from.insert("sec-websocket-protocol", HeaderValue::from_static("v5.channel.k8s.io"));
-        from.insert(http::header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        from.insert(
+            "sec-websocket-protocol",
+            HeaderValue::from_static("v5.channel.k8s.io"),
+        );
+        from.insert(
+            http::header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
         let mut plain = HeaderMap::new();
         copy_headers(&from, &mut plain, false);
         assert_eq!(

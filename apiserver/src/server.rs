@@ -648,9 +648,8 @@ async fn serve_resource(
                 Output::Protobuf => "application/vnd.kubernetes.protobuf;stream=watch",
                 _ => codec::JSON,
             };
-            let body = StreamBody::new(
-                stream.map(|b| Ok::<_, crate::proxy::BoxError>(Frame::data(b))),
-            );
+            let body =
+                StreamBody::new(stream.map(|b| Ok::<_, crate::proxy::BoxError>(Frame::data(b))));
             Ok(Response::builder()
                 .status(200)
                 .header(http::header::CONTENT_TYPE, ct)
@@ -671,9 +670,8 @@ async fn serve_resource(
                 ..r.clone()
             };
             let stream = crate::watch::watch(api.clone(), &list_req, &q2, output).await?;
-            let body = StreamBody::new(
-                stream.map(|b| Ok::<_, crate::proxy::BoxError>(Frame::data(b))),
-            );
+            let body =
+                StreamBody::new(stream.map(|b| Ok::<_, crate::proxy::BoxError>(Frame::data(b))));
             Ok(Response::builder()
                 .status(200)
                 .header(http::header::CONTENT_TYPE, codec::JSON)

@@ -54,9 +54,12 @@ async fn create_pod(client: &kube::Client, name: &str, containers: &[&str], node
     if let Some(n) = node {
         pod["spec"]["nodeName"] = json!(n);
     }
-    pods.create(&PostParams::default(), &serde_json::from_value(pod).unwrap())
-        .await
-        .unwrap();
+    pods.create(
+        &PostParams::default(),
+        &serde_json::from_value(pod).unwrap(),
+    )
+    .await
+    .unwrap();
 }
 
 /// Kills a kubectl child process when the test ends, even on failure.
@@ -166,15 +169,28 @@ async fn kubectl_logs_through_the_kubelet() {
     assert_eq!(out.lines().collect::<Vec<_>>(), LINES);
     let seen = kubelet.seen("/containerLogs/");
     assert_eq!(seen[0].path, "/containerLogs/default/web/app");
-    assert!(!seen[0].authorization, "the user's token must not reach the kubelet");
+    assert!(
+        !seen[0].authorization,
+        "the user's token must not reach the kubelet"
+    );
 
     let out = api.kubectl_ok(&["logs", "web", "--tail=2"]);
     assert_eq!(out.lines().collect::<Vec<_>>(), &LINES[3..]);
-    assert!(kubelet.seen("/containerLogs/").last().unwrap().query.contains("tailLines=2"));
+    assert!(kubelet
+        .seen("/containerLogs/")
+        .last()
+        .unwrap()
+        .query
+        .contains("tailLines=2"));
 
     let out = api.kubectl_ok(&["logs", "web", "-c", "app", "--previous"]);
     assert_eq!(out.trim_end(), PREVIOUS);
-    assert!(kubelet.seen("/containerLogs/").last().unwrap().query.contains("previous=true"));
+    assert!(kubelet
+        .seen("/containerLogs/")
+        .last()
+        .unwrap()
+        .query
+        .contains("previous=true"));
 
     // -f: lines arrive while kubectl runs, one at a time.
     let mut follow = spawn_kubectl(&api, &["logs", "-f", "web"]);
@@ -199,16 +215,25 @@ async fn kubectl_logs_through_the_kubelet() {
         kubelet.follow.send(format!("live {i}")).unwrap();
         assert_eq!(next(&mut lines).await, format!("live {i}"));
     }
-    assert!(kubelet.seen("/containerLogs/").last().unwrap().query.contains("follow=true"));
+    assert!(kubelet
+        .seen("/containerLogs/")
+        .last()
+        .unwrap()
+        .query
+        .contains("follow=true"));
     // When kubectl goes away, so does the stream to the kubelet.
     drop(follow);
     let follow_tx = kubelet.follow.clone();
-    wait_until(Duration::from_secs(20), "the kubelet's stream to end", || {
-        // A write is what tells a server its client is gone.
-        let _ = follow_tx.send("after".to_string());
-        let n = follow_tx.receiver_count();
-        async move { (n == 0).then_some(()) }
-    })
+    wait_until(
+        Duration::from_secs(20),
+        "the kubelet's stream to end",
+        || {
+            // A write is what tells a server its client is gone.
+            let _ = follow_tx.send("after".to_string());
+            let n = follow_tx.receiver_count();
+            async move { (n == 0).then_some(()) }
+        },
+    )
     .await;
 }
 
@@ -224,7 +249,11 @@ async fn logs_and_exec_errors_are_upstreams() {
 
     // Unknown pod, unknown container.
     let out = api.kubectl(&["logs", "missing"]);
-    assert!(stderr(&out).contains("pods \"missing\" not found"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("pods \"missing\" not found"),
+        "{}",
+        stderr(&out)
+    );
     let out = api.kubectl(&["logs", "web", "-c", "nope"]);
     assert!(!out.status.success());
     assert!(
@@ -237,7 +266,8 @@ async fn logs_and_exec_errors_are_upstreams() {
     let out = api.kubectl(&["get", "--raw", "/api/v1/namespaces/default/pods/two/log"]);
     assert!(!out.status.success());
     assert!(
-        stderr(&out).contains("a container name must be specified for pod two, choose one of: [a b]"),
+        stderr(&out)
+            .contains("a container name must be specified for pod two, choose one of: [a b]"),
         "{}",
         stderr(&out)
     );
@@ -258,7 +288,11 @@ async fn logs_and_exec_errors_are_upstreams() {
         stderr(&out)
     );
     // Bad log options are PodLogOptions validation errors.
-    let out = api.kubectl(&["get", "--raw", "/api/v1/namespaces/default/pods/web/log?tailLines=-1"]);
+    let out = api.kubectl(&[
+        "get",
+        "--raw",
+        "/api/v1/namespaces/default/pods/web/log?tailLines=-1",
+    ]);
     assert!(
         stderr(&out).contains("PodLogOptions \"web\" is invalid"),
         "{}",
@@ -283,7 +317,9 @@ async fn logs_and_exec_errors_are_upstreams() {
     create_pod(&client, "orphan", &["app"], Some("node-dead")).await;
     let out = api.kubectl(&["logs", "orphan"]);
     assert!(!out.status.success());
-    let expected = format!("Get \"https://{dead_addr}/containerLogs/default/orphan/app\": dial tcp {dead_addr}");
+    let expected = format!(
+        "Get \"https://{dead_addr}/containerLogs/default/orphan/app\": dial tcp {dead_addr}"
+    );
     assert!(stderr(&out).contains(&expected), "{}", stderr(&out));
     let resp = raw_request(
         &api,
@@ -301,7 +337,10 @@ async fn logs_and_exec_errors_are_upstreams() {
     assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
     let status: Value = serde_json::from_str(&body_text(resp).await).unwrap();
     assert!(
-        status["message"].as_str().unwrap().starts_with("error dialing backend: dial tcp"),
+        status["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("error dialing backend: dial tcp"),
         "{status}"
     );
 }
@@ -317,7 +356,11 @@ async fn kubectl_exec_over_websocket() {
     let out = api.kubectl_ok(&["exec", "web", "-c", "app", "--", "echo", "hi"]);
     assert_eq!(out, "hi\n");
     let seen = kubelet.seen("/exec/");
-    assert_eq!(seen.len(), 1, "kubectl upgraded with its first (WebSocket) try: {seen:?}");
+    assert_eq!(
+        seen.len(),
+        1,
+        "kubectl upgraded with its first (WebSocket) try: {seen:?}"
+    );
     assert_eq!(seen[0].path, "/exec/default/web/app");
     assert_eq!(seen[0].query, "output=1&error=1&command=echo&command=hi");
     assert!(!seen[0].authorization);
@@ -401,7 +444,11 @@ async fn node_proxy_passes_requests_and_upgrades() {
     // A loopback kubelet is not proxied to, as upstream.
     create_node(&client, "node-lo", "127.0.0.1:10250".parse().unwrap()).await;
     let out = api.kubectl(&["get", "--raw", "/api/v1/nodes/node-lo/proxy/healthz"]);
-    assert!(stderr(&out).contains("address not allowed"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("address not allowed"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -173,8 +173,7 @@ fn handle(
             Response::new(StreamBody::new(stream).boxed_unsync())
         }
         ["exec" | "attach", _ns, _pod, container] => {
-            if header(&req, "upgrade").eq_ignore_ascii_case("websocket") && *container != "refuse"
-            {
+            if header(&req, "upgrade").eq_ignore_ascii_case("websocket") && *container != "refuse" {
                 websocket(&mut req, query)
             } else {
                 let message = format!(
@@ -216,16 +215,22 @@ fn handle(
 fn websocket(req: &mut Request<Incoming>, query: String) -> Response<Body> {
     let offered = header(req, "sec-websocket-protocol").to_string();
     if !offered.split(',').any(|p| p.trim() == "v5.channel.k8s.io") {
-        return full(StatusCode::BAD_REQUEST, "fake kubelet: v5.channel.k8s.io only");
+        return full(
+            StatusCode::BAD_REQUEST,
+            "fake kubelet: v5.channel.k8s.io only",
+        );
     }
     let accept =
         tungstenite::handshake::derive_accept_key(header(req, "sec-websocket-key").as_bytes());
     let on = hyper::upgrade::on(req);
     tokio::spawn(async move {
         let Ok(up) = on.await else { return };
-        let mut ws =
-            tokio_tungstenite::WebSocketStream::from_raw_socket(TokioIo::new(up), Role::Server, None)
-                .await;
+        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            TokioIo::new(up),
+            Role::Server,
+            None,
+        )
+        .await;
         let command = query_values(&query, "command");
         let status = match command.split_first() {
             Some((first, args)) if first == "echo" => {

@@ -42,11 +42,11 @@ pub fn methods(subresource: &str) -> &'static [Method] {
 
 /// Whether `subresource` of `info` is served here rather than by the generic REST path.
 pub fn is_connect(info: &ResourceInfo, subresource: Option<&str>) -> bool {
-    match (info.group, info.plural, subresource) {
-        ("", "pods", Some("log" | "exec" | "attach" | "portforward" | "proxy")) => true,
-        ("", "nodes" | "services", Some("proxy")) => true,
-        _ => false,
-    }
+    matches!(
+        (info.group, info.plural, subresource),
+        ("", "pods", Some("log" | "exec" | "attach" | "portforward" | "proxy"))
+            | ("", "nodes" | "services", Some("proxy"))
+    )
 }
 
 /// Serves one connect request. `proxy_path` is what follows `/proxy` in the URL.
@@ -87,11 +87,7 @@ pub async fn serve(
                 scheme: Scheme::Https,
                 host,
                 port,
-                path: format!(
-                    "/containerLogs/{}/{}/{container}",
-                    namespace_of(&pod),
-                    name
-                ),
+                path: format!("/containerLogs/{}/{}/{container}", namespace_of(&pod), name),
                 query: opts.kubelet_query(),
             };
             log(client, &location, name).await
@@ -354,7 +350,11 @@ impl LogOptions {
             ));
         }
         if let Some(b) = self.limit_bytes.filter(|b| *b < 1) {
-            errs.push(invalid(&Path::new("limitBytes"), b, "must be greater than 0"));
+            errs.push(invalid(
+                &Path::new("limitBytes"),
+                b,
+                "must be greater than 0",
+            ));
         }
         if self.since_seconds.is_some() && self.since_time.is_some() {
             errs.push(forbidden(
@@ -363,7 +363,11 @@ impl LogOptions {
             ));
         }
         if let Some(s) = self.since_seconds.filter(|s| *s < 1) {
-            errs.push(invalid(&Path::new("sinceSeconds"), s, "must be greater than 0"));
+            errs.push(invalid(
+                &Path::new("sinceSeconds"),
+                s,
+                "must be greater than 0",
+            ));
         }
         if errs.is_empty() {
             return Ok(());
@@ -649,9 +653,9 @@ async fn service_endpoint(
             .get("ports")
             .and_then(Value::as_array)
             .and_then(|ports| {
-                ports.iter().find(|p| {
-                    p.get("name").and_then(Value::as_str).unwrap_or("") == port_name
-                })
+                ports
+                    .iter()
+                    .find(|p| p.get("name").and_then(Value::as_str).unwrap_or("") == port_name)
             })
             .and_then(|p| p.get("port").and_then(Value::as_i64))
         else {
@@ -742,7 +746,10 @@ async fn log(
             .map_err(|e| ApiError::internal(e.to_string()))?;
         return Err(kubelet_error(status, &body, name));
     }
-    let body = resp.into_body().map_err(proxy::BoxError::from).boxed_unsync();
+    let body = resp
+        .into_body()
+        .map_err(proxy::BoxError::from)
+        .boxed_unsync();
     let mut r = Response::new(body);
     r.headers_mut().insert(
         http::header::CONTENT_TYPE,
@@ -780,9 +787,7 @@ mod tests {
     }
 
     fn pod(init: &[&str], app: &[&str]) -> Value {
-        let c = |names: &[&str]| -> Value {
-            names.iter().map(|n| json!({ "name": n })).collect()
-        };
+        let c = |names: &[&str]| -> Value { names.iter().map(|n| json!({ "name": n })).collect() };
         json!({ "spec": { "initContainers": c(init), "containers": c(app) } })
     }
 
@@ -818,7 +823,9 @@ mod tests {
         );
         assert!(!LogOptions::parse(&params("follow=false")).unwrap().follow);
         assert_eq!(
-            LogOptions::parse(&params("tailLines=x")).unwrap_err().message,
+            LogOptions::parse(&params("tailLines=x"))
+                .unwrap_err()
+                .message,
             "strconv.ParseInt: parsing \"x\": invalid syntax"
         );
         let bad = LogOptions::parse(&params("tailLines=-1&sinceSeconds=0"))
@@ -826,7 +833,11 @@ mod tests {
             .validate("p")
             .unwrap_err();
         assert_eq!(bad.code, 422);
-        assert!(bad.message.starts_with("PodLogOptions \"p\" is invalid"), "{}", bad.message);
+        assert!(
+            bad.message.starts_with("PodLogOptions \"p\" is invalid"),
+            "{}",
+            bad.message
+        );
         assert!(bad.message.contains("tailLines"), "{}", bad.message);
     }
 
@@ -846,8 +857,14 @@ mod tests {
             .unwrap()
             .command
             .is_empty());
-        assert_eq!(port_forward_ports(&params("ports=80&ports=443,8080")).unwrap(), vec![80, 443, 8080]);
-        assert_eq!(port_forward_ports(&params("ports=0")).unwrap_err().code, 400);
+        assert_eq!(
+            port_forward_ports(&params("ports=80&ports=443,8080")).unwrap(),
+            vec![80, 443, 8080]
+        );
+        assert_eq!(
+            port_forward_ports(&params("ports=0")).unwrap_err().code,
+            400
+        );
     }
 
     #[test]
@@ -880,7 +897,10 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        assert_eq!(rt.block_on(proxyable("127.0.0.1")).unwrap_err().message, "address not allowed");
+        assert_eq!(
+            rt.block_on(proxyable("127.0.0.1")).unwrap_err().message,
+            "address not allowed"
+        );
         assert!(rt.block_on(proxyable("10.0.0.7")).is_ok());
     }
 }
