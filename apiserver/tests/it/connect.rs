@@ -475,3 +475,171 @@ async fn discovery_lists_the_connect_subresources() {
     assert_eq!(find("nodes/proxy")["kind"], "NodeProxyOptions");
     assert_eq!(find("services/proxy")["kind"], "ServiceProxyOptions");
 }
+
+/// A WebSocket upgrade request's headers for exec/attach (`v5.channel.k8s.io`).
+const WEBSOCKET: &[(&str, &str)] = &[
+    ("connection", "Upgrade"),
+    ("upgrade", "websocket"),
+    ("sec-websocket-version", "13"),
+    ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ("sec-websocket-protocol", "v5.channel.k8s.io"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_and_port_forward_reach_the_kubelet() {
+    use tokio_tungstenite::tungstenite::{protocol::Role, Message};
+    let api = TestApi::start().await;
+    let client = api.client().await;
+    let kubelet = FakeKubelet::start("127.0.0.1".parse().unwrap()).await;
+    create_node(&client, "node-a", kubelet.addr).await;
+    create_pod(&client, "web", &["app"], Some("node-a")).await;
+
+    // attach: a WebSocket spliced to the kubelet's /attach; the fake has no command to
+    // run, so its status on channel 3 is a failure.
+    let resp = raw_request(
+        &api,
+        "GET",
+        "/api/v1/namespaces/default/pods/web/attach?stdout=true&stderr=true",
+        WEBSOCKET,
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+    assert_eq!(
+        resp.headers()["sec-websocket-protocol"],
+        "v5.channel.k8s.io"
+    );
+    let upgraded = hyper::upgrade::on(resp).await.unwrap();
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        TokioIo::new(upgraded),
+        Role::Client,
+        None,
+    )
+    .await;
+    let status = tokio::time::timeout(Duration::from_secs(10), async {
+        use futures::StreamExt;
+        while let Some(Ok(m)) = ws.next().await {
+            if let Message::Binary(b) = m {
+                if b.first() == Some(&3) {
+                    return String::from_utf8_lossy(&b[1..]).into_owned();
+                }
+            }
+        }
+        panic!("no status on channel 3");
+    })
+    .await
+    .expect("a status within 10s");
+    assert!(status.contains("\"status\":\"Failure\""), "{status}");
+    let seen = kubelet.seen("/attach/");
+    assert_eq!(seen[0].path, "/attach/default/web/app");
+    assert_eq!(seen[0].query, "output=1&error=1");
+
+    // port-forward: the ports become the kubelet's `port` parameter; the fake has no
+    // port-forward endpoint, and its 404 reaches the client as it is.
+    let resp = raw_request(
+        &api,
+        "POST",
+        "/api/v1/namespaces/default/pods/web/portforward?ports=8080&ports=9090",
+        &[
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("sec-websocket-protocol", "SPDY/3.1+portforward.k8s.io"),
+        ],
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_eq!(body_text(resp).await, "404 page not found");
+    let seen = kubelet.seen("/portForward/");
+    assert_eq!(seen[0].path, "/portForward/default/web");
+    assert_eq!(seen[0].query, "port=8080%2C9090");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_and_service_proxy_reach_the_pod() {
+    let api = TestApi::start().await;
+    let client = api.client().await;
+    let ip = host_address();
+    // The fake kubelet's HTTPS server stands in for a pod serving on its IP.
+    let backend = FakeKubelet::start(ip).await;
+    let port = backend.addr.port();
+    create_pod(&client, "web", &["app"], Some("node-x")).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let status =
+        json!({ "status": { "podIP": ip.to_string(), "podIPs": [{ "ip": ip.to_string() }] } });
+    pods.patch_status("web", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+
+    let path = format!("/api/v1/namespaces/default/pods/https:web:{port}/proxy/healthz");
+    assert_eq!(api.kubectl_ok(&["get", "--raw", &path]), "ok");
+    let seen = backend.seen("/healthz");
+    assert_eq!(seen.len(), 1);
+    assert!(!seen[0].authorization);
+
+    // A pod on a loopback address is not proxied to.
+    create_pod(&client, "lo", &["app"], Some("node-x")).await;
+    let status = json!({ "status": { "podIP": "127.0.0.1", "podIPs": [{ "ip": "127.0.0.1" }] } });
+    pods.patch_status("lo", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+    let out = api.kubectl(&[
+        "get",
+        "--raw",
+        "/api/v1/namespaces/default/pods/https:lo:443/proxy/healthz",
+    ]);
+    assert!(
+        stderr(&out).contains("address not allowed"),
+        "{}",
+        stderr(&out)
+    );
+
+    // services/proxy: a ready endpoint that is the pod's IP.
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(client.clone(), "default");
+    let svc = json!({
+        "apiVersion": "v1", "kind": "Service", "metadata": { "name": "websvc" },
+        "spec": { "ports": [{ "name": "https", "port": 443 }] },
+    });
+    services
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(svc).unwrap(),
+        )
+        .await
+        .unwrap();
+    let endpoints: Api<k8s_openapi::api::core::v1::Endpoints> =
+        Api::namespaced(client.clone(), "default");
+    let eps = json!({
+        "apiVersion": "v1", "kind": "Endpoints", "metadata": { "name": "websvc" },
+        "subsets": [{
+            "addresses": [{ "ip": ip.to_string(), "targetRef": { "kind": "Pod", "name": "web", "namespace": "default" } }],
+            "ports": [{ "name": "https", "port": port }],
+        }],
+    });
+    endpoints
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(eps).unwrap(),
+        )
+        .await
+        .unwrap();
+    let out = api.kubectl_ok(&[
+        "get",
+        "--raw",
+        "/api/v1/namespaces/default/services/https:websvc:443/proxy/healthz",
+    ]);
+    assert_eq!(out, "ok");
+    assert_eq!(backend.seen("/healthz").len(), 2);
+    // A port the service does not have, and a service without endpoints: 503s.
+    let out = api.kubectl(&[
+        "get",
+        "--raw",
+        "/api/v1/namespaces/default/services/https:websvc:8443/proxy/",
+    ]);
+    assert!(
+        stderr(&out).contains("no service port 8443 found for service \"websvc\""),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -44,8 +44,11 @@ pub fn methods(subresource: &str) -> &'static [Method] {
 pub fn is_connect(info: &ResourceInfo, subresource: Option<&str>) -> bool {
     matches!(
         (info.group, info.plural, subresource),
-        ("", "pods", Some("log" | "exec" | "attach" | "portforward" | "proxy"))
-            | ("", "nodes" | "services", Some("proxy"))
+        (
+            "",
+            "pods",
+            Some("log" | "exec" | "attach" | "portforward" | "proxy")
+        ) | ("", "nodes" | "services", Some("proxy"))
     )
 }
 
