@@ -454,6 +454,132 @@ mod tests {
         );
     }
 
+    /// A CA, and a certificate it signed for `name` with this extended key usage.
+    fn signed(
+        ca: &rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+        name: &str,
+        usage: rcgen::ExtendedKeyUsagePurpose,
+    ) -> (String, String) {
+        let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+        params.extended_key_usages = vec![usage];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, ca).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn new_ca() -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap()
+    }
+
+    /// With `--kubelet-certificate-authority` the kubelet's serving certificate is verified,
+    /// and the client certificate is presented to a kubelet that asks for one.
+    #[tokio::test]
+    async fn kubelet_tls_verifies_the_server_and_presents_the_client_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = new_ca();
+        let (server_cert, server_key) =
+            signed(&ca, "127.0.0.1", rcgen::ExtendedKeyUsagePurpose::ServerAuth);
+        let (client_cert, client_key) = signed(
+            &ca,
+            "system:kube-apiserver",
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        );
+        let write = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        let ca_path = write("ca.crt", &ca.pem());
+        let config = KubeletClientConfig {
+            client_certificate: Some(write("client.crt", &client_cert)),
+            client_key: Some(write("client.key", &client_key)),
+            certificate_authority: Some(ca_path.clone()),
+            ..Default::default()
+        };
+
+        // A kubelet that requires a client certificate signed by the CA.
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(read_certs(&ca_path).unwrap().remove(0)).unwrap();
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .unwrap();
+        let server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(
+                read_certs(&write("server.crt", &server_cert)).unwrap(),
+                read_key(&write("server.key", &server_key)).unwrap(),
+            )
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let kubelet = tokio::spawn(async move {
+            let mut presented_certs = Vec::new();
+            for _ in 0..2 {
+                let (tcp, _) = listener.accept().await.unwrap();
+                if let Ok(tls) = acceptor.accept(tcp).await {
+                    let presented = tls.get_ref().1.peer_certificates().map(<[_]>::len);
+                    presented_certs.push(presented);
+                }
+            }
+            presented_certs
+        });
+        let location = Location {
+            scheme: Scheme::Https,
+            host: "127.0.0.1".into(),
+            port,
+            path: "/healthz".into(),
+            query: String::new(),
+        };
+        let client = KubeletClient::new(&config).unwrap();
+        assert!(client.dial(&location, Transport::Kubelet).await.is_ok());
+        // Another CA does not trust this kubelet's certificate.
+        let other = KubeletClientConfig {
+            certificate_authority: Some(write("other-ca.crt", &new_ca().pem())),
+            ..Default::default()
+        };
+        let err = KubeletClient::new(&other)
+            .unwrap()
+            .dial(&location, Transport::Kubelet)
+            .await
+            .err()
+            .expect("an untrusted kubelet certificate is refused");
+        assert!(matches!(err, DialError::Handshake(_)), "{err}");
+        assert_eq!(kubelet.await.unwrap(), vec![Some(1)]);
+    }
+
+    #[tokio::test]
+    async fn dial_errors_read_like_go() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let client = KubeletClient::new(&KubeletClientConfig::default()).unwrap();
+        let location = Location {
+            scheme: Scheme::Https,
+            host: "127.0.0.1".into(),
+            port,
+            path: "/".into(),
+            query: String::new(),
+        };
+        let err = client
+            .dial(&location, Transport::Kubelet)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(
+            err.to_string(),
+            format!("dial tcp 127.0.0.1:{port}: connect: connection refused")
+        );
+    }
+
     #[test]
     fn missing_files_are_clear_errors() {
         let config = KubeletClientConfig {
