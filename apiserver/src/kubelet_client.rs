@@ -293,10 +293,15 @@ pub fn preferred_address(node: &Value, preferred: &[String]) -> ApiResult<String
         .iter()
         .map(|(t, a)| format!("{{{t} {a}}}"))
         .collect();
-    Err(ApiError::internal(format!(
-        "no preferred addresses found; known addresses: [{}]",
-        known.join(" ")
-    )))
+    // Upstream's NoMatchError is no API status: a 500 with its text.
+    Err(ApiError::new(
+        500,
+        "",
+        format!(
+            "no preferred addresses found; known addresses: [{}]",
+            known.join(" ")
+        ),
+    ))
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {

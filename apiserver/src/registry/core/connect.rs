@@ -79,7 +79,7 @@ pub async fn serve(
         ("pods", "log") => {
             let opts = LogOptions::parse(&params)?;
             opts.validate(name)?;
-            let pod = get(api, pods(), r.namespace.as_deref(), name).await?;
+            let pod = get(api, "pods", r.namespace.as_deref(), name).await?;
             let container = container_of(&pod, name, opts.container.as_deref())?;
             let Some(node_name) = node_name(&pod) else {
                 // Not scheduled: no logs yet, an empty stream (upstream's nil location).
@@ -97,7 +97,7 @@ pub async fn serve(
         }
         ("pods", "exec" | "attach") => {
             let opts = StreamOptions::parse(&params, sub == "exec")?;
-            let pod = get(api, pods(), r.namespace.as_deref(), name).await?;
+            let pod = get(api, "pods", r.namespace.as_deref(), name).await?;
             let container = container_of(&pod, name, opts.container.as_deref())?;
             let node_name = node_name(&pod).ok_or_else(|| no_host(name))?;
             let (host, port) = kubelet_of(api, &node_name).await?;
@@ -112,7 +112,7 @@ pub async fn serve(
         }
         ("pods", "portforward") => {
             let ports = port_forward_ports(&params)?;
-            let pod = get(api, pods(), r.namespace.as_deref(), name).await?;
+            let pod = get(api, "pods", r.namespace.as_deref(), name).await?;
             let node_name = node_name(&pod).ok_or_else(|| no_host(name))?;
             let (host, port) = kubelet_of(api, &node_name).await?;
             let query = if ports.is_empty() {
@@ -135,7 +135,7 @@ pub async fn serve(
         ("pods", "proxy") => {
             let (scheme, pod_name, port) = split_scheme_name_port(name)
                 .ok_or_else(|| ApiError::bad_request(format!("invalid pod request {name:?}")))?;
-            let pod = get(api, pods(), r.namespace.as_deref(), &pod_name).await?;
+            let pod = get(api, "pods", r.namespace.as_deref(), &pod_name).await?;
             let port = match port {
                 Some(p) => Some(p),
                 None => first_container_port(&pod),
@@ -185,30 +185,20 @@ pub async fn serve(
     }
 }
 
-fn pods() -> &'static ResourceInfo {
-    resources::find("", "v1", "pods").unwrap_or(&resources::RESOURCES[0])
-}
-
-fn nodes() -> &'static ResourceInfo {
-    resources::find("", "v1", "nodes").unwrap_or(&resources::RESOURCES[0])
-}
-
-fn services() -> &'static ResourceInfo {
-    resources::find("", "v1", "services").unwrap_or(&resources::RESOURCES[0])
-}
-
-fn endpoints() -> &'static ResourceInfo {
-    resources::find("", "v1", "endpoints").unwrap_or(&resources::RESOURCES[0])
+/// A core/v1 resource of the registry.
+fn core_v1(plural: &str) -> ApiResult<&'static ResourceInfo> {
+    resources::find("", "v1", plural)
+        .ok_or_else(|| ApiError::internal(format!("{plural} not registered")))
 }
 
 async fn get(
     api: &Apiserver,
-    info: &'static ResourceInfo,
+    plural: &str,
     namespace: Option<&str>,
     name: &str,
 ) -> ApiResult<Value> {
     let r = ResourceRequest {
-        info,
+        info: core_v1(plural)?,
         namespace: namespace.map(String::from),
         name: Some(name.to_string()),
         subresource: None,
@@ -218,7 +208,7 @@ async fn get(
 
 /// The kubelet's address and port on the named node.
 async fn kubelet_of(api: &Apiserver, node_name: &str) -> ApiResult<(String, u16)> {
-    let node = get(api, nodes(), None, node_name).await?;
+    let node = get(api, "nodes", None, node_name).await?;
     api.kubelet.connection_info(&node)
 }
 
@@ -377,7 +367,7 @@ impl LogOptions {
         }
         let info = ResourceInfo {
             kind: "PodLogOptions",
-            ..*pods()
+            ..*core_v1("pods")?
         };
         Err(ApiError::invalid(&info, name, &errs))
     }
@@ -619,7 +609,7 @@ async fn service_endpoint(
 ) -> ApiResult<(String, String)> {
     let mut port_name = port.unwrap_or("").to_string();
     if let Ok(number) = port_name.parse::<i64>() {
-        let svc = get(api, services(), namespace, svc_name).await?;
+        let svc = get(api, "services", namespace, svc_name).await?;
         let found = svc
             .pointer("/spec/ports")
             .and_then(Value::as_array)
@@ -640,7 +630,7 @@ async fn service_endpoint(
             ))
         })?;
     }
-    let eps = get(api, endpoints(), namespace, svc_name).await?;
+    let eps = get(api, "endpoints", namespace, svc_name).await?;
     let subsets = eps
         .get("subsets")
         .and_then(Value::as_array)
@@ -699,7 +689,7 @@ async fn is_pod_address(api: &Apiserver, namespace: Option<&str>, addr: &Value, 
         .get("namespace")
         .and_then(Value::as_str)
         .or(namespace);
-    let Ok(pod) = get(api, pods(), ns, name).await else {
+    let Ok(pod) = get(api, "pods", ns, name).await else {
         return false;
     };
     let ips = pod
