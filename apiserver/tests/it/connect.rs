@@ -365,6 +365,23 @@ async fn kubectl_exec_over_websocket() {
     assert_eq!(seen[0].query, "output=1&error=1&command=echo&command=hi");
     assert!(!seen[0].authorization);
 
+    // stdin travels up the spliced connection and back.
+    let out = api.kubectl_stdin(
+        &["exec", "-i", "web", "-c", "app", "--", "cat"],
+        Some("hello\nthrough the apiserver\n"),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello\nthrough the apiserver\n"
+    );
+    assert!(kubelet
+        .seen("/exec/")
+        .last()
+        .unwrap()
+        .query
+        .starts_with("input=1&output=1&error=1"));
+
     // A failing command's exit status travels back on channel 3.
     let out = api.kubectl(&["exec", "web", "-c", "app", "--", "false"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));

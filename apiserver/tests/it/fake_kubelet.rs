@@ -1,7 +1,7 @@
 //! A test-only HTTPS server standing in for a node's kubelet: `/containerLogs` (lines,
 //! `tailLines`, `previous`, and `follow` that streams what the test pushes until the client
 //! goes away), `/exec` and `/attach` over WebSocket `v5.channel.k8s.io` (stdout echo, exit
-//! status on channel 3; an SPDY upgrade or the container `refuse` gets a 400), a raw
+//! status on channel 3; `cat` echoes stdin; an SPDY upgrade or the container `refuse` gets a 400), a raw
 //! `pikube-echo` upgrade at `/upgrade-echo` and `/healthz`. It records every request.
 
 use bytes::Bytes;
@@ -237,6 +237,23 @@ fn websocket(req: &mut Request<Incoming>, query: String) -> Response<Body> {
                 let mut out = vec![1u8];
                 out.extend(format!("{}\n", args.join(" ")).into_bytes());
                 let _ = ws.send(Message::Binary(out.into())).await;
+                r#"{"metadata":{},"status":"Success"}"#.to_string()
+            }
+            // cat: stdin (channel 0) back on stdout until the client closes stdin (v5's
+            // close signal on channel 255).
+            Some((first, _)) if first == "cat" => {
+                while let Some(Ok(m)) = ws.next().await {
+                    let Message::Binary(b) = m else { continue };
+                    match b.first() {
+                        Some(0) => {
+                            let mut out = vec![1u8];
+                            out.extend_from_slice(&b[1..]);
+                            let _ = ws.send(Message::Binary(out.into())).await;
+                        }
+                        Some(255) if b.get(1) == Some(&0) => break,
+                        _ => {}
+                    }
+                }
                 r#"{"metadata":{},"status":"Success"}"#.to_string()
             }
             _ => r#"{"metadata":{},"status":"Failure","message":"command terminated with non-zero exit code: exit status 3","reason":"NonZeroExitCode","details":{"causes":[{"reason":"ExitCode","message":"3"}]}}"#.to_string(),
