@@ -18,6 +18,10 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// client's response instead of ending it as if it were complete.
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
+/// The address of the client a request came from, for `X-Forwarded-For`.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
 /// Why a request to a backend failed after dialling.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -127,6 +131,26 @@ fn copy_headers(from: &HeaderMap, to: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// Appends the client's address to `X-Forwarded-For`, as upstream's proxies do.
+fn forwarded_for(req_headers: &HeaderMap, client: Option<&ClientAddr>, to: &mut HeaderMap) {
+    let Some(ClientAddr(addr)) = client else {
+        return;
+    };
+    let prior: Vec<&str> = req_headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let value = if prior.is_empty() {
+        addr.ip().to_string()
+    } else {
+        format!("{}, {}", prior.join(", "), addr.ip())
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        to.insert("x-forwarded-for", v);
+    }
+}
+
 /// Proxies `req` to `location`. With `upgrade_required` (exec, attach, port-forward) a
 /// request that does not ask to upgrade is refused, as upstream.
 pub async fn proxy(
@@ -151,6 +175,7 @@ pub async fn proxy(
         .uri(location.path_and_query());
     if let Some(h) = out.headers_mut() {
         copy_headers(&parts.headers, h, false);
+        forwarded_for(&parts.headers, parts.extensions.get(), h);
         if let Ok(v) = HeaderValue::from_str(&location.authority()) {
             h.insert(http::header::HOST, v);
         }
@@ -194,6 +219,7 @@ async fn proxy_upgrade(
         .uri(location.path_and_query());
     if let Some(h) = out.headers_mut() {
         copy_headers(req.headers(), h, true);
+        forwarded_for(req.headers(), req.extensions().get(), h);
         if let Ok(v) = HeaderValue::from_str(&location.authority()) {
             h.insert(http::header::HOST, v);
         }

@@ -65,7 +65,8 @@ pub async fn serve(
                         return;
                     }
                 };
-                let service = hyper::service::service_fn(move |req| {
+                let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                    req.extensions_mut().insert(crate::proxy::ClientAddr(peer));
                     let api = api.clone();
                     async move { Ok::<_, Infallible>(handle(api, req).await) }
                 });

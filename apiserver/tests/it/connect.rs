@@ -364,6 +364,7 @@ async fn kubectl_exec_over_websocket() {
     assert_eq!(seen[0].path, "/exec/default/web/app");
     assert_eq!(seen[0].query, "output=1&error=1&command=echo&command=hi");
     assert!(!seen[0].authorization);
+    assert_eq!(seen[0].forwarded_for, "127.0.0.1");
 
     // stdin travels up the spliced connection and back.
     let out = api.kubectl_stdin(
@@ -593,6 +594,7 @@ async fn pod_and_service_proxy_reach_the_pod() {
     let seen = backend.seen("/healthz");
     assert_eq!(seen.len(), 1);
     assert!(!seen[0].authorization);
+    assert_eq!(seen[0].forwarded_for, "127.0.0.1");
 
     // A pod on a loopback address is not proxied to.
     create_pod(&client, "lo", &["app"], Some("node-x")).await;

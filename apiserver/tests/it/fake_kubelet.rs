@@ -30,6 +30,7 @@ pub struct Seen {
     pub path: String,
     pub query: String,
     pub authorization: bool,
+    pub forwarded_for: String,
 }
 
 pub struct FakeKubelet {
@@ -138,6 +139,7 @@ fn handle(
         path: path.clone(),
         query: query.clone(),
         authorization: req.headers().contains_key(http::header::AUTHORIZATION),
+        forwarded_for: header(&req, "x-forwarded-for").to_string(),
     });
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match segments.as_slice() {
