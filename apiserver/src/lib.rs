@@ -3,7 +3,10 @@
 //! A request flows TLS → authentication → authorization (AlwaysAllow) → in-flight limits →
 //! routing ([`request`]) → the generic REST handlers ([`rest`], [`watch`]) with each
 //! resource's strategy ([`registry`]) → the [`store`] crate. Reads at `resourceVersion=0`
-//! and every watch are served by one [`watch_cache`] per resource.
+//! and every watch are served by one [`watch_cache`] per resource. The connect
+//! subresources (`pods/log`, `pods/exec`, `pods/attach`, `pods/portforward` and the
+//! `proxy` of pods, nodes and services) go through the upgrade-aware [`proxy`] to kubelets
+//! ([`kubelet_client`]) and pods.
 
 mod admission;
 mod authn;
