@@ -60,6 +60,20 @@ fn subresource_entry(info: &ResourceInfo, sub: &str) -> Value {
         "binding" => ("", "v1", "Binding", &["create"]),
         "eviction" => ("policy", "v1", "Eviction", &["create"]),
         "finalize" => (info.group, info.version, info.kind, &["update"]),
+        // Connect subresources: the options kind of each, as upstream.
+        "attach" => ("", "v1", "PodAttachOptions", &["create", "get"]),
+        "exec" => ("", "v1", "PodExecOptions", &["create", "get"]),
+        "portforward" => ("", "v1", "PodPortForwardOptions", &["create", "get"]),
+        "proxy" => (
+            info.group,
+            info.version,
+            match info.kind {
+                "Node" => "NodeProxyOptions",
+                "Service" => "ServiceProxyOptions",
+                _ => "PodProxyOptions",
+            },
+            &["create", "delete", "get", "patch", "update"],
+        ),
         _ => (info.group, info.version, info.kind, &["get"]),
     };
     let mut v = json!({

@@ -3,7 +3,10 @@
 //! A request flows TLS → authentication → authorization (AlwaysAllow) → in-flight limits →
 //! routing ([`request`]) → the generic REST handlers ([`rest`], [`watch`]) with each
 //! resource's strategy ([`registry`]) → the [`store`] crate. Reads at `resourceVersion=0`
-//! and every watch are served by one [`watch_cache`] per resource.
+//! and every watch are served by one [`watch_cache`] per resource. The connect
+//! subresources (`pods/log`, `pods/exec`, `pods/attach`, `pods/portforward` and the
+//! `proxy` of pods, nodes and services) go through the upgrade-aware [`proxy`] to kubelets
+//! ([`kubelet_client`]) and pods.
 
 mod admission;
 mod authn;
@@ -12,9 +15,11 @@ mod codec;
 mod discovery;
 mod filter;
 mod ipalloc;
+pub mod kubelet_client;
 mod metrics;
 mod object;
 pub mod options;
+mod proxy;
 mod registry;
 mod request;
 mod rest;
@@ -63,6 +68,8 @@ pub struct Config {
     pub max_mutating_requests_inflight: usize,
     /// How often to compact etcd's history; zero leaves compaction to someone else.
     pub etcd_compaction_interval: std::time::Duration,
+    /// How to reach kubelets for logs, exec, attach, port-forward and node proxying.
+    pub kubelet: kubelet_client::KubeletClientConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +86,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    KubeletClient(#[from] kubelet_client::Error),
     #[error("registering metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }
@@ -96,6 +105,7 @@ pub(crate) struct Apiserver {
     pub mutating_inflight: Semaphore,
     pub advertise: SocketAddr,
     pub shutdown: Shutdown,
+    pub kubelet: kubelet_client::KubeletClient,
     /// The built-in objects exist.
     pub bootstrapped: tokio::sync::watch::Sender<bool>,
     /// Service allocations were rebuilt from storage (the first step of bootstrap).
@@ -134,6 +144,7 @@ impl Running {
 /// Starts an apiserver and returns once it listens; it runs until `shutdown` fires.
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error> {
     let metrics = metrics::Metrics::new()?;
+    let kubelet = kubelet_client::KubeletClient::new(&config.kubelet)?;
     let authn =
         authn::Authenticator::new(config.token_auth_file.as_deref(), config.anonymous_auth)?;
     let store: Arc<dyn Store> = Arc::new(
@@ -222,6 +233,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         authn,
         advertise,
         shutdown: shutdown.clone(),
+        kubelet,
         bootstrapped: tokio::sync::watch::channel(false).0,
         allocators_rebuilt: std::sync::atomic::AtomicBool::new(false),
     });

@@ -63,6 +63,26 @@ pub struct Options {
     /// The maximum number of mutating requests in flight at a given time.
     #[arg(long, default_value_t = 200)]
     pub max_mutating_requests_inflight: usize,
+    /// Path to a client cert file for TLS (to kubelets).
+    #[arg(long)]
+    pub kubelet_client_certificate: Option<PathBuf>,
+    /// Path to a client key file for TLS (to kubelets).
+    #[arg(long)]
+    pub kubelet_client_key: Option<PathBuf>,
+    /// Path to a cert file for the certificate authority; without it the kubelets'
+    /// serving certificates are not verified.
+    #[arg(long)]
+    pub kubelet_certificate_authority: Option<PathBuf>,
+    /// List of the preferred NodeAddressTypes to use for kubelet connections.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "Hostname,InternalDNS,InternalIP,ExternalDNS,ExternalIP"
+    )]
+    pub kubelet_preferred_address_types: Vec<String>,
+    /// Timeout for kubelet operations (dialling; streams are not bounded).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub kubelet_timeout: std::time::Duration,
     /// Log verbosity (klog's -v).
     #[arg(short = 'v', long = "v", default_value_t = 0)]
     pub verbosity: u8,
@@ -85,6 +105,12 @@ pub enum OptionsError {
     NoEtcd,
     #[error("--max-requests-inflight and --max-mutating-requests-inflight must be positive")]
     Inflight,
+    #[error("--kubelet-client-certificate and --kubelet-client-key must be given together")]
+    KubeletClientPair,
+    #[error("invalid --kubelet-preferred-address-types {0:?}: supported values: Hostname, InternalIP, ExternalIP, InternalDNS, ExternalDNS")]
+    KubeletAddressType(String),
+    #[error("--kubelet-timeout must be positive")]
+    KubeletTimeout,
 }
 
 impl Options {
@@ -126,6 +152,26 @@ impl Options {
         if self.max_requests_inflight == 0 || self.max_mutating_requests_inflight == 0 {
             return Err(OptionsError::Inflight);
         }
+        if self.kubelet_client_certificate.is_some() != self.kubelet_client_key.is_some() {
+            return Err(OptionsError::KubeletClientPair);
+        }
+        let preferred: Vec<String> = self
+            .kubelet_preferred_address_types
+            .into_iter()
+            .filter(|t| !t.is_empty())
+            .collect();
+        if let Some(bad) = preferred
+            .iter()
+            .find(|t| !crate::kubelet_client::NODE_ADDRESS_TYPES.contains(&t.as_str()))
+        {
+            return Err(OptionsError::KubeletAddressType(bad.clone()));
+        }
+        if preferred.is_empty() {
+            return Err(OptionsError::KubeletAddressType(String::new()));
+        }
+        if self.kubelet_timeout.is_zero() {
+            return Err(OptionsError::KubeletTimeout);
+        }
         Ok(Config {
             etcd_servers,
             etcd_prefix: self.etcd_prefix,
@@ -140,6 +186,13 @@ impl Options {
             max_requests_inflight: self.max_requests_inflight,
             max_mutating_requests_inflight: self.max_mutating_requests_inflight,
             etcd_compaction_interval: self.etcd_compaction_interval,
+            kubelet: crate::kubelet_client::KubeletClientConfig {
+                client_certificate: self.kubelet_client_certificate,
+                client_key: self.kubelet_client_key,
+                certificate_authority: self.kubelet_certificate_authority,
+                preferred_address_types: preferred,
+                timeout: self.kubelet_timeout,
+            },
         })
     }
 }
@@ -197,5 +250,46 @@ mod tests {
             std::time::Duration::from_secs(300)
         );
         assert!(Options::try_parse_from(["x", "--etcd-compaction-interval=soon"]).is_err());
+    }
+
+    #[test]
+    fn kubelet_client_flags() {
+        let c = Options::parse_from(["kube-apiserver"])
+            .into_config()
+            .unwrap();
+        assert_eq!(
+            c.kubelet.preferred_address_types,
+            [
+                "Hostname",
+                "InternalDNS",
+                "InternalIP",
+                "ExternalDNS",
+                "ExternalIP"
+            ]
+        );
+        assert_eq!(c.kubelet.timeout, std::time::Duration::from_secs(5));
+        assert!(c.kubelet.certificate_authority.is_none());
+        let c = Options::parse_from([
+            "x",
+            "--kubelet-preferred-address-types=InternalIP,Hostname",
+            "--kubelet-timeout=30s",
+            "--kubelet-client-certificate=/c.crt",
+            "--kubelet-client-key=/c.key",
+        ])
+        .into_config()
+        .unwrap();
+        assert_eq!(
+            c.kubelet.preferred_address_types,
+            ["InternalIP", "Hostname"]
+        );
+        assert_eq!(c.kubelet.timeout, std::time::Duration::from_secs(30));
+        assert!(matches!(
+            Options::parse_from(["x", "--kubelet-preferred-address-types=PublicIP"]).into_config(),
+            Err(OptionsError::KubeletAddressType(t)) if t == "PublicIP"
+        ));
+        assert!(matches!(
+            Options::parse_from(["x", "--kubelet-client-key=/c.key"]).into_config(),
+            Err(OptionsError::KubeletClientPair)
+        ));
     }
 }

@@ -79,7 +79,9 @@ pub fn parse_path(path: &str) -> ApiResult<Option<ApiPath>> {
     let plural = rest[0];
     let info =
         resources::find(&group, &version, plural).ok_or_else(|| ApiError::path_not_found(path))?;
-    if rest.len() > 3 {
+    // `{name}/proxy/{path...}`: the rest of the URL is the proxied path.
+    let proxy_tail = rest.len() > 3 && rest[2] == "proxy" && info.has_subresource("proxy");
+    if rest.len() > 3 && !proxy_tail {
         return Err(ApiError::path_not_found(path));
     }
     let name = rest.get(1).map(|s| decode(s));
@@ -98,6 +100,19 @@ pub fn parse_path(path: &str) -> ApiResult<Option<ApiPath>> {
         name,
         subresource,
     })))
+}
+
+/// What follows `{name}/proxy` in a proxy subresource's URL, still percent-encoded and
+/// with its trailing slash: `""` for none, else a path starting with `/`.
+pub fn proxy_path(path: &str, r: &ResourceRequest) -> String {
+    let prefix = if r.info.group.is_empty() { 2 } else { 3 };
+    let skip = prefix + if r.namespace.is_some() { 2 } else { 0 } + 3;
+    let rest: Vec<&str> = path.trim_start_matches('/').split('/').skip(skip).collect();
+    if rest.is_empty() {
+        String::new()
+    } else {
+        format!("/{}", rest.join("/"))
+    }
 }
 
 /// Query parameters the REST handlers use, as upstream names them.
@@ -185,5 +200,36 @@ impl Query {
             }
         }
         Ok(q)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resource(path: &str) -> ResourceRequest {
+        match parse_path(path).unwrap().unwrap() {
+            ApiPath::Resource(r) => r,
+            ApiPath::Discovery(_) => panic!("{path} is not a resource path"),
+        }
+    }
+
+    #[test]
+    fn proxy_paths_keep_their_tail() {
+        let r = resource("/api/v1/nodes/n1/proxy");
+        assert_eq!(r.subresource.as_deref(), Some("proxy"));
+        assert_eq!(proxy_path("/api/v1/nodes/n1/proxy", &r), "");
+        let p = "/api/v1/nodes/n1/proxy/metrics/cadvisor/";
+        let r = resource(p);
+        assert_eq!(r.name.as_deref(), Some("n1"));
+        assert_eq!(proxy_path(p, &r), "/metrics/cadvisor/");
+        let p = "/api/v1/namespaces/ns/services/https:web:443/proxy/a%20b";
+        let r = resource(p);
+        assert_eq!(r.namespace.as_deref(), Some("ns"));
+        assert_eq!(r.name.as_deref(), Some("https:web:443"));
+        assert_eq!(proxy_path(p, &r), "/a%20b");
+        // Only proxy subresources take a tail.
+        assert!(parse_path("/api/v1/namespaces/ns/pods/p/log/extra").is_err());
+        assert!(parse_path("/api/v1/namespaces/ns/configmaps/c/proxy/x").is_err());
     }
 }

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use component_base::shutdown::Shutdown;
 use futures::StreamExt;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, Limited, StreamBody};
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
@@ -23,10 +23,13 @@ use std::time::Instant;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-type Body = UnsyncBoxBody<Bytes, Infallible>;
+/// Response bodies; a proxied body can fail mid-stream (see [`crate::proxy::Body`]).
+type Body = crate::proxy::Body;
 
 fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).boxed_unsync()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 /// Accepts TLS connections until shutdown; each connection serves HTTP/1.1 or HTTP/2.
@@ -62,12 +65,14 @@ pub async fn serve(
                         return;
                     }
                 };
-                let service = hyper::service::service_fn(move |req| {
+                let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                    req.extensions_mut().insert(crate::proxy::ClientAddr(peer));
                     let api = api.clone();
                     async move { Ok::<_, Infallible>(handle(api, req).await) }
                 });
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                let conn = builder.serve_connection(TokioIo::new(tls), service);
+                // Upgrades: exec, attach and port-forward are spliced to the kubelet.
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
                 tokio::pin!(conn);
                 tokio::select! {
                     r = conn.as_mut() => {
@@ -142,7 +147,7 @@ async fn handle(api: Arc<Apiserver>, req: Request<Incoming>) -> Response<Body> {
                 &code,
             ])
             .inc();
-        if l.verb != "WATCH" {
+        if l.verb != "WATCH" && l.verb != "CONNECT" {
             api.metrics
                 .durations
                 .with_label_values(&[
@@ -352,6 +357,21 @@ async fn route(
         }
         ApiPath::Resource(r) => r,
     };
+    if crate::registry::core::connect::is_connect(r.info, r.subresource.as_deref()) {
+        // Connect requests (logs, exec, attach, port-forward, proxy) are long-running and
+        // outside the in-flight limits, as upstream; their query belongs to the backend.
+        *labels = Some(RequestLabels {
+            verb: "CONNECT",
+            group: r.info.group.to_string(),
+            version: r.info.version.to_string(),
+            resource: r.info.plural.to_string(),
+            subresource: r.subresource.clone().unwrap_or_default(),
+            scope: "resource",
+            dry_run: false,
+        });
+        let proxy_path = request::proxy_path(path, &r);
+        return crate::registry::core::connect::serve(api, req, &r, &proxy_path, raw_query).await;
+    }
     let q = Query::parse(raw_query)?;
     *labels = Some(RequestLabels {
         verb: verb_of(req.method(), &r, &q),
@@ -629,7 +649,8 @@ async fn serve_resource(
                 Output::Protobuf => "application/vnd.kubernetes.protobuf;stream=watch",
                 _ => codec::JSON,
             };
-            let body = StreamBody::new(stream.map(|b| Ok::<_, Infallible>(Frame::data(b))));
+            let body =
+                StreamBody::new(stream.map(|b| Ok::<_, crate::proxy::BoxError>(Frame::data(b))));
             Ok(Response::builder()
                 .status(200)
                 .header(http::header::CONTENT_TYPE, ct)
@@ -650,7 +671,8 @@ async fn serve_resource(
                 ..r.clone()
             };
             let stream = crate::watch::watch(api.clone(), &list_req, &q2, output).await?;
-            let body = StreamBody::new(stream.map(|b| Ok::<_, Infallible>(Frame::data(b))));
+            let body =
+                StreamBody::new(stream.map(|b| Ok::<_, crate::proxy::BoxError>(Frame::data(b))));
             Ok(Response::builder()
                 .status(200)
                 .header(http::header::CONTENT_TYPE, codec::JSON)

@@ -77,6 +77,7 @@ fn config(etcd: &EtcdServer, dir: &Path, port: u16) -> Config {
         max_requests_inflight: 400,
         max_mutating_requests_inflight: 200,
         etcd_compaction_interval: Duration::from_secs(300),
+        kubelet: Default::default(),
     }
 }
 

@@ -2,6 +2,8 @@
 
 mod api_semantics;
 mod common;
+mod connect;
+mod fake_kubelet;
 mod kube_client;
 mod kubectl;
 mod priority;
