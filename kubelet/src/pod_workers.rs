@@ -1,0 +1,406 @@
+//! The pods bound to this node and one worker per pod (upstream `pod_workers.go`, the
+//! pod config source from the apiserver, and the relisting `pleg`): a kube-runtime
+//! reflector over pods with `spec.nodeName=<node>` feeds workers keyed by pod uid; each
+//! worker syncs its pod through [`KubeRuntime`] and writes its status, stops it when it
+//! is deleted and then removes it from the API (the kubelet finalises graceful deletion).
+//! A relist of the runtime every second wakes the workers whose containers changed
+//! (containerd 1.6 has no container events) and removes what belongs to no pod.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::Client;
+use parking_lot::Mutex;
+use serde_json::Value;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use component_base::shutdown::Shutdown;
+
+use crate::app::CgroupDriver;
+use crate::cri::{ImageService, RuntimeService};
+use crate::kuberuntime::{labels, pod_key, KubeRuntime, RuntimeSettings, WorkerState};
+use crate::status;
+
+/// How often the runtime is relisted (upstream's PLEG relist period).
+pub const RELIST_PERIOD: Duration = Duration::from_secs(1);
+/// How often a worker syncs a pod with no news (upstream's `--sync-frequency`).
+pub const SYNC_FREQUENCY: Duration = Duration::from_secs(60);
+
+/// What the pod manager needs besides the clients.
+#[derive(Clone, Debug)]
+pub struct PodManagerSettings {
+    pub node_name: String,
+    pub node_ip: IpAddr,
+    pub pod_infra_container_image: String,
+    pub pod_logs_dir: PathBuf,
+    pub cgroup_driver: CgroupDriver,
+    pub cluster_dns: Vec<IpAddr>,
+    pub cluster_domain: String,
+}
+
+struct Worker {
+    notify: Arc<Notify>,
+}
+
+/// The node's pods and their workers.
+pub struct PodManager {
+    client: Client,
+    runtime: KubeRuntime,
+    node_name: String,
+    host_ip: IpAddr,
+    workers: Mutex<HashMap<String, Worker>>,
+    /// Pods being removed that no longer have a worker (orphans).
+    cleaning: Mutex<HashSet<String>>,
+    synced: AtomicBool,
+}
+
+impl PodManager {
+    pub fn new(
+        client: Client,
+        runtime: Arc<dyn RuntimeService>,
+        images: Arc<dyn ImageService>,
+        settings: PodManagerSettings,
+    ) -> Arc<PodManager> {
+        Arc::new(PodManager {
+            client,
+            runtime: KubeRuntime {
+                runtime,
+                images,
+                settings: Arc::new(RuntimeSettings {
+                    node_name: settings.node_name.clone(),
+                    host_ip: settings.node_ip,
+                    pod_logs_dir: settings.pod_logs_dir,
+                    cgroup_driver: settings.cgroup_driver,
+                    cluster_dns: settings.cluster_dns,
+                    cluster_domain: settings.cluster_domain,
+                }),
+            },
+            node_name: settings.node_name,
+            host_ip: settings.node_ip,
+            workers: Mutex::new(HashMap::new()),
+            cleaning: Mutex::new(HashSet::new()),
+            synced: AtomicBool::new(false),
+        })
+    }
+
+    /// Whether the first list of the node's pods arrived.
+    pub fn synced(&self) -> bool {
+        self.synced.load(Ordering::SeqCst)
+    }
+
+    /// Watches the node's pods and runs them until shutdown. Pods keep running when the
+    /// kubelet stops, as upstream's.
+    pub async fn run(self: Arc<Self>, mut shutdown: Shutdown) {
+        let (reader, writer) = reflector::store::<Pod>();
+        let api: Api<Pod> = Api::all(self.client.clone());
+        let config = watcher::Config::default().fields(&format!("spec.nodeName={}", self.node_name));
+        let mut events = reflector::reflector(writer, watcher::watcher(api, config)).boxed();
+        let mut tasks = JoinSet::new();
+        tasks.spawn(
+            self.clone()
+                .relist(reader.clone(), shutdown.clone())
+                .instrument(tracing::info_span!("pleg")),
+        );
+        loop {
+            let event = tokio::select! {
+                () = shutdown.signaled() => break,
+                e = events.next() => e,
+            };
+            match event {
+                None => break,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "pod watch failed, retrying");
+                    tokio::select! {
+                        () = shutdown.signaled() => break,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+                Some(Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod))) => {
+                    self.ensure_worker(&pod, &reader, &mut tasks, &shutdown);
+                }
+                Some(Ok(watcher::Event::Delete(pod))) => {
+                    if let Some(uid) = &pod.metadata.uid {
+                        self.notify(uid);
+                    }
+                }
+                Some(Ok(watcher::Event::InitDone)) => {
+                    self.synced.store(true, Ordering::SeqCst);
+                    // Pods deleted while the watch was down: their workers find out now.
+                    for w in self.workers.lock().values() {
+                        w.notify.notify_one();
+                    }
+                }
+                Some(Ok(watcher::Event::Init)) => {}
+            }
+            // Reap finished workers so the set does not grow.
+            while tasks.try_join_next().is_some() {}
+        }
+        tasks.shutdown().await;
+    }
+
+    fn notify(&self, uid: &str) {
+        if let Some(w) = self.workers.lock().get(uid) {
+            w.notify.notify_one();
+        }
+    }
+
+    fn ensure_worker(
+        self: &Arc<Self>,
+        pod: &Pod,
+        store: &Store<Pod>,
+        tasks: &mut JoinSet<()>,
+        shutdown: &Shutdown,
+    ) {
+        let Some(uid) = pod.metadata.uid.clone() else {
+            return;
+        };
+        let mut workers = self.workers.lock();
+        if let Some(w) = workers.get(&uid) {
+            w.notify.notify_one();
+            return;
+        }
+        let notify = Arc::new(Notify::new());
+        workers.insert(
+            uid.clone(),
+            Worker {
+                notify: notify.clone(),
+            },
+        );
+        let key = ObjectRef::from_obj(pod);
+        let span = tracing::info_span!("pod-worker", pod = %pod_key(pod));
+        tasks.spawn(
+            self.clone()
+                .work(key, uid, notify, store.clone(), shutdown.clone())
+                .instrument(span),
+        );
+    }
+
+    /// One pod's worker: sync on news, on a back-off ending, or every SYNC_FREQUENCY.
+    async fn work(
+        self: Arc<Self>,
+        key: ObjectRef<Pod>,
+        uid: String,
+        notify: Arc<Notify>,
+        store: Store<Pod>,
+        mut shutdown: Shutdown,
+    ) {
+        let mut ws = WorkerState::default();
+        let mut last: Option<(PodStatus, Value)> = None;
+        loop {
+            let pod = store
+                .get(&key)
+                .filter(|p| p.metadata.uid.as_deref() == Some(uid.as_str()));
+            let mut wake = None;
+            match pod {
+                None if self.synced() => {
+                    // Gone from the API without us (force deletion): clean up and end.
+                    if let Err(e) = self.runtime.kill_and_remove(&uid, 2).await {
+                        tracing::warn!(error = %e, "failed to remove pod, will retry");
+                        wake = Some(Instant::now() + Duration::from_secs(2));
+                    } else {
+                        self.workers.lock().remove(&uid);
+                        return;
+                    }
+                }
+                None => {}
+                Some(pod) if pod.metadata.deletion_timestamp.is_some() => {
+                    wake = Some(self.terminate(&pod, &uid).await);
+                }
+                Some(pod) => {
+                    wake = match self.runtime.sync_pod(&pod, &mut ws).await {
+                        Ok(w) => w,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "error syncing pod, will retry");
+                            Some(Instant::now() + Duration::from_secs(2))
+                        }
+                    };
+                    self.report(&pod, &ws, &mut last).await;
+                }
+            }
+            let deadline = wake.map_or(Instant::now() + SYNC_FREQUENCY, |w| {
+                w.min(Instant::now() + SYNC_FREQUENCY)
+            });
+            tokio::select! {
+                () = shutdown.signaled() => return,
+                () = notify.notified() => {}
+                () = tokio::time::sleep_until(deadline.into()) => {}
+            }
+        }
+    }
+
+    /// Stops a pod being deleted with its grace period, removes it from the runtime and
+    /// then from the API; when to look again if the API still has it.
+    async fn terminate(&self, pod: &Pod, uid: &str) -> Instant {
+        let grace = pod
+            .metadata
+            .deletion_grace_period_seconds
+            .or(pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds))
+            .unwrap_or(30);
+        if let Err(e) = self.runtime.kill_and_remove(uid, grace.max(0)).await {
+            tracing::warn!(error = %e, "failed to stop pod, will retry");
+            return Instant::now() + Duration::from_secs(2);
+        }
+        let api: Api<Pod> = Api::namespaced(
+            self.client.clone(),
+            pod.metadata.namespace.as_deref().unwrap_or("default"),
+        );
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: Some(uid.to_owned()),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match api
+            .delete(pod.metadata.name.as_deref().unwrap_or_default(), &params)
+            .await
+        {
+            Ok(_) => tracing::info!("pod stopped and removed from the API"),
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+            Err(e) => tracing::warn!(error = %e, "failed to delete pod, will retry"),
+        }
+        Instant::now() + Duration::from_secs(5)
+    }
+
+    /// Writes the pod's status when it changed.
+    async fn report(&self, pod: &Pod, ws: &WorkerState, last: &mut Option<(PodStatus, Value)>) {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let state = match self.runtime.state(&uid).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading pod state");
+                return;
+            }
+        };
+        let previous = last.as_ref().map(|(s, _)| s).or(pod.status.as_ref());
+        let new = status::generate(
+            pod,
+            previous,
+            &state,
+            &ws.reasons,
+            self.host_ip,
+            Time(jiff::Timestamp::now()),
+        );
+        let Ok(new_value) = serde_json::to_value(&new) else {
+            return;
+        };
+        if last.as_ref().is_some_and(|(_, v)| *v == new_value) {
+            return;
+        }
+        let old_value = serde_json::to_value(pod.status.clone().unwrap_or_default())
+            .unwrap_or(Value::Null);
+        let Some(diff) = status::merge_diff(&old_value, &new_value) else {
+            *last = Some((new, new_value));
+            return;
+        };
+        let api: Api<Pod> = Api::namespaced(
+            self.client.clone(),
+            pod.metadata.namespace.as_deref().unwrap_or("default"),
+        );
+        let patch = serde_json::json!({ "status": diff });
+        match api
+            .patch_status(
+                pod.metadata.name.as_deref().unwrap_or_default(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            Ok(_) => *last = Some((new, new_value)),
+            Err(e) => tracing::warn!(error = %e, "failed to update pod status"),
+        }
+    }
+
+    /// The relisting pod lifecycle event generator.
+    async fn relist(self: Arc<Self>, store: Store<Pod>, mut shutdown: Shutdown) {
+        let mut previous: HashMap<String, (String, i32)> = HashMap::new();
+        loop {
+            match self.relist_once(&store, &previous).await {
+                Ok(current) => previous = current,
+                Err(e) => tracing::warn!(error = %e, "relisting the runtime"),
+            }
+            tokio::select! {
+                () = shutdown.signaled() => return,
+                () = tokio::time::sleep(RELIST_PERIOD) => {}
+            }
+        }
+    }
+
+    async fn relist_once(
+        self: &Arc<Self>,
+        store: &Store<Pod>,
+        previous: &HashMap<String, (String, i32)>,
+    ) -> crate::cri::Result<HashMap<String, (String, i32)>> {
+        let rt = &self.runtime.runtime;
+        let mut current = HashMap::new();
+        for c in rt.list_containers(None).await? {
+            if let Some(uid) = c.labels.get(labels::POD_UID) {
+                current.insert(c.id, (uid.clone(), c.state));
+            }
+        }
+        for s in rt.list_pod_sandbox(None).await? {
+            if let Some(uid) = s.labels.get(labels::POD_UID) {
+                current.insert(s.id, (uid.clone(), 100 + s.state));
+            }
+        }
+        let mut changed: HashSet<&str> = HashSet::new();
+        for (id, (uid, state)) in &current {
+            if previous.get(id).is_none_or(|(_, before)| before != state) {
+                changed.insert(uid);
+            }
+        }
+        for (id, (uid, _)) in previous {
+            if !current.contains_key(id) {
+                changed.insert(uid);
+            }
+        }
+        for uid in &changed {
+            self.notify(uid);
+        }
+        if self.synced() {
+            let known: HashSet<String> = store
+                .state()
+                .iter()
+                .filter_map(|p| p.metadata.uid.clone())
+                .collect();
+            let orphans: HashSet<String> = current
+                .values()
+                .map(|(uid, _)| uid.clone())
+                .filter(|uid| !known.contains(uid) && !self.workers.lock().contains_key(uid))
+                .collect();
+            for uid in orphans {
+                if !self.cleaning.lock().insert(uid.clone()) {
+                    continue;
+                }
+                let this = self.clone();
+                tokio::spawn(
+                    async move {
+                        tracing::info!(uid = %uid, "removing the containers of a pod that is gone");
+                        if let Err(e) = this.runtime.kill_and_remove(&uid, 2).await {
+                            tracing::warn!(uid = %uid, error = %e, "failed to remove orphaned pod");
+                        }
+                        this.cleaning.lock().remove(&uid);
+                    }
+                    .instrument(tracing::info_span!("orphan-cleanup")),
+                );
+            }
+        }
+        Ok(current)
+    }
+}

@@ -1,0 +1,4 @@
+mod common;
+mod cri;
+mod node;
+mod pods;

@@ -1,0 +1,229 @@
+//! Pods on a real containerd: a busybox pod reaches Running and Ready with an address from
+//! the node's podCIDR and its limits in its cgroups; init containers run in order; a
+//! crashing container backs off; a graceful delete stops the pod and removes it from the
+//! API and from containerd.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams};
+use kubelet::cri::{api, RuntimeService};
+
+use crate::common::{phase, pod_condition, wait_until, TestNode, TIMEOUT};
+
+fn container_id(pod: &Pod, index: usize) -> String {
+    pod.status.as_ref().unwrap().container_statuses.as_ref().unwrap()[index]
+        .container_id
+        .clone()
+        .unwrap()
+        .trim_start_matches("containerd://")
+        .to_owned()
+}
+
+async fn exec(node: &TestNode, id: &str, script: &str) -> String {
+    let out = node
+        .containerd
+        .runtime()
+        .exec_sync(
+            id,
+            vec!["sh".into(), "-c".into(), script.into()],
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.exit_code, 0, "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busybox_pod_runs_ready_with_an_ip_and_its_limits() {
+    let node = TestNode::start().await;
+    let created = node
+        .create_pod(
+            "sleeper",
+            serde_json::json!({"containers": [{
+                "name": "main", "image": "busybox:1.35", "command": ["sleep", "3600"],
+                "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}}
+            }]}),
+        )
+        .await;
+    let pod = node
+        .wait_pod("sleeper", "pod Running and Ready", |p| {
+            phase(p) == "Running" && pod_condition(p, "Ready")
+        })
+        .await;
+    let status = pod.status.clone().unwrap();
+    let ip: std::net::Ipv4Addr = status.pod_ip.clone().unwrap().parse().unwrap();
+    assert!(node.pod_cidr.contains(&ip), "{ip} outside {}", node.pod_cidr);
+    assert_eq!(status.host_ip.as_deref(), Some("127.0.0.1"));
+    assert!(status.start_time.is_some());
+    assert_eq!(status.qos_class.as_deref(), Some("Guaranteed"));
+    for t in ["PodReadyToStartContainers", "Initialized", "ContainersReady", "PodScheduled"] {
+        assert!(pod_condition(&pod, t), "{t}: {status:?}");
+    }
+    let cs = &status.container_statuses.clone().unwrap()[0];
+    assert_eq!(cs.name, "main");
+    assert!(cs.ready);
+    assert_eq!(cs.restart_count, 0);
+    assert_eq!(cs.image, "busybox:1.35");
+    assert!(!cs.image_id.is_empty());
+    assert!(cs.container_id.as_deref().unwrap().starts_with("containerd://"));
+    assert!(cs.state.as_ref().unwrap().running.is_some());
+
+    // The limits, as the container sees its own cgroups (v1 or v2).
+    let id = container_id(&pod, 0);
+    let memory = exec(
+        &node,
+        &id,
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max",
+    )
+    .await;
+    assert_eq!(memory, (64 * 1024 * 1024).to_string());
+    let cpu = exec(
+        &node,
+        &id,
+        "cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us 2>/dev/null || cut -d' ' -f1 /sys/fs/cgroup/cpu.max",
+    )
+    .await;
+    assert_eq!(cpu, "50000");
+    // The pod's hostname is its name, its address is the one reported.
+    assert_eq!(exec(&node, &id, "hostname").await, "sleeper");
+    let addrs = exec(&node, &id, "ip -4 -o addr show eth0").await;
+    assert!(addrs.contains(&ip.to_string()), "{addrs}");
+
+    // The status is not rewritten when nothing changes.
+    let rv = pod.metadata.resource_version.clone();
+    tokio::time::timeout(Duration::from_secs(3), std::future::pending::<()>())
+        .await
+        .unwrap_err();
+    let again = Api::<Pod>::namespaced(node.client.clone(), "default")
+        .get("sleeper")
+        .await
+        .unwrap();
+    assert_eq!(again.metadata.resource_version, rv);
+    assert_eq!(again.metadata.uid, created.metadata.uid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_containers_run_in_order_and_crashes_back_off() {
+    let node = TestNode::start().await;
+    node.create_pod(
+        "initialized",
+        serde_json::json!({
+            "initContainers": [
+                {"name": "first", "image": "busybox:1.35", "command": ["sh", "-c", "sleep 1"]},
+                {"name": "second", "image": "busybox:1.35", "command": ["true"]}
+            ],
+            "containers": [{"name": "main", "image": "busybox:1.35", "command": ["sleep", "3600"]}]
+        }),
+    )
+    .await;
+    node.create_pod(
+        "crasher",
+        serde_json::json!({"containers": [{
+            "name": "main", "image": "busybox:1.35", "command": ["sh", "-c", "echo bye; exit 3"]
+        }]}),
+    )
+    .await;
+
+    let pod = node
+        .wait_pod("initialized", "pod Running after its init containers", |p| {
+            phase(p) == "Running" && pod_condition(p, "Ready")
+        })
+        .await;
+    assert!(pod_condition(&pod, "Initialized"));
+    let inits = pod.status.unwrap().init_container_statuses.unwrap();
+    let done = |i: usize| inits[i].state.clone().unwrap().terminated.unwrap();
+    assert_eq!((inits[0].name.as_str(), inits[1].name.as_str()), ("first", "second"));
+    assert_eq!(done(0).exit_code, 0);
+    assert_eq!(done(1).exit_code, 0);
+    assert_eq!(done(0).reason.as_deref(), Some("Completed"));
+    let first_finished = done(0).finished_at.unwrap().0;
+    let second_started = done(1).started_at.unwrap().0;
+    assert!(first_finished <= second_started, "{first_finished} > {second_started}");
+
+    let pod = node
+        .wait_pod("crasher", "CrashLoopBackOff", |p| {
+            let Some(cs) = p
+                .status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .and_then(|c| c.first())
+            else {
+                return false;
+            };
+            cs.restart_count > 0
+                && cs
+                    .state
+                    .as_ref()
+                    .and_then(|s| s.waiting.as_ref())
+                    .and_then(|w| w.reason.as_deref())
+                    == Some("CrashLoopBackOff")
+        })
+        .await;
+    let cs = &pod.status.as_ref().unwrap().container_statuses.as_ref().unwrap()[0];
+    let last = cs.last_state.as_ref().unwrap().terminated.as_ref().unwrap();
+    assert_eq!(last.exit_code, 3);
+    assert_eq!(last.reason.as_deref(), Some("Error"));
+    assert!(!cs.ready);
+    assert_eq!(phase(&pod), "Running");
+    assert!(!pod_condition(&pod, "Ready"));
+    let message = cs.state.as_ref().unwrap().waiting.as_ref().unwrap().message.clone();
+    assert!(message.unwrap_or_default().contains("back-off 10s"), "{cs:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_delete_stops_and_removes_the_pod() {
+    let node = TestNode::start().await;
+    let pod = node
+        .create_pod(
+            "leaver",
+            serde_json::json!({
+                "terminationGracePeriodSeconds": 20,
+                "containers": [{"name": "main", "image": "busybox:1.35",
+                    "command": ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.2; done"]}]
+            }),
+        )
+        .await;
+    let uid = pod.metadata.uid.clone().unwrap();
+    node.wait_pod("leaver", "pod Running", |p| phase(p) == "Running")
+        .await;
+    let runtime = node.containerd.runtime();
+    let ours = HashMap::from([("io.kubernetes.pod.uid".to_owned(), uid.clone())]);
+    let listed = runtime
+        .list_containers(Some(api::ContainerFilter {
+            label_selector: ours.clone(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+
+    let pods: Api<Pod> = Api::namespaced(node.client.clone(), "default");
+    let started = std::time::Instant::now();
+    pods.delete("leaver", &DeleteParams::default()).await.unwrap();
+    wait_until(TIMEOUT, "pod gone from the API", || {
+        let pods = pods.clone();
+        async move { pods.get_opt("leaver").await.ok()?.is_none().then_some(()) }
+    })
+    .await;
+    // It stopped on SIGTERM, well within its grace period.
+    assert!(started.elapsed() < Duration::from_secs(15));
+    let containers = runtime
+        .list_containers(Some(api::ContainerFilter {
+            label_selector: ours.clone(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    assert!(containers.is_empty(), "{containers:?}");
+    let sandboxes = runtime
+        .list_pod_sandbox(Some(api::PodSandboxFilter {
+            label_selector: ours,
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    assert!(sandboxes.is_empty(), "{sandboxes:?}");
+}
