@@ -202,7 +202,7 @@ pub fn sandbox_config(
             sysctls,
             ..Default::default()
         }),
-        windows: None,
+        ..Default::default()
     }
 }
 

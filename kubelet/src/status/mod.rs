@@ -176,12 +176,13 @@ pub fn phase(restart_policy: &str, init: &[ContainerStatus], regular: &[Containe
         if exited_ok(s) {
             continue;
         }
-        let failed = exited_failed(s)
-            || s.last_state
-                .as_ref()
-                .and_then(|l| l.terminated.as_ref())
-                .is_some_and(|t| t.exit_code != 0)
-                && s.state.as_ref().is_some_and(|st| st.waiting.is_some());
+        let restarting_after_failure = s
+            .last_state
+            .as_ref()
+            .and_then(|l| l.terminated.as_ref())
+            .is_some_and(|t| t.exit_code != 0)
+            && s.state.as_ref().is_some_and(|st| st.waiting.is_some());
+        let failed = exited_failed(s) || restarting_after_failure;
         if failed && restart_policy == "Never" {
             return "Failed";
         }
