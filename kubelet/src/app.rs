@@ -78,7 +78,10 @@ impl Settings {
             cluster_domain: String::new(),
             pod_cidr: None,
             cni_conf_dir: PathBuf::from("/etc/cni/net.d"),
-            serving: Some(SocketAddr::from(([0, 0, 0, 0], crate::options::DEFAULT_PORT))),
+            serving: Some(SocketAddr::from((
+                [0, 0, 0, 0],
+                crate::options::DEFAULT_PORT,
+            ))),
             healthz: Some(SocketAddr::from((
                 [127, 0, 0, 1],
                 crate::options::DEFAULT_HEALTHZ_PORT,

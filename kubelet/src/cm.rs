@@ -82,7 +82,9 @@ pub fn qos_class(pod: &Pod) -> QosClass {
             let limit = limits.and_then(|l| l.get(res));
             let request = requests.and_then(|r| r.get(res)).or(limit);
             match (limit, request) {
-                (Some(l), Some(r)) if parse_quantity(&l.0).is_some() && parse_quantity(&l.0) == parse_quantity(&r.0) => {}
+                (Some(l), Some(r))
+                    if parse_quantity(&l.0).is_some()
+                        && parse_quantity(&l.0) == parse_quantity(&r.0) => {}
                 _ => guaranteed = false,
             }
         }
@@ -142,7 +144,11 @@ pub fn remove_pod_cgroups(driver: CgroupDriver, uid: &str) {
         })
         .filter_map(|line| line.split(' ').nth(4))
         .collect();
-    for qos in [QosClass::Guaranteed, QosClass::Burstable, QosClass::BestEffort] {
+    for qos in [
+        QosClass::Guaranteed,
+        QosClass::Burstable,
+        QosClass::BestEffort,
+    ] {
         let parent = pod_cgroup_parent(driver, qos, uid);
         for point in &points {
             // Removing a cgroup directory is rmdir; it fails harmlessly when absent or busy.
@@ -157,12 +163,20 @@ mod tests {
 
     #[test]
     fn memory_controller_detection() {
-        let hybrid_on = "#subsys_name\thierarchy\tnum_cgroups\tenabled\ncpu\t2\t1\t1\nmemory\t4\t58\t1\n";
-        let pi_off = "#subsys_name\thierarchy\tnum_cgroups\tenabled\ncpu\t0\t1\t1\nmemory\t0\t58\t0\n";
+        let hybrid_on =
+            "#subsys_name\thierarchy\tnum_cgroups\tenabled\ncpu\t2\t1\t1\nmemory\t4\t58\t1\n";
+        let pi_off =
+            "#subsys_name\thierarchy\tnum_cgroups\tenabled\ncpu\t0\t1\t1\nmemory\t0\t58\t0\n";
         assert!(memory_controller_enabled(hybrid_on, None));
         assert!(!memory_controller_enabled(pi_off, None));
-        assert!(memory_controller_enabled(pi_off, Some("cpuset cpu io memory pids")));
-        assert!(!memory_controller_enabled(hybrid_on, Some("cpuset cpu io pids")));
+        assert!(memory_controller_enabled(
+            pi_off,
+            Some("cpuset cpu io memory pids")
+        ));
+        assert!(!memory_controller_enabled(
+            hybrid_on,
+            Some("cpuset cpu io pids")
+        ));
         assert!(MEMORY_CGROUP_FIX.contains("cgroup_memory=1 cgroup_enable=memory"));
         assert!(MEMORY_CGROUP_FIX.contains("cmdline.txt"));
     }
@@ -179,12 +193,16 @@ mod tests {
     fn qos_classes_as_upstream() {
         assert_eq!(qos_class(&pod(serde_json::json!({}))), QosClass::BestEffort);
         assert_eq!(
-            qos_class(&pod(serde_json::json!({"limits": {"cpu": "1", "memory": "64Mi"}}))),
+            qos_class(&pod(
+                serde_json::json!({"limits": {"cpu": "1", "memory": "64Mi"}})
+            )),
             QosClass::Guaranteed
         );
         assert_eq!(
-            qos_class(&pod(serde_json::json!({"requests": {"cpu": "1000m", "memory": "64Mi"},
-                "limits": {"cpu": "1", "memory": "64Mi"}}))),
+            qos_class(&pod(
+                serde_json::json!({"requests": {"cpu": "1000m", "memory": "64Mi"},
+                "limits": {"cpu": "1", "memory": "64Mi"}})
+            )),
             QosClass::Guaranteed
         );
         assert_eq!(

@@ -109,10 +109,14 @@ impl NodeStatusManager {
     /// last written.
     pub async fn sync(&self, last_report: &mut Option<Instant>) -> Result<(), Error> {
         let name = self.settings.name.clone();
-        let node = self.api().get(&name).await.map_err(|source| Error::Update {
-            name: name.clone(),
-            source,
-        })?;
+        let node = self
+            .api()
+            .get(&name)
+            .await
+            .map_err(|source| Error::Update {
+                name: name.clone(),
+                source,
+            })?;
         let spec_cidr = node
             .spec
             .as_ref()

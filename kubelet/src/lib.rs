@@ -2,11 +2,9 @@
 //! pods bound to it and runs them on a CRI runtime (containerd), writes their status
 //! back, and writes the pod network's CNI configuration (upstream `pkg/kubelet`).
 
-pub mod cri;
-#[cfg(feature = "testing")]
-pub mod testing;
 pub mod app;
 pub mod cm;
+pub mod cri;
 pub mod kubelet_node_status;
 pub mod kuberuntime;
 pub mod network;
@@ -15,3 +13,5 @@ pub mod nodestatus;
 pub mod options;
 pub mod pod_workers;
 pub mod status;
+#[cfg(feature = "testing")]
+pub mod testing;

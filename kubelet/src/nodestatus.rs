@@ -43,7 +43,13 @@ pub fn parse_meminfo_total(meminfo: &str) -> Option<u64> {
     meminfo
         .lines()
         .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
         .map(|kib| kib * 1024)
 }
 
@@ -129,11 +135,7 @@ pub fn node_labels(settings: &NodeSettings) -> BTreeMap<String, String> {
 }
 
 /// The Node the kubelet creates at registration (upstream `initialNode`).
-pub fn initial_node(
-    settings: &NodeSettings,
-    machine: &MachineInfo,
-    runtime_version: &str,
-) -> Node {
+pub fn initial_node(settings: &NodeSettings, machine: &MachineInfo, runtime_version: &str) -> Node {
     Node {
         metadata: ObjectMeta {
             name: Some(settings.name.clone()),
@@ -153,7 +155,11 @@ pub fn initial_node(
 }
 
 /// The parts of status that do not change while the kubelet runs.
-fn static_status(settings: &NodeSettings, machine: &MachineInfo, runtime_version: &str) -> NodeStatus {
+fn static_status(
+    settings: &NodeSettings,
+    machine: &MachineInfo,
+    runtime_version: &str,
+) -> NodeStatus {
     let mut capacity = BTreeMap::new();
     capacity.insert("cpu".to_owned(), Quantity(machine.cpus.to_string()));
     capacity.insert(
@@ -175,7 +181,10 @@ fn static_status(settings: &NodeSettings, machine: &MachineInfo, runtime_version
     );
     let storage = machine.ephemeral_storage_bytes
         - machine.ephemeral_storage_bytes * EVICTION_HARD_NODEFS_PERCENT / 100;
-    allocatable.insert("ephemeral-storage".to_owned(), Quantity(storage.to_string()));
+    allocatable.insert(
+        "ephemeral-storage".to_owned(),
+        Quantity(storage.to_string()),
+    );
     NodeStatus {
         capacity: Some(capacity),
         allocatable: Some(allocatable),
@@ -284,7 +293,12 @@ pub fn conditions(health: &RuntimeHealth) -> Vec<NodeCondition> {
             "kubelet has sufficient PID available",
         ),
         match &health.problem {
-            None => condition("Ready", true, "KubeletReady", "kubelet is posting ready status"),
+            None => condition(
+                "Ready",
+                true,
+                "KubeletReady",
+                "kubelet is posting ready status",
+            ),
             Some(problem) => condition("Ready", false, "KubeletNotReady", problem),
         },
     ]
@@ -397,10 +411,21 @@ mod tests {
         assert_eq!(cap["memory"].0, "4194304Ki");
         assert_eq!(cap["pods"].0, "110");
         let alloc = status.allocatable.unwrap();
-        assert_eq!(alloc["memory"].0, format!("{}Ki", 4 * 1024 * 1024 - 100 * 1024));
+        assert_eq!(
+            alloc["memory"].0,
+            format!("{}Ki", 4 * 1024 * 1024 - 100 * 1024)
+        );
         let info = status.node_info.unwrap();
         assert_eq!(info.container_runtime_version, "containerd://1.6.20");
-        assert_eq!(status.daemon_endpoints.unwrap().kubelet_endpoint.unwrap().port, 10250);
+        assert_eq!(
+            status
+                .daemon_endpoints
+                .unwrap()
+                .kubelet_endpoint
+                .unwrap()
+                .port,
+            10250
+        );
         let addresses = status.addresses.unwrap();
         assert_eq!(addresses[0].type_, "InternalIP");
         assert_eq!(addresses[0].address, "10.0.0.5");
@@ -411,8 +436,16 @@ mod tests {
         let cond = |t: &str, s: bool| api::RuntimeCondition {
             r#type: t.into(),
             status: s,
-            reason: if s { String::new() } else { "NetworkPluginNotReady".into() },
-            message: if s { String::new() } else { "cni config uninitialized".into() },
+            reason: if s {
+                String::new()
+            } else {
+                "NetworkPluginNotReady".into()
+            },
+            message: if s {
+                String::new()
+            } else {
+                "cni config uninitialized".into()
+            },
         };
         let not_ready = RuntimeHealth::from_status(&api::RuntimeStatus {
             conditions: vec![cond("RuntimeReady", true), cond("NetworkReady", false)],
@@ -420,14 +453,25 @@ mod tests {
         let ready = RuntimeHealth::from_status(&api::RuntimeStatus {
             conditions: vec![cond("RuntimeReady", true), cond("NetworkReady", true)],
         });
-        assert!(not_ready.problem.as_ref().unwrap().contains("NetworkReady=false"));
+        assert!(not_ready
+            .problem
+            .as_ref()
+            .unwrap()
+            .contains("NetworkReady=false"));
         assert!(ready.problem.is_none());
         let t0 = Time(jiff::Timestamp::from_second(1000).unwrap());
         let t1 = Time(jiff::Timestamp::from_second(1010).unwrap());
         let s = settings();
         let m = machine();
         let first = desired_status(&s, &m, "containerd://1", &not_ready, None, t0.clone());
-        let same = desired_status(&s, &m, "containerd://1", &not_ready, Some(&first), t1.clone());
+        let same = desired_status(
+            &s,
+            &m,
+            "containerd://1",
+            &not_ready,
+            Some(&first),
+            t1.clone(),
+        );
         assert!(!status_changed(Some(&first), &same));
         let readyc = |st: &NodeStatus| {
             st.conditions

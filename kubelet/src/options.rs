@@ -238,12 +238,14 @@ impl Options {
             )?,
             None => KubeletConfiguration::default(),
         };
-        let duration = |flag: &Option<String>, file: &Option<String>, default: Duration, name| {
-            match flag.as_ref().or(file.as_ref()) {
+        let duration =
+            |flag: &Option<String>, file: &Option<String>, default: Duration, name| match flag
+                .as_ref()
+                .or(file.as_ref())
+            {
                 Some(text) => parse_duration(text).map_err(|e| format!("{name}: {e}")),
                 None => Ok(default),
-            }
-        };
+            };
         let cgroup_driver = match self
             .cgroup_driver
             .as_deref()

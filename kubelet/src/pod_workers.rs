@@ -105,7 +105,8 @@ impl PodManager {
     pub async fn run(self: Arc<Self>, mut shutdown: Shutdown) {
         let (reader, writer) = reflector::store::<Pod>();
         let api: Api<Pod> = Api::all(self.client.clone());
-        let config = watcher::Config::default().fields(&format!("spec.nodeName={}", self.node_name));
+        let config =
+            watcher::Config::default().fields(&format!("spec.nodeName={}", self.node_name));
         let mut events = reflector::reflector(writer, watcher::watcher(api, config)).boxed();
         let mut tasks = JoinSet::new();
         tasks.spawn(
@@ -303,8 +304,8 @@ impl PodManager {
         if last.as_ref().is_some_and(|(_, v)| *v == new_value) {
             return;
         }
-        let old_value = serde_json::to_value(pod.status.clone().unwrap_or_default())
-            .unwrap_or(Value::Null);
+        let old_value =
+            serde_json::to_value(pod.status.clone().unwrap_or_default()).unwrap_or(Value::Null);
         let Some(diff) = status::merge_diff(&old_value, &new_value) else {
             *last = Some((new, new_value));
             return;

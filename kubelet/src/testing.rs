@@ -71,7 +71,13 @@ impl TestContainerd {
         }
         // Every registry resolves to a closed loopback port, so a stray pull fails at
         // once instead of leaving the machine.
-        for host in ["_default", "docker.io", "registry.k8s.io", "quay.io", "gcr.io"] {
+        for host in [
+            "_default",
+            "docker.io",
+            "registry.k8s.io",
+            "quay.io",
+            "gcr.io",
+        ] {
             let d = hosts_dir.join(host);
             let path = d.join("hosts.toml");
             std::fs::create_dir_all(&d)
@@ -126,7 +132,9 @@ impl TestContainerd {
 
     /// The directory holding everything of this instance.
     pub fn dir(&self) -> &Path {
-        self.dir.as_ref().map_or(Path::new("/nonexistent"), |d| d.path())
+        self.dir
+            .as_ref()
+            .map_or(Path::new("/nonexistent"), |d| d.path())
     }
 
     /// A CRI client of this containerd with its own metrics registry.
@@ -205,6 +213,10 @@ impl TestContainerd {
             for s in sandboxes {
                 let _ = runtime.stop_pod_sandbox(&s.id).await;
                 let _ = runtime.remove_pod_sandbox(&s.id).await;
+                // runc leaves the pod-level cgroups the kubelet asked for.
+                if let Some(uid) = s.metadata.as_ref().map(|m| m.uid.as_str()) {
+                    crate::cm::remove_pod_cgroups(crate::app::CgroupDriver::Cgroupfs, uid);
+                }
             }
         }
     }
@@ -221,8 +233,8 @@ impl TestContainerd {
                     .build()
                 {
                     rt.block_on(async {
-                        let _ = tokio::time::timeout(Duration::from_secs(60), self.remove_all())
-                            .await;
+                        let _ =
+                            tokio::time::timeout(Duration::from_secs(60), self.remove_all()).await;
                     });
                 }
             });

@@ -290,8 +290,11 @@ impl RuntimeService for RemoteRuntime {
             timeout: i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX),
         });
         request.set_timeout(timeout + Duration::from_secs(5));
-        self.runtime_call("exec_sync", |mut c| async move { c.exec_sync(request).await })
-            .await
+        self.runtime_call(
+            "exec_sync",
+            |mut c| async move { c.exec_sync(request).await },
+        )
+        .await
     }
 }
 
@@ -321,9 +324,10 @@ impl ImageService for RemoteRuntime {
             sandbox_config,
         };
         Ok(self
-            .image_call("pull_image", |mut c| async move {
-                c.pull_image(request).await
-            })
+            .image_call(
+                "pull_image",
+                |mut c| async move { c.pull_image(request).await },
+            )
             .await?
             .image_ref)
     }

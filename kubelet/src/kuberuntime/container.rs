@@ -207,8 +207,14 @@ pub fn container_config(
         .and_then(|s| s.termination_grace_period_seconds)
         .unwrap_or(30);
     let annotations = HashMap::from([
-        (labels::CONTAINER_RESTART_COUNT.to_owned(), attempt.to_string()),
-        (labels::POD_TERMINATION_GRACE_PERIOD.to_owned(), grace.to_string()),
+        (
+            labels::CONTAINER_RESTART_COUNT.to_owned(),
+            attempt.to_string(),
+        ),
+        (
+            labels::POD_TERMINATION_GRACE_PERIOD.to_owned(),
+            grace.to_string(),
+        ),
     ]);
     let sc = container.security_context.as_ref();
     let pod_sc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
@@ -216,7 +222,9 @@ pub fn container_config(
     let security = api::LinuxContainerSecurityContext {
         namespace_options: Some(super::sandbox::namespace_options(pod)),
         privileged: sc.and_then(|s| s.privileged).unwrap_or(false),
-        readonly_rootfs: sc.and_then(|s| s.read_only_root_filesystem).unwrap_or(false),
+        readonly_rootfs: sc
+            .and_then(|s| s.read_only_root_filesystem)
+            .unwrap_or(false),
         run_as_user: sc
             .and_then(|s| s.run_as_user)
             .or(pod_sc.and_then(|s| s.run_as_user))
@@ -306,7 +314,15 @@ mod tests {
             host_ip: "10.0.0.1".into(),
             node_name: "n1".into(),
         };
-        let cfg = container_config(&p, c, Kind::Regular, 3, "sha256:abc", &fields, QosClass::Burstable);
+        let cfg = container_config(
+            &p,
+            c,
+            Kind::Regular,
+            3,
+            "sha256:abc",
+            &fields,
+            QosClass::Burstable,
+        );
         assert_eq!(cfg.metadata.as_ref().unwrap().attempt, 3);
         assert_eq!(cfg.command, vec!["sh", "-c"]);
         assert_eq!(cfg.args, vec!["echo hello world $(MISSING) $(ESCAPED)"]);
@@ -314,7 +330,11 @@ mod tests {
         assert_eq!(cfg.log_path, "c/3.log");
         assert_eq!(cfg.labels[labels::CONTAINER_NAME], "c");
         assert_eq!(cfg.labels[labels::POD_UID], "u-1");
-        let env: HashMap<_, _> = cfg.envs.iter().map(|kv| (kv.key.as_str(), kv.value.as_str())).collect();
+        let env: HashMap<_, _> = cfg
+            .envs
+            .iter()
+            .map(|kv| (kv.key.as_str(), kv.value.as_str()))
+            .collect();
         assert_eq!(env["POD"], "web");
         assert_eq!(env["APP"], "web");
         assert_eq!(env["IP"], "10.244.0.5");

@@ -193,7 +193,11 @@ impl KubeRuntime {
     pub async fn sync_pod(&self, pod: &Pod, ws: &mut WorkerState) -> cri::Result<Option<Instant>> {
         let uid = uid_of(pod);
         let spec = pod.spec.clone().unwrap_or_default();
-        let restart_policy = spec.restart_policy.as_deref().unwrap_or("Always").to_owned();
+        let restart_policy = spec
+            .restart_policy
+            .as_deref()
+            .unwrap_or("Always")
+            .to_owned();
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
         let mut state = self.state(&uid).await?;
         if matches!(phase, Some("Succeeded" | "Failed")) {
@@ -385,10 +389,7 @@ impl KubeRuntime {
         attempt: u32,
         ws: &mut WorkerState,
     ) -> bool {
-        let image = match self
-            .ensure_image(c, start.sandbox_config)
-            .await
-        {
+        let image = match self.ensure_image(c, start.sandbox_config).await {
             Ok(image) => image,
             Err((reason, message)) => {
                 ws.reasons.insert(c.name.clone(), (reason, message));
@@ -411,8 +412,10 @@ impl KubeRuntime {
         {
             Ok(id) => id,
             Err(e) => {
-                ws.reasons
-                    .insert(c.name.clone(), ("CreateContainerError".into(), e.to_string()));
+                ws.reasons.insert(
+                    c.name.clone(),
+                    ("CreateContainerError".into(), e.to_string()),
+                );
                 return false;
             }
         };
@@ -434,7 +437,10 @@ impl KubeRuntime {
     ) -> Result<String, (String, String)> {
         let image = c.image.clone().unwrap_or_default();
         if image.is_empty() {
-            return Err(("InvalidImageName".into(), "the container has no image".into()));
+            return Err((
+                "InvalidImageName".into(),
+                "the container has no image".into(),
+            ));
         }
         let policy = c.image_pull_policy.clone().unwrap_or_else(|| {
             let tagged = image

@@ -40,7 +40,11 @@ fn hostname(pod: &Pod) -> String {
         .as_ref()
         .and_then(|s| s.hostname.clone())
         .unwrap_or_else(|| pod.metadata.name.clone().unwrap_or_default());
-    name.chars().take(63).collect::<String>().trim_end_matches(['-', '.']).to_owned()
+    name.chars()
+        .take(63)
+        .collect::<String>()
+        .trim_end_matches(['-', '.'])
+        .to_owned()
 }
 
 /// The resolver configuration per dnsPolicy (upstream `dns.GetPodDNS`); None: the host's.
@@ -55,24 +59,37 @@ pub fn dns_config(pod: &Pod, settings: &SandboxSettings<'_>) -> Option<api::DnsC
     };
     let mut config = api::DnsConfig::default();
     if cluster && !settings.cluster_dns.is_empty() {
-        config.servers = settings.cluster_dns.iter().map(ToString::to_string).collect();
+        config.servers = settings
+            .cluster_dns
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         if !settings.cluster_domain.is_empty() {
             let d = settings.cluster_domain;
-            config.searches = vec![format!("{namespace}.svc.{d}"), format!("svc.{d}"), d.to_owned()];
+            config.searches = vec![
+                format!("{namespace}.svc.{d}"),
+                format!("svc.{d}"),
+                d.to_owned(),
+            ];
         }
         config.options = vec!["ndots:5".into()];
     } else if policy != "None" {
-        // Default (or no cluster DNS): the runtime copies the host's resolv.conf.
-        if spec.dns_config.is_none() {
-            return None;
-        }
+        // Default (or no cluster DNS): the runtime copies the host's resolv.conf,
+        // unless dnsConfig adds to it.
+        spec.dns_config.as_ref()?;
     }
     if let Some(extra) = &spec.dns_config {
-        config.servers.extend(extra.nameservers.iter().flatten().cloned());
-        config.searches.extend(extra.searches.iter().flatten().cloned());
+        config
+            .servers
+            .extend(extra.nameservers.iter().flatten().cloned());
+        config
+            .searches
+            .extend(extra.searches.iter().flatten().cloned());
         for o in extra.options.iter().flatten() {
             let Some(name) = &o.name else { continue };
-            config.options.retain(|x| x.split(':').next() != Some(name.as_str()));
+            config
+                .options
+                .retain(|x| x.split(':').next() != Some(name.as_str()));
             config.options.push(match &o.value {
                 Some(v) => format!("{name}:{v}"),
                 None => name.clone(),
@@ -114,7 +131,10 @@ pub fn namespace_options(pod: &Pod) -> api::NamespaceOption {
             shared
         }
     };
-    let pid_shared = if spec.and_then(|s| s.share_process_namespace).unwrap_or(false) {
+    let pid_shared = if spec
+        .and_then(|s| s.share_process_namespace)
+        .unwrap_or(false)
+    {
         api::NamespaceMode::Pod
     } else {
         api::NamespaceMode::Container
@@ -166,7 +186,11 @@ pub fn sandbox_config(
     });
     let sysctls = security
         .and_then(|s| s.sysctls.as_ref())
-        .map(|s| s.iter().map(|x| (x.name.clone(), x.value.clone())).collect())
+        .map(|s| {
+            s.iter()
+                .map(|x| (x.name.clone(), x.value.clone()))
+                .collect()
+        })
         .unwrap_or_default();
     let host_net = host_network(pod);
     api::PodSandboxConfig {
@@ -177,7 +201,11 @@ pub fn sandbox_config(
             attempt,
         }),
         // A host-network sandbox keeps the node's hostname.
-        hostname: if host_net { String::new() } else { hostname(pod) },
+        hostname: if host_net {
+            String::new()
+        } else {
+            hostname(pod)
+        },
         log_directory: log_directory(settings.pod_logs_dir, &namespace, &name, &uid),
         dns_config: dns_config(pod, settings),
         port_mappings: port_mappings(pod),
@@ -227,28 +255,51 @@ mod tests {
             pod_logs_dir: Path::new("/var/log/pods"),
             cgroup_parent: "/kubepods/besteffort/podu-1".into(),
         };
-        let p = pod(serde_json::json!({"containers": [{"name": "c", "image": "i",
-            "ports": [{"containerPort": 80, "hostPort": 8080}, {"containerPort": 81}]}]}));
+        let p = pod(
+            serde_json::json!({"containers": [{"name": "c", "image": "i",
+            "ports": [{"containerPort": 80, "hostPort": 8080}, {"containerPort": 81}]}]}),
+        );
         let c = sandbox_config(&p, 2, &settings);
         let meta = c.metadata.unwrap();
-        assert_eq!((meta.name.as_str(), meta.namespace.as_str(), meta.attempt), ("web", "ns1", 2));
+        assert_eq!(
+            (meta.name.as_str(), meta.namespace.as_str(), meta.attempt),
+            ("web", "ns1", 2)
+        );
         assert_eq!(c.hostname, "web");
         assert_eq!(c.log_directory, "/var/log/pods/ns1_web_u-1");
         assert_eq!(c.labels[labels::POD_UID], "u-1");
         assert_eq!(c.labels["app"], "web");
         let dns = c.dns_config.unwrap();
         assert_eq!(dns.servers, vec!["10.96.0.10"]);
-        assert_eq!(dns.searches, vec!["ns1.svc.cluster.local", "svc.cluster.local", "cluster.local"]);
+        assert_eq!(
+            dns.searches,
+            vec![
+                "ns1.svc.cluster.local",
+                "svc.cluster.local",
+                "cluster.local"
+            ]
+        );
         assert_eq!(dns.options, vec!["ndots:5"]);
         assert_eq!(c.port_mappings.len(), 1);
         assert_eq!(c.port_mappings[0].host_port, 8080);
-        assert_eq!(c.linux.unwrap().cgroup_parent, "/kubepods/besteffort/podu-1");
+        assert_eq!(
+            c.linux.unwrap().cgroup_parent,
+            "/kubepods/besteffort/podu-1"
+        );
 
-        let host = pod(serde_json::json!({"hostNetwork": true, "containers": [{"name": "c", "image": "i"}]}));
+        let host = pod(
+            serde_json::json!({"hostNetwork": true, "containers": [{"name": "c", "image": "i"}]}),
+        );
         let c = sandbox_config(&host, 0, &settings);
         assert_eq!(c.hostname, "");
         assert!(c.dns_config.is_none());
-        let ns = c.linux.unwrap().security_context.unwrap().namespace_options.unwrap();
+        let ns = c
+            .linux
+            .unwrap()
+            .security_context
+            .unwrap()
+            .namespace_options
+            .unwrap();
         assert_eq!(ns.network(), api::NamespaceMode::Node);
     }
 }

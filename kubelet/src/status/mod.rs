@@ -125,7 +125,9 @@ fn container_status(
             status.started = Some(running);
         }
     }
-    status.last_state.get_or_insert_with(ContainerState::default);
+    status
+        .last_state
+        .get_or_insert_with(ContainerState::default);
     status
 }
 
@@ -171,7 +173,11 @@ fn exited_failed(s: &ContainerStatus) -> bool {
 }
 
 /// The pod phase from its container statuses (upstream `getPhase`).
-pub fn phase(restart_policy: &str, init: &[ContainerStatus], regular: &[ContainerStatus]) -> &'static str {
+pub fn phase(
+    restart_policy: &str,
+    init: &[ContainerStatus],
+    regular: &[ContainerStatus],
+) -> &'static str {
     for s in init {
         if exited_ok(s) {
             continue;
@@ -269,7 +275,11 @@ pub fn generate(
                 c.image.as_deref().unwrap_or_default(),
                 &instances(&c.name),
                 reasons,
-                if initialized { "ContainerCreating" } else { "PodInitializing" },
+                if initialized {
+                    "ContainerCreating"
+                } else {
+                    "PodInitializing"
+                },
             )
         })
         .collect();
@@ -292,7 +302,10 @@ pub fn generate(
     } else {
         (
             Some("ContainersNotReady"),
-            Some(format!("containers with unready status: [{}]", unready.join(" "))),
+            Some(format!(
+                "containers with unready status: [{}]",
+                unready.join(" ")
+            )),
         )
     };
     let ready = unready.is_empty() && !completed;
@@ -317,15 +330,36 @@ pub fn generate(
         condition(
             "Initialized",
             initialized || completed && incomplete.is_empty(),
-            if initialized { None } else { Some("ContainersNotInitialized") },
+            if initialized {
+                None
+            } else {
+                Some("ContainersNotInitialized")
+            },
             (!initialized).then(|| {
-                format!("containers with incomplete status: [{}]", incomplete.join(" "))
+                format!(
+                    "containers with incomplete status: [{}]",
+                    incomplete.join(" ")
+                )
             }),
             previous,
             &now,
         ),
-        condition("Ready", ready, ready_reason, ready_message.clone(), previous, &now),
-        condition("ContainersReady", ready, ready_reason, ready_message, previous, &now),
+        condition(
+            "Ready",
+            ready,
+            ready_reason,
+            ready_message.clone(),
+            previous,
+            &now,
+        ),
+        condition(
+            "ContainersReady",
+            ready,
+            ready_reason,
+            ready_message,
+            previous,
+            &now,
+        ),
         scheduled,
     ];
     let pod_ips: Vec<String> = state
@@ -343,14 +377,19 @@ pub fn generate(
             if crate::kuberuntime::sandbox::host_network(pod) && sandbox_ready {
                 vec![host_ip.to_string()]
             } else {
-                previous.and_then(|p| p.pod_ip.clone()).into_iter().collect()
+                previous
+                    .and_then(|p| p.pod_ip.clone())
+                    .into_iter()
+                    .collect()
             }
         });
     PodStatus {
         phase: Some(phase.to_owned()),
         conditions: Some(conditions),
         host_ip: Some(host_ip.to_string()),
-        host_ips: Some(vec![HostIP { ip: host_ip.to_string() }]),
+        host_ips: Some(vec![HostIP {
+            ip: host_ip.to_string(),
+        }]),
         pod_ip: pod_ips.first().cloned(),
         pod_ips: (!pod_ips.is_empty())
             .then(|| pod_ips.iter().map(|ip| PodIP { ip: ip.clone() }).collect()),
@@ -439,15 +478,33 @@ mod tests {
     #[test]
     fn phases_as_upstream() {
         assert_eq!(phase("Always", &[], &[running("a")]), "Running");
-        assert_eq!(phase("Always", &[], &[waiting_status("a", false)]), "Pending");
-        assert_eq!(phase("Always", &[], &[waiting_status("a", true)]), "Running");
+        assert_eq!(
+            phase("Always", &[], &[waiting_status("a", false)]),
+            "Pending"
+        );
+        assert_eq!(
+            phase("Always", &[], &[waiting_status("a", true)]),
+            "Running"
+        );
         assert_eq!(phase("Always", &[], &[exited("a", 1)]), "Running");
         assert_eq!(phase("Never", &[], &[exited("a", 0)]), "Succeeded");
-        assert_eq!(phase("Never", &[], &[exited("a", 0), exited("b", 2)]), "Failed");
+        assert_eq!(
+            phase("Never", &[], &[exited("a", 0), exited("b", 2)]),
+            "Failed"
+        );
         assert_eq!(phase("OnFailure", &[], &[exited("a", 2)]), "Running");
-        assert_eq!(phase("Always", &[running("i")], &[waiting_status("a", false)]), "Pending");
-        assert_eq!(phase("Never", &[exited("i", 1)], &[waiting_status("a", false)]), "Failed");
-        assert_eq!(phase("Always", &[exited("i", 0)], &[running("a")]), "Running");
+        assert_eq!(
+            phase("Always", &[running("i")], &[waiting_status("a", false)]),
+            "Pending"
+        );
+        assert_eq!(
+            phase("Never", &[exited("i", 1)], &[waiting_status("a", false)]),
+            "Failed"
+        );
+        assert_eq!(
+            phase("Always", &[exited("i", 0)], &[running("a")]),
+            "Running"
+        );
     }
 
     #[test]

@@ -62,7 +62,11 @@ async fn runtime_version_status_and_images() {
     let busybox = runtime.image_status(BUSYBOX_IMAGE).await.unwrap();
     let busybox = busybox.expect("busybox imported by hack/images.sh");
     assert!(busybox.id.starts_with("sha256:"), "{busybox:?}");
-    assert!(runtime.image_status("busybox:1.35").await.unwrap().is_some());
+    assert!(runtime
+        .image_status("busybox:1.35")
+        .await
+        .unwrap()
+        .is_some());
     assert!(runtime.image_status(PAUSE_IMAGE).await.unwrap().is_some());
     assert!(runtime
         .image_status("docker.io/library/nothing:here")
@@ -139,7 +143,9 @@ async fn sandbox_and_container_lifecycle() {
     assert_eq!(out.exit_code, 3);
 
     let listed = runtime.list_containers(None).await.unwrap();
-    assert!(listed.iter().any(|c| c.id == id && c.pod_sandbox_id == sandbox));
+    assert!(listed
+        .iter()
+        .any(|c| c.id == id && c.pod_sandbox_id == sandbox));
 
     runtime.stop_container(&id, 1).await.unwrap();
     let status = runtime.container_status(&id).await.unwrap();

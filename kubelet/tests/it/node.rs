@@ -56,11 +56,18 @@ async fn node_registers_ready_and_renews_its_lease() {
         let c = conditions.iter().find(|c| c.type_ == t).unwrap();
         assert_eq!(c.status, "False", "{c:?}");
     }
-    let port = status.daemon_endpoints.unwrap().kubelet_endpoint.unwrap().port;
+    let port = status
+        .daemon_endpoints
+        .unwrap()
+        .kubelet_endpoint
+        .unwrap()
+        .port;
     let serving = node.kubelet.as_ref().unwrap().1.serving_addr.unwrap();
     assert_eq!(port, i32::from(serving.port()));
     // kubectl sees it Ready too.
-    let out = node.api.kubectl_ok(&["get", "node", &node.name, "--no-headers"]);
+    let out = node
+        .api
+        .kubectl_ok(&["get", "node", &node.name, "--no-headers"]);
     assert!(out.contains(" Ready "), "{out}");
 
     // The Lease is held by the node, owned by the Node, and renewed.
@@ -70,7 +77,10 @@ async fn node_registers_ready_and_renews_its_lease() {
     assert_eq!(spec.holder_identity.as_deref(), Some(node.name.as_str()));
     assert_eq!(spec.lease_duration_seconds, Some(4));
     let owner = &first.metadata.owner_references.clone().unwrap()[0];
-    assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("Node", node.name.as_str()));
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("Node", node.name.as_str())
+    );
     assert_eq!(Some(&owner.uid), registered.metadata.uid.as_ref());
     let renewed_at = spec.renew_time.unwrap().0;
     wait_until(TIMEOUT, "lease renewed", || {
@@ -85,7 +95,9 @@ async fn node_registers_ready_and_renews_its_lease() {
     .await;
 
     // /healthz on the healthz port.
-    let mut conn = tokio::net::TcpStream::connect(node.healthz_addr()).await.unwrap();
+    let mut conn = tokio::net::TcpStream::connect(node.healthz_addr())
+        .await
+        .unwrap();
     conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();

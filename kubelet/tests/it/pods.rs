@@ -13,7 +13,12 @@ use kubelet::cri::{api, RuntimeService};
 use crate::common::{phase, pod_condition, wait_until, TestNode, TIMEOUT};
 
 fn container_id(pod: &Pod, index: usize) -> String {
-    pod.status.as_ref().unwrap().container_statuses.as_ref().unwrap()[index]
+    pod.status
+        .as_ref()
+        .unwrap()
+        .container_statuses
+        .as_ref()
+        .unwrap()[index]
         .container_id
         .clone()
         .unwrap()
@@ -55,11 +60,20 @@ async fn busybox_pod_runs_ready_with_an_ip_and_its_limits() {
         .await;
     let status = pod.status.clone().unwrap();
     let ip: std::net::Ipv4Addr = status.pod_ip.clone().unwrap().parse().unwrap();
-    assert!(node.pod_cidr.contains(&ip), "{ip} outside {}", node.pod_cidr);
+    assert!(
+        node.pod_cidr.contains(&ip),
+        "{ip} outside {}",
+        node.pod_cidr
+    );
     assert_eq!(status.host_ip.as_deref(), Some("127.0.0.1"));
     assert!(status.start_time.is_some());
     assert_eq!(status.qos_class.as_deref(), Some("Guaranteed"));
-    for t in ["PodReadyToStartContainers", "Initialized", "ContainersReady", "PodScheduled"] {
+    for t in [
+        "PodReadyToStartContainers",
+        "Initialized",
+        "ContainersReady",
+        "PodScheduled",
+    ] {
         assert!(pod_condition(&pod, t), "{t}: {status:?}");
     }
     let cs = &status.container_statuses.clone().unwrap()[0];
@@ -68,7 +82,11 @@ async fn busybox_pod_runs_ready_with_an_ip_and_its_limits() {
     assert_eq!(cs.restart_count, 0);
     assert_eq!(cs.image, "busybox:1.35");
     assert!(!cs.image_id.is_empty());
-    assert!(cs.container_id.as_deref().unwrap().starts_with("containerd://"));
+    assert!(cs
+        .container_id
+        .as_deref()
+        .unwrap()
+        .starts_with("containerd://"));
     assert!(cs.state.as_ref().unwrap().running.is_some());
 
     // The limits, as the container sees its own cgroups (v1 or v2).
@@ -128,20 +146,28 @@ async fn init_containers_run_in_order_and_crashes_back_off() {
     .await;
 
     let pod = node
-        .wait_pod("initialized", "pod Running after its init containers", |p| {
-            phase(p) == "Running" && pod_condition(p, "Ready")
-        })
+        .wait_pod(
+            "initialized",
+            "pod Running after its init containers",
+            |p| phase(p) == "Running" && pod_condition(p, "Ready"),
+        )
         .await;
     assert!(pod_condition(&pod, "Initialized"));
     let inits = pod.status.unwrap().init_container_statuses.unwrap();
     let done = |i: usize| inits[i].state.clone().unwrap().terminated.unwrap();
-    assert_eq!((inits[0].name.as_str(), inits[1].name.as_str()), ("first", "second"));
+    assert_eq!(
+        (inits[0].name.as_str(), inits[1].name.as_str()),
+        ("first", "second")
+    );
     assert_eq!(done(0).exit_code, 0);
     assert_eq!(done(1).exit_code, 0);
     assert_eq!(done(0).reason.as_deref(), Some("Completed"));
     let first_finished = done(0).finished_at.unwrap().0;
     let second_started = done(1).started_at.unwrap().0;
-    assert!(first_finished <= second_started, "{first_finished} > {second_started}");
+    assert!(
+        first_finished <= second_started,
+        "{first_finished} > {second_started}"
+    );
 
     let pod = node
         .wait_pod("crasher", "CrashLoopBackOff", |p| {
@@ -162,15 +188,32 @@ async fn init_containers_run_in_order_and_crashes_back_off() {
                     == Some("CrashLoopBackOff")
         })
         .await;
-    let cs = &pod.status.as_ref().unwrap().container_statuses.as_ref().unwrap()[0];
+    let cs = &pod
+        .status
+        .as_ref()
+        .unwrap()
+        .container_statuses
+        .as_ref()
+        .unwrap()[0];
     let last = cs.last_state.as_ref().unwrap().terminated.as_ref().unwrap();
     assert_eq!(last.exit_code, 3);
     assert_eq!(last.reason.as_deref(), Some("Error"));
     assert!(!cs.ready);
     assert_eq!(phase(&pod), "Running");
     assert!(!pod_condition(&pod, "Ready"));
-    let message = cs.state.as_ref().unwrap().waiting.as_ref().unwrap().message.clone();
-    assert!(message.unwrap_or_default().contains("back-off 10s"), "{cs:?}");
+    let message = cs
+        .state
+        .as_ref()
+        .unwrap()
+        .waiting
+        .as_ref()
+        .unwrap()
+        .message
+        .clone();
+    assert!(
+        message.unwrap_or_default().contains("back-off 10s"),
+        "{cs:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -202,7 +245,9 @@ async fn graceful_delete_stops_and_removes_the_pod() {
 
     let pods: Api<Pod> = Api::namespaced(node.client.clone(), "default");
     let started = std::time::Instant::now();
-    pods.delete("leaver", &DeleteParams::default()).await.unwrap();
+    pods.delete("leaver", &DeleteParams::default())
+        .await
+        .unwrap();
     wait_until(TIMEOUT, "pod gone from the API", || {
         let pods = pods.clone();
         async move { pods.get_opt("leaver").await.ok()?.is_none().then_some(()) }
