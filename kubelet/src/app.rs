@@ -141,6 +141,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
     crate::cm::check_memory_controller().map_err(Error::Host)?;
     let settings = config.settings.clone();
     let metrics = cri::Metrics::new(&config.registry)?;
+    let kubelet_metrics = crate::metrics::Metrics::new(&config.registry)?;
     let runtime = Arc::new(RemoteRuntime::new(
         &settings.runtime_endpoint,
         settings.runtime_request_timeout,
@@ -184,7 +185,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
     };
     let kubelet_port = serving_addr.map_or(crate::options::DEFAULT_PORT, |a| a.port());
     let task = tokio::spawn(
-        run(config, runtime, kubelet_port, shutdown)
+        run(config, kubelet_metrics, runtime, kubelet_port, shutdown)
             .instrument(tracing::info_span!("kubelet", node = %settings.node_name)),
     );
     Ok(Running {
@@ -196,6 +197,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
 
 async fn run(
     config: Config,
+    metrics: crate::metrics::Metrics,
     runtime: Arc<RemoteRuntime>,
     kubelet_port: u16,
     mut shutdown: Shutdown,
@@ -270,6 +272,7 @@ async fn run(
     );
     let pods = PodManager::new(
         client.clone(),
+        metrics,
         runtime.clone(),
         runtime,
         PodManagerSettings {

@@ -7,6 +7,7 @@ pub mod cm;
 pub mod cri;
 pub mod kubelet_node_status;
 pub mod kuberuntime;
+pub mod metrics;
 pub mod network;
 pub mod nodelease;
 pub mod nodestatus;

@@ -29,8 +29,9 @@ use tracing::Instrument;
 use component_base::shutdown::Shutdown;
 
 use crate::app::CgroupDriver;
-use crate::cri::{ImageService, RuntimeService};
+use crate::cri::{api, ImageService, RuntimeService};
 use crate::kuberuntime::{labels, pod_key, KubeRuntime, RuntimeSettings, WorkerState};
+use crate::metrics::Metrics;
 use crate::status;
 
 /// How often the runtime is relisted (upstream's PLEG relist period).
@@ -57,6 +58,7 @@ struct Worker {
 /// The node's pods and their workers.
 pub struct PodManager {
     client: Client,
+    metrics: Metrics,
     runtime: KubeRuntime,
     node_name: String,
     host_ip: IpAddr,
@@ -69,12 +71,14 @@ pub struct PodManager {
 impl PodManager {
     pub fn new(
         client: Client,
+        metrics: Metrics,
         runtime: Arc<dyn RuntimeService>,
         images: Arc<dyn ImageService>,
         settings: PodManagerSettings,
     ) -> Arc<PodManager> {
         Arc::new(PodManager {
             client,
+            metrics,
             runtime: KubeRuntime {
                 runtime,
                 images,
@@ -199,6 +203,8 @@ impl PodManager {
     ) {
         let mut ws = WorkerState::default();
         let mut last: Option<(PodStatus, Value)> = None;
+        // Until the pod first runs: when this worker first saw it.
+        let mut first_seen = Some(Instant::now());
         loop {
             let pod = store
                 .get(&key)
@@ -228,6 +234,16 @@ impl PodManager {
                         }
                     };
                     self.report(&pod, &ws, &mut last).await;
+                    let running = last
+                        .as_ref()
+                        .is_some_and(|(s, _)| s.phase.as_deref() == Some("Running"));
+                    if running {
+                        if let Some(seen) = first_seen.take() {
+                            self.metrics
+                                .pod_start_duration
+                                .observe(seen.elapsed().as_secs_f64());
+                        }
+                    }
                 }
             }
             let deadline = wake.map_or(Instant::now() + SYNC_FREQUENCY, |w| {
@@ -350,16 +366,35 @@ impl PodManager {
     ) -> crate::cri::Result<HashMap<String, (String, i32)>> {
         let rt = &self.runtime.runtime;
         let mut current = HashMap::new();
+        let mut by_state: HashMap<&'static str, i64> = HashMap::new();
         for c in rt.list_containers(None).await? {
+            let state = match c.state() {
+                api::ContainerState::ContainerRunning => "running",
+                api::ContainerState::ContainerExited => "exited",
+                api::ContainerState::ContainerCreated => "created",
+                api::ContainerState::ContainerUnknown => "unknown",
+            };
+            *by_state.entry(state).or_default() += 1;
             if let Some(uid) = c.labels.get(labels::POD_UID) {
                 current.insert(c.id, (uid.clone(), c.state));
             }
         }
+        for state in ["running", "exited", "created", "unknown"] {
+            self.metrics
+                .running_containers
+                .with_label_values(&[state])
+                .set(by_state.get(state).copied().unwrap_or(0));
+        }
+        let mut ready_sandboxes = 0;
         for s in rt.list_pod_sandbox(None).await? {
+            if s.state() == api::PodSandboxState::SandboxReady {
+                ready_sandboxes += 1;
+            }
             if let Some(uid) = s.labels.get(labels::POD_UID) {
                 current.insert(s.id, (uid.clone(), 100 + s.state));
             }
         }
+        self.metrics.running_pods.set(ready_sandboxes);
         let mut changed: HashSet<&str> = HashSet::new();
         for (id, (uid, state)) in &current {
             if previous.get(id).is_none_or(|(_, before)| before != state) {

@@ -50,9 +50,15 @@ pub struct PodRuntimeState {
 }
 
 impl PodRuntimeState {
+    /// The sandbox the pod's containers belong to now: the ready one, else the newest
+    /// (a finished pod's stopped sandbox).
+    pub fn current_sandbox(&self) -> Option<&api::PodSandbox> {
+        self.sandbox.as_ref().or(self.sandboxes.first())
+    }
+
     /// Instances of `name` in the current sandbox, newest first.
     pub fn instances(&self, name: &str) -> Vec<&ContainerInfo> {
-        let Some(sandbox) = &self.sandbox else {
+        let Some(sandbox) = self.current_sandbox() else {
             return Vec::new();
         };
         self.containers

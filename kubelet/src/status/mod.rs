@@ -243,14 +243,7 @@ pub fn generate(
 ) -> PodStatus {
     let spec = pod.spec.clone().unwrap_or_default();
     let restart_policy = spec.restart_policy.as_deref().unwrap_or("Always");
-    let sandbox_id = state.sandbox.as_ref().map(|s| s.id.as_str());
-    let instances = |name: &str| -> Vec<&ContainerInfo> {
-        state
-            .containers
-            .iter()
-            .filter(|c| c.name == name && Some(c.sandbox_id.as_str()) == sandbox_id)
-            .collect()
-    };
+    let instances = |name: &str| state.instances(name);
     let init_statuses: Vec<ContainerStatus> = spec
         .init_containers
         .iter()

@@ -103,6 +103,8 @@ impl TestNode {
 
     pub async fn start_kubelet(&mut self) {
         let (trigger, shutdown) = shutdown::channel();
+        // Each kubelet registers its metrics afresh.
+        self.registry = prometheus::Registry::new();
         let config = Config {
             client: self.client.clone(),
             settings: self.settings(),
@@ -165,6 +167,13 @@ impl Drop for TestNode {
             running.task.abort();
         }
         // The fields drop next: containerd removes the pods, then the bridge goes.
+    }
+}
+
+impl TestNode {
+    /// The kubelet's metrics in the text format.
+    pub fn metrics_text(&self) -> String {
+        String::from_utf8(component_base::metrics::encode_text(&self.registry)).unwrap()
     }
 }
 

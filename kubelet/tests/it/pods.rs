@@ -110,17 +110,47 @@ async fn busybox_pod_runs_ready_with_an_ip_and_its_limits() {
     let addrs = exec(&node, &id, "ip -4 -o addr show eth0").await;
     assert!(addrs.contains(&ip.to_string()), "{addrs}");
 
-    // The status is not rewritten when nothing changes.
-    let rv = pod.metadata.resource_version.clone();
-    tokio::time::timeout(Duration::from_secs(3), std::future::pending::<()>())
-        .await
-        .unwrap_err();
+    // The relist counts what runs.
+    wait_until(TIMEOUT, "running pod and container counted", || {
+        let text = node.metrics_text();
+        async move {
+            (text.contains("kubelet_running_pods 1")
+                && text.contains("kubelet_running_containers{container_state=\"running\"} 1"))
+            .then_some(())
+        }
+    })
+    .await;
+    let text = node.metrics_text();
+    assert!(
+        text.contains("kubelet_runtime_operations_total{operation_type=\"run_podsandbox\"} 1"),
+        "{text}"
+    );
+
+    // A restarted kubelet adopts the running pod: same container, no restart, and no
+    // status write once it has looked at it.
+    let mut node = node;
+    node.stop_kubelet().await;
+    node.start_kubelet().await;
+    wait_until(TIMEOUT, "the new kubelet synced the pod", || {
+        let text = node.metrics_text();
+        async move {
+            text.contains("kubelet_pod_start_duration_seconds_count 1")
+                .then_some(())
+        }
+    })
+    .await;
     let again = Api::<Pod>::namespaced(node.client.clone(), "default")
         .get("sleeper")
         .await
         .unwrap();
-    assert_eq!(again.metadata.resource_version, rv);
     assert_eq!(again.metadata.uid, created.metadata.uid);
+    assert_eq!(container_id(&again, 0), id);
+    assert_eq!(phase(&again), "Running");
+    assert_eq!(
+        again.metadata.resource_version, pod.metadata.resource_version,
+        "{:?}",
+        again.status
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,6 +165,20 @@ async fn init_containers_run_in_order_and_crashes_back_off() {
             ],
             "containers": [{"name": "main", "image": "busybox:1.35", "command": ["sleep", "3600"]}]
         }),
+    )
+    .await;
+    node.create_pod(
+        "completer",
+        serde_json::json!({"restartPolicy": "Never", "containers": [{
+            "name": "main", "image": "busybox:1.35", "command": ["true"]
+        }]}),
+    )
+    .await;
+    node.create_pod(
+        "on-host",
+        serde_json::json!({"hostNetwork": true, "containers": [{
+            "name": "main", "image": "busybox:1.35", "command": ["sleep", "3600"]
+        }]}),
     )
     .await;
     node.create_pod(
@@ -167,6 +211,47 @@ async fn init_containers_run_in_order_and_crashes_back_off() {
     assert!(
         first_finished <= second_started,
         "{first_finished} > {second_started}"
+    );
+
+    let pod = node
+        .wait_pod("completer", "pod Succeeded", |p| phase(p) == "Succeeded")
+        .await;
+    let cs = &pod
+        .status
+        .as_ref()
+        .unwrap()
+        .container_statuses
+        .as_ref()
+        .unwrap()[0];
+    let done = cs.state.as_ref().unwrap().terminated.as_ref().unwrap();
+    assert_eq!(
+        (done.exit_code, done.reason.as_deref()),
+        (0, Some("Completed"))
+    );
+    let ready = pod
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_deref()),
+        ("False", Some("PodCompleted"))
+    );
+
+    let pod = node
+        .wait_pod("on-host", "host-network pod Running", |p| {
+            phase(p) == "Running" && pod_condition(p, "Ready")
+        })
+        .await;
+    assert_eq!(
+        pod.status.as_ref().unwrap().pod_ip.as_deref(),
+        Some("127.0.0.1")
     );
 
     let pod = node
@@ -271,4 +356,39 @@ async fn graceful_delete_stops_and_removes_the_pod() {
         .await
         .unwrap();
     assert!(sandboxes.is_empty(), "{sandboxes:?}");
+
+    // A pod removed from the API at once (grace period 0) is removed from the runtime.
+    let pod = node
+        .create_pod(
+            "vanisher",
+            serde_json::json!({"containers": [{"name": "main", "image": "busybox:1.35",
+                "command": ["sleep", "3600"]}]}),
+        )
+        .await;
+    node.wait_pod("vanisher", "pod Running", |p| phase(p) == "Running")
+        .await;
+    let force = DeleteParams {
+        grace_period_seconds: Some(0),
+        ..DeleteParams::default()
+    };
+    pods.delete("vanisher", &force).await.unwrap();
+    let theirs = HashMap::from([(
+        "io.kubernetes.pod.uid".to_owned(),
+        pod.metadata.uid.clone().unwrap(),
+    )]);
+    wait_until(TIMEOUT, "force-deleted pod removed from containerd", || {
+        let runtime = runtime.clone();
+        let theirs = theirs.clone();
+        async move {
+            let sandboxes = runtime
+                .list_pod_sandbox(Some(api::PodSandboxFilter {
+                    label_selector: theirs,
+                    ..Default::default()
+                }))
+                .await
+                .ok()?;
+            sandboxes.is_empty().then_some(())
+        }
+    })
+    .await;
 }
