@@ -77,9 +77,8 @@ impl PodManager {
         settings: PodManagerSettings,
     ) -> Arc<PodManager> {
         Arc::new(PodManager {
-            client,
-            metrics,
             runtime: KubeRuntime {
+                client: client.clone(),
                 runtime,
                 images,
                 settings: Arc::new(RuntimeSettings {
@@ -91,6 +90,8 @@ impl PodManager {
                     cluster_domain: settings.cluster_domain,
                 }),
             },
+            client,
+            metrics,
             node_name: settings.node_name,
             host_ip: settings.node_ip,
             workers: Mutex::new(HashMap::new()),

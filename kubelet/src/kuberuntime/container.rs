@@ -3,7 +3,7 @@
 //! environment (plain values and the downward-API fields known to the kubelet), working
 //! directory, labels, log path, and resources mapped to cgroup settings.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 
@@ -92,9 +92,88 @@ pub fn expand(text: &str, env: &[(String, String)]) -> String {
     out
 }
 
-/// The container's environment in order; later entries may refer to earlier ones.
-pub fn environment(pod: &Pod, container: &Container, fields: &PodFields) -> Vec<(String, String)> {
+/// The ConfigMaps and Secrets a container's environment refers to, as read from the API
+/// (None: not found).
+#[derive(Clone, Debug, Default)]
+pub struct EnvSources {
+    pub config_maps: HashMap<String, Option<BTreeMap<String, String>>>,
+    pub secrets: HashMap<String, Option<BTreeMap<String, String>>>,
+}
+
+impl EnvSources {
+    /// The names of the ConfigMaps and Secrets `container` refers to.
+    pub fn wanted(container: &Container) -> (BTreeSet<String>, BTreeSet<String>) {
+        let mut config_maps = BTreeSet::new();
+        let mut secrets = BTreeSet::new();
+        for e in container.env_from.iter().flatten() {
+            if let Some(r) = &e.config_map_ref {
+                config_maps.insert(r.name.clone());
+            }
+            if let Some(r) = &e.secret_ref {
+                secrets.insert(r.name.clone());
+            }
+        }
+        for e in container.env.iter().flatten() {
+            let Some(from) = &e.value_from else { continue };
+            if let Some(r) = &from.config_map_key_ref {
+                config_maps.insert(r.name.clone());
+            }
+            if let Some(r) = &from.secret_key_ref {
+                secrets.insert(r.name.clone());
+            }
+        }
+        (config_maps, secrets)
+    }
+}
+
+/// Whether `name` may be an environment variable (upstream's relaxed rule: printable
+/// ASCII but `=`).
+fn valid_env_name(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_graphic() && c != '=')
+}
+
+/// The container's environment in order (upstream `makeEnvironmentVariables`): envFrom
+/// sources first, then env entries, which may refer to earlier ones with `$(VAR)`.
+/// Err: why the container cannot be configured (CreateContainerConfigError).
+pub fn environment(
+    pod: &Pod,
+    container: &Container,
+    fields: &PodFields,
+    sources: &EnvSources,
+) -> Result<Vec<(String, String)>, String> {
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
     let mut env: Vec<(String, String)> = Vec::new();
+    let set = |env: &mut Vec<(String, String)>, k: String, v: String| {
+        env.retain(|(key, _)| *key != k);
+        env.push((k, v));
+    };
+    for e in container.env_from.iter().flatten() {
+        let prefix = e.prefix.clone().unwrap_or_default();
+        let (data, kind, name, optional) = if let Some(r) = &e.config_map_ref {
+            (
+                sources.config_maps.get(&r.name),
+                "configmap",
+                &r.name,
+                r.optional,
+            )
+        } else if let Some(r) = &e.secret_ref {
+            (sources.secrets.get(&r.name), "secret", &r.name, r.optional)
+        } else {
+            continue;
+        };
+        match data.and_then(Option::as_ref) {
+            Some(data) => {
+                for (k, v) in data {
+                    let key = format!("{prefix}{k}");
+                    if valid_env_name(&key) {
+                        set(&mut env, key, v.clone());
+                    }
+                }
+            }
+            None if optional.unwrap_or(false) => {}
+            None => return Err(format!("{kind} \"{name}\" not found")),
+        }
+    }
     for e in container.env.iter().flatten() {
         let value = if let Some(v) = &e.value {
             expand(v, &env)
@@ -103,17 +182,45 @@ pub fn environment(pod: &Pod, container: &Container, fields: &PodFields) -> Vec<
                 field_value(pod, &f.field_path, fields).unwrap_or_default()
             } else if let Some(r) = &source.resource_field_ref {
                 resource_field(container, &r.resource).unwrap_or_default()
+            } else if let Some(r) = &source.config_map_key_ref {
+                match sources.config_maps.get(&r.name).and_then(Option::as_ref) {
+                    Some(data) => match data.get(&r.key) {
+                        Some(v) => v.clone(),
+                        None if r.optional.unwrap_or(false) => continue,
+                        None => {
+                            return Err(format!(
+                                "couldn't find key {} in ConfigMap {namespace}/{}",
+                                r.key, r.name
+                            ))
+                        }
+                    },
+                    None if r.optional.unwrap_or(false) => continue,
+                    None => return Err(format!("configmap \"{}\" not found", r.name)),
+                }
+            } else if let Some(r) = &source.secret_key_ref {
+                match sources.secrets.get(&r.name).and_then(Option::as_ref) {
+                    Some(data) => match data.get(&r.key) {
+                        Some(v) => v.clone(),
+                        None if r.optional.unwrap_or(false) => continue,
+                        None => {
+                            return Err(format!(
+                                "couldn't find key {} in Secret {namespace}/{}",
+                                r.key, r.name
+                            ))
+                        }
+                    },
+                    None if r.optional.unwrap_or(false) => continue,
+                    None => return Err(format!("secret \"{}\" not found", r.name)),
+                }
             } else {
-                // configMapKeyRef / secretKeyRef are not resolved yet.
                 continue;
             }
         } else {
             String::new()
         };
-        env.retain(|(k, _)| k != &e.name);
-        env.push((e.name.clone(), value));
+        set(&mut env, e.name.clone(), value);
     }
-    env
+    Ok(env)
 }
 
 fn resource_field(container: &Container, resource: &str) -> Option<String> {
@@ -179,12 +286,13 @@ pub fn container_config(
     attempt: u32,
     image_ref: &str,
     fields: &PodFields,
+    sources: &EnvSources,
     qos: QosClass,
-) -> api::ContainerConfig {
+) -> Result<api::ContainerConfig, String> {
     let namespace = pod.metadata.namespace.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
     let uid = pod.metadata.uid.clone().unwrap_or_default();
-    let env = environment(pod, container, fields);
+    let env = environment(pod, container, fields, sources)?;
     let expand_all = |v: &Option<Vec<String>>| {
         v.iter()
             .flatten()
@@ -243,7 +351,7 @@ pub fn container_config(
             .is_some_and(|allow| !allow),
         ..Default::default()
     };
-    api::ContainerConfig {
+    Ok(api::ContainerConfig {
         metadata: Some(api::ContainerMetadata {
             name: container.name.clone(),
             attempt,
@@ -271,7 +379,7 @@ pub fn container_config(
             security_context: Some(security),
         }),
         ..Default::default()
-    }
+    })
 }
 
 #[cfg(test)]
@@ -300,6 +408,60 @@ mod tests {
     }
 
     #[test]
+    fn env_from_config_maps_and_secrets() {
+        let p = pod();
+        let c: Container = serde_json::from_value(serde_json::json!({
+            "name": "c",
+            "envFrom": [{"configMapRef": {"name": "cm"}}, {"prefix": "S_", "secretRef": {"name": "sec"}},
+                        {"configMapRef": {"name": "absent", "optional": true}}],
+            "env": [
+                {"name": "ONE", "valueFrom": {"configMapKeyRef": {"name": "cm", "key": "one"}}},
+                {"name": "PW", "valueFrom": {"secretKeyRef": {"name": "sec", "key": "pw"}}},
+                {"name": "MAYBE", "valueFrom": {"secretKeyRef": {"name": "nope", "key": "x", "optional": true}}},
+                {"name": "BOTH", "value": "$(ONE)-$(S_pw)"}
+            ]
+        }))
+        .unwrap();
+        let (cms, secrets) = EnvSources::wanted(&c);
+        assert_eq!(cms.into_iter().collect::<Vec<_>>(), vec!["absent", "cm"]);
+        assert_eq!(secrets.into_iter().collect::<Vec<_>>(), vec!["nope", "sec"]);
+        let mut sources = EnvSources::default();
+        sources.config_maps.insert(
+            "cm".into(),
+            Some(BTreeMap::from([
+                ("one".into(), "1".into()),
+                ("bad=key".into(), "x".into()),
+            ])),
+        );
+        sources.config_maps.insert("absent".into(), None);
+        sources.secrets.insert(
+            "sec".into(),
+            Some(BTreeMap::from([("pw".into(), "hunter2".into())])),
+        );
+        sources.secrets.insert("nope".into(), None);
+        let env: HashMap<String, String> = environment(&p, &c, &PodFields::default(), &sources)
+            .unwrap()
+            .into_iter()
+            .collect();
+        assert_eq!(env["one"], "1");
+        assert_eq!(env["S_pw"], "hunter2");
+        assert_eq!(env["ONE"], "1");
+        assert_eq!(env["PW"], "hunter2");
+        assert_eq!(env["BOTH"], "1-hunter2");
+        assert!(!env.contains_key("MAYBE"));
+        assert!(!env.contains_key("bad=key"));
+
+        sources
+            .config_maps
+            .insert("cm".into(), Some(BTreeMap::new()));
+        let err = environment(&p, &c, &PodFields::default(), &sources).unwrap_err();
+        assert_eq!(err, "couldn't find key one in ConfigMap ns1/cm");
+        sources.config_maps.insert("cm".into(), None);
+        let err = environment(&p, &c, &PodFields::default(), &sources).unwrap_err();
+        assert_eq!(err, "configmap \"cm\" not found");
+    }
+
+    #[test]
     fn expansion_as_upstream() {
         let env = vec![("A".to_owned(), "1".to_owned())];
         assert_eq!(expand("$(A)-$(B)-$$(A)-$-$(", &env), "1-$(B)-$(A)-$-$(");
@@ -321,8 +483,10 @@ mod tests {
             3,
             "sha256:abc",
             &fields,
+            &EnvSources::default(),
             QosClass::Burstable,
-        );
+        )
+        .unwrap();
         assert_eq!(cfg.metadata.as_ref().unwrap().attempt, 3);
         assert_eq!(cfg.command, vec!["sh", "-c"]);
         assert_eq!(cfg.args, vec!["echo hello world $(MISSING) $(ESCAPED)"]);

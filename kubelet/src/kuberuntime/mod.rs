@@ -8,18 +8,19 @@ pub mod container;
 pub mod labels;
 pub mod sandbox;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use kube::api::Api;
 
 use crate::app::CgroupDriver;
 use crate::cm;
 use crate::cri::{self, api, ImageService, RuntimeService};
 use crate::status::WaitingReasons;
-use container::{Kind, PodFields};
+use container::{EnvSources, Kind, PodFields};
 use sandbox::SandboxSettings;
 
 /// Upstream's crash-loop back-off: 10 s, doubling, at most 5 minutes.
@@ -103,6 +104,8 @@ pub struct RuntimeSettings {
 /// Drives pods on a CRI runtime.
 #[derive(Clone)]
 pub struct KubeRuntime {
+    /// Reads the ConfigMaps and Secrets containers' environments refer to.
+    pub client: kube::Client,
     pub runtime: Arc<dyn RuntimeService>,
     pub images: Arc<dyn ImageService>,
     pub settings: Arc<RuntimeSettings>,
@@ -272,9 +275,10 @@ impl KubeRuntime {
                 }
                 Some(_) => return Ok(None),
                 None => {
-                    self.start(&start, c, Kind::Init, state.next_attempt(&c.name), ws)
+                    let started = self
+                        .start(&start, c, Kind::Init, state.next_attempt(&c.name), ws)
                         .await;
-                    return Ok(None);
+                    return Ok((!started).then(|| Instant::now() + Duration::from_secs(2)));
                 }
             }
         }
@@ -402,15 +406,35 @@ impl KubeRuntime {
                 return false;
             }
         };
-        let config = container::container_config(
+        let sources = match self.env_sources(start.pod, c).await {
+            Ok(s) => s,
+            Err(message) => {
+                ws.reasons.insert(
+                    c.name.clone(),
+                    ("CreateContainerConfigError".into(), message),
+                );
+                return false;
+            }
+        };
+        let config = match container::container_config(
             start.pod,
             c,
             kind,
             attempt,
             &image,
             start.fields,
+            &sources,
             start.qos,
-        );
+        ) {
+            Ok(config) => config,
+            Err(message) => {
+                ws.reasons.insert(
+                    c.name.clone(),
+                    ("CreateContainerConfigError".into(), message),
+                );
+                return false;
+            }
+        };
         let id = match self
             .runtime
             .create_container(start.sandbox_id, config, start.sandbox_config.clone())
@@ -433,6 +457,44 @@ impl KubeRuntime {
         }
         ws.reasons.remove(&c.name);
         true
+    }
+
+    /// Reads the ConfigMaps and Secrets the container's environment refers to.
+    async fn env_sources(&self, pod: &Pod, c: &Container) -> Result<EnvSources, String> {
+        let (config_maps, secrets) = EnvSources::wanted(c);
+        let mut sources = EnvSources::default();
+        if config_maps.is_empty() && secrets.is_empty() {
+            return Ok(sources);
+        }
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let cms: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
+        for name in config_maps {
+            let data = cms
+                .get_opt(&name)
+                .await
+                .map_err(|e| format!("reading configmap \"{name}\": {e}"))?
+                .map(|cm| cm.data.unwrap_or_default());
+            sources.config_maps.insert(name, data);
+        }
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        for name in secrets {
+            let data = api
+                .get_opt(&name)
+                .await
+                .map_err(|e| format!("reading secret \"{name}\": {e}"))?
+                .map(|s| {
+                    let mut data: BTreeMap<String, String> = s
+                        .data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+                        .collect();
+                    data.extend(s.string_data.unwrap_or_default());
+                    data
+                });
+            sources.secrets.insert(name, data);
+        }
+        Ok(sources)
     }
 
     /// The image reference to create the container from, pulling per imagePullPolicy.

@@ -392,3 +392,65 @@ async fn graceful_delete_stops_and_removes_the_pod() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environment_from_config_maps_and_secrets() {
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+    use kube::api::PostParams;
+
+    let node = TestNode::start().await;
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "creds"}, "stringData": {"password": "hunter2"}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(node.client.clone(), "default")
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    // The ConfigMap does not exist yet: the container cannot be configured.
+    node.create_pod(
+        "configured",
+        serde_json::json!({"containers": [{
+            "name": "main", "image": "busybox:1.35", "command": ["sleep", "3600"],
+            "envFrom": [{"configMapRef": {"name": "settings"}, "prefix": "CFG_"}],
+            "env": [
+                {"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "greeting"}}},
+                {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}},
+                {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                {"name": "MESSAGE", "value": "$(GREETING), $(POD_NAME)"}
+            ]
+        }]}),
+    )
+    .await;
+    let pod = node
+        .wait_pod("configured", "CreateContainerConfigError", |p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .and_then(|c| c.first())
+                .and_then(|c| c.state.as_ref()?.waiting.as_ref()?.reason.clone())
+                .as_deref()
+                == Some("CreateContainerConfigError")
+        })
+        .await;
+    assert_eq!(phase(&pod), "Pending");
+    let cm: ConfigMap = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "settings"}, "data": {"greeting": "hello", "mode": "fast"}
+    }))
+    .unwrap();
+    Api::<ConfigMap>::namespaced(node.client.clone(), "default")
+        .create(&PostParams::default(), &cm)
+        .await
+        .unwrap();
+    let pod = node
+        .wait_pod("configured", "pod Running", |p| phase(p) == "Running")
+        .await;
+    let id = container_id(&pod, 0);
+    let env = exec(
+        &node,
+        &id,
+        "echo \"$CFG_greeting|$CFG_mode|$GREETING|$PASSWORD|$MESSAGE\"",
+    )
+    .await;
+    assert_eq!(env, "hello|fast|hello|hunter2|hello, configured");
+}
