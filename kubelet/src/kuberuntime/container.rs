@@ -278,21 +278,28 @@ pub enum Kind {
     Regular,
 }
 
+/// What a container's configuration needs besides its spec.
+#[derive(Clone, Copy, Debug)]
+pub struct Inputs<'a> {
+    /// The image to run, as the runtime knows it (its id).
+    pub image_ref: &'a str,
+    pub fields: &'a PodFields,
+    pub sources: &'a EnvSources,
+    pub qos: QosClass,
+}
+
 /// The configuration to create `container` of `pod` at `attempt` (its restart count).
 pub fn container_config(
     pod: &Pod,
     container: &Container,
     kind: Kind,
     attempt: u32,
-    image_ref: &str,
-    fields: &PodFields,
-    sources: &EnvSources,
-    qos: QosClass,
+    inputs: &Inputs<'_>,
 ) -> Result<api::ContainerConfig, String> {
     let namespace = pod.metadata.namespace.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
     let uid = pod.metadata.uid.clone().unwrap_or_default();
-    let env = environment(pod, container, fields, sources)?;
+    let env = environment(pod, container, inputs.fields, inputs.sources)?;
     let expand_all = |v: &Option<Vec<String>>| {
         v.iter()
             .flatten()
@@ -357,7 +364,7 @@ pub fn container_config(
             attempt,
         }),
         image: Some(api::ImageSpec {
-            image: image_ref.to_owned(),
+            image: inputs.image_ref.to_owned(),
             user_specified_image: container.image.clone().unwrap_or_default(),
             ..Default::default()
         }),
@@ -375,7 +382,7 @@ pub fn container_config(
         stdin_once: container.stdin_once.unwrap_or(false),
         tty: container.tty.unwrap_or(false),
         linux: Some(api::LinuxContainerConfig {
-            resources: Some(linux_resources(container, qos)),
+            resources: Some(linux_resources(container, inputs.qos)),
             security_context: Some(security),
         }),
         ..Default::default()
@@ -481,10 +488,12 @@ mod tests {
             c,
             Kind::Regular,
             3,
-            "sha256:abc",
-            &fields,
-            &EnvSources::default(),
-            QosClass::Burstable,
+            &Inputs {
+                image_ref: "sha256:abc",
+                fields: &fields,
+                sources: &EnvSources::default(),
+                qos: QosClass::Burstable,
+            },
         )
         .unwrap();
         assert_eq!(cfg.metadata.as_ref().unwrap().attempt, 3);

@@ -421,10 +421,12 @@ impl KubeRuntime {
             c,
             kind,
             attempt,
-            &image,
-            start.fields,
-            &sources,
-            start.qos,
+            &container::Inputs {
+                image_ref: &image,
+                fields: start.fields,
+                sources: &sources,
+                qos: start.qos,
+            },
         ) {
             Ok(config) => config,
             Err(message) => {
