@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::Client;
 use parking_lot::Mutex;
 use serde_json::Value;
@@ -112,7 +112,9 @@ impl PodManager {
         let api: Api<Pod> = Api::all(self.client.clone());
         let config =
             watcher::Config::default().fields(&format!("spec.nodeName={}", self.node_name));
-        let mut events = reflector::reflector(writer, watcher::watcher(api, config)).boxed();
+        // Managed fields are never read here: not keeping them saves memory per pod.
+        let pods = watcher::watcher(api, config).modify(|p| p.metadata.managed_fields = None);
+        let mut events = reflector::reflector(writer, pods).boxed();
         let mut tasks = JoinSet::new();
         tasks.spawn(
             self.clone()
@@ -203,7 +205,7 @@ impl PodManager {
         mut shutdown: Shutdown,
     ) {
         let mut ws = WorkerState::default();
-        let mut last: Option<(PodStatus, Value)> = None;
+        let mut last: Option<PodStatus> = None;
         // Until the pod first runs: when this worker first saw it.
         let mut first_seen = Some(Instant::now());
         loop {
@@ -237,7 +239,7 @@ impl PodManager {
                     self.report(&pod, &ws, &mut last).await;
                     let running = last
                         .as_ref()
-                        .is_some_and(|(s, _)| s.phase.as_deref() == Some("Running"));
+                        .is_some_and(|s| s.phase.as_deref() == Some("Running"));
                     if running {
                         if let Some(seen) = first_seen.take() {
                             self.metrics
@@ -297,7 +299,7 @@ impl PodManager {
     }
 
     /// Writes the pod's status when it changed.
-    async fn report(&self, pod: &Pod, ws: &WorkerState, last: &mut Option<(PodStatus, Value)>) {
+    async fn report(&self, pod: &Pod, ws: &WorkerState, last: &mut Option<PodStatus>) {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let state = match self.runtime.state(&uid).await {
             Ok(s) => s,
@@ -306,7 +308,8 @@ impl PodManager {
                 return;
             }
         };
-        let previous = last.as_ref().map(|(s, _)| s).or(pod.status.as_ref());
+        // What this worker last wrote is newer than a store that has not seen it yet.
+        let previous = last.as_ref().or(pod.status.as_ref());
         let new = status::generate(
             pod,
             previous,
@@ -315,16 +318,16 @@ impl PodManager {
             self.host_ip,
             Time(jiff::Timestamp::now()),
         );
+        if last.as_ref() == Some(&new) {
+            return;
+        }
         let Ok(new_value) = serde_json::to_value(&new) else {
             return;
         };
-        if last.as_ref().is_some_and(|(_, v)| *v == new_value) {
-            return;
-        }
         let old_value =
             serde_json::to_value(pod.status.clone().unwrap_or_default()).unwrap_or(Value::Null);
         let Some(diff) = status::merge_diff(&old_value, &new_value) else {
-            *last = Some((new, new_value));
+            *last = Some(new);
             return;
         };
         let api: Api<Pod> = Api::namespaced(
@@ -340,7 +343,7 @@ impl PodManager {
             )
             .await
         {
-            Ok(_) => *last = Some((new, new_value)),
+            Ok(_) => *last = Some(new),
             Err(e) => tracing::warn!(error = %e, "failed to update pod status"),
         }
     }

@@ -330,14 +330,19 @@ async fn graceful_delete_stops_and_removes_the_pod() {
 
     let pods: Api<Pod> = Api::namespaced(node.client.clone(), "default");
     let started = std::time::Instant::now();
-    pods.delete("leaver", &DeleteParams::default())
-        .await
-        .unwrap();
-    wait_until(TIMEOUT, "pod gone from the API", || {
-        let pods = pods.clone();
-        async move { pods.get_opt("leaver").await.ok()?.is_none().then_some(()) }
-    })
-    .await;
+    // kubectl shows the pod, then deletes it and waits until the kubelet finalised it.
+    let wide = node
+        .api
+        .kubectl_ok(&["get", "pod", "leaver", "-o", "wide", "--no-headers"]);
+    assert!(
+        wide.contains("Running") && wide.contains(&node.name),
+        "{wide}"
+    );
+    let out = node
+        .api
+        .kubectl_ok(&["delete", "pod", "leaver", "--timeout=60s"]);
+    assert!(out.contains("pod \"leaver\" deleted"), "{out}");
+    assert!(pods.get_opt("leaver").await.unwrap().is_none());
     // It stopped on SIGTERM, well within its grace period.
     assert!(started.elapsed() < Duration::from_secs(15));
     let containers = runtime
