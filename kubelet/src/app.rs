@@ -21,6 +21,7 @@ use crate::network::{self, CniSettings};
 use crate::nodelease::LeaseController;
 use crate::nodestatus::{MachineInfo, NodeSettings};
 use crate::pod_workers::{PodManager, PodManagerSettings};
+use crate::server;
 
 /// `--cgroup-driver`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +54,9 @@ pub struct Settings {
     pub serving: Option<SocketAddr>,
     /// The healthz port (127.0.0.1:10248); None: not served.
     pub healthz: Option<SocketAddr>,
+    /// `--tls-cert-file` / `--tls-private-key-file`; else self-signed in `<root>/pki`.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_private_key_file: Option<PathBuf>,
     pub node_status_update_frequency: Duration,
     pub node_status_report_frequency: Duration,
     pub node_lease_duration: Duration,
@@ -86,6 +90,8 @@ impl Settings {
                 [127, 0, 0, 1],
                 crate::options::DEFAULT_HEALTHZ_PORT,
             ))),
+            tls_cert_file: None,
+            tls_private_key_file: None,
             node_status_update_frequency: Duration::from_secs(10),
             node_status_report_frequency: Duration::from_secs(300),
             node_lease_duration: Duration::from_secs(40),
@@ -111,6 +117,8 @@ pub enum Error {
     Runtime(#[from] cri::Error),
     #[error("serving: {0}")]
     Serve(#[from] serving::ServeError),
+    #[error("serving the kubelet port: {0}")]
+    Server(#[from] server::Error),
 }
 
 pub struct Running {
@@ -164,28 +172,48 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         ),
         None => None,
     };
+    let node_ip = settings.node_ip.unwrap_or_else(default_node_ip);
+    let pods = PodManager::new(
+        config.client.clone(),
+        kubelet_metrics,
+        runtime.clone(),
+        runtime.clone(),
+        PodManagerSettings {
+            node_name: settings.node_name.clone(),
+            node_ip,
+            pod_infra_container_image: settings.pod_infra_container_image.clone(),
+            pod_logs_dir: settings.pod_logs_dir.clone(),
+            cgroup_driver: settings.cgroup_driver,
+            cluster_dns: settings.cluster_dns.clone(),
+            cluster_domain: settings.cluster_domain.clone(),
+        },
+    );
     let serving_addr = match settings.serving {
-        Some(bind) => Some(
-            serving::serve(
-                ServingConfig {
-                    bind,
-                    tls: TlsSource::SelfSigned {
-                        cert_dir: Some(settings.root_dir.join("pki")),
-                        host: settings.node_name.clone(),
-                    },
-                    registry: config.registry.clone(),
-                    checks: checks.clone(),
-                },
-                shutdown.clone(),
-            )
-            .await?
-            .local_addr,
-        ),
+        Some(bind) => {
+            let (cert, key) = match (&settings.tls_cert_file, &settings.tls_private_key_file) {
+                (Some(c), Some(k)) => (c.clone(), k.clone()),
+                _ => server::certificate_files(
+                    &settings.root_dir,
+                    &[
+                        settings.node_name.clone(),
+                        node_ip.to_string(),
+                        "localhost".into(),
+                        "127.0.0.1".into(),
+                    ],
+                )?,
+            };
+            let tls = server::tls_config(&cert, &key)?;
+            let handlers = Arc::new(server::KubeletServer {
+                registry: config.registry.clone(),
+                pods: pods.clone(),
+            });
+            Some(server::serve(bind, tls, handlers, shutdown.clone()).await?)
+        }
         None => None,
     };
     let kubelet_port = serving_addr.map_or(crate::options::DEFAULT_PORT, |a| a.port());
     let task = tokio::spawn(
-        run(config, kubelet_metrics, runtime, kubelet_port, shutdown)
+        run(config, pods, node_ip, runtime, kubelet_port, shutdown)
             .instrument(tracing::info_span!("kubelet", node = %settings.node_name)),
     );
     Ok(Running {
@@ -197,7 +225,8 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
 
 async fn run(
     config: Config,
-    metrics: crate::metrics::Metrics,
+    pods: Arc<PodManager>,
+    node_ip: IpAddr,
     runtime: Arc<RemoteRuntime>,
     kubelet_port: u16,
     mut shutdown: Shutdown,
@@ -217,7 +246,6 @@ async fn run(
     };
     let runtime_version = format!("{}://{}", version.runtime_name, version.runtime_version);
     tracing::info!(runtime = %runtime_version, "container runtime is up");
-    let node_ip = settings.node_ip.unwrap_or_else(default_node_ip);
     let (pod_cidr_tx, _pod_cidr_rx) = tokio::sync::watch::channel(settings.pod_cidr);
     let status_manager = NodeStatusManager {
         client: client.clone(),
@@ -269,21 +297,6 @@ async fn run(
         status_manager
             .run(shutdown.clone())
             .instrument(tracing::info_span!("node-status")),
-    );
-    let pods = PodManager::new(
-        client.clone(),
-        metrics,
-        runtime.clone(),
-        runtime,
-        PodManagerSettings {
-            node_name: settings.node_name.clone(),
-            node_ip,
-            pod_infra_container_image: settings.pod_infra_container_image.clone(),
-            pod_logs_dir: settings.pod_logs_dir.clone(),
-            cgroup_driver: settings.cgroup_driver,
-            cluster_dns: settings.cluster_dns.clone(),
-            cluster_domain: settings.cluster_domain.clone(),
-        },
     );
     tasks.spawn(
         pods.run(shutdown.clone())

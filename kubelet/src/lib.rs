@@ -7,12 +7,14 @@ pub mod cm;
 pub mod cri;
 pub mod kubelet_node_status;
 pub mod kuberuntime;
+pub mod logs;
 pub mod metrics;
 pub mod network;
 pub mod nodelease;
 pub mod nodestatus;
 pub mod options;
 pub mod pod_workers;
+pub mod server;
 pub mod status;
 #[cfg(feature = "testing")]
 pub mod testing;

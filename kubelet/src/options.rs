@@ -106,6 +106,16 @@ pub struct Options {
     #[arg(long)]
     pub healthz_bind_address: Option<IpAddr>,
 
+    /// File containing the x509 certificate for HTTPS on --port (CA certificates
+    /// concatenated after it). Without it and --tls-private-key-file, a self-signed
+    /// certificate is generated in <root-dir>/pki.
+    #[arg(long)]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// File containing the x509 private key matching --tls-cert-file.
+    #[arg(long)]
+    pub tls_private_key_file: Option<PathBuf>,
+
     /// Timeout of all runtime requests except long running ones (pull, logs, exec).
     #[arg(long)]
     pub runtime_request_timeout: Option<String>,
@@ -143,6 +153,8 @@ pub struct KubeletConfiguration {
     pub node_status_report_frequency: Option<String>,
     pub node_lease_duration_seconds: Option<i32>,
     pub register_with_taints: Option<Vec<Taint>>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_private_key_file: Option<PathBuf>,
 }
 
 impl KubeletConfiguration {
@@ -305,6 +317,14 @@ impl Options {
         } else {
             self.cluster_dns.clone()
         };
+        let tls_cert_file = self.tls_cert_file.clone().or(file.tls_cert_file.clone());
+        let tls_private_key_file = self
+            .tls_private_key_file
+            .clone()
+            .or(file.tls_private_key_file.clone());
+        if tls_cert_file.is_some() != tls_private_key_file.is_some() {
+            return Err("--tls-cert-file and --tls-private-key-file go together".into());
+        }
         let lease_seconds = file.node_lease_duration_seconds.unwrap_or(40);
         if lease_seconds <= 0 {
             return Err("nodeLeaseDurationSeconds must be positive".into());
@@ -339,6 +359,8 @@ impl Options {
             cni_conf_dir: self.cni_conf_dir.clone(),
             serving: Some(SocketAddr::new(address, port)),
             healthz: (healthz_port != 0).then(|| SocketAddr::new(healthz_bind, healthz_port)),
+            tls_cert_file,
+            tls_private_key_file,
             node_status_update_frequency: duration(
                 &self.node_status_update_frequency,
                 &file.node_status_update_frequency,

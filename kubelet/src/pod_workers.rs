@@ -57,6 +57,9 @@ struct Worker {
 
 /// The node's pods and their workers.
 pub struct PodManager {
+    /// The node's pods as last seen in the API.
+    store: Store<Pod>,
+    writer: Mutex<Option<reflector::store::Writer<Pod>>>,
     client: Client,
     metrics: Metrics,
     runtime: KubeRuntime,
@@ -76,7 +79,10 @@ impl PodManager {
         images: Arc<dyn ImageService>,
         settings: PodManagerSettings,
     ) -> Arc<PodManager> {
+        let (store, writer) = reflector::store::<Pod>();
         Arc::new(PodManager {
+            store,
+            writer: Mutex::new(Some(writer)),
             runtime: KubeRuntime {
                 client: client.clone(),
                 runtime,
@@ -100,6 +106,21 @@ impl PodManager {
         })
     }
 
+    /// The pod `namespace/name` bound to this node.
+    pub fn pod(&self, namespace: &str, name: &str) -> Option<Arc<Pod>> {
+        self.store.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// Every pod bound to this node.
+    pub fn pods(&self) -> Vec<Arc<Pod>> {
+        self.store.state()
+    }
+
+    /// The runtime side of the pods.
+    pub fn runtime(&self) -> &KubeRuntime {
+        &self.runtime
+    }
+
     /// Whether the first list of the node's pods arrived.
     pub fn synced(&self) -> bool {
         self.synced.load(Ordering::SeqCst)
@@ -108,7 +129,11 @@ impl PodManager {
     /// Watches the node's pods and runs them until shutdown. Pods keep running when the
     /// kubelet stops, as upstream's.
     pub async fn run(self: Arc<Self>, mut shutdown: Shutdown) {
-        let (reader, writer) = reflector::store::<Pod>();
+        let Some(writer) = self.writer.lock().take() else {
+            tracing::error!("the pod manager runs once");
+            return;
+        };
+        let reader = self.store.clone();
         let api: Api<Pod> = Api::all(self.client.clone());
         let config =
             watcher::Config::default().fields(&format!("spec.nodeName={}", self.node_name));

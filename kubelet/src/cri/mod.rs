@@ -76,6 +76,12 @@ pub trait RuntimeService: Send + Sync {
         filter: Option<api::ContainerFilter>,
     ) -> Result<Vec<api::Container>>;
     async fn container_status(&self, id: &str) -> Result<api::ContainerStatus>;
+    /// A single-use URL on the runtime's streaming server for an exec session.
+    async fn exec(&self, request: api::ExecRequest) -> Result<String>;
+    /// A single-use URL on the runtime's streaming server to attach to a container.
+    async fn attach(&self, request: api::AttachRequest) -> Result<String>;
+    /// A single-use URL on the runtime's streaming server to forward ports of a sandbox.
+    async fn port_forward(&self, request: api::PortForwardRequest) -> Result<String>;
     /// Runs `cmd` in the container and waits for it, at most `timeout`.
     async fn exec_sync(
         &self,

@@ -278,6 +278,29 @@ impl RuntimeService for RemoteRuntime {
         })
     }
 
+    async fn exec(&self, request: api::ExecRequest) -> Result<String> {
+        Ok(self
+            .runtime_call("exec", |mut c| async move { c.exec(request).await })
+            .await?
+            .url)
+    }
+
+    async fn attach(&self, request: api::AttachRequest) -> Result<String> {
+        Ok(self
+            .runtime_call("attach", |mut c| async move { c.attach(request).await })
+            .await?
+            .url)
+    }
+
+    async fn port_forward(&self, request: api::PortForwardRequest) -> Result<String> {
+        Ok(self
+            .runtime_call("port_forward", |mut c| async move {
+                c.port_forward(request).await
+            })
+            .await?
+            .url)
+    }
+
     async fn exec_sync(
         &self,
         id: &str,
