@@ -2,3 +2,4 @@ mod common;
 mod cri;
 mod node;
 mod pods;
+mod server;
