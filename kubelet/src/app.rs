@@ -50,6 +50,9 @@ pub struct Settings {
     pub cluster_domain: String,
     pub pod_cidr: Option<IpNet>,
     pub cni_conf_dir: PathBuf,
+    /// The pod network's bridge (`cni0`; nodes sharing a network namespace need distinct
+    /// ones).
+    pub cni_bridge: String,
     /// The kubelet port (10250); None: not served (tests).
     pub serving: Option<SocketAddr>,
     /// The healthz port (127.0.0.1:10248); None: not served.
@@ -82,6 +85,7 @@ impl Settings {
             cluster_domain: String::new(),
             pod_cidr: None,
             cni_conf_dir: PathBuf::from("/etc/cni/net.d"),
+            cni_bridge: "cni0".into(),
             serving: Some(SocketAddr::from((
                 [0, 0, 0, 0],
                 crate::options::DEFAULT_PORT,
@@ -102,8 +106,6 @@ impl Settings {
 pub struct Config {
     pub client: kube::Client,
     pub settings: Settings,
-    /// The pod network's bridge (`cni0`; tests sharing a host pick distinct ones).
-    pub cni_bridge: String,
     pub registry: prometheus::Registry,
 }
 
@@ -264,7 +266,7 @@ async fn run(
         report_frequency: settings.node_status_report_frequency,
         cni: CniSettings {
             network_name: network::network_name(&settings.node_name),
-            bridge: config.cni_bridge.clone(),
+            bridge: settings.cni_bridge.clone(),
             ipam_data_dir: settings.root_dir.join("cni").join("networks"),
         },
         cni_conf_dir: settings.cni_conf_dir.clone(),

@@ -24,7 +24,6 @@ async fn main() {
     let config = Config {
         client,
         settings,
-        cni_bridge: "cni0".into(),
         registry: prometheus::Registry::new(),
     };
     let running = match app::start(config, shutdown::from_os_signals()).await {

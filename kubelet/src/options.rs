@@ -20,7 +20,7 @@ pub const DEFAULT_POD_INFRA_IMAGE: &str = "registry.k8s.io/pause:3.10";
 pub const DEFAULT_PORT: u16 = 10250;
 pub const DEFAULT_HEALTHZ_PORT: u16 = 10248;
 
-#[derive(Parser, Debug, Clone, Default)]
+#[derive(Parser, Debug, Clone)]
 #[command(name = "kubelet", version = component_base::options::KUBERNETES_VERSION,
     about = "The kubelet: the primary node agent. It registers the node and runs the pods bound to it.")]
 pub struct Options {
@@ -90,6 +90,11 @@ pub struct Options {
     #[arg(long, default_value = "/etc/cni/net.d")]
     pub cni_conf_dir: PathBuf,
 
+    /// The Linux bridge of the pod network (pikube; nodes sharing a network namespace need
+    /// distinct ones).
+    #[arg(long, default_value = "cni0")]
+    pub cni_bridge_name: String,
+
     /// The IP address for the kubelet to serve on.
     #[arg(long)]
     pub address: Option<IpAddr>,
@@ -155,6 +160,7 @@ pub struct KubeletConfiguration {
     pub register_with_taints: Option<Vec<Taint>>,
     pub tls_cert_file: Option<PathBuf>,
     pub tls_private_key_file: Option<PathBuf>,
+    pub pod_logs_dir: Option<PathBuf>,
 }
 
 impl KubeletConfiguration {
@@ -317,6 +323,12 @@ impl Options {
         } else {
             self.cluster_dns.clone()
         };
+        if self.cni_bridge_name.is_empty() || self.cni_bridge_name.len() > 15 {
+            return Err(format!(
+                "invalid --cni-bridge-name {:?}: 1 to 15 characters",
+                self.cni_bridge_name
+            ));
+        }
         let tls_cert_file = self.tls_cert_file.clone().or(file.tls_cert_file.clone());
         let tls_private_key_file = self
             .tls_private_key_file
@@ -346,7 +358,10 @@ impl Options {
                 .clone()
                 .unwrap_or_else(|| DEFAULT_POD_INFRA_IMAGE.into()),
             root_dir: self.root_dir.clone(),
-            pod_logs_dir: PathBuf::from("/var/log/pods"),
+            pod_logs_dir: file
+                .pod_logs_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("/var/log/pods")),
             pod_manifest_path: self
                 .pod_manifest_path
                 .clone()
@@ -357,6 +372,7 @@ impl Options {
             cluster_domain,
             pod_cidr,
             cni_conf_dir: self.cni_conf_dir.clone(),
+            cni_bridge: self.cni_bridge_name.clone(),
             serving: Some(SocketAddr::new(address, port)),
             healthz: (healthz_port != 0).then(|| SocketAddr::new(healthz_bind, healthz_port)),
             tls_cert_file,

@@ -37,6 +37,8 @@ pub struct TestNode {
     pub pod_cidr: ipnet::Ipv4Net,
     pub registry: prometheus::Registry,
     dirs: tempfile::TempDir,
+    /// Applied to the settings of every kubelet this node starts.
+    tweak: Box<dyn Fn(&mut Settings) + Send + Sync>,
     /// Last: the bridge goes after containerd removed the pods on it.
     _bridge: BridgeGuard,
 }
@@ -54,6 +56,11 @@ impl Drop for BridgeGuard {
 
 impl TestNode {
     pub async fn start() -> TestNode {
+        TestNode::start_with(|_| {}).await
+    }
+
+    /// A node whose kubelet settings `tweak` adjusts.
+    pub async fn start_with(tweak: impl Fn(&mut Settings) + Send + Sync + 'static) -> TestNode {
         let api = TestApi::start().await;
         let client = api.client().await;
         let containerd = containerd().await;
@@ -81,6 +88,7 @@ impl TestNode {
             registry: prometheus::Registry::new(),
             dirs,
             _bridge: BridgeGuard(bridge_name),
+            tweak: Box::new(tweak),
         };
         node.start_kubelet().await;
         node
@@ -94,10 +102,12 @@ impl TestNode {
         s.pod_logs_dir = self.dirs.path().join("pods");
         s.cni_conf_dir = self.containerd.cni_conf_dir().to_path_buf();
         s.pod_cidr = Some(ipnet::IpNet::V4(self.pod_cidr));
+        s.cni_bridge = self.bridge.clone();
         s.serving = Some("127.0.0.1:0".parse().unwrap());
         s.healthz = Some("127.0.0.1:0".parse().unwrap());
         s.node_status_update_frequency = Duration::from_secs(1);
         s.node_lease_duration = Duration::from_secs(4);
+        (self.tweak)(&mut s);
         s
     }
 
@@ -108,7 +118,6 @@ impl TestNode {
         let config = Config {
             client: self.client.clone(),
             settings: self.settings(),
-            cni_bridge: self.bridge.clone(),
             registry: self.registry.clone(),
         };
         let running = app::start(config, shutdown).await.expect("kubelet starts");

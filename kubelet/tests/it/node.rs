@@ -17,7 +17,13 @@ fn ready(node: &Node) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_registers_ready_and_renews_its_lease() {
-    let node = TestNode::start().await;
+    let node = TestNode::start_with(|s| {
+        s.node_labels
+            .insert("pikube.test/role".into(), "edge".into());
+        s.register_with_taints
+            .push(kubelet::options::parse_taint("dedicated=edge:NoSchedule").unwrap());
+    })
+    .await;
     let nodes: Api<Node> = Api::all(node.client.clone());
     let name = node.name.clone();
     let registered = wait_until(TIMEOUT, "node Ready", || {
@@ -30,6 +36,17 @@ async fn node_registers_ready_and_renews_its_lease() {
     assert_eq!(labels["kubernetes.io/hostname"], node.name);
     assert_eq!(labels["kubernetes.io/os"], "linux");
     assert_eq!(labels["kubernetes.io/arch"], kubelet::nodestatus::go_arch());
+    assert_eq!(labels["pikube.test/role"], "edge");
+    let taints = registered.spec.clone().unwrap().taints.unwrap();
+    assert_eq!(taints.len(), 1);
+    assert_eq!(
+        (
+            taints[0].key.as_str(),
+            taints[0].value.as_deref(),
+            taints[0].effect.as_str()
+        ),
+        ("dedicated", Some("edge"), "NoSchedule")
+    );
     let status = registered.status.clone().unwrap();
     let info = status.node_info.unwrap();
     assert!(
