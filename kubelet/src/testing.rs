@@ -16,6 +16,9 @@ pub const PAUSE_IMAGE: &str = "registry.k8s.io/pause:3.10";
 /// The busybox image `hack/images.sh` imports.
 pub const BUSYBOX_IMAGE: &str = "docker.io/library/busybox:1.35";
 
+/// Every registry host's configuration: only a closed loopback port.
+const HOSTS_TOML: &str = "server = \"http://127.0.0.1:1\"\n\n[host.\"http://127.0.0.1:1\"]\n  capabilities = [\"pull\", \"resolve\"]\n";
+
 /// How long containerd may take to come up.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -81,7 +84,7 @@ impl TestContainerd {
             let d = hosts_dir.join(host);
             let path = d.join("hosts.toml");
             std::fs::create_dir_all(&d)
-                .and_then(|()| std::fs::write(&path, "server = \"http://127.0.0.1:1\"\n"))
+                .and_then(|()| std::fs::write(&path, HOSTS_TOML))
                 .map_err(|source| Error::Write { path, source })?;
         }
         let config = config_toml(&base, &socket, &runc_root, &cni_conf_dir, &hosts_dir);

@@ -90,6 +90,7 @@ async fn runtime_version_status_and_images() {
         .await
         .unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(20), "{err}");
+    assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
 
     let text = String::from_utf8(component_base::metrics::encode_text(&registry)).unwrap();
     assert!(
