@@ -182,6 +182,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         runtime.clone(),
         PodManagerSettings {
             node_name: settings.node_name.clone(),
+            root_dir: settings.root_dir.clone(),
             node_ip,
             pod_infra_container_image: settings.pod_infra_container_image.clone(),
             pod_logs_dir: settings.pod_logs_dir.clone(),

@@ -18,3 +18,4 @@ pub mod server;
 pub mod status;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod volumes;

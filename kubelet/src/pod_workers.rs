@@ -43,6 +43,7 @@ pub const SYNC_FREQUENCY: Duration = Duration::from_secs(60);
 #[derive(Clone, Debug)]
 pub struct PodManagerSettings {
     pub node_name: String,
+    pub root_dir: PathBuf,
     pub node_ip: IpAddr,
     pub pod_infra_container_image: String,
     pub pod_logs_dir: PathBuf,
@@ -89,6 +90,7 @@ impl PodManager {
                 images,
                 settings: Arc::new(RuntimeSettings {
                     node_name: settings.node_name.clone(),
+                    root_dir: settings.root_dir,
                     host_ip: settings.node_ip,
                     pod_logs_dir: settings.pod_logs_dir,
                     cgroup_driver: settings.cgroup_driver,

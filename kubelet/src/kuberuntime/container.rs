@@ -24,7 +24,7 @@ pub struct PodFields {
     pub node_name: String,
 }
 
-fn field_value(pod: &Pod, path: &str, fields: &PodFields) -> Option<String> {
+pub fn field_value(pod: &Pod, path: &str, fields: &PodFields) -> Option<String> {
     let m = &pod.metadata;
     Some(match path {
         "metadata.name" => m.name.clone()?,

@@ -20,6 +20,7 @@ use crate::app::CgroupDriver;
 use crate::cm;
 use crate::cri::{self, api, ImageService, RuntimeService};
 use crate::status::WaitingReasons;
+use crate::volumes;
 use container::{EnvSources, Kind, PodFields};
 use sandbox::SandboxSettings;
 
@@ -94,6 +95,8 @@ pub struct WorkerState {
 #[derive(Clone, Debug)]
 pub struct RuntimeSettings {
     pub node_name: String,
+    /// `--root-dir`: pods' volumes live under it.
+    pub root_dir: PathBuf,
     pub host_ip: std::net::IpAddr,
     pub pod_logs_dir: PathBuf,
     pub cgroup_driver: CgroupDriver,
@@ -249,12 +252,40 @@ impl KubeRuntime {
             host_ip: self.settings.host_ip.to_string(),
             node_name: self.settings.node_name.clone(),
         };
+        let volume_paths = match volumes::prepare(
+            &self.client,
+            &self.settings.root_dir,
+            pod,
+            &fields,
+        )
+        .await
+        {
+            Ok(paths) => paths,
+            Err(message) => {
+                tracing::warn!(pod = %pod_key(pod), error = %message, "unable to set up volumes");
+                let all = spec
+                    .init_containers
+                    .iter()
+                    .flatten()
+                    .chain(&spec.containers);
+                for c in all {
+                    if state.instances(&c.name).is_empty() {
+                        ws.reasons.insert(
+                            c.name.clone(),
+                            ("ContainerCreating".into(), message.clone()),
+                        );
+                    }
+                }
+                return Ok(Some(Instant::now() + Duration::from_secs(2)));
+            }
+        };
         let qos = cm::qos_class(pod);
         let start = StartContext {
             pod,
             sandbox_id: &current.id,
             sandbox_config: &sandbox_config,
             fields: &fields,
+            volume_paths: &volume_paths,
             qos,
         };
         let mut wake: Option<Instant> = None;
@@ -416,7 +447,17 @@ impl KubeRuntime {
                 return false;
             }
         };
-        let config = match container::container_config(
+        let mounts = match volumes::mounts(c, start.volume_paths) {
+            Ok(m) => m,
+            Err(message) => {
+                ws.reasons.insert(
+                    c.name.clone(),
+                    ("CreateContainerConfigError".into(), message),
+                );
+                return false;
+            }
+        };
+        let mut config = match container::container_config(
             start.pod,
             c,
             kind,
@@ -437,6 +478,7 @@ impl KubeRuntime {
                 return false;
             }
         };
+        config.mounts = mounts;
         let id = match self
             .runtime
             .create_container(start.sandbox_id, config, start.sandbox_config.clone())
@@ -595,6 +637,7 @@ impl KubeRuntime {
             }
         }
         cm::remove_pod_cgroups(self.settings.cgroup_driver, uid);
+        volumes::remove(&self.settings.root_dir, uid);
         for dir in log_dirs {
             let _ = std::fs::remove_dir_all(dir);
         }
@@ -620,5 +663,6 @@ struct StartContext<'a> {
     sandbox_id: &'a str,
     sandbox_config: &'a api::PodSandboxConfig,
     fields: &'a PodFields,
+    volume_paths: &'a HashMap<String, PathBuf>,
     qos: cm::QosClass,
 }

@@ -175,7 +175,17 @@ impl Drop for TestNode {
             trigger.shutdown();
             running.task.abort();
         }
-        // The fields drop next: containerd removes the pods, then the bridge goes.
+        // Memory-backed emptyDirs under the kubelet's root: detach them so the directory
+        // can go. The fields drop next: containerd removes the pods, then the bridge.
+        let root = self.dirs.path().to_string_lossy().into_owned();
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        for point in mounts.lines().filter_map(|l| l.split(' ').nth(4)) {
+            if point.starts_with(root.as_str()) {
+                let _ = std::process::Command::new("umount")
+                    .args(["-l", point])
+                    .output();
+            }
+        }
     }
 }
 

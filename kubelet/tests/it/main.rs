@@ -4,3 +4,4 @@ mod node;
 mod perf;
 mod pods;
 mod server;
+mod volumes;
