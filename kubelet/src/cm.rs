@@ -2,6 +2,9 @@
 //! whether the memory cgroup controller is on, the pod QoS class, and the cgroup parent
 //! of a pod under `kubepods` for the cgroupfs and systemd drivers.
 
+use std::path::Path;
+use std::time::Duration;
+
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::app::CgroupDriver;
@@ -128,12 +131,13 @@ pub fn pod_cgroup_parent(driver: CgroupDriver, qos: QosClass, uid: &str) -> Stri
 
 /// Removes a pod's (now empty) cgroupfs directories from every mounted hierarchy, under
 /// whichever QoS class it had; runc removes the containers' cgroups but not the parents.
-pub fn remove_pod_cgroups(driver: CgroupDriver, uid: &str) {
+/// Returns whether none is left.
+pub fn remove_pod_cgroups(driver: CgroupDriver, uid: &str) -> bool {
     if driver != CgroupDriver::Cgroupfs {
-        return;
+        return true;
     }
     let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return;
+        return true;
     };
     let points: Vec<&str> = mounts
         .lines()
@@ -144,6 +148,7 @@ pub fn remove_pod_cgroups(driver: CgroupDriver, uid: &str) {
         })
         .filter_map(|line| line.split(' ').nth(4))
         .collect();
+    let mut clean = true;
     for qos in [
         QosClass::Guaranteed,
         QosClass::Burstable,
@@ -151,9 +156,23 @@ pub fn remove_pod_cgroups(driver: CgroupDriver, uid: &str) {
     ] {
         let parent = pod_cgroup_parent(driver, qos, uid);
         for point in &points {
-            // Removing a cgroup directory is rmdir; it fails harmlessly when absent or busy.
-            let _ = std::fs::remove_dir(format!("{point}{parent}"));
+            // Removing a cgroup directory is rmdir; it fails while a process or child
+            // cgroup is still in it.
+            let dir = format!("{point}{parent}");
+            if std::fs::remove_dir(&dir).is_err() && Path::new(&dir).exists() {
+                clean = false;
+            }
         }
+    }
+    clean
+}
+
+/// [`remove_pod_cgroups`] until none is left or `within` passed: a container's shim may
+/// still be leaving its cgroup when the runtime reports it removed.
+pub async fn remove_pod_cgroups_within(driver: CgroupDriver, uid: &str, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !remove_pod_cgroups(driver, uid) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -218,7 +218,12 @@ impl TestContainerd {
                 let _ = runtime.remove_pod_sandbox(&s.id).await;
                 // runc leaves the pod-level cgroups the kubelet asked for.
                 if let Some(uid) = s.metadata.as_ref().map(|m| m.uid.as_str()) {
-                    crate::cm::remove_pod_cgroups(crate::app::CgroupDriver::Cgroupfs, uid);
+                    crate::cm::remove_pod_cgroups_within(
+                        crate::app::CgroupDriver::Cgroupfs,
+                        uid,
+                        Duration::from_secs(3),
+                    )
+                    .await;
                 }
             }
         }

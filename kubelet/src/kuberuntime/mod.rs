@@ -636,7 +636,8 @@ impl KubeRuntime {
                 _ => {}
             }
         }
-        cm::remove_pod_cgroups(self.settings.cgroup_driver, uid);
+        cm::remove_pod_cgroups_within(self.settings.cgroup_driver, uid, Duration::from_secs(2))
+            .await;
         volumes::remove(&self.settings.root_dir, uid);
         for dir in log_dirs {
             let _ = std::fs::remove_dir_all(dir);
