@@ -14,6 +14,7 @@ pub mod nodelease;
 pub mod nodestatus;
 pub mod options;
 pub mod pod_workers;
+pub mod prober;
 pub mod server;
 pub mod status;
 #[cfg(feature = "testing")]

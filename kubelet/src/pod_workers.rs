@@ -342,6 +342,7 @@ impl PodManager {
             previous,
             &state,
             &ws.reasons,
+            &ws.probes,
             self.host_ip,
             Time(jiff::Timestamp::now()),
         );

@@ -19,6 +19,7 @@ use kube::api::Api;
 use crate::app::CgroupDriver;
 use crate::cm;
 use crate::cri::{self, api, ImageService, RuntimeService};
+use crate::prober::PodProbes;
 use crate::status::WaitingReasons;
 use crate::volumes;
 use container::{EnvSources, Kind, PodFields};
@@ -89,6 +90,7 @@ impl PodRuntimeState {
 pub struct WorkerState {
     pub backoff: HashMap<String, Duration>,
     pub reasons: WaitingReasons,
+    pub probes: PodProbes,
 }
 
 /// What the kuberuntime manager needs besides the runtime.
@@ -327,6 +329,30 @@ impl KubeRuntime {
                 Some(i) => match i.status.state() {
                     api::ContainerState::ContainerRunning => {
                         ws.reasons.remove(&c.name);
+                        let id = i.status.id.clone();
+                        let ran_for = Duration::from_nanos(
+                            u64::try_from(wall_now_nanos().saturating_sub(i.status.started_at))
+                                .unwrap_or(0),
+                        );
+                        let started_at = Instant::now()
+                            .checked_sub(ran_for)
+                            .unwrap_or_else(Instant::now);
+                        let pod_ip = fields.pod_ip.parse().ok();
+                        if let Some(at) = ws
+                            .probes
+                            .run_due(&*self.runtime, &id, c, started_at, pod_ip)
+                            .await
+                        {
+                            wake = earliest(wake, at);
+                        }
+                        if ws.probes.verdict(&id, c).restart {
+                            let grace = spec.termination_grace_period_seconds.unwrap_or(30);
+                            tracing::info!(pod = %pod_key(pod), container = %c.name, "container failed its probe, will be restarted");
+                            if let Err(e) = self.runtime.stop_container(&id, grace).await {
+                                tracing::warn!(error = %e, "failed to stop container");
+                            }
+                            wake = earliest(wake, Instant::now());
+                        }
                     }
                     api::ContainerState::ContainerExited => {
                         let restart = match restart_policy.as_str() {
@@ -355,6 +381,13 @@ impl KubeRuntime {
                 },
             }
         }
+        let live: Vec<&str> = state
+            .containers
+            .iter()
+            .filter(|c| c.status.state() == api::ContainerState::ContainerRunning)
+            .map(|c| c.status.id.as_str())
+            .collect();
+        ws.probes.retain(&live);
         Ok(wake)
     }
 

@@ -16,6 +16,7 @@ use serde_json::Value;
 use crate::cm;
 use crate::cri::api;
 use crate::kuberuntime::{ContainerInfo, PodRuntimeState};
+use crate::prober::{PodProbes, Verdict};
 
 /// Why a container is waiting, when the kubelet knows better than the runtime
 /// (CrashLoopBackOff, ErrImageNeverPull, CreateContainerError, ...).
@@ -84,6 +85,7 @@ fn container_status(
     instances: &[&ContainerInfo],
     reasons: &WaitingReasons,
     default_waiting: &str,
+    verdict: &dyn Fn(&str) -> Verdict,
 ) -> ContainerStatus {
     let latest = instances.first();
     let held = reasons.get(name);
@@ -121,8 +123,9 @@ fn container_status(
                 }
             }
             let running = latest.status.state() == api::ContainerState::ContainerRunning;
-            status.ready = running;
-            status.started = Some(running);
+            let v = verdict(&latest.status.id);
+            status.ready = running && v.ready;
+            status.started = Some(running && v.started);
         }
     }
     status
@@ -238,6 +241,7 @@ pub fn generate(
     previous: Option<&PodStatus>,
     state: &PodRuntimeState,
     reasons: &WaitingReasons,
+    probes: &PodProbes,
     host_ip: IpAddr,
     now: Time,
 ) -> PodStatus {
@@ -255,6 +259,11 @@ pub fn generate(
                 &instances(&c.name),
                 reasons,
                 "PodInitializing",
+                &|_| Verdict {
+                    started: true,
+                    ready: true,
+                    restart: false,
+                },
             )
         })
         .collect();
@@ -273,6 +282,7 @@ pub fn generate(
                 } else {
                     "PodInitializing"
                 },
+                &|id| probes.verdict(id, c),
             )
         })
         .collect();

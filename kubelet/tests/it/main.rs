@@ -3,5 +3,6 @@ mod cri;
 mod node;
 mod perf;
 mod pods;
+mod probes;
 mod server;
 mod volumes;
