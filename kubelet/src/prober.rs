@@ -114,7 +114,7 @@ impl PodProbes {
             });
             let now = Instant::now();
             if state.next <= now {
-                let ok = run_one(runtime, id, probe, pod_ip).await;
+                let ok = run_one(runtime, id, c, probe, pod_ip).await;
                 let success_threshold = probe.success_threshold.unwrap_or(1).max(1);
                 let failure_threshold = probe.failure_threshold.unwrap_or(3).max(1);
                 if ok {
@@ -145,6 +145,7 @@ impl PodProbes {
 async fn run_one(
     runtime: &dyn RuntimeService,
     id: &str,
+    c: &Container,
     probe: &Probe,
     pod_ip: Option<IpAddr>,
 ) -> bool {
@@ -158,8 +159,14 @@ async fn run_one(
     }
     let port = |p: &IntOrString| match p {
         IntOrString::Int(n) => u16::try_from(*n).ok(),
-        // Named ports would be resolved from the container's ports.
-        IntOrString::String(s) => s.parse().ok(),
+        // A named port is one of the container's ports (or a number in a string).
+        IntOrString::String(s) => s.parse().ok().or_else(|| {
+            c.ports
+                .iter()
+                .flatten()
+                .find(|p| p.name.as_deref() == Some(s.as_str()))
+                .and_then(|p| u16::try_from(p.container_port).ok())
+        }),
     };
     if let Some(tcp) = &probe.tcp_socket {
         let host = tcp.host.as_deref().and_then(|h| h.parse().ok()).or(pod_ip);

@@ -123,3 +123,14 @@ async fn node_registers_ready_and_renews_its_lease() {
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.ends_with("ok"), "{response}");
 }
+
+#[test]
+fn the_binary_refuses_bad_flags_with_exit_code_64() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kubelet"))
+        .args(["--cgroup-driver=cgroupv3", "--hostname-override=n"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cgroupfs or systemd"), "{stderr}");
+}

@@ -18,7 +18,8 @@ async fn readiness_gates_ready_and_liveness_restarts() {
         serde_json::json!({"terminationGracePeriodSeconds": 1, "containers": [{
             "name": "main", "image": "busybox:1.35",
             "command": ["sh", "-c", "mkdir -p /www; echo ok > /www/index.html; sleep 3; exec httpd -f -p 8080 -h /www"],
-            "readinessProbe": {"httpGet": {"path": "/index.html", "port": 8080}, "periodSeconds": 1},
+            "ports": [{"name": "http", "containerPort": 8080}],
+            "readinessProbe": {"httpGet": {"path": "/index.html", "port": "http"}, "periodSeconds": 1},
             "livenessProbe": {"tcpSocket": {"port": 8080}, "initialDelaySeconds": 5, "periodSeconds": 1}
         }]}),
     )
