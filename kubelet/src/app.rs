@@ -175,8 +175,11 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         None => None,
     };
     let node_ip = settings.node_ip.unwrap_or_else(default_node_ip);
+    let (events, event_writer) =
+        crate::events::recorder(config.client.clone(), &settings.node_name);
     let pods = PodManager::new(
         config.client.clone(),
+        events,
         kubelet_metrics,
         runtime.clone(),
         runtime.clone(),
@@ -216,8 +219,16 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
     };
     let kubelet_port = serving_addr.map_or(crate::options::DEFAULT_PORT, |a| a.port());
     let task = tokio::spawn(
-        run(config, pods, node_ip, runtime, kubelet_port, shutdown)
-            .instrument(tracing::info_span!("kubelet", node = %settings.node_name)),
+        run(
+            config,
+            pods,
+            event_writer,
+            node_ip,
+            runtime,
+            kubelet_port,
+            shutdown,
+        )
+        .instrument(tracing::info_span!("kubelet", node = %settings.node_name)),
     );
     Ok(Running {
         healthz_addr,
@@ -229,6 +240,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
 async fn run(
     config: Config,
     pods: Arc<PodManager>,
+    event_writer: crate::events::Writer,
     node_ip: IpAddr,
     runtime: Arc<RemoteRuntime>,
     kubelet_port: u16,
@@ -285,6 +297,11 @@ async fn run(
         }
     };
     let mut tasks = JoinSet::new();
+    tasks.spawn(
+        event_writer
+            .run(shutdown.clone())
+            .instrument(tracing::info_span!("events")),
+    );
     let lease = LeaseController {
         client: client.clone(),
         node_name: settings.node_name.clone(),

@@ -5,6 +5,7 @@
 pub mod app;
 pub mod cm;
 pub mod cri;
+pub mod events;
 pub mod kubelet_node_status;
 pub mod kuberuntime;
 pub mod logs;

@@ -75,6 +75,7 @@ pub struct PodManager {
 impl PodManager {
     pub fn new(
         client: Client,
+        events: crate::events::Recorder,
         metrics: Metrics,
         runtime: Arc<dyn RuntimeService>,
         images: Arc<dyn ImageService>,
@@ -86,6 +87,7 @@ impl PodManager {
             writer: Mutex::new(Some(writer)),
             runtime: KubeRuntime {
                 client: client.clone(),
+                events,
                 runtime,
                 images,
                 settings: Arc::new(RuntimeSettings {
@@ -243,7 +245,7 @@ impl PodManager {
             match pod {
                 None if self.synced() => {
                     // Gone from the API without us (force deletion): clean up and end.
-                    if let Err(e) = self.runtime.kill_and_remove(&uid, 2).await {
+                    if let Err(e) = self.runtime.kill_and_remove(&uid, None, 2).await {
                         tracing::warn!(error = %e, "failed to remove pod, will retry");
                         wake = Some(Instant::now() + Duration::from_secs(2));
                     } else {
@@ -298,7 +300,11 @@ impl PodManager {
                 .as_ref()
                 .and_then(|s| s.termination_grace_period_seconds))
             .unwrap_or(30);
-        if let Err(e) = self.runtime.kill_and_remove(uid, grace.max(0)).await {
+        if let Err(e) = self
+            .runtime
+            .kill_and_remove(uid, Some(pod), grace.max(0))
+            .await
+        {
             tracing::warn!(error = %e, "failed to stop pod, will retry");
             return Instant::now() + Duration::from_secs(2);
         }
@@ -460,7 +466,7 @@ impl PodManager {
                 tokio::spawn(
                     async move {
                         tracing::info!(uid = %uid, "removing the containers of a pod that is gone");
-                        if let Err(e) = this.runtime.kill_and_remove(&uid, 2).await {
+                        if let Err(e) = this.runtime.kill_and_remove(&uid, None, 2).await {
                             tracing::warn!(uid = %uid, error = %e, "failed to remove orphaned pod");
                         }
                         this.cleaning.lock().remove(&uid);

@@ -19,6 +19,7 @@ use kube::api::Api;
 use crate::app::CgroupDriver;
 use crate::cm;
 use crate::cri::{self, api, ImageService, RuntimeService};
+use crate::events::{self, Recorder};
 use crate::prober::PodProbes;
 use crate::status::WaitingReasons;
 use crate::volumes;
@@ -91,6 +92,9 @@ pub struct WorkerState {
     pub backoff: HashMap<String, Duration>,
     pub reasons: WaitingReasons,
     pub probes: PodProbes,
+    /// The last message of each warning event (by reason and container), so a failure
+    /// that repeats on every retry is recorded once.
+    pub warned: HashMap<(String, String), String>,
 }
 
 /// What the kuberuntime manager needs besides the runtime.
@@ -111,6 +115,7 @@ pub struct RuntimeSettings {
 pub struct KubeRuntime {
     /// Reads the ConfigMaps and Secrets containers' environments refer to.
     pub client: kube::Client,
+    pub events: Recorder,
     pub runtime: Arc<dyn RuntimeService>,
     pub images: Arc<dyn ImageService>,
     pub settings: Arc<RuntimeSettings>,
@@ -234,6 +239,13 @@ impl KubeRuntime {
             let _ = std::fs::create_dir_all(&config.log_directory);
             if let Err(e) = self.runtime.run_pod_sandbox(config, "").await {
                 tracing::warn!(pod = %pod_key(pod), error = %e, "failed to create pod sandbox");
+                self.warn_once(
+                    pod,
+                    None,
+                    ws,
+                    "FailedCreatePodSandBox",
+                    format!("Failed to create pod sandbox: {e}"),
+                );
                 return Ok(Some(Instant::now() + Duration::from_secs(2)));
             }
             state = self.state(&uid).await?;
@@ -265,6 +277,7 @@ impl KubeRuntime {
             Ok(paths) => paths,
             Err(message) => {
                 tracing::warn!(pod = %pod_key(pod), error = %message, "unable to set up volumes");
+                self.warn_once(pod, None, ws, "FailedMount", message.clone());
                 let all = spec
                     .init_containers
                     .iter()
@@ -348,6 +361,16 @@ impl KubeRuntime {
                         if ws.probes.verdict(&id, c).restart {
                             let grace = spec.termination_grace_period_seconds.unwrap_or(30);
                             tracing::info!(pod = %pod_key(pod), container = %c.name, "container failed its probe, will be restarted");
+                            self.events.emit(
+                                pod,
+                                Some(&c.name),
+                                events::NORMAL,
+                                "Killing",
+                                format!(
+                                    "Container {} failed liveness probe, will be restarted",
+                                    c.name
+                                ),
+                            );
                             if let Err(e) = self.runtime.stop_container(&id, grace).await {
                                 tracing::warn!(error = %e, "failed to stop container");
                             }
@@ -410,6 +433,20 @@ impl KubeRuntime {
             );
             if since < delay {
                 let pod = start.pod;
+                self.warn_once(
+                    pod,
+                    Some(&c.name),
+                    ws,
+                    "BackOff",
+                    format!(
+                        "Back-off {} restarting failed container {} in pod {}_{}({})",
+                        component_base::options::format_duration(delay),
+                        c.name,
+                        pod.metadata.name.as_deref().unwrap_or_default(),
+                        pod.metadata.namespace.as_deref().unwrap_or_default(),
+                        uid_of(pod),
+                    ),
+                );
                 ws.reasons.insert(
                     c.name.clone(),
                     (
@@ -453,6 +490,36 @@ impl KubeRuntime {
         }
     }
 
+    /// A warning event, unless the same one was the last of its kind.
+    fn warn_once(
+        &self,
+        pod: &Pod,
+        container: Option<&str>,
+        ws: &mut WorkerState,
+        reason: &str,
+        message: String,
+    ) {
+        let key = (reason.to_owned(), container.unwrap_or_default().to_owned());
+        if ws.warned.get(&key) != Some(&message) {
+            self.events
+                .emit(pod, container, events::WARNING, reason, message.clone());
+            ws.warned.insert(key, message);
+        }
+    }
+
+    /// Holds the container back for `reason` (its waiting state) and records why.
+    fn fail(&self, pod: &Pod, c: &Container, ws: &mut WorkerState, reason: &str, message: String) {
+        self.warn_once(
+            pod,
+            Some(&c.name),
+            ws,
+            "Failed",
+            format!("Error: {reason}: {message}"),
+        );
+        ws.reasons
+            .insert(c.name.clone(), (reason.to_owned(), message));
+    }
+
     /// Pulls the image as the policy says, creates and starts the container; records why
     /// not in `ws.reasons` on failure.
     async fn start(
@@ -463,30 +530,24 @@ impl KubeRuntime {
         attempt: u32,
         ws: &mut WorkerState,
     ) -> bool {
-        let image = match self.ensure_image(c, start.sandbox_config).await {
+        let image = match self.ensure_image(start.pod, c, start.sandbox_config).await {
             Ok(image) => image,
             Err((reason, message)) => {
-                ws.reasons.insert(c.name.clone(), (reason, message));
+                self.fail(start.pod, c, ws, &reason, message);
                 return false;
             }
         };
         let sources = match self.env_sources(start.pod, c).await {
             Ok(s) => s,
             Err(message) => {
-                ws.reasons.insert(
-                    c.name.clone(),
-                    ("CreateContainerConfigError".into(), message),
-                );
+                self.fail(start.pod, c, ws, "CreateContainerConfigError", message);
                 return false;
             }
         };
         let mounts = match volumes::mounts(c, start.volume_paths) {
             Ok(m) => m,
             Err(message) => {
-                ws.reasons.insert(
-                    c.name.clone(),
-                    ("CreateContainerConfigError".into(), message),
-                );
+                self.fail(start.pod, c, ws, "CreateContainerConfigError", message);
                 return false;
             }
         };
@@ -504,10 +565,7 @@ impl KubeRuntime {
         ) {
             Ok(config) => config,
             Err(message) => {
-                ws.reasons.insert(
-                    c.name.clone(),
-                    ("CreateContainerConfigError".into(), message),
-                );
+                self.fail(start.pod, c, ws, "CreateContainerConfigError", message);
                 return false;
             }
         };
@@ -517,22 +575,35 @@ impl KubeRuntime {
             .create_container(start.sandbox_id, config, start.sandbox_config.clone())
             .await
         {
-            Ok(id) => id,
-            Err(e) => {
-                ws.reasons.insert(
-                    c.name.clone(),
-                    ("CreateContainerError".into(), e.to_string()),
+            Ok(id) => {
+                self.events.emit(
+                    start.pod,
+                    Some(&c.name),
+                    events::NORMAL,
+                    "Created",
+                    format!("Created container: {}", c.name),
                 );
+                id
+            }
+            Err(e) => {
+                self.fail(start.pod, c, ws, "CreateContainerError", e.to_string());
                 return false;
             }
         };
         if let Err(e) = self.runtime.start_container(&id).await {
-            ws.reasons
-                .insert(c.name.clone(), ("RunContainerError".into(), e.to_string()));
+            self.fail(start.pod, c, ws, "RunContainerError", e.to_string());
             let _ = self.runtime.remove_container(&id).await;
             return false;
         }
+        self.events.emit(
+            start.pod,
+            Some(&c.name),
+            events::NORMAL,
+            "Started",
+            format!("Started container {}", c.name),
+        );
         ws.reasons.remove(&c.name);
+        ws.warned.retain(|(_, name), _| *name != c.name);
         true
     }
 
@@ -577,6 +648,7 @@ impl KubeRuntime {
     /// The image reference to create the container from, pulling per imagePullPolicy.
     async fn ensure_image(
         &self,
+        pod: &Pod,
         c: &Container,
         sandbox_config: &api::PodSandboxConfig,
     ) -> Result<String, (String, String)> {
@@ -607,16 +679,39 @@ impl KubeRuntime {
                 .map_err(|e| ("ErrImagePull".to_owned(), e.to_string()))?
         };
         match (present, policy.as_str()) {
-            (Some(found), _) => Ok(found.id),
+            (Some(found), _) => {
+                self.events.emit(
+                    pod,
+                    Some(&c.name),
+                    events::NORMAL,
+                    "Pulled",
+                    format!("Container image \"{image}\" already present on machine"),
+                );
+                Ok(found.id)
+            }
             (None, "Never") => Err((
                 "ErrImageNeverPull".into(),
                 format!("Container image \"{image}\" is not present with pull policy of Never"),
             )),
-            (None, _) => self
-                .images
-                .pull_image(&image, Some(sandbox_config.clone()))
-                .await
-                .map_err(|e| ("ErrImagePull".to_owned(), e.to_string())),
+            (None, _) => {
+                let started = Instant::now();
+                let id = self
+                    .images
+                    .pull_image(&image, Some(sandbox_config.clone()))
+                    .await
+                    .map_err(|e| ("ErrImagePull".to_owned(), e.to_string()))?;
+                self.events.emit(
+                    pod,
+                    Some(&c.name),
+                    events::NORMAL,
+                    "Pulled",
+                    format!(
+                        "Successfully pulled image \"{image}\" in {:.3}s",
+                        started.elapsed().as_secs_f64()
+                    ),
+                );
+                Ok(id)
+            }
         }
     }
 
@@ -645,8 +740,26 @@ impl KubeRuntime {
     }
 
     /// Stops the pod and removes its containers, sandboxes, cgroups and logs.
-    pub async fn kill_and_remove(&self, uid: &str, grace: i64) -> cri::Result<()> {
+    pub async fn kill_and_remove(
+        &self,
+        uid: &str,
+        pod: Option<&Pod>,
+        grace: i64,
+    ) -> cri::Result<()> {
         let state = self.state(uid).await?;
+        if let Some(pod) = pod {
+            for c in &state.containers {
+                if c.status.state() == api::ContainerState::ContainerRunning {
+                    self.events.emit(
+                        pod,
+                        Some(&c.name),
+                        events::NORMAL,
+                        "Killing",
+                        format!("Stopping container {}", c.name),
+                    );
+                }
+            }
+        }
         self.stop(&state, grace).await;
         for c in &state.containers {
             match self.runtime.remove_container(&c.status.id).await {

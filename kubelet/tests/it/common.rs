@@ -196,6 +196,36 @@ impl TestNode {
     }
 }
 
+impl TestNode {
+    /// Waits until the kubelet recorded events with all these reasons for the pod.
+    pub async fn wait_events(
+        &self,
+        pod: &str,
+        reasons: &[&str],
+    ) -> Vec<k8s_openapi::api::core::v1::Event> {
+        let api: Api<k8s_openapi::api::core::v1::Event> =
+            Api::namespaced(self.client.clone(), "default");
+        wait_until(TIMEOUT, "kubelet events", || {
+            let api = api.clone();
+            async move {
+                let events: Vec<_> = api
+                    .list(&Default::default())
+                    .await
+                    .ok()?
+                    .items
+                    .into_iter()
+                    .filter(|e| e.involved_object.name.as_deref() == Some(pod))
+                    .collect();
+                reasons
+                    .iter()
+                    .all(|r| events.iter().any(|e| e.reason.as_deref() == Some(*r)))
+                    .then_some(events)
+            }
+        })
+        .await
+    }
+}
+
 /// The condition `type_` of a pod is True.
 pub fn pod_condition(pod: &Pod, type_: &str) -> bool {
     pod.status

@@ -89,6 +89,24 @@ async fn busybox_pod_runs_ready_with_an_ip_and_its_limits() {
         .starts_with("containerd://"));
     assert!(cs.state.as_ref().unwrap().running.is_some());
 
+    // What happened, as `kubectl describe pod` shows it.
+    let events = node
+        .wait_events("sleeper", &["Pulled", "Created", "Started"])
+        .await;
+    let started = events
+        .iter()
+        .find(|e| e.reason.as_deref() == Some("Started"))
+        .unwrap();
+    assert_eq!(started.message.as_deref(), Some("Started container main"));
+    assert_eq!(
+        started.source.as_ref().unwrap().component.as_deref(),
+        Some("kubelet")
+    );
+    assert_eq!(
+        started.involved_object.field_path.as_deref(),
+        Some("spec.containers{main}")
+    );
+
     // The limits, as the container sees its own cgroups (v1 or v2).
     let id = container_id(&pod, 0);
     let memory = exec(
@@ -283,6 +301,7 @@ async fn init_containers_run_in_order_and_crashes_back_off() {
     let last = cs.last_state.as_ref().unwrap().terminated.as_ref().unwrap();
     assert_eq!(last.exit_code, 3);
     assert_eq!(last.reason.as_deref(), Some("Error"));
+    node.wait_events("crasher", &["BackOff"]).await;
     assert!(!cs.ready);
     assert_eq!(phase(&pod), "Running");
     assert!(!pod_condition(&pod, "Ready"));
