@@ -296,6 +296,68 @@ pub fn mounts(
     Ok(out)
 }
 
+/// The kubelet-managed /etc/hosts of a pod (upstream `managedHostsFileContent`): the
+/// usual localhost lines, the pod's address with its hostname (and FQDN with a
+/// subdomain), then the pod's hostAliases.
+pub fn etc_hosts(pod: &Pod, pod_ip: &str, cluster_domain: &str) -> String {
+    let spec = pod.spec.as_ref();
+    let hostname = spec
+        .and_then(|s| s.hostname.clone())
+        .or_else(|| pod.metadata.name.clone())
+        .unwrap_or_default();
+    let hostname: String = hostname.chars().take(63).collect();
+    let mut out = String::from(
+        "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
+         fe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n",
+    );
+    if !pod_ip.is_empty() {
+        match spec
+            .and_then(|s| s.subdomain.as_deref())
+            .filter(|s| !s.is_empty())
+        {
+            Some(sub) if !cluster_domain.is_empty() => {
+                let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+                out.push_str(&format!(
+                    "{pod_ip}\t{hostname}.{sub}.{ns}.svc.{cluster_domain}\t{hostname}\n"
+                ));
+            }
+            _ => out.push_str(&format!("{pod_ip}\t{hostname}\n")),
+        }
+    }
+    let aliases = spec.and_then(|s| s.host_aliases.as_ref());
+    if aliases.is_some_and(|a| !a.is_empty()) {
+        out.push_str("\n# Entries added by HostAliases.\n");
+        for a in aliases.into_iter().flatten() {
+            let names = a.hostnames.clone().unwrap_or_default().join("\t");
+            out.push_str(&format!("{}\t{names}\n", a.ip));
+        }
+    }
+    out
+}
+
+/// Writes the pod's /etc/hosts under its directory; the file to mount, or None for a
+/// host-network pod without hostAliases (the runtime gives it the node's).
+pub fn write_etc_hosts(
+    root_dir: &Path,
+    pod: &Pod,
+    pod_ip: &str,
+    cluster_domain: &str,
+) -> Result<Option<PathBuf>, Error> {
+    let spec = pod.spec.as_ref();
+    if spec.and_then(|s| s.host_network).unwrap_or(false) {
+        return Ok(None);
+    }
+    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+    let dir = pod_dir(root_dir, uid);
+    make_dir(&dir, 0o755)?;
+    let path = dir.join("etc-hosts");
+    let text = etc_hosts(pod, pod_ip, cluster_domain);
+    if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+        std::fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
+    Ok(Some(path))
+}
+
 /// Unmounts and deletes everything of the pod `uid` under the root directory.
 pub fn remove(root_dir: &Path, uid: &str) {
     let dir = pod_dir(root_dir, uid);
@@ -356,6 +418,26 @@ mod tests {
             mode: None,
         }];
         assert!(write_files(&vol, &data, Some(&bad), 0o644).is_err());
+    }
+
+    #[test]
+    fn managed_etc_hosts() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web-0", "namespace": "shop"},
+            "spec": {"hostname": "web-0", "subdomain": "web", "containers": [],
+                     "hostAliases": [{"ip": "10.1.2.3", "hostnames": ["foo", "bar"]}]}
+        }))
+        .unwrap();
+        let text = etc_hosts(&pod, "10.244.0.7", "cluster.local");
+        assert!(text.starts_with("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"));
+        assert!(
+            text.contains("10.244.0.7\tweb-0.web.shop.svc.cluster.local\tweb-0\n"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("# Entries added by HostAliases.\n10.1.2.3\tfoo\tbar\n"),
+            "{text}"
+        );
     }
 
     #[test]

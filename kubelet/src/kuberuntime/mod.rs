@@ -9,7 +9,7 @@ pub mod labels;
 pub mod sandbox;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -294,8 +294,21 @@ impl KubeRuntime {
                 return Ok(Some(Instant::now() + Duration::from_secs(2)));
             }
         };
+        let etc_hosts = match volumes::write_etc_hosts(
+            &self.settings.root_dir,
+            pod,
+            &fields.pod_ip,
+            &self.settings.cluster_domain,
+        ) {
+            Ok(path) => path,
+            Err(message) => {
+                self.warn_once(pod, None, ws, "FailedMount", message);
+                return Ok(Some(Instant::now() + Duration::from_secs(2)));
+            }
+        };
         let qos = cm::qos_class(pod);
         let start = StartContext {
+            etc_hosts: etc_hosts.as_deref(),
             pod,
             sandbox_id: &current.id,
             sandbox_config: &sandbox_config,
@@ -570,6 +583,19 @@ impl KubeRuntime {
             }
         };
         config.mounts = mounts;
+        if let Some(hosts) = start.etc_hosts {
+            if !config
+                .mounts
+                .iter()
+                .any(|m| m.container_path == "/etc/hosts")
+            {
+                config.mounts.push(api::Mount {
+                    container_path: "/etc/hosts".into(),
+                    host_path: hosts.to_string_lossy().into_owned(),
+                    ..Default::default()
+                });
+            }
+        }
         let id = match self
             .runtime
             .create_container(start.sandbox_id, config, start.sandbox_config.clone())
@@ -811,5 +837,7 @@ struct StartContext<'a> {
     sandbox_config: &'a api::PodSandboxConfig,
     fields: &'a PodFields,
     volume_paths: &'a HashMap<String, PathBuf>,
+    /// The kubelet-managed /etc/hosts to mount, if any.
+    etc_hosts: Option<&'a Path>,
     qos: cm::QosClass,
 }

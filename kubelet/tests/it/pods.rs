@@ -125,6 +125,12 @@ async fn busybox_pod_runs_ready_with_an_ip_and_its_limits() {
     assert_eq!(cpu, "50000");
     // The pod's hostname is its name, its address is the one reported.
     assert_eq!(exec(&node, &id, "hostname").await, "sleeper");
+    let hosts = exec(&node, &id, "cat /etc/hosts").await;
+    assert!(
+        hosts.starts_with("# Kubernetes-managed hosts file."),
+        "{hosts}"
+    );
+    assert!(hosts.contains(&format!("{ip}\tsleeper")), "{hosts}");
     let addrs = exec(&node, &id, "ip -4 -o addr show eth0").await;
     assert!(addrs.contains(&ip.to_string()), "{addrs}");
 
