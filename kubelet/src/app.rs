@@ -44,6 +44,8 @@ pub struct Settings {
     /// Where containers' logs go (upstream's fixed /var/log/pods).
     pub pod_logs_dir: PathBuf,
     pub pod_manifest_path: Option<PathBuf>,
+    /// How often static pod manifests are read (`fileCheckFrequency`, 20 s).
+    pub file_check_frequency: Duration,
     pub cgroup_driver: CgroupDriver,
     pub max_pods: u32,
     pub cluster_dns: Vec<IpAddr>,
@@ -79,6 +81,7 @@ impl Settings {
             root_dir: PathBuf::from("/var/lib/kubelet"),
             pod_logs_dir: PathBuf::from("/var/log/pods"),
             pod_manifest_path: None,
+            file_check_frequency: Duration::from_secs(20),
             cgroup_driver: CgroupDriver::Cgroupfs,
             max_pods: 110,
             cluster_dns: Vec::new(),
@@ -185,6 +188,8 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         runtime.clone(),
         PodManagerSettings {
             node_name: settings.node_name.clone(),
+            pod_manifest_path: settings.pod_manifest_path.clone(),
+            file_check_frequency: settings.file_check_frequency,
             root_dir: settings.root_dir.clone(),
             node_ip,
             pod_infra_container_image: settings.pod_infra_container_image.clone(),
@@ -296,6 +301,7 @@ async fn run(
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     };
+    pods.set_node_uid(node.metadata.uid.clone());
     let mut tasks = JoinSet::new();
     tasks.spawn(
         event_writer

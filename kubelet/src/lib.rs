@@ -17,6 +17,7 @@ pub mod options;
 pub mod pod_workers;
 pub mod prober;
 pub mod server;
+pub mod static_pods;
 pub mod status;
 #[cfg(feature = "testing")]
 pub mod testing;

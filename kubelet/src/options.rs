@@ -60,8 +60,7 @@ pub struct Options {
     #[arg(long, default_value = "/var/lib/kubelet")]
     pub root_dir: PathBuf,
 
-    /// Path to the directory containing static pod files (accepted; static pods are not
-    /// run yet).
+    /// Path to the directory (or file) of static pod manifests.
     #[arg(long)]
     pub pod_manifest_path: Option<PathBuf>,
 
@@ -161,6 +160,7 @@ pub struct KubeletConfiguration {
     pub tls_cert_file: Option<PathBuf>,
     pub tls_private_key_file: Option<PathBuf>,
     pub pod_logs_dir: Option<PathBuf>,
+    pub file_check_frequency: Option<String>,
 }
 
 impl KubeletConfiguration {
@@ -366,6 +366,12 @@ impl Options {
                 .pod_manifest_path
                 .clone()
                 .or(file.static_pod_path.clone()),
+            file_check_frequency: duration(
+                &None,
+                &file.file_check_frequency,
+                Duration::from_secs(20),
+                "fileCheckFrequency",
+            )?,
             cgroup_driver,
             max_pods,
             cluster_dns,

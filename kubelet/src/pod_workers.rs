@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::Client;
@@ -43,6 +43,10 @@ pub const SYNC_FREQUENCY: Duration = Duration::from_secs(60);
 #[derive(Clone, Debug)]
 pub struct PodManagerSettings {
     pub node_name: String,
+    /// `--pod-manifest-path`: static pods.
+    pub pod_manifest_path: Option<PathBuf>,
+    /// How often the manifests are read (`fileCheckFrequency`).
+    pub file_check_frequency: Duration,
     pub root_dir: PathBuf,
     pub node_ip: IpAddr,
     pub pod_infra_container_image: String,
@@ -60,6 +64,14 @@ struct Worker {
 pub struct PodManager {
     /// The node's pods as last seen in the API.
     store: Store<Pod>,
+    /// Static pods from the manifest path, by uid.
+    static_pods: Mutex<HashMap<String, Arc<Pod>>>,
+    pod_manifest_path: Option<PathBuf>,
+    file_check_frequency: Duration,
+    /// The Node's uid, owner of the mirror pods.
+    node_uid: Mutex<Option<String>>,
+    /// The manifests were read once (or there are none): orphans can be told apart.
+    static_read: AtomicBool,
     writer: Mutex<Option<reflector::store::Writer<Pod>>>,
     client: Client,
     metrics: Metrics,
@@ -84,6 +96,11 @@ impl PodManager {
         let (store, writer) = reflector::store::<Pod>();
         Arc::new(PodManager {
             store,
+            static_pods: Mutex::new(HashMap::new()),
+            pod_manifest_path: settings.pod_manifest_path.clone(),
+            file_check_frequency: settings.file_check_frequency,
+            node_uid: Mutex::new(None),
+            static_read: AtomicBool::new(settings.pod_manifest_path.is_none()),
             writer: Mutex::new(Some(writer)),
             runtime: KubeRuntime {
                 client: client.clone(),
@@ -108,6 +125,105 @@ impl PodManager {
             cleaning: Mutex::new(HashSet::new()),
             synced: AtomicBool::new(false),
         })
+    }
+
+    /// Records the Node's uid (mirror pods are owned by the Node).
+    pub fn set_node_uid(&self, uid: Option<String>) {
+        *self.node_uid.lock() = uid;
+    }
+
+    /// The pod a worker runs: the static pod of that uid, else the API's pod if it still
+    /// has that uid.
+    fn lookup(&self, key: &ObjectRef<Pod>, uid: &str) -> Option<Arc<Pod>> {
+        if let Some(p) = self.static_pods.lock().get(uid) {
+            return Some(p.clone());
+        }
+        self.store
+            .get(key)
+            .filter(|p| p.metadata.uid.as_deref() == Some(uid))
+    }
+
+    /// Reads the manifests, then makes the mirror pods match; sends on `changed` when the
+    /// set of static pods changed.
+    async fn sync_static_pods(&self, changed: &tokio::sync::mpsc::Sender<()>) {
+        let Some(path) = &self.pod_manifest_path else {
+            return;
+        };
+        let pods = crate::static_pods::read_manifests(path, &self.node_name);
+        let fresh: HashMap<String, Arc<Pod>> = pods
+            .into_iter()
+            .filter_map(|p| Some((p.metadata.uid.clone()?, Arc::new(p))))
+            .collect();
+        let differs = {
+            let mut current = self.static_pods.lock();
+            let differs =
+                current.len() != fresh.len() || fresh.keys().any(|k| !current.contains_key(k));
+            if differs {
+                current.clone_from(&fresh);
+            }
+            differs
+        };
+        if differs {
+            let _ = changed.try_send(());
+        }
+        self.static_read.store(true, Ordering::SeqCst);
+        // Mirror pods: one per static pod with its hash; none for pods that are gone.
+        let node_uid = self.node_uid.lock().clone();
+        for (uid, pod) in &fresh {
+            let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+            let name = pod.metadata.name.as_deref().unwrap_or_default();
+            let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+            let existing = self.store.get(&ObjectRef::new(name).within(namespace));
+            let stale = existing.as_ref().is_some_and(|m| {
+                crate::static_pods::mirror_hash(m) != Some(uid.as_str())
+                    || m.metadata.deletion_timestamp.is_some()
+            });
+            if stale {
+                let m = existing.as_ref().and_then(|m| m.metadata.uid.clone());
+                let params = DeleteParams {
+                    grace_period_seconds: Some(0),
+                    preconditions: Some(Preconditions {
+                        uid: m,
+                        resource_version: None,
+                    }),
+                    ..DeleteParams::default()
+                };
+                let _ = api.delete(name, &params).await;
+            } else if existing.is_none() {
+                let mirror = crate::static_pods::mirror_of(pod, node_uid.as_deref());
+                match api.create(&PostParams::default(), &mirror).await {
+                    Ok(_) => tracing::info!(pod = %pod_key(pod), "created mirror pod"),
+                    Err(kube::Error::Api(s)) if s.code == 409 => {}
+                    Err(e) => {
+                        tracing::warn!(pod = %pod_key(pod), error = %e, "failed to create mirror pod")
+                    }
+                }
+            }
+        }
+        if self.synced() {
+            for m in self.store.state() {
+                let Some(hash) = crate::static_pods::mirror_hash(&m) else {
+                    continue;
+                };
+                if !fresh.contains_key(hash) && m.metadata.deletion_timestamp.is_none() {
+                    let api: Api<Pod> = Api::namespaced(
+                        self.client.clone(),
+                        m.metadata.namespace.as_deref().unwrap_or("default"),
+                    );
+                    let params = DeleteParams {
+                        grace_period_seconds: Some(0),
+                        preconditions: Some(Preconditions {
+                            uid: m.metadata.uid.clone(),
+                            resource_version: None,
+                        }),
+                        ..DeleteParams::default()
+                    };
+                    let _ = api
+                        .delete(m.metadata.name.as_deref().unwrap_or_default(), &params)
+                        .await;
+                }
+            }
+        }
     }
 
     /// The pod `namespace/name` bound to this node.
@@ -150,9 +266,37 @@ impl PodManager {
                 .relist(reader.clone(), shutdown.clone())
                 .instrument(tracing::info_span!("pleg")),
         );
+        let (static_tx, mut static_rx) = tokio::sync::mpsc::channel::<()>(1);
+        if self.pod_manifest_path.is_some() {
+            let this = self.clone();
+            let mut stop = shutdown.clone();
+            tasks.spawn(
+                async move {
+                    loop {
+                        this.sync_static_pods(&static_tx).await;
+                        tokio::select! {
+                            () = stop.signaled() => return,
+                            () = tokio::time::sleep(this.file_check_frequency) => {}
+                        }
+                    }
+                }
+                .instrument(tracing::info_span!("static-pods")),
+            );
+        }
         loop {
             let event = tokio::select! {
                 () = shutdown.signaled() => break,
+                Some(()) = static_rx.recv() => {
+                    let statics: Vec<Arc<Pod>> = self.static_pods.lock().values().cloned().collect();
+                    for p in statics {
+                        self.ensure_worker(&p, &reader, &mut tasks, &shutdown);
+                    }
+                    // Workers of static pods that went away find out.
+                    for w in self.workers.lock().values() {
+                        w.notify.notify_one();
+                    }
+                    continue;
+                }
                 e = events.next() => e,
             };
             match event {
@@ -203,6 +347,12 @@ impl PodManager {
         let Some(uid) = pod.metadata.uid.clone() else {
             return;
         };
+        // A mirror pod only shows a static pod: its worker is the static pod's, which
+        // writes the (new) mirror's status.
+        if let Some(hash) = crate::static_pods::mirror_hash(pod) {
+            self.notify(hash);
+            return;
+        }
         let mut workers = self.workers.lock();
         if let Some(w) = workers.get(&uid) {
             w.notify.notify_one();
@@ -234,13 +384,14 @@ impl PodManager {
         mut shutdown: Shutdown,
     ) {
         let mut ws = WorkerState::default();
-        let mut last: Option<PodStatus> = None;
+        // The status last written, and the uid of the object it went to (a static pod's
+        // mirror can be replaced).
+        let mut last: Option<(String, PodStatus)> = None;
         // Until the pod first runs: when this worker first saw it.
         let mut first_seen = Some(Instant::now());
         loop {
-            let pod = store
-                .get(&key)
-                .filter(|p| p.metadata.uid.as_deref() == Some(uid.as_str()));
+            let _ = &store;
+            let pod = self.lookup(&key, &uid);
             let mut wake = None;
             match pod {
                 None if self.synced() => {
@@ -268,7 +419,7 @@ impl PodManager {
                     self.report(&pod, &ws, &mut last).await;
                     let running = last
                         .as_ref()
-                        .is_some_and(|s| s.phase.as_deref() == Some("Running"));
+                        .is_some_and(|(_, s)| s.phase.as_deref() == Some("Running"));
                     if running {
                         if let Some(seen) = first_seen.take() {
                             self.metrics
@@ -332,8 +483,22 @@ impl PodManager {
     }
 
     /// Writes the pod's status when it changed.
-    async fn report(&self, pod: &Pod, ws: &WorkerState, last: &mut Option<PodStatus>) {
+    async fn report(&self, pod: &Pod, ws: &WorkerState, last: &mut Option<(String, PodStatus)>) {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
+        // A static pod's status goes to its mirror pod, once there is one.
+        let is_static = self.static_pods.lock().contains_key(&uid);
+        let mirror;
+        let target: &Pod = if is_static {
+            let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+            let name = pod.metadata.name.as_deref().unwrap_or_default();
+            mirror = self.store.get(&ObjectRef::new(name).within(namespace));
+            match mirror.as_deref() {
+                Some(m) if crate::static_pods::mirror_hash(m) == Some(uid.as_str()) => m,
+                _ => return,
+            }
+        } else {
+            pod
+        };
         let state = match self.runtime.state(&uid).await {
             Ok(s) => s,
             Err(e) => {
@@ -342,7 +507,11 @@ impl PodManager {
             }
         };
         // What this worker last wrote is newer than a store that has not seen it yet.
-        let previous = last.as_ref().or(pod.status.as_ref());
+        let target_uid = target.metadata.uid.clone().unwrap_or_default();
+        if last.as_ref().is_some_and(|(u, _)| *u != target_uid) {
+            *last = None;
+        }
+        let previous = last.as_ref().map(|(_, s)| s).or(target.status.as_ref());
         let new = status::generate(
             pod,
             previous,
@@ -352,16 +521,16 @@ impl PodManager {
             self.host_ip,
             Time(jiff::Timestamp::now()),
         );
-        if last.as_ref() == Some(&new) {
+        if last.as_ref().is_some_and(|(_, s)| *s == new) {
             return;
         }
         let Ok(new_value) = serde_json::to_value(&new) else {
             return;
         };
         let old_value =
-            serde_json::to_value(pod.status.clone().unwrap_or_default()).unwrap_or(Value::Null);
+            serde_json::to_value(target.status.clone().unwrap_or_default()).unwrap_or(Value::Null);
         let Some(diff) = status::merge_diff(&old_value, &new_value) else {
-            *last = Some(new);
+            *last = Some((target_uid, new));
             return;
         };
         let api: Api<Pod> = Api::namespaced(
@@ -377,7 +546,7 @@ impl PodManager {
             )
             .await
         {
-            Ok(_) => *last = Some(new),
+            Ok(_) => *last = Some((target_uid, new)),
             Err(e) => tracing::warn!(error = %e, "failed to update pod status"),
         }
     }
@@ -447,12 +616,13 @@ impl PodManager {
         for uid in &changed {
             self.notify(uid);
         }
-        if self.synced() {
-            let known: HashSet<String> = store
+        if self.synced() && self.static_read.load(Ordering::SeqCst) {
+            let mut known: HashSet<String> = store
                 .state()
                 .iter()
                 .filter_map(|p| p.metadata.uid.clone())
                 .collect();
+            known.extend(self.static_pods.lock().keys().cloned());
             let orphans: HashSet<String> = current
                 .values()
                 .map(|(uid, _)| uid.clone())

@@ -5,4 +5,5 @@ mod perf;
 mod pods;
 mod probes;
 mod server;
+mod static_pods;
 mod volumes;
