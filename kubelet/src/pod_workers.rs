@@ -289,7 +289,7 @@ impl PodManager {
                 Some(()) = static_rx.recv() => {
                     let statics: Vec<Arc<Pod>> = self.static_pods.lock().values().cloned().collect();
                     for p in statics {
-                        self.ensure_worker(&p, &reader, &mut tasks, &shutdown);
+                        self.ensure_worker(&p, &mut tasks, &shutdown);
                     }
                     // Workers of static pods that went away find out.
                     for w in self.workers.lock().values() {
@@ -309,7 +309,7 @@ impl PodManager {
                     }
                 }
                 Some(Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod))) => {
-                    self.ensure_worker(&pod, &reader, &mut tasks, &shutdown);
+                    self.ensure_worker(&pod, &mut tasks, &shutdown);
                 }
                 Some(Ok(watcher::Event::Delete(pod))) => {
                     if let Some(uid) = &pod.metadata.uid {
@@ -337,13 +337,7 @@ impl PodManager {
         }
     }
 
-    fn ensure_worker(
-        self: &Arc<Self>,
-        pod: &Pod,
-        store: &Store<Pod>,
-        tasks: &mut JoinSet<()>,
-        shutdown: &Shutdown,
-    ) {
+    fn ensure_worker(self: &Arc<Self>, pod: &Pod, tasks: &mut JoinSet<()>, shutdown: &Shutdown) {
         let Some(uid) = pod.metadata.uid.clone() else {
             return;
         };
@@ -369,7 +363,7 @@ impl PodManager {
         let span = tracing::info_span!("pod-worker", pod = %pod_key(pod));
         tasks.spawn(
             self.clone()
-                .work(key, uid, notify, store.clone(), shutdown.clone())
+                .work(key, uid, notify, shutdown.clone())
                 .instrument(span),
         );
     }
@@ -380,7 +374,6 @@ impl PodManager {
         key: ObjectRef<Pod>,
         uid: String,
         notify: Arc<Notify>,
-        store: Store<Pod>,
         mut shutdown: Shutdown,
     ) {
         let mut ws = WorkerState::default();
@@ -390,7 +383,6 @@ impl PodManager {
         // Until the pod first runs: when this worker first saw it.
         let mut first_seen = Some(Instant::now());
         loop {
-            let _ = &store;
             let pod = self.lookup(&key, &uid);
             let mut wake = None;
             match pod {
