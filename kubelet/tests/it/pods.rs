@@ -484,3 +484,38 @@ async fn environment_from_config_maps_and_secrets() {
     .await;
     assert_eq!(env, "hello|fast|hello|hunter2|hello, configured");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_port_reaches_the_pod() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let node = TestNode::start().await;
+    // Distinct per test process: hostPorts are the host's.
+    let port = 20000 + u16::try_from(std::process::id() % 20000).unwrap();
+    node.create_pod(
+        "served",
+        serde_json::json!({"terminationGracePeriodSeconds": 1, "containers": [{
+            "name": "main", "image": "busybox:1.35",
+            "command": ["sh", "-c", "mkdir -p /www; echo hello-from-pod > /www/index.html; exec httpd -f -p 8080 -h /www"],
+            "ports": [{"containerPort": 8080, "hostPort": port}],
+            "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1}
+        }]}),
+    )
+    .await;
+    node.wait_pod("served", "pod Ready", |p| pod_condition(p, "Ready"))
+        .await;
+    let host_ip = kubelet::app::default_node_ip();
+    let body = wait_until(TIMEOUT, "the host port answers", || async move {
+        let mut conn = tokio::net::TcpStream::connect((host_ip, port)).await.ok()?;
+        conn.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")
+            .await
+            .ok()?;
+        let mut response = String::new();
+        conn.read_to_string(&mut response).await.ok()?;
+        response.contains("hello-from-pod").then_some(response)
+    })
+    .await;
+    assert!(
+        body.starts_with("HTTP/1.1 200") || body.starts_with("HTTP/1.0 200"),
+        "{body}"
+    );
+}
