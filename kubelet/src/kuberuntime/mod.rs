@@ -44,6 +44,9 @@ pub struct ContainerInfo {
 /// The runtime's view of one pod.
 #[derive(Clone, Debug, Default)]
 pub struct PodRuntimeState {
+    /// Restart counts in the pod's status, by container name: where attempts carry on
+    /// from when older containers are gone.
+    pub restarts_before: HashMap<String, u32>,
     /// Every sandbox of the pod, newest first.
     pub sandboxes: Vec<api::PodSandbox>,
     /// The newest ready sandbox.
@@ -73,10 +76,12 @@ impl PodRuntimeState {
 
     /// The attempt number of the next instance of `name`.
     pub fn next_attempt(&self, name: &str) -> u32 {
+        let from_status = self.restarts_before.get(name).map(|n| n + 1);
         self.containers
             .iter()
             .filter(|c| c.name == name)
             .map(|c| c.attempt + 1)
+            .chain(from_status)
             .max()
             .unwrap_or(0)
     }
@@ -187,6 +192,7 @@ impl KubeRuntime {
         }
         containers.sort_by_key(|c| std::cmp::Reverse((c.created_at, c.attempt)));
         Ok(PodRuntimeState {
+            restarts_before: HashMap::new(),
             sandboxes,
             sandbox,
             sandbox_status,
@@ -248,8 +254,25 @@ impl KubeRuntime {
                 );
                 return Ok(Some(Instant::now() + Duration::from_secs(2)));
             }
+            if !state.sandboxes.is_empty() {
+                self.events.emit(
+                    pod,
+                    None,
+                    events::NORMAL,
+                    "SandboxChanged",
+                    "Pod sandbox changed, it will be killed and re-created.".into(),
+                );
+            }
+            // The old sandboxes and their dead containers go (containerd removes a
+            // sandbox's containers with it); restart counts carry on from the status.
+            for old in &state.sandboxes {
+                if let Err(e) = self.runtime.remove_pod_sandbox(&old.id).await {
+                    tracing::warn!(sandbox = %old.id, error = %e, "failed to remove old pod sandbox");
+                }
+            }
             state = self.state(&uid).await?;
         }
+        state.restarts_before = previous_restarts(pod);
         let Some(current) = state.sandbox.clone() else {
             return Ok(Some(Instant::now() + Duration::from_secs(1)));
         };
@@ -816,6 +839,21 @@ impl KubeRuntime {
         }
         Ok(())
     }
+}
+
+/// The restart counts of the containers that ran, from the pod's status.
+fn previous_restarts(pod: &Pod) -> HashMap<String, u32> {
+    let Some(status) = &pod.status else {
+        return HashMap::new();
+    };
+    status
+        .container_statuses
+        .iter()
+        .flatten()
+        .chain(status.init_container_statuses.iter().flatten())
+        .filter(|c| c.container_id.is_some())
+        .map(|c| (c.name.clone(), u32::try_from(c.restart_count).unwrap_or(0)))
+        .collect()
 }
 
 fn earliest(a: Option<Instant>, b: Instant) -> Option<Instant> {

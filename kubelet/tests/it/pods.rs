@@ -519,3 +519,52 @@ async fn host_port_reaches_the_pod() {
         "{body}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_sandbox_is_recreated() {
+    let node = TestNode::start().await;
+    let pod = node
+        .create_pod(
+            "phoenix",
+            serde_json::json!({"terminationGracePeriodSeconds": 1, "containers": [{
+                "name": "main", "image": "busybox:1.35", "command": ["sleep", "3600"]}]}),
+        )
+        .await;
+    let uid = pod.metadata.uid.clone().unwrap();
+    let running = node
+        .wait_pod("phoenix", "pod Running", |p| phase(p) == "Running")
+        .await;
+    assert!(running.status.as_ref().unwrap().pod_ip.is_some());
+    let runtime = node.containerd.runtime();
+    let ours = HashMap::from([("io.kubernetes.pod.uid".to_owned(), uid)]);
+    let sandboxes = runtime
+        .list_pod_sandbox(Some(api::PodSandboxFilter {
+            label_selector: ours.clone(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    assert_eq!(sandboxes.len(), 1);
+    // The sandbox dies under the kubelet.
+    runtime.stop_pod_sandbox(&sandboxes[0].id).await.unwrap();
+    let again = node
+        .wait_pod("phoenix", "Running in a new sandbox", |p| {
+            phase(p) == "Running"
+                && p.status
+                    .as_ref()
+                    .and_then(|s| s.container_statuses.as_ref())
+                    .is_some_and(|c| c[0].restart_count == 1 && c[0].ready)
+        })
+        .await;
+    assert!(again.status.as_ref().unwrap().pod_ip.is_some());
+    let sandboxes = runtime
+        .list_pod_sandbox(Some(api::PodSandboxFilter {
+            label_selector: ours,
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    assert_eq!(sandboxes.len(), 1, "{sandboxes:?}");
+    assert_eq!(sandboxes[0].metadata.as_ref().unwrap().attempt, 1);
+    node.wait_events("phoenix", &["SandboxChanged"]).await;
+}
