@@ -106,9 +106,78 @@ pub fn go_arch() -> &'static str {
     }
 }
 
-/// Upstream's default hard eviction thresholds, subtracted from capacity for allocatable.
-const EVICTION_HARD_MEMORY: u64 = 100 * 1024 * 1024;
-const EVICTION_HARD_NODEFS_PERCENT: u64 = 10;
+/// Hard eviction thresholds, subtracted from capacity for allocatable (upstream's
+/// defaults: `memory.available<100Mi`, `nodefs.available<10%`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EvictionHard {
+    pub memory_bytes: u64,
+    pub nodefs: Threshold,
+}
+
+/// A threshold as an amount or a percentage of capacity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Threshold {
+    Bytes(u64),
+    Percent(u64),
+}
+
+impl Threshold {
+    fn of(self, capacity: u64) -> u64 {
+        match self {
+            Threshold::Bytes(b) => b.min(capacity),
+            Threshold::Percent(p) => capacity * p.min(100) / 100,
+        }
+    }
+}
+
+impl Default for EvictionHard {
+    fn default() -> Self {
+        EvictionHard {
+            memory_bytes: 100 * 1024 * 1024,
+            nodefs: Threshold::Percent(10),
+        }
+    }
+}
+
+impl EvictionHard {
+    /// Parses `--eviction-hard` (`signal<quantity|percent`, comma separated); signals
+    /// other than memory.available and nodefs.available are accepted and not acted on.
+    pub fn parse(text: &str) -> Result<EvictionHard, String> {
+        let mut out = EvictionHard::default();
+        for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let (signal, value) = item
+                .split_once('<')
+                .ok_or_else(|| format!("invalid eviction threshold {item:?}: want signal<value"))?;
+            let threshold = match value.strip_suffix('%') {
+                Some(p) => Threshold::Percent(
+                    p.parse::<f64>()
+                        .map_err(|_| format!("invalid percentage in {item:?}"))?
+                        .clamp(0.0, 100.0) as u64,
+                ),
+                None => Threshold::Bytes(
+                    crate::cm::parse_quantity(value)
+                        .and_then(|n| u64::try_from(n / 1_000_000_000).ok())
+                        .ok_or_else(|| format!("invalid quantity in {item:?}"))?,
+                ),
+            };
+            match signal {
+                "memory.available" => {
+                    out.memory_bytes = match threshold {
+                        Threshold::Bytes(b) => b,
+                        Threshold::Percent(_) => {
+                            return Err("memory.available takes a quantity here".into())
+                        }
+                    }
+                }
+                "nodefs.available" => out.nodefs = threshold,
+                "nodefs.inodesFree" | "imagefs.available" | "imagefs.inodesFree"
+                | "pid.available" => {}
+                other => return Err(format!("unknown eviction signal {other:?}")),
+            }
+        }
+        Ok(out)
+    }
+}
 
 /// Everything the node's object depends on besides the machine.
 #[derive(Clone, Debug)]
@@ -119,6 +188,7 @@ pub struct NodeSettings {
     pub taints: Vec<Taint>,
     pub max_pods: u32,
     pub kubelet_port: u16,
+    pub eviction_hard: EvictionHard,
 }
 
 /// The node's labels: upstream's defaults plus `--node-labels`.
@@ -176,11 +246,17 @@ fn static_status(
         "memory".to_owned(),
         Quantity(format!(
             "{}Ki",
-            machine.memory_bytes.saturating_sub(EVICTION_HARD_MEMORY) / 1024
+            machine
+                .memory_bytes
+                .saturating_sub(settings.eviction_hard.memory_bytes)
+                / 1024
         )),
     );
     let storage = machine.ephemeral_storage_bytes
-        - machine.ephemeral_storage_bytes * EVICTION_HARD_NODEFS_PERCENT / 100;
+        - settings
+            .eviction_hard
+            .nodefs
+            .of(machine.ephemeral_storage_bytes);
     allocatable.insert(
         "ephemeral-storage".to_owned(),
         Quantity(storage.to_string()),
@@ -369,6 +445,7 @@ mod tests {
             taints: vec![],
             max_pods: 110,
             kubelet_port: 10250,
+            eviction_hard: EvictionHard::default(),
         }
     }
 
@@ -383,6 +460,18 @@ mod tests {
             kernel_version: "6.6.0".into(),
             os_image: "Debian GNU/Linux 12 (bookworm)".into(),
         }
+    }
+
+    #[test]
+    fn eviction_hard_thresholds() {
+        let e =
+            EvictionHard::parse("memory.available<200Mi,nodefs.available<5%,imagefs.available<15%")
+                .unwrap();
+        assert_eq!(e.memory_bytes, 200 * 1024 * 1024);
+        assert_eq!(e.nodefs, Threshold::Percent(5));
+        assert_eq!(EvictionHard::parse("").unwrap(), EvictionHard::default());
+        assert!(EvictionHard::parse("memory.available=1").is_err());
+        assert!(EvictionHard::parse("cpu.available<1").is_err());
     }
 
     #[test]

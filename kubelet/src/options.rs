@@ -72,6 +72,11 @@ pub struct Options {
     #[arg(long)]
     pub max_pods: Option<u32>,
 
+    /// Hard eviction thresholds (e.g. memory.available<100Mi,nodefs.available<10%).
+    /// They set allocatable; pods are not evicted yet.
+    #[arg(long)]
+    pub eviction_hard: Option<String>,
+
     /// Comma-separated list of DNS server IP addresses for pods with dnsPolicy ClusterFirst.
     #[arg(long, value_delimiter = ',')]
     pub cluster_dns: Vec<IpAddr>,
@@ -374,6 +379,11 @@ impl Options {
             )?,
             cgroup_driver,
             max_pods,
+            eviction_hard: match &self.eviction_hard {
+                Some(text) => crate::nodestatus::EvictionHard::parse(text)
+                    .map_err(|e| format!("--eviction-hard: {e}"))?,
+                None => crate::nodestatus::EvictionHard::default(),
+            },
             cluster_dns,
             cluster_domain,
             pod_cidr,
@@ -421,8 +431,10 @@ mod tests {
             "--cluster-dns=10.96.0.10",
             "--cluster-domain=cluster.local",
             "--pod-cidr=10.244.1.0/24",
+            "--eviction-hard=memory.available<200Mi,nodefs.available<5%",
         ])
         .unwrap();
+        assert_eq!(s.eviction_hard.memory_bytes, 200 * 1024 * 1024);
         assert_eq!(s.node_name, "pi-1");
         assert_eq!(s.node_ip, Some("10.0.0.5".parse().unwrap()));
         assert_eq!(s.node_labels["role"], "worker");
@@ -450,6 +462,9 @@ mod tests {
         assert!(parse(&["--node-labels=novalue"])
             .unwrap_err()
             .contains("key=value"));
+        assert!(parse(&["--eviction-hard=memory.available=1"])
+            .unwrap_err()
+            .contains("--eviction-hard"));
         assert!(parse(&["--container-runtime-endpoint=tcp://1.2.3.4:5"])
             .unwrap_err()
             .contains("unix://"));
