@@ -167,6 +167,42 @@ pub fn remove_pod_cgroups(driver: CgroupDriver, uid: &str) -> bool {
     clean
 }
 
+/// The uids of the pods with a cgroupfs cgroup under `kubepods` in any hierarchy
+/// (housekeeping removes those of pods that are gone).
+pub fn pod_cgroup_uids(driver: CgroupDriver) -> std::collections::HashSet<String> {
+    let mut uids = std::collections::HashSet::new();
+    if driver != CgroupDriver::Cgroupfs {
+        return uids;
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for line in mounts.lines() {
+        if !line
+            .split(" - ")
+            .nth(1)
+            .is_some_and(|r| r.starts_with("cgroup"))
+        {
+            continue;
+        }
+        let Some(point) = line.split(' ').nth(4) else {
+            continue;
+        };
+        let base = Path::new(point).join("kubepods");
+        for dir in [
+            base.clone(),
+            base.join("burstable"),
+            base.join("besteffort"),
+        ] {
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(uid) = name.strip_prefix("pod") {
+                    uids.insert(uid.to_owned());
+                }
+            }
+        }
+    }
+    uids
+}
+
 /// [`remove_pod_cgroups`] until none is left or `within` passed: a container's shim may
 /// still be leaving its cgroup when the runtime reports it removed.
 pub async fn remove_pod_cgroups_within(driver: CgroupDriver, uid: &str, within: Duration) {

@@ -36,6 +36,8 @@ use crate::status;
 
 /// How often the runtime is relisted (upstream's PLEG relist period).
 pub const RELIST_PERIOD: Duration = Duration::from_secs(1);
+/// Housekeeping runs every this many relists (upstream's is every 2 s; ours is lighter).
+const HOUSEKEEPING_ROUNDS: u64 = 10;
 /// How often a worker syncs a pod with no news (upstream's `--sync-frequency`).
 pub const SYNC_FREQUENCY: Duration = Duration::from_secs(60);
 
@@ -81,6 +83,9 @@ pub struct PodManager {
     workers: Mutex<HashMap<String, Worker>>,
     /// Pods being removed that no longer have a worker (orphans).
     cleaning: Mutex<HashSet<String>>,
+    /// Pods this kubelet saw in the runtime: the only ones whose cgroups housekeeping
+    /// may remove (other kubelets on the host have their own).
+    seen: Mutex<HashSet<String>>,
     synced: AtomicBool,
 }
 
@@ -123,6 +128,7 @@ impl PodManager {
             host_ip: settings.node_ip,
             workers: Mutex::new(HashMap::new()),
             cleaning: Mutex::new(HashSet::new()),
+            seen: Mutex::new(HashSet::new()),
             synced: AtomicBool::new(false),
         })
     }
@@ -546,14 +552,52 @@ impl PodManager {
     /// The relisting pod lifecycle event generator.
     async fn relist(self: Arc<Self>, store: Store<Pod>, mut shutdown: Shutdown) {
         let mut previous: HashMap<String, (String, i32)> = HashMap::new();
+        let mut round: u64 = 0;
         loop {
             match self.relist_once(&store, &previous).await {
                 Ok(current) => previous = current,
                 Err(e) => tracing::warn!(error = %e, "relisting the runtime"),
             }
+            round += 1;
+            if round.is_multiple_of(HOUSEKEEPING_ROUNDS) {
+                self.remove_orphaned_cgroups(&store, &previous);
+            }
             tokio::select! {
                 () = shutdown.signaled() => return,
                 () = tokio::time::sleep(RELIST_PERIOD) => {}
+            }
+        }
+    }
+
+    /// Housekeeping: pod cgroups left behind by pods that are gone (their removal can
+    /// race the shim leaving them).
+    fn remove_orphaned_cgroups(
+        &self,
+        store: &Store<Pod>,
+        in_runtime: &HashMap<String, (String, i32)>,
+    ) {
+        if !self.synced() || !self.static_read.load(Ordering::SeqCst) {
+            return;
+        }
+        let driver = self.runtime.settings.cgroup_driver;
+        let mut known: HashSet<String> = store
+            .state()
+            .iter()
+            .filter_map(|p| p.metadata.uid.clone())
+            .collect();
+        known.extend(self.static_pods.lock().keys().cloned());
+        known.extend(in_runtime.values().map(|(uid, _)| uid.clone()));
+        let on_host = crate::cm::pod_cgroup_uids(driver);
+        let gone: Vec<String> = self
+            .seen
+            .lock()
+            .iter()
+            .filter(|uid| !known.contains(*uid) && !self.workers.lock().contains_key(*uid))
+            .cloned()
+            .collect();
+        for uid in gone {
+            if !on_host.contains(&uid) || crate::cm::remove_pod_cgroups(driver, &uid) {
+                self.seen.lock().remove(&uid);
             }
         }
     }
@@ -594,6 +638,9 @@ impl PodManager {
             }
         }
         self.metrics.running_pods.set(ready_sandboxes);
+        self.seen
+            .lock()
+            .extend(current.values().map(|(uid, _)| uid.clone()));
         let mut changed: HashSet<&str> = HashSet::new();
         for (id, (uid, state)) in &current {
             if previous.get(id).is_none_or(|(_, before)| before != state) {

@@ -47,7 +47,13 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-async fn start_pods(client: &kube::Client, node: &str, run: &str, n: usize) -> Vec<Duration> {
+async fn start_pods(
+    client: &kube::Client,
+    node: &str,
+    run: &str,
+    n: usize,
+    uids: &mut Vec<String>,
+) -> Vec<Duration> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
     let watch_pods = pods.clone();
@@ -73,7 +79,8 @@ async fn start_pods(client: &kube::Client, node: &str, run: &str, n: usize) -> V
         }))
         .unwrap();
         created.insert(name, Instant::now());
-        pods.create(&PostParams::default(), &pod).await.unwrap();
+        let created_pod = pods.create(&PostParams::default(), &pod).await.unwrap();
+        uids.extend(created_pod.metadata.uid);
     }
     let mut latencies = HashMap::new();
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -155,8 +162,9 @@ async fn pod_startup_latency_and_kubelet_memory() {
     let mut report = vec![format!("kubelet RSS idle: {:.1} MiB", idle as f64 / 1024.0)];
     let runtime = containerd.runtime();
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let mut uids = Vec::new();
     for (run, n) in [("a", 30usize), ("b", 100)] {
-        let latencies = start_pods(&client, &node, run, n).await;
+        let latencies = start_pods(&client, &node, run, n, &mut uids).await;
         report.push(format!(
             "{n} pods: p50 {:?}, p99 {:?}, max {:?}",
             percentile(&latencies, 50.0),
@@ -195,6 +203,26 @@ async fn pod_startup_latency_and_kubelet_memory() {
         )
         .await;
     }
+    // The kubelet removes a pod's cgroups after its sandbox: let it finish.
+    wait_until(Duration::from_secs(60), "pod cgroups removed", || {
+        let uids = uids.clone();
+        async move {
+            let left = std::fs::read_dir("/sys/fs/cgroup/memory/kubepods")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .flat_map(|qos| {
+                    std::fs::read_dir(qos.path())
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                })
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect::<Vec<_>>();
+            (!uids.iter().any(|u| left.contains(&format!("pod{u}")))).then_some(())
+        }
+    })
+    .await;
     println!(
         "\n--- kubelet figures ({} build) ---",
         if cfg!(debug_assertions) {
