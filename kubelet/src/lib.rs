@@ -1,0 +1,24 @@
+//! kubelet: the node agent. It registers its Node and renews the node Lease, watches the
+//! pods bound to it and runs them on a CRI runtime (containerd), writes their status
+//! back, and writes the pod network's CNI configuration (upstream `pkg/kubelet`).
+
+pub mod app;
+pub mod cm;
+pub mod cri;
+pub mod events;
+pub mod kubelet_node_status;
+pub mod kuberuntime;
+pub mod logs;
+pub mod metrics;
+pub mod network;
+pub mod nodelease;
+pub mod nodestatus;
+pub mod options;
+pub mod pod_workers;
+pub mod prober;
+pub mod server;
+pub mod static_pods;
+pub mod status;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod volumes;

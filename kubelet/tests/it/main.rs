@@ -1,0 +1,9 @@
+mod common;
+mod cri;
+mod node;
+mod perf;
+mod pods;
+mod probes;
+mod server;
+mod static_pods;
+mod volumes;
