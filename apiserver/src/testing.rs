@@ -77,7 +77,14 @@ fn config(etcd: &EtcdServer, dir: &Path, port: u16) -> Config {
         max_requests_inflight: 400,
         max_mutating_requests_inflight: 200,
         etcd_compaction_interval: Duration::from_secs(300),
-        kubelet: Default::default(),
+        // Nodes in tests are dialled by their InternalIP: a Hostname address would be
+        // looked up in DNS, and no test may send a query off the machine.
+        kubelet: crate::kubelet_client::KubeletClientConfig {
+            preferred_address_types: ["InternalIP", "ExternalIP", "Hostname"]
+                .map(String::from)
+                .to_vec(),
+            ..Default::default()
+        },
     }
 }
 

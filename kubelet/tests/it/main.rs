@@ -1,5 +1,6 @@
 mod common;
 mod cri;
+mod kubectl;
 mod node;
 mod perf;
 mod pods;

@@ -1,0 +1,116 @@
+//! kubectl through the apiserver to the real kubelet and containerd: `kubectl logs`,
+//! `kubectl exec` and `kubectl port-forward`, as a user runs them (kubectl 1.32 tries
+//! WebSocket first and falls back to SPDY; the apiserver and the kubelet pass the
+//! upgrade through to containerd's streaming server).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+
+use crate::common::{phase, pod_condition, wait_until, TestNode, TIMEOUT};
+
+/// Kills the `kubectl port-forward` when the test ends, passed or not.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_logs_exec_and_port_forward_reach_the_container() {
+    let node = TestNode::start().await;
+    node.create_pod(
+        "talk",
+        serde_json::json!({"containers": [{
+            "name": "main", "image": "busybox:1.35",
+            "command": ["sh", "-c",
+                "mkdir -p /www && echo pong > /www/index.html && echo hello-from-pod && exec httpd -f -p 8080 -h /www"],
+            "ports": [{"containerPort": 8080}],
+        }]}),
+    )
+    .await;
+    node.wait_pod("talk", "pod Running and Ready", |p| {
+        phase(p) == "Running" && pod_condition(p, "Ready")
+    })
+    .await;
+
+    let logs = wait_until(
+        TIMEOUT,
+        "the container's first line in kubectl logs",
+        || {
+            let out = node.api.kubectl(&["logs", "talk"]);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            async move { text.contains("hello-from-pod").then_some(text) }
+        },
+    )
+    .await;
+    assert_eq!(logs.trim(), "hello-from-pod");
+
+    let out = node
+        .api
+        .kubectl_ok(&["exec", "talk", "--", "echo", "hi from exec"]);
+    assert_eq!(out.trim(), "hi from exec");
+    // stdin goes up and comes back.
+    let out = node
+        .api
+        .kubectl_stdin(&["exec", "-i", "talk", "--", "cat"], Some("piped\n"));
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "piped\n");
+    // A failing command's exit code reaches the user.
+    let out = node
+        .api
+        .kubectl(&["exec", "talk", "--", "sh", "-c", "exit 3"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+
+    let child = Command::new(apiserver::testing::kubectl_binary())
+        .arg("--kubeconfig")
+        .arg(node.api.kubeconfig_path())
+        .args([
+            "port-forward",
+            "pod/talk",
+            ":8080",
+            "--address",
+            "127.0.0.1",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl port-forward starts");
+    let mut child = KillOnDrop(child);
+    // "Forwarding from 127.0.0.1:PORT -> 8080". The reader is kept: kubectl writes a line
+    // per connection, and would die of a closed pipe.
+    let mut stdout = BufReader::new(child.0.stdout.take().unwrap());
+    let first = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        stdout.read_line(&mut line).map(|_| (line, stdout))
+    });
+    let (line, _stdout) = tokio::time::timeout(TIMEOUT, first)
+        .await
+        .expect("kubectl port-forward prints its port")
+        .unwrap()
+        .unwrap();
+    let port: u16 = line
+        .rsplit(" -> ")
+        .nth(1)
+        .and_then(|a| a.rsplit(':').next())
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("unexpected port-forward output {line:?}"));
+    let body = tokio::task::spawn_blocking(move || {
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        conn.set_read_timeout(Some(TIMEOUT))?;
+        conn.write_all(b"GET / HTTP/1.0\r\nHost: talk\r\n\r\n")?;
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer)?;
+        std::io::Result::Ok(answer)
+    })
+    .await
+    .unwrap()
+    .expect("a request through the forwarded port");
+    assert!(
+        body.starts_with("HTTP/1.") && body.contains("200"),
+        "{body}"
+    );
+    assert!(body.ends_with("pong\n"), "{body}");
+}
