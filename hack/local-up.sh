@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Brings up a local pikube cluster: etcd, kube-apiserver, kube-scheduler and
-# kube-controller-manager (the other daemons join as they land). Installs what is missing
-# first. `hack/local-up.sh down` stops it. Every daemon logs to $STATE/logs/<daemon>.log.
+# Brings up a local pikube cluster: etcd, kube-apiserver, kube-scheduler,
+# kube-controller-manager, and this machine as a node: a containerd of the cluster's own
+# (configured for the kubelet, with the test images busybox:1.35 and pause:3.10 imported)
+# and the kubelet (kube-proxy joins when it lands). Installs what is missing first; run it
+# as root. `hack/local-up.sh down` stops it. Every daemon logs to $STATE/logs/<daemon>.log.
 #
 # Environment: PIKUBE_STATE_DIR (default .local/ in the checkout), ETCD_PORT (2379),
 # APISERVER_PORT (6443), SCHEDULER_PORT (10259), CONTROLLER_MANAGER_PORT (10257),
-# CLUSTER_CIDR (10.42.0.0/16).
+# CLUSTER_CIDR (10.42.0.0/16), NODE_NAME (the hostname), PIKUBE_OFFLINE (1: containerd
+# never pulls from a registry; images must be imported, e.g. by hack/images.sh).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -15,6 +18,9 @@ APISERVER_PORT=${APISERVER_PORT:-6443}
 SCHEDULER_PORT=${SCHEDULER_PORT:-10259}
 CONTROLLER_MANAGER_PORT=${CONTROLLER_MANAGER_PORT:-10257}
 CLUSTER_CIDR=${CLUSTER_CIDR:-10.42.0.0/16}
+NODE_NAME=${NODE_NAME:-$(hostname | tr '[:upper:]' '[:lower:]')}
+PIKUBE_OFFLINE=${PIKUBE_OFFLINE:-0}
+CONTAINERD_SOCK=$STATE/run/containerd.sock
 mkdir -p "$STATE/logs" "$STATE/run"
 
 stop() {
@@ -33,6 +39,18 @@ running() { [ -f "$STATE/run/$1.pid" ] && kill -0 "$(cat "$STATE/run/$1.pid")" 2
 
 case "${1:-up}" in
   down)
+    stop kubelet
+    if running containerd; then
+      # Pods outlive containerd (their shims): remove them first.
+      for id in $(ctr -a "$CONTAINERD_SOCK" -n k8s.io containers ls -q 2>/dev/null); do
+        ctr -a "$CONTAINERD_SOCK" -n k8s.io tasks rm -f "$id" >/dev/null 2>&1 || true
+        ctr -a "$CONTAINERD_SOCK" -n k8s.io containers rm "$id" >/dev/null 2>&1 || true
+      done
+    fi
+    stop containerd
+    # Sandbox shm and rootfs mounts containerd left.
+    awk -v dir="$STATE/" 'index($5, dir) == 1 {print $5}' /proc/self/mountinfo | sort -r |
+      while read -r m; do umount -l "$m" 2>/dev/null || true; done
     stop kube-controller-manager
     stop kube-scheduler
     stop kube-apiserver
@@ -46,7 +64,7 @@ esac
 
 install_deps
 log "building (release)"
-(cd "$PIKUBE_ROOT" && cargo build --release --quiet -p apiserver -p scheduler -p controller-manager)
+(cd "$PIKUBE_ROOT" && cargo build --release --quiet -p apiserver -p scheduler -p controller-manager -p kubelet)
 BIN=$PIKUBE_ROOT/target/release
 
 if ! running etcd; then
@@ -77,12 +95,14 @@ token_of() { grep ",$1,$2" "$STATE/tokens.csv" | cut -d, -f1 | head -n1; }
 ensure_token admin admin system:masters
 ensure_token system:kube-scheduler system:kube-scheduler ""
 ensure_token system:kube-controller-manager system:kube-controller-manager ""
+ensure_token "system:node:$NODE_NAME" "system:node:$NODE_NAME" system:nodes
 
 if ! running kube-apiserver; then
   log "starting kube-apiserver on 127.0.0.1:$APISERVER_PORT"
   "$BIN/kube-apiserver" --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
     --bind-address 127.0.0.1 --secure-port "$APISERVER_PORT" --cert-dir "$STATE/certs" \
     --token-auth-file "$STATE/tokens.csv" --service-cluster-ip-range 10.96.0.0/16 \
+    --kubelet-preferred-address-types InternalIP,Hostname,InternalDNS,ExternalDNS,ExternalIP \
     >"$STATE/logs/kube-apiserver.log" 2>&1 &
   echo $! >"$STATE/run/kube-apiserver.pid"
 fi
@@ -115,6 +135,8 @@ write_kubeconfig "$STATE/admin.kubeconfig" admin "$(token_of admin admin)"
 write_kubeconfig "$STATE/kube-scheduler.kubeconfig" system:kube-scheduler "$(token_of system:kube-scheduler system:kube-scheduler)"
 write_kubeconfig "$STATE/kube-controller-manager.kubeconfig" system:kube-controller-manager \
   "$(token_of system:kube-controller-manager system:kube-controller-manager)"
+write_kubeconfig "$STATE/kubelet.kubeconfig" "system:node:$NODE_NAME" \
+  "$(token_of "system:node:$NODE_NAME" "system:node:$NODE_NAME")"
 
 if ! running kube-scheduler; then
   log "starting kube-scheduler (health and metrics on 127.0.0.1:$SCHEDULER_PORT)"
@@ -135,6 +157,75 @@ if ! running kube-controller-manager; then
 fi
 wait_for 60 curl -fsSk "https://127.0.0.1:$CONTROLLER_MANAGER_PORT/readyz" ||
   die "kube-controller-manager did not become ready; see $STATE/logs/kube-controller-manager.log"
+
+# The node's containerd: its own root, state, sockets and runc root (it may share the
+# machine with a system containerd), cgroupfs unless PID 1 is systemd, the CNI config the
+# kubelet writes, and the locally built pause image.
+CTRD=$STATE/containerd
+mkdir -p "$CTRD" "$STATE/cni/net.d"
+cgroup_systemd=false
+[ "$(cat /proc/1/comm 2>/dev/null)" = systemd ] && cgroup_systemd=true
+registry_config=""
+if [ "$PIKUBE_OFFLINE" = 1 ]; then
+  # Every registry resolves to a closed loopback port: a missing image fails at once.
+  for reg in _default docker.io registry.k8s.io; do
+    mkdir -p "$CTRD/certs.d/$reg"
+    printf 'server = "http://127.0.0.1:1"\n\n[host."http://127.0.0.1:1"]\n  capabilities = ["pull", "resolve"]\n' \
+      >"$CTRD/certs.d/$reg/hosts.toml"
+  done
+  registry_config="config_path = \"$CTRD/certs.d\""
+fi
+cat >"$CTRD/config.toml" <<CONFIG
+version = 2
+root = "$CTRD/root"
+state = "$CTRD/state"
+[grpc]
+  address = "$CONTAINERD_SOCK"
+[ttrpc]
+  address = "$CTRD/ttrpc.sock"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$CTRD/opt"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "registry.k8s.io/pause:3.10"
+  restrict_oom_score_adj = true
+  disable_apparmor = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+[plugins."io.containerd.grpc.v1.cri".containerd]
+  snapshotter = "overlayfs"
+  default_runtime_name = "runc"
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+  SystemdCgroup = $cgroup_systemd
+  Root = "$CTRD/runc"
+[plugins."io.containerd.grpc.v1.cri".cni]
+  bin_dir = "/usr/lib/cni"
+  conf_dir = "$STATE/cni/net.d"
+[plugins."io.containerd.grpc.v1.cri".registry]
+  $registry_config
+CONFIG
+if ! running containerd; then
+  log "starting containerd on $CONTAINERD_SOCK"
+  containerd --config "$CTRD/config.toml" >"$STATE/logs/containerd.log" 2>&1 &
+  echo $! >"$STATE/run/containerd.pid"
+fi
+wait_for 30 ctr -a "$CONTAINERD_SOCK" version || die "containerd did not start; see $STATE/logs/containerd.log"
+log "importing the local images (busybox:1.35, pause:3.10)"
+"$PIKUBE_ROOT/hack/images.sh" --address "$CONTAINERD_SOCK" >"$STATE/logs/images.log" 2>&1 ||
+  die "building or importing the images failed; see $STATE/logs/images.log"
+
+if ! running kubelet; then
+  log "starting kubelet as node $NODE_NAME (healthz on 127.0.0.1:10248)"
+  cgroup_driver=cgroupfs
+  [ "$cgroup_systemd" = true ] && cgroup_driver=systemd
+  "$BIN/kubelet" --kubeconfig "$STATE/kubelet.kubeconfig" --hostname-override "$NODE_NAME" \
+    --container-runtime-endpoint "unix://$CONTAINERD_SOCK" --root-dir "$STATE/kubelet" \
+    --cni-conf-dir "$STATE/cni/net.d" --cgroup-driver "$cgroup_driver" \
+    >"$STATE/logs/kubelet.log" 2>&1 &
+  echo $! >"$STATE/run/kubelet.pid"
+fi
+wait_for 60 curl -fsS http://127.0.0.1:10248/healthz || die "kubelet did not become healthy; see $STATE/logs/kubelet.log"
 
 log "cluster is up; logs in $STATE/logs"
 echo "export KUBECONFIG=$STATE/admin.kubeconfig"
