@@ -776,7 +776,7 @@ impl Plugin for PodTopologySpread {
         let Some(s) = state.read::<Arc<PreScoreState>>(PRE_SCORE_KEY) else {
             return Err(Status::error(format!("{NAME}: no PreScore state")));
         };
-        if s.ignored.contains(&node.name) {
+        if !s.ignored.is_empty() && s.ignored.contains(&node.name) {
             return Ok(0);
         }
         let labels = &node.node().labels;
@@ -802,16 +802,17 @@ impl Plugin for PodTopologySpread {
         let Some(s) = state.read::<Arc<PreScoreState>>(PRE_SCORE_KEY) else {
             return;
         };
+        let is_ignored = |name: &String| !s.ignored.is_empty() && s.ignored.contains(name);
         let counted = || {
             scores
                 .iter()
-                .filter(|n| !s.ignored.contains(&n.name))
+                .filter(|n| !is_ignored(&n.name))
                 .map(|n| n.score)
         };
         let min = counted().min().unwrap_or(0);
         let max = counted().max().unwrap_or(0).max(0);
         for n in scores.iter_mut() {
-            n.score = if s.ignored.contains(&n.name) {
+            n.score = if is_ignored(&n.name) {
                 0
             } else if max == 0 {
                 MAX_NODE_SCORE
@@ -1211,6 +1212,64 @@ mod tests {
             "{e}"
         );
         assert!(PodTopologySpread::new(Some(&json!({"defaultingType": "List"}))).is_ok());
+    }
+
+    /// The kept counts of one plugin follow the cache from cycle to cycle: pods bound,
+    /// nodes relabelled, added and removed (indices moving) give what a fresh count gives.
+    #[test]
+    fn kept_counts_follow_the_cache_across_cycles() {
+        use crate::cache::Cache;
+        let zone = |name: &str, z: &str| NodeData {
+            name: name.into(),
+            labels: [("zone".to_string(), z.to_string())].into(),
+            ..NodeData::default()
+        };
+        let bound = |name: &str, node: &str| {
+            let mut p = app(name);
+            p.node_name = Some(node.into());
+            Arc::new(p)
+        };
+        let pl = plugin();
+        let pod = spread_pod(hard("zone", 1));
+        let mut cache = Cache::default();
+        let mut snap = Snapshot::default();
+        // Filter results by node name, from the kept plugin and from a fresh one.
+        let check = |snap: &Snapshot| {
+            let (_, kept) = filter_all(&pl, &pod, snap);
+            let (_, fresh) = filter_all(&plugin(), &pod, snap);
+            assert_eq!(kept, fresh);
+            kept.into_iter()
+                .filter(|(_, s)| s.is_success())
+                .map(|(n, _)| n)
+                .collect::<HashSet<String>>()
+        };
+        for (n, z) in [("a1", "a"), ("a2", "a"), ("b1", "b"), ("c1", "c")] {
+            cache.set_node(zone(n, z));
+        }
+        cache.update_snapshot(&mut snap);
+        assert_eq!(check(&snap).len(), 4);
+        // One pod in zone a: a is full until b and c catch up.
+        cache.set_pod(bound("p1", "a1"));
+        cache.update_snapshot(&mut snap);
+        assert_eq!(check(&snap), HashSet::from(["b1".into(), "c1".into()]));
+        cache.set_pod(bound("p2", "b1"));
+        cache.update_snapshot(&mut snap);
+        assert_eq!(check(&snap), HashSet::from(["c1".into()]));
+        // c1 moves to zone a: zone c is gone, a has 1 and b 1, so every node fits.
+        cache.set_node(zone("c1", "a"));
+        cache.update_snapshot(&mut snap);
+        assert_eq!(check(&snap).len(), 4);
+        // Removing a1 moves another node into its index; its pod goes with it.
+        cache.remove_pod("uid-p1");
+        cache.remove_node("a1");
+        cache.update_snapshot(&mut snap);
+        assert_eq!(check(&snap), HashSet::from(["a2".into(), "c1".into()]));
+        cache.set_node(zone("d1", "d"));
+        cache.update_snapshot(&mut snap);
+        assert_eq!(
+            check(&snap),
+            HashSet::from(["a2".into(), "c1".into(), "d1".into()])
+        );
     }
 
     #[test]
