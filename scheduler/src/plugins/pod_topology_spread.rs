@@ -98,7 +98,7 @@ impl PodTopologySpread {
         pod: &PodInfo,
         action: &'static str,
         snapshot: &Snapshot,
-    ) -> Result<Option<(Arc<[Constraint]>, Arc<Vec<Domains>>)>, String> {
+    ) -> Result<Option<ConstraintCounts>, String> {
         let mut kept = self.kept.lock();
         let position = kept.iter().position(|k| k.is_for(pod, action));
         let mut entry = match position {
@@ -346,6 +346,9 @@ fn count_matching(pods: &[Arc<PodInfo>], selector: &SpreadSelector, namespace: &
         .filter(|p| !p.terminating && p.namespace == namespace && selector.matches(p))
         .count() as i64
 }
+
+/// A pod's constraints of one kind, with the matching pods per domain of each.
+type ConstraintCounts = (Arc<[Constraint]>, Arc<Vec<Domains>>);
 
 /// One constraint's topology domains over the eligible nodes (those with every
 /// constraint's key that its node affinity and taint policies include): how many such nodes
