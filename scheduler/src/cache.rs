@@ -100,7 +100,9 @@ impl Cache {
                 self.dirty.clear();
             }
         }
-        Arc::make_mut(&mut self.nodes[i])
+        let info = Arc::make_mut(&mut self.nodes[i]);
+        info.generation = crate::framework::types::next_generation();
+        info
     }
 
     fn drop_node_if_empty(&mut self, name: &str) {

@@ -59,8 +59,8 @@ impl FitError {
 pub fn reason_histogram<'a>(statuses: impl Iterator<Item = &'a Status>) -> Vec<String> {
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for status in statuses {
-        for reason in &status.reasons {
-            *counts.entry(reason.as_str()).or_default() += 1;
+        for reason in status.reasons.iter() {
+            *counts.entry(reason.as_ref()).or_default() += 1;
         }
     }
     let mut out: Vec<String> = counts
@@ -122,14 +122,15 @@ pub fn schedule_pod(
             diagnosis: Diagnosis::default(),
         })));
     }
-    let (feasible, diagnosis) = find_nodes_that_fit(fwk, state, pod, snapshot, nominated, cursor)?;
+    let (feasible, diagnosis, rejected) =
+        find_nodes_that_fit(fwk, state, pod, snapshot, nominated, cursor)?;
     if feasible.is_empty() {
         return Err(ScheduleError::Fit(Box::new(FitError {
             num_all_nodes: snapshot.num_nodes,
             diagnosis,
         })));
     }
-    let evaluated = feasible.len() + diagnosis.node_to_status.len();
+    let evaluated = feasible.len() + rejected;
     if feasible.len() == 1 || !fwk.has_score_plugins() {
         return Ok(ScheduleResult {
             node: feasible[0].name.clone(),
@@ -167,7 +168,9 @@ fn select_host(scores: &[crate::framework::NodeScore]) -> String {
     best.name.clone()
 }
 
-type Feasible = (Vec<Arc<NodeInfo>>, Diagnosis);
+/// The feasible nodes, why the others were rejected (filled in only when no node is
+/// feasible: a scheduled pod's diagnosis is never read) and how many were rejected.
+type Feasible = (Vec<Arc<NodeInfo>>, Diagnosis, usize);
 
 fn find_nodes_that_fit(
     fwk: &Framework,
@@ -194,11 +197,16 @@ fn find_nodes_that_fit(
                 .node_to_status
                 .insert(n.name.clone(), status.clone());
         }
-        return Ok((Vec::new(), diagnosis));
+        let rejected = diagnosis.node_to_status.len();
+        return Ok((Vec::new(), diagnosis, rejected));
     }
     let no_nominated: Vec<Arc<PodInfo>> = Vec::new();
     let filter = |node: &NodeInfo| -> Status {
-        let on_node = nominated.get(&node.name).unwrap_or(&no_nominated);
+        let on_node = if nominated.is_empty() {
+            &no_nominated
+        } else {
+            nominated.get(&node.name).unwrap_or(&no_nominated)
+        };
         fwk.run_filter_with_nominated(state, pod, node, on_node)
     };
 
@@ -209,7 +217,7 @@ fn find_nodes_that_fit(
         .and_then(|n| snapshot.get(n))
     {
         if node.node.is_some() && filter(node).is_success() {
-            return Ok((vec![node.clone()], diagnosis));
+            return Ok((vec![node.clone()], diagnosis, 0));
         }
     }
 
@@ -241,6 +249,7 @@ fn find_nodes_that_fit(
         cursor.next_start % total
     };
     let mut processed = 0;
+    let mut rejected: Vec<(&Arc<NodeInfo>, Status)> = Vec::new();
     // A PreFilter subset in its order, else every node starting at the cursor.
     let order: Box<dyn Iterator<Item = &Arc<NodeInfo>>> = if subset.is_some() {
         Box::new(candidates.iter().copied())
@@ -265,14 +274,18 @@ fn find_nodes_that_fit(
                     status.message()
                 )));
             }
-            _ => {
-                diagnosis.rejected_by.insert(status.plugin);
-                diagnosis.node_to_status.insert(node.name.clone(), status);
-            }
+            _ => rejected.push((node, status)),
         }
     }
     if subset.is_none() && total > 0 {
         cursor.next_start = (start + processed) % total;
+    }
+    let num_rejected = rejected.len();
+    if feasible.is_empty() {
+        for (node, status) in rejected {
+            diagnosis.rejected_by.insert(status.plugin);
+            diagnosis.node_to_status.insert(node.name.clone(), status);
+        }
     }
     if let Some(names) = &subset {
         // Nodes the PreFilter result excluded are unresolvable for this pod.
@@ -287,7 +300,7 @@ fn find_nodes_that_fit(
             }
         }
     }
-    Ok((feasible, diagnosis))
+    Ok((feasible, diagnosis, num_rejected))
 }
 
 #[cfg(test)]

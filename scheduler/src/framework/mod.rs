@@ -5,6 +5,7 @@ pub mod runtime;
 pub mod types;
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -27,12 +28,49 @@ pub enum Code {
     Error,
 }
 
+/// A status's reasons. One reason, the usual case, is kept inline, and fixed reasons
+/// are `&'static str`: a node rejected for a fixed reason costs no allocation (a cycle
+/// may reject thousands).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reasons {
+    One(Cow<'static, str>),
+    Many(Vec<Cow<'static, str>>),
+}
+
+impl Default for Reasons {
+    fn default() -> Reasons {
+        Reasons::Many(Vec::new())
+    }
+}
+
+impl std::ops::Deref for Reasons {
+    type Target = [Cow<'static, str>];
+
+    fn deref(&self) -> &[Cow<'static, str>] {
+        match self {
+            Reasons::One(reason) => std::slice::from_ref(reason),
+            Reasons::Many(reasons) => reasons,
+        }
+    }
+}
+
+impl<R: Into<Cow<'static, str>>> FromIterator<R> for Reasons {
+    fn from_iter<I: IntoIterator<Item = R>>(iter: I) -> Reasons {
+        let mut reasons: Vec<Cow<'static, str>> = iter.into_iter().map(Into::into).collect();
+        if reasons.len() == 1 {
+            Reasons::One(reasons.remove(0))
+        } else {
+            Reasons::Many(reasons)
+        }
+    }
+}
+
 /// The result of a plugin call: a code, the human reasons (aggregated into the
 /// FailedScheduling message), and which plugin said it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Status {
     pub code: Code,
-    pub reasons: Vec<String>,
+    pub reasons: Reasons,
     pub plugin: &'static str,
 }
 
@@ -40,7 +78,7 @@ impl Status {
     pub const fn success() -> Status {
         Status {
             code: Code::Success,
-            reasons: Vec::new(),
+            reasons: Reasons::Many(Vec::new()),
             plugin: "",
         }
     }
@@ -48,31 +86,31 @@ impl Status {
     pub fn skip() -> Status {
         Status {
             code: Code::Skip,
-            reasons: Vec::new(),
+            reasons: Reasons::default(),
             plugin: "",
         }
     }
 
-    pub fn unschedulable(reason: impl Into<String>) -> Status {
+    pub fn unschedulable(reason: impl Into<Cow<'static, str>>) -> Status {
         Status {
             code: Code::Unschedulable,
-            reasons: vec![reason.into()],
+            reasons: Reasons::One(reason.into()),
             plugin: "",
         }
     }
 
-    pub fn unresolvable(reason: impl Into<String>) -> Status {
+    pub fn unresolvable(reason: impl Into<Cow<'static, str>>) -> Status {
         Status {
             code: Code::UnschedulableAndUnresolvable,
-            reasons: vec![reason.into()],
+            reasons: Reasons::One(reason.into()),
             plugin: "",
         }
     }
 
-    pub fn error(reason: impl Into<String>) -> Status {
+    pub fn error(reason: impl Into<Cow<'static, str>>) -> Status {
         Status {
             code: Code::Error,
-            reasons: vec![reason.into()],
+            reasons: Reasons::One(reason.into()),
             plugin: "",
         }
     }
@@ -95,6 +133,11 @@ impl Status {
 
     pub fn message(&self) -> String {
         self.reasons.join(", ")
+    }
+
+    /// Whether the plugin rejected the node for this reason.
+    pub fn has_reason(&self, reason: &str) -> bool {
+        self.reasons.iter().any(|r| r == reason)
     }
 }
 
@@ -124,6 +167,10 @@ pub struct CycleState {
     data: HashMap<&'static str, Box<dyn StateData>>,
     /// Plugins whose PreFilter said Skip: their Filter is not run this cycle.
     pub skip_filter: Vec<&'static str>,
+    /// The same as bits by position in the framework's Filter list (the first 64), set by
+    /// `Framework::run_pre_filter`: Filter runs once per node, a name search per plugin
+    /// and node showed in profiles.
+    pub skipped_filters: u64,
     /// Plugins whose PreScore said Skip.
     pub skip_score: Vec<&'static str>,
 }
@@ -137,6 +184,7 @@ impl Clone for CycleState {
                 .map(|(k, v)| (*k, (**v).clone_data()))
                 .collect(),
             skip_filter: self.skip_filter.clone(),
+            skipped_filters: self.skipped_filters,
             skip_score: self.skip_score.clone(),
         }
     }

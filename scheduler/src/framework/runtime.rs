@@ -22,6 +22,8 @@ pub struct Framework {
     pub percentage_of_nodes_to_score: i32,
     /// Event → names of the plugins that care, for re-queueing unschedulable pods.
     events: HashMap<ClusterEvent, HashSet<&'static str>>,
+    /// Per PreFilter plugin: the bit of its Filter in `CycleState::skipped_filters`.
+    pre_filter_skip_bits: Vec<u64>,
 }
 
 /// A plugin enabled at a point, with its score weight (score only). A framework's plugins
@@ -48,6 +50,7 @@ impl Framework {
             preemption,
             percentage_of_nodes_to_score,
             events: HashMap::new(),
+            pre_filter_skip_bits: Vec::new(),
         };
         for e in plugins {
             match e.point {
@@ -61,6 +64,19 @@ impl Framework {
                 f.events.entry(*event).or_default().insert(e.plugin.name());
             }
         }
+        f.pre_filter_skip_bits = f
+            .pre_filter
+            .iter()
+            .map(|p| {
+                f.filter
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, q)| q.name() == p.name())
+                    .fold(0, |bits, (i, _)| {
+                        bits | 1u64.checked_shl(i as u32).unwrap_or(0)
+                    })
+            })
+            .collect();
         f
     }
 
@@ -102,12 +118,13 @@ impl Framework {
         snapshot: &Snapshot,
     ) -> (Status, PreFilterNodes) {
         let mut nodes: PreFilterNodes = None;
-        for p in &self.pre_filter {
+        for (p, bits) in self.pre_filter.iter().zip(&self.pre_filter_skip_bits) {
             let (status, subset) = p.pre_filter(state, pod, snapshot);
             match status.code {
                 super::Code::Success => {}
                 super::Code::Skip => {
                     state.skip_filter.push(p.name());
+                    state.skipped_filters |= bits;
                     continue;
                 }
                 _ => return (status.with_plugin(p.name()), None),
@@ -123,8 +140,13 @@ impl Framework {
     }
 
     pub fn run_filter(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
-        for p in &self.filter {
-            if state.skip_filter.contains(&p.name()) {
+        for (i, p) in self.filter.iter().enumerate() {
+            // Past 64 filters the bitmask has no bit: compare names.
+            let skipped = match 1u64.checked_shl(i as u32) {
+                Some(bit) => state.skipped_filters & bit != 0,
+                None => state.skip_filter.contains(&p.name()),
+            };
+            if skipped {
                 continue;
             }
             let status = p.filter(state, pod, node);
@@ -209,14 +231,14 @@ impl Framework {
                 _ => return Err(status.with_plugin(p.name())),
             }
         }
-        let mut totals: Vec<NodeScore> = nodes
+        let mut scores: Vec<NodeScore> = nodes
             .iter()
             .map(|n| NodeScore {
                 name: n.name.clone(),
                 score: 0,
             })
             .collect();
-        let mut scores: Vec<NodeScore> = totals.clone();
+        let mut totals = vec![0; nodes.len()];
         for (p, weight) in &self.score {
             if state.skip_score.contains(&p.name()) {
                 continue;
@@ -228,10 +250,13 @@ impl Framework {
             }
             p.normalize_scores(state, pod, &mut scores);
             for (total, s) in totals.iter_mut().zip(&scores) {
-                total.score += s.score * weight;
+                *total += s.score * weight;
             }
         }
-        Ok(totals)
+        for (s, total) in scores.iter_mut().zip(totals) {
+            s.score = total;
+        }
+        Ok(scores)
     }
 
     pub fn has_score_plugins(&self) -> bool {

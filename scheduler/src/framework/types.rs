@@ -733,6 +733,16 @@ pub struct NodeInfo {
     pub used_ports: Vec<HostPort>,
     /// `namespace/claim` → number of pods on this node using it.
     pub pvc_ref_counts: HashMap<String, usize>,
+    /// Stamped by the cache with a process-wide unique number each time it changes this
+    /// NodeInfo (upstream's `NodeInfo.Generation`), so per-cycle work can be kept across
+    /// cycles for the nodes that did not change. 0 means unknown: never trusted.
+    pub generation: u64,
+}
+
+/// The next NodeInfo generation: unique in the process, never 0.
+pub fn next_generation() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl NodeInfo {

@@ -125,7 +125,7 @@ impl NodeResourcesFit {
 /// One shortfall: the reason, and whether the node could never fit the request (the
 /// request exceeds its allocatable outright), which makes preemption pointless there.
 struct Insufficient {
-    reason: String,
+    reason: std::borrow::Cow<'static, str>,
     unresolvable: bool,
 }
 
@@ -144,7 +144,12 @@ fn fits(pod: &PodInfo, node: &NodeInfo, ignored: impl Fn(&str) -> bool) -> Vec<I
     let mut check = |name: &str, want: i64, have: i64, used: i64| {
         if want > 0 && want > have - used {
             out.push(Insufficient {
-                reason: format!("Insufficient {name}"),
+                reason: match name {
+                    CPU => "Insufficient cpu".into(),
+                    MEMORY => "Insufficient memory".into(),
+                    EPHEMERAL_STORAGE => "Insufficient ephemeral-storage".into(),
+                    _ => format!("Insufficient {name}").into(),
+                },
                 unresolvable: want > have,
             });
         }
@@ -189,7 +194,7 @@ impl Plugin for NodeResourcesFit {
         if short.is_empty() {
             return Status::success();
         }
-        let mut status = Status::unschedulable(String::new());
+        let mut status = Status::unschedulable("");
         if short.iter().any(|s| s.unresolvable) {
             status.code = crate::framework::Code::UnschedulableAndUnresolvable;
         }
@@ -256,7 +261,10 @@ mod tests {
             &n,
         );
         assert_eq!(status.code, crate::framework::Code::Unschedulable);
-        assert_eq!(status.reasons, ["Insufficient cpu", "Insufficient memory"]);
+        assert_eq!(
+            status.reasons[..],
+            ["Insufficient cpu", "Insufficient memory"]
+        );
         assert!(plugin
             .filter(
                 &CycleState::default(),
@@ -279,7 +287,7 @@ mod tests {
             status.code,
             crate::framework::Code::UnschedulableAndUnresolvable
         );
-        assert_eq!(status.reasons, ["Insufficient example.com/gpu"]);
+        assert_eq!(status.reasons[..], ["Insufficient example.com/gpu"]);
     }
 
     #[test]
@@ -287,7 +295,7 @@ mod tests {
         let plugin = NodeResourcesFit::new(None).unwrap();
         let n = small_node("n", &[json!({}), json!({}), json!({})]);
         let status = plugin.filter(&CycleState::default(), &requesting(json!({})), &n);
-        assert_eq!(status.reasons, ["Too many pods"]);
+        assert_eq!(status.reasons[..], ["Too many pods"]);
     }
 
     #[test]

@@ -4,7 +4,10 @@
 //! pods score higher).
 //!
 //! PreFilter and PreScore count the matching pods per domain once per cycle, so Filter and
-//! Score are a label lookup and a hash lookup per constraint.
+//! Score are a label lookup and a hash lookup per constraint. Upstream walks every node and
+//! its pods for that count each cycle; here the count is kept per pod shape and brought up
+//! to date from the nodes whose generation changed since the last cycle (a pod bound, a
+//! node relabelled), which gives the same numbers for a fraction of the work.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -15,6 +18,9 @@ use api_types::validation::names::is_qualified_name;
 use k8s_openapi::api::core::v1::TopologySpreadConstraint;
 use serde::Deserialize;
 
+use parking_lot::Mutex;
+
+use crate::framework::types::PodShape;
 use crate::framework::{
     ClusterEvent, CycleState, NodeData, NodeInfo, NodeScore, Plugin, PodInfo, Point,
     PreFilterNodes, Snapshot, Status, MAX_NODE_SCORE,
@@ -39,6 +45,9 @@ const LABEL_HOSTNAME: &str = "kubernetes.io/hostname";
 const DO_NOT_SCHEDULE: &str = "DoNotSchedule";
 const SCHEDULE_ANYWAY: &str = "ScheduleAnyway";
 const SYSTEM_DEFAULTING: &str = "System";
+/// Kept counts, for this many (pod shape, whenUnsatisfiable) pairs, least recently used
+/// dropped first.
+const MAX_KEPT_COUNTS: usize = 8;
 const LIST_DEFAULTING: &str = "List";
 
 /// `PodTopologySpreadArgs` of a KubeSchedulerConfiguration.
@@ -54,6 +63,8 @@ struct Args {
 pub struct PodTopologySpread {
     /// Cluster-level constraints for pods that set none (`defaultingType: List`).
     default_constraints: Vec<TopologySpreadConstraint>,
+    /// Matching pods per domain kept across cycles, most recently used last.
+    kept: Mutex<Vec<KeptCounts>>,
 }
 
 impl PodTopologySpread {
@@ -75,7 +86,38 @@ impl PodTopologySpread {
         };
         Ok(PodTopologySpread {
             default_constraints,
+            kept: Mutex::new(Vec::new()),
         })
+    }
+
+    /// The pod's constraints with this `whenUnsatisfiable` and their matching pods per
+    /// domain over the snapshot's eligible nodes, from the kept counts of the pod's shape
+    /// brought up to date (or counted afresh). None when the pod has no such constraints.
+    fn domain_counts(
+        &self,
+        pod: &PodInfo,
+        action: &'static str,
+        snapshot: &Snapshot,
+    ) -> Result<Option<ConstraintCounts>, String> {
+        let mut kept = self.kept.lock();
+        let position = kept.iter().position(|k| k.is_for(pod, action));
+        let mut entry = match position {
+            Some(i) => kept.remove(i),
+            None => {
+                let constraints = self.constraints(pod, action)?;
+                if constraints.is_empty() {
+                    return Ok(None);
+                }
+                if kept.len() >= MAX_KEPT_COUNTS {
+                    kept.remove(0);
+                }
+                KeptCounts::new(pod, action, constraints)
+            }
+        };
+        entry.refresh(pod, snapshot);
+        let out = (entry.constraints.clone(), entry.domains.clone());
+        kept.push(entry);
+        Ok(Some(out))
     }
 
     /// The pod's constraints with this `whenUnsatisfiable`, parsed; the List defaults for a
@@ -305,15 +347,158 @@ fn count_matching(pods: &[Arc<PodInfo>], selector: &SpreadSelector, namespace: &
         .count() as i64
 }
 
-fn add_count(counts: &mut HashMap<String, i64>, value: &str, delta: i64) -> i64 {
-    match counts.get_mut(value) {
-        Some(n) => {
-            *n += delta;
-            *n
+/// A pod's constraints of one kind, with the matching pods per domain of each.
+type ConstraintCounts = (Arc<[Constraint]>, Arc<Vec<Domains>>);
+
+/// One constraint's topology domains over the eligible nodes (those with every
+/// constraint's key that its node affinity and taint policies include): how many such nodes
+/// each domain has (none: the domain does not exist) and their matching pods.
+#[derive(Clone, Debug, Default)]
+struct Domains {
+    ids: HashMap<String, usize>,
+    nodes: Vec<i64>,
+    matched: Vec<i64>,
+    /// Domains with at least one eligible node.
+    present: usize,
+}
+
+impl Domains {
+    fn id(&mut self, value: &str) -> usize {
+        if let Some(id) = self.ids.get(value) {
+            return *id;
         }
-        None => {
-            counts.insert(value.to_string(), delta);
-            delta
+        let id = self.nodes.len();
+        self.ids.insert(value.to_string(), id);
+        self.nodes.push(0);
+        self.matched.push(0);
+        id
+    }
+
+    /// Matching pods in the domain of this value, if the domain exists.
+    fn get(&self, value: &str) -> Option<i64> {
+        let id = *self.ids.get(value)?;
+        (self.nodes[id] > 0).then_some(self.matched[id])
+    }
+
+    /// The number of domains.
+    fn len(&self) -> usize {
+        self.present
+    }
+
+    /// Adds (sign 1) or takes away (sign -1) an eligible node with `matched` pods.
+    fn add_node(&mut self, id: usize, matched: i64, sign: i64) {
+        let before = self.nodes[id];
+        self.nodes[id] += sign;
+        match (before, self.nodes[id]) {
+            (0, 1) => self.present += 1,
+            (1, 0) => self.present -= 1,
+            _ => {}
+        }
+        self.matched[id] += sign * matched;
+    }
+
+    /// Adds `delta` matching pods to the domain of this value, creating the domain if
+    /// needed (the what-if updates of preemption and nominated pods); the new count.
+    fn add_pods(&mut self, value: &str, delta: i64) -> i64 {
+        let id = self.id(value);
+        if self.nodes[id] == 0 {
+            self.nodes[id] = 1;
+            self.present += 1;
+        }
+        self.matched[id] += delta;
+        self.matched[id]
+    }
+
+    /// Every existing domain's value and matching pods.
+    fn iter(&self) -> impl Iterator<Item = (&str, i64)> {
+        self.ids
+            .iter()
+            .filter(|(_, id)| self.nodes[**id] > 0)
+            .map(|(value, id)| (value.as_str(), self.matched[*id]))
+    }
+}
+
+/// The matching pods per domain of one pod shape's constraints of one kind, as of the
+/// node generations it last saw. Same shape, namespace and controller mean the same
+/// constraints, selectors and node inclusion, so the counts carry over between the pods of
+/// one template; only nodes whose generation moved are counted again.
+struct KeptCounts {
+    shape: Arc<PodShape>,
+    namespace: String,
+    owner: Option<String>,
+    action: &'static str,
+    constraints: Arc<[Constraint]>,
+    /// Per snapshot index: the generation of the NodeInfo last counted there.
+    generations: Vec<u64>,
+    /// Per snapshot index and constraint: the domain and matching pods the node added.
+    added: Vec<Option<(usize, i64)>>,
+    domains: Arc<Vec<Domains>>,
+}
+
+impl KeptCounts {
+    fn new(pod: &PodInfo, action: &'static str, constraints: Vec<Constraint>) -> KeptCounts {
+        let domains = vec![Domains::default(); constraints.len()];
+        KeptCounts {
+            shape: pod.shape.clone(),
+            namespace: pod.namespace.clone(),
+            owner: pod.owner_uid.clone(),
+            action,
+            constraints: constraints.into(),
+            generations: Vec::new(),
+            added: Vec::new(),
+            domains: Arc::new(domains),
+        }
+    }
+
+    fn is_for(&self, pod: &PodInfo, action: &str) -> bool {
+        Arc::ptr_eq(&self.shape, &pod.shape)
+            && self.action == action
+            && self.namespace == pod.namespace
+            && self.owner == pod.owner_uid
+    }
+
+    /// Counts again the nodes that changed since the last call (all of them the first time).
+    fn refresh(&mut self, pod: &PodInfo, snapshot: &Snapshot) {
+        let k = self.constraints.len();
+        let n = snapshot.nodes.len();
+        let domains = Arc::make_mut(&mut self.domains);
+        // Nodes gone from the end of the snapshot take their counts with them.
+        if self.generations.len() > n {
+            for (slot, added) in self.added.drain(n * k..).enumerate() {
+                if let Some((id, matched)) = added {
+                    domains[slot % k].add_node(id, matched, -1);
+                }
+            }
+            self.generations.truncate(n);
+        }
+        self.generations.resize(n, 0);
+        self.added.resize(n * k, None);
+        for (i, info) in snapshot.nodes.iter().enumerate() {
+            if info.generation != 0 && self.generations[i] == info.generation {
+                continue;
+            }
+            self.generations[i] = info.generation;
+            let slots = &mut self.added[i * k..(i + 1) * k];
+            for (j, slot) in slots.iter_mut().enumerate() {
+                if let Some((id, matched)) = slot.take() {
+                    domains[j].add_node(id, matched, -1);
+                }
+            }
+            let Some(data) = info.node.as_deref() else {
+                continue;
+            };
+            if !has_all_keys(&data.labels, &self.constraints) {
+                continue;
+            }
+            let inclusion = Inclusion::of(&self.constraints, pod, data);
+            for (j, c) in self.constraints.iter().enumerate() {
+                if inclusion.includes(c) {
+                    let matched = count_matching(&info.pods, &c.selector, &pod.namespace);
+                    let id = domains[j].id(&data.labels[&c.topology_key]);
+                    domains[j].add_node(id, matched, 1);
+                    slots[j] = Some((id, matched));
+                }
+            }
         }
     }
 }
@@ -358,15 +543,16 @@ struct PreFilterState {
     /// 1 where the incoming pod matches the constraint's own selector (it would add itself
     /// to the domain).
     self_match: Arc<[i64]>,
-    /// Per constraint: topology value → matching pods, over the eligible nodes.
-    counts: Vec<HashMap<String, i64>>,
+    /// Per constraint: the matching pods per domain, over the eligible nodes. Shared with
+    /// the kept counts; a what-if update copies it.
+    domains: Arc<Vec<Domains>>,
     paths: Vec<CriticalPaths>,
 }
 
 impl PreFilterState {
     /// The global minimum for the skew, 0 while there are fewer domains than minDomains.
     fn min_match(&self, i: usize) -> i64 {
-        if (self.counts[i].len() as i64) < self.constraints[i].min_domains {
+        if (self.domains[i].len() as i64) < self.constraints[i].min_domains {
             0
         } else {
             self.paths[i].min()
@@ -389,7 +575,7 @@ impl PreFilterState {
                 continue;
             }
             let value = &data.labels[&c.topology_key];
-            let n = add_count(&mut self.counts[i], value, delta);
+            let n = Arc::make_mut(&mut self.domains)[i].add_pods(value, delta);
             self.paths[i].update(value, n);
         }
     }
@@ -398,7 +584,7 @@ impl PreFilterState {
 /// What Score reads: per soft constraint, the matching pods per domain of the feasible nodes,
 /// and each constraint's weight.
 struct PreScoreState {
-    constraints: Vec<Constraint>,
+    constraints: Arc<[Constraint]>,
     /// Feasible nodes lacking some constraint's topology key: they score 0.
     ignored: HashSet<String>,
     counts: Vec<HashMap<String, i64>>,
@@ -442,43 +628,17 @@ impl Plugin for PodTopologySpread {
         pod: &PodInfo,
         snapshot: &Snapshot,
     ) -> (Status, PreFilterNodes) {
-        let constraints = match self.constraints(pod, DO_NOT_SCHEDULE) {
-            Ok(c) => c,
+        let (constraints, domains) = match self.domain_counts(pod, DO_NOT_SCHEDULE, snapshot) {
+            Ok(Some(counts)) => counts,
+            Ok(None) => return (Status::skip(), None),
             Err(e) => return (Status::error(e), None),
         };
-        if constraints.is_empty() {
-            return (Status::skip(), None);
-        }
-        let mut counts: Vec<HashMap<String, i64>> = constraints
-            .iter()
-            .map(|c| {
-                let size = if c.topology_key == LABEL_HOSTNAME {
-                    snapshot.num_nodes
-                } else {
-                    0
-                };
-                HashMap::with_capacity(size)
-            })
-            .collect();
-        for info in snapshot.node_infos() {
-            let data = info.node();
-            if !has_all_keys(&data.labels, &constraints) {
-                continue;
-            }
-            let inclusion = Inclusion::of(&constraints, pod, data);
-            for (i, c) in constraints.iter().enumerate() {
-                if inclusion.includes(c) {
-                    let n = count_matching(&info.pods, &c.selector, &pod.namespace);
-                    add_count(&mut counts[i], &data.labels[&c.topology_key], n);
-                }
-            }
-        }
-        let paths = counts
+        let paths = domains
             .iter()
             .map(|domains| {
                 let mut p = CriticalPaths::new();
-                for (value, n) in domains {
-                    p.update(value, *n);
+                for (value, n) in domains.iter() {
+                    p.update(value, n);
                 }
                 p
             })
@@ -490,9 +650,9 @@ impl Plugin for PodTopologySpread {
         state.write(
             PRE_FILTER_KEY,
             PreFilterState {
-                constraints: constraints.into(),
+                constraints,
                 self_match,
-                counts,
+                domains,
                 paths,
             },
         );
@@ -533,7 +693,7 @@ impl Plugin for PodTopologySpread {
                 return Status::unresolvable(REASON_NODE_LABEL_NOT_MATCH);
             };
             // existing matching pods + the pod itself if it matches - global minimum
-            let matched = s.counts[i].get(value.as_str()).copied().unwrap_or(0);
+            let matched = s.domains[i].get(value).unwrap_or(0);
             if matched + s.self_match[i] - s.min_match(i) > c.max_skew {
                 return Status::unschedulable(REASON_CONSTRAINTS_NOT_MATCH);
             }
@@ -558,8 +718,19 @@ impl Plugin for PodTopologySpread {
         if constraints.is_empty() {
             return Status::skip();
         }
-        // The domains of the feasible nodes; every node of the cluster then adds its
-        // matching pods to the domain it is in, if a feasible node is in it too.
+        // The domains of the feasible nodes, with the matching pods of every eligible node
+        // of the cluster in them (kept across cycles: see `domain_counts`). Hostname
+        // domains are counted per node in Score.
+        let (constraints, kept): (Arc<[Constraint]>, _) =
+            if constraints.iter().any(|c| c.topology_key != LABEL_HOSTNAME) {
+                match self.domain_counts(pod, SCHEDULE_ANYWAY, snapshot) {
+                    Ok(Some((constraints, domains))) => (constraints, Some(domains)),
+                    Ok(None) => return Status::skip(),
+                    Err(e) => return Status::error(e),
+                }
+            } else {
+                (constraints.into(), None)
+            };
         let mut ignored = HashSet::new();
         let mut counts: Vec<HashMap<String, i64>> = vec![HashMap::new(); constraints.len()];
         for info in nodes {
@@ -568,10 +739,13 @@ impl Plugin for PodTopologySpread {
                 ignored.insert(info.name.clone());
                 continue;
             }
+            let Some(kept) = &kept else {
+                continue;
+            };
             for (i, c) in constraints.iter().enumerate() {
                 let value = &labels[&c.topology_key];
                 if c.topology_key != LABEL_HOSTNAME && !counts[i].contains_key(value.as_str()) {
-                    counts[i].insert(value.clone(), 0);
+                    counts[i].insert(value.clone(), kept[i].get(value).unwrap_or(0));
                 }
             }
         }
@@ -587,23 +761,6 @@ impl Plugin for PodTopologySpread {
                 normalizing_weight(size)
             })
             .collect();
-        if counts.iter().any(|domains| !domains.is_empty()) {
-            for info in snapshot.node_infos() {
-                let data = info.node();
-                if !has_all_keys(&data.labels, &constraints) {
-                    continue;
-                }
-                let inclusion = Inclusion::of(&constraints, pod, data);
-                for (i, c) in constraints.iter().enumerate() {
-                    if !inclusion.includes(c) {
-                        continue;
-                    }
-                    if let Some(n) = counts[i].get_mut(data.labels[&c.topology_key].as_str()) {
-                        *n += count_matching(&info.pods, &c.selector, &pod.namespace);
-                    }
-                }
-            }
-        }
         state.write(
             PRE_SCORE_KEY,
             Arc::new(PreScoreState {
@@ -622,7 +779,7 @@ impl Plugin for PodTopologySpread {
         let Some(s) = state.read::<Arc<PreScoreState>>(PRE_SCORE_KEY) else {
             return Err(Status::error(format!("{NAME}: no PreScore state")));
         };
-        if s.ignored.contains(&node.name) {
+        if !s.ignored.is_empty() && s.ignored.contains(&node.name) {
             return Ok(0);
         }
         let labels = &node.node().labels;
@@ -648,16 +805,17 @@ impl Plugin for PodTopologySpread {
         let Some(s) = state.read::<Arc<PreScoreState>>(PRE_SCORE_KEY) else {
             return;
         };
+        let is_ignored = |name: &String| !s.ignored.is_empty() && s.ignored.contains(name);
         let counted = || {
             scores
                 .iter()
-                .filter(|n| !s.ignored.contains(&n.name))
+                .filter(|n| !is_ignored(&n.name))
                 .map(|n| n.score)
         };
         let min = counted().min().unwrap_or(0);
         let max = counted().max().unwrap_or(0).max(0);
         for n in scores.iter_mut() {
-            n.score = if s.ignored.contains(&n.name) {
+            n.score = if is_ignored(&n.name) {
                 0
             } else if max == 0 {
                 MAX_NODE_SCORE
@@ -1057,6 +1215,64 @@ mod tests {
             "{e}"
         );
         assert!(PodTopologySpread::new(Some(&json!({"defaultingType": "List"}))).is_ok());
+    }
+
+    /// The kept counts of one plugin follow the cache from cycle to cycle: pods bound,
+    /// nodes relabelled, added and removed (indices moving) give what a fresh count gives.
+    #[test]
+    fn kept_counts_follow_the_cache_across_cycles() {
+        use crate::cache::Cache;
+        let zone = |name: &str, z: &str| NodeData {
+            name: name.into(),
+            labels: [("zone".to_string(), z.to_string())].into(),
+            ..NodeData::default()
+        };
+        let bound = |name: &str, node: &str| {
+            let mut p = app(name);
+            p.node_name = Some(node.into());
+            Arc::new(p)
+        };
+        let pl = plugin();
+        let pod = spread_pod(hard("zone", 1));
+        let mut cache = Cache::default();
+        let mut snap = Snapshot::default();
+        // Filter results by node name, from the kept plugin and from a fresh one.
+        let check = |snap: &Snapshot| {
+            let (_, kept) = filter_all(&pl, &pod, snap);
+            let (_, fresh) = filter_all(&plugin(), &pod, snap);
+            assert_eq!(kept, fresh);
+            kept.into_iter()
+                .filter(|(_, s)| s.is_success())
+                .map(|(n, _)| n)
+                .collect::<HashSet<String>>()
+        };
+        for (n, z) in [("a1", "a"), ("a2", "a"), ("b1", "b"), ("c1", "c")] {
+            cache.set_node(zone(n, z));
+        }
+        cache.update_snapshot(&mut snap);
+        assert_eq!(check(&snap).len(), 4);
+        // One pod in zone a: a is full until b and c catch up.
+        cache.set_pod(bound("p1", "a1"));
+        cache.update_snapshot(&mut snap);
+        assert_eq!(check(&snap), HashSet::from(["b1".into(), "c1".into()]));
+        cache.set_pod(bound("p2", "b1"));
+        cache.update_snapshot(&mut snap);
+        assert_eq!(check(&snap), HashSet::from(["c1".into()]));
+        // c1 moves to zone a: zone c is gone, a has 1 and b 1, so every node fits.
+        cache.set_node(zone("c1", "a"));
+        cache.update_snapshot(&mut snap);
+        assert_eq!(check(&snap).len(), 4);
+        // Removing a1 moves another node into its index; its pod goes with it.
+        cache.remove_pod("uid-p1");
+        cache.remove_node("a1");
+        cache.update_snapshot(&mut snap);
+        assert_eq!(check(&snap), HashSet::from(["a2".into(), "c1".into()]));
+        cache.set_node(zone("d1", "d"));
+        cache.update_snapshot(&mut snap);
+        assert_eq!(
+            check(&snap),
+            HashSet::from(["a2".into(), "c1".into(), "d1".into()])
+        );
     }
 
     #[test]
