@@ -190,6 +190,24 @@ impl Drop for TestNode {
 }
 
 impl TestNode {
+    /// Runs `sh -c script` in container `id` through CRI's ExecSync; its stdout, trimmed.
+    /// Fails the test on a non-zero exit.
+    pub async fn exec_in(&self, id: &str, script: &str) -> String {
+        use kubelet::cri::RuntimeService;
+        let out = self
+            .containerd
+            .runtime()
+            .exec_sync(
+                id,
+                vec!["sh".into(), "-c".into(), script.into()],
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+        assert_eq!(out.exit_code, 0, "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
     /// The kubelet's metrics in the text format.
     pub fn metrics_text(&self) -> String {
         String::from_utf8(component_base::metrics::encode_text(&self.registry)).unwrap()

@@ -26,21 +26,6 @@ fn container_id(pod: &Pod, index: usize) -> String {
         .to_owned()
 }
 
-async fn exec(node: &TestNode, id: &str, script: &str) -> String {
-    let out = node
-        .containerd
-        .runtime()
-        .exec_sync(
-            id,
-            vec!["sh".into(), "-c".into(), script.into()],
-            Duration::from_secs(10),
-        )
-        .await
-        .unwrap();
-    assert_eq!(out.exit_code, 0, "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busybox_pod_runs_ready_with_an_ip_and_its_limits() {
     let node = TestNode::start().await;
@@ -109,29 +94,27 @@ async fn busybox_pod_runs_ready_with_an_ip_and_its_limits() {
 
     // The limits, as the container sees its own cgroups (v1 or v2).
     let id = container_id(&pod, 0);
-    let memory = exec(
-        &node,
+    let memory = node.exec_in(
         &id,
         "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max",
     )
     .await;
     assert_eq!(memory, (64 * 1024 * 1024).to_string());
-    let cpu = exec(
-        &node,
+    let cpu = node.exec_in(
         &id,
         "cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us 2>/dev/null || cut -d' ' -f1 /sys/fs/cgroup/cpu.max",
     )
     .await;
     assert_eq!(cpu, "50000");
     // The pod's hostname is its name, its address is the one reported.
-    assert_eq!(exec(&node, &id, "hostname").await, "sleeper");
-    let hosts = exec(&node, &id, "cat /etc/hosts").await;
+    assert_eq!(node.exec_in(&id, "hostname").await, "sleeper");
+    let hosts = node.exec_in(&id, "cat /etc/hosts").await;
     assert!(
         hosts.starts_with("# Kubernetes-managed hosts file."),
         "{hosts}"
     );
     assert!(hosts.contains(&format!("{ip}\tsleeper")), "{hosts}");
-    let addrs = exec(&node, &id, "ip -4 -o addr show eth0").await;
+    let addrs = node.exec_in(&id, "ip -4 -o addr show eth0").await;
     assert!(addrs.contains(&ip.to_string()), "{addrs}");
 
     // The relist counts what runs.
@@ -476,12 +459,12 @@ async fn environment_from_config_maps_and_secrets() {
         .wait_pod("configured", "pod Running", |p| phase(p) == "Running")
         .await;
     let id = container_id(&pod, 0);
-    let env = exec(
-        &node,
-        &id,
-        "echo \"$CFG_greeting|$CFG_mode|$GREETING|$PASSWORD|$MESSAGE\"",
-    )
-    .await;
+    let env = node
+        .exec_in(
+            &id,
+            "echo \"$CFG_greeting|$CFG_mode|$GREETING|$PASSWORD|$MESSAGE\"",
+        )
+        .await;
     assert_eq!(env, "hello|fast|hello|hunter2|hello, configured");
 }
 

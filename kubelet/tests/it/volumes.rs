@@ -9,22 +9,6 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 
 use crate::common::{phase, wait_until, TestNode, TIMEOUT};
 
-async fn exec(node: &TestNode, id: &str, script: &str) -> String {
-    use kubelet::cri::RuntimeService;
-    let out = node
-        .containerd
-        .runtime()
-        .exec_sync(
-            id,
-            vec!["sh".into(), "-c".into(), script.into()],
-            Duration::from_secs(10),
-        )
-        .await
-        .unwrap();
-    assert_eq!(out.exit_code, 0, "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn volumes_reach_the_containers() {
     let node = TestNode::start().await;
@@ -91,30 +75,31 @@ async fn volumes_reach_the_containers() {
         .unwrap()
         .trim_start_matches("containerd://")
         .to_owned();
-    assert_eq!(exec(&node, &id, "cat /shared/hello").await, "from-init");
+    assert_eq!(node.exec_in(&id, "cat /shared/hello").await, "from-init");
     assert_eq!(
         std::fs::read_to_string(host_path.join("file")).unwrap(),
         "host\n"
     );
-    let cache = exec(&node, &id, "grep ' /cache ' /proc/mounts").await;
+    let cache = node.exec_in(&id, "grep ' /cache ' /proc/mounts").await;
     assert!(cache.starts_with("tmpfs"), "{cache}");
     assert_eq!(
-        exec(&node, &id, "cat /etc/app/conf/app.conf").await,
+        node.exec_in(&id, "cat /etc/app/conf/app.conf").await,
         "level=info"
     );
-    assert_eq!(exec(&node, &id, "ls /etc/app").await, "conf");
-    assert!(exec(&node, &id, "touch /etc/app/x 2>&1 || echo refused")
+    assert_eq!(node.exec_in(&id, "ls /etc/app").await, "conf");
+    assert!(node
+        .exec_in(&id, "touch /etc/app/x 2>&1 || echo refused")
         .await
         .contains("refused"));
     assert_eq!(
-        exec(&node, &id, "cat /var/run/secret/token").await,
+        node.exec_in(&id, "cat /var/run/secret/token").await,
         "s3cret"
     );
     assert_eq!(
-        exec(&node, &id, "stat -c %a /var/run/secret/token").await,
+        node.exec_in(&id, "stat -c %a /var/run/secret/token").await,
         "400"
     );
-    assert_eq!(exec(&node, &id, "cat /etc/podinfo/name").await, "mounted");
+    assert_eq!(node.exec_in(&id, "cat /etc/podinfo/name").await, "mounted");
 
     // A changed ConfigMap reaches the running container.
     cms.patch(
