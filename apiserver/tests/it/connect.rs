@@ -325,13 +325,7 @@ async fn logs_and_exec_errors_are_upstreams() {
         &api,
         "GET",
         "/api/v1/namespaces/default/pods/orphan/exec?command=true&stdout=true",
-        &[
-            ("connection", "Upgrade"),
-            ("upgrade", "websocket"),
-            ("sec-websocket-version", "13"),
-            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
-            ("sec-websocket-protocol", "v5.channel.k8s.io"),
-        ],
+        WEBSOCKET,
     )
     .await;
     assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
@@ -393,13 +387,7 @@ async fn kubectl_exec_over_websocket() {
         &api,
         "GET",
         "/api/v1/namespaces/default/pods/web/exec?container=refuse&command=true&stdout=true",
-        &[
-            ("connection", "Upgrade"),
-            ("upgrade", "websocket"),
-            ("sec-websocket-version", "13"),
-            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
-            ("sec-websocket-protocol", "v5.channel.k8s.io"),
-        ],
+        WEBSOCKET,
     )
     .await;
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
