@@ -86,3 +86,54 @@ impl Cluster {
         }
     }
 }
+
+/// A pod neither finished nor being deleted (upstream's `IsPodActive`).
+pub fn is_active(p: &k8s_openapi::api::core::v1::Pod) -> bool {
+    let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+    p.metadata.deletion_timestamp.is_none() && !matches!(phase, Some("Succeeded" | "Failed"))
+}
+
+/// The pod's controller ownerReference names `uid`.
+pub fn controlled_by(p: &k8s_openapi::api::core::v1::Pod, uid: &str) -> bool {
+    p.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|r| r.controller == Some(true) && r.uid == uid)
+}
+
+/// Every pod in `ns` (finished and deleting ones too) whose controller is `uid`.
+pub async fn controlled_pods(
+    c: &Cluster,
+    ns: &str,
+    uid: &str,
+) -> Vec<k8s_openapi::api::core::v1::Pod> {
+    kube::Api::<k8s_openapi::api::core::v1::Pod>::namespaced(c.client.clone(), ns)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| controlled_by(p, uid))
+        .collect()
+}
+
+/// The events `controller` reported about the object `name` in `ns`.
+pub async fn events_by(
+    c: &Cluster,
+    ns: &str,
+    controller: &str,
+    name: &str,
+) -> Vec<k8s_openapi::api::events::v1::Event> {
+    kube::Api::<k8s_openapi::api::events::v1::Event>::namespaced(c.client.clone(), ns)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.reporting_controller.as_deref() == Some(controller)
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+        })
+        .collect()
+}

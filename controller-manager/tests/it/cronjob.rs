@@ -4,9 +4,8 @@
 
 use std::time::Duration;
 
-use crate::common::{wait_until, Cluster, TIMEOUT};
+use crate::common::{events_by, wait_until, Cluster, TIMEOUT};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
 use serde_json::{json, Value};
@@ -98,27 +97,13 @@ async fn finish_job(c: &Cluster, name: &str, complete: bool, start: jiff::Timest
         .unwrap();
 }
 
-async fn events_of(c: &Cluster, cj: &str) -> Vec<Event> {
-    Api::<Event>::namespaced(c.client.clone(), NS)
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| {
-            e.reporting_controller.as_deref() == Some("cronjob-controller")
-                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(cj)
-        })
-        .collect()
-}
-
 async fn wait_event(c: &Cluster, cj: &str, reason: &str, note: &str) {
     wait_event_within(c, cj, reason, note, TIMEOUT).await
 }
 
 async fn wait_event_within(c: &Cluster, cj: &str, reason: &str, note: &str, timeout: Duration) {
     wait_until(timeout, &format!("{reason} event {note:?}"), || async {
-        events_of(c, cj)
+        events_by(c, NS, "cronjob-controller", cj)
             .await
             .iter()
             .any(|e| {

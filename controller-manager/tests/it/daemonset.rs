@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::common::{wait_until, Cluster, TIMEOUT};
+use crate::common::{controlled_pods, is_active, wait_until, Cluster, TIMEOUT};
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::events::v1::Event;
@@ -87,21 +87,9 @@ fn is_ready(p: &Pod) -> bool {
 
 /// The active pods the DaemonSet `uid` controls.
 async fn owned_pods(c: &Cluster, uid: &str) -> Vec<Pod> {
-    Api::<Pod>::namespaced(c.client.clone(), NS)
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|p| {
-            let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
-            p.metadata.deletion_timestamp.is_none()
-                && !matches!(phase, Some("Succeeded" | "Failed"))
-                && p.owner_references()
-                    .iter()
-                    .any(|r| r.controller == Some(true) && r.uid == uid)
-        })
-        .collect()
+    let mut pods = controlled_pods(c, NS, uid).await;
+    pods.retain(is_active);
+    pods
 }
 
 /// Waits until the DaemonSet `uid` has exactly one active pod on each of `nodes` and no

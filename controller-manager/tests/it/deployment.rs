@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
-use crate::common::{wait_until, Cluster, TIMEOUT};
+use crate::common::{is_active, wait_until, Cluster, TIMEOUT};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
@@ -54,11 +54,6 @@ async fn set_image(c: &Cluster, name: &str, image: &str) {
         )
         .await
         .unwrap();
-}
-
-fn is_active(p: &Pod) -> bool {
-    let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
-    p.metadata.deletion_timestamp.is_none() && !matches!(phase, Some("Succeeded" | "Failed"))
 }
 
 fn is_ready(p: &Pod) -> bool {

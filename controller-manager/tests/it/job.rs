@@ -6,12 +6,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::common::{wait_until, Cluster, TIMEOUT};
+use crate::common::{
+    controlled_by, controlled_pods, events_by, is_active, wait_until, Cluster, TIMEOUT,
+};
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::{Job, JobStatus};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::ResourceExt;
 use serde_json::{json, Value};
@@ -36,32 +37,9 @@ async fn create_job(c: &Cluster, j: Job) -> Job {
         .unwrap()
 }
 
-fn is_active(p: &Pod) -> bool {
-    let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
-    p.metadata.deletion_timestamp.is_none() && !matches!(phase, Some("Succeeded" | "Failed"))
-}
-
-fn controlled_by(p: &Pod, uid: &str) -> bool {
-    p.owner_references()
-        .iter()
-        .any(|r| r.controller == Some(true) && r.uid == uid)
-}
-
-/// Every pod (active or not) the Job controls.
-async fn job_pods(c: &Cluster, uid: &str) -> Vec<Pod> {
-    Api::<Pod>::namespaced(c.client.clone(), NS)
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|p| controlled_by(p, uid))
-        .collect()
-}
-
 async fn wait_active(c: &Cluster, uid: &str, n: usize) -> Vec<Pod> {
     wait_until(TIMEOUT, &format!("{n} active pods of {uid}"), || async {
-        let pods: Vec<Pod> = job_pods(c, uid)
+        let pods: Vec<Pod> = controlled_pods(c, NS, uid)
             .await
             .into_iter()
             .filter(is_active)
@@ -118,20 +96,6 @@ fn has(s: &JobStatus, type_: &str) -> bool {
     condition(s, type_).is_some()
 }
 
-async fn events_of(c: &Cluster, job: &str) -> Vec<Event> {
-    Api::<Event>::namespaced(c.client.clone(), NS)
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| {
-            e.reporting_controller.as_deref() == Some("job-controller")
-                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(job)
-        })
-        .collect()
-}
-
 // kubectl blocks its thread: the in-process apiserver needs another.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn completions_with_parallelism_run_to_complete() {
@@ -155,7 +119,7 @@ async fn completions_with_parallelism_run_to_complete() {
     let mut finished = HashSet::new();
     while finished.len() < 3 {
         let pods = wait_until(TIMEOUT, "an unfinished pod", || async {
-            let pods: Vec<Pod> = job_pods(&c, &uid)
+            let pods: Vec<Pod> = controlled_pods(&c, NS, &uid)
                 .await
                 .into_iter()
                 .filter(|p| is_active(p) && !finished.contains(&p.name_any()))
@@ -181,7 +145,7 @@ async fn completions_with_parallelism_run_to_complete() {
     let uncounted = s.uncounted_terminated_pods.unwrap_or_default();
     assert!(uncounted.succeeded.is_none() && uncounted.failed.is_none());
     // Exactly three pods ever, every finalizer released.
-    let pods = job_pods(&c, &uid).await;
+    let pods = controlled_pods(&c, NS, &uid).await;
     assert_eq!(pods.len(), 3);
     assert!(pods
         .iter()
@@ -194,7 +158,7 @@ async fn completions_with_parallelism_run_to_complete() {
     assert!(line.contains("3/3"), "{out}");
 
     wait_until(TIMEOUT, "SuccessfulCreate and Completed events", || async {
-        let events = events_of(&c, "pi").await;
+        let events = events_by(&c, NS, "job-controller", "pi").await;
         let n = |reason: &str, prefix: &str| {
             events
                 .iter()
@@ -235,12 +199,12 @@ async fn backoff_limit_fails_the_job_and_stops_creating_pods() {
     }
     assert!(s.completion_time.is_none());
     assert_eq!(
-        job_pods(&c, &uid).await.len(),
+        controlled_pods(&c, NS, &uid).await.len(),
         2,
         "no pod after the failure"
     );
     wait_until(TIMEOUT, "BackoffLimitExceeded event", || async {
-        events_of(&c, "flaky")
+        events_by(&c, NS, "job-controller", "flaky")
             .await
             .iter()
             .any(|e| e.reason.as_deref() == Some("BackoffLimitExceeded"))
@@ -274,7 +238,10 @@ async fn active_deadline_fails_the_job_and_deletes_its_pods() {
     // The pods still running when the Job failed count as failed.
     assert_eq!(s.failed, Some(2));
     assert_eq!(s.active, None);
-    assert!(job_pods(&c, &uid).await.iter().all(|p| !is_active(p)));
+    assert!(controlled_pods(&c, NS, &uid)
+        .await
+        .iter()
+        .all(|p| !is_active(p)));
 }
 
 #[tokio::test]
@@ -323,7 +290,11 @@ async fn indexed_job_runs_each_index_once() {
     let s = done.status.unwrap();
     assert_eq!(s.completed_indexes.as_deref(), Some("0-2"));
     assert_eq!(s.succeeded, Some(3));
-    assert_eq!(job_pods(&c, &uid).await.len(), 3, "each index ran once");
+    assert_eq!(
+        controlled_pods(&c, NS, &uid).await.len(),
+        3,
+        "each index ran once"
+    );
 }
 
 #[tokio::test]
@@ -354,7 +325,11 @@ async fn pod_failure_policy_fails_the_job_on_an_exit_code() {
         )
     );
     assert_eq!(s.failed, Some(1));
-    assert_eq!(job_pods(&c, &uid).await.len(), 1, "no replacement pod");
+    assert_eq!(
+        controlled_pods(&c, NS, &uid).await.len(),
+        1,
+        "no replacement pod"
+    );
 }
 
 #[tokio::test]
@@ -378,7 +353,7 @@ async fn suspended_job_runs_no_pods_until_resumed() {
         Some("JobSuspended")
     );
     assert!(s.start_time.is_none());
-    assert!(job_pods(&c, &uid).await.is_empty());
+    assert!(controlled_pods(&c, NS, &uid).await.is_empty());
     Api::<Job>::namespaced(c.client.clone(), NS)
         .patch(
             "later",
@@ -445,7 +420,7 @@ async fn never_more_than_parallelism_active_under_a_burst() {
     let api: Api<Job> = Api::namespaced(c.client.clone(), NS);
     let cluster = &c;
     wait_until(Duration::from_secs(90), "12 succeeded", || async {
-        let pods: Vec<Pod> = job_pods(&c, &uid)
+        let pods: Vec<Pod> = controlled_pods(&c, NS, &uid)
             .await
             .into_iter()
             .filter(is_active)
@@ -467,7 +442,11 @@ async fn never_more_than_parallelism_active_under_a_burst() {
     );
     let s = api.get("burst").await.unwrap().status.unwrap();
     assert_eq!(s.succeeded, Some(12));
-    assert_eq!(job_pods(&c, &uid).await.len(), 12, "one pod per completion");
+    assert_eq!(
+        controlled_pods(&c, NS, &uid).await.len(),
+        12,
+        "one pod per completion"
+    );
 }
 
 #[tokio::test]
@@ -480,7 +459,7 @@ async fn finished_job_and_its_pods_go_after_ttl() {
     let api: Api<Job> = Api::namespaced(c.client.clone(), NS);
     wait_until(TIMEOUT, "the Job and its pod gone", || async {
         let gone = api.get_opt("brief").await.ok()?.is_none();
-        (gone && job_pods(&c, &uid).await.is_empty()).then_some(())
+        (gone && controlled_pods(&c, NS, &uid).await.is_empty()).then_some(())
     })
     .await;
 }
@@ -501,7 +480,7 @@ async fn pods_of_a_deleted_job_are_released_and_collected() {
         .await
         .unwrap();
     wait_until(TIMEOUT, "the pods of the deleted Job gone", || async {
-        job_pods(&c, &uid).await.is_empty().then_some(())
+        controlled_pods(&c, NS, &uid).await.is_empty().then_some(())
     })
     .await;
 }
@@ -529,7 +508,7 @@ async fn finished_pods_count_once_and_deleted_running_pods_count_as_failed() {
         .await
         .unwrap();
     let b = wait_until(TIMEOUT, "the second pod", || async {
-        job_pods(&c, &uid)
+        controlled_pods(&c, NS, &uid)
             .await
             .into_iter()
             .find(|p| p.name_any() != a.name_any() && is_active(p))
@@ -635,7 +614,10 @@ async fn ignored_failures_do_not_count_and_restarts_count_with_on_failure() {
     );
     // The restarting pod, deleted as the Job failed, counts as failed.
     assert_eq!(s.failed, Some(1));
-    assert!(job_pods(&c, &uid).await.iter().all(|p| !is_active(p)));
+    assert!(controlled_pods(&c, NS, &uid)
+        .await
+        .iter()
+        .all(|p| !is_active(p)));
 }
 
 #[tokio::test]
@@ -663,5 +645,5 @@ async fn a_restarted_controller_counts_pods_that_finished_meanwhile_once() {
         .status
         .unwrap();
     assert_eq!(s.succeeded, Some(3));
-    assert_eq!(job_pods(&c, &uid).await.len(), 3);
+    assert_eq!(controlled_pods(&c, NS, &uid).await.len(), 3);
 }

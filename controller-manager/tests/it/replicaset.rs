@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::common::{wait_until, Cluster, TIMEOUT};
+use crate::common::{controlled_by, controlled_pods, is_active, wait_until, Cluster, TIMEOUT};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Pod, ReplicationController};
@@ -57,27 +57,11 @@ where
         .unwrap();
 }
 
-fn is_active(p: &Pod) -> bool {
-    let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
-    p.metadata.deletion_timestamp.is_none() && !matches!(phase, Some("Succeeded" | "Failed"))
-}
-
-fn controlled_by(p: &Pod, uid: &str) -> bool {
-    p.owner_references()
-        .iter()
-        .any(|r| r.controller == Some(true) && r.uid == uid)
-}
-
 /// The active pods `uid` controls.
 async fn owned_pods(c: &Cluster, uid: &str) -> Vec<Pod> {
-    Api::<Pod>::namespaced(c.client.clone(), NS)
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|p| is_active(p) && controlled_by(p, uid))
-        .collect()
+    let mut pods = controlled_pods(c, NS, uid).await;
+    pods.retain(is_active);
+    pods
 }
 
 /// Waits until `uid` controls exactly `n` active pods, and returns them.
