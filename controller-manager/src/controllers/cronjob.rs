@@ -858,46 +858,29 @@ mod tests {
 
     #[test]
     fn next_times_follow_cron_rules() {
-        let utc = "UTC";
-        assert_eq!(
-            next("* * * * *", utc, "2026-01-01T10:00:30Z"),
-            "2026-01-01T10:01:00Z"
-        );
-        assert_eq!(
-            next("* * * * *", utc, "2026-01-01T10:00:00Z"),
-            "2026-01-01T10:01:00Z"
-        );
-        assert_eq!(
-            next("*/15 * * * *", utc, "2026-01-01T10:16:00Z"),
-            "2026-01-01T10:30:00Z"
-        );
-        assert_eq!(
-            next("@hourly", utc, "2026-01-01T23:59:00Z"),
-            "2026-01-02T00:00:00Z"
-        );
-        assert_eq!(
-            next("30 6 * * 1-5", utc, "2026-01-02T07:00:00Z"),
+        // (schedule, time zone, after, next)
+        #[rustfmt::skip]
+        let cases = [
+            ("* * * * *", "UTC", "2026-01-01T10:00:30Z", "2026-01-01T10:01:00Z"),
+            ("* * * * *", "UTC", "2026-01-01T10:00:00Z", "2026-01-01T10:01:00Z"),
+            ("*/15 * * * *", "UTC", "2026-01-01T10:16:00Z", "2026-01-01T10:30:00Z"),
+            ("@hourly", "UTC", "2026-01-01T23:59:00Z", "2026-01-02T00:00:00Z"),
             // 2026-01-02 is a Friday: next Monday.
-            "2026-01-05T06:30:00Z"
-        );
-        // Both day fields restricted: either matches (the 13th, or a Friday).
-        assert_eq!(
-            next("0 0 13 * 5", utc, "2026-02-01T00:00:00Z"),
-            "2026-02-06T00:00:00Z"
-        );
-        assert_eq!(
-            next("0 0 29 2 *", utc, "2026-03-01T00:00:00Z"),
-            "2028-02-29T00:00:00Z"
-        );
-        assert_eq!(
-            next("@every 90s", utc, "2026-01-01T00:00:00.5Z"),
-            "2026-01-01T00:01:30Z"
-        );
-        // In a zone: 09:00 in Paris is 08:00 UTC in winter.
-        assert_eq!(
-            next("0 9 * * *", "Europe/Paris", "2026-01-01T00:00:00Z"),
-            "2026-01-01T08:00:00Z"
-        );
+            ("30 6 * * 1-5", "UTC", "2026-01-02T07:00:00Z", "2026-01-05T06:30:00Z"),
+            // Both day fields restricted: either matches (the 13th, or a Friday).
+            ("0 0 13 * 5", "UTC", "2026-02-01T00:00:00Z", "2026-02-06T00:00:00Z"),
+            ("0 0 29 2 *", "UTC", "2026-03-01T00:00:00Z", "2028-02-29T00:00:00Z"),
+            ("@every 90s", "UTC", "2026-01-01T00:00:00.5Z", "2026-01-01T00:01:30Z"),
+            // In a zone: 09:00 in Paris is 08:00 UTC in winter.
+            ("0 9 * * *", "Europe/Paris", "2026-01-01T00:00:00Z", "2026-01-01T08:00:00Z"),
+        ];
+        for (schedule, zone, after, want) in cases {
+            assert_eq!(
+                next(schedule, zone, after),
+                want,
+                "{schedule} in {zone} after {after}"
+            );
+        }
         let never = parse_schedule("0 0 30 2 *").unwrap();
         assert_eq!(
             next_after(&never, &TimeZone::UTC, ts("2026-01-01T00:00:00Z")),
