@@ -52,6 +52,9 @@ pub struct Settings {
     pub eviction_hard: crate::nodestatus::EvictionHard,
     pub cluster_dns: Vec<IpAddr>,
     pub cluster_domain: String,
+    /// `--resolv-conf`: the host resolver configuration pods with dnsPolicy Default start
+    /// from; None: no host DNS.
+    pub resolv_conf: Option<PathBuf>,
     pub pod_cidr: Option<IpNet>,
     pub cni_conf_dir: PathBuf,
     /// The pod network's bridge (`cni0`; nodes sharing a network namespace need distinct
@@ -89,6 +92,7 @@ impl Settings {
             eviction_hard: crate::nodestatus::EvictionHard::default(),
             cluster_dns: Vec::new(),
             cluster_domain: String::new(),
+            resolv_conf: Some(PathBuf::from(crate::options::DEFAULT_RESOLV_CONF)),
             pod_cidr: None,
             cni_conf_dir: PathBuf::from("/etc/cni/net.d"),
             cni_bridge: "cni0".into(),
@@ -200,6 +204,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
             cgroup_driver: settings.cgroup_driver,
             cluster_dns: settings.cluster_dns.clone(),
             cluster_domain: settings.cluster_domain.clone(),
+            resolv_conf: settings.resolv_conf.clone(),
         },
     );
     let serving_addr = match settings.serving {

@@ -19,6 +19,7 @@ pub const DEFAULT_RUNTIME_ENDPOINT: &str = "unix:///run/containerd/containerd.so
 pub const DEFAULT_POD_INFRA_IMAGE: &str = "registry.k8s.io/pause:3.10";
 pub const DEFAULT_PORT: u16 = 10250;
 pub const DEFAULT_HEALTHZ_PORT: u16 = 10248;
+pub const DEFAULT_RESOLV_CONF: &str = "/etc/resolv.conf";
 
 #[derive(Parser, Debug, Clone)]
 #[command(name = "kubelet", version = component_base::options::KUBERNETES_VERSION,
@@ -84,6 +85,11 @@ pub struct Options {
     /// Domain for this cluster; containers search it in addition to the host's domains.
     #[arg(long)]
     pub cluster_domain: Option<String>,
+
+    /// Resolver configuration file used as the basis for the container DNS resolution
+    /// configuration ("" for none).
+    #[arg(long)]
+    pub resolv_conf: Option<PathBuf>,
 
     /// The CIDR to use for pod IP addresses when Node.spec.podCIDR is not set.
     #[arg(long)]
@@ -151,6 +157,7 @@ pub struct KubeletConfiguration {
     #[serde(rename = "clusterDNS")]
     pub cluster_dns: Option<Vec<IpAddr>>,
     pub cluster_domain: Option<String>,
+    pub resolv_conf: Option<PathBuf>,
     #[serde(rename = "podCIDR")]
     pub pod_cidr: Option<String>,
     pub max_pods: Option<u32>,
@@ -323,6 +330,12 @@ impl Options {
             .clone()
             .or(file.cluster_domain.clone())
             .unwrap_or_default();
+        let resolv_conf = self
+            .resolv_conf
+            .clone()
+            .or(file.resolv_conf.clone())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_RESOLV_CONF));
+        let resolv_conf = (!resolv_conf.as_os_str().is_empty()).then_some(resolv_conf);
         let cluster_dns = if self.cluster_dns.is_empty() {
             file.cluster_dns.clone().unwrap_or_default()
         } else {
@@ -386,6 +399,7 @@ impl Options {
             },
             cluster_dns,
             cluster_domain,
+            resolv_conf,
             pod_cidr,
             cni_conf_dir: self.cni_conf_dir.clone(),
             cni_bridge: self.cni_bridge_name.clone(),

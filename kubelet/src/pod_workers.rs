@@ -56,6 +56,7 @@ pub struct PodManagerSettings {
     pub cgroup_driver: CgroupDriver,
     pub cluster_dns: Vec<IpAddr>,
     pub cluster_domain: String,
+    pub resolv_conf: Option<PathBuf>,
 }
 
 struct Worker {
@@ -120,6 +121,7 @@ impl PodManager {
                     cgroup_driver: settings.cgroup_driver,
                     cluster_dns: settings.cluster_dns,
                     cluster_domain: settings.cluster_domain,
+                    resolv_conf: settings.resolv_conf,
                 }),
             },
             client,

@@ -321,7 +321,7 @@ pub fn container_config(
         .as_ref()
         .and_then(|s| s.termination_grace_period_seconds)
         .unwrap_or(30);
-    let annotations = HashMap::from([
+    let mut annotations = HashMap::from([
         (
             labels::CONTAINER_RESTART_COUNT.to_owned(),
             attempt.to_string(),
@@ -331,6 +331,7 @@ pub fn container_config(
             grace.to_string(),
         ),
     ]);
+    annotations.extend(super::termination::annotations(container));
     let sc = container.security_context.as_ref();
     let pod_sc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
     let caps = sc.and_then(|s| s.capabilities.as_ref());

@@ -7,6 +7,7 @@
 pub mod container;
 pub mod labels;
 pub mod sandbox;
+pub mod termination;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -113,6 +114,7 @@ pub struct RuntimeSettings {
     pub cgroup_driver: CgroupDriver,
     pub cluster_dns: Vec<std::net::IpAddr>,
     pub cluster_domain: String,
+    pub resolv_conf: Option<PathBuf>,
 }
 
 /// Drives pods on a CRI runtime.
@@ -167,11 +169,14 @@ impl KubeRuntime {
             .await?;
         let mut containers = Vec::with_capacity(listed.len());
         for c in listed {
-            let status = match self.runtime.container_status(&c.id).await {
+            let mut status = match self.runtime.container_status(&c.id).await {
                 Ok(s) => s,
                 Err(e) if e.is_not_found() => continue,
                 Err(e) => return Err(e),
             };
+            if status.state() == api::ContainerState::ContainerExited && status.message.is_empty() {
+                status.message = termination::message(&status).unwrap_or_default();
+            }
             let meta = c.metadata.clone().unwrap_or_default();
             containers.push(ContainerInfo {
                 name: c
@@ -204,6 +209,7 @@ impl KubeRuntime {
         SandboxSettings {
             cluster_dns: &self.settings.cluster_dns,
             cluster_domain: &self.settings.cluster_domain,
+            resolv_conf: self.settings.resolv_conf.as_deref(),
             pod_logs_dir: &self.settings.pod_logs_dir,
             cgroup_parent: cm::pod_cgroup_parent(
                 self.settings.cgroup_driver,
@@ -606,6 +612,20 @@ impl KubeRuntime {
             }
         };
         config.mounts = mounts;
+        match termination::prepare(
+            &self.settings.root_dir,
+            start.pod,
+            c,
+            attempt,
+            &config.mounts,
+        ) {
+            Ok(mount) => config.mounts.extend(mount),
+            Err(e) => {
+                let message = format!("creating the termination message file: {e}");
+                self.fail(start.pod, c, ws, "CreateContainerConfigError", message);
+                return false;
+            }
+        }
         if let Some(hosts) = start.etc_hosts {
             if !config
                 .mounts

@@ -14,6 +14,8 @@ use crate::cri::api;
 pub struct SandboxSettings<'a> {
     pub cluster_dns: &'a [std::net::IpAddr],
     pub cluster_domain: &'a str,
+    /// `--resolv-conf`.
+    pub resolv_conf: Option<&'a Path>,
     pub pod_logs_dir: &'a Path,
     pub cgroup_parent: String,
 }
@@ -47,7 +49,36 @@ fn hostname(pod: &Pod) -> String {
         .to_owned()
 }
 
-/// The resolver configuration per dnsPolicy (upstream `dns.GetPodDNS`); None: the host's.
+/// Upstream's resolver limits: the first 3 nameservers and 32 search domains are kept.
+pub const MAX_DNS_NAMESERVERS: usize = 3;
+pub const MAX_DNS_SEARCH_PATHS: usize = 32;
+
+/// The nameservers, search domains and options of a resolv.conf (later `search` lines
+/// replace earlier ones, as the resolver reads them).
+pub fn parse_resolv_conf(text: &str) -> api::DnsConfig {
+    let mut config = api::DnsConfig::default();
+    for line in text.lines() {
+        let line = line.split(['#', ';']).next().unwrap_or_default();
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("nameserver") => config.servers.extend(words.next().map(str::to_owned)),
+            Some("search") => config.searches = words.map(str::to_owned).collect(),
+            Some("options") => config.options.extend(words.map(str::to_owned)),
+            _ => {}
+        }
+    }
+    config
+}
+
+fn dedup(items: &mut Vec<String>) {
+    let mut seen = std::collections::HashSet::new();
+    items.retain(|x| seen.insert(x.clone()));
+}
+
+/// The resolver configuration per dnsPolicy (upstream `dns.GetPodDNS`): the cluster's
+/// (ClusterFirst, with `--cluster-dns`), the host's `--resolv-conf` (Default, and
+/// ClusterFirst without cluster DNS or on the host network), or nothing (None), then
+/// `spec.dnsConfig` merged in. None: let the runtime copy the host's resolv.conf.
 pub fn dns_config(pod: &Pod, settings: &SandboxSettings<'_>) -> Option<api::DnsConfig> {
     let spec = pod.spec.as_ref()?;
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
@@ -57,13 +88,18 @@ pub fn dns_config(pod: &Pod, settings: &SandboxSettings<'_>) -> Option<api::DnsC
         "ClusterFirst" => !host_network(pod),
         _ => false,
     };
-    let mut config = api::DnsConfig::default();
-    if cluster && !settings.cluster_dns.is_empty() {
-        config.servers = settings
-            .cluster_dns
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+    let mut config = if policy == "None" {
+        api::DnsConfig::default()
+    } else if cluster && !settings.cluster_dns.is_empty() {
+        let mut config = api::DnsConfig {
+            servers: settings
+                .cluster_dns
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            options: vec!["ndots:5".into()],
+            ..Default::default()
+        };
         if !settings.cluster_domain.is_empty() {
             let d = settings.cluster_domain;
             config.searches = vec![
@@ -72,12 +108,23 @@ pub fn dns_config(pod: &Pod, settings: &SandboxSettings<'_>) -> Option<api::DnsC
                 d.to_owned(),
             ];
         }
-        config.options = vec!["ndots:5".into()];
-    } else if policy != "None" {
-        // Default (or no cluster DNS): the runtime copies the host's resolv.conf,
-        // unless dnsConfig adds to it.
-        spec.dns_config.as_ref()?;
-    }
+        // The host's search domains follow the cluster's.
+        let host = settings
+            .resolv_conf
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .map(|t| parse_resolv_conf(&t))
+            .unwrap_or_default();
+        config.searches.extend(host.searches);
+        config
+    } else if host_network(pod) && spec.dns_config.is_none() {
+        // A host-network pod without extras sees the host's file as is.
+        return None;
+    } else {
+        match settings.resolv_conf {
+            Some(path) => parse_resolv_conf(&std::fs::read_to_string(path).unwrap_or_default()),
+            None => api::DnsConfig::default(),
+        }
+    };
     if let Some(extra) = &spec.dns_config {
         config
             .servers
@@ -96,6 +143,10 @@ pub fn dns_config(pod: &Pod, settings: &SandboxSettings<'_>) -> Option<api::DnsC
             });
         }
     }
+    dedup(&mut config.servers);
+    dedup(&mut config.searches);
+    config.servers.truncate(MAX_DNS_NAMESERVERS);
+    config.searches.truncate(MAX_DNS_SEARCH_PATHS);
     Some(config)
 }
 
@@ -252,6 +303,7 @@ mod tests {
         let settings = SandboxSettings {
             cluster_dns: &dns,
             cluster_domain: "cluster.local",
+            resolv_conf: None,
             pod_logs_dir: Path::new("/var/log/pods"),
             cgroup_parent: "/kubepods/besteffort/podu-1".into(),
         };
@@ -301,5 +353,65 @@ mod tests {
             .namespace_options
             .unwrap();
         assert_eq!(ns.network(), api::NamespaceMode::Node);
+    }
+
+    #[test]
+    fn dns_default_policy_starts_from_resolv_conf_and_merges_dns_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let resolv = dir.path().join("resolv.conf");
+        std::fs::write(
+            &resolv,
+            "# host\nnameserver 192.0.2.1\nnameserver 192.0.2.2 # second\nsearch old.example\n\
+             search lan home.arpa\noptions ndots:1 edns0\n",
+        )
+        .unwrap();
+        let dns = ["10.96.0.10".parse().unwrap()];
+        let settings = SandboxSettings {
+            cluster_dns: &dns,
+            cluster_domain: "cluster.local",
+            resolv_conf: Some(&resolv),
+            pod_logs_dir: Path::new("/var/log/pods"),
+            cgroup_parent: String::new(),
+        };
+        let p = pod(serde_json::json!({"dnsPolicy": "Default",
+            "dnsConfig": {"nameservers": ["192.0.2.1", "192.0.2.9"], "searches": ["extra.example"],
+                "options": [{"name": "ndots", "value": "3"}, {"name": "rotate"}]},
+            "containers": [{"name": "c", "image": "i"}]}));
+        let c = dns_config(&p, &settings).unwrap();
+        assert_eq!(c.servers, vec!["192.0.2.1", "192.0.2.2", "192.0.2.9"]);
+        assert_eq!(c.searches, vec!["lan", "home.arpa", "extra.example"]);
+        assert_eq!(c.options, vec!["edns0", "ndots:3", "rotate"]);
+
+        // ClusterFirst: the cluster's servers, its searches then the host's.
+        let p = pod(serde_json::json!({"containers": [{"name": "c", "image": "i"}]}));
+        let c = dns_config(&p, &settings).unwrap();
+        assert_eq!(c.servers, vec!["10.96.0.10"]);
+        assert_eq!(
+            c.searches,
+            vec![
+                "ns1.svc.cluster.local",
+                "svc.cluster.local",
+                "cluster.local",
+                "lan",
+                "home.arpa"
+            ]
+        );
+
+        // Without cluster DNS, ClusterFirst falls back to the host's configuration.
+        let none: [std::net::IpAddr; 0] = [];
+        let host = SandboxSettings {
+            cluster_dns: &none,
+            ..settings.clone()
+        };
+        let c = dns_config(&p, &host).unwrap();
+        assert_eq!(c.servers, vec!["192.0.2.1", "192.0.2.2"]);
+
+        // None: only what dnsConfig says.
+        let p = pod(serde_json::json!({"dnsPolicy": "None",
+            "dnsConfig": {"nameservers": ["192.0.2.53"]},
+            "containers": [{"name": "c", "image": "i"}]}));
+        let c = dns_config(&p, &settings).unwrap();
+        assert_eq!(c.servers, vec!["192.0.2.53"]);
+        assert!(c.searches.is_empty());
     }
 }

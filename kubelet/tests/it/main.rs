@@ -2,7 +2,6 @@ mod common;
 mod cri;
 mod kubectl;
 mod node;
-mod perf;
 mod pods;
 mod probes;
 mod server;

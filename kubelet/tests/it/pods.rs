@@ -551,3 +551,41 @@ async fn a_dead_sandbox_is_recreated() {
     assert_eq!(sandboxes[0].metadata.as_ref().unwrap().attempt, 1);
     node.wait_events("phoenix", &["SandboxChanged"]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn termination_messages_from_the_file_and_the_log() {
+    let node = TestNode::start().await;
+    node.create_pod(
+        "last-words",
+        serde_json::json!({"restartPolicy": "Never", "containers": [
+            {"name": "file", "image": "busybox:1.35",
+             "command": ["sh", "-c", "echo noise; printf bye > /dev/termination-log; exit 3"],
+             "terminationMessagePolicy": "FallbackToLogsOnError"},
+            {"name": "logs", "image": "busybox:1.35",
+             "command": ["sh", "-c", "echo one; echo oops >&2; exit 2"],
+             "terminationMessagePolicy": "FallbackToLogsOnError"},
+            {"name": "quiet", "image": "busybox:1.35",
+             "command": ["sh", "-c", "echo unreported; exit 1"]},
+        ]}),
+    )
+    .await;
+    let pod = node
+        .wait_pod("last-words", "pod Failed", |p| phase(p) == "Failed")
+        .await;
+    let statuses = pod.status.unwrap().container_statuses.unwrap();
+    let terminated = |name: &str| {
+        statuses
+            .iter()
+            .find(|s| s.name == name)
+            .and_then(|s| s.state.clone()?.terminated)
+            .unwrap_or_else(|| panic!("{name} terminated: {statuses:?}"))
+    };
+    let file = terminated("file");
+    assert_eq!(file.exit_code, 3);
+    assert_eq!(file.message.as_deref(), Some("bye"));
+    let logs = terminated("logs");
+    assert_eq!(logs.exit_code, 2);
+    assert_eq!(logs.message.as_deref(), Some("one\noops\n"));
+    // Policy File: nothing written, nothing reported.
+    assert_eq!(terminated("quiet").message, None);
+}
