@@ -1,5 +1,5 @@
 //! kubectl through the apiserver to the real kubelet and containerd: `kubectl logs`,
-//! `kubectl exec` and `kubectl port-forward`, as a user runs them (kubectl 1.32 tries
+//! `kubectl exec`, `kubectl port-forward` and `kubectl attach`, as a user runs them (kubectl 1.32 tries
 //! WebSocket first and falls back to SPDY; the apiserver and the kubelet pass the
 //! upgrade through to containerd's streaming server).
 
@@ -113,4 +113,31 @@ async fn kubectl_logs_exec_and_port_forward_reach_the_container() {
         "{body}"
     );
     assert!(body.ends_with("pong\n"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_attach_sends_stdin_and_streams_output() {
+    let node = TestNode::start().await;
+    node.create_pod(
+        "listener",
+        serde_json::json!({"restartPolicy": "Never", "containers": [{
+            "name": "main", "image": "busybox:1.35", "stdin": true, "stdinOnce": true,
+            "command": ["sh", "-c", "read line; echo \"got:$line\""],
+        }]}),
+    )
+    .await;
+    node.wait_pod("listener", "pod Running", |p| phase(p) == "Running")
+        .await;
+    // The container blocks on its stdin until the attached client writes a line; the
+    // stream ends when the container exits.
+    let out = node
+        .api
+        .kubectl_stdin(&["attach", "-i", "listener"], Some("hello\n"));
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("got:hello"),
+        "{out:?}"
+    );
+    node.wait_pod("listener", "pod Succeeded", |p| phase(p) == "Succeeded")
+        .await;
 }
