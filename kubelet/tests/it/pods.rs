@@ -307,6 +307,36 @@ async fn init_containers_run_in_order_and_crashes_back_off() {
         message.unwrap_or_default().contains("back-off 10s"),
         "{cs:?}"
     );
+
+    // Garbage collection: after the second restart containerd holds the running (or
+    // just exited) instance and the one before it, not every instance that ever ran.
+    let pod = node
+        .wait_pod("crasher", "second restart", |p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .and_then(|c| c.first())
+                .is_some_and(|cs| cs.restart_count >= 2)
+        })
+        .await;
+    let ours = HashMap::from([(
+        "io.kubernetes.pod.uid".to_owned(),
+        pod.metadata.uid.clone().unwrap(),
+    )]);
+    let instances = node
+        .containerd
+        .runtime()
+        .list_containers(Some(api::ContainerFilter {
+            label_selector: ours,
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    assert!(
+        (1..=2).contains(&instances.len()),
+        "{} instances kept: {instances:?}",
+        instances.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
