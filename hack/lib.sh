@@ -9,9 +9,10 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 install_deps() {
   # etcd for the apiserver; containerd, runc, the CNI plugins, nftables, iproute2 and
   # conntrack for the kubelet and kube-proxy; busybox-static, umoci, gcc and libc6-dev
-  # build the test images (hack/images.sh).
+  # build the test images (hack/images.sh); systemd's systemd-analyze checks the units.
   local want=(etcd-server etcd-client protobuf-compiler curl ca-certificates gcc libc6-dev pkg-config
-    containerd runc containernetworking-plugins nftables iproute2 conntrack busybox-static umoci file)
+    containerd runc containernetworking-plugins nftables iproute2 conntrack busybox-static umoci file
+    systemd)
   local missing=()
   for p in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -9,4 +9,5 @@ export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 # A clean build needs no incremental caches; they would double the disk it takes.
 export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 cargo build --workspace --all-targets --features store/testing,apiserver/testing
+"$PIKUBE_ROOT/hack/verify-systemd.sh"
 cargo test --workspace --features store/testing,apiserver/testing -- --test-threads=2

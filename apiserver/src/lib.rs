@@ -317,9 +317,23 @@ async fn compact(store: Arc<dyn Store>, interval: std::time::Duration, mut shutd
     }
 }
 
-/// Runs an apiserver until shutdown.
+/// Runs an apiserver until shutdown, telling systemd it is ready once `/readyz` would
+/// say so.
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), Error> {
-    let running = start(config, shutdown).await?;
-    let _ = running.task.await;
+    let Running {
+        mut task,
+        mut ready,
+        ..
+    } = start(config, shutdown).await?;
+    tokio::select! {
+        // Ends early, as an error, when the apiserver stops before it was ready.
+        r = ready.wait_for(|r| *r) => {
+            if r.is_ok() {
+                component_base::systemd::ready();
+            }
+        }
+        _ = &mut task => return Ok(()),
+    }
+    let _ = task.await;
     Ok(())
 }

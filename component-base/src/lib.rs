@@ -1,6 +1,7 @@
 //! Shared by every pikube daemon: option groups with upstream's flag names, logging,
 //! shutdown signals, metrics encoding, the /healthz /livez /readyz /metrics server,
-//! leader election on a Lease, and the exit code for bad configuration.
+//! leader election on a Lease, systemd readiness notification, and the exit code for bad
+//! configuration.
 
 pub mod files;
 pub mod leader_election;
@@ -9,6 +10,7 @@ pub mod metrics;
 pub mod options;
 pub mod serving;
 pub mod shutdown;
+pub mod systemd;
 
 /// Exit code for invalid configuration (sysexits' EX_USAGE), used before any port is bound.
 pub const EXIT_USAGE: i32 = 64;

@@ -47,6 +47,7 @@ pub fn from_os_signals() -> Shutdown {
     tokio::spawn(async move {
         wait_for_os_signal().await;
         tracing::info!("received termination signal, shutting down");
+        crate::systemd::stopping();
         trigger.shutdown();
     });
     shutdown

@@ -33,6 +33,7 @@ async fn main() {
             std::process::exit(1);
         }
     };
+    component_base::systemd::ready();
     if let Err(e) = running.task.await {
         eprintln!("kubelet: {e}");
         std::process::exit(1);

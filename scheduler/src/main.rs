@@ -41,6 +41,7 @@ async fn main() {
             std::process::exit(1);
         }
     };
+    component_base::systemd::ready();
     match running.task.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
