@@ -121,6 +121,42 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// `kubelet_runtime_operations_duration_seconds` sum and count by operation, scraped
+/// from the kubelet's healthz port.
+fn runtime_operations(port: u16) -> HashMap<String, (f64, f64)> {
+    use std::io::{Read, Write};
+    let mut text = String::new();
+    if let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+        let _ = conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: kubelet\r\n\r\n");
+        let _ = conn.read_to_string(&mut text);
+    }
+    let mut ops: HashMap<String, (f64, f64)> = HashMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("kubelet_runtime_operations_duration_seconds_") else {
+            continue;
+        };
+        let (series, value) = rest.rsplit_once(' ').unwrap_or_default();
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        let Some(op) = series
+            .split_once("operation_type=\"")
+            .and_then(|(_, r)| r.split_once('"'))
+            .map(|(op, _)| op.to_owned())
+        else {
+            continue;
+        };
+        let entry = ops.entry(op).or_default();
+        if series.starts_with("sum") {
+            entry.0 = value;
+        } else if series.starts_with("count") {
+            entry.1 = value;
+        }
+    }
+    ops
+}
+
 struct Run {
     name: String,
     pods: usize,
@@ -343,6 +379,10 @@ async fn bench(full: bool) -> Result<(), String> {
     )
     .map_err(|e| e.to_string())?;
     let _bridge = Bridge;
+    let healthz_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
     let log_path = dir.path().join("kubelet.log");
     let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
     let mut kubelet = Kubelet(
@@ -363,7 +403,7 @@ async fn bench(full: bool) -> Result<(), String> {
             .arg(format!("--pod-cidr={POD_CIDR}"))
             .arg("--max-pods=250")
             .arg("--port=0")
-            .arg("--healthz-port=0")
+            .arg(format!("--healthz-port={healthz_port}"))
             .arg(format!("--config={}", config.display()))
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
@@ -405,8 +445,33 @@ async fn bench(full: bool) -> Result<(), String> {
                 .map(|&n| (format!("paced{n}"), n, Mode::Paced(rate))),
         )
         .chain([(format!("seq{sequential}"), sequential, Mode::Sequential)]);
+    let mut per_pod_ops = Vec::new();
     for (name, n, mode) in plan {
+        let before = runtime_operations(healthz_port);
         let run = bench.run(&name, n, mode).await?;
+        if matches!(mode, Mode::Sequential) {
+            let after = runtime_operations(healthz_port);
+            let mut ops: Vec<(String, f64, f64)> = after
+                .into_iter()
+                .map(|(op, (sum, count))| {
+                    let (sum0, count0) = before.get(&op).copied().unwrap_or_default();
+                    (op, sum - sum0, count - count0)
+                })
+                .filter(|(_, _, count)| *count > 0.0)
+                .collect();
+            ops.sort_by(|a, b| b.1.total_cmp(&a.1));
+            per_pod_ops = ops
+                .into_iter()
+                .map(|(op, sum, count)| {
+                    format!(
+                        "  {op:<24} {:>6.1} calls/pod {:>8.1} ms each {:>8.1} ms/pod",
+                        count / n as f64,
+                        sum * 1000.0 / count,
+                        sum * 1000.0 / n as f64
+                    )
+                })
+                .collect();
+        }
         if n >= 100 && with_100.is_none() {
             with_100 = Some((n, wait_idle_rss(pid).await));
         }
@@ -448,6 +513,10 @@ async fn bench(full: bool) -> Result<(), String> {
             r.kubelet_cpu,
             r.containerd_cpu,
         );
+    }
+    println!("CRI calls of the sequential run (kubelet_runtime_operations_duration_seconds):");
+    for line in &per_pod_ops {
+        println!("{line}");
     }
     println!("kubelet VmRSS idle: {:.1} MiB", mib(idle));
     if let Some((n, rss)) = with_100 {
