@@ -304,8 +304,8 @@ pub fn plan(desired: &[Route], installed: &[Route]) -> Plan {
 /// one here, a recording one in tests).
 #[async_trait::async_trait]
 pub trait RouteTable: Send + Sync {
-    /// This namespace's interface addresses with their prefix lengths, loopback and
-    /// host-scope ones left out.
+    /// This namespace's interface addresses with their prefix lengths, loopback and IPv6
+    /// link-local ones left out.
     async fn local_addresses(&self) -> Result<Vec<IpNet>>;
     /// The main table's routes with [`ROUTE_PROTOCOL`] (or the table's own protocol).
     async fn owned_routes(&self) -> Result<Vec<Route>>;
@@ -342,6 +342,15 @@ impl NetlinkRouteTable {
                 reason: e.to_string(),
             })?;
         Ok(builder.protocol(RouteProtocol::from(self.protocol)).build())
+    }
+}
+
+/// Loopback and IPv6 link-local addresses say nothing about which peers are on a link
+/// (a link-local gateway would need an interface named with it).
+fn usable(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => !v4.is_loopback(),
+        IpAddr::V6(v6) => !v6.is_loopback() && !v6.is_unicast_link_local(),
     }
 }
 
@@ -392,7 +401,7 @@ impl RouteTable for NetlinkRouteTable {
             .iter()
             .flat_map(|m| {
                 m.attributes.iter().filter_map(move |a| match a {
-                    AddressAttribute::Address(ip) if !ip.is_loopback() => {
+                    AddressAttribute::Address(ip) if usable(ip) => {
                         IpNet::new(*ip, m.header.prefix_len).ok()
                     }
                     _ => None,

@@ -360,6 +360,37 @@ async fn pods_on_two_nodes_talk_by_pod_ip_over_host_gw_routes() {
         .unwrap();
     let a = PiNode::start(&mut lab, &format!("hgw-{pid}-a"), 2, "10.77.1.0/24").await;
     let b = PiNode::start(&mut lab, &format!("hgw-{pid}-b"), 3, "10.77.2.0/24").await;
+    // Left from before on node A: a route of a kubelet that ran there earlier, which is
+    // stale, and a user's route, which is not the kubelet's to touch.
+    let proto = kubelet::network::routes::ROUTE_PROTOCOL.to_string();
+    let stale_via = lab.ip(6).to_string();
+    let user_via = lab.ip(7).to_string();
+    run(
+        "ip",
+        &[
+            "-n",
+            &a.name,
+            "route",
+            "add",
+            "10.77.9.0/24",
+            "via",
+            &stale_via,
+            "proto",
+            &proto,
+        ],
+    );
+    run(
+        "ip",
+        &[
+            "-n",
+            &a.name,
+            "route",
+            "add",
+            "10.88.0.0/24",
+            "via",
+            &user_via,
+        ],
+    );
     // A host outside the cluster on the same link.
     let outside = format!("hgw-{pid}-x");
     lab.add_host(&outside, 9);
@@ -412,7 +443,7 @@ async fn pods_on_two_nodes_talk_by_pod_ip_over_host_gw_routes() {
         b.kubelet_routes().contains(&route_to_a)
     })
     .await;
-    // Only the peer's CIDR: no route to a node's own pods.
+    // Only the peer's CIDR: no route to a node's own pods, the stale route gone.
     assert_eq!(
         a.kubelet_routes().lines().count(),
         1,
@@ -524,4 +555,16 @@ async fn pods_on_two_nodes_talk_by_pod_ip_over_host_gw_routes() {
         !a.masquerade_table().contains("10.77.2.0/24")
     })
     .await;
+    // The user's route was never touched.
+    let user_route = run("ip", &["-n", &a.name, "route", "show", "10.88.0.0/24"]);
+    assert!(
+        user_route.contains(&format!("via {user_via}")),
+        "{user_route}"
+    );
+    // A node alone: no route, its masquerade rule stays.
+    assert!(
+        a.masquerade_table().contains("ip saddr 10.77.1.0/24"),
+        "{}",
+        a.masquerade_table()
+    );
 }
