@@ -57,6 +57,11 @@ struct Lab {
 impl Lab {
     fn new() -> Lab {
         let pid = std::process::id();
+        // Test processes running at once pick their subnets one at a time (the lock goes
+        // when this returns, the bridge holding its address).
+        let lock =
+            std::fs::File::create(std::env::temp_dir().join("pikube-multinode-lab.lock")).unwrap();
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
         let used = run("ip", &["-4", "-o", "addr"]) + &run("ip", &["-4", "route"]);
         let first = pid % 200;
         let subnet = (0..200)
