@@ -153,7 +153,14 @@ impl HostGw {
         let (store, writer) = reflector::store::<Node>();
         let nodes = watcher::watcher(Api::<Node>::all(client), watcher::Config::default())
             .default_backoff()
-            .modify(|n| n.metadata.managed_fields = None);
+            // Only podCIDRs and addresses are read: the rest of a Node (images, managed
+            // fields) would cost a Pi's memory once per node.
+            .modify(|n| {
+                n.metadata.managed_fields = None;
+                if let Some(status) = n.status.as_mut() {
+                    status.images = None;
+                }
+            });
         let mut events = reflector::reflector(writer, nodes).boxed();
         let mut resync = tokio::time::interval(self.resync_period);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
