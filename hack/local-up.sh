@@ -48,6 +48,10 @@ case "${1:-up}" in
       done
     fi
     stop containerd
+    # The kubelet's pod network rules outlive it (as pods do): its nftables table and its
+    # routes to other nodes' pods (routing protocol 150); nothing else is touched.
+    nft delete table inet pikube-kubelet 2>/dev/null || true
+    ip route flush proto 150 2>/dev/null || true
     # Sandbox shm and rootfs mounts containerd left.
     awk -v dir="$STATE/" 'index($5, dir) == 1 {print $5}' /proc/self/mountinfo | sort -r |
       while read -r m; do umount -l "$m" 2>/dev/null || true; done

@@ -60,6 +60,10 @@ pub struct Settings {
     /// The pod network's bridge (`cni0`; nodes sharing a network namespace need distinct
     /// ones).
     pub cni_bridge: String,
+    /// Keep host-gw routes to the other Nodes' podCIDRs and the masquerade rule for pod
+    /// traffic leaving the cluster (`--pod-network-rules`; off for kubelets sharing a
+    /// network namespace with another).
+    pub pod_network_rules: bool,
     /// The kubelet port (10250); None: not served (tests).
     pub serving: Option<SocketAddr>,
     /// The healthz port (127.0.0.1:10248); None: not served.
@@ -96,6 +100,7 @@ impl Settings {
             pod_cidr: None,
             cni_conf_dir: PathBuf::from("/etc/cni/net.d"),
             cni_bridge: "cni0".into(),
+            pod_network_rules: true,
             serving: Some(SocketAddr::from((
                 [0, 0, 0, 0],
                 crate::options::DEFAULT_PORT,
@@ -274,7 +279,7 @@ async fn run(
     };
     let runtime_version = format!("{}://{}", version.runtime_name, version.runtime_version);
     tracing::info!(runtime = %runtime_version, "container runtime is up");
-    let (pod_cidr_tx, _pod_cidr_rx) = tokio::sync::watch::channel(settings.pod_cidr);
+    let (pod_cidr_tx, pod_cidr_rx) = tokio::sync::watch::channel(settings.pod_cidr);
     let status_manager = NodeStatusManager {
         client: client.clone(),
         settings: NodeSettings {
@@ -337,6 +342,24 @@ async fn run(
         pods.run(shutdown.clone())
             .instrument(tracing::info_span!("pods")),
     );
+    if settings.pod_network_rules {
+        match network::routes::NetlinkRouteTable::connect(network::routes::ROUTE_PROTOCOL) {
+            Ok(routes) => {
+                let host_gw = network::hostgw::HostGw::new(
+                    &settings.node_name,
+                    Arc::new(routes),
+                    Arc::new(network::masquerade::NftCommand::default()),
+                    pod_cidr_rx,
+                );
+                tasks.spawn(
+                    host_gw
+                        .run(client.clone(), shutdown.clone())
+                        .instrument(tracing::info_span!("host-gw")),
+                );
+            }
+            Err(e) => tracing::error!(error = %e, "no routes to other nodes' pods"),
+        }
+    }
     shutdown.signaled().await;
     tracing::info!("shutting down");
     // Tasks end at shutdown; the set aborts whatever is left when dropped.

@@ -105,6 +105,12 @@ pub struct Options {
     #[arg(long, default_value = "cni0")]
     pub cni_bridge_name: String,
 
+    /// Keep one route per other Node's podCIDR via its InternalIP (host-gw) and masquerade
+    /// pod traffic leaving the cluster (pikube; false for kubelets sharing a network
+    /// namespace with another).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub pod_network_rules: bool,
+
     /// The IP address for the kubelet to serve on.
     #[arg(long)]
     pub address: Option<IpAddr>,
@@ -403,6 +409,7 @@ impl Options {
             pod_cidr,
             cni_conf_dir: self.cni_conf_dir.clone(),
             cni_bridge: self.cni_bridge_name.clone(),
+            pod_network_rules: self.pod_network_rules,
             serving: Some(SocketAddr::new(address, port)),
             healthz: (healthz_port != 0).then(|| SocketAddr::new(healthz_bind, healthz_port)),
             tls_cert_file,
@@ -463,6 +470,12 @@ mod tests {
         assert_eq!(s.healthz.unwrap(), "127.0.0.1:10248".parse().unwrap());
         assert_eq!(s.root_dir, PathBuf::from("/var/lib/kubelet"));
         assert_eq!(s.node_lease_duration, Duration::from_secs(40));
+        assert!(s.pod_network_rules);
+        assert!(
+            !parse(&["--pod-network-rules=false"])
+                .unwrap()
+                .pod_network_rules
+        );
     }
 
     #[test]

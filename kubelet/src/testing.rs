@@ -57,6 +57,19 @@ pub struct TestContainerd {
 impl TestContainerd {
     /// Starts containerd, waits for its CRI service and imports the test images.
     pub async fn start() -> Result<TestContainerd, Error> {
+        TestContainerd::start_in(None).await
+    }
+
+    /// Like [`TestContainerd::start`], with containerd (and so its pods' host side: the
+    /// CNI bridge and the pods' veths) in the network namespace `netns`
+    /// (`/run/netns/NAME`), as on a node of its own. It runs under `nsenter --net=`,
+    /// which keeps the host's mounts (`ip netns exec` remounts /sys and pods then find
+    /// no cgroup mount).
+    pub async fn start_in_netns(netns: &Path) -> Result<TestContainerd, Error> {
+        TestContainerd::start_in(Some(netns)).await
+    }
+
+    async fn start_in(netns: Option<&Path>) -> Result<TestContainerd, Error> {
         let dir = tempfile::Builder::new()
             .prefix("pikube-containerd-")
             .tempdir()
@@ -99,7 +112,17 @@ impl TestContainerd {
             source,
         })?;
         let log_err = log.try_clone().map_err(Error::Spawn)?;
-        let child = Command::new("containerd")
+        // nsenter execs containerd (no fork for a network namespace): the child is
+        // containerd itself.
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net={}", ns.display())).arg("containerd");
+                c
+            }
+            None => Command::new("containerd"),
+        };
+        let child = command
             .arg("--config")
             .arg(&config_path)
             .stdin(Stdio::null())

@@ -103,6 +103,9 @@ impl TestNode {
         s.cni_conf_dir = self.containerd.cni_conf_dir().to_path_buf();
         s.pod_cidr = Some(ipnet::IpNet::V4(self.pod_cidr));
         s.cni_bridge = self.bridge.clone();
+        // Test kubelets share the host's network namespace: none keeps routes or the
+        // masquerade table there (multinode.rs runs kubelets in namespaces of their own).
+        s.pod_network_rules = false;
         s.serving = Some("127.0.0.1:0".parse().unwrap());
         s.healthz = Some("127.0.0.1:0".parse().unwrap());
         s.node_status_update_frequency = Duration::from_secs(1);

@@ -1,6 +1,7 @@
 mod common;
 mod cri;
 mod kubectl;
+mod multinode;
 mod node;
 mod pods;
 mod probes;
