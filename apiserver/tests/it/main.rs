@@ -7,3 +7,4 @@ mod fake_kubelet;
 mod kube_client;
 mod kubectl;
 mod priority;
+mod serviceaccount_token;
