@@ -56,6 +56,8 @@ pub struct PodManagerSettings {
     pub cgroup_driver: CgroupDriver,
     pub cluster_dns: Vec<IpAddr>,
     pub cluster_domain: String,
+    /// `--sync-frequency`: how often volumes with changing sources are refreshed.
+    pub sync_frequency: Duration,
 }
 
 struct Worker {
@@ -108,6 +110,12 @@ impl PodManager {
             static_read: AtomicBool::new(settings.pod_manifest_path.is_none()),
             writer: Mutex::new(Some(writer)),
             runtime: KubeRuntime {
+                volumes: Arc::new(crate::volumes::VolumeManager::new(
+                    client.clone(),
+                    settings.root_dir.clone(),
+                    settings.node_name.clone(),
+                    settings.sync_frequency,
+                )),
                 client: client.clone(),
                 events,
                 runtime,
