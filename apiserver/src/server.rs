@@ -738,9 +738,8 @@ async fn serve_resource(
         }
         (Method::POST, Some("token"), true) if info.plural == "serviceaccounts" => {
             let (decoded, _) = decode_write(req).await?;
-            let w =
-                crate::registry::core::serviceaccounts::create_token(api, &r, decoded.value)
-                    .await?;
+            let w = crate::registry::core::serviceaccounts::create_token(api, &r, decoded.value)
+                .await?;
             let output = if output == Output::Protobuf {
                 Output::Protobuf
             } else {

@@ -389,7 +389,14 @@ mod tests {
         // ring cannot generate RSA keys: openssl makes one in both PEM forms.
         let pkcs8 = dir.path().join("rsa8.pem");
         let out = std::process::Command::new("openssl")
-            .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"])
+            .args([
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+                "-out",
+            ])
             .arg(&pkcs8)
             .output()
             .expect("openssl");

@@ -29,11 +29,7 @@ fn request(spec: Value) -> TokenRequest {
     serde_json::from_value(json!({ "spec": spec })).unwrap()
 }
 
-async fn error_of(
-    sas: &Api<ServiceAccount>,
-    name: &str,
-    req: &TokenRequest,
-) -> kube::core::Status {
+async fn error_of(sas: &Api<ServiceAccount>, name: &str, req: &TokenRequest) -> kube::core::Status {
     match sas
         .create_token_request(name, &PostParams::default(), req)
         .await
@@ -163,7 +159,10 @@ async fn token_request_claims_bounds_and_errors() {
     )
     .await;
     assert_eq!((e.code, e.reason.as_str()), (409, "Conflict"), "{e:?}");
-    assert!(e.message.contains("does not match the UID in record"), "{e:?}");
+    assert!(
+        e.message.contains("does not match the UID in record"),
+        "{e:?}"
+    );
     let e = error_of(
         &sas,
         "robot",
@@ -171,7 +170,10 @@ async fn token_request_claims_bounds_and_errors() {
     )
     .await;
     assert_eq!(e.code, 400, "{e:?}");
-    assert_eq!(e.message, "cannot bind token to object of type v1, Kind=ConfigMap");
+    assert_eq!(
+        e.message,
+        "cannot bind token to object of type v1, Kind=ConfigMap"
+    );
     // A pod running as another ServiceAccount.
     sas.create(
         &PostParams::default(),

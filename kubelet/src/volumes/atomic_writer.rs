@@ -92,10 +92,7 @@ pub fn write(dir: &Path, payload: &Payload) -> Result<(), Error> {
         .map_err(|e| format!("switching {} to {ts_name}: {e}", data_link.display()))?;
 
     // 3. The names the user sees: one symlink per top-level element through `..data`.
-    let wanted: BTreeSet<&str> = payload
-        .keys()
-        .filter_map(|p| p.split('/').next())
-        .collect();
+    let wanted: BTreeSet<&str> = payload.keys().filter_map(|p| p.split('/').next()).collect();
     for name in &wanted {
         let link = dir.join(name);
         let target = Path::new(DATA_DIR).join(name);
@@ -143,10 +140,7 @@ pub fn write(dir: &Path, payload: &Payload) -> Result<(), Error> {
 /// `..<UTC timestamp>`, unique in `dir`.
 fn new_ts_dir(dir: &Path) -> Result<String, Error> {
     let now = jiff::Timestamp::now();
-    let base = format!(
-        "..{}",
-        now.strftime("%Y_%m_%d_%H_%M_%S.%f")
-    );
+    let base = format!("..{}", now.strftime("%Y_%m_%d_%H_%M_%S.%f"));
     for n in 0..100u32 {
         let name = if n == 0 {
             base.clone()
@@ -165,7 +159,10 @@ fn new_ts_dir(dir: &Path) -> Result<String, Error> {
             Err(e) => return Err(format!("creating {}: {e}", dir.join(&name).display())),
         }
     }
-    Err(format!("no free timestamped directory in {}", dir.display()))
+    Err(format!(
+        "no free timestamped directory in {}",
+        dir.display()
+    ))
 }
 
 /// The timestamped directory holds exactly the payload, with its modes and owners.
@@ -284,7 +281,10 @@ mod tests {
             &Payload::from([("a".to_owned(), file("new", 0o644))]),
         )
         .unwrap();
-        assert_eq!(std::fs::read_to_string(dir.path().join("a")).unwrap(), "new");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("a")).unwrap(),
+            "new"
+        );
         assert!(!dir.path().join("d").exists());
     }
 

@@ -83,7 +83,8 @@ impl VolumeManager {
         let volumes = pod.spec.as_ref().and_then(|s| s.volumes.as_ref());
         for v in volumes.into_iter().flatten() {
             let dir = |plugin: &str| base.join(plugin).join(&v.name);
-            let failed = |e: Error| format!("MountVolume.SetUp failed for volume {:?} : {e}", v.name);
+            let failed =
+                |e: Error| format!("MountVolume.SetUp failed for volume {:?} : {e}", v.name);
             let path = if let Some(e) = &v.empty_dir {
                 let dir = dir("kubernetes.io~empty-dir");
                 make_dir(&dir, 0o777)?;

@@ -344,9 +344,11 @@ mod tests {
             key_payload(Source::Secret, "s", None, None, 0o644, false, owner).unwrap_err(),
             "secret \"s\" not found"
         );
-        assert!(key_payload(Source::Secret, "s", None, None, 0o644, true, owner)
-            .unwrap()
-            .is_empty());
+        assert!(
+            key_payload(Source::Secret, "s", None, None, 0o644, true, owner)
+                .unwrap()
+                .is_empty()
+        );
         // fsGroup: the files' group, which may read them.
         let grouped = Owner {
             fs_group: Some(2000),

@@ -56,14 +56,20 @@ pub async fn resolve(
     if let Some(r) = &spec.claim_ref {
         let same = r.name.as_deref() == Some(claim_name)
             && r.namespace.as_deref().unwrap_or(namespace) == namespace
-            && r.uid.as_deref().is_none_or(|u| claim.metadata.uid.as_deref() == Some(u));
+            && r.uid
+                .as_deref()
+                .is_none_or(|u| claim.metadata.uid.as_deref() == Some(u));
         if !same {
             return Err(format!(
                 "error processing PVC {namespace}/{claim_name}: persistentvolume \"{volume_name}\" is bound to another claim"
             ));
         }
     }
-    if let Some(affinity) = spec.node_affinity.as_ref().and_then(|a| a.required.as_ref()) {
+    if let Some(affinity) = spec
+        .node_affinity
+        .as_ref()
+        .and_then(|a| a.required.as_ref())
+    {
         let node = Api::<Node>::all(client.clone())
             .get(node_name)
             .await

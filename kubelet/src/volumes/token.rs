@@ -56,13 +56,10 @@ pub struct TokenManager {
 /// When a token issued for `ttl` that expires at `expires` should be replaced: when 80%
 /// of its lifetime has passed, or at most 24 hours after it was issued.
 pub fn refresh_at(expires: Timestamp, ttl: Duration) -> Timestamp {
-    let signed = |d: Duration| {
-        jiff::SignedDuration::try_from(d).unwrap_or(jiff::SignedDuration::MAX)
-    };
+    let signed =
+        |d: Duration| jiff::SignedDuration::try_from(d).unwrap_or(jiff::SignedDuration::MAX);
     let issued = expires.checked_sub(signed(ttl)).unwrap_or(expires);
-    let by_ttl = expires
-        .checked_sub(signed(ttl / 5))
-        .unwrap_or(expires);
+    let by_ttl = expires.checked_sub(signed(ttl / 5)).unwrap_or(expires);
     let by_age = issued.checked_add(signed(MAX_TTL)).unwrap_or(expires);
     by_ttl.min(by_age)
 }

@@ -208,7 +208,9 @@ async fn bind(
     };
     let info = core_info(plural)?;
     let obj = get_object(api, info, namespaced.then_some(namespace), name).await?;
-    let uid = object::meta_str(&obj, "uid").unwrap_or_default().to_string();
+    let uid = object::meta_str(&obj, "uid")
+        .unwrap_or_default()
+        .to_string();
     if let Some(wanted) = wanted_uid {
         if wanted != uid {
             return Err(ApiError::new(
