@@ -461,6 +461,10 @@ mod tests {
         assert_eq!(s.healthz.unwrap(), "127.0.0.1:10248".parse().unwrap());
         assert_eq!(s.root_dir, PathBuf::from("/var/lib/kubelet"));
         assert_eq!(s.node_lease_duration, Duration::from_secs(40));
+        assert_eq!(s.sync_frequency, Duration::from_secs(60));
+        let s = parse(&["--sync-frequency=10s"]).unwrap();
+        assert_eq!(s.sync_frequency, Duration::from_secs(10));
+        assert!(parse(&["--sync-frequency=often"]).is_err());
     }
 
     #[test]

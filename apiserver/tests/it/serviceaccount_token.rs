@@ -263,3 +263,22 @@ async fn kubectl_create_token() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn without_a_signing_key_the_subresource_says_so() {
+    let api = TestApi::start_with(|c| c.service_account = Default::default()).await;
+    let sas: Api<ServiceAccount> = Api::namespaced(api.client().await, "default");
+    sas.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({ "metadata": { "name": "robot" } })).unwrap(),
+    )
+    .await
+    .unwrap();
+    let e = error_of(&sas, "robot", &request(json!({}))).await;
+    assert_eq!(e.code, 404, "{e:?}");
+    assert!(
+        e.message.contains("--service-account-signing-key-file"),
+        "{}",
+        e.message
+    );
+}
