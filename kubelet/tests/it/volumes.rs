@@ -364,6 +364,59 @@ async fn projected_volumes() {
         vault,
         "a token is renewed at 80% of its lifetime, not on every sync"
     );
+
+    // Ownership as upstream: with an fsGroup the files belong to that group, which may
+    // read them (and the container runs with it); with only a runAsUser the token is
+    // that user's alone.
+    let volumes = serde_json::json!([
+        {"name": "v", "projected": {"sources": [
+            {"serviceAccountToken": {"path": "token"}},
+            {"secret": {"name": "creds", "items": [{"key": "password", "path": "pw", "mode": 0o400}]}}
+        ]}}
+    ]);
+    for (name, security) in [
+        (
+            "grouped",
+            serde_json::json!({"runAsUser": 1000, "fsGroup": 2000}),
+        ),
+        ("user", serde_json::json!({"runAsUser": 1000})),
+    ] {
+        node.create_pod(
+            name,
+            serde_json::json!({
+                "terminationGracePeriodSeconds": 1,
+                "securityContext": security,
+                "volumes": volumes,
+                "containers": [{"name": "main", "image": "busybox:1.35", "command": ["sleep", "3600"],
+                    "volumeMounts": [{"name": "v", "mountPath": "/v"}]}]
+            }),
+        )
+        .await;
+    }
+    let grouped = node
+        .wait_pod("grouped", "grouped Running", |p| phase(p) == "Running")
+        .await;
+    let id = container_id(&grouped);
+    assert_eq!(
+        node.exec_in(&id, "stat -L -c '%a %g' /v/token /v/pw").await,
+        "640 2000\n440 2000"
+    );
+    assert!(node
+        .exec_in(&id, "id -G")
+        .await
+        .split(' ')
+        .any(|g| g == "2000"));
+    assert_eq!(node.exec_in(&id, "cat /v/pw").await, "hunter2");
+    assert!(!node.exec_in(&id, "cat /v/token").await.is_empty());
+    let user = node
+        .wait_pod("user", "user Running", |p| phase(p) == "Running")
+        .await;
+    let id = container_id(&user);
+    assert_eq!(
+        node.exec_in(&id, "stat -L -c '%a %u' /v/token").await,
+        "600 1000"
+    );
+    assert!(!node.exec_in(&id, "cat /v/token").await.is_empty());
 }
 
 /// A hostPath or local PV and a claim bound to it, as the PV controller leaves them.
