@@ -6,10 +6,12 @@
 //! to hostPath or local PVs ([`pvc`]); then the CRI mounts of a container's volumeMounts.
 //! Every pod sync prepares the volumes again, so changed ConfigMaps and Secrets reach
 //! running pods; a pod with such volumes asks to be synced again after
-//! `--sync-frequency` (upstream's ~1 minute), and tokens are renewed when due. Removing
-//! a pod unmounts and deletes its directory.
+//! `--sync-frequency` (upstream's ~1 minute), reading them through a [`cache`] with the
+//! same TTL, and tokens are renewed when due. Removing a pod unmounts and deletes its
+//! directory.
 
 mod atomic_writer;
+mod cache;
 mod projected;
 mod pvc;
 pub mod token;
@@ -54,6 +56,10 @@ pub struct VolumeManager {
     /// How often volumes whose sources may change are refreshed (`--sync-frequency`).
     resync: Duration,
     tokens: token::TokenManager,
+    /// ConfigMaps and Secrets, kept for one resync period.
+    objects: cache::ObjectCache,
+    /// Pods set up once already (later setups may read through the cache).
+    seen: parking_lot::Mutex<HashSet<String>>,
 }
 
 impl VolumeManager {
@@ -65,6 +71,8 @@ impl VolumeManager {
     ) -> VolumeManager {
         VolumeManager {
             tokens: token::TokenManager::new(client.clone()),
+            objects: cache::ObjectCache::new(resync),
+            seen: parking_lot::Mutex::new(HashSet::new()),
             client,
             root_dir,
             node_name,
@@ -78,6 +86,12 @@ impl VolumeManager {
         let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
         let base = pod_dir(&self.root_dir, uid).join("volumes");
         let owner = Owner::of(pod);
+        let sources = projected::Sources {
+            client: &self.client,
+            objects: &self.objects,
+            tokens: &self.tokens,
+            fresh: !self.seen.lock().contains(uid),
+        };
         let mut out = Prepared::default();
         let mut resync = false;
         let volumes = pod.spec.as_ref().and_then(|s| s.volumes.as_ref());
@@ -109,13 +123,21 @@ impl VolumeManager {
                 host_path(&h.path, h.type_.as_deref()).map_err(failed)?
             } else if let Some(c) = &v.config_map {
                 let dir = dir("kubernetes.io~configmap");
-                let data = projected::config_map(&self.client, namespace, &c.name)
+                let data = self
+                    .objects
+                    .get(
+                        &self.client,
+                        Source::ConfigMap,
+                        namespace,
+                        &c.name,
+                        sources.fresh,
+                    )
                     .await
                     .map_err(failed)?;
                 let payload = projected::key_payload(
                     Source::ConfigMap,
                     &c.name,
-                    data.as_ref(),
+                    data.as_deref(),
                     c.items.as_deref(),
                     c.default_mode.unwrap_or(DEFAULT_MODE),
                     c.optional.unwrap_or(false),
@@ -128,13 +150,21 @@ impl VolumeManager {
             } else if let Some(s) = &v.secret {
                 let dir = dir("kubernetes.io~secret");
                 let name = s.secret_name.clone().unwrap_or_default();
-                let data = projected::secret(&self.client, namespace, &name)
+                let data = self
+                    .objects
+                    .get(
+                        &self.client,
+                        Source::Secret,
+                        namespace,
+                        &name,
+                        sources.fresh,
+                    )
                     .await
                     .map_err(failed)?;
                 let payload = projected::key_payload(
                     Source::Secret,
                     &name,
-                    data.as_ref(),
+                    data.as_deref(),
                     s.items.as_deref(),
                     s.default_mode.unwrap_or(DEFAULT_MODE),
                     s.optional.unwrap_or(false),
@@ -159,10 +189,9 @@ impl VolumeManager {
                 dir
             } else if let Some(p) = &v.projected {
                 let dir = dir("kubernetes.io~projected");
-                let (payload, refresh) =
-                    projected::projected_payload(&self.client, &self.tokens, pod, fields, p)
-                        .await
-                        .map_err(failed)?;
+                let (payload, refresh) = projected::projected_payload(&sources, pod, fields, p)
+                    .await
+                    .map_err(failed)?;
                 atomic_writer::write(&dir, &payload).map_err(failed)?;
                 if let Some(at) = refresh.map(token::instant_of) {
                     out.resync_at = Some(out.resync_at.map_or(at, |r| r.min(at)));
@@ -194,12 +223,14 @@ impl VolumeManager {
             let at = Instant::now() + self.resync;
             out.resync_at = Some(out.resync_at.map_or(at, |r| r.min(at)));
         }
+        self.seen.lock().insert(uid.to_owned());
         Ok(out)
     }
 
     /// Unmounts and deletes everything of the pod `uid`, and forgets its tokens.
     pub fn remove(&self, uid: &str) {
         self.tokens.forget_pod(uid);
+        self.seen.lock().remove(uid);
         remove(&self.root_dir, uid);
     }
 }

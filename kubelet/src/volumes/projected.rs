@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::{
 use kube::api::Api;
 
 use super::atomic_writer::{validate_path, FileProjection, Payload};
+use super::cache::ObjectCache;
 use super::token::{TokenManager, TokenSpec};
 use super::Error;
 use crate::kuberuntime::container::{field_value, PodFields};
@@ -110,6 +111,16 @@ pub async fn secret(
     }))
 }
 
+/// Where the files' data comes from.
+#[derive(Clone, Copy)]
+pub struct Sources<'a> {
+    pub client: &'a kube::Client,
+    pub objects: &'a ObjectCache,
+    pub tokens: &'a TokenManager,
+    /// Read ConfigMaps and Secrets past the cache (a pod's first setup).
+    pub fresh: bool,
+}
+
 /// Which kind of object keys come from, for upstream's messages.
 #[derive(Clone, Copy, Debug)]
 pub enum Source {
@@ -193,12 +204,17 @@ pub fn downward_payload(
 
 /// The files of a projected volume, and when its tokens should be refreshed.
 pub async fn projected_payload(
-    client: &kube::Client,
-    tokens: &TokenManager,
+    sources: &Sources<'_>,
     pod: &Pod,
     fields: &PodFields,
     source: &ProjectedVolumeSource,
 ) -> Result<(Payload, Option<Timestamp>), Error> {
+    let Sources {
+        client,
+        objects,
+        tokens,
+        fresh,
+    } = *sources;
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
     let owner = Owner::of(pod);
     let default_mode = source.default_mode.unwrap_or(DEFAULT_MODE);
@@ -206,22 +222,26 @@ pub async fn projected_payload(
     let mut refresh: Option<Timestamp> = None;
     for s in source.sources.iter().flatten() {
         if let Some(c) = &s.config_map {
-            let data = config_map(client, namespace, &c.name).await?;
+            let data = objects
+                .get(client, Source::ConfigMap, namespace, &c.name, fresh)
+                .await?;
             out.extend(key_payload(
                 Source::ConfigMap,
                 &c.name,
-                data.as_ref(),
+                data.as_deref(),
                 c.items.as_deref(),
                 default_mode,
                 c.optional.unwrap_or(false),
                 owner,
             )?);
         } else if let Some(sec) = &s.secret {
-            let data = secret(client, namespace, &sec.name).await?;
+            let data = objects
+                .get(client, Source::Secret, namespace, &sec.name, fresh)
+                .await?;
             out.extend(key_payload(
                 Source::Secret,
                 &sec.name,
-                data.as_ref(),
+                data.as_deref(),
                 sec.items.as_deref(),
                 default_mode,
                 sec.optional.unwrap_or(false),
