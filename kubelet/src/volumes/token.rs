@@ -136,8 +136,14 @@ impl TokenManager {
             .create_token_request(spec.service_account, &PostParams::default(), &request)
             .await
             .map_err(|e| {
+                // The apiserver's own message (`serviceaccounts "x" not found`) when it
+                // answered.
+                let why = match &e {
+                    kube::Error::Api(status) => status.message.clone(),
+                    other => other.to_string(),
+                };
                 format!(
-                    "failed to fetch token for service account {}/{}: {e}",
+                    "failed to fetch token for service account {}/{}: {why}",
                     spec.namespace, spec.service_account
                 )
             })?;

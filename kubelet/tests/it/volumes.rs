@@ -417,6 +417,25 @@ async fn projected_volumes() {
         "600 1000"
     );
     assert!(!node.exec_in(&id, "cat /v/token").await.is_empty());
+
+    // A pod of a ServiceAccount that does not exist gets no token and waits.
+    node.create_pod(
+        "orphan",
+        serde_json::json!({
+            "serviceAccountName": "ghost",
+            "volumes": volumes,
+            "containers": [{"name": "main", "image": "busybox:1.35", "command": ["sleep", "3600"],
+                "volumeMounts": [{"name": "v", "mountPath": "/v"}]}]
+        }),
+    )
+    .await;
+    let events = node.wait_events("orphan", &["FailedMount"]).await;
+    assert!(
+        events.iter().any(|e| e.message.as_deref().is_some_and(|m| m.contains(
+            "failed to fetch token for service account default/ghost: serviceaccounts \"ghost\" not found"
+        ))),
+        "{events:?}"
+    );
 }
 
 /// A hostPath or local PV and a claim bound to it, as the PV controller leaves them.
