@@ -100,7 +100,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
     resource!("", "v1", "ReplicationController", "replicationcontrollers", "replicationcontroller", short: ["rc"], categories: ["all"], namespaced: true, verbs: ALL_VERBS, sub: ["status", "scale"], def: "io.k8s.api.core.v1.ReplicationController"),
     resource!("", "v1", "ResourceQuota", "resourcequotas", "resourcequota", short: ["quota"], categories: [], namespaced: true, verbs: ALL_VERBS, sub: ["status"], def: "io.k8s.api.core.v1.ResourceQuota"),
     resource!("", "v1", "Secret", "secrets", "secret", short: [], categories: [], namespaced: true, verbs: ALL_VERBS, sub: [], def: "io.k8s.api.core.v1.Secret"),
-    resource!("", "v1", "ServiceAccount", "serviceaccounts", "serviceaccount", short: ["sa"], categories: [], namespaced: true, verbs: ALL_VERBS, sub: [], def: "io.k8s.api.core.v1.ServiceAccount"),
+    resource!("", "v1", "ServiceAccount", "serviceaccounts", "serviceaccount", short: ["sa"], categories: [], namespaced: true, verbs: ALL_VERBS, sub: ["token"], def: "io.k8s.api.core.v1.ServiceAccount"),
     resource!("", "v1", "Service", "services", "service", short: ["svc"], categories: ["all"], namespaced: true, verbs: ALL_VERBS, sub: ["proxy", "status"], def: "io.k8s.api.core.v1.Service"),
     // apps/v1
     resource!("apps", "v1", "ControllerRevision", "controllerrevisions", "controllerrevision", short: [], categories: [], namespaced: true, verbs: ALL_VERBS, sub: [], def: "io.k8s.api.apps.v1.ControllerRevision"),

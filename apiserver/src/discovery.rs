@@ -59,6 +59,7 @@ fn subresource_entry(info: &ResourceInfo, sub: &str) -> Value {
         "scale" => ("autoscaling", "v1", "Scale", &["get", "patch", "update"]),
         "binding" => ("", "v1", "Binding", &["create"]),
         "eviction" => ("policy", "v1", "Eviction", &["create"]),
+        "token" => ("authentication.k8s.io", "v1", "TokenRequest", &["create"]),
         "finalize" => (info.group, info.version, info.kind, &["update"]),
         // Connect subresources: the options kind of each, as upstream.
         "attach" => ("", "v1", "PodAttachOptions", &["create", "get"]),

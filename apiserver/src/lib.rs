@@ -24,6 +24,7 @@ mod registry;
 mod request;
 mod rest;
 mod server;
+pub mod serviceaccount;
 mod status;
 mod table;
 #[cfg(feature = "testing")]
@@ -70,6 +71,8 @@ pub struct Config {
     pub etcd_compaction_interval: std::time::Duration,
     /// How to reach kubelets for logs, exec, attach, port-forward and node proxying.
     pub kubelet: kubelet_client::KubeletClientConfig,
+    /// ServiceAccount token signing and verification (`serviceaccounts/token`).
+    pub service_account: serviceaccount::ServiceAccountConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +91,8 @@ pub enum Error {
     },
     #[error(transparent)]
     KubeletClient(#[from] kubelet_client::Error),
+    #[error("service account keys: {0}")]
+    ServiceAccount(#[from] serviceaccount::Error),
     #[error("registering metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }
@@ -106,6 +111,8 @@ pub(crate) struct Apiserver {
     pub advertise: SocketAddr,
     pub shutdown: Shutdown,
     pub kubelet: kubelet_client::KubeletClient,
+    /// Signs `serviceaccounts/token` answers; `None` without a signing key.
+    pub tokens: Option<serviceaccount::TokenGenerator>,
     /// The built-in objects exist.
     pub bootstrapped: tokio::sync::watch::Sender<bool>,
     /// Service allocations were rebuilt from storage (the first step of bootstrap).
@@ -145,6 +152,7 @@ impl Running {
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error> {
     let metrics = metrics::Metrics::new()?;
     let kubelet = kubelet_client::KubeletClient::new(&config.kubelet)?;
+    let tokens = serviceaccount::TokenGenerator::from_config(&config.service_account)?;
     let authn =
         authn::Authenticator::new(config.token_auth_file.as_deref(), config.anonymous_auth)?;
     let store: Arc<dyn Store> = Arc::new(
@@ -234,6 +242,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         advertise,
         shutdown: shutdown.clone(),
         kubelet,
+        tokens,
         bootstrapped: tokio::sync::watch::channel(false).0,
         allocators_rebuilt: std::sync::atomic::AtomicBool::new(false),
     });

@@ -83,6 +83,25 @@ pub struct Options {
     /// Timeout for kubelet operations (dialling; streams are not bounded).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub kubelet_timeout: std::time::Duration,
+    /// Identifier of the service account token issuer (the `iss` claim); repeatable, the
+    /// first issues tokens.
+    #[arg(long)]
+    pub service_account_issuer: Vec<String>,
+    /// Identifiers of the API; tokens requested without audiences are for these
+    /// (default: the issuers).
+    #[arg(long, value_delimiter = ',')]
+    pub api_audiences: Vec<String>,
+    /// Path to the file that contains the current private key of the service account
+    /// token issuer (PEM, RSA or EC).
+    #[arg(long)]
+    pub service_account_signing_key_file: Option<PathBuf>,
+    /// File containing PEM-encoded keys used to verify ServiceAccount tokens; repeatable.
+    #[arg(long)]
+    pub service_account_key_file: Vec<PathBuf>,
+    /// The maximum validity duration of a token created by the service account token
+    /// issuer; longer requests are issued with this duration.
+    #[arg(long, value_parser = parse_duration)]
+    pub service_account_max_token_expiration: Option<std::time::Duration>,
     /// Log verbosity (klog's -v).
     #[arg(short = 'v', long = "v", default_value_t = 0)]
     pub verbosity: u8,
@@ -111,6 +130,10 @@ pub enum OptionsError {
     KubeletAddressType(String),
     #[error("--kubelet-timeout must be positive")]
     KubeletTimeout,
+    #[error("--service-account-issuer is required with --service-account-signing-key-file")]
+    ServiceAccountIssuer,
+    #[error("--service-account-max-token-expiration must be at least 1h0m0s")]
+    MaxTokenExpiration,
 }
 
 impl Options {
@@ -172,6 +195,20 @@ impl Options {
         if self.kubelet_timeout.is_zero() {
             return Err(OptionsError::KubeletTimeout);
         }
+        let issuers: Vec<String> = self
+            .service_account_issuer
+            .into_iter()
+            .filter(|i| !i.is_empty())
+            .collect();
+        if self.service_account_signing_key_file.is_some() && issuers.is_empty() {
+            return Err(OptionsError::ServiceAccountIssuer);
+        }
+        let max_expiration = self
+            .service_account_max_token_expiration
+            .filter(|d| !d.is_zero());
+        if max_expiration.is_some_and(|d| d < std::time::Duration::from_secs(3600)) {
+            return Err(OptionsError::MaxTokenExpiration);
+        }
         Ok(Config {
             etcd_servers,
             etcd_prefix: self.etcd_prefix,
@@ -192,6 +229,17 @@ impl Options {
                 certificate_authority: self.kubelet_certificate_authority,
                 preferred_address_types: preferred,
                 timeout: self.kubelet_timeout,
+            },
+            service_account: crate::serviceaccount::ServiceAccountConfig {
+                issuers,
+                api_audiences: self
+                    .api_audiences
+                    .into_iter()
+                    .filter(|a| !a.is_empty())
+                    .collect(),
+                signing_key_file: self.service_account_signing_key_file,
+                key_files: self.service_account_key_file,
+                max_token_expiration: max_expiration,
             },
         })
     }
@@ -250,6 +298,38 @@ mod tests {
             std::time::Duration::from_secs(300)
         );
         assert!(Options::try_parse_from(["x", "--etcd-compaction-interval=soon"]).is_err());
+    }
+
+    #[test]
+    fn service_account_flags() {
+        let c = Options::parse_from([
+            "x",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            "--service-account-issuer=https://old",
+            "--service-account-signing-key-file=/sa.key",
+            "--service-account-key-file=/a.pub",
+            "--service-account-key-file=/b.pub",
+            "--api-audiences=api,vault",
+            "--service-account-max-token-expiration=48h",
+        ])
+        .into_config()
+        .unwrap();
+        let sa = c.service_account;
+        assert_eq!(sa.issuers.len(), 2);
+        assert_eq!(sa.api_audiences, ["api", "vault"]);
+        assert_eq!(sa.key_files.len(), 2);
+        assert_eq!(
+            sa.max_token_expiration,
+            Some(std::time::Duration::from_secs(48 * 3600))
+        );
+        assert!(matches!(
+            Options::parse_from(["x", "--service-account-signing-key-file=/sa.key"]).into_config(),
+            Err(OptionsError::ServiceAccountIssuer)
+        ));
+        assert!(matches!(
+            Options::parse_from(["x", "--service-account-max-token-expiration=10m"]).into_config(),
+            Err(OptionsError::MaxTokenExpiration)
+        ));
     }
 
     #[test]

@@ -736,6 +736,17 @@ async fn serve_resource(
         (Method::POST, None, true) if info.plural == "pods" => {
             Err(ApiError::method_not_supported(info, "create"))
         }
+        (Method::POST, Some("token"), true) if info.plural == "serviceaccounts" => {
+            let (decoded, _) = decode_write(req).await?;
+            let w = crate::registry::core::serviceaccounts::create_token(api, &r, decoded.value)
+                .await?;
+            let output = if output == Output::Protobuf {
+                Output::Protobuf
+            } else {
+                Output::Json
+            };
+            written(info, output, &q, w)
+        }
         (Method::POST, Some("eviction"), true) => {
             let (decoded, _) = decode_write(req).await?;
             let w = rest::evict(api, &r, decoded.value).await?;

@@ -85,7 +85,25 @@ fn config(etcd: &EtcdServer, dir: &Path, port: u16) -> Config {
                 .to_vec(),
             ..Default::default()
         },
+        // A fresh ES256 key per apiserver, so tests get ServiceAccount tokens.
+        service_account: crate::serviceaccount::ServiceAccountConfig {
+            issuers: vec![SERVICE_ACCOUNT_ISSUER.to_string()],
+            api_audiences: vec![],
+            signing_key_file: Some(dir.join("sa.key")),
+            key_files: vec![dir.join("sa.pub")],
+            max_token_expiration: None,
+        },
     }
+}
+
+/// The `iss` of the tokens a test apiserver signs (upstream's usual issuer).
+pub const SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+
+/// Writes a new ServiceAccount signing key (`sa.key`) and its public key (`sa.pub`).
+fn write_service_account_keys(dir: &Path) {
+    let pair = rcgen::KeyPair::generate().expect("generate service account key");
+    std::fs::write(dir.join("sa.key"), pair.serialize_pem()).unwrap();
+    std::fs::write(dir.join("sa.pub"), pair.public_key_pem()).unwrap();
 }
 
 impl TestApi {
@@ -110,6 +128,7 @@ impl TestApi {
             format!("{TOKEN},admin,admin-uid,\"system:masters\"\n"),
         )
         .unwrap();
+        write_service_account_keys(dir.path());
         let mut config = config(&etcd, dir.path(), 0);
         tweak(&mut config);
         let (trigger, shutdown) = shutdown::channel();

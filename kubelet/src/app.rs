@@ -74,6 +74,9 @@ pub struct Settings {
     pub node_status_update_frequency: Duration,
     pub node_status_report_frequency: Duration,
     pub node_lease_duration: Duration,
+    /// `--sync-frequency`: the longest time before a pod's changed ConfigMaps, Secrets
+    /// and downward API files reach its volumes.
+    pub sync_frequency: Duration,
 }
 
 impl Settings {
@@ -114,6 +117,7 @@ impl Settings {
             node_status_update_frequency: Duration::from_secs(10),
             node_status_report_frequency: Duration::from_secs(300),
             node_lease_duration: Duration::from_secs(40),
+            sync_frequency: crate::pod_workers::SYNC_FREQUENCY,
         }
     }
 }
@@ -210,6 +214,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
             cluster_dns: settings.cluster_dns.clone(),
             cluster_domain: settings.cluster_domain.clone(),
             resolv_conf: settings.resolv_conf.clone(),
+            sync_frequency: settings.sync_frequency,
         },
     );
     let serving_addr = match settings.serving {

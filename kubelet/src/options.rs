@@ -145,6 +145,11 @@ pub struct Options {
     #[arg(long)]
     pub node_status_update_frequency: Option<String>,
 
+    /// Max period between synchronizing running containers and config (ConfigMap,
+    /// Secret and downward API volumes).
+    #[arg(long)]
+    pub sync_frequency: Option<String>,
+
     /// Log verbosity (klog's -v).
     #[arg(short = 'v', long = "v", default_value_t = 0)]
     pub verbosity: u8,
@@ -179,6 +184,7 @@ pub struct KubeletConfiguration {
     pub tls_private_key_file: Option<PathBuf>,
     pub pod_logs_dir: Option<PathBuf>,
     pub file_check_frequency: Option<String>,
+    pub sync_frequency: Option<String>,
 }
 
 impl KubeletConfiguration {
@@ -427,6 +433,12 @@ impl Options {
                 "nodeStatusReportFrequency",
             )?,
             node_lease_duration: Duration::from_secs(u64::from(lease_seconds.unsigned_abs())),
+            sync_frequency: duration(
+                &self.sync_frequency,
+                &file.sync_frequency,
+                crate::pod_workers::SYNC_FREQUENCY,
+                "--sync-frequency",
+            )?,
         })
     }
 }
@@ -476,6 +488,10 @@ mod tests {
                 .unwrap()
                 .pod_network_rules
         );
+        assert_eq!(s.sync_frequency, Duration::from_secs(60));
+        let s = parse(&["--sync-frequency=10s"]).unwrap();
+        assert_eq!(s.sync_frequency, Duration::from_secs(10));
+        assert!(parse(&["--sync-frequency=often"]).is_err());
     }
 
     #[test]

@@ -57,6 +57,8 @@ pub struct PodManagerSettings {
     pub cluster_dns: Vec<IpAddr>,
     pub cluster_domain: String,
     pub resolv_conf: Option<PathBuf>,
+    /// `--sync-frequency`: how often volumes with changing sources are refreshed.
+    pub sync_frequency: Duration,
 }
 
 struct Worker {
@@ -109,6 +111,12 @@ impl PodManager {
             static_read: AtomicBool::new(settings.pod_manifest_path.is_none()),
             writer: Mutex::new(Some(writer)),
             runtime: KubeRuntime {
+                volumes: Arc::new(crate::volumes::VolumeManager::new(
+                    client.clone(),
+                    settings.root_dir.clone(),
+                    settings.node_name.clone(),
+                    settings.sync_frequency,
+                )),
                 client: client.clone(),
                 events,
                 runtime,

@@ -8,3 +8,4 @@ mod kube_client;
 mod kubectl;
 mod priority;
 mod systemd;
+mod serviceaccount_token;

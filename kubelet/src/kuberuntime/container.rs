@@ -349,6 +349,14 @@ pub fn container_config(
             .and_then(|s| s.run_as_group)
             .or(pod_sc.and_then(|s| s.run_as_group))
             .map(|value| api::Int64Value { value }),
+        // The pod's supplementalGroups and its fsGroup, which owns its volumes' files.
+        supplemental_groups: pod_sc
+            .map(|s| {
+                let mut groups = s.supplemental_groups.clone().unwrap_or_default();
+                groups.extend(s.fs_group.filter(|g| !groups.contains(g)));
+                groups
+            })
+            .unwrap_or_default(),
         capabilities: caps.map(|c| api::Capability {
             add_capabilities: c.add.clone().unwrap_or_default(),
             drop_capabilities: c.drop.clone().unwrap_or_default(),

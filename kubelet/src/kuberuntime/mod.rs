@@ -126,6 +126,8 @@ pub struct KubeRuntime {
     pub runtime: Arc<dyn RuntimeService>,
     pub images: Arc<dyn ImageService>,
     pub settings: Arc<RuntimeSettings>,
+    /// Sets up pods' volumes (and keeps their tokens).
+    pub volumes: Arc<volumes::VolumeManager>,
 }
 
 fn uid_of(pod: &Pod) -> String {
@@ -295,15 +297,8 @@ impl KubeRuntime {
             host_ip: self.settings.host_ip.to_string(),
             node_name: self.settings.node_name.clone(),
         };
-        let volume_paths = match volumes::prepare(
-            &self.client,
-            &self.settings.root_dir,
-            pod,
-            &fields,
-        )
-        .await
-        {
-            Ok(paths) => paths,
+        let volume_paths = match self.volumes.prepare(pod, &fields).await {
+            Ok(prepared) => prepared,
             Err(message) => {
                 tracing::warn!(pod = %pod_key(pod), error = %message, "unable to set up volumes");
                 self.warn_once(pod, None, ws, "FailedMount", message.clone());
@@ -345,7 +340,9 @@ impl KubeRuntime {
             volume_paths: &volume_paths,
             qos,
         };
-        let mut wake: Option<Instant> = None;
+        // Volumes whose sources change (ConfigMaps, Secrets, tokens) are refreshed on
+        // the next sync.
+        let mut wake: Option<Instant> = volume_paths.resync_at;
         for c in spec.init_containers.iter().flatten() {
             let instances = state.instances(&c.name);
             match instances.first() {
@@ -853,7 +850,7 @@ impl KubeRuntime {
         }
         cm::remove_pod_cgroups_within(self.settings.cgroup_driver, uid, Duration::from_secs(2))
             .await;
-        volumes::remove(&self.settings.root_dir, uid);
+        self.volumes.remove(uid);
         for dir in log_dirs {
             let _ = std::fs::remove_dir_all(dir);
         }
@@ -894,7 +891,7 @@ struct StartContext<'a> {
     sandbox_id: &'a str,
     sandbox_config: &'a api::PodSandboxConfig,
     fields: &'a PodFields,
-    volume_paths: &'a HashMap<String, PathBuf>,
+    volume_paths: &'a volumes::Prepared,
     /// The kubelet-managed /etc/hosts to mount, if any.
     etc_hosts: Option<&'a Path>,
     qos: cm::QosClass,

@@ -3,4 +3,5 @@
 pub mod connect;
 pub mod namespaces;
 pub mod pods;
+pub mod serviceaccounts;
 pub mod services;
