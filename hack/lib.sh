@@ -12,7 +12,7 @@ install_deps() {
   # build the test images (hack/images.sh); systemd's systemd-analyze checks the units.
   local want=(etcd-server etcd-client protobuf-compiler curl ca-certificates gcc libc6-dev pkg-config
     containerd runc containernetworking-plugins nftables iproute2 conntrack busybox-static umoci file
-    systemd)
+    systemd openssl)
   local missing=()
   for p in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

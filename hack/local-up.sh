@@ -101,12 +101,22 @@ ensure_token system:kube-scheduler system:kube-scheduler ""
 ensure_token system:kube-controller-manager system:kube-controller-manager ""
 ensure_token "system:node:$NODE_NAME" "system:node:$NODE_NAME" system:nodes
 
+# The key that signs ServiceAccount tokens (TokenRequest, projected token volumes).
+if [ ! -s "$STATE/certs/sa.key" ]; then
+  mkdir -p "$STATE/certs"
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$STATE/certs/sa.key" 2>/dev/null
+  chmod 600 "$STATE/certs/sa.key"
+  openssl pkey -in "$STATE/certs/sa.key" -pubout -out "$STATE/certs/sa.pub" 2>/dev/null
+fi
+
 if ! running kube-apiserver; then
   log "starting kube-apiserver on 127.0.0.1:$APISERVER_PORT"
   "$BIN/kube-apiserver" --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
     --bind-address 127.0.0.1 --secure-port "$APISERVER_PORT" --cert-dir "$STATE/certs" \
     --token-auth-file "$STATE/tokens.csv" --service-cluster-ip-range 10.96.0.0/16 \
     --kubelet-preferred-address-types InternalIP,Hostname,InternalDNS,ExternalDNS,ExternalIP \
+    --service-account-issuer https://kubernetes.default.svc.cluster.local \
+    --service-account-signing-key-file "$STATE/certs/sa.key" --service-account-key-file "$STATE/certs/sa.pub" \
     >"$STATE/logs/kube-apiserver.log" 2>&1 &
   echo $! >"$STATE/run/kube-apiserver.pid"
 fi
