@@ -55,6 +55,9 @@ pub struct NodeStatusManager {
     pub pod_cidr_flag: Option<IpNet>,
     /// The pod CIDR in use, for whoever needs it.
     pub pod_cidr: watch::Sender<Option<IpNet>>,
+    /// The pressure conditions the eviction manager reports; they also set the
+    /// pressure taints.
+    pub pressure: watch::Receiver<nodestatus::NodePressure>,
 }
 
 impl NodeStatusManager {
@@ -134,11 +137,33 @@ impl NodeStatusManager {
             });
         }
         let health = self.health().await;
+        let pressure = self.pressure.borrow().clone();
+        let current_taints = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.clone())
+            .unwrap_or_default();
+        if let Some(taints) = nodestatus::pressure_taints(&current_taints, &pressure) {
+            // resourceVersion makes this a compare-and-swap with other taint writers.
+            let patch = serde_json::json!({
+                "metadata": {"resourceVersion": node.metadata.resource_version},
+                "spec": {"taints": taints},
+            });
+            self.api()
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(|source| Error::Update {
+                    name: name.clone(),
+                    source,
+                })?;
+            tracing::info!(pressure = ?pressure, "node pressure taints updated");
+        }
         let desired = nodestatus::desired_status(
             &self.settings,
             &self.machine,
             &self.runtime_version,
             &health,
+            &pressure,
             node.status.as_ref(),
             Time(jiff::Timestamp::now()),
         );

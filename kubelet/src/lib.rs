@@ -6,6 +6,7 @@ pub mod app;
 pub mod cm;
 pub mod cri;
 pub mod events;
+pub mod eviction;
 pub mod kubelet_node_status;
 pub mod kuberuntime;
 pub mod logs;
@@ -18,6 +19,7 @@ pub mod pod_workers;
 pub mod prober;
 pub mod server;
 pub mod static_pods;
+pub mod stats;
 pub mod status;
 #[cfg(feature = "testing")]
 pub mod testing;

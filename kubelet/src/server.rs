@@ -1,5 +1,5 @@
 //! The kubelet's HTTPS server on port 10250 (upstream `pkg/kubelet/server`): /healthz,
-//! /metrics, /pods, /containerLogs/{ns}/{pod}/{container} (follow, previous, tailLines,
+//! /metrics, /metrics/resource, /stats/summary, /pods, /containerLogs/{ns}/{pod}/{container} (follow, previous, tailLines,
 //! sinceSeconds, sinceTime, timestamps, limitBytes), and /exec, /attach and /portForward,
 //! which ask the runtime for a streaming URL and splice the client's upgraded connection
 //! (SPDY or WebSocket, whatever it asked for) to the runtime's streaming server, as
@@ -111,6 +111,10 @@ pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, 
 pub struct KubeletServer {
     pub registry: prometheus::Registry,
     pub pods: Arc<PodManager>,
+    /// `/stats/summary`.
+    pub stats: Arc<crate::stats::StatsProvider>,
+    /// `/metrics/resource`.
+    pub resource_registry: prometheus::Registry,
 }
 
 /// Binds `addr` and serves until shutdown; the bound address.
@@ -208,6 +212,21 @@ impl KubeletServer {
                 component_base::metrics::TEXT_CONTENT_TYPE,
                 component_base::metrics::encode_text(&self.registry),
             ),
+            ["metrics", "resource"] if get => full(
+                StatusCode::OK,
+                component_base::metrics::TEXT_CONTENT_TYPE,
+                component_base::metrics::encode_text(&self.resource_registry),
+            ),
+            ["stats", "summary"] if get => match self.stats.summary().await {
+                Ok(summary) => match serde_json::to_string(&*summary) {
+                    Ok(body) => full(StatusCode::OK, "application/json", body),
+                    Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+                },
+                Err(e) => text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("Internal Error: failed to get node info: {e}"),
+                ),
+            },
             ["pods"] if get => self.pod_list(),
             ["containerLogs", ns, pod, container] if get => {
                 let query = req.uri().query().unwrap_or("").to_owned();
