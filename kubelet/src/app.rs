@@ -227,11 +227,9 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         runtime.clone(),
         runtime.clone(),
     );
-    config
-        .registry
-        .register(Box::new(crate::stats::metrics::ResourceCollector::containers_only(
-            stats.clone(),
-        )))?;
+    config.registry.register(Box::new(
+        crate::stats::metrics::ResourceCollector::containers_only(stats.clone()),
+    ))?;
     let resource_registry = prometheus::Registry::new();
     resource_registry.register(Box::new(crate::stats::metrics::ResourceCollector::new(
         stats.clone(),
@@ -295,6 +293,8 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
     })
 }
 
+// The parts start() built, handed over one by one.
+#[allow(clippy::too_many_arguments)]
 async fn run(
     config: Config,
     pods: Arc<PodManager>,

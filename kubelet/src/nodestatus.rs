@@ -175,12 +175,10 @@ fn static_status(
         "memory".to_owned(),
         Quantity(format!(
             "{}Ki",
-            machine.memory_bytes.saturating_sub(
-                settings
-                    .eviction_hard
-                    .memory
-                    .of(machine.memory_bytes)
-            ) / 1024
+            machine
+                .memory_bytes
+                .saturating_sub(settings.eviction_hard.memory.of(machine.memory_bytes))
+                / 1024
         )),
     );
     let storage = machine.ephemeral_storage_bytes

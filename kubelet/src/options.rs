@@ -404,7 +404,10 @@ impl Options {
                 Duration::from_secs(300),
                 "--eviction-pressure-transition-period",
             )?,
-            eviction_minimum_reclaim: match (&self.eviction_minimum_reclaim, &file.eviction_minimum_reclaim) {
+            eviction_minimum_reclaim: match (
+                &self.eviction_minimum_reclaim,
+                &file.eviction_minimum_reclaim,
+            ) {
                 (Some(text), _) => crate::eviction::thresholds::MinimumReclaim::parse(text)
                     .map_err(|e| format!("--eviction-minimum-reclaim: {e}"))?,
                 (None, Some(map)) => crate::eviction::thresholds::MinimumReclaim::from_map(map)
@@ -489,7 +492,10 @@ mod tests {
             "--eviction-minimum-reclaim=memory.available=50Mi",
         ])
         .unwrap();
-        assert_eq!(e.eviction_pressure_transition_period, Duration::from_secs(30));
+        assert_eq!(
+            e.eviction_pressure_transition_period,
+            Duration::from_secs(30)
+        );
         assert_eq!(e.eviction_minimum_reclaim.0.len(), 1);
     }
 

@@ -474,7 +474,10 @@ impl PodManager {
         loop {
             let pod = self.lookup(&key, &uid);
             let mut wake = None;
-            if let Some(p) = pod.as_deref().filter(|p| p.metadata.deletion_timestamp.is_none()) {
+            if let Some(p) = pod
+                .as_deref()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+            {
                 if !admitted {
                     admitted = true;
                     self.admit(p, &uid);

@@ -69,8 +69,13 @@ pub struct EvictionManager {
 /// Formats bytes as a binary-SI quantity the way upstream prints them (`100Mi`,
 /// `123456Ki`, `17`).
 pub fn quantity(bytes: u64) -> String {
-    for (suffix, unit) in [("Ti", 1u64 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
-        if bytes >= unit && bytes % unit == 0 {
+    for (suffix, unit) in [
+        ("Ti", 1u64 << 40),
+        ("Gi", 1 << 30),
+        ("Mi", 1 << 20),
+        ("Ki", 1 << 10),
+    ] {
+        if bytes >= unit && bytes.is_multiple_of(unit) {
             return format!("{}{suffix}", bytes / unit);
         }
     }
@@ -84,7 +89,12 @@ pub fn quantity(bytes: u64) -> String {
 /// The signals observed in a summary, with the node's memory capacity.
 pub fn observe(summary: &Summary, memory_capacity: u64) -> BTreeMap<Signal, Observation> {
     let mut out = BTreeMap::new();
-    if let Some(ws) = summary.node.memory.as_ref().and_then(|m| m.working_set_bytes) {
+    if let Some(ws) = summary
+        .node
+        .memory
+        .as_ref()
+        .and_then(|m| m.working_set_bytes)
+    {
         out.insert(
             Signal::MemoryAvailable,
             Observation {
@@ -93,13 +103,28 @@ pub fn observe(summary: &Summary, memory_capacity: u64) -> BTreeMap<Signal, Obse
             },
         );
     }
-    let fs = |f: Option<&crate::stats::summary::FsStats>, bytes: Signal, inodes: Signal, out: &mut BTreeMap<_, _>| {
+    let fs = |f: Option<&crate::stats::summary::FsStats>,
+              bytes: Signal,
+              inodes: Signal,
+              out: &mut BTreeMap<_, _>| {
         let Some(f) = f else { return };
         if let (Some(a), Some(c)) = (f.available_bytes, f.capacity_bytes) {
-            out.insert(bytes, Observation { available: a, capacity: c });
+            out.insert(
+                bytes,
+                Observation {
+                    available: a,
+                    capacity: c,
+                },
+            );
         }
         if let (Some(a), Some(c)) = (f.inodes_free, f.inodes) {
-            out.insert(inodes, Observation { available: a, capacity: c });
+            out.insert(
+                inodes,
+                Observation {
+                    available: a,
+                    capacity: c,
+                },
+            );
         }
     };
     fs(
@@ -109,7 +134,11 @@ pub fn observe(summary: &Summary, memory_capacity: u64) -> BTreeMap<Signal, Obse
         &mut out,
     );
     fs(
-        summary.node.runtime.as_ref().and_then(|r| r.image_fs.as_ref()),
+        summary
+            .node
+            .runtime
+            .as_ref()
+            .and_then(|r| r.image_fs.as_ref()),
         Signal::ImageFsAvailable,
         Signal::ImageFsInodesFree,
         &mut out,
@@ -267,7 +296,11 @@ impl EvictionManager {
             .map(|p| (p.pod_ref.uid.as_str(), p))
             .collect();
         let memory = met.signal == Signal::MemoryAvailable;
-        let resource = if memory { "memory" } else { "ephemeral-storage" };
+        let resource = if memory {
+            "memory"
+        } else {
+            "ephemeral-storage"
+        };
         let pods: HashMap<String, Arc<Pod>> = self
             .pods
             .pods()
@@ -289,7 +322,9 @@ impl EvictionManager {
             .map(|(uid, p)| {
                 let stats = running.get(uid.as_str());
                 let usage = if memory {
-                    stats.and_then(|s| s.memory.as_ref()).and_then(|m| m.working_set_bytes)
+                    stats
+                        .and_then(|s| s.memory.as_ref())
+                        .and_then(|m| m.working_set_bytes)
                 } else {
                     stats
                         .and_then(|s| s.ephemeral_storage.as_ref())
@@ -437,8 +472,10 @@ mod tests {
         let hard = EvictionHard::parse("memory.available<200Mi").unwrap();
         let met = thresholds_met(&hard, &MinimumReclaim::default(), &obs, &[]);
         assert_eq!(met[0].signal, Signal::MemoryAvailable);
-        let p = pod(serde_json::json!({"containers": [{"name": "c", "image": "i",
-            "resources": {"requests": {"memory": "10Mi"}}}]}));
+        let p = pod(
+            serde_json::json!({"containers": [{"name": "c", "image": "i",
+            "resources": {"requests": {"memory": "10Mi"}}}]}),
+        );
         assert_eq!(
             eviction_message(&met[0], &p, &summary),
             "The node was low on resource: memory. Threshold quantity: 200Mi, available: 124Mi. \
@@ -449,10 +486,14 @@ mod tests {
     #[test]
     fn admission_under_pressure_as_upstream() {
         let best_effort = pod(serde_json::json!({"containers": [{"name": "c", "image": "i"}]}));
-        let burstable = pod(serde_json::json!({"containers": [{"name": "c", "image": "i",
-            "resources": {"requests": {"memory": "10Mi"}}}]}));
-        let tolerating = pod(serde_json::json!({"containers": [{"name": "c", "image": "i"}],
-            "tolerations": [{"key": "node.kubernetes.io/memory-pressure", "operator": "Exists", "effect": "NoSchedule"}]}));
+        let burstable = pod(
+            serde_json::json!({"containers": [{"name": "c", "image": "i",
+            "resources": {"requests": {"memory": "10Mi"}}}]}),
+        );
+        let tolerating = pod(
+            serde_json::json!({"containers": [{"name": "c", "image": "i"}],
+            "tolerations": [{"key": "node.kubernetes.io/memory-pressure", "operator": "Exists", "effect": "NoSchedule"}]}),
+        );
         let none = NodePressure::new();
         let memory = NodePressure::from([Pressure::Memory]);
         let disk = NodePressure::from([Pressure::Disk]);
@@ -462,7 +503,10 @@ mod tests {
         assert_eq!(message, "The node had condition: [MemoryPressure]. ");
         assert!(admit(&memory, &burstable, false).is_ok());
         assert!(admit(&memory, &tolerating, false).is_ok());
-        assert!(admit(&memory, &best_effort, true).is_ok(), "static pods are critical");
+        assert!(
+            admit(&memory, &best_effort, true).is_ok(),
+            "static pods are critical"
+        );
         assert_eq!(
             admit(&disk, &burstable, false).unwrap_err().1,
             "The node had condition: [DiskPressure]. "

@@ -30,13 +30,22 @@ pub fn pod_request(pod: &Pod, resource: &str) -> u64 {
         let r = c.resources.as_ref();
         r.and_then(|r| r.requests.as_ref())
             .and_then(|m| m.get(resource))
-            .or_else(|| r.and_then(|r| r.limits.as_ref()).and_then(|m| m.get(resource)))
+            .or_else(|| {
+                r.and_then(|r| r.limits.as_ref())
+                    .and_then(|m| m.get(resource))
+            })
             .and_then(|q| crate::cm::parse_quantity(&q.0))
             .and_then(|n| u64::try_from(n / 1_000_000_000).ok())
             .unwrap_or(0)
     };
     let regular: u64 = spec.containers.iter().map(of).sum();
-    let init = spec.init_containers.iter().flatten().map(of).max().unwrap_or(0);
+    let init = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .map(of)
+        .max()
+        .unwrap_or(0);
     regular.max(init)
 }
 

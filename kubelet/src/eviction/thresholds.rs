@@ -344,8 +344,10 @@ mod tests {
 
     #[test]
     fn parses_minimum_reclaim() {
-        let r = MinimumReclaim::parse("memory.available=0Mi,nodefs.available=500Mi,imagefs.available=2%")
-            .unwrap();
+        let r = MinimumReclaim::parse(
+            "memory.available=0Mi,nodefs.available=500Mi,imagefs.available=2%",
+        )
+        .unwrap();
         assert_eq!(r.0[&Signal::MemoryAvailable], Threshold::Bytes(0));
         assert_eq!(r.0[&Signal::NodeFsAvailable], Threshold::Bytes(500 * MI));
         assert_eq!(r.0[&Signal::ImageFsAvailable], Threshold::Percent(2));
@@ -395,8 +397,9 @@ mod tests {
             )),
             vec![Signal::MemoryAvailable]
         );
-        assert!(thresholds_met(&hard, &reclaim, &obs(151, 500), &[Signal::MemoryAvailable])
-            .is_empty());
+        assert!(
+            thresholds_met(&hard, &reclaim, &obs(151, 500), &[Signal::MemoryAvailable]).is_empty()
+        );
         let met = thresholds_met(&hard, &reclaim, &obs(500, 50), &[]);
         assert_eq!(met[0].value, 100 * MI);
         assert_eq!(met[0].signal.pressure(), Pressure::Disk);

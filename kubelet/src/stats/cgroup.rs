@@ -227,7 +227,11 @@ pub fn memory_meminfo(meminfo: &str) -> Option<MemoryUsage> {
     let kib = |key: &str| {
         meminfo.lines().find_map(|l| {
             let rest = l.strip_prefix(key)?.strip_prefix(':')?;
-            rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok()
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
         })
     };
     let total = kib("MemTotal")? * 1024;
@@ -252,10 +256,7 @@ pub fn proc_stat_cpu_ns(stat: &str) -> Option<u64> {
         .skip(1)
         .filter_map(|v| v.parse().ok())
         .collect();
-    let busy: u64 = [0, 1, 2, 5, 6, 7]
-        .iter()
-        .filter_map(|i| f.get(*i))
-        .sum();
+    let busy: u64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|i| f.get(*i)).sum();
     Some(busy.saturating_mul(10_000_000))
 }
 
@@ -301,10 +302,7 @@ mod tests {
     #[test]
     fn systemd_slices_nest_on_dashes() {
         assert_eq!(
-            cgroup_dir(
-                CgroupDriver::Systemd,
-                "kubepods-besteffort-poda_b.slice"
-            ),
+            cgroup_dir(CgroupDriver::Systemd, "kubepods-besteffort-poda_b.slice"),
             "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-poda_b.slice"
         );
         assert_eq!(
@@ -353,10 +351,17 @@ mod tests {
         let root = dir.path().to_path_buf();
         let pod = root.join("kubepods/burstable/podu1");
         std::fs::create_dir_all(pod.join("c0ffee")).unwrap();
-        std::fs::write(pod.join("c0ffee/cpu.stat"), "usage_usec 1500\nuser_usec 1\n").unwrap();
+        std::fs::write(
+            pod.join("c0ffee/cpu.stat"),
+            "usage_usec 1500\nuser_usec 1\n",
+        )
+        .unwrap();
         std::fs::write(pod.join("c0ffee/memory.current"), "4096\n").unwrap();
-        std::fs::write(pod.join("c0ffee/memory.stat"), "anon 1024\ninactive_file 1000\n")
-            .unwrap();
+        std::fs::write(
+            pod.join("c0ffee/memory.stat"),
+            "anon 1024\ninactive_file 1000\n",
+        )
+        .unwrap();
         let layout = Layout::V2 { root };
         let rel = layout.pod_cgroup(CgroupDriver::Cgroupfs, "u1").unwrap();
         assert_eq!(rel, "kubepods/burstable/podu1");

@@ -125,9 +125,7 @@ fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
 }
 
 fn millis(t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>) -> i64 {
-    t.map_or(0, |t| {
-        i64::try_from(t.0.as_millisecond()).unwrap_or(0)
-    })
+    t.map_or(0, |t| t.0.as_millisecond())
 }
 
 fn sample(pairs: &[(&str, &str)], value: f64, counter: bool, at: i64) -> Metric {
@@ -151,13 +149,23 @@ fn sample(pairs: &[(&str, &str)], value: f64, counter: bool, at: i64) -> Metric 
 fn cpu_sample(pairs: &[(&str, &str)], cpu: Option<&CpuStats>) -> Option<Metric> {
     let cpu = cpu?;
     let ns = cpu.usage_core_nano_seconds?;
-    Some(sample(pairs, ns as f64 / 1e9, true, millis(cpu.time.as_ref())))
+    Some(sample(
+        pairs,
+        ns as f64 / 1e9,
+        true,
+        millis(cpu.time.as_ref()),
+    ))
 }
 
 fn memory_sample(pairs: &[(&str, &str)], memory: Option<&MemoryStats>) -> Option<Metric> {
     let memory = memory?;
     let ws = memory.working_set_bytes?;
-    Some(sample(pairs, ws as f64, false, millis(memory.time.as_ref())))
+    Some(sample(
+        pairs,
+        ws as f64,
+        false,
+        millis(memory.time.as_ref()),
+    ))
 }
 
 /// The metric families for `summary` (None: the stats could not be read).
@@ -167,16 +175,15 @@ fn families(summary: Option<&Summary>, containers_only: bool) -> Vec<MetricFamil
         for pod in &s.pods {
             let (name, ns) = (pod.pod_ref.name.as_str(), pod.pod_ref.namespace.as_str());
             for c in &pod.containers {
-                let l = [("container", c.name.as_str()), ("pod", name), ("namespace", ns)];
+                let l = [
+                    ("container", c.name.as_str()),
+                    ("pod", name),
+                    ("namespace", ns),
+                ];
                 out[0].extend(cpu_sample(&l, c.cpu.as_ref()));
                 out[1].extend(memory_sample(&l, c.memory.as_ref()));
                 if let Some(start) = &c.start_time {
-                    out[2].push(sample(
-                        &l,
-                        start.0.as_second() as f64,
-                        false,
-                        0,
-                    ));
+                    out[2].push(sample(&l, start.0.as_second() as f64, false, 0));
                 }
             }
             let l = [("pod", name), ("namespace", ns)];
@@ -271,7 +278,10 @@ mod tests {
         let names: Vec<&str> = all.iter().map(|f| f.name()).collect();
         assert!(names.contains(&"container_cpu_usage_seconds_total"));
         assert!(names.contains(&"node_cpu_usage_seconds_total"));
-        assert!(!names.contains(&"pod_cpu_usage_seconds_total"), "no pod cpu known");
+        assert!(
+            !names.contains(&"pod_cpu_usage_seconds_total"),
+            "no pod cpu known"
+        );
         let mut text = Vec::new();
         prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &all, &mut text).unwrap();
         let text = String::from_utf8(text).unwrap();
@@ -281,7 +291,9 @@ mod tests {
             ),
             "{text}"
         );
-        assert!(text.contains("container_memory_working_set_bytes{container=\"c\",pod=\"p\",namespace=\"ns\"} 4096"));
+        assert!(text.contains(
+            "container_memory_working_set_bytes{container=\"c\",pod=\"p\",namespace=\"ns\"} 4096"
+        ));
         assert!(text.contains("scrape_error 0"));
         let only = families(Some(&summary), true);
         assert_eq!(only.len(), 2);

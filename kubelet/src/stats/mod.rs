@@ -27,8 +27,8 @@ use crate::kuberuntime::{labels, sandbox};
 use cgroup::{Layout, Usage};
 pub use summary::Summary;
 use summary::{
-    ContainerStats, CpuStats, FsStats, MemoryStats, NodeStats, PodReference, PodStats,
-    RlimitStats, RuntimeStats, VolumeStats,
+    ContainerStats, CpuStats, FsStats, MemoryStats, NodeStats, PodReference, PodStats, RlimitStats,
+    RuntimeStats, VolumeStats,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +87,11 @@ pub fn fs_stats(path: &Path, now: jiff::Timestamp) -> Option<FsStats> {
         time: time(now),
         available_bytes: Some(s.f_bavail.saturating_mul(s.f_frsize)),
         capacity_bytes: Some(s.f_blocks.saturating_mul(s.f_frsize)),
-        used_bytes: Some(s.f_blocks.saturating_sub(s.f_bfree).saturating_mul(s.f_frsize)),
+        used_bytes: Some(
+            s.f_blocks
+                .saturating_sub(s.f_bfree)
+                .saturating_mul(s.f_frsize),
+        ),
         inodes_free: Some(s.f_ffree),
         inodes: Some(s.f_files),
         inodes_used: Some(s.f_files.saturating_sub(s.f_ffree)),
@@ -161,14 +165,9 @@ fn rlimit(now: jiff::Timestamp) -> RlimitStats {
         .ok()
         .and_then(|t| t.trim().parse().ok());
     // /proc/loadavg's fourth field is running/total scheduling entities.
-    let curproc = std::fs::read_to_string("/proc/loadavg").ok().and_then(|t| {
-        t.split_whitespace()
-            .nth(3)?
-            .split_once('/')?
-            .1
-            .parse()
-            .ok()
-    });
+    let curproc = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|t| t.split_whitespace().nth(3)?.split_once('/')?.1.parse().ok());
     RlimitStats {
         time: time(now),
         maxpid,
@@ -218,7 +217,13 @@ impl StatsProvider {
     }
 
     /// `usageNanoCores` from the previous sample of `key`; records this one.
-    fn cpu(&self, key: String, now: jiff::Timestamp, usage_ns: u64, seen: &mut Vec<String>) -> CpuStats {
+    fn cpu(
+        &self,
+        key: String,
+        now: jiff::Timestamp,
+        usage_ns: u64,
+        seen: &mut Vec<String>,
+    ) -> CpuStats {
         let t = now.as_nanosecond();
         let mut samples = self.cpu_samples.lock();
         let rate = samples.get(&key).and_then(|(pt, pu)| {
@@ -241,20 +246,17 @@ impl StatsProvider {
         let _one = self.refreshing.lock().await;
         let sandboxes = self.runtime.list_pod_sandbox(None).await?;
         let containers = self.runtime.list_containers(None).await?;
-        let writable: HashMap<String, api::FilesystemUsage> = match self
-            .runtime
-            .list_container_stats(None)
-            .await
-        {
-            Ok(stats) => stats
-                .into_iter()
-                .filter_map(|s| Some((s.attributes?.id, s.writable_layer?)))
-                .collect(),
-            Err(e) => {
-                tracing::debug!(error = %e, "container stats from the runtime");
-                HashMap::new()
-            }
-        };
+        let writable: HashMap<String, api::FilesystemUsage> =
+            match self.runtime.list_container_stats(None).await {
+                Ok(stats) => stats
+                    .into_iter()
+                    .filter_map(|s| Some((s.attributes?.id, s.writable_layer?)))
+                    .collect(),
+                Err(e) => {
+                    tracing::debug!(error = %e, "container stats from the runtime");
+                    HashMap::new()
+                }
+            };
         let image_fs = match self.images.image_fs_info().await {
             Ok(fs) => fs.into_iter().next(),
             Err(e) => {
@@ -267,7 +269,15 @@ impl StatsProvider {
         let now = jiff::Timestamp::now();
         // The filesystem walks and cgroup reads block: off the async workers.
         let (summary, cpu_inputs) = tokio::task::spawn_blocking(move || {
-            collect(&settings, layout.as_ref(), &sandboxes, &containers, &writable, image_fs.as_ref(), now)
+            collect(
+                &settings,
+                layout.as_ref(),
+                &sandboxes,
+                &containers,
+                &writable,
+                image_fs.as_ref(),
+                now,
+            )
         })
         .await
         .unwrap_or_default();
@@ -370,7 +380,8 @@ fn collect(
             .get(labels::POD_UID)
             .cloned()
             .unwrap_or_else(|| meta.uid.clone());
-        let pod_cgroup = layout.and_then(|l| Some((l, l.pod_cgroup(settings.cgroup_driver, &uid)?)));
+        let pod_cgroup =
+            layout.and_then(|l| Some((l, l.pod_cgroup(settings.cgroup_driver, &uid)?)));
         let pod_usage: Option<Usage> = pod_cgroup.as_ref().and_then(|(l, rel)| l.usage(rel));
         if let Some(ns) = pod_usage.and_then(|u| u.cpu_ns) {
             cpu.pods.insert(uid.clone(), ns);
@@ -392,9 +403,9 @@ fn collect(
                 .get(labels::CONTAINER_NAME)
                 .cloned()
                 .unwrap_or_else(|| c.metadata.clone().unwrap_or_default().name);
-            let usage = pod_cgroup.as_ref().and_then(|(l, rel)| {
-                l.usage(&l.container_cgroup(rel, &c.id)?)
-            });
+            let usage = pod_cgroup
+                .as_ref()
+                .and_then(|(l, rel)| l.usage(&l.container_cgroup(rel, &c.id)?));
             if let Some(ns) = usage.and_then(|u| u.cpu_ns) {
                 cpu.containers.insert(format!("{uid}/{name}"), ns);
             }
@@ -405,11 +416,7 @@ fn collect(
                 fs.used_bytes = w.used_bytes.as_ref().map(|v| v.value);
                 fs
             });
-            let logs = usage_on(
-                logsfs.as_ref(),
-                disk_usage(&log_dir.join(&name)),
-                now,
-            );
+            let logs = usage_on(logsfs.as_ref(), disk_usage(&log_dir.join(&name)), now);
             for fs in rootfs.iter().chain(std::iter::once(&logs)) {
                 ephemeral_used += fs.used_bytes.unwrap_or(0);
                 ephemeral_inodes += fs.inodes_used.unwrap_or(0);
@@ -430,7 +437,11 @@ fn collect(
             .join("volumes")
             .join("kubernetes.io~empty-dir");
         let mut volume = Vec::new();
-        for e in std::fs::read_dir(&empty_dirs).into_iter().flatten().flatten() {
+        for e in std::fs::read_dir(&empty_dirs)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let used = disk_usage(&e.path());
             let fs = usage_on(nodefs.as_ref(), used, now);
             ephemeral_used += fs.used_bytes.unwrap_or(0);
@@ -441,7 +452,11 @@ fn collect(
             });
         }
         volume.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut ephemeral = usage_on(nodefs.as_ref(), Some((ephemeral_used, ephemeral_inodes)), now);
+        let mut ephemeral = usage_on(
+            nodefs.as_ref(),
+            Some((ephemeral_used, ephemeral_inodes)),
+            now,
+        );
         ephemeral.time = time(now);
         pods.push(PodStats {
             pod_ref: PodReference {

@@ -113,10 +113,7 @@ pub struct PodStats {
     pub memory: Option<MemoryStats>,
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub volume: Vec<VolumeStats>,
-    #[serde(
-        rename = "ephemeral-storage",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "ephemeral-storage", skip_serializing_if = "Option::is_none")]
     pub ephemeral_storage: Option<FsStats>,
 }
 

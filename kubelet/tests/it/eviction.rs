@@ -114,14 +114,17 @@ async fn memory_pressure_evicts_in_upstream_order_taints_rejects_and_clears() {
             .await;
     }
     // The BestEffort pod's 16 MB show in the stats before pressure starts.
-    let available = wait_until(TIMEOUT, "the BestEffort pod's memory in the summary", || {
-        let s = summary(&node);
-        let filled = pod_stats(&s, "besteffort").is_some_and(|p| {
-            p["memory"]["workingSetBytes"].as_u64().unwrap_or(0) > 15 * MI
-        });
-        let available = s["node"]["memory"]["availableBytes"].as_u64();
-        async move { available.filter(|_| filled) }
-    })
+    let available = wait_until(
+        TIMEOUT,
+        "the BestEffort pod's memory in the summary",
+        || {
+            let s = summary(&node);
+            let filled = pod_stats(&s, "besteffort")
+                .is_some_and(|p| p["memory"]["workingSetBytes"].as_u64().unwrap_or(0) > 15 * MI);
+            let available = s["node"]["memory"]["availableBytes"].as_u64();
+            async move { available.filter(|_| filled) }
+        },
+    )
     .await;
 
     // Pressure that holds: 1 GiB more than is available.
@@ -164,7 +167,8 @@ async fn memory_pressure_evicts_in_upstream_order_taints_rejects_and_clears() {
     let second = evicted(&node, "burstable").await;
     let third = evicted(&node, "guaranteed").await;
     assert!(
-        disrupted_at(&first) < disrupted_at(&second) && disrupted_at(&second) < disrupted_at(&third),
+        disrupted_at(&first) < disrupted_at(&second)
+            && disrupted_at(&second) < disrupted_at(&third),
         "eviction order: besteffort {}, burstable {}, guaranteed {}",
         disrupted_at(&first),
         disrupted_at(&second),

@@ -85,8 +85,7 @@ async fn busy_pod_shows_cpu_and_memory_in_summary_and_metrics_until_deleted() {
         let s = summary(&node);
         let ok = pod_stats(&s, "busy").is_some_and(|p| {
             let c = &p["containers"][0];
-            u(&c["cpu"]["usageNanoCores"]) > 0
-                && u(&c["memory"]["workingSetBytes"]) > 15 * MI
+            u(&c["cpu"]["usageNanoCores"]) > 0 && u(&c["memory"]["workingSetBytes"]) > 15 * MI
         });
         async move { ok.then_some(s) }
     })
@@ -97,7 +96,12 @@ async fn busy_pod_shows_cpu_and_memory_in_summary_and_metrics_until_deleted() {
     assert!(n["startTime"].is_string());
     assert!(u(&n["cpu"]["usageCoreNanoSeconds"]) > 0);
     assert!(n["cpu"]["time"].is_string());
-    for field in ["availableBytes", "usageBytes", "workingSetBytes", "rssBytes"] {
+    for field in [
+        "availableBytes",
+        "usageBytes",
+        "workingSetBytes",
+        "rssBytes",
+    ] {
         assert!(u(&n["memory"][field]) > 0, "node memory {field}: {n}");
     }
     assert!(u(&n["fs"]["capacityBytes"]) > u(&n["fs"]["availableBytes"]));
@@ -113,7 +117,8 @@ async fn busy_pod_shows_cpu_and_memory_in_summary_and_metrics_until_deleted() {
     assert!(pod["startTime"].is_string());
     assert!(u(&pod["cpu"]["usageCoreNanoSeconds"]) > 0);
     assert!(
-        u(&pod["memory"]["workingSetBytes"]) >= u(&pod["containers"][0]["memory"]["workingSetBytes"])
+        u(&pod["memory"]["workingSetBytes"])
+            >= u(&pod["containers"][0]["memory"]["workingSetBytes"])
     );
     let c = &pod["containers"][0];
     assert_eq!(c["name"], "main");
@@ -133,11 +138,18 @@ async fn busy_pod_shows_cpu_and_memory_in_summary_and_metrics_until_deleted() {
     let resource = kubelet_raw(&node, "/metrics/resource");
     assert!(series(&resource, "container_cpu_usage_seconds_total", labels).unwrap() > 0.0);
     assert!(
-        series(&resource, "container_memory_working_set_bytes", labels).unwrap()
-            > (15 * MI) as f64
+        series(&resource, "container_memory_working_set_bytes", labels).unwrap() > (15 * MI) as f64
     );
-    assert!(series(&resource, "pod_memory_working_set_bytes", "pod=\"busy\",namespace=\"default\"").is_some());
-    assert!(resource.contains("\nnode_cpu_usage_seconds_total "), "{resource}");
+    assert!(series(
+        &resource,
+        "pod_memory_working_set_bytes",
+        "pod=\"busy\",namespace=\"default\""
+    )
+    .is_some());
+    assert!(
+        resource.contains("\nnode_cpu_usage_seconds_total "),
+        "{resource}"
+    );
     assert!(resource.contains("\nnode_memory_working_set_bytes "));
     assert!(resource.contains("\nscrape_error 0"));
     let own = node.metrics_text();
@@ -148,14 +160,17 @@ async fn busy_pod_shows_cpu_and_memory_in_summary_and_metrics_until_deleted() {
         .delete("busy", &DeleteParams::default().grace_period(0))
         .await
         .unwrap();
-    wait_until(TIMEOUT, "the deleted pod gone from stats and metrics", || {
-        let gone_summary = pod_stats(&summary(&node), "busy").is_none();
-        let resource = kubelet_raw(&node, "/metrics/resource");
-        let own = node.metrics_text();
-        let gone = gone_summary
-            && !resource.contains("pod=\"busy\"")
-            && !own.contains("pod=\"busy\"");
-        async move { gone.then_some(()) }
-    })
+    wait_until(
+        TIMEOUT,
+        "the deleted pod gone from stats and metrics",
+        || {
+            let gone_summary = pod_stats(&summary(&node), "busy").is_none();
+            let resource = kubelet_raw(&node, "/metrics/resource");
+            let own = node.metrics_text();
+            let gone =
+                gone_summary && !resource.contains("pod=\"busy\"") && !own.contains("pod=\"busy\"");
+            async move { gone.then_some(()) }
+        },
+    )
     .await;
 }
