@@ -217,16 +217,10 @@ impl KubeletServer {
                 component_base::metrics::TEXT_CONTENT_TYPE,
                 component_base::metrics::encode_text(&self.resource_registry),
             ),
-            ["stats", "summary"] if get => match self.stats.summary().await {
-                Ok(summary) => match serde_json::to_string(&*summary) {
-                    Ok(body) => full(StatusCode::OK, "application/json", body),
-                    Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-                },
-                Err(e) => text(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("Internal Error: failed to get node info: {e}"),
-                ),
-            },
+            ["stats", "summary"] if get => {
+                let query = req.uri().query().unwrap_or("").to_owned();
+                self.stats_summary(&query).await
+            }
             ["pods"] if get => self.pod_list(),
             ["containerLogs", ns, pod, container] if get => {
                 let query = req.uri().query().unwrap_or("").to_owned();
@@ -245,6 +239,31 @@ impl KubeletServer {
                 self.port_forward(req, &ns, &pod).await
             }
             _ => text(StatusCode::NOT_FOUND, "404 page not found"),
+        }
+    }
+
+    /// `/stats/summary`, whole or (`only_cpu_and_memory=true`) CPU and memory only.
+    async fn stats_summary(&self, query: &str) -> Response<Body> {
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+        let summary = match self.stats.summary().await {
+            Ok(s) => s,
+            Err(e) => {
+                return text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("Internal Error: failed to get node info: {e}"),
+                )
+            }
+        };
+        let body = if query_flag(&pairs, &["only_cpu_and_memory"]) {
+            serde_json::to_string(&summary.only_cpu_and_memory())
+        } else {
+            serde_json::to_string(&*summary)
+        };
+        match body {
+            Ok(body) => full(StatusCode::OK, "application/json", body),
+            Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         }
     }
 

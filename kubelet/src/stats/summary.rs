@@ -11,6 +11,44 @@ pub struct Summary {
     pub pods: Vec<PodStats>,
 }
 
+impl Summary {
+    /// What `/stats/summary?only_cpu_and_memory=true` returns (metrics-server's query):
+    /// names, start times, CPU and memory only.
+    pub fn only_cpu_and_memory(&self) -> Summary {
+        Summary {
+            node: NodeStats {
+                node_name: self.node.node_name.clone(),
+                start_time: self.node.start_time.clone(),
+                cpu: self.node.cpu.clone(),
+                memory: self.node.memory.clone(),
+                ..Default::default()
+            },
+            pods: self
+                .pods
+                .iter()
+                .map(|p| PodStats {
+                    pod_ref: p.pod_ref.clone(),
+                    start_time: p.start_time.clone(),
+                    containers: p
+                        .containers
+                        .iter()
+                        .map(|c| ContainerStats {
+                            name: c.name.clone(),
+                            start_time: c.start_time.clone(),
+                            cpu: c.cpu.clone(),
+                            memory: c.memory.clone(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    cpu: p.cpu.clone(),
+                    memory: p.memory.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeStats {

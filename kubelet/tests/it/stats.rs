@@ -1,6 +1,7 @@
 //! Stats on a real containerd, read as a user reads them: `kubectl get --raw
 //! /api/v1/nodes/<node>/proxy/stats/summary` and `.../proxy/metrics/resource` through the
-//! apiserver's nodes/proxy, and the kubelet's own /metrics. A pod burning CPU (capped at
+//! apiserver's nodes/proxy (also with metrics-server's `only_cpu_and_memory`), and the
+//! kubelet's own /metrics. A pod burning CPU (capped at
 //! 100m) and holding 16 MB shows CPU time, a CPU rate and its working set for itself and
 //! its container; once deleted it is gone from the summary and from every series.
 
@@ -131,6 +132,18 @@ async fn busy_pod_shows_cpu_and_memory_in_summary_and_metrics_until_deleted() {
     assert!(c["rootfs"]["usedBytes"].is_u64(), "{c}");
     assert!(c["logs"]["usedBytes"].is_u64(), "{c}");
     assert!(pod["ephemeral-storage"]["usedBytes"].is_u64());
+
+    // metrics-server's query: CPU and memory only.
+    let slim: Value = serde_json::from_str(&kubelet_raw(
+        &node,
+        "/stats/summary?only_cpu_and_memory=true",
+    ))
+    .unwrap();
+    assert!(slim["node"]["fs"].is_null() && slim["node"]["memory"].is_object());
+    let slim_pod = pod_stats(&slim, "busy").unwrap();
+    assert!(slim_pod["containers"][0]["cpu"].is_object());
+    assert!(slim_pod["containers"][0]["rootfs"].is_null());
+    assert!(slim_pod["ephemeral-storage"].is_null());
 
     // The resource metrics through the apiserver, and the two container series on the
     // kubelet's own /metrics.
