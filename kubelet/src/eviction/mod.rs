@@ -1,8 +1,8 @@
 //! The eviction manager (upstream `pkg/kubelet/eviction`): every housekeeping interval it
 //! observes `memory.available` (memory capacity − the node's working set),
 //! `nodefs.available` / `nodefs.inodesFree` (the filesystem of `--root-dir`) and
-//! `imagefs.available` / `imagefs.inodesFree` (the runtime's image filesystem) from the
-//! stats cache, compares them with the hard thresholds, and reports MemoryPressure /
+//! `imagefs.available` / `imagefs.inodesFree` (the runtime's image filesystem) and
+//! `pid.available` (pid_max − processes) from the stats cache, compares them with the hard thresholds, and reports MemoryPressure /
 //! DiskPressure until `--eviction-pressure-transition-period` passed since a threshold
 //! was last met. While a threshold is met it evicts one pod per interval, ranked as
 //! upstream ranks them: killed at once, reported Failed with reason `Evicted`, a
@@ -86,7 +86,8 @@ pub fn quantity(bytes: u64) -> String {
     bytes.to_string()
 }
 
-/// The signals observed in a summary, with the node's memory capacity.
+/// The signals observed in a summary, with the node's memory capacity (upstream
+/// `makeSignalObservations`).
 pub fn observe(summary: &Summary, memory_capacity: u64) -> BTreeMap<Signal, Observation> {
     let mut out = BTreeMap::new();
     if let Some(ws) = summary
@@ -127,6 +128,20 @@ pub fn observe(summary: &Summary, memory_capacity: u64) -> BTreeMap<Signal, Obse
             );
         }
     };
+    if let Some((max, cur)) = summary.node.rlimit.as_ref().and_then(|r| {
+        Some((
+            u64::try_from(r.maxpid?).ok()?,
+            u64::try_from(r.curproc?).ok()?,
+        ))
+    }) {
+        out.insert(
+            Signal::PidAvailable,
+            Observation {
+                available: max.saturating_sub(cur),
+                capacity: max,
+            },
+        );
+    }
     fs(
         summary.node.fs.as_ref(),
         Signal::NodeFsAvailable,
@@ -295,12 +310,6 @@ impl EvictionManager {
             .iter()
             .map(|p| (p.pod_ref.uid.as_str(), p))
             .collect();
-        let memory = met.signal == Signal::MemoryAvailable;
-        let resource = if memory {
-            "memory"
-        } else {
-            "ephemeral-storage"
-        };
         let pods: HashMap<String, Arc<Pod>> = self
             .pods
             .pods()
@@ -321,19 +330,27 @@ impl EvictionManager {
             })
             .map(|(uid, p)| {
                 let stats = running.get(uid.as_str());
-                let usage = if memory {
-                    stats
-                        .and_then(|s| s.memory.as_ref())
-                        .and_then(|m| m.working_set_bytes)
-                } else {
-                    stats
-                        .and_then(|s| s.ephemeral_storage.as_ref())
-                        .and_then(|f| f.used_bytes)
+                // Process counts per pod are not collected: under PID pressure pods rank
+                // by priority alone.
+                let (usage, request) = match met.signal {
+                    Signal::MemoryAvailable => (
+                        stats
+                            .and_then(|s| s.memory.as_ref())
+                            .and_then(|m| m.working_set_bytes),
+                        ranking::pod_request(p, "memory"),
+                    ),
+                    Signal::PidAvailable => (Some(0), 0),
+                    _ => (
+                        stats
+                            .and_then(|s| s.ephemeral_storage.as_ref())
+                            .and_then(|f| f.used_bytes),
+                        ranking::pod_request(p, "ephemeral-storage"),
+                    ),
                 };
                 Candidate {
                     uid: uid.clone(),
                     priority: ranking::priority(p),
-                    request: ranking::pod_request(p, resource),
+                    request,
                     usage,
                 }
             })
@@ -438,6 +455,11 @@ mod tests {
                     working_set_bytes: Some(900 * 1024 * 1024),
                     ..Default::default()
                 }),
+                rlimit: Some(RlimitStats {
+                    maxpid: Some(32768),
+                    curproc: Some(768),
+                    ..Default::default()
+                }),
                 fs: Some(FsStats {
                     available_bytes: Some(10),
                     capacity_bytes: Some(100),
@@ -469,6 +491,13 @@ mod tests {
         assert_eq!(obs[&Signal::NodeFsAvailable].capacity, 100);
         assert_eq!(obs[&Signal::NodeFsInodesFree].available, 5);
         assert!(!obs.contains_key(&Signal::ImageFsAvailable));
+        assert_eq!(
+            obs[&Signal::PidAvailable],
+            Observation {
+                available: 32000,
+                capacity: 32768
+            }
+        );
         let hard = EvictionHard::parse("memory.available<200Mi").unwrap();
         let met = thresholds_met(&hard, &MinimumReclaim::default(), &obs, &[]);
         assert_eq!(met[0].signal, Signal::MemoryAvailable);

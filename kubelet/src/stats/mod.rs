@@ -286,6 +286,12 @@ impl StatsProvider {
         if let Some(ns) = cpu_inputs.node {
             summary.node.cpu = Some(self.cpu("node".into(), now, ns, &mut seen));
         }
+        if let (Some(ns), Some(pods)) = (
+            cpu_inputs.pods_cgroup,
+            summary.node.system_containers.first_mut(),
+        ) {
+            pods.cpu = Some(self.cpu("system/pods".into(), now, ns, &mut seen));
+        }
         for pod in &mut summary.pods {
             let uid = pod.pod_ref.uid.clone();
             if let Some(ns) = cpu_inputs.pods.get(&uid) {
@@ -309,6 +315,8 @@ impl StatsProvider {
 #[derive(Default)]
 struct CpuInputs {
     node: Option<u64>,
+    /// The `pods` system container.
+    pods_cgroup: Option<u64>,
     pods: HashMap<String, u64>,
     containers: HashMap<String, u64>,
 }
@@ -351,9 +359,27 @@ fn collect(
             .ok()
             .and_then(|m| cgroup::memory_meminfo(&m)),
     };
+    let kubepods = match settings.cgroup_driver {
+        CgroupDriver::Cgroupfs => "kubepods",
+        CgroupDriver::Systemd => "kubepods.slice",
+    };
+    let pods_usage = layout.and_then(|l| l.usage(kubepods));
+    cpu.pods_cgroup = pods_usage.and_then(|u| u.cpu_ns);
+    let start_time = boot_time();
     let node = NodeStats {
         node_name: settings.node_name.clone(),
-        start_time: boot_time(),
+        system_containers: pods_usage
+            .map(|u| ContainerStats {
+                name: "pods".into(),
+                start_time: start_time.clone(),
+                cpu: None,
+                memory: u.memory.map(|m| memory_stats(&m, now, None)),
+                rootfs: None,
+                logs: None,
+            })
+            .into_iter()
+            .collect(),
+        start_time,
         cpu: None,
         memory: node_memory.map(|m| {
             memory_stats(

@@ -18,6 +18,18 @@ impl Summary {
         Summary {
             node: NodeStats {
                 node_name: self.node.node_name.clone(),
+                system_containers: self
+                    .node
+                    .system_containers
+                    .iter()
+                    .map(|c| ContainerStats {
+                        name: c.name.clone(),
+                        start_time: c.start_time.clone(),
+                        cpu: c.cpu.clone(),
+                        memory: c.memory.clone(),
+                        ..Default::default()
+                    })
+                    .collect(),
                 start_time: self.node.start_time.clone(),
                 cpu: self.node.cpu.clone(),
                 memory: self.node.memory.clone(),
@@ -53,6 +65,9 @@ impl Summary {
 #[serde(rename_all = "camelCase")]
 pub struct NodeStats {
     pub node_name: String,
+    /// The `pods` cgroup (everything under kubepods), as upstream's system container.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub system_containers: Vec<ContainerStats>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,
     #[serde(skip_serializing_if = "Option::is_none")]
