@@ -1,6 +1,7 @@
 //! The kubelet's HTTPS server on port 10250 (upstream `pkg/kubelet/server`): /healthz,
-//! /metrics, /metrics/resource, /stats/summary, /pods, /containerLogs/{ns}/{pod}/{container} (follow, previous, tailLines,
-//! sinceSeconds, sinceTime, timestamps, limitBytes), and /exec, /attach and /portForward,
+//! /metrics, /metrics/resource, /stats/summary, /pods,
+//! /containerLogs/{ns}/{pod}/{container} (follow, previous, tailLines, sinceSeconds,
+//! sinceTime, timestamps, limitBytes), and /exec, /attach and /portForward,
 //! which ask the runtime for a streaming URL and splice the client's upgraded connection
 //! (SPDY or WebSocket, whatever it asked for) to the runtime's streaming server, as
 //! upstream does when it does not redirect. The serving certificate is `--tls-cert-file`

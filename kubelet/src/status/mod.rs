@@ -574,4 +574,66 @@ mod tests {
         assert_eq!(applied, new);
         assert!(merge_diff(&new, &new).is_none());
     }
+
+    #[test]
+    fn ended_pods_stay_failed_and_keep_conditions_others_set() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "uid": "u"},
+            "spec": {"containers": [{"name": "a", "image": "i"}]},
+            "status": {"phase": "Running", "conditions": [
+                {"type": "PodScheduled", "status": "True"},
+                {"type": "example.com/gate", "status": "True"}
+            ]}
+        }))
+        .unwrap();
+        let now = Time(jiff::Timestamp::from_second(1000).unwrap());
+        let generated = generate(
+            &pod,
+            pod.status.as_ref(),
+            &PodRuntimeState::default(),
+            &WaitingReasons::new(),
+            &PodProbes::default(),
+            "10.0.0.1".parse().unwrap(),
+            now.clone(),
+        );
+        let types = |s: &PodStatus| -> Vec<String> {
+            s.conditions
+                .iter()
+                .flatten()
+                .map(|c| c.type_.clone())
+                .collect()
+        };
+        assert!(types(&generated).contains(&"example.com/gate".to_owned()));
+        let evicted = ended(
+            generated,
+            "Evicted",
+            "The node was low on resource: memory. ",
+            true,
+            pod.status.as_ref(),
+        );
+        assert_eq!(evicted.phase.as_deref(), Some("Failed"));
+        assert_eq!(evicted.reason.as_deref(), Some("Evicted"));
+        let target = evicted
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == "DisruptionTarget")
+            .unwrap();
+        assert_eq!(target.reason.as_deref(), Some("TerminationByKubelet"));
+        // Written and read back, the pod stays Failed whatever its containers show.
+        let mut stored = pod.clone();
+        stored.status = Some(evicted.clone());
+        let again = generate(
+            &stored,
+            stored.status.as_ref(),
+            &PodRuntimeState::default(),
+            &WaitingReasons::new(),
+            &PodProbes::default(),
+            "10.0.0.1".parse().unwrap(),
+            now,
+        );
+        assert_eq!(again.phase.as_deref(), Some("Failed"));
+        assert_eq!(again.reason.as_deref(), Some("Evicted"));
+        assert!(types(&again).contains(&"DisruptionTarget".to_owned()));
+    }
 }

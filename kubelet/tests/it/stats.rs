@@ -112,7 +112,10 @@ async fn busy_pod_shows_cpu_and_memory_in_summary_and_metrics_until_deleted() {
     assert!(u(&n["runtime"]["imageFs"]["capacityBytes"]) > 0, "{n}");
     let pods_cgroup = &n["systemContainers"][0];
     assert_eq!(pods_cgroup["name"], "pods");
-    assert!(u(&pods_cgroup["memory"]["workingSetBytes"]) > 15 * MI, "{n}");
+    assert!(
+        u(&pods_cgroup["memory"]["workingSetBytes"]) > 15 * MI,
+        "{n}"
+    );
     assert!(u(&pods_cgroup["cpu"]["usageCoreNanoSeconds"]) > 0);
     assert!(u(&n["rlimit"]["maxpid"]) > 0);
     assert!(u(&n["rlimit"]["curproc"]) > 0);
