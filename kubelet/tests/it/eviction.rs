@@ -5,7 +5,9 @@
 //! within its requests, then Guaranteed), each Failed with reason Evicted, a
 //! DisruptionTarget condition and an Evicted event; the node shows MemoryPressure and the
 //! memory-pressure taint, and rejects a new BestEffort pod. Once the threshold is lowered,
-//! the condition and taint clear after the pressure transition period, not before.
+//! the condition and taint clear after the pressure transition period, not before. The
+//! same for disk: `nodefs.available` 1 GiB above what is free evicts by ephemeral-storage
+//! use, sets DiskPressure and its taint, and turns away every new pod.
 
 use std::time::{Duration, Instant};
 
@@ -233,4 +235,100 @@ async fn memory_pressure_evicts_in_upstream_order_taints_rejects_and_clears() {
             && held.as_secs_f64() + 1.0 >= (TRANSITION - MONITORING).as_secs_f64(),
         "cleared {held:?} after lowering the threshold; transition period {TRANSITION:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_pressure_evicts_by_ephemeral_storage_and_rejects_every_new_pod() {
+    let node = TestNode::start_with(|s| {
+        reachable_by_node_proxy(s);
+        s.housekeeping_interval = MONITORING;
+        s.eviction_pressure_transition_period = MONITORING;
+    })
+    .await;
+    let eviction = node.kubelet.as_ref().unwrap().1.eviction.clone();
+    node.create_pod(
+        "writer",
+        serde_json::json!({"containers": [{
+            "name": "main", "image": "busybox:1.35",
+            "command": ["sh", "-c", "dd if=/dev/zero of=/data bs=1M count=8 && sleep 3600"],
+        }]}),
+    )
+    .await;
+    node.create_pod(
+        "within",
+        serde_json::json!({"containers": [{
+            "name": "main", "image": "busybox:1.35", "command": ["sleep", "3600"],
+            "resources": {"requests": {"memory": "16Mi", "ephemeral-storage": "1Gi"}},
+        }]}),
+    )
+    .await;
+    for name in ["writer", "within"] {
+        node.wait_pod(name, "pod Running", |p| phase(p) == "Running")
+            .await;
+    }
+    let available = wait_until(TIMEOUT, "nodefs in the summary", || {
+        let s = summary(&node);
+        let both = pod_stats(&s, "writer").is_some() && pod_stats(&s, "within").is_some();
+        let available = s["node"]["fs"]["availableBytes"].as_u64();
+        async move { available.filter(|_| both) }
+    })
+    .await;
+    eviction.set_thresholds(EvictionHard {
+        nodefs: Threshold::Bytes(available + 1024 * MI),
+        ..EvictionHard::default()
+    });
+    let first = evicted(&node, "writer").await;
+    assert!(
+        message(&first)
+            .starts_with("The node was low on resource: ephemeral-storage. Threshold quantity: "),
+        "{}",
+        message(&first)
+    );
+    let nodes: Api<Node> = Api::all(node.client.clone());
+    let pressured = wait_until(TIMEOUT, "DiskPressure and its taint on the node", || {
+        let nodes = nodes.clone();
+        let name = node.name.clone();
+        async move {
+            let n = nodes.get(&name).await.ok()?;
+            (node_condition(&n, "DiskPressure").0 == "True"
+                && has_taint(&n, "node.kubernetes.io/disk-pressure"))
+            .then_some(n)
+        }
+    })
+    .await;
+    assert_eq!(
+        node_condition(&pressured, "DiskPressure").1,
+        "KubeletHasDiskPressure"
+    );
+    assert_eq!(node_condition(&pressured, "MemoryPressure").0, "False");
+    let second = evicted(&node, "within").await;
+    assert!(disrupted_at(&first) < disrupted_at(&second));
+
+    // Under disk pressure even a Burstable pod is turned away.
+    node.create_pod(
+        "late",
+        serde_json::json!({"containers": [{
+            "name": "main", "image": "busybox:1.35", "command": ["sleep", "3600"],
+            "resources": {"requests": {"memory": "16Mi"}},
+        }]}),
+    )
+    .await;
+    let late = evicted(&node, "late").await;
+    assert_eq!(
+        message(&late),
+        "Pod was rejected: The node had condition: [DiskPressure]. "
+    );
+
+    eviction.set_thresholds(EvictionHard::default());
+    wait_until(TIMEOUT, "DiskPressure cleared and untainted", || {
+        let nodes = nodes.clone();
+        let name = node.name.clone();
+        async move {
+            let n = nodes.get(&name).await.ok()?;
+            (node_condition(&n, "DiskPressure").0 == "False"
+                && !has_taint(&n, "node.kubernetes.io/disk-pressure"))
+            .then_some(())
+        }
+    })
+    .await;
 }
