@@ -244,7 +244,8 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
             pressure_transition_period: settings.eviction_pressure_transition_period,
             monitoring_period: settings.housekeeping_interval,
         },
-    );
+        &config.registry,
+    )?;
     pods.add_admit_handler(eviction.clone());
     let serving_addr = match settings.serving {
         Some(bind) => {

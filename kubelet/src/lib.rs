@@ -1,6 +1,8 @@
 //! kubelet: the node agent. It registers its Node and renews the node Lease, watches the
 //! pods bound to it and runs them on a CRI runtime (containerd), writes their status
-//! back, and writes the pod network's CNI configuration (upstream `pkg/kubelet`).
+//! back, and writes the pod network's CNI configuration; it serves the node's and pods'
+//! resource usage (/stats/summary, /metrics/resource) and evicts pods when the node runs
+//! short of memory or disk (upstream `pkg/kubelet`).
 
 pub mod app;
 pub mod cm;

@@ -6,7 +6,8 @@
 //! DiskPressure until `--eviction-pressure-transition-period` passed since a threshold
 //! was last met. While a threshold is met it evicts one pod per interval, ranked as
 //! upstream ranks them: killed at once, reported Failed with reason `Evicted`, a
-//! DisruptionTarget condition and an `Evicted` event. Static, mirror and system-critical
+//! DisruptionTarget condition and an `Evicted` event, counted in
+//! `kubelet_evictions{eviction_signal}`. Static, mirror and system-critical
 //! pods are never evicted. As an admission handler it rejects new BestEffort pods under
 //! memory pressure and every new pod under disk pressure.
 
@@ -64,6 +65,8 @@ pub struct EvictionManager {
     thresholds: watch::Sender<EvictionHard>,
     pressure: watch::Sender<NodePressure>,
     state: Mutex<State>,
+    /// `kubelet_evictions{eviction_signal}`.
+    evictions: prometheus::IntCounterVec,
 }
 
 /// Formats bytes as a binary-SI quantity the way upstream prints them (`100Mi`,
@@ -213,14 +216,24 @@ pub fn eviction_message(met: &Met, pod: &Pod, summary: &Summary) -> String {
 }
 
 impl EvictionManager {
+    /// A manager whose metrics go to `registry`.
     pub fn new(
         pods: Arc<PodManager>,
         stats: Arc<StatsProvider>,
         events: Recorder,
         hard: EvictionHard,
         settings: EvictionSettings,
-    ) -> Arc<EvictionManager> {
-        Arc::new(EvictionManager {
+        registry: &prometheus::Registry,
+    ) -> Result<Arc<EvictionManager>, prometheus::Error> {
+        let evictions = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "kubelet_evictions",
+                "Cumulative number of pod evictions by eviction signal",
+            ),
+            &["eviction_signal"],
+        )?;
+        registry.register(Box::new(evictions.clone()))?;
+        Ok(Arc::new(EvictionManager {
             pods,
             stats,
             events,
@@ -228,7 +241,8 @@ impl EvictionManager {
             thresholds: watch::channel(hard).0,
             pressure: watch::channel(NodePressure::new()).0,
             state: Mutex::new(State::default()),
-        })
+            evictions,
+        }))
     }
 
     /// The pressure conditions, for node status.
@@ -369,6 +383,7 @@ impl EvictionManager {
         );
         self.events
             .emit(pod, None, events::WARNING, REASON, message.clone());
+        self.evictions.with_label_values(&[met.signal.name()]).inc();
         self.pods.end_pod(
             &victim.uid,
             PodEnd {

@@ -176,6 +176,12 @@ async fn memory_pressure_evicts_in_upstream_order_taints_rejects_and_clears() {
         disrupted_at(&second),
         disrupted_at(&third)
     );
+    assert!(
+        node.metrics_text()
+            .contains("kubelet_evictions{eviction_signal=\"memory.available\"} 3"),
+        "{}",
+        node.metrics_text()
+    );
     // Evicted pods stay stopped: their containers are not restarted.
     let runtime = node.containerd.runtime();
     {
