@@ -12,7 +12,7 @@ pub mod cgroup;
 pub mod metrics;
 pub mod summary;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -222,7 +222,7 @@ impl StatsProvider {
         key: String,
         now: jiff::Timestamp,
         usage_ns: u64,
-        seen: &mut Vec<String>,
+        seen: &mut HashSet<String>,
     ) -> CpuStats {
         let t = now.as_nanosecond();
         let mut samples = self.cpu_samples.lock();
@@ -233,7 +233,7 @@ impl StatsProvider {
             })
         });
         samples.insert(key.clone(), (t, usage_ns));
-        seen.push(key);
+        seen.insert(key);
         CpuStats {
             time: time(now),
             usage_nano_cores: rate,
@@ -282,7 +282,7 @@ impl StatsProvider {
         .await
         .unwrap_or_default();
         let mut summary = summary;
-        let mut seen = Vec::new();
+        let mut seen = HashSet::new();
         if let Some(ns) = cpu_inputs.node {
             summary.node.cpu = Some(self.cpu("node".into(), now, ns, &mut seen));
         }
