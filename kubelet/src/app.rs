@@ -48,7 +48,8 @@ pub struct Settings {
     pub file_check_frequency: Duration,
     pub cgroup_driver: CgroupDriver,
     pub max_pods: u32,
-    /// `--eviction-hard`: subtracted from capacity for allocatable (no evictions yet).
+    /// `--eviction-hard`: the eviction manager's thresholds, also subtracted from
+    /// capacity for allocatable.
     pub eviction_hard: crate::nodestatus::EvictionHard,
     pub cluster_dns: Vec<IpAddr>,
     pub cluster_domain: String,
@@ -77,6 +78,12 @@ pub struct Settings {
     /// `--sync-frequency`: the longest time before a pod's changed ConfigMaps, Secrets
     /// and downward API files reach its volumes.
     pub sync_frequency: Duration,
+    /// How often stats are collected and eviction signals observed (10 s).
+    pub housekeeping_interval: Duration,
+    /// `--eviction-pressure-transition-period` (5 m).
+    pub eviction_pressure_transition_period: Duration,
+    /// `--eviction-minimum-reclaim`.
+    pub eviction_minimum_reclaim: crate::eviction::thresholds::MinimumReclaim,
 }
 
 impl Settings {
@@ -118,6 +125,9 @@ impl Settings {
             node_status_report_frequency: Duration::from_secs(300),
             node_lease_duration: Duration::from_secs(40),
             sync_frequency: crate::pod_workers::SYNC_FREQUENCY,
+            housekeeping_interval: Duration::from_secs(10),
+            eviction_pressure_transition_period: Duration::from_secs(300),
+            eviction_minimum_reclaim: crate::eviction::thresholds::MinimumReclaim::default(),
         }
     }
 }
@@ -149,6 +159,8 @@ pub struct Running {
     pub serving_addr: Option<SocketAddr>,
     /// Ends after shutdown.
     pub task: JoinHandle<()>,
+    /// The eviction manager (its thresholds can be replaced while running).
+    pub eviction: Arc<crate::eviction::EvictionManager>,
 }
 
 /// The address of the interface that holds the default route, else loopback. A UDP
@@ -196,6 +208,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
     let node_ip = settings.node_ip.unwrap_or_else(default_node_ip);
     let (events, event_writer) =
         crate::events::recorder(config.client.clone(), &settings.node_name);
+    let eviction_events = events.clone();
     let pods = PodManager::new(
         config.client.clone(),
         events,
@@ -217,6 +230,38 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
             sync_frequency: settings.sync_frequency,
         },
     );
+    let stats = crate::stats::StatsProvider::new(
+        crate::stats::StatsSettings {
+            node_name: settings.node_name.clone(),
+            root_dir: settings.root_dir.clone(),
+            pod_logs_dir: settings.pod_logs_dir.clone(),
+            cgroup_driver: settings.cgroup_driver,
+            memory_capacity: MachineInfo::read(&settings.root_dir).memory_bytes,
+            housekeeping_interval: settings.housekeeping_interval,
+        },
+        runtime.clone(),
+        runtime.clone(),
+    );
+    config.registry.register(Box::new(
+        crate::stats::metrics::ResourceCollector::containers_only(stats.clone()),
+    ))?;
+    let resource_registry = prometheus::Registry::new();
+    resource_registry.register(Box::new(crate::stats::metrics::ResourceCollector::new(
+        stats.clone(),
+    )))?;
+    let eviction = crate::eviction::EvictionManager::new(
+        pods.clone(),
+        stats.clone(),
+        eviction_events,
+        settings.eviction_hard,
+        crate::eviction::EvictionSettings {
+            minimum_reclaim: settings.eviction_minimum_reclaim.clone(),
+            pressure_transition_period: settings.eviction_pressure_transition_period,
+            monitoring_period: settings.housekeeping_interval,
+        },
+        &config.registry,
+    )?;
+    pods.add_admit_handler(eviction.clone());
     let serving_addr = match settings.serving {
         Some(bind) => {
             let (cert, key) = match (&settings.tls_cert_file, &settings.tls_private_key_file) {
@@ -235,6 +280,8 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
             let handlers = Arc::new(server::KubeletServer {
                 registry: config.registry.clone(),
                 pods: pods.clone(),
+                stats: stats.clone(),
+                resource_registry,
             });
             Some(server::serve(bind, tls, handlers, shutdown.clone()).await?)
         }
@@ -249,6 +296,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
             node_ip,
             runtime,
             kubelet_port,
+            eviction.clone(),
             shutdown,
         )
         .instrument(tracing::info_span!("kubelet", node = %settings.node_name)),
@@ -257,9 +305,12 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         healthz_addr,
         serving_addr,
         task,
+        eviction,
     })
 }
 
+// The parts start() built, handed over one by one.
+#[allow(clippy::too_many_arguments)]
 async fn run(
     config: Config,
     pods: Arc<PodManager>,
@@ -267,6 +318,7 @@ async fn run(
     node_ip: IpAddr,
     runtime: Arc<RemoteRuntime>,
     kubelet_port: u16,
+    eviction: Arc<crate::eviction::EvictionManager>,
     mut shutdown: Shutdown,
 ) {
     let settings = config.settings;
@@ -309,6 +361,7 @@ async fn run(
         cni_conf_dir: settings.cni_conf_dir.clone(),
         pod_cidr_flag: settings.pod_cidr,
         pod_cidr: pod_cidr_tx,
+        pressure: eviction.pressure(),
     };
     let node = loop {
         match status_manager.register().await {
@@ -365,6 +418,11 @@ async fn run(
             Err(e) => tracing::error!(error = %e, "no routes to other nodes' pods"),
         }
     }
+    tasks.spawn(
+        eviction
+            .run(shutdown.clone())
+            .instrument(tracing::info_span!("eviction-manager")),
+    );
     shutdown.signaled().await;
     tracing::info!("shutting down");
     // Tasks end at shutdown; the set aborts whatever is left when dropped.

@@ -2,7 +2,8 @@
 //! `kubelet_node_status.go`): create the Node, or adopt an existing one and restore the
 //! default labels; then every `nodeStatusUpdateFrequency` read the runtime's health and
 //! the node's podCIDR (writing the pod network's CNI configuration when it is known), and
-//! write the status when it changed or `nodeStatusReportFrequency` passed.
+//! write the status when it changed or `nodeStatusReportFrequency` passed; the pressure
+//! taints follow the eviction manager's pressure conditions.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -55,6 +56,9 @@ pub struct NodeStatusManager {
     pub pod_cidr_flag: Option<IpNet>,
     /// The pod CIDR in use, for whoever needs it.
     pub pod_cidr: watch::Sender<Option<IpNet>>,
+    /// The pressure conditions the eviction manager reports; they also set the
+    /// pressure taints.
+    pub pressure: watch::Receiver<nodestatus::NodePressure>,
 }
 
 impl NodeStatusManager {
@@ -134,25 +138,52 @@ impl NodeStatusManager {
             });
         }
         let health = self.health().await;
+        let pressure = self.pressure.borrow().clone();
         let desired = nodestatus::desired_status(
             &self.settings,
             &self.machine,
             &self.runtime_version,
             &health,
+            &pressure,
             node.status.as_ref(),
             Time(jiff::Timestamp::now()),
         );
         let due = last_report.is_none_or(|t| t.elapsed() >= self.report_frequency);
+        let mut resource_version = node.metadata.resource_version.clone();
         if due || nodestatus::status_changed(node.status.as_ref(), &desired) {
             let patch = serde_json::json!({ "status": desired });
-            self.api()
+            let written = self
+                .api()
                 .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
                 .map_err(|source| Error::Update {
                     name: name.clone(),
                     source,
                 })?;
+            resource_version = written.metadata.resource_version;
             *last_report = Some(Instant::now());
+        }
+        // The pressure taints follow the conditions just written.
+        let current_taints = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.clone())
+            .unwrap_or_default();
+        if let Some(taints) = nodestatus::pressure_taints(&current_taints, &pressure) {
+            // resourceVersion makes this a compare-and-swap with other taint writers; a
+            // conflict is retried on the next round.
+            let patch = serde_json::json!({
+                "metadata": {"resourceVersion": resource_version},
+                "spec": {"taints": taints},
+            });
+            match self
+                .api()
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => tracing::info!(pressure = ?pressure, "node pressure taints updated"),
+                Err(e) => tracing::warn!(error = %e, "updating the node's pressure taints"),
+            }
         }
         Ok(())
     }

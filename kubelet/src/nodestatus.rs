@@ -106,78 +106,7 @@ pub fn go_arch() -> &'static str {
     }
 }
 
-/// Hard eviction thresholds, subtracted from capacity for allocatable (upstream's
-/// defaults: `memory.available<100Mi`, `nodefs.available<10%`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct EvictionHard {
-    pub memory_bytes: u64,
-    pub nodefs: Threshold,
-}
-
-/// A threshold as an amount or a percentage of capacity.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Threshold {
-    Bytes(u64),
-    Percent(u64),
-}
-
-impl Threshold {
-    fn of(self, capacity: u64) -> u64 {
-        match self {
-            Threshold::Bytes(b) => b.min(capacity),
-            Threshold::Percent(p) => capacity * p.min(100) / 100,
-        }
-    }
-}
-
-impl Default for EvictionHard {
-    fn default() -> Self {
-        EvictionHard {
-            memory_bytes: 100 * 1024 * 1024,
-            nodefs: Threshold::Percent(10),
-        }
-    }
-}
-
-impl EvictionHard {
-    /// Parses `--eviction-hard` (`signal<quantity|percent`, comma separated); signals
-    /// other than memory.available and nodefs.available are accepted and not acted on.
-    pub fn parse(text: &str) -> Result<EvictionHard, String> {
-        let mut out = EvictionHard::default();
-        for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-            let (signal, value) = item
-                .split_once('<')
-                .ok_or_else(|| format!("invalid eviction threshold {item:?}: want signal<value"))?;
-            let threshold = match value.strip_suffix('%') {
-                Some(p) => Threshold::Percent(
-                    p.parse::<f64>()
-                        .map_err(|_| format!("invalid percentage in {item:?}"))?
-                        .clamp(0.0, 100.0) as u64,
-                ),
-                None => Threshold::Bytes(
-                    crate::cm::parse_quantity(value)
-                        .and_then(|n| u64::try_from(n / 1_000_000_000).ok())
-                        .ok_or_else(|| format!("invalid quantity in {item:?}"))?,
-                ),
-            };
-            match signal {
-                "memory.available" => {
-                    out.memory_bytes = match threshold {
-                        Threshold::Bytes(b) => b,
-                        Threshold::Percent(_) => {
-                            return Err("memory.available takes a quantity here".into())
-                        }
-                    }
-                }
-                "nodefs.available" => out.nodefs = threshold,
-                "nodefs.inodesFree" | "imagefs.available" | "imagefs.inodesFree"
-                | "pid.available" => {}
-                other => return Err(format!("unknown eviction signal {other:?}")),
-            }
-        }
-        Ok(out)
-    }
-}
+pub use crate::eviction::thresholds::{EvictionHard, Threshold};
 
 /// Everything the node's object depends on besides the machine.
 #[derive(Clone, Debug)]
@@ -248,7 +177,7 @@ fn static_status(
             "{}Ki",
             machine
                 .memory_bytes
-                .saturating_sub(settings.eviction_hard.memory_bytes)
+                .saturating_sub(settings.eviction_hard.memory.of(machine.memory_bytes))
                 / 1024
         )),
     );
@@ -347,27 +276,58 @@ fn condition(type_: &str, status: bool, reason: &str, message: &str) -> NodeCond
     }
 }
 
-/// The four conditions for this health, without times.
-pub fn conditions(health: &RuntimeHealth) -> Vec<NodeCondition> {
+/// The node's pressure conditions as the eviction manager reports them.
+pub type NodePressure = std::collections::BTreeSet<crate::eviction::thresholds::Pressure>;
+
+/// The four conditions for this health and pressure, without times.
+pub fn conditions(health: &RuntimeHealth, pressure: &NodePressure) -> Vec<NodeCondition> {
+    use crate::eviction::thresholds::Pressure;
     vec![
-        condition(
-            "MemoryPressure",
-            false,
-            "KubeletHasSufficientMemory",
-            "kubelet has sufficient memory available",
-        ),
-        condition(
-            "DiskPressure",
-            false,
-            "KubeletHasNoDiskPressure",
-            "kubelet has no disk pressure",
-        ),
-        condition(
-            "PIDPressure",
-            false,
-            "KubeletHasSufficientPID",
-            "kubelet has sufficient PID available",
-        ),
+        if pressure.contains(&Pressure::Memory) {
+            condition(
+                "MemoryPressure",
+                true,
+                "KubeletHasInsufficientMemory",
+                "kubelet has insufficient memory available",
+            )
+        } else {
+            condition(
+                "MemoryPressure",
+                false,
+                "KubeletHasSufficientMemory",
+                "kubelet has sufficient memory available",
+            )
+        },
+        if pressure.contains(&Pressure::Disk) {
+            condition(
+                "DiskPressure",
+                true,
+                "KubeletHasDiskPressure",
+                "kubelet has disk pressure",
+            )
+        } else {
+            condition(
+                "DiskPressure",
+                false,
+                "KubeletHasNoDiskPressure",
+                "kubelet has no disk pressure",
+            )
+        },
+        if pressure.contains(&Pressure::Pid) {
+            condition(
+                "PIDPressure",
+                true,
+                "KubeletHasInsufficientPID",
+                "kubelet has insufficient PID available",
+            )
+        } else {
+            condition(
+                "PIDPressure",
+                false,
+                "KubeletHasSufficientPID",
+                "kubelet has sufficient PID available",
+            )
+        },
         match &health.problem {
             None => condition(
                 "Ready",
@@ -380,6 +340,32 @@ pub fn conditions(health: &RuntimeHealth) -> Vec<NodeCondition> {
     ]
 }
 
+/// The node's taints with the pressure taints (`node.kubernetes.io/memory-pressure` and
+/// the like, NoSchedule) made to follow `pressure`; None when they already do. Upstream's
+/// node lifecycle controller adds these from the conditions; ours does not, so the kubelet
+/// keeps them itself.
+pub fn pressure_taints(current: &[Taint], pressure: &NodePressure) -> Option<Vec<Taint>> {
+    use crate::eviction::thresholds::Pressure;
+    let all = [Pressure::Memory, Pressure::Disk, Pressure::Pid];
+    let is_pressure = |t: &Taint| all.iter().any(|p| p.taint() == t.key);
+    let mut out: Vec<Taint> = current
+        .iter()
+        .filter(|t| !is_pressure(t) || pressure.iter().any(|p| p.taint() == t.key))
+        .cloned()
+        .collect();
+    for p in pressure {
+        if !out.iter().any(|t| t.key == p.taint()) {
+            out.push(Taint {
+                key: p.taint().to_owned(),
+                value: None,
+                effect: "NoSchedule".into(),
+                time_added: None,
+            });
+        }
+    }
+    (out != current).then_some(out)
+}
+
 /// The status to write: the static part plus conditions whose heartbeat is `now` and
 /// whose transition time is kept from `previous` while their status did not change.
 pub fn desired_status(
@@ -387,12 +373,13 @@ pub fn desired_status(
     machine: &MachineInfo,
     runtime_version: &str,
     health: &RuntimeHealth,
+    pressure: &NodePressure,
     previous: Option<&NodeStatus>,
     now: Time,
 ) -> NodeStatus {
     let mut status = static_status(settings, machine, runtime_version);
     let old = previous.and_then(|p| p.conditions.as_ref());
-    let conditions = conditions(health)
+    let conditions = conditions(health, pressure)
         .into_iter()
         .map(|mut c| {
             let before = old.and_then(|o| o.iter().find(|x| x.type_ == c.type_));
@@ -460,18 +447,6 @@ mod tests {
             kernel_version: "6.6.0".into(),
             os_image: "Debian GNU/Linux 12 (bookworm)".into(),
         }
-    }
-
-    #[test]
-    fn eviction_hard_thresholds() {
-        let e =
-            EvictionHard::parse("memory.available<200Mi,nodefs.available<5%,imagefs.available<15%")
-                .unwrap();
-        assert_eq!(e.memory_bytes, 200 * 1024 * 1024);
-        assert_eq!(e.nodefs, Threshold::Percent(5));
-        assert_eq!(EvictionHard::parse("").unwrap(), EvictionHard::default());
-        assert!(EvictionHard::parse("memory.available=1").is_err());
-        assert!(EvictionHard::parse("cpu.available<1").is_err());
     }
 
     #[test]
@@ -552,12 +527,22 @@ mod tests {
         let t1 = Time(jiff::Timestamp::from_second(1010).unwrap());
         let s = settings();
         let m = machine();
-        let first = desired_status(&s, &m, "containerd://1", &not_ready, None, t0.clone());
+        let calm = NodePressure::new();
+        let first = desired_status(
+            &s,
+            &m,
+            "containerd://1",
+            &not_ready,
+            &calm,
+            None,
+            t0.clone(),
+        );
         let same = desired_status(
             &s,
             &m,
             "containerd://1",
             &not_ready,
+            &calm,
             Some(&first),
             t1.clone(),
         );
@@ -573,10 +558,51 @@ mod tests {
         };
         assert_eq!(readyc(&same).last_transition_time, Some(t0.clone()));
         assert_eq!(readyc(&same).last_heartbeat_time, Some(t1.clone()));
-        let now_ready = desired_status(&s, &m, "containerd://1", &ready, Some(&same), t1.clone());
+        let now_ready = desired_status(
+            &s,
+            &m,
+            "containerd://1",
+            &ready,
+            &calm,
+            Some(&same),
+            t1.clone(),
+        );
         assert!(status_changed(Some(&same), &now_ready));
         assert_eq!(readyc(&now_ready).status, "True");
         assert_eq!(readyc(&now_ready).reason.as_deref(), Some("KubeletReady"));
         assert_eq!(readyc(&now_ready).last_transition_time, Some(t1));
+    }
+
+    #[test]
+    fn pressure_sets_conditions_and_taints_as_upstream() {
+        use crate::eviction::thresholds::Pressure;
+        let health = RuntimeHealth::default();
+        let memory = NodePressure::from([Pressure::Memory]);
+        let cs = conditions(&health, &memory);
+        let mem = cs.iter().find(|c| c.type_ == "MemoryPressure").unwrap();
+        assert_eq!(mem.status, "True");
+        assert_eq!(mem.reason.as_deref(), Some("KubeletHasInsufficientMemory"));
+        let disk = cs.iter().find(|c| c.type_ == "DiskPressure").unwrap();
+        assert_eq!(disk.status, "False");
+        let cs = conditions(&health, &NodePressure::from([Pressure::Disk]));
+        let disk = cs.iter().find(|c| c.type_ == "DiskPressure").unwrap();
+        assert_eq!(
+            (disk.status.as_str(), disk.reason.as_deref()),
+            ("True", Some("KubeletHasDiskPressure"))
+        );
+
+        let other = Taint {
+            key: "dedicated".into(),
+            value: Some("edge".into()),
+            effect: "NoSchedule".into(),
+            time_added: None,
+        };
+        let with = pressure_taints(std::slice::from_ref(&other), &memory).unwrap();
+        assert_eq!(with.len(), 2);
+        assert_eq!(with[1].key, "node.kubernetes.io/memory-pressure");
+        assert_eq!(with[1].effect, "NoSchedule");
+        assert_eq!(pressure_taints(&with, &memory), None);
+        let without = pressure_taints(&with, &NodePressure::new()).unwrap();
+        assert_eq!(without, vec![other]);
     }
 }

@@ -73,10 +73,19 @@ pub struct Options {
     #[arg(long)]
     pub max_pods: Option<u32>,
 
-    /// Hard eviction thresholds (e.g. memory.available<100Mi,nodefs.available<10%).
-    /// They set allocatable; pods are not evicted yet.
+    /// Hard eviction thresholds (e.g. memory.available<100Mi,nodefs.available<10%):
+    /// pods are evicted when met; they also reduce allocatable.
     #[arg(long)]
     pub eviction_hard: Option<String>,
+
+    /// How long a pressure condition stays after its eviction threshold was last met.
+    #[arg(long)]
+    pub eviction_pressure_transition_period: Option<String>,
+
+    /// Minimum amount freed beyond a met threshold before it counts as resolved
+    /// (e.g. memory.available=0Mi,nodefs.available=500Mi).
+    #[arg(long)]
+    pub eviction_minimum_reclaim: Option<String>,
 
     /// Comma-separated list of DNS server IP addresses for pods with dnsPolicy ClusterFirst.
     #[arg(long, value_delimiter = ',')]
@@ -185,6 +194,9 @@ pub struct KubeletConfiguration {
     pub pod_logs_dir: Option<PathBuf>,
     pub file_check_frequency: Option<String>,
     pub sync_frequency: Option<String>,
+    pub eviction_hard: Option<BTreeMap<String, String>>,
+    pub eviction_pressure_transition_period: Option<String>,
+    pub eviction_minimum_reclaim: Option<BTreeMap<String, String>>,
 }
 
 impl KubeletConfiguration {
@@ -404,11 +416,30 @@ impl Options {
             )?,
             cgroup_driver,
             max_pods,
-            eviction_hard: match &self.eviction_hard {
-                Some(text) => crate::nodestatus::EvictionHard::parse(text)
+            eviction_hard: match (&self.eviction_hard, &file.eviction_hard) {
+                (Some(text), _) => crate::nodestatus::EvictionHard::parse(text)
                     .map_err(|e| format!("--eviction-hard: {e}"))?,
-                None => crate::nodestatus::EvictionHard::default(),
+                (None, Some(map)) => crate::nodestatus::EvictionHard::from_map(map)
+                    .map_err(|e| format!("evictionHard: {e}"))?,
+                (None, None) => crate::nodestatus::EvictionHard::default(),
             },
+            eviction_pressure_transition_period: duration(
+                &self.eviction_pressure_transition_period,
+                &file.eviction_pressure_transition_period,
+                Duration::from_secs(300),
+                "--eviction-pressure-transition-period",
+            )?,
+            eviction_minimum_reclaim: match (
+                &self.eviction_minimum_reclaim,
+                &file.eviction_minimum_reclaim,
+            ) {
+                (Some(text), _) => crate::eviction::thresholds::MinimumReclaim::parse(text)
+                    .map_err(|e| format!("--eviction-minimum-reclaim: {e}"))?,
+                (None, Some(map)) => crate::eviction::thresholds::MinimumReclaim::from_map(map)
+                    .map_err(|e| format!("evictionMinimumReclaim: {e}"))?,
+                (None, None) => crate::eviction::thresholds::MinimumReclaim::default(),
+            },
+            housekeeping_interval: Duration::from_secs(10),
             cluster_dns,
             cluster_domain,
             resolv_conf,
@@ -467,7 +498,10 @@ mod tests {
             "--eviction-hard=memory.available<200Mi,nodefs.available<5%",
         ])
         .unwrap();
-        assert_eq!(s.eviction_hard.memory_bytes, 200 * 1024 * 1024);
+        assert_eq!(
+            s.eviction_hard.memory,
+            crate::nodestatus::Threshold::Bytes(200 * 1024 * 1024)
+        );
         assert_eq!(s.node_name, "pi-1");
         assert_eq!(s.node_ip, Some("10.0.0.5".parse().unwrap()));
         assert_eq!(s.node_labels["role"], "worker");
@@ -492,6 +526,20 @@ mod tests {
         let s = parse(&["--sync-frequency=10s"]).unwrap();
         assert_eq!(s.sync_frequency, Duration::from_secs(10));
         assert!(parse(&["--sync-frequency=often"]).is_err());
+        assert_eq!(
+            s.eviction_pressure_transition_period,
+            Duration::from_secs(300)
+        );
+        let e = parse(&[
+            "--eviction-pressure-transition-period=30s",
+            "--eviction-minimum-reclaim=memory.available=50Mi",
+        ])
+        .unwrap();
+        assert_eq!(
+            e.eviction_pressure_transition_period,
+            Duration::from_secs(30)
+        );
+        assert_eq!(e.eviction_minimum_reclaim.0.len(), 1);
     }
 
     #[test]

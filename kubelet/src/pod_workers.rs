@@ -65,6 +65,24 @@ struct Worker {
     notify: Arc<Notify>,
 }
 
+/// A pod the kubelet itself ends — evicted, or rejected at admission: its containers are
+/// killed with `grace` seconds and it is reported Failed with this reason and message
+/// (upstream's `killPodFunc` with a status override, and `rejectPod`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodEnd {
+    pub grace: i64,
+    pub reason: String,
+    pub message: String,
+    /// Add the DisruptionTarget condition (reason TerminationByKubelet), as evictions do.
+    pub disruption: bool,
+}
+
+/// Decides whether a new pod may run here (upstream's `PodAdmitHandler`); the reason and
+/// message of a rejection.
+pub trait PodAdmitHandler: Send + Sync {
+    fn admit(&self, pod: &Pod) -> Result<(), (String, String)>;
+}
+
 /// The node's pods and their workers.
 pub struct PodManager {
     /// The node's pods as last seen in the API.
@@ -90,6 +108,10 @@ pub struct PodManager {
     /// may remove (other kubelets on the host have their own).
     seen: Mutex<HashSet<String>>,
     synced: AtomicBool,
+    /// Pods the kubelet ended (evicted, rejected), by uid, until their worker ends.
+    ended: Mutex<HashMap<String, PodEnd>>,
+    /// Admission checks for new pods.
+    admit_handlers: Mutex<Vec<Arc<dyn PodAdmitHandler>>>,
 }
 
 impl PodManager {
@@ -140,6 +162,8 @@ impl PodManager {
             cleaning: Mutex::new(HashSet::new()),
             seen: Mutex::new(HashSet::new()),
             synced: AtomicBool::new(false),
+            ended: Mutex::new(HashMap::new()),
+            admit_handlers: Mutex::new(Vec::new()),
         })
     }
 
@@ -250,6 +274,64 @@ impl PodManager {
     /// Every pod bound to this node.
     pub fn pods(&self) -> Vec<Arc<Pod>> {
         self.store.state()
+    }
+
+    /// Whether `uid` is a static pod from the manifest path.
+    pub fn is_static(&self, uid: &str) -> bool {
+        self.static_pods.lock().contains_key(uid)
+    }
+
+    /// Ends the pod `uid` as `end` says: its worker kills it and reports it Failed.
+    pub fn end_pod(&self, uid: &str, end: PodEnd) {
+        self.ended.lock().insert(uid.to_owned(), end);
+        self.notify(uid);
+    }
+
+    /// Whether the kubelet ended the pod `uid` (evicted or rejected it).
+    pub fn is_ended(&self, uid: &str) -> bool {
+        self.ended.lock().contains_key(uid)
+    }
+
+    /// Adds an admission check for new pods.
+    pub fn add_admit_handler(&self, handler: Arc<dyn PodAdmitHandler>) {
+        self.admit_handlers.lock().push(handler);
+    }
+
+    /// Admits a pod that has not run yet; a rejection ends it as upstream's `rejectPod`.
+    fn admit(&self, pod: &Pod, uid: &str) {
+        let never_ran = pod.status.as_ref().is_none_or(|s| {
+            matches!(s.phase.as_deref(), None | Some("Pending"))
+                && s.container_statuses
+                    .iter()
+                    .flatten()
+                    .all(|c| c.container_id.is_none())
+        });
+        if !never_ran {
+            return;
+        }
+        let handlers = self.admit_handlers.lock().clone();
+        for h in handlers {
+            if let Err((reason, message)) = h.admit(pod) {
+                tracing::info!(reason = %reason, message = %message, "pod rejected at admission");
+                self.runtime.events.emit(
+                    pod,
+                    None,
+                    crate::events::WARNING,
+                    &reason,
+                    message.clone(),
+                );
+                self.ended.lock().insert(
+                    uid.to_owned(),
+                    PodEnd {
+                        grace: 0,
+                        reason,
+                        message: format!("Pod was rejected: {message}"),
+                        disruption: false,
+                    },
+                );
+                return;
+            }
+        }
     }
 
     /// The runtime side of the pods.
@@ -398,9 +480,19 @@ impl PodManager {
         let mut last: Option<(String, PodStatus)> = None;
         // Until the pod first runs: when this worker first saw it.
         let mut first_seen = Some(Instant::now());
+        let mut admitted = false;
         loop {
             let pod = self.lookup(&key, &uid);
             let mut wake = None;
+            if let Some(p) = pod
+                .as_deref()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+            {
+                if !admitted {
+                    admitted = true;
+                    self.admit(p, &uid);
+                }
+            }
             match pod {
                 None if self.synced() => {
                     // Gone from the API without us (force deletion): clean up and end.
@@ -409,12 +501,27 @@ impl PodManager {
                         wake = Some(Instant::now() + Duration::from_secs(2));
                     } else {
                         self.workers.lock().remove(&uid);
+                        self.ended.lock().remove(&uid);
                         return;
                     }
                 }
                 None => {}
                 Some(pod) if pod.metadata.deletion_timestamp.is_some() => {
                     wake = Some(self.terminate(&pod, &uid).await);
+                }
+                Some(pod) if self.is_ended(&uid) => {
+                    let end = self.ended.lock().get(&uid).cloned();
+                    match self.runtime.state(&uid).await {
+                        Ok(state) => {
+                            let grace = end.as_ref().map_or(0, |e| e.grace);
+                            self.runtime.stop(&state, grace).await;
+                            self.report(&pod, &ws, &mut last, end.as_ref()).await;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "reading pod state, will retry");
+                            wake = Some(Instant::now() + Duration::from_secs(2));
+                        }
+                    }
                 }
                 Some(pod) => {
                     wake = match self.runtime.sync_pod(&pod, &mut ws).await {
@@ -424,7 +531,7 @@ impl PodManager {
                             Some(Instant::now() + Duration::from_secs(2))
                         }
                     };
-                    self.report(&pod, &ws, &mut last).await;
+                    self.report(&pod, &ws, &mut last, None).await;
                     let running = last
                         .as_ref()
                         .is_some_and(|(_, s)| s.phase.as_deref() == Some("Running"));
@@ -490,8 +597,15 @@ impl PodManager {
         Instant::now() + Duration::from_secs(5)
     }
 
-    /// Writes the pod's status when it changed.
-    async fn report(&self, pod: &Pod, ws: &WorkerState, last: &mut Option<(String, PodStatus)>) {
+    /// Writes the pod's status when it changed; `end` makes it Failed as the kubelet
+    /// ended it.
+    async fn report(
+        &self,
+        pod: &Pod,
+        ws: &WorkerState,
+        last: &mut Option<(String, PodStatus)>,
+        end: Option<&PodEnd>,
+    ) {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         // A static pod's status goes to its mirror pod, once there is one.
         let is_static = self.static_pods.lock().contains_key(&uid);
@@ -529,6 +643,10 @@ impl PodManager {
             self.host_ip,
             Time(jiff::Timestamp::now()),
         );
+        let new = match end {
+            Some(e) => status::ended(new, &e.reason, &e.message, e.disruption, previous),
+            None => new,
+        };
         if last.as_ref().is_some_and(|(_, s)| *s == new) {
             return;
         }

@@ -1,6 +1,7 @@
 //! The kubelet's HTTPS server on port 10250 (upstream `pkg/kubelet/server`): /healthz,
-//! /metrics, /pods, /containerLogs/{ns}/{pod}/{container} (follow, previous, tailLines,
-//! sinceSeconds, sinceTime, timestamps, limitBytes), and /exec, /attach and /portForward,
+//! /metrics, /metrics/resource, /stats/summary, /pods,
+//! /containerLogs/{ns}/{pod}/{container} (follow, previous, tailLines, sinceSeconds,
+//! sinceTime, timestamps, limitBytes), and /exec, /attach and /portForward,
 //! which ask the runtime for a streaming URL and splice the client's upgraded connection
 //! (SPDY or WebSocket, whatever it asked for) to the runtime's streaming server, as
 //! upstream does when it does not redirect. The serving certificate is `--tls-cert-file`
@@ -111,6 +112,10 @@ pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, 
 pub struct KubeletServer {
     pub registry: prometheus::Registry,
     pub pods: Arc<PodManager>,
+    /// `/stats/summary`.
+    pub stats: Arc<crate::stats::StatsProvider>,
+    /// `/metrics/resource`.
+    pub resource_registry: prometheus::Registry,
 }
 
 /// Binds `addr` and serves until shutdown; the bound address.
@@ -208,6 +213,15 @@ impl KubeletServer {
                 component_base::metrics::TEXT_CONTENT_TYPE,
                 component_base::metrics::encode_text(&self.registry),
             ),
+            ["metrics", "resource"] if get => full(
+                StatusCode::OK,
+                component_base::metrics::TEXT_CONTENT_TYPE,
+                component_base::metrics::encode_text(&self.resource_registry),
+            ),
+            ["stats", "summary"] if get => {
+                let query = req.uri().query().unwrap_or("").to_owned();
+                self.stats_summary(&query).await
+            }
             ["pods"] if get => self.pod_list(),
             ["containerLogs", ns, pod, container] if get => {
                 let query = req.uri().query().unwrap_or("").to_owned();
@@ -226,6 +240,31 @@ impl KubeletServer {
                 self.port_forward(req, &ns, &pod).await
             }
             _ => text(StatusCode::NOT_FOUND, "404 page not found"),
+        }
+    }
+
+    /// `/stats/summary`, whole or (`only_cpu_and_memory=true`) CPU and memory only.
+    async fn stats_summary(&self, query: &str) -> Response<Body> {
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+        let summary = match self.stats.summary().await {
+            Ok(s) => s,
+            Err(e) => {
+                return text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("Internal Error: failed to get node info: {e}"),
+                )
+            }
+        };
+        let body = if query_flag(&pairs, &["only_cpu_and_memory"]) {
+            serde_json::to_string(&summary.only_cpu_and_memory())
+        } else {
+            serde_json::to_string(&*summary)
+        };
+        match body {
+            Ok(body) => full(StatusCode::OK, "application/json", body),
+            Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         }
     }
 

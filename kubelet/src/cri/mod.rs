@@ -76,6 +76,12 @@ pub trait RuntimeService: Send + Sync {
         filter: Option<api::ContainerFilter>,
     ) -> Result<Vec<api::Container>>;
     async fn container_status(&self, id: &str) -> Result<api::ContainerStatus>;
+    /// Resource usage of the containers (containerd fills cpu, memory and the writable
+    /// layer).
+    async fn list_container_stats(
+        &self,
+        filter: Option<api::ContainerStatsFilter>,
+    ) -> Result<Vec<api::ContainerStats>>;
     /// A single-use URL on the runtime's streaming server for an exec session.
     async fn exec(&self, request: api::ExecRequest) -> Result<String>;
     /// A single-use URL on the runtime's streaming server to attach to a container.
@@ -104,6 +110,8 @@ pub trait ImageService: Send + Sync {
     ) -> Result<String>;
     async fn list_images(&self) -> Result<Vec<api::Image>>;
     async fn remove_image(&self, image: &str) -> Result<()>;
+    /// The filesystems holding images, with their usage.
+    async fn image_fs_info(&self) -> Result<Vec<api::FilesystemUsage>>;
 }
 
 /// `kubelet_runtime_operations_total`, `_errors_total` and `_duration_seconds` by

@@ -262,6 +262,19 @@ impl RuntimeService for RemoteRuntime {
             .containers)
     }
 
+    async fn list_container_stats(
+        &self,
+        filter: Option<api::ContainerStatsFilter>,
+    ) -> Result<Vec<api::ContainerStats>> {
+        Ok(self
+            .runtime_call("list_container_stats", |mut c| async move {
+                c.list_container_stats(api::ListContainerStatsRequest { filter })
+                    .await
+            })
+            .await?
+            .stats)
+    }
+
     async fn container_status(&self, id: &str) -> Result<api::ContainerStatus> {
         let request = api::ContainerStatusRequest {
             container_id: id.to_owned(),
@@ -362,6 +375,15 @@ impl ImageService for RemoteRuntime {
             })
             .await?
             .images)
+    }
+
+    async fn image_fs_info(&self) -> Result<Vec<api::FilesystemUsage>> {
+        Ok(self
+            .image_call("image_fs_info", |mut c| async move {
+                c.image_fs_info(api::ImageFsInfoRequest {}).await
+            })
+            .await?
+            .image_filesystems)
     }
 
     async fn remove_image(&self, image: &str) -> Result<()> {

@@ -286,7 +286,16 @@ pub fn generate(
             )
         })
         .collect();
-    let phase = phase(restart_policy, &init_statuses, &statuses);
+    // A terminal phase is never left (upstream's status manager refuses the transition):
+    // a pod the kubelet evicted or rejected stays Failed whatever its containers show.
+    let terminal = |st: Option<&PodStatus>| {
+        st.and_then(|s| s.phase.as_deref())
+            .filter(|p| matches!(*p, "Failed" | "Succeeded"))
+            .map(str::to_owned)
+    };
+    let kept_terminal = terminal(pod.status.as_ref()).or_else(|| terminal(previous));
+    let computed = phase(restart_policy, &init_statuses, &statuses);
+    let phase = kept_terminal.as_deref().unwrap_or(computed);
     let completed = matches!(phase, "Succeeded" | "Failed");
     let unready: Vec<&str> = statuses
         .iter()
@@ -321,7 +330,7 @@ pub fn generate(
         .and_then(|cs| cs.iter().find(|c| c.type_ == "PodScheduled"))
         .cloned()
         .unwrap_or_else(|| condition("PodScheduled", true, None, None, None, &now));
-    let conditions = vec![
+    let mut conditions = vec![
         condition(
             "PodReadyToStartContainers",
             sandbox_ready,
@@ -365,6 +374,17 @@ pub fn generate(
         ),
         scheduled,
     ];
+    // Conditions others own (DisruptionTarget, readiness gates) are kept.
+    for c in previous
+        .and_then(|p| p.conditions.as_ref())
+        .into_iter()
+        .chain(pod.status.as_ref().and_then(|p| p.conditions.as_ref()))
+        .flatten()
+    {
+        if !conditions.iter().any(|k| k.type_ == c.type_) {
+            conditions.push(c.clone());
+        }
+    }
     let pod_ips: Vec<String> = state
         .sandbox_status
         .as_ref()
@@ -402,6 +422,36 @@ pub fn generate(
         container_statuses: Some(statuses),
         ..previous.cloned().unwrap_or_default()
     }
+}
+
+/// `status` as the kubelet reports a pod it ended (evicted or rejected): phase Failed
+/// with `reason` and `message`, and — for evictions — the DisruptionTarget condition
+/// (reason TerminationByKubelet), keeping its transition time from `previous`.
+pub fn ended(
+    mut status: PodStatus,
+    reason: &str,
+    message: &str,
+    disruption: bool,
+    previous: Option<&PodStatus>,
+) -> PodStatus {
+    status.phase = Some("Failed".into());
+    status.reason = Some(reason.to_owned());
+    status.message = Some(message.to_owned());
+    if disruption {
+        let now = Time(jiff::Timestamp::now());
+        let c = condition(
+            "DisruptionTarget",
+            true,
+            Some("TerminationByKubelet"),
+            Some(message.to_owned()),
+            previous,
+            &now,
+        );
+        let conditions = status.conditions.get_or_insert_with(Vec::new);
+        conditions.retain(|x| x.type_ != "DisruptionTarget");
+        conditions.push(c);
+    }
+    status
 }
 
 /// A JSON merge patch (RFC 7386) turning `old` into `new`; None when they are equal.
@@ -523,5 +573,67 @@ mod tests {
         json_patch::merge(&mut applied, &patch);
         assert_eq!(applied, new);
         assert!(merge_diff(&new, &new).is_none());
+    }
+
+    #[test]
+    fn ended_pods_stay_failed_and_keep_conditions_others_set() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "uid": "u"},
+            "spec": {"containers": [{"name": "a", "image": "i"}]},
+            "status": {"phase": "Running", "conditions": [
+                {"type": "PodScheduled", "status": "True"},
+                {"type": "example.com/gate", "status": "True"}
+            ]}
+        }))
+        .unwrap();
+        let now = Time(jiff::Timestamp::from_second(1000).unwrap());
+        let generated = generate(
+            &pod,
+            pod.status.as_ref(),
+            &PodRuntimeState::default(),
+            &WaitingReasons::new(),
+            &PodProbes::default(),
+            "10.0.0.1".parse().unwrap(),
+            now.clone(),
+        );
+        let types = |s: &PodStatus| -> Vec<String> {
+            s.conditions
+                .iter()
+                .flatten()
+                .map(|c| c.type_.clone())
+                .collect()
+        };
+        assert!(types(&generated).contains(&"example.com/gate".to_owned()));
+        let evicted = ended(
+            generated,
+            "Evicted",
+            "The node was low on resource: memory. ",
+            true,
+            pod.status.as_ref(),
+        );
+        assert_eq!(evicted.phase.as_deref(), Some("Failed"));
+        assert_eq!(evicted.reason.as_deref(), Some("Evicted"));
+        let target = evicted
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == "DisruptionTarget")
+            .unwrap();
+        assert_eq!(target.reason.as_deref(), Some("TerminationByKubelet"));
+        // Written and read back, the pod stays Failed whatever its containers show.
+        let mut stored = pod.clone();
+        stored.status = Some(evicted.clone());
+        let again = generate(
+            &stored,
+            stored.status.as_ref(),
+            &PodRuntimeState::default(),
+            &WaitingReasons::new(),
+            &PodProbes::default(),
+            "10.0.0.1".parse().unwrap(),
+            now,
+        );
+        assert_eq!(again.phase.as_deref(), Some("Failed"));
+        assert_eq!(again.reason.as_deref(), Some("Evicted"));
+        assert!(types(&again).contains(&"DisruptionTarget".to_owned()));
     }
 }

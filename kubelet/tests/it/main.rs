@@ -1,5 +1,6 @@
 mod common;
 mod cri;
+mod eviction;
 mod kubectl;
 mod multinode;
 mod node;
@@ -7,4 +8,5 @@ mod pods;
 mod probes;
 mod server;
 mod static_pods;
+mod stats;
 mod volumes;
