@@ -1,0 +1,338 @@
+//! Starting and running the daemon (upstream `cmd/kube-proxy/app/server.go` and the
+//! proxier's `BoundedFrequencyRunner`): pick the proxy mode, serve /metrics and /healthz,
+//! reflect Services, EndpointSlices and this node, and sync the rules whenever something
+//! changed — at most once per `--min-sync-period`, at least once per `--sync-period`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use component_base::serving::{self, HealthChecks, ServingConfig, TlsSource};
+use component_base::shutdown::Shutdown;
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher::{self, watcher};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Resource};
+use tokio::sync::Notify;
+use tokio::task::{JoinHandle, JoinSet};
+use tracing::{debug, info, warn, Instrument};
+
+use crate::endpoints::endpoints_by_service_port;
+use crate::healthz::{self, ProxierHealth};
+use crate::metrics::Metrics;
+use crate::nftables::{self, NftCommand, Proxier, RuleBuilder};
+use crate::options::{ProxyConfig, ProxyMode};
+use crate::service::service_port_map;
+
+/// Services and slices of other proxies (`service.kubernetes.io/service-proxy-name`)
+/// and headless Services are not ours, as upstream's informer filter.
+const SERVICE_SELECTOR: &str =
+    "!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless";
+const SLICE_SELECTOR: &str = "!service.kubernetes.io/service-proxy-name";
+/// Set by the EndpointSlice controller: when the change that led to this slice happened.
+const TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-trigger-time";
+
+pub struct Config {
+    pub client: kube::Client,
+    pub proxy: ProxyConfig,
+    pub registry: prometheus::Registry,
+    pub nft: NftCommand,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("registering metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("serving /metrics: {0}")]
+    Serve(#[from] serving::ServeError),
+    #[error(transparent)]
+    Healthz(#[from] healthz::Error),
+    #[error("proxy mode nftables: {0}")]
+    Nftables(#[source] nftables::Error),
+    #[error("the userspace proxy mode is not implemented yet; this node needs nftables ≥ 1.0")]
+    UserspaceNotImplemented,
+}
+
+pub struct Running {
+    pub mode: ProxyMode,
+    pub metrics_addr: Option<SocketAddr>,
+    pub healthz_addr: Option<SocketAddr>,
+    pub health: Arc<ProxierHealth>,
+    /// Ends after shutdown.
+    pub task: JoinHandle<()>,
+}
+
+/// Chooses the proxy mode: nftables when asked for or, with no mode given, when it
+/// works here; else userspace (logged, as upstream logs its fallback).
+pub async fn select_mode(mode: ProxyMode, nft: &NftCommand) -> Result<ProxyMode, Error> {
+    match mode {
+        ProxyMode::Nftables => {
+            let version = nft.check_usable().await.map_err(Error::Nftables)?;
+            info!(%version, "using the nftables proxier");
+            Ok(ProxyMode::Nftables)
+        }
+        ProxyMode::Userspace => Ok(ProxyMode::Userspace),
+        ProxyMode::Auto => match nft.check_usable().await {
+            Ok(version) => {
+                info!(%version, "no proxy mode given: using the nftables proxier");
+                Ok(ProxyMode::Nftables)
+            }
+            Err(e) => {
+                warn!(error = %e, "no proxy mode given and nftables is not usable: using the userspace proxier");
+                Ok(ProxyMode::Userspace)
+            }
+        },
+    }
+}
+
+/// Removes what kube-proxy programmed (`--cleanup`).
+pub async fn cleanup(nft: &NftCommand) -> Result<(), nftables::Error> {
+    use crate::nftables::Nft as _;
+    nft.apply(&nftables::cleanup_transaction()).await
+}
+
+/// Starts the proxy; returns once its servers listen.
+pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error> {
+    let mode = select_mode(config.proxy.mode, &config.nft).await?;
+    if mode == ProxyMode::Userspace {
+        return Err(Error::UserspaceNotImplemented);
+    }
+    let metrics = Metrics::new(&config.registry)?;
+    let health = ProxierHealth::new(2 * config.proxy.sync_period);
+    let checks = HealthChecks::new();
+    {
+        let health = health.clone();
+        checks.add_healthz("proxier", move || {
+            if health.status(Instant::now()).healthy {
+                Ok(())
+            } else {
+                Err("proxy rules are stale".into())
+            }
+        });
+    }
+    let metrics_addr = match config.proxy.metrics_bind_address {
+        Some(bind) => Some(
+            serving::serve(
+                ServingConfig {
+                    bind,
+                    tls: TlsSource::Plain,
+                    registry: config.registry.clone(),
+                    checks,
+                },
+                shutdown.clone(),
+            )
+            .await?
+            .local_addr,
+        ),
+        None => None,
+    };
+    let healthz_addr = match config.proxy.healthz_bind_address {
+        Some(bind) => Some(healthz::serve(bind, health.clone(), shutdown.clone()).await?),
+        None => None,
+    };
+    let task = tokio::spawn(
+        run(config, metrics, health.clone(), shutdown)
+            .instrument(tracing::info_span!("kube-proxy")),
+    );
+    Ok(Running {
+        mode,
+        metrics_addr,
+        healthz_addr,
+        health,
+        task,
+    })
+}
+
+/// Feeds a reflector's store and rings `changed` on every event.
+fn reflect<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    changed: Arc<Notify>,
+    health: Arc<ProxierHealth>,
+) -> (Store<K>, impl Stream<Item = ()> + Send)
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let (reader, writer) = reflector::store();
+    let stream =
+        reflector::reflector(writer, watcher(api, config).default_backoff()).map(move |event| {
+            match event {
+                Ok(_) => {
+                    health.queued_update(Instant::now());
+                    changed.notify_one();
+                }
+                Err(e) => warn!(error = %e, "watch failed; retrying"),
+            }
+        });
+    (reader, stream)
+}
+
+async fn run(config: Config, metrics: Metrics, health: Arc<ProxierHealth>, mut shutdown: Shutdown) {
+    let proxy = &config.proxy;
+    let changed = Arc::new(Notify::new());
+    let mut tasks = JoinSet::new();
+    let (services, stream) = reflect(
+        Api::<Service>::all(config.client.clone()),
+        watcher::Config::default().labels(SERVICE_SELECTOR),
+        changed.clone(),
+        health.clone(),
+    );
+    tasks.spawn(
+        stream
+            .for_each(|()| async {})
+            .instrument(tracing::info_span!("service-informer")),
+    );
+    let (slices, stream) = reflect(
+        Api::<EndpointSlice>::all(config.client.clone()),
+        watcher::Config::default().labels(SLICE_SELECTOR),
+        changed.clone(),
+        health.clone(),
+    );
+    tasks.spawn(
+        stream
+            .for_each(|()| async {})
+            .instrument(tracing::info_span!("endpointslice-informer")),
+    );
+    tasks.spawn(
+        watch_node(
+            config.client.clone(),
+            proxy.hostname.clone(),
+            health.clone(),
+        )
+        .instrument(tracing::info_span!("node-informer")),
+    );
+
+    // Upstream waits for the informers before the first sync, so it never programs an
+    // empty table over a working one.
+    let ready = async {
+        let _ = services.wait_until_ready().await;
+        let _ = slices.wait_until_ready().await;
+    };
+    tokio::select! {
+        () = ready => info!("services and endpoint slices synced"),
+        () = shutdown.signaled() => return,
+    }
+
+    let mut proxier = Proxier::new(
+        config.nft.clone(),
+        RuleBuilder {
+            cluster_cidrs: proxy.cluster_cidrs.clone(),
+            nodeport_addresses: proxy.nodeport_addresses.clone(),
+        },
+    );
+    let mut programmed_slices: HashMap<(String, String), String> = HashMap::new();
+    let mut last_sync: Option<Instant> = None;
+    let mut retry = false;
+    loop {
+        if let Some(last) = last_sync {
+            let periodic = tokio::time::sleep_until((last + proxy.sync_period).into());
+            tokio::select! {
+                () = changed.notified() => {}
+                () = periodic => debug!("periodic sync"),
+                () = async {}, if retry => {}
+                () = shutdown.signaled() => break,
+            }
+            // Batch what arrives within the minimum interval into one sync.
+            let earliest = last + proxy.min_sync_period;
+            tokio::select! {
+                () = tokio::time::sleep_until(earliest.into()) => {}
+                () = shutdown.signaled() => break,
+            }
+        }
+        let started = Instant::now();
+        let service_ports = service_port_map(services.state().iter().map(|s| &**s));
+        let slice_list = slices.state();
+        let endpoints = endpoints_by_service_port(slice_list.iter().map(|s| &**s), &proxy.hostname);
+        let result = proxier.sync(&service_ports, &endpoints).await;
+        let elapsed = started.elapsed();
+        last_sync = Some(started);
+        metrics
+            .sync_proxy_rules_duration
+            .observe(elapsed.as_secs_f64());
+        match result {
+            Ok(r) => {
+                retry = false;
+                health.updated(started);
+                metrics
+                    .sync_proxy_rules_last_timestamp
+                    .set(jiff::Timestamp::now().as_millisecond() as f64 / 1000.0);
+                observe_programming(&metrics, &slice_list, &mut programmed_slices);
+                if r.transaction_bytes > 0 {
+                    info!(
+                        full = r.full,
+                        changed = r.changed_service_ports,
+                        service_ports = service_ports.len(),
+                        bytes = r.transaction_bytes,
+                        elapsed_ms = elapsed.as_millis() as u64,
+                        "synced proxy rules"
+                    );
+                }
+            }
+            Err(e) => {
+                retry = true;
+                metrics.sync_failures.inc();
+                warn!(error = %e, "syncing proxy rules failed; the next sync rebuilds the table");
+            }
+        }
+    }
+    info!("kube-proxy stopping; its rules stay in place until --cleanup");
+    tasks.abort_all();
+}
+
+/// `kubeproxy_network_programming_duration_seconds` for each slice changed since the
+/// last successful sync that carries the controller's trigger time.
+fn observe_programming(
+    metrics: &Metrics,
+    slices: &[Arc<EndpointSlice>],
+    seen: &mut HashMap<(String, String), String>,
+) {
+    let now = jiff::Timestamp::now();
+    let first = seen.is_empty();
+    let mut current = HashMap::with_capacity(slices.len());
+    for slice in slices {
+        let key = (
+            slice.metadata.namespace.clone().unwrap_or_default(),
+            slice.metadata.name.clone().unwrap_or_default(),
+        );
+        let version = slice.metadata.resource_version.clone().unwrap_or_default();
+        // Slices present at start were programmed long ago by someone: not measured.
+        if !first && seen.get(&key) != Some(&version) {
+            let trigger = slice
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(TRIGGER_TIME_ANNOTATION))
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+            if let Some(t) = trigger {
+                let secs = now.duration_since(t).as_secs_f64();
+                if secs >= 0.0 {
+                    metrics.network_programming_duration.observe(secs);
+                }
+            }
+        }
+        current.insert(key, version);
+    }
+    *seen = current;
+}
+
+/// Follows this node's own Node object: while it is being deleted, /healthz fails.
+async fn watch_node(client: kube::Client, hostname: String, health: Arc<ProxierHealth>) {
+    let api = Api::<Node>::all(client);
+    let config = watcher::Config::default().fields(&format!("metadata.name={hostname}"));
+    let mut stream = watcher(api, config).default_backoff().boxed();
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(watcher::Event::Apply(node) | watcher::Event::InitApply(node)) => {
+                health.set_node_being_deleted(node.metadata.deletion_timestamp.is_some());
+            }
+            Ok(watcher::Event::Delete(_)) => health.set_node_being_deleted(true),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "node watch failed; retrying"),
+        }
+    }
+}
