@@ -1,0 +1,232 @@
+//! Services through the kube-proxy binary in a node namespace: ClusterIP and NodePort
+//! load balancing over backends in other namespaces, endpoint changes, rejection of
+//! Services without endpoints, the health and metrics servers, `--cleanup`, flag errors.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use crate::common::{blocking, wait_until, Cluster, TIMEOUT};
+
+const BACKENDS: [(&str, u8); 3] = [("be-a", 10), ("be-b", 11), ("be-c", 12)];
+
+fn names(seen: &std::collections::BTreeMap<String, usize>) -> BTreeSet<&str> {
+    seen.keys().map(String::as_str).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clusterip_reaches_every_endpoint_and_follows_changes() {
+    let mut c = Cluster::start().await;
+    blocking(|| {
+        for (name, host) in BACKENDS {
+            c.net.backend(name, host, 8080);
+        }
+    });
+    c.start_proxy(&[]);
+    let svc = c.create_service("web", "ClusterIP").await;
+    c.set_endpoints("web", &[10, 11, 12]).await;
+    let url = format!("http://{}:80/", svc.cluster_ip);
+    c.wait_reachable(&c.node, &url).await;
+
+    // From the node itself (locally generated traffic) and from another machine that
+    // routes the service range through the node.
+    for ns in [&c.node, &c.outside] {
+        let seen = blocking(|| c.count_backends(ns, &url, 40));
+        assert_eq!(
+            names(&seen),
+            BTreeSet::from(["be-a", "be-b", "be-c"]),
+            "from {ns}: {seen:?}"
+        );
+    }
+
+    // Two endpoints go away: only be-b answers from then on.
+    c.set_endpoints("web", &[11]).await;
+    let changed = Instant::now();
+    wait_until(TIMEOUT, "only be-b answering", || async {
+        blocking(|| {
+            let seen = c.count_backends(&c.node, &url, 10);
+            (names(&seen) == BTreeSet::from(["be-b"])).then_some(())
+        })
+    })
+    .await;
+    eprintln!("endpoint change took effect after {:?}", changed.elapsed());
+    // The deleted endpoints' chains are gone from the table.
+    let table = c.table().unwrap();
+    assert!(!table.contains(&c.net.ip(10).to_string()), "{table}");
+    assert!(
+        table.contains(&format!("dnat to {}:8080", c.net.ip(11))),
+        "{table}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodeport_reaches_endpoints_on_the_node_ip() {
+    let mut c = Cluster::start().await;
+    blocking(|| {
+        for (name, host) in &BACKENDS[..2] {
+            c.net.backend(name, *host, 8080);
+        }
+    });
+    c.start_proxy(&[]);
+    let svc = c.create_service("np", "NodePort").await;
+    let node_port = svc.node_port.expect("a node port was allocated");
+    c.set_endpoints("np", &[10, 11]).await;
+    let url = format!("http://{}:{node_port}/", c.node_ip);
+    c.wait_reachable(&c.outside, &url).await;
+    for ns in [&c.outside, &c.node] {
+        let seen = blocking(|| c.count_backends(ns, &url, 30));
+        assert_eq!(
+            names(&seen),
+            BTreeSet::from(["be-a", "be-b"]),
+            "NodePort from {ns}: {seen:?}"
+        );
+    }
+    // The ClusterIP of the same Service works too.
+    let cluster_url = format!("http://{}:80/", svc.cluster_ip);
+    assert!(c.net.get(&c.outside, &cluster_url).is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_without_endpoints_are_rejected_fast() {
+    let mut c = Cluster::start().await;
+    blocking(|| c.net.backend("be-a", 10, 8080));
+    c.start_proxy(&[]);
+    let svc = c.create_service("empty", "NodePort").await;
+    let node_port = svc.node_port.unwrap();
+    let cluster_ip = svc.cluster_ip.to_string();
+    wait_until(TIMEOUT, "the service in the no-endpoint map", || async {
+        blocking(|| c.table().filter(|t| t.contains(&cluster_ip)).map(|_| ()))
+    })
+    .await;
+    let cluster_url = format!("http://{cluster_ip}:80/");
+    let node_url = format!("http://{}:{node_port}/", c.node_ip);
+    for (ns, url) in [
+        (&c.node, &cluster_url),
+        (&c.outside, &cluster_url),
+        (&c.outside, &node_url),
+        (&c.node, &node_url),
+    ] {
+        let started = Instant::now();
+        let err = blocking(|| c.net.get(ns, url)).expect_err("no endpoints: must fail");
+        let took = started.elapsed();
+        assert!(
+            err.contains("(7)") && took < Duration::from_secs(2),
+            "{url} from {ns}: expected a fast refusal, got {err:?} after {took:?}"
+        );
+    }
+    // An endpoint appears: the same URLs answer.
+    c.set_endpoints("empty", &[10]).await;
+    c.wait_reachable(&c.outside, &node_url).await;
+    assert_eq!(
+        blocking(|| c.net.get(&c.node, &cluster_url)).unwrap(),
+        "be-a"
+    );
+    // And it goes away again: refused again, not hanging.
+    c.delete_endpoints("empty").await;
+    wait_until(
+        TIMEOUT,
+        "refusal after the endpoints were deleted",
+        || async {
+            blocking(|| {
+                c.net
+                    .get(&c.node, &cluster_url)
+                    .err()
+                    .filter(|e| e.contains("(7)"))
+            })
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_healthz_and_metrics_and_cleans_up_only_its_table() {
+    let mut c = Cluster::start().await;
+    // Another component's table in the node namespace must survive --cleanup.
+    let out = c
+        .net
+        .exec(&c.node, &["nft", "add", "table", "ip", "pikube-kubelet"]);
+    assert!(out.status.success(), "{out:?}");
+    c.start_proxy(&[]);
+    // The apiserver's own `kubernetes` Service gets programmed.
+    wait_until(TIMEOUT, "the kubernetes service programmed", || async {
+        blocking(|| {
+            c.table()
+                .filter(|t| t.contains("10.96.0.1 . tcp . 443"))
+                .map(|_| ())
+        })
+    })
+    .await;
+    let healthz = format!("http://{}:10256/healthz", c.node_ip);
+    let body = blocking(|| c.net.get(&c.outside, &healthz)).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        json["lastUpdated"].as_str().is_some_and(|s| !s.is_empty()),
+        "{body}"
+    );
+    assert_eq!(json["nodeEligible"], true, "{body}");
+    let metrics = wait_until(TIMEOUT, "metrics with a sync", || async {
+        blocking(|| c.net.get(&c.node, "http://127.0.0.1:10249/metrics").ok())
+            .filter(|m| m.contains("kubeproxy_sync_proxy_rules_duration_seconds_count"))
+    })
+    .await;
+    for name in [
+        "kubeproxy_sync_proxy_rules_duration_seconds",
+        "kubeproxy_network_programming_duration_seconds",
+        "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
+    ] {
+        assert!(
+            metrics.contains(&format!("# TYPE {name}")),
+            "{name}:\n{metrics}"
+        );
+    }
+    let last = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("kubeproxy_sync_proxy_rules_last_timestamp_seconds "))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap();
+    assert!(last > 1.7e9, "{last}");
+    // Metrics are on loopback only, by default.
+    assert!(blocking(|| c
+        .net
+        .get(&c.outside, &format!("http://{}:10249/metrics", c.node_ip)))
+    .is_err());
+
+    c.net.kill("kube-proxy");
+    let out = blocking(|| {
+        c.net
+            .exec(&c.node, &[env!("CARGO_BIN_EXE_kube-proxy"), "--cleanup"])
+    });
+    assert!(out.status.success(), "{out:?}");
+    assert!(c.table().is_none(), "the table survived --cleanup");
+    let out = c
+        .net
+        .exec(&c.node, &["nft", "list", "table", "ip", "pikube-kubelet"]);
+    assert!(out.status.success(), "--cleanup removed another table");
+    // A second cleanup (nothing left) succeeds too.
+    let out = c
+        .net
+        .exec(&c.node, &[env!("CARGO_BIN_EXE_kube-proxy"), "--cleanup"]);
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn bad_flags_exit_64() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_kube-proxy"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for args in [
+        &["--proxy-mode=ipvs"][..],
+        &["--no-such-flag"],
+        &["--cluster-cidr=10.0.0.0/40"],
+        &["--config=/does/not/exist"],
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {out:?}");
+        assert!(!out.stderr.is_empty(), "{args:?}: no message");
+    }
+    let out = run(&["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--nodeport-addresses"));
+}
