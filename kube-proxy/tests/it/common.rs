@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::Client;
 use serde_json::json;
 
@@ -81,7 +81,6 @@ impl Cluster {
             "--hostname-override",
             NODE,
             "--cluster-cidr=10.244.0.0/16",
-            "-v=2",
         ];
         args.extend_from_slice(extra);
         let node = self.node.clone();
@@ -100,12 +99,21 @@ impl Cluster {
 
     /// Creates Service `name` (type `svc_type`) with port 80 named `http` → 8080.
     pub async fn create_service(&self, name: &str, svc_type: &str) -> CreatedService {
+        self.create_service_with(name, json!({"type": svc_type}))
+            .await
+    }
+
+    /// Like [`Cluster::create_service`], with `spec` merged into the Service's spec.
+    pub async fn create_service_with(&self, name: &str, spec: serde_json::Value) -> CreatedService {
         let api: Api<Service> = Api::namespaced(self.client.clone(), "default");
-        let svc: Service = serde_json::from_value(json!({
+        let mut svc = json!({
             "metadata": {"name": name},
-            "spec": {"type": svc_type, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}
-        }))
-        .unwrap();
+            "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]}
+        });
+        for (k, v) in spec.as_object().unwrap() {
+            svc["spec"][k] = v.clone();
+        }
+        let svc: Service = serde_json::from_value(svc).unwrap();
         let svc = api.create(&PostParams::default(), &svc).await.unwrap();
         let spec = svc.spec.unwrap();
         CreatedService {
@@ -116,15 +124,31 @@ impl Cluster {
         }
     }
 
-    /// Makes `hosts` (ready, on another node) the endpoints of Service `name` with
-    /// one EndpointSlice, as the EndpointSlice controller would.
+    /// Changes Service `name` with a JSON merge patch.
+    pub async fn patch_service(&self, name: &str, patch: serde_json::Value) {
+        let api: Api<Service> = Api::namespaced(self.client.clone(), "default");
+        api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .unwrap();
+    }
+
+    /// Makes `hosts` (backends on the test network, ready, on another node) the
+    /// endpoints of Service `name`.
     pub async fn set_endpoints(&self, name: &str, hosts: &[u8]) {
+        let endpoints: Vec<(Ipv4Addr, &str)> =
+            hosts.iter().map(|h| (self.net.ip(*h), "node-b")).collect();
+        self.set_endpoints_on(name, &endpoints).await;
+    }
+
+    /// Makes `endpoints` (address, node name; ready) the endpoints of Service `name`
+    /// with one EndpointSlice, as the EndpointSlice controller would.
+    pub async fn set_endpoints_on(&self, name: &str, endpoints: &[(Ipv4Addr, &str)]) {
         let api: Api<EndpointSlice> = Api::namespaced(self.client.clone(), "default");
-        let endpoints: Vec<_> = hosts
+        let endpoints: Vec<_> = endpoints
             .iter()
-            .map(|h| {
-                json!({"addresses": [self.net.ip(*h).to_string()], "conditions": {"ready": true},
-                       "nodeName": "node-b"})
+            .map(|(ip, node)| {
+                json!({"addresses": [ip.to_string()], "conditions": {"ready": true},
+                       "nodeName": node})
             })
             .collect();
         let mut slice = json!({

@@ -134,25 +134,76 @@ impl Net {
         }
     }
 
-    /// A `busybox httpd` in a new namespace at `.host:port` answering `name`; returns
-    /// once it answers.
+    /// A `busybox httpd` in a new namespace at `.host:port` answering `name` at `/` and
+    /// the client's address at `/cgi-bin/ip`; returns once it answers.
     pub fn backend(&mut self, name: &str, host: u8, port: u16) {
         let ns = self.add_namespace(name, host);
+        self.serve(name, &ns, self.ip(host), port, None);
+    }
+
+    /// A "pod" of node namespace `node`: a namespace behind its own veth pair, routed by
+    /// the node as a CNI plugin would (a /30 per pod: the node side at `.4k+1`, the pod
+    /// at `.4k+2` of 10.244.<this network's third octet>.0/24), serving as
+    /// [`Net::backend`]. Returns the pod's namespace and address.
+    pub fn pod(&mut self, node: &str, name: &str, k: u8, port: u16) -> (String, Ipv4Addr) {
+        let ns = format!("kp-{}-{name}", self.id);
+        must(&["ip", "netns", "add", &ns]);
+        self.namespaces.push(ns.clone());
+        let gw = Ipv4Addr::new(10, 244, self.prefix[2], 4 * k + 1);
+        let ip = Ipv4Addr::new(10, 244, self.prefix[2], 4 * k + 2);
+        let veth = format!("pv{}p{k}", self.id);
+        let gw_cidr = format!("{gw}/30");
+        let ip_cidr = format!("{ip}/30");
+        let gw_s = gw.to_string();
+        for args in [
+            vec![
+                "ip", "-n", node, "link", "add", &veth, "type", "veth", "peer", "name", "eth0",
+                "netns", &ns,
+            ],
+            vec!["ip", "-n", node, "addr", "add", &gw_cidr, "dev", &veth],
+            vec!["ip", "-n", node, "link", "set", &veth, "up"],
+            vec!["ip", "-n", &ns, "addr", "add", &ip_cidr, "dev", "eth0"],
+            vec!["ip", "-n", &ns, "link", "set", "eth0", "up"],
+            vec!["ip", "-n", &ns, "link", "set", "lo", "up"],
+            vec!["ip", "-n", &ns, "route", "add", "default", "via", &gw_s],
+        ] {
+            must(&args);
+        }
+        // The node reaches the pod; the check below runs from the node's namespace.
+        self.serve(name, &ns, ip, port, Some(node));
+        (ns, ip)
+    }
+
+    fn serve(&mut self, name: &str, ns: &str, ip: Ipv4Addr, port: u16, check_from: Option<&str>) {
         let root = self.dir.path().join(format!("www-{name}"));
-        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(root.join("cgi-bin")).unwrap();
         std::fs::write(root.join("index.html"), name).unwrap();
+        let script = root.join("cgi-bin/ip");
+        std::fs::write(
+            &script,
+            "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n%s' \"$REMOTE_ADDR\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
         let listen = port.to_string();
         let root_str = root.to_str().unwrap().to_string();
         self.spawn(
             name,
-            &ns,
+            ns,
             &["busybox", "httpd", "-f", "-p", &listen, "-h", &root_str],
         );
-        let url = format!("http://{}:{port}/", self.ip(host));
+        let url = format!("http://{ip}:{port}/");
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let out = run(&["curl", "-s", "-m", "2", &url]);
-            if out.status.success() && out.stdout == name.as_bytes() {
+            let answered = match check_from {
+                None => {
+                    let out = run(&["curl", "-s", "-m", "2", &url]);
+                    out.status.success() && out.stdout == name.as_bytes()
+                }
+                Some(from) => self.get(from, &url).is_ok_and(|b| b == name),
+            };
+            if answered {
                 return;
             }
             assert!(Instant::now() < deadline, "backend {name} never answered");

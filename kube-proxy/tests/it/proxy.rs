@@ -9,6 +9,15 @@ use crate::common::{blocking, wait_until, Cluster, TIMEOUT};
 
 const BACKENDS: [(&str, u8); 3] = [("be-a", 10), ("be-b", 11), ("be-c", 12)];
 
+/// busybox httpd's `REMOTE_ADDR` (`[::ffff:10.0.0.1]`) as a plain IPv4 address.
+fn source_ip(remote_addr: &str) -> String {
+    remote_addr
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .trim_start_matches("::ffff:")
+        .to_string()
+}
+
 fn names(seen: &std::collections::BTreeMap<String, usize>) -> BTreeSet<&str> {
     seen.keys().map(String::as_str).collect()
 }
@@ -229,4 +238,114 @@ fn bad_flags_exit_64() {
     let out = run(&["--help"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("--nodeport-addresses"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_ip_affinity_sticks_to_one_endpoint() {
+    let mut c = Cluster::start().await;
+    blocking(|| {
+        for (name, host) in BACKENDS {
+            c.net.backend(name, host, 8080);
+        }
+    });
+    c.start_proxy(&[]);
+    let svc = c
+        .create_service_with(
+            "sticky",
+            serde_json::json!({"sessionAffinity": "ClientIP",
+                "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 600}}}),
+        )
+        .await;
+    c.set_endpoints("sticky", &[10, 11, 12]).await;
+    let url = format!("http://{}:80/", svc.cluster_ip);
+    c.wait_reachable(&c.node, &url).await;
+    for ns in [&c.node, &c.outside] {
+        let seen = blocking(|| c.count_backends(ns, &url, 20));
+        assert_eq!(seen.len(), 1, "from {ns}: {seen:?}");
+    }
+    let table = c.table().unwrap();
+    assert!(table.contains("timeout 10m"), "{table}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_traffic_policy_local_keeps_the_client_ip() {
+    let mut c = Cluster::start().await;
+    let node = c.node.clone();
+    let (_, pod_ip) = blocking(|| c.net.pod(&node, "pod-a", 1, 8080));
+    blocking(|| c.net.backend("be-b", 11, 8080));
+    c.start_proxy(&[]);
+    let svc = c
+        .create_service_with(
+            "local",
+            serde_json::json!({"type": "NodePort", "externalTrafficPolicy": "Local"}),
+        )
+        .await;
+    c.set_endpoints_on(
+        "local",
+        &[(pod_ip, crate::common::NODE), (c.net.ip(11), "node-b")],
+    )
+    .await;
+    let node_port = svc.node_port.unwrap();
+    let url = format!("http://{}:{node_port}/", c.node_ip);
+    let ip_url = format!("{url}cgi-bin/ip");
+    c.wait_reachable(&c.outside, &url).await;
+    // Outside clients reach only this node's endpoint, with their own address.
+    let seen = blocking(|| c.count_backends(&c.outside, &url, 20));
+    assert_eq!(names(&seen), BTreeSet::from(["pod-a"]), "{seen:?}");
+    let client_ip = c.net.ip(crate::common::CLIENT_HOST).to_string();
+    assert_eq!(
+        source_ip(&blocking(|| c.net.get(&c.outside, &ip_url)).unwrap()),
+        client_ip
+    );
+    // The ClusterIP (internal policy Cluster) still reaches both.
+    let cluster_url = format!("http://{}:80/", svc.cluster_ip);
+    let seen = blocking(|| c.count_backends(&c.node, &cluster_url, 30));
+    assert_eq!(names(&seen), BTreeSet::from(["be-b", "pod-a"]), "{seen:?}");
+
+    // Policy Cluster: both endpoints, and the source is masqueraded to the node.
+    c.patch_service(
+        "local",
+        serde_json::json!({"spec": {"externalTrafficPolicy": "Cluster"}}),
+    )
+    .await;
+    wait_until(TIMEOUT, "both endpoints through the NodePort", || async {
+        blocking(|| {
+            let seen = c.count_backends(&c.outside, &url, 20);
+            (seen.len() == 2).then_some(())
+        })
+    })
+    .await;
+    let sources: BTreeSet<String> = blocking(|| {
+        (0..10)
+            .map(|_| source_ip(&c.net.get(&c.outside, &ip_url).unwrap()))
+            .collect()
+    });
+    assert!(
+        !sources.contains(&client_ip),
+        "not masqueraded: {sources:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_reaches_itself_through_its_service() {
+    let mut c = Cluster::start().await;
+    let node = c.node.clone();
+    let (pod_ns, pod_ip) = blocking(|| c.net.pod(&node, "pod-a", 1, 8080));
+    c.start_proxy(&[]);
+    let svc = c.create_service("hairpin", "ClusterIP").await;
+    c.set_endpoints_on("hairpin", &[(pod_ip, crate::common::NODE)])
+        .await;
+    let url = format!("http://{}:80/", svc.cluster_ip);
+    c.wait_reachable(&pod_ns, &url).await;
+    assert_eq!(blocking(|| c.net.get(&pod_ns, &url)).unwrap(), "pod-a");
+    // Hairpin traffic is masqueraded: the pod sees the node's side of its link, not
+    // itself (it would answer itself directly and the connection would never open).
+    let source = blocking(|| c.net.get(&pod_ns, &format!("{url}cgi-bin/ip"))).unwrap();
+    assert_eq!(
+        source_ip(&source),
+        format!("{}", {
+            let o = pod_ip.octets();
+            std::net::Ipv4Addr::new(o[0], o[1], o[2], o[3] - 1)
+        })
+    );
 }
