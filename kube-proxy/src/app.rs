@@ -26,6 +26,7 @@ use crate::healthz::{self, ProxierHealth};
 use crate::metrics::Metrics;
 use crate::nftables::{self, NftCommand, Proxier, RuleBuilder};
 use crate::options::{ProxyConfig, ProxyMode};
+use crate::runner::SyncRunner;
 use crate::service::service_port_map;
 
 /// Services and slices of other proxies (`service.kubernetes.io/service-proxy-name`)
@@ -225,38 +226,23 @@ async fn run(config: Config, metrics: Metrics, health: Arc<ProxierHealth>, mut s
             nodeport_addresses: proxy.nodeport_addresses.clone(),
         },
     );
-    let mut programmed_slices: HashMap<(String, String), String> = HashMap::new();
-    let mut last_sync: Option<Instant> = None;
-    let mut retry = false;
-    loop {
-        if let Some(last) = last_sync {
-            let periodic = tokio::time::sleep_until((last + proxy.sync_period).into());
-            tokio::select! {
-                () = changed.notified() => {}
-                () = periodic => debug!("periodic sync"),
-                () = async {}, if retry => {}
-                () = shutdown.signaled() => break,
-            }
-            // Batch what arrives within the minimum interval into one sync.
-            let earliest = last + proxy.min_sync_period;
-            tokio::select! {
-                () = tokio::time::sleep_until(earliest.into()) => {}
-                () = shutdown.signaled() => break,
-            }
-        }
+    let mut programmed_slices: Option<HashMap<(String, String), String>> = None;
+    let mut runner = SyncRunner::new(proxy.min_sync_period, proxy.sync_period);
+    while let Some(trigger) = runner.next(&changed, &mut shutdown).await {
+        debug!(?trigger, "syncing proxy rules");
+        let tick = tokio::time::Instant::now();
         let started = Instant::now();
         let service_ports = service_port_map(services.state().iter().map(|s| &**s));
         let slice_list = slices.state();
         let endpoints = endpoints_by_service_port(slice_list.iter().map(|s| &**s), &proxy.hostname);
         let result = proxier.sync(&service_ports, &endpoints).await;
         let elapsed = started.elapsed();
-        last_sync = Some(started);
+        runner.ran(tick, result.is_ok());
         metrics
             .sync_proxy_rules_duration
             .observe(elapsed.as_secs_f64());
         match result {
             Ok(r) => {
-                retry = false;
                 health.updated(started);
                 metrics
                     .sync_proxy_rules_last_timestamp
@@ -274,7 +260,6 @@ async fn run(config: Config, metrics: Metrics, health: Arc<ProxierHealth>, mut s
                 }
             }
             Err(e) => {
-                retry = true;
                 metrics.sync_failures.inc();
                 warn!(error = %e, "syncing proxy rules failed; the next sync rebuilds the table");
             }
@@ -289,10 +274,9 @@ async fn run(config: Config, metrics: Metrics, health: Arc<ProxierHealth>, mut s
 fn observe_programming(
     metrics: &Metrics,
     slices: &[Arc<EndpointSlice>],
-    seen: &mut HashMap<(String, String), String>,
+    seen: &mut Option<HashMap<(String, String), String>>,
 ) {
     let now = jiff::Timestamp::now();
-    let first = seen.is_empty();
     let mut current = HashMap::with_capacity(slices.len());
     for slice in slices {
         let key = (
@@ -301,7 +285,10 @@ fn observe_programming(
         );
         let version = slice.metadata.resource_version.clone().unwrap_or_default();
         // Slices present at start were programmed long ago by someone: not measured.
-        if !first && seen.get(&key) != Some(&version) {
+        let changed = seen
+            .as_ref()
+            .is_some_and(|seen| seen.get(&key) != Some(&version));
+        if changed {
             let trigger = slice
                 .metadata
                 .annotations
@@ -317,7 +304,7 @@ fn observe_programming(
         }
         current.insert(key, version);
     }
-    *seen = current;
+    *seen = Some(current);
 }
 
 /// Follows this node's own Node object: while it is being deleted, /healthz fails.

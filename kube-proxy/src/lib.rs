@@ -11,4 +11,5 @@ pub mod healthz;
 pub mod metrics;
 pub mod nftables;
 pub mod options;
+pub mod runner;
 pub mod service;

@@ -587,6 +587,27 @@ pub fn transaction(
             .iter()
             .flat_map(|(o, n)| o.elements.difference(&n.elements)),
     );
+    // An affinity set whose timeout changed cannot be altered in place: its Service's
+    // chains are flushed (nothing references the set any more), the set is deleted and
+    // re-created below, and every chain of that Service is rewritten.
+    let recreate: Vec<bool> = changed
+        .iter()
+        .map(|(o, n)| {
+            n.sets
+                .iter()
+                .any(|(set, decl)| o.sets.get(set).is_some_and(|d| d != decl))
+        })
+        .collect();
+    for ((o, n), _) in changed.iter().zip(&recreate).filter(|(_, r)| **r) {
+        for chain in o.chains.keys() {
+            let _ = writeln!(t, "flush chain ip {TABLE} {chain}");
+        }
+        for (set, decl) in &o.sets {
+            if n.sets.get(set).is_some_and(|d| d != decl) {
+                let _ = writeln!(t, "delete set ip {TABLE} {set}");
+            }
+        }
+    }
     // 2. New sets, and new or changed chains.
     for (o, n) in &changed {
         for (set, decl) in &n.sets {
@@ -596,10 +617,10 @@ pub fn transaction(
         }
     }
     let mut writes: Vec<(&String, &Vec<String>, bool)> = Vec::new();
-    for (o, n) in &changed {
+    for ((o, n), recreate) in changed.iter().zip(&recreate) {
         for (chain, rules) in &n.chains {
             match o.chains.get(chain) {
-                Some(old_rules) if old_rules == rules => {}
+                Some(old_rules) if old_rules == rules && !recreate => {}
                 existing => writes.push((chain, rules, existing.is_some())),
             }
         }
@@ -993,6 +1014,32 @@ mod tests {
             .find("delete chain ip kube-proxy endpoint-ns/svc9/tcp/p__10.244.1.9/80")
             .unwrap();
         assert!(flush < delete, "{t}");
+    }
+
+    #[test]
+    fn a_new_affinity_timeout_recreates_the_sets() {
+        let b = builder();
+        let mut port = cluster_ip(17, 80);
+        port.affinity_timeout_seconds = Some(60);
+        let mut services = BTreeMap::from([(name("sticky", ""), port.clone())]);
+        let endpoints = BTreeMap::from([(name("sticky", ""), vec![ep(1, 80, false)])]);
+        let old = b.build(&services, &endpoints);
+        port.affinity_timeout_seconds = Some(120);
+        services.insert(name("sticky", ""), port);
+        let t = transaction(&b, Some(&old), &b.build(&services, &endpoints));
+        let pos = |needle: &str| {
+            t.find(needle)
+                .unwrap_or_else(|| panic!("missing {needle:?} in:\n{t}"))
+        };
+        let flush = pos("flush chain ip kube-proxy endpoint-ns/sticky/tcp/__10.244.1.1/80");
+        let flush_svc = pos("flush chain ip kube-proxy service-ns/sticky/tcp/");
+        let delete = pos("delete set ip kube-proxy affinity-ns/sticky/tcp/__10.244.1.1/80");
+        let add = pos("add set ip kube-proxy affinity-ns/sticky/tcp/__10.244.1.1/80 { type ipv4_addr ; flags dynamic,timeout ; timeout 120s ; }");
+        let rule = pos("add rule ip kube-proxy endpoint-ns/sticky/tcp/__10.244.1.1/80 update @affinity-ns/sticky/tcp/__10.244.1.1/80 { ip saddr }");
+        assert!(
+            flush < delete && flush_svc < delete && delete < add && add < rule,
+            "{t}"
+        );
     }
 
     #[tokio::test]

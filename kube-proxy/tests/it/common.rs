@@ -33,6 +33,8 @@ pub struct Cluster {
     pub node_ip: Ipv4Addr,
     /// A client namespace off the node, with the service range routed through the node.
     pub outside: String,
+    /// The kube-proxy's log, once started.
+    pub proxy_log: Option<std::path::PathBuf>,
 }
 
 /// A Service as created: its ClusterIP and (for NodePort Services) node port.
@@ -68,6 +70,7 @@ impl Cluster {
             node,
             node_ip,
             outside,
+            proxy_log: None,
         }
     }
 
@@ -84,7 +87,13 @@ impl Cluster {
         ];
         args.extend_from_slice(extra);
         let node = self.node.clone();
-        self.net.spawn("kube-proxy", &node, &args);
+        self.proxy_log = Some(self.net.spawn("kube-proxy", &node, &args));
+    }
+
+    /// The kube-proxy's log so far.
+    pub fn proxy_log(&self) -> String {
+        std::fs::read_to_string(self.proxy_log.as_ref().expect("kube-proxy started"))
+            .unwrap_or_default()
     }
 
     /// `nft list table ip kube-proxy` in the node namespace (None: no such table).

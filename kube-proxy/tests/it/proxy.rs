@@ -58,6 +58,14 @@ async fn clusterip_reaches_every_endpoint_and_follows_changes() {
     })
     .await;
     eprintln!("endpoint change took effect after {:?}", changed.elapsed());
+    // After the first full sync, the change was applied as a delta for one Service port.
+    let log = c.proxy_log();
+    assert_eq!(log.matches("full=true").count(), 1, "{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("synced proxy rules full=false changed=1 ")),
+        "{log}"
+    );
     // The deleted endpoints' chains are gone from the table.
     let table = c.table().unwrap();
     assert!(!table.contains(&c.net.ip(10).to_string()), "{table}");
@@ -265,6 +273,20 @@ async fn client_ip_affinity_sticks_to_one_endpoint() {
     }
     let table = c.table().unwrap();
     assert!(table.contains("timeout 10m"), "{table}");
+    // A new timeout re-creates the affinity sets in place.
+    c.patch_service(
+        "sticky",
+        serde_json::json!({"spec": {"sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 1200}}}}),
+    )
+    .await;
+    wait_until(TIMEOUT, "the new affinity timeout", || async {
+        blocking(|| c.table().filter(|t| t.contains("timeout 20m")).map(|_| ()))
+    })
+    .await;
+    let log = c.proxy_log();
+    assert!(!log.contains("failed"), "{log}");
+    let seen = blocking(|| c.count_backends(&c.node, &url, 10));
+    assert_eq!(seen.len(), 1, "{seen:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
