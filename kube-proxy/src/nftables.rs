@@ -30,9 +30,10 @@ use crate::service::{ServicePort, ServicePortName};
 pub const TABLE: &str = "kube-proxy";
 /// Upstream's default masquerade bit (14).
 const MASQUERADE_MARK: &str = "0x4000";
-/// The filter hooks run before the DNAT ones (-100) so no-endpoint Services are
-/// rejected before any rewrite, as upstream's `filter` priority minus 10.
-const FILTER_PRIORITY: i32 = -110;
+/// The filter hooks run after DNAT (-100), as upstream's: a connection that was DNATed
+/// to an endpoint no longer matches the no-endpoint maps (its destination changed), so
+/// a drop there only hits traffic nothing handled.
+const FILTER_PRIORITY: i32 = 0;
 /// nft 1.0.6 refuses `priority dstnat` on the output hook: the number is used everywhere.
 const DSTNAT_PRIORITY: i32 = -100;
 const SRCNAT_PRIORITY: i32 = 100;
@@ -335,7 +336,11 @@ impl RuleBuilder {
         let external_chain = format!("external-{name}");
         let endpoint_chain = |ep: &Endpoint| format!("endpoint-{name}__{}/{}", ep.ip, ep.port);
         let affinity_set = |ep: &Endpoint| format!("affinity-{name}__{}/{}", ep.ip, ep.port);
-        let uses_external = port.externally_accessible() && !external.is_empty();
+        // External traffic has its chain when it has endpoints, and under the Local
+        // policy also when only other nodes have some: pods and the node itself may
+        // still use those.
+        let uses_external = port.externally_accessible()
+            && (!external.is_empty() || (port.external_policy_local && !cat.cluster.is_empty()));
 
         // The policy chains: load balancing over a set of endpoints.
         let policy_chain = |chain: &str, eps: &[Endpoint], out: &mut ServiceRules| {
@@ -367,7 +372,7 @@ impl RuleBuilder {
             policy_chain(&cluster_chain, &cat.cluster, &mut out);
         }
         let needs_local = (port.internal_policy_local && !internal.is_empty())
-            || (port.external_policy_local && uses_external);
+            || (port.external_policy_local && uses_external && !cat.local.is_empty());
         if needs_local {
             policy_chain(&local_chain, &cat.local, &mut out);
         }
@@ -407,7 +412,9 @@ impl RuleBuilder {
                 }
                 rules.push("fib saddr type local jump mark-for-masquerade".to_string());
                 rules.push(format!("fib saddr type local goto {cluster_chain}"));
-                rules.push(format!("goto {local_chain}"));
+                if !cat.local.is_empty() {
+                    rules.push(format!("goto {local_chain}"));
+                }
             } else {
                 rules.push("jump mark-for-masquerade".to_string());
                 rules.push(format!("goto {cluster_chain}"));
@@ -458,28 +465,36 @@ impl RuleBuilder {
                 }
             });
         }
-        let (ips_map, nodeports_map, value) = if uses_external {
-            (
+        // External destinations: to the external chain when it exists; to the
+        // no-endpoint maps when no endpoint serves outside clients (with the Local
+        // policy both: what the external chain does not short-circuit to another node
+        // is dropped by the filter hooks).
+        let mut external_targets = Vec::new();
+        if uses_external {
+            external_targets.push((
                 SERVICE_IPS,
                 SERVICE_NODEPORTS,
                 format!("goto {external_chain}"),
-            )
-        } else {
-            (NO_ENDPOINT_SERVICES, NO_ENDPOINT_NODEPORTS, unusable)
-        };
-        for ip in port.external_ips.iter().chain(&port.load_balancer_ips) {
-            out.elements.insert(Element {
-                map: ips_map,
-                key: format!("{ip} . {proto} . {}", port.port),
-                value: value.clone(),
-            });
+            ));
         }
-        if let Some(np) = port.node_port {
-            out.elements.insert(Element {
-                map: nodeports_map,
-                key: format!("{proto} . {np}"),
-                value,
-            });
+        if external.is_empty() {
+            external_targets.push((NO_ENDPOINT_SERVICES, NO_ENDPOINT_NODEPORTS, unusable));
+        }
+        for (ips_map, nodeports_map, value) in external_targets {
+            for ip in port.external_ips.iter().chain(&port.load_balancer_ips) {
+                out.elements.insert(Element {
+                    map: ips_map,
+                    key: format!("{ip} . {proto} . {}", port.port),
+                    value: value.clone(),
+                });
+            }
+            if let Some(np) = port.node_port {
+                out.elements.insert(Element {
+                    map: nodeports_map,
+                    key: format!("{proto} . {np}"),
+                    value,
+                });
+            }
         }
         out
     }
@@ -893,7 +908,7 @@ mod tests {
         );
         has(
             &t,
-            "add chain ip kube-proxy filter-output { type filter hook output priority -110 ; }",
+            "add chain ip kube-proxy filter-output { type filter hook output priority 0 ; }",
         );
         has(
             &t,
@@ -901,8 +916,12 @@ mod tests {
         );
         has(&t, "add element ip kube-proxy no-endpoint-nodeports { tcp . 30014 : drop, tcp . 30012 : goto reject-chain }");
         has(&t, "add element ip kube-proxy no-endpoint-services { 10.96.0.13 . tcp . 80 : drop, 10.96.0.12 . tcp . 80 : goto reject-chain }");
-        // The ETP=Local service still serves its ClusterIP from the remote endpoint.
+        // The ETP=Local service still serves its ClusterIP from the remote endpoint, and
+        // its NodePort to pods and the node itself; outside clients are dropped.
         has(&t, "add element ip kube-proxy service-ips { 10.96.0.14 . tcp . 80 : goto service-ns/etp/tcp/ }");
+        has(&t, "add element ip kube-proxy service-nodeports { tcp . 30014 : goto external-ns/etp/tcp/ }");
+        has(&t, "add rule ip kube-proxy external-ns/etp/tcp/ fib saddr type local goto service-ns/etp/tcp/");
+        assert!(!t.contains("local-ns/etp/"), "{t}");
         assert!(!t.contains("chain ip kube-proxy service-ns/none/"), "{t}");
     }
 

@@ -2,7 +2,9 @@
 //! (`kubeproxy.config.k8s.io/v1alpha1`), with upstream's flag names and defaults, turned
 //! into a validated [`ProxyConfig`] before anything is bound or programmed.
 //!
-//! As upstream's `--config`, the file's values win over the flags for the fields it sets.
+//! As upstream's `--config`: with a file, the flags that map to its fields are ignored
+//! (fields the file leaves out take their defaults), except `--hostname-override`, which
+//! still wins, and the flags with no field (`--master`, `--cleanup`, `-v`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -26,7 +28,7 @@ pub const DEFAULT_HEALTHZ_PORT: u16 = 10256;
     about = "The Kubernetes network proxy: programs Services and their endpoints into the node's packet filter.")]
 pub struct Options {
     /// The path to the KubeProxyConfiguration file (kubeproxy.config.k8s.io/v1alpha1).
-    /// Its fields take precedence over the flags.
+    /// With a file, the flags for its fields are ignored, except --hostname-override.
     #[arg(long)]
     pub config: Option<PathBuf>,
 
@@ -187,12 +189,23 @@ impl Options {
     pub fn resolve(&self) -> Result<Resolved, String> {
         let mut o = self.clone();
         if let Some(path) = &self.config {
+            // Start from the defaults, not from the flags.
+            let mut defaults = Options::try_parse_from(["kube-proxy"])
+                .map_err(|e| format!("default options: {e}"))?;
+            defaults.config = self.config.clone();
+            defaults.cleanup = self.cleanup;
+            defaults.verbosity = self.verbosity;
+            defaults.kubeconfig.master = self.kubeconfig.master.clone();
+            o = defaults;
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("failed to read config file {}: {e}", path.display()))?;
             let file: ConfigFile = serde_yaml::from_str(&text)
                 .map_err(|e| format!("invalid config file {}: {e}", path.display()))?;
             o.apply_file(file)
                 .map_err(|e| format!("config file {}: {e}", path.display()))?;
+            if !self.hostname_override.trim().is_empty() {
+                o.hostname_override = self.hostname_override.clone();
+            }
         }
         let hostname = if o.hostname_override.trim().is_empty() {
             hostname::get()
@@ -430,6 +443,33 @@ mod tests {
     }
 
     #[test]
+    fn with_a_config_file_flags_are_ignored_but_hostname_override() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kp.yaml");
+        std::fs::write(
+            &path,
+            "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nhostnameOverride: file-node\n",
+        )
+        .unwrap();
+        let r = Options::try_parse_from([
+            "kube-proxy",
+            "--config",
+            path.to_str().unwrap(),
+            "--cluster-cidr=10.0.0.0/8",
+            "--min-sync-period=5s",
+            "--hostname-override=Flag-Node",
+            "--cleanup",
+        ])
+        .unwrap()
+        .resolve()
+        .unwrap();
+        assert_eq!(r.config.hostname, "flag-node");
+        assert!(r.config.cluster_cidrs.is_empty());
+        assert_eq!(r.config.min_sync_period, Duration::from_secs(1));
+        assert!(r.cleanup);
+    }
+
+    #[test]
     fn the_config_file_wins_over_flags() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kp.yaml");
@@ -447,7 +487,6 @@ mod tests {
             "--config",
             path.to_str().unwrap(),
             "--kubeconfig=/flag",
-            "--hostname-override=flag-node",
             "--proxy-mode=userspace",
         ])
         .unwrap()

@@ -324,6 +324,27 @@ async fn external_traffic_policy_local_keeps_the_client_ip() {
     let seen = blocking(|| c.count_backends(&c.node, &cluster_url, 30));
     assert_eq!(names(&seen), BTreeSet::from(["be-b", "pod-a"]), "{seen:?}");
 
+    // Without a local endpoint, outside clients are dropped (not sent to another node,
+    // which would lose their address) while the node itself still reaches be-b.
+    c.set_endpoints_on("local", &[(c.net.ip(11), "node-b")])
+        .await;
+    let pod_dnat = format!("dnat to {pod_ip}:8080");
+    wait_until(
+        TIMEOUT,
+        "the local endpoint gone from the table",
+        || async { blocking(|| c.table().filter(|t| !t.contains(&pod_dnat)).map(|_| ())) },
+    )
+    .await;
+    let seen = blocking(|| c.count_backends(&c.node, &url, 5));
+    assert_eq!(names(&seen), BTreeSet::from(["be-b"]), "{seen:?}");
+    let err = blocking(|| c.net.get(&c.outside, &url)).expect_err("dropped");
+    assert!(err.contains("(28)"), "expected a timeout (drop), got {err}");
+    c.set_endpoints_on(
+        "local",
+        &[(pod_ip, crate::common::NODE), (c.net.ip(11), "node-b")],
+    )
+    .await;
+
     // Policy Cluster: both endpoints, and the source is masqueraded to the node.
     c.patch_service(
         "local",
