@@ -76,6 +76,11 @@ impl Cluster {
 
     /// Starts the kube-proxy binary in the node namespace.
     pub fn start_proxy(&mut self, extra: &[&str]) {
+        self.start_proxy_with_env(extra, &[]);
+    }
+
+    /// Like [`Cluster::start_proxy`], with extra environment variables.
+    pub fn start_proxy_with_env(&mut self, extra: &[&str], env: &[(&str, String)]) {
         let kubeconfig = self.api.kubeconfig_path().to_str().unwrap().to_string();
         let mut args = vec![
             env!("CARGO_BIN_EXE_kube-proxy"),
@@ -87,7 +92,7 @@ impl Cluster {
         ];
         args.extend_from_slice(extra);
         let node = self.node.clone();
-        self.proxy_log = Some(self.net.spawn("kube-proxy", &node, &args));
+        self.proxy_log = Some(self.net.spawn_with_env("kube-proxy", &node, &args, env));
     }
 
     /// The kube-proxy's log so far.

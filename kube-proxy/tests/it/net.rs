@@ -112,10 +112,22 @@ impl Net {
     /// Starts a long-running process in `ns`, its output in `<dir>/<name>.log`; it is
     /// killed on drop.
     pub fn spawn(&mut self, name: &str, ns: &str, args: &[&str]) -> PathBuf {
+        self.spawn_with_env(name, ns, args, &[])
+    }
+
+    /// Like [`Net::spawn`], with extra environment variables.
+    pub fn spawn_with_env(
+        &mut self,
+        name: &str,
+        ns: &str,
+        args: &[&str],
+        env: &[(&str, String)],
+    ) -> PathBuf {
         let log = self.dir.path().join(format!("{name}.log"));
         let file = std::fs::File::create(&log).unwrap();
         let child = self
             .command(ns, args)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file)
@@ -222,6 +234,30 @@ impl Net {
         } else {
             Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
         }
+    }
+}
+
+impl Net {
+    /// The HTTP status of a GET from namespace `ns` (None: no answer).
+    pub fn status(&self, ns: &str, url: &str) -> Option<u16> {
+        let out = self.exec(
+            ns,
+            &[
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-m",
+                "5",
+                url,
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .parse()
+            .ok()
+            .filter(|c| *c != 0)
     }
 }
 

@@ -392,3 +392,96 @@ async fn a_pod_reaches_itself_through_its_service() {
         })
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_goes_stale_when_syncs_fail_and_follows_the_node() {
+    let mut c = Cluster::start().await;
+    // The real nft behind a switch: while `fail` exists every transaction fails.
+    let bin = c.net.dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let fail = c.net.dir.path().join("fail");
+    let real = ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("nft installed");
+    let wrapper = bin.join("nft");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nif [ -e {} ] && [ \"$1\" = -f ]; then echo injected failure >&2; exit 1; fi\nexec {real} \"$@\"\n",
+            fail.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    c.start_proxy_with_env(
+        &["--sync-period=1s", "--min-sync-period=200ms"],
+        &[("PATH", path)],
+    );
+    let healthz = format!("http://{}:10256/healthz", c.node_ip);
+    let livez = format!("http://{}:10256/livez", c.node_ip);
+    wait_until(TIMEOUT, "healthz 200", || async {
+        blocking(|| (c.net.status(&c.outside, &healthz) == Some(200)).then_some(()))
+    })
+    .await;
+
+    // Syncs start failing and a change is waiting: stale after 2 × --sync-period.
+    std::fs::write(&fail, "").unwrap();
+    let svc = c.create_service("late", "ClusterIP").await;
+    let failing = Instant::now();
+    wait_until(TIMEOUT, "healthz 503", || async {
+        blocking(|| (c.net.status(&c.outside, &healthz) == Some(503)).then_some(()))
+    })
+    .await;
+    assert!(
+        failing.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        failing.elapsed()
+    );
+    assert_eq!(blocking(|| c.net.status(&c.outside, &livez)), Some(503));
+    let metrics = blocking(|| c.net.get(&c.node, "http://127.0.0.1:10249/metrics")).unwrap();
+    assert!(
+        !metrics.contains("kubeproxy_sync_proxy_rules_nftables_sync_failures_total 0"),
+        "{metrics}"
+    );
+
+    // nft works again: the next sync rebuilds the table and health comes back.
+    std::fs::remove_file(&fail).unwrap();
+    wait_until(TIMEOUT, "healthz 200 again", || async {
+        blocking(|| (c.net.status(&c.outside, &healthz) == Some(200)).then_some(()))
+    })
+    .await;
+    let ip = svc.cluster_ip.to_string();
+    assert!(
+        c.table().unwrap().contains(&ip),
+        "the change made while failing is programmed"
+    );
+
+    // This node's Node object goes away: /healthz fails (load balancers stop sending
+    // traffic here), /livez does not.
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(c.client.clone());
+    let node: k8s_openapi::api::core::v1::Node =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": crate::common::NODE}}))
+            .unwrap();
+    nodes.create(&Default::default(), &node).await.unwrap();
+    nodes
+        .delete(crate::common::NODE, &Default::default())
+        .await
+        .unwrap();
+    wait_until(TIMEOUT, "healthz 503 for a deleted node", || async {
+        blocking(|| (c.net.status(&c.outside, &healthz) == Some(503)).then_some(()))
+    })
+    .await;
+    assert_eq!(blocking(|| c.net.status(&c.outside, &livez)), Some(200));
+    let body = blocking(|| c.net.get(&c.outside, &healthz)).unwrap();
+    assert!(body.contains("\"nodeEligible\":false"), "{body}");
+}
