@@ -15,7 +15,7 @@
 //! transaction only rewrites the chains, sets and map elements of Service ports that
 //! changed, so one change among thousands of Services stays a small transaction.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -500,16 +500,34 @@ impl RuleBuilder {
     }
 
     /// The desired contents for every Service port.
+    ///
+    /// A map key may have one value only (nft refuses a second with "File exists", and
+    /// the whole transaction with it), but the API lets two Services claim the same
+    /// external IP and port: the first Service port in name order keeps the key, the
+    /// others lose that destination until it is free again.
     pub fn build(
         &self,
         services: &BTreeMap<ServicePortName, ServicePort>,
         endpoints: &BTreeMap<ServicePortName, Vec<Endpoint>>,
     ) -> BTreeMap<ServicePortName, ServiceRules> {
+        let mut owned: HashSet<(&'static str, String)> = HashSet::new();
         services
             .iter()
             .map(|(name, port)| {
                 let eps = endpoints.get(name).map(Vec::as_slice).unwrap_or(&[]);
-                (name.clone(), self.service(name, port, eps))
+                let mut rules = self.service(name, port, eps);
+                let mut conflicts = Vec::new();
+                rules.elements.retain(|e| {
+                    let fresh = owned.insert((e.map, e.key.clone()));
+                    if !fresh {
+                        conflicts.push(format!("{} in {}", e.key, e.map));
+                    }
+                    fresh
+                });
+                if !conflicts.is_empty() {
+                    tracing::warn!(service_port = %name, ?conflicts, "destination already used by another Service port; ignored");
+                }
+                (name.clone(), rules)
             })
             .collect()
     }
@@ -1059,6 +1077,32 @@ mod tests {
             flush < delete && flush_svc < delete && delete < add && add < rule,
             "{t}"
         );
+    }
+
+    #[test]
+    fn a_destination_claimed_twice_is_programmed_once() {
+        let b = builder();
+        let mut first = cluster_ip(20, 80);
+        first.external_ips = vec![Ipv4Addr::new(192, 0, 2, 9)];
+        let mut second = cluster_ip(21, 80);
+        second.external_ips = vec![Ipv4Addr::new(192, 0, 2, 9)];
+        let mut services = BTreeMap::from([(name("a", ""), first), (name("b", ""), second)]);
+        let endpoints = BTreeMap::from([
+            (name("a", ""), vec![ep(1, 80, false)]),
+            (name("b", ""), vec![ep(2, 80, false)]),
+        ]);
+        let old = b.build(&services, &endpoints);
+        let t = transaction(&b, None, &old);
+        assert_eq!(t.matches("192.0.2.9 . tcp . 80").count(), 1, "{t}");
+        assert!(
+            t.contains("192.0.2.9 . tcp . 80 : goto external-ns/a/tcp/"),
+            "{t}"
+        );
+        // Once the first Service is gone, the second gets the destination.
+        services.remove(&name("a", ""));
+        let t = transaction(&b, Some(&old), &b.build(&services, &endpoints));
+        has(&t, "delete element ip kube-proxy service-ips { 10.96.0.20 . tcp . 80, 192.0.2.9 . tcp . 80 }");
+        has(&t, "add element ip kube-proxy service-ips { 192.0.2.9 . tcp . 80 : goto external-ns/b/tcp/ }");
     }
 
     #[tokio::test]

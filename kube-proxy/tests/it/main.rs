@@ -5,3 +5,4 @@
 mod common;
 mod net;
 mod proxy;
+mod rules;
