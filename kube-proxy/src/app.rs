@@ -29,11 +29,10 @@ use crate::options::{ProxyConfig, ProxyMode};
 use crate::runner::SyncRunner;
 use crate::service::service_port_map;
 
-/// Services and slices of other proxies (`service.kubernetes.io/service-proxy-name`)
-/// and headless Services are not ours, as upstream's informer filter.
-const SERVICE_SELECTOR: &str =
-    "!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless";
-const SLICE_SELECTOR: &str = "!service.kubernetes.io/service-proxy-name";
+/// Objects of other proxies (`service.kubernetes.io/service-proxy-name`) and of headless
+/// Services are not ours: upstream's informers use this selector for Services and
+/// EndpointSlices alike.
+const SELECTOR: &str = "!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless";
 /// Set by the EndpointSlice controller: when the change that led to this slice happened.
 const TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-trigger-time";
 
@@ -179,7 +178,7 @@ async fn run(config: Config, metrics: Metrics, health: Arc<ProxierHealth>, mut s
     let mut tasks = JoinSet::new();
     let (services, stream) = reflect(
         Api::<Service>::all(config.client.clone()),
-        watcher::Config::default().labels(SERVICE_SELECTOR),
+        watcher::Config::default().labels(SELECTOR),
         changed.clone(),
         health.clone(),
     );
@@ -190,7 +189,7 @@ async fn run(config: Config, metrics: Metrics, health: Arc<ProxierHealth>, mut s
     );
     let (slices, stream) = reflect(
         Api::<EndpointSlice>::all(config.client.clone()),
-        watcher::Config::default().labels(SLICE_SELECTOR),
+        watcher::Config::default().labels(SELECTOR),
         changed.clone(),
         health.clone(),
     );

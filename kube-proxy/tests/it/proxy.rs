@@ -106,6 +106,16 @@ async fn nodeport_reaches_endpoints_on_the_node_ip() {
 async fn services_without_endpoints_are_rejected_fast() {
     let mut c = Cluster::start().await;
     blocking(|| c.net.backend("be-a", 10, 8080));
+    // A Service another proxy implements is none of ours.
+    let services: kube::Api<k8s_openapi::api::core::v1::Service> =
+        kube::Api::namespaced(c.client.clone(), "default");
+    let other: k8s_openapi::api::core::v1::Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "other", "labels": {"service.kubernetes.io/service-proxy-name": "someone-else"}},
+        "spec": {"ports": [{"port": 80}]}
+    }))
+    .unwrap();
+    let other = services.create(&Default::default(), &other).await.unwrap();
+    let other_ip = other.spec.unwrap().cluster_ip.unwrap();
     c.start_proxy(&[]);
     let svc = c.create_service("empty", "NodePort").await;
     let node_port = svc.node_port.unwrap();
@@ -114,6 +124,8 @@ async fn services_without_endpoints_are_rejected_fast() {
         blocking(|| c.table().filter(|t| t.contains(&cluster_ip)).map(|_| ()))
     })
     .await;
+    let table = c.table().unwrap();
+    assert!(!table.contains(&format!("{other_ip} . tcp")), "{table}");
     let cluster_url = format!("http://{cluster_ip}:80/");
     let node_url = format!("http://{}:{node_port}/", c.node_ip);
     for (ns, url) in [
