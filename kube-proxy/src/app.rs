@@ -27,7 +27,7 @@ use crate::metrics::Metrics;
 use crate::nftables::{self, NftCommand, Proxier, RuleBuilder};
 use crate::options::{ProxyConfig, ProxyMode};
 use crate::runner::SyncRunner;
-use crate::service::service_port_map;
+use crate::service::{service_port_map, IpFamily};
 
 /// Objects of other proxies (`service.kubernetes.io/service-proxy-name`) and of headless
 /// Services are not ours: upstream's informers use this selector for Services and
@@ -89,10 +89,28 @@ pub async fn select_mode(mode: ProxyMode, nft: &NftCommand) -> Result<ProxyMode,
     }
 }
 
-/// Removes what kube-proxy programmed (`--cleanup`).
+/// Removes what kube-proxy programmed (`--cleanup`): its `ip` table, and its `ip6`
+/// table where the kernel has IPv6 nftables.
 pub async fn cleanup(nft: &NftCommand) -> Result<(), nftables::Error> {
     use crate::nftables::Nft as _;
-    nft.apply(&nftables::cleanup_transaction()).await
+    nft.apply(&nftables::cleanup_transaction(IpFamily::V4))
+        .await?;
+    if nft.check_family(IpFamily::V6).await.is_ok() {
+        nft.apply(&nftables::cleanup_transaction(IpFamily::V6))
+            .await?;
+    }
+    Ok(())
+}
+
+/// The families this node programs: IPv4, and IPv6 when its nftables support it.
+async fn families(nft: &NftCommand) -> Vec<IpFamily> {
+    match nft.check_family(IpFamily::V6).await {
+        Ok(()) => vec![IpFamily::V4, IpFamily::V6],
+        Err(e) => {
+            info!(error = %e, "no IPv6 nftables here: programming IPv4 only");
+            vec![IpFamily::V4]
+        }
+    }
 }
 
 /// Starts the proxy; returns once its servers listen.
@@ -218,50 +236,58 @@ async fn run(config: Config, metrics: Metrics, health: Arc<ProxierHealth>, mut s
         () = shutdown.signaled() => return,
     }
 
-    let mut proxier = Proxier::new(
-        config.nft.clone(),
-        RuleBuilder {
-            cluster_cidrs: proxy.cluster_cidrs.clone(),
-            nodeport_addresses: proxy.nodeport_addresses.clone(),
-        },
-    );
+    let mut proxiers: Vec<Proxier<NftCommand>> = families(&config.nft)
+        .await
+        .into_iter()
+        .map(|family| {
+            Proxier::new(
+                config.nft.clone(),
+                RuleBuilder::new(family, &proxy.cluster_cidrs, &proxy.nodeport_addresses),
+            )
+        })
+        .collect();
     let mut programmed_slices: Option<HashMap<(String, String), String>> = None;
     let mut runner = SyncRunner::new(proxy.min_sync_period, proxy.sync_period);
     while let Some(trigger) = runner.next(&changed, &mut shutdown).await {
         debug!(?trigger, "syncing proxy rules");
         let tick = tokio::time::Instant::now();
         let started = Instant::now();
-        let service_ports = service_port_map(services.state().iter().map(|s| &**s));
+        let service_list = services.state();
         let slice_list = slices.state();
-        let endpoints = endpoints_by_service_port(slice_list.iter().map(|s| &**s), &proxy.hostname);
-        let result = proxier.sync(&service_ports, &endpoints).await;
-        let elapsed = started.elapsed();
-        runner.ran(tick, result.is_ok());
-        metrics
-            .sync_proxy_rules_duration
-            .observe(elapsed.as_secs_f64());
-        match result {
-            Ok(r) => {
-                health.updated(started);
-                metrics
-                    .sync_proxy_rules_last_timestamp
-                    .set(jiff::Timestamp::now().as_millisecond() as f64 / 1000.0);
-                observe_programming(&metrics, &slice_list, &mut programmed_slices);
-                if r.transaction_bytes > 0 {
-                    info!(
-                        full = r.full,
-                        changed = r.changed_service_ports,
-                        service_ports = service_ports.len(),
-                        bytes = r.transaction_bytes,
-                        elapsed_ms = elapsed.as_millis() as u64,
-                        "synced proxy rules"
-                    );
+        let mut ok = true;
+        for proxier in &mut proxiers {
+            let family = proxier.family();
+            let service_ports = service_port_map(service_list.iter().map(|s| &**s), family);
+            let endpoints =
+                endpoints_by_service_port(slice_list.iter().map(|s| &**s), &proxy.hostname, family);
+            match proxier.sync(&service_ports, &endpoints).await {
+                Ok(r) if r.transaction_bytes > 0 => info!(
+                    ?family,
+                    full = r.full,
+                    changed = r.changed_service_ports,
+                    service_ports = service_ports.len(),
+                    bytes = r.transaction_bytes,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "synced proxy rules"
+                ),
+                Ok(_) => {}
+                Err(e) => {
+                    ok = false;
+                    metrics.sync_failures.inc();
+                    warn!(?family, error = %e, "syncing proxy rules failed; the next sync rebuilds the table");
                 }
             }
-            Err(e) => {
-                metrics.sync_failures.inc();
-                warn!(error = %e, "syncing proxy rules failed; the next sync rebuilds the table");
-            }
+        }
+        runner.ran(tick, ok);
+        metrics
+            .sync_proxy_rules_duration
+            .observe(started.elapsed().as_secs_f64());
+        if ok {
+            health.updated(started);
+            metrics
+                .sync_proxy_rules_last_timestamp
+                .set(jiff::Timestamp::now().as_millisecond() as f64 / 1000.0);
+            observe_programming(&metrics, &slice_list, &mut programmed_slices);
         }
     }
     info!("kube-proxy stopping; its rules stay in place until --cleanup");

@@ -4,11 +4,11 @@
 //! [`categorize`] applies upstream's selection rules.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use crate::service::{Protocol, ServicePort, ServicePortName};
+use crate::service::{IpFamily, Protocol, ServicePort, ServicePortName};
 
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -16,7 +16,7 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// One backend of one Service port.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Endpoint {
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     pub port: u16,
     pub ready: bool,
     pub serving: bool,
@@ -26,23 +26,23 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// `10.0.0.1:80`.
+    /// `10.0.0.1:80`, `[fd00::1]:80`.
     pub fn addr(&self) -> String {
-        format!("{}:{}", self.ip, self.port)
+        std::net::SocketAddr::new(self.ip, self.port).to_string()
     }
 }
 
-/// Every IPv4 endpoint of every Service port named by `slices`, merged across the
-/// slices of each Service and sorted. An address listed twice (two slices during a
+/// Every endpoint of `family` of every Service port named by `slices`, merged across
+/// the slices of each Service and sorted. An address listed twice (two slices during a
 /// handover) counts once, ready if any copy is ready.
 pub fn endpoints_by_service_port<'a>(
     slices: impl IntoIterator<Item = &'a EndpointSlice>,
     hostname: &str,
+    family: IpFamily,
 ) -> BTreeMap<ServicePortName, Vec<Endpoint>> {
-    let mut merged: BTreeMap<ServicePortName, BTreeMap<(Ipv4Addr, u16), Endpoint>> =
-        BTreeMap::new();
+    let mut merged: BTreeMap<ServicePortName, BTreeMap<(IpAddr, u16), Endpoint>> = BTreeMap::new();
     for slice in slices {
-        if slice.address_type != "IPv4" {
+        if slice.address_type != family.address_type() {
             continue;
         }
         let (Some(namespace), Some(service)) = (
@@ -79,7 +79,12 @@ pub fn endpoints_by_service_port<'a>(
                 let terminating = conditions.and_then(|c| c.terminating).unwrap_or(false);
                 let is_local = ep.node_name.as_deref() == Some(hostname);
                 // Every address of an endpoint is the same backend; the first is used.
-                let Some(ip) = ep.addresses.iter().find_map(|a| a.parse::<Ipv4Addr>().ok()) else {
+                let Some(ip) = ep
+                    .addresses
+                    .iter()
+                    .filter_map(|a| a.parse::<IpAddr>().ok())
+                    .find(|ip| family.matches(ip))
+                else {
                     continue;
                 };
                 let candidate = Endpoint {
@@ -166,7 +171,7 @@ mod tests {
 
     fn ep(ip: [u8; 4], ready: bool, serving: bool, terminating: bool, local: bool) -> Endpoint {
         Endpoint {
-            ip: Ipv4Addr::from(ip),
+            ip: IpAddr::from(ip),
             port: 80,
             ready,
             serving,
@@ -194,7 +199,7 @@ mod tests {
         let orphan = slice(
             "metadata: {namespace: ns, name: x}\naddressType: IPv4\nports: [{port: 1}]\nendpoints: [{addresses: [10.9.9.9]}]",
         );
-        let all = endpoints_by_service_port([&a, &b, &v6, &orphan], "node-a");
+        let all = endpoints_by_service_port([&a, &b, &v6, &orphan], "node-a", IpFamily::V4);
         assert_eq!(all.len(), 2, "{all:?}");
         let http = &all[&ServicePortName {
             namespace: "ns".into(),
@@ -214,6 +219,21 @@ mod tests {
         }];
         assert_eq!(dns.len(), 2);
         assert!(!dns[1].ready);
+    }
+
+    #[test]
+    fn ipv6_slices_feed_the_ipv6_family() {
+        let v6 = slice(
+            "metadata: {namespace: ns, name: web-c, labels: {kubernetes.io/service-name: web}}\n\
+             addressType: IPv6\nports: [{name: http, port: 8080}]\nendpoints: [{addresses: ['fd00::1']}]",
+        );
+        let v4 = slice(
+            "metadata: {namespace: ns, name: web-a, labels: {kubernetes.io/service-name: web}}\n\
+             addressType: IPv4\nports: [{name: http, port: 8080}]\nendpoints: [{addresses: [10.0.0.1]}]",
+        );
+        let all = endpoints_by_service_port([&v4, &v6], "node-a", IpFamily::V6);
+        let eps: Vec<String> = all.values().flatten().map(Endpoint::addr).collect();
+        assert_eq!(eps, ["[fd00::1]:8080"]);
     }
 
     #[test]

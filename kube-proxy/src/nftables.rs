@@ -1,5 +1,6 @@
-//! The nftables proxier (upstream `pkg/proxy/nftables/proxier.go`): one table, `ip
-//! kube-proxy`, programmed with atomic `nft -f -` transactions.
+//! The nftables proxier (upstream `pkg/proxy/nftables/proxier.go`): one table per IP
+//! family, `ip kube-proxy` and `ip6 kube-proxy`, programmed with atomic `nft -f -`
+//! transactions.
 //!
 //! A packet's cost does not grow with the number of Services: the `services` chain looks
 //! its destination up in verdict maps (`service-ips` keyed by `ipv4_addr . inet_proto .
@@ -20,14 +21,22 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use tokio::io::AsyncWriteExt;
 
 use crate::endpoints::{categorize, Endpoint};
-use crate::service::{ServicePort, ServicePortName};
+use crate::service::{IpFamily, ServicePort, ServicePortName};
 
-/// The table kube-proxy owns. Nothing outside it is ever touched.
+/// The table kube-proxy owns in each family. Nothing outside them is ever touched.
 pub const TABLE: &str = "kube-proxy";
+
+/// nft's name of a family's table: `ip kube-proxy`, `ip6 kube-proxy`.
+pub fn table(family: IpFamily) -> String {
+    match family {
+        IpFamily::V4 => format!("ip {TABLE}"),
+        IpFamily::V6 => format!("ip6 {TABLE}"),
+    }
+}
 /// Upstream's default masquerade bit (14).
 const MASQUERADE_MARK: &str = "0x4000";
 /// The filter hooks run after DNAT (-100), as upstream's: a connection that was DNATed
@@ -116,7 +125,7 @@ impl Nft for NftCommand {
 
 impl NftCommand {
     /// Whether nftables mode can work here, as upstream's probe: `nft --version` at least
-    /// 1.0 and a table can be created (then removed) in this network namespace.
+    /// 1.0 and an `ip` table can be created (then removed) in this network namespace.
     pub async fn check_usable(&self) -> Result<String> {
         let out = tokio::process::Command::new(&self.binary)
             .arg("--version")
@@ -135,11 +144,17 @@ impl NftCommand {
                 version.0, version.1
             )));
         }
-        let probe = format!("add table ip {TABLE}-probe\ndelete table ip {TABLE}-probe\n");
+        self.check_family(IpFamily::V4).await?;
+        Ok(text)
+    }
+
+    /// Whether a table of `family` can be created here (IPv6 may be off).
+    pub async fn check_family(&self, family: IpFamily) -> Result<()> {
+        let tbl = table(family);
+        let probe = format!("add table {tbl}-probe\ndelete table {tbl}-probe\n");
         self.apply(&probe)
             .await
-            .map_err(|e| Error::Unusable(format!("cannot create a table: {e}")))?;
-        Ok(text)
+            .map_err(|e| Error::Unusable(format!("cannot create a {tbl} table: {e}")))
     }
 }
 
@@ -152,9 +167,10 @@ fn parse_version(text: &str) -> Option<(u32, u32)> {
     Some((major, minor))
 }
 
-/// A transaction that removes kube-proxy's table if it exists (`--cleanup`).
-pub fn cleanup_transaction() -> String {
-    format!("add table ip {TABLE}\ndelete table ip {TABLE}\n")
+/// A transaction that removes kube-proxy's table of `family` if it exists (`--cleanup`).
+pub fn cleanup_transaction(family: IpFamily) -> String {
+    let tbl = table(family);
+    format!("add table {tbl}\ndelete table {tbl}\n")
 }
 
 /// One element of one of the table's maps.
@@ -175,68 +191,120 @@ pub struct ServiceRules {
     pub elements: BTreeSet<Element>,
 }
 
-/// Builds the table's contents from Services and endpoints.
-#[derive(Clone, Debug, Default)]
+/// Builds one family's table contents from Services and endpoints.
+#[derive(Clone, Debug)]
 pub struct RuleBuilder {
-    pub cluster_cidrs: Vec<Ipv4Net>,
-    pub nodeport_addresses: Vec<Ipv4Net>,
+    family: IpFamily,
+    /// Pod CIDRs of this family.
+    cluster_cidrs: Vec<IpNet>,
+    /// `--nodeport-addresses` of this family.
+    nodeport_addresses: Vec<IpNet>,
 }
 
-fn cidr_set(cidrs: &[Ipv4Net]) -> String {
+fn cidr_set(cidrs: &[IpNet]) -> String {
     let list: Vec<String> = cidrs.iter().map(ToString::to_string).collect();
     format!("{{ {} }}", list.join(", "))
 }
 
 impl RuleBuilder {
+    /// A builder for `family`; CIDRs of the other family are left out.
+    pub fn new(family: IpFamily, cluster_cidrs: &[IpNet], nodeport_addresses: &[IpNet]) -> Self {
+        let of_family = |nets: &[IpNet]| -> Vec<IpNet> {
+            nets.iter()
+                .filter(|n| family.matches(&n.addr()))
+                .map(IpNet::trunc)
+                .collect()
+        };
+        RuleBuilder {
+            family,
+            cluster_cidrs: of_family(cluster_cidrs),
+            nodeport_addresses: of_family(nodeport_addresses),
+        }
+    }
+
+    pub fn family(&self) -> IpFamily {
+        self.family
+    }
+
+    /// `ip kube-proxy` or `ip6 kube-proxy`.
+    pub fn table(&self) -> String {
+        table(self.family)
+    }
+
+    /// The network-layer keyword of matches: `ip saddr`, `ip6 saddr`.
+    fn l3(&self) -> &'static str {
+        match self.family {
+            IpFamily::V4 => "ip",
+            IpFamily::V6 => "ip6",
+        }
+    }
+
+    fn addr_type(&self) -> &'static str {
+        match self.family {
+            IpFamily::V4 => "ipv4_addr",
+            IpFamily::V6 => "ipv6_addr",
+        }
+    }
+
+    /// Local addresses that never accept NodePorts.
+    fn loopback(&self) -> &'static str {
+        match self.family {
+            IpFamily::V4 => "127.0.0.0/8",
+            IpFamily::V6 => "::1",
+        }
+    }
+
     /// The table and its fixed chains and maps (created by the first, full sync).
     pub fn base(&self) -> String {
+        let (tbl, l3, addr_type, loopback) =
+            (self.table(), self.l3(), self.addr_type(), self.loopback());
         let mut t = String::new();
         let mut chain = |name: &str, hook: Option<(&str, &str, i32)>, rules: &[String]| {
             match hook {
                 Some((kind, hook, prio)) => {
                     let _ = writeln!(
                         t,
-                        "add chain ip {TABLE} {name} {{ type {kind} hook {hook} priority {prio} ; }}"
+                        "add chain {tbl} {name} {{ type {kind} hook {hook} priority {prio} ; }}"
                     );
                 }
                 None => {
-                    let _ = writeln!(t, "add chain ip {TABLE} {name}");
+                    let _ = writeln!(t, "add chain {tbl} {name}");
                 }
             }
             for r in rules {
-                let _ = writeln!(t, "add rule ip {TABLE} {name} {r}");
+                let _ = writeln!(t, "add rule {tbl} {name} {r}");
             }
         };
         let nodeport_match = if self.nodeport_addresses.is_empty() {
-            "fib daddr type local ip daddr != 127.0.0.0/8".to_string()
+            format!("fib daddr type local {l3} daddr != {loopback}")
         } else {
-            format!("ip daddr @{NODEPORT_IPS} fib daddr type local ip daddr != 127.0.0.0/8")
+            format!("{l3} daddr @{NODEPORT_IPS} fib daddr type local {l3} daddr != {loopback}")
         };
-        let mut head = format!("add table ip {TABLE} {{ comment \"rules for kube-proxy\" ; }}\n");
+        let mut head = format!("add table {tbl} {{ comment \"rules for kube-proxy\" ; }}\n");
         let _ = writeln!(
             head,
-            "add map ip {TABLE} {SERVICE_IPS} {{ type ipv4_addr . inet_proto . inet_service : verdict ; comment \"ClusterIP, ExternalIP and LoadBalancer IP traffic\" ; }}"
+            "add map {tbl} {SERVICE_IPS} {{ type {addr_type} . inet_proto . inet_service : verdict ; comment \"ClusterIP, ExternalIP and LoadBalancer IP traffic\" ; }}"
         );
         let _ = writeln!(
             head,
-            "add map ip {TABLE} {SERVICE_NODEPORTS} {{ type inet_proto . inet_service : verdict ; comment \"NodePort traffic\" ; }}"
+            "add map {tbl} {SERVICE_NODEPORTS} {{ type inet_proto . inet_service : verdict ; comment \"NodePort traffic\" ; }}"
         );
         let _ = writeln!(
             head,
-            "add map ip {TABLE} {NO_ENDPOINT_SERVICES} {{ type ipv4_addr . inet_proto . inet_service : verdict ; comment \"vmap to drop or reject packets to services with no endpoints\" ; }}"
+            "add map {tbl} {NO_ENDPOINT_SERVICES} {{ type {addr_type} . inet_proto . inet_service : verdict ; comment \"vmap to drop or reject packets to services with no endpoints\" ; }}"
         );
         let _ = writeln!(
             head,
-            "add map ip {TABLE} {NO_ENDPOINT_NODEPORTS} {{ type inet_proto . inet_service : verdict ; comment \"vmap to drop or reject packets to service nodeports with no endpoints\" ; }}"
+            "add map {tbl} {NO_ENDPOINT_NODEPORTS} {{ type inet_proto . inet_service : verdict ; comment \"vmap to drop or reject packets to service nodeports with no endpoints\" ; }}"
         );
         if !self.nodeport_addresses.is_empty() {
             let _ = writeln!(
                 head,
-                "add set ip {TABLE} {NODEPORT_IPS} {{ type ipv4_addr ; flags interval ; comment \"--nodeport-addresses\" ; }}"
+                "add set {tbl} {NODEPORT_IPS} {{ type {addr_type} ; flags interval ; comment \"--nodeport-addresses\" ; }}"
             );
             let _ = writeln!(
                 head,
-                "add element ip {TABLE} {NODEPORT_IPS} {}",
+                "add element {tbl} {NODEPORT_IPS} {}",
                 cidr_set(&self.nodeport_addresses)
             );
         }
@@ -266,7 +334,7 @@ impl RuleBuilder {
             "services",
             None,
             &[
-                format!("ip daddr . meta l4proto . th dport vmap @{SERVICE_IPS}"),
+                format!("{l3} daddr . meta l4proto . th dport vmap @{SERVICE_IPS}"),
                 format!("{nodeport_match} meta l4proto . th dport vmap @{SERVICE_NODEPORTS}"),
             ],
         );
@@ -274,7 +342,7 @@ impl RuleBuilder {
             "service-endpoints-check",
             None,
             &[format!(
-                "ip daddr . meta l4proto . th dport vmap @{NO_ENDPOINT_SERVICES}"
+                "{l3} daddr . meta l4proto . th dport vmap @{NO_ENDPOINT_SERVICES}"
             )],
         );
         chain(
@@ -331,11 +399,20 @@ impl RuleBuilder {
         let internal = cat.internal(port);
         let external = cat.external(port);
         let proto = name.protocol.nft();
+        let (l3, addr_type) = (self.l3(), self.addr_type());
         let cluster_chain = format!("service-{name}");
         let local_chain = format!("local-{name}");
         let external_chain = format!("external-{name}");
-        let endpoint_chain = |ep: &Endpoint| format!("endpoint-{name}__{}/{}", ep.ip, ep.port);
-        let affinity_set = |ep: &Endpoint| format!("affinity-{name}__{}/{}", ep.ip, ep.port);
+        // nft names may not hold ':', so IPv6 addresses are written with '.' there.
+        let ep_name = |ep: &Endpoint| {
+            format!(
+                "{name}__{}/{}",
+                ep.ip.to_string().replace(':', "."),
+                ep.port
+            )
+        };
+        let endpoint_chain = |ep: &Endpoint| format!("endpoint-{}", ep_name(ep));
+        let affinity_set = |ep: &Endpoint| format!("affinity-{}", ep_name(ep));
         // External traffic has its chain when it has endpoints, and under the Local
         // policy also when only other nodes have some: pods and the node itself may
         // still use those.
@@ -348,7 +425,7 @@ impl RuleBuilder {
             if port.affinity_timeout_seconds.is_some() {
                 for ep in eps {
                     rules.push(format!(
-                        "ip saddr @{} goto {}",
+                        "{l3} saddr @{} goto {}",
                         affinity_set(ep),
                         endpoint_chain(ep)
                     ));
@@ -392,7 +469,7 @@ impl RuleBuilder {
                 rules.insert(
                     0,
                     format!(
-                        "ip daddr {ip} meta l4proto {proto} th dport {} ip saddr != {} jump mark-for-masquerade",
+                        "{l3} daddr {ip} meta l4proto {proto} th dport {} {l3} saddr != {} jump mark-for-masquerade",
                         port.port,
                         cidr_set(&self.cluster_cidrs)
                     ),
@@ -406,7 +483,7 @@ impl RuleBuilder {
                 // their source address and reach only this node's endpoints.
                 if !self.cluster_cidrs.is_empty() {
                     rules.push(format!(
-                        "ip saddr {} goto {cluster_chain}",
+                        "{l3} saddr {} goto {cluster_chain}",
                         cidr_set(&self.cluster_cidrs)
                     ));
                 }
@@ -430,13 +507,13 @@ impl RuleBuilder {
             used.extend(cat.local.iter());
         }
         for ep in used {
-            let mut rules = vec![format!("ip saddr {} jump mark-for-masquerade", ep.ip)];
+            let mut rules = vec![format!("{l3} saddr {} jump mark-for-masquerade", ep.ip)];
             if let Some(timeout) = port.affinity_timeout_seconds {
                 let set = affinity_set(ep);
-                rules.push(format!("update @{set} {{ ip saddr }}"));
+                rules.push(format!("update @{set} {{ {l3} saddr }}"));
                 out.sets.insert(
                     set,
-                    format!("type ipv4_addr ; flags dynamic,timeout ; timeout {timeout}s ;"),
+                    format!("type {addr_type} ; flags dynamic,timeout ; timeout {timeout}s ;"),
                 );
             }
             rules.push(format!("meta l4proto {proto} dnat to {}", ep.addr()));
@@ -545,17 +622,22 @@ fn chain_rank(name: &str) -> u8 {
     }
 }
 
-fn write_chain(t: &mut String, name: &str, rules: &[String], existed: bool) {
-    let _ = writeln!(t, "add chain ip {TABLE} {name}");
+fn write_chain(t: &mut String, tbl: &str, name: &str, rules: &[String], existed: bool) {
+    let _ = writeln!(t, "add chain {tbl} {name}");
     if existed {
-        let _ = writeln!(t, "flush chain ip {TABLE} {name}");
+        let _ = writeln!(t, "flush chain {tbl} {name}");
     }
     for r in rules {
-        let _ = writeln!(t, "add rule ip {TABLE} {name} {r}");
+        let _ = writeln!(t, "add rule {tbl} {name} {r}");
     }
 }
 
-fn write_elements<'a>(t: &mut String, verb: &str, elements: impl Iterator<Item = &'a Element>) {
+fn write_elements<'a>(
+    t: &mut String,
+    tbl: &str,
+    verb: &str,
+    elements: impl Iterator<Item = &'a Element>,
+) {
     let mut by_map: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for e in elements {
         let item = if verb == "delete" {
@@ -568,11 +650,7 @@ fn write_elements<'a>(t: &mut String, verb: &str, elements: impl Iterator<Item =
     for (map, items) in by_map {
         // Bounded lines keep nft's parser memory small at 10,000 Services.
         for chunk in items.chunks(1000) {
-            let _ = writeln!(
-                t,
-                "{verb} element ip {TABLE} {map} {{ {} }}",
-                chunk.join(", ")
-            );
+            let _ = writeln!(t, "{verb} element {tbl} {map} {{ {} }}", chunk.join(", "));
         }
     }
 }
@@ -585,14 +663,15 @@ pub fn transaction(
     new: &BTreeMap<ServicePortName, ServiceRules>,
 ) -> String {
     let empty = BTreeMap::new();
+    let tbl = builder.table();
     let mut t = String::new();
     let old = match old {
         Some(old) => old,
         None => {
             // Start from nothing in one atomic step: whatever a previous kube-proxy
             // left in our table goes, nothing else is touched.
-            let _ = writeln!(t, "add table ip {TABLE}");
-            let _ = writeln!(t, "delete table ip {TABLE}");
+            let _ = writeln!(t, "add table {tbl}");
+            let _ = writeln!(t, "delete table {tbl}");
             t.push_str(&builder.base());
             &empty
         }
@@ -615,6 +694,7 @@ pub fn transaction(
     // 1. Elements that go away or change value.
     write_elements(
         &mut t,
+        &tbl,
         "delete",
         changed
             .iter()
@@ -633,11 +713,11 @@ pub fn transaction(
         .collect();
     for ((o, n), _) in changed.iter().zip(&recreate).filter(|(_, r)| **r) {
         for chain in o.chains.keys() {
-            let _ = writeln!(t, "flush chain ip {TABLE} {chain}");
+            let _ = writeln!(t, "flush chain {tbl} {chain}");
         }
         for (set, decl) in &o.sets {
             if n.sets.get(set).is_some_and(|d| d != decl) {
-                let _ = writeln!(t, "delete set ip {TABLE} {set}");
+                let _ = writeln!(t, "delete set {tbl} {set}");
             }
         }
     }
@@ -645,7 +725,7 @@ pub fn transaction(
     for (o, n) in &changed {
         for (set, decl) in &n.sets {
             if o.sets.get(set) != Some(decl) {
-                let _ = writeln!(t, "add set ip {TABLE} {set} {{ {decl} }}");
+                let _ = writeln!(t, "add set {tbl} {set} {{ {decl} }}");
             }
         }
     }
@@ -660,11 +740,12 @@ pub fn transaction(
     }
     writes.sort_by_key(|(c, _, _)| chain_rank(c));
     for (chain, rules, existed) in writes {
-        write_chain(&mut t, chain, rules, existed);
+        write_chain(&mut t, &tbl, chain, rules, existed);
     }
     // 3. Elements that are new or changed value.
     write_elements(
         &mut t,
+        &tbl,
         "add",
         changed
             .iter()
@@ -676,14 +757,14 @@ pub fn transaction(
         .flat_map(|(o, n)| o.chains.keys().filter(|c| !n.chains.contains_key(*c)))
         .collect();
     for chain in &gone {
-        let _ = writeln!(t, "flush chain ip {TABLE} {chain}");
+        let _ = writeln!(t, "flush chain {tbl} {chain}");
     }
     for chain in &gone {
-        let _ = writeln!(t, "delete chain ip {TABLE} {chain}");
+        let _ = writeln!(t, "delete chain {tbl} {chain}");
     }
     for (o, n) in &changed {
         for set in o.sets.keys().filter(|s| !n.sets.contains_key(*s)) {
-            let _ = writeln!(t, "delete set ip {TABLE} {set}");
+            let _ = writeln!(t, "delete set {tbl} {set}");
         }
     }
     t
@@ -719,6 +800,10 @@ impl<N: Nft> Proxier<N> {
 
     pub fn nft(&self) -> &N {
         &self.nft
+    }
+
+    pub fn family(&self) -> IpFamily {
+        self.builder.family()
     }
 
     /// Applies the difference between what the table holds and what `services` and
@@ -759,9 +844,9 @@ impl<N: Nft> Proxier<N> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::service::Protocol;
+    use crate::service::{IpFamily, Protocol};
     use parking_lot::Mutex;
-    use std::net::Ipv4Addr;
+    use std::net::IpAddr;
     use std::sync::Arc;
 
     /// Records every transaction instead of running nft.
@@ -787,7 +872,7 @@ mod tests {
 
     fn cluster_ip(last: u8, port: u16) -> ServicePort {
         ServicePort {
-            cluster_ip: Some(Ipv4Addr::new(10, 96, 0, last)),
+            cluster_ip: Some(IpAddr::from([10, 96, 0, last])),
             port,
             node_port: None,
             external_ips: vec![],
@@ -801,7 +886,7 @@ mod tests {
 
     fn ep(last: u8, port: u16, local: bool) -> Endpoint {
         Endpoint {
-            ip: Ipv4Addr::new(10, 244, 1, last),
+            ip: IpAddr::from([10, 244, 1, last]),
             port,
             ready: true,
             serving: true,
@@ -811,10 +896,7 @@ mod tests {
     }
 
     fn builder() -> RuleBuilder {
-        RuleBuilder {
-            cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
-            nodeport_addresses: vec![],
-        }
+        RuleBuilder::new(IpFamily::V4, &["10.244.0.0/16".parse().unwrap()], &[])
     }
 
     fn lines(text: &str) -> Vec<&str> {
@@ -869,8 +951,8 @@ mod tests {
         let b = builder();
         let mut port = cluster_ip(11, 80);
         port.node_port = Some(30080);
-        port.external_ips = vec![Ipv4Addr::new(192, 0, 2, 7)];
-        port.load_balancer_ips = vec![Ipv4Addr::new(192, 0, 2, 100)];
+        port.external_ips = vec![IpAddr::from([192, 0, 2, 7])];
+        port.load_balancer_ips = vec![IpAddr::from([192, 0, 2, 100])];
         let services = BTreeMap::from([(name("web", ""), port)]);
         let endpoints = BTreeMap::from([(name("web", ""), vec![ep(1, 80, false)])]);
         let t = transaction(&b, None, &b.build(&services, &endpoints));
@@ -889,10 +971,14 @@ mod tests {
 
     #[test]
     fn nodeport_addresses_restrict_the_nodeport_match() {
-        let b = RuleBuilder {
-            cluster_cidrs: vec![],
-            nodeport_addresses: vec!["192.168.1.0/24".parse().unwrap()],
-        };
+        let b = RuleBuilder::new(
+            IpFamily::V4,
+            &[],
+            &[
+                "192.168.1.0/24".parse().unwrap(),
+                "fd00::/64".parse().unwrap(),
+            ],
+        );
         let base = b.base();
         has(
             &base,
@@ -1080,12 +1166,46 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_rules_use_the_ip6_table() {
+        let b = RuleBuilder::new(
+            IpFamily::V6,
+            &[
+                "10.244.0.0/16".parse().unwrap(),
+                "fd00:244::/48".parse().unwrap(),
+            ],
+            &[],
+        );
+        let mut port = cluster_ip(1, 80);
+        port.cluster_ip = Some("fd00:96::1".parse().unwrap());
+        port.affinity_timeout_seconds = Some(60);
+        let mut endpoint = ep(1, 8080, false);
+        endpoint.ip = "fd00:244::5".parse().unwrap();
+        let services = BTreeMap::from([(name("web", ""), port)]);
+        let endpoints = BTreeMap::from([(name("web", ""), vec![endpoint])]);
+        let t = transaction(&b, None, &b.build(&services, &endpoints));
+        has(
+            &t,
+            "add table ip6 kube-proxy { comment \"rules for kube-proxy\" ; }",
+        );
+        has(&t, "add rule ip6 kube-proxy services ip6 daddr . meta l4proto . th dport vmap @service-ips");
+        has(&t, "add rule ip6 kube-proxy services fib daddr type local ip6 daddr != ::1 meta l4proto . th dport vmap @service-nodeports");
+        has(&t, "add rule ip6 kube-proxy service-ns/web/tcp/ ip6 daddr fd00:96::1 meta l4proto tcp th dport 80 ip6 saddr != { fd00:244::/48 } jump mark-for-masquerade");
+        has(&t, "add set ip6 kube-proxy affinity-ns/web/tcp/__fd00.244..5/8080 { type ipv6_addr ; flags dynamic,timeout ; timeout 60s ; }");
+        has(&t, "add rule ip6 kube-proxy endpoint-ns/web/tcp/__fd00.244..5/8080 meta l4proto tcp dnat to [fd00:244::5]:8080");
+        has(&t, "add element ip6 kube-proxy service-ips { fd00:96::1 . tcp . 80 : goto service-ns/web/tcp/ }");
+        assert!(
+            !t.contains(" ip kube-proxy") && !t.contains("10.244."),
+            "{t}"
+        );
+    }
+
+    #[test]
     fn a_destination_claimed_twice_is_programmed_once() {
         let b = builder();
         let mut first = cluster_ip(20, 80);
-        first.external_ips = vec![Ipv4Addr::new(192, 0, 2, 9)];
+        first.external_ips = vec![IpAddr::from([192, 0, 2, 9])];
         let mut second = cluster_ip(21, 80);
-        second.external_ips = vec![Ipv4Addr::new(192, 0, 2, 9)];
+        second.external_ips = vec![IpAddr::from([192, 0, 2, 9])];
         let mut services = BTreeMap::from([(name("a", ""), first), (name("b", ""), second)]);
         let endpoints = BTreeMap::from([
             (name("a", ""), vec![ep(1, 80, false)]),

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use component_base::options::{parse_duration, KubeconfigOptions};
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::IpNet;
 use serde::Deserialize;
 
 /// The configuration file's group/version and kind.
@@ -114,10 +114,11 @@ pub struct ProxyConfig {
     /// This node's name, for local endpoints and its own Node object.
     pub hostname: String,
     pub mode: ProxyMode,
-    /// Pod CIDRs (IPv4 only: the `ip` table). Empty: no off-cluster masquerade for ClusterIPs.
-    pub cluster_cidrs: Vec<Ipv4Net>,
-    /// NodePorts answer only on local addresses inside these (IPv4) ranges; empty: all.
-    pub nodeport_addresses: Vec<Ipv4Net>,
+    /// Pod CIDRs, either family. Empty: no off-cluster masquerade for ClusterIPs.
+    pub cluster_cidrs: Vec<IpNet>,
+    /// NodePorts answer only on local addresses inside these ranges (per family: a
+    /// family with none of them answers on all its local addresses).
+    pub nodeport_addresses: Vec<IpNet>,
     pub metrics_bind_address: Option<SocketAddr>,
     pub healthz_bind_address: Option<SocketAddr>,
     pub config_sync_period: Duration,
@@ -227,8 +228,8 @@ impl Options {
         let config = ProxyConfig {
             hostname,
             mode: ProxyMode::parse(&o.proxy_mode)?,
-            cluster_cidrs: parse_ipv4_cidrs("--cluster-cidr", o.cluster_cidr.split(','))?,
-            nodeport_addresses: parse_ipv4_cidrs(
+            cluster_cidrs: parse_cidrs("--cluster-cidr", o.cluster_cidr.split(','))?,
+            nodeport_addresses: parse_cidrs(
                 "--nodeport-addresses",
                 o.nodeport_addresses.iter().map(String::as_str),
             )?,
@@ -326,16 +327,12 @@ impl Options {
     }
 }
 
-/// Comma-separated CIDRs; IPv6 ones are accepted and left to a future `ip6` table.
-fn parse_ipv4_cidrs<'a>(
-    flag: &str,
-    items: impl Iterator<Item = &'a str>,
-) -> Result<Vec<Ipv4Net>, String> {
+/// Comma-separated CIDRs of either family.
+fn parse_cidrs<'a>(flag: &str, items: impl Iterator<Item = &'a str>) -> Result<Vec<IpNet>, String> {
     let mut out = Vec::new();
     for item in items.map(str::trim).filter(|s| !s.is_empty()) {
         match item.parse::<IpNet>() {
-            Ok(IpNet::V4(net)) => out.push(net.trunc()),
-            Ok(IpNet::V6(_)) => {}
+            Ok(net) => out.push(net.trunc()),
             Err(_) if item == "primary" => {
                 return Err(format!(
                     "{flag}: \"primary\" is not supported yet; give CIDRs"
@@ -412,7 +409,10 @@ mod tests {
         assert_eq!(r.config.mode, ProxyMode::Nftables);
         assert_eq!(
             r.config.cluster_cidrs,
-            vec!["10.244.0.0/16".parse::<Ipv4Net>().unwrap()]
+            vec![
+                "10.244.0.0/16".parse::<IpNet>().unwrap(),
+                "fd00::/48".parse().unwrap()
+            ]
         );
         assert_eq!(r.config.nodeport_addresses.len(), 2);
         assert_eq!(

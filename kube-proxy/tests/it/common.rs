@@ -111,6 +111,16 @@ impl Cluster {
             .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// `nft list table ip6 kube-proxy` in the node namespace (None: no such table).
+    pub fn table6(&self) -> Option<String> {
+        let out = self
+            .net
+            .exec(&self.node, &["nft", "list", "table", "ip6", "kube-proxy"]);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// Creates Service `name` (type `svc_type`) with port 80 named `http` → 8080.
     pub async fn create_service(&self, name: &str, svc_type: &str) -> CreatedService {
         self.create_service_with(name, json!({"type": svc_type}))

@@ -59,6 +59,57 @@ impl Net {
         net
     }
 
+    /// `fd00:213:<third octet>::host`, this network's IPv6 address for `host` once
+    /// [`Net::add_ipv6`] ran.
+    pub fn ip6(&self, host: u8) -> std::net::Ipv6Addr {
+        std::net::Ipv6Addr::new(
+            0xfd00,
+            0x213,
+            u16::from(self.prefix[2]),
+            0,
+            0,
+            0,
+            0,
+            u16::from(host),
+        )
+    }
+
+    /// Adds IPv6 to the bridge and to namespace `ns` (host number `host`), with a
+    /// default route via the bridge and forwarding on.
+    pub fn add_ipv6(&mut self, ns: &str, host: u8) {
+        let gw = self.ip6(1).to_string();
+        let gw_cidr = format!("{gw}/64");
+        let _ = run(&[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            &gw_cidr,
+            "dev",
+            &self.bridge,
+            "nodad",
+        ]);
+        let addr = format!("{}/64", self.ip6(host));
+        for args in [
+            vec![
+                "ip", "-n", ns, "-6", "addr", "add", &addr, "dev", "eth0", "nodad",
+            ],
+            vec!["ip", "-n", ns, "-6", "route", "add", "default", "via", &gw],
+            vec![
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "sysctl",
+                "-q",
+                "-w",
+                "net.ipv6.conf.all.forwarding=1",
+            ],
+        ] {
+            must(&args);
+        }
+    }
+
     /// `prefix.host` on this network.
     pub fn ip(&self, host: u8) -> Ipv4Addr {
         Ipv4Addr::new(self.prefix[0], self.prefix[1], self.prefix[2], host)
@@ -147,10 +198,11 @@ impl Net {
     }
 
     /// A `busybox httpd` in a new namespace at `.host:port` answering `name` at `/` and
-    /// the client's address at `/cgi-bin/ip`; returns once it answers.
-    pub fn backend(&mut self, name: &str, host: u8, port: u16) {
+    /// the client's address at `/cgi-bin/ip`; returns its namespace once it answers.
+    pub fn backend(&mut self, name: &str, host: u8, port: u16) -> String {
         let ns = self.add_namespace(name, host);
         self.serve(name, &ns, self.ip(host), port, None);
+        ns
     }
 
     /// A "pod" of node namespace `node`: a namespace behind its own veth pair, routed by
@@ -227,7 +279,7 @@ impl Net {
     pub fn get(&self, ns: &str, url: &str) -> Result<String, String> {
         let out = self.exec(
             ns,
-            &["curl", "-sS", "--connect-timeout", "3", "-m", "5", url],
+            &["curl", "-gsS", "--connect-timeout", "3", "-m", "5", url],
         );
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())

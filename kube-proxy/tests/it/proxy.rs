@@ -60,10 +60,10 @@ async fn clusterip_reaches_every_endpoint_and_follows_changes() {
     eprintln!("endpoint change took effect after {:?}", changed.elapsed());
     // After the first full sync, the change was applied as a delta for one Service port.
     let log = c.proxy_log();
-    assert_eq!(log.matches("full=true").count(), 1, "{log}");
+    assert_eq!(log.matches("family=V4 full=true").count(), 1, "{log}");
     assert!(
         log.lines()
-            .any(|l| l.contains("synced proxy rules full=false changed=1 ")),
+            .any(|l| l.contains("synced proxy rules family=V4 full=false changed=1 ")),
         "{log}"
     );
     // The deleted endpoints' chains are gone from the table.
@@ -219,6 +219,7 @@ async fn serves_healthz_and_metrics_and_cleans_up_only_its_table() {
         .get(&c.outside, &format!("http://{}:10249/metrics", c.node_ip)))
     .is_err());
 
+    assert!(c.table6().is_some(), "no ip6 table");
     c.net.kill("kube-proxy");
     let out = blocking(|| {
         c.net
@@ -226,6 +227,7 @@ async fn serves_healthz_and_metrics_and_cleans_up_only_its_table() {
     });
     assert!(out.status.success(), "{out:?}");
     assert!(c.table().is_none(), "the table survived --cleanup");
+    assert!(c.table6().is_none(), "the ip6 table survived --cleanup");
     let out = c
         .net
         .exec(&c.node, &["nft", "list", "table", "ip", "pikube-kubelet"]);

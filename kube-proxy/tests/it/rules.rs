@@ -3,11 +3,11 @@
 //! transactions holds the same objects as one built from scratch.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use kube_proxy::endpoints::Endpoint;
 use kube_proxy::nftables::{NftCommand, Proxier, RuleBuilder};
-use kube_proxy::service::{Protocol, ServicePort, ServicePortName};
+use kube_proxy::service::{IpFamily, Protocol, ServicePort, ServicePortName};
 
 use crate::net::Net;
 
@@ -34,7 +34,7 @@ fn spn(name: &str, port: &str, protocol: Protocol) -> ServicePortName {
 
 fn port(ip: u8, number: u16) -> ServicePort {
     ServicePort {
-        cluster_ip: Some(Ipv4Addr::new(10, 96, 0, ip)),
+        cluster_ip: Some(IpAddr::from([10, 96, 0, ip])),
         port: number,
         node_port: None,
         external_ips: vec![],
@@ -48,7 +48,7 @@ fn port(ip: u8, number: u16) -> ServicePort {
 
 fn ep(last: u8, port: u16, ready: bool, local: bool) -> Endpoint {
     Endpoint {
-        ip: Ipv4Addr::new(10, 244, 1, last),
+        ip: IpAddr::from([10, 244, 1, last]),
         port,
         ready,
         serving: true,
@@ -85,8 +85,8 @@ fn variety() -> State {
     );
     let mut np = port(12, 80);
     np.node_port = Some(30080);
-    np.external_ips = vec![Ipv4Addr::new(192, 0, 2, 7)];
-    np.load_balancer_ips = vec![Ipv4Addr::new(192, 0, 2, 100)];
+    np.external_ips = vec![IpAddr::from([192, 0, 2, 7])];
+    np.load_balancer_ips = vec![IpAddr::from([192, 0, 2, 100])];
     np.affinity_timeout_seconds = Some(600);
     s.insert(spn("lb", "", Protocol::Tcp), np.clone());
     e.insert(
@@ -106,7 +106,7 @@ fn variety() -> State {
     empty.node_port = Some(30082);
     s.insert(spn("empty", "", Protocol::Tcp), empty);
     let mut twin = port(15, 80);
-    twin.external_ips = vec![Ipv4Addr::new(192, 0, 2, 7)];
+    twin.external_ips = vec![IpAddr::from([192, 0, 2, 7])];
     s.insert(spn("twin", "", Protocol::Tcp), twin);
     e.insert(spn("twin", "", Protocol::Tcp), vec![ep(9, 80, true, false)]);
     (s, e)
@@ -161,10 +161,11 @@ async fn deltas_reach_the_same_table_as_a_full_sync() {
     let mut net = Net::new();
     let a = net.add_namespace("rules-a", 2);
     let b = net.add_namespace("rules-b", 3);
-    let builder = RuleBuilder {
-        cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
-        nodeport_addresses: vec!["10.0.0.0/8".parse().unwrap()],
-    };
+    let builder = RuleBuilder::new(
+        IpFamily::V4,
+        &["10.244.0.0/16".parse().unwrap()],
+        &["10.0.0.0/8".parse().unwrap()],
+    );
     let mut incremental = Proxier::new(nft_in(&net, &a, "a"), builder.clone());
     let (s, e) = variety();
     let first = incremental.sync(&s, &e).await.expect("full sync applies");
@@ -189,11 +190,100 @@ async fn deltas_reach_the_same_table_as_a_full_sync() {
     incremental.sync(&s, &e).await.expect("delta back applies");
     scratch = Proxier::new(
         nft_in(&net, &b, "b"),
-        RuleBuilder {
-            cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
-            nodeport_addresses: vec!["10.0.0.0/8".parse().unwrap()],
-        },
+        RuleBuilder::new(
+            IpFamily::V4,
+            &["10.244.0.0/16".parse().unwrap()],
+            &["10.0.0.0/8".parse().unwrap()],
+        ),
     );
     scratch.sync(&s, &e).await.expect("full sync applies");
     assert_eq!(tokens(&list(&net, &a)), tokens(&list(&net, &b)));
+}
+
+/// The `ip6` table carries traffic: ClusterIP and NodePort over IPv6 to backends in
+/// other namespaces, and a Service without endpoints is refused. (The test apiserver
+/// allocates IPv4 ClusterIPs only, so this drives the IPv6 proxier directly.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_services_carry_traffic() {
+    let mut net = Net::new();
+    let node = net.add_namespace("node6", 2);
+    let client = net.add_namespace("client6", 3);
+    let backends = tokio::task::block_in_place(|| {
+        [
+            (net.backend("be6-a", 10, 8080), 10),
+            (net.backend("be6-b", 11, 8080), 11),
+        ]
+    });
+    for (ns, host) in [(node.clone(), 2), (client.clone(), 3)]
+        .into_iter()
+        .chain(backends)
+    {
+        net.add_ipv6(&ns, host);
+    }
+    let via = net.ip6(2).to_string();
+    let out = net.exec(
+        &client,
+        &["ip", "-6", "route", "add", "fd00:96::/112", "via", &via],
+    );
+    assert!(out.status.success(), "{out:?}");
+
+    let cluster_ip: IpAddr = "fd00:96::10".parse().unwrap();
+    let empty_ip: IpAddr = "fd00:96::11".parse().unwrap();
+    let mut web = port(0, 80);
+    web.cluster_ip = Some(cluster_ip);
+    web.node_port = Some(30080);
+    let mut empty = port(0, 80);
+    empty.cluster_ip = Some(empty_ip);
+    let services = BTreeMap::from([
+        (spn("web6", "", Protocol::Tcp), web),
+        (spn("empty6", "", Protocol::Tcp), empty),
+    ]);
+    let endpoint = |host: u8| Endpoint {
+        ip: IpAddr::V6(net.ip6(host)),
+        port: 8080,
+        ready: true,
+        serving: true,
+        terminating: false,
+        is_local: false,
+    };
+    let endpoints = BTreeMap::from([(
+        spn("web6", "", Protocol::Tcp),
+        vec![endpoint(10), endpoint(11)],
+    )]);
+    let mut proxier = Proxier::new(
+        nft_in(&net, &node, "6"),
+        RuleBuilder::new(IpFamily::V6, &["fd00:244::/48".parse().unwrap()], &[]),
+    );
+    proxier
+        .sync(&services, &endpoints)
+        .await
+        .expect("ip6 table applies");
+
+    let cluster_url = format!("http://[{cluster_ip}]:80/");
+    let node_url = format!("http://[{}]:30080/", net.ip6(2));
+    tokio::task::block_in_place(|| {
+        for (ns, url) in [
+            (&node, &cluster_url),
+            (&client, &cluster_url),
+            (&client, &node_url),
+            (&node, &node_url),
+        ] {
+            let mut seen = std::collections::BTreeSet::new();
+            for _ in 0..30 {
+                seen.insert(
+                    net.get(ns, url)
+                        .unwrap_or_else(|e| panic!("{url} from {ns}: {e}")),
+                );
+            }
+            assert_eq!(seen.len(), 2, "{url} from {ns}: {seen:?}");
+        }
+        let started = std::time::Instant::now();
+        let err = net
+            .get(&client, &format!("http://[{empty_ip}]:80/"))
+            .expect_err("no endpoints");
+        assert!(
+            err.contains("(7)") && started.elapsed() < std::time::Duration::from_secs(2),
+            "{err}"
+        );
+    });
 }
