@@ -4,7 +4,7 @@
 //!
 //! A packet's cost does not grow with the number of Services: the `services` chain looks
 //! its destination up in verdict maps (`service-ips` keyed by `ipv4_addr . inet_proto .
-//! inet_service`, `service-nodeports` keyed by `inet_proto . inet_service` on local
+//! inet_service` — `ipv6_addr` in `ip6` —, `service-nodeports` keyed by `inet_proto . inet_service` on local
 //! addresses) that jump to one chain per Service port. That chain picks an endpoint chain
 //! with `numgen random mod N` (after the `ClientIP` affinity sets), and the endpoint chain
 //! DNATs. Traffic that must be masqueraded (hairpin, off-cluster sources of a ClusterIP,

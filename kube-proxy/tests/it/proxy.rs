@@ -76,14 +76,22 @@ async fn clusterip_reaches_every_endpoint_and_follows_changes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nodeport_reaches_endpoints_on_the_node_ip() {
+async fn nodeport_reaches_endpoints_on_nodeport_addresses_only() {
     let mut c = Cluster::start().await;
     blocking(|| {
         for (name, host) in &BACKENDS[..2] {
             c.net.backend(name, *host, 8080);
         }
     });
-    c.start_proxy(&[]);
+    // A second address on the node, outside --nodeport-addresses.
+    let other = c.net.ip(4);
+    let other_cidr = format!("{other}/24");
+    let out = c
+        .net
+        .exec(&c.node, &["ip", "addr", "add", &other_cidr, "dev", "eth0"]);
+    assert!(out.status.success(), "{out:?}");
+    let only = format!("--nodeport-addresses={}/32", c.node_ip);
+    c.start_proxy(&[&only]);
     let svc = c.create_service("np", "NodePort").await;
     let node_port = svc.node_port.expect("a node port was allocated");
     c.set_endpoints("np", &[10, 11]).await;
@@ -100,6 +108,13 @@ async fn nodeport_reaches_endpoints_on_the_node_ip() {
     // The ClusterIP of the same Service works too.
     let cluster_url = format!("http://{}:80/", svc.cluster_ip);
     assert!(c.net.get(&c.outside, &cluster_url).is_ok());
+    // The node's other address does not take NodePort traffic: nothing listens there.
+    let err = blocking(|| {
+        c.net
+            .get(&c.outside, &format!("http://{other}:{node_port}/"))
+    })
+    .expect_err("not a NodePort address");
+    assert!(err.contains("(7)"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
