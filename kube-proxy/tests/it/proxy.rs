@@ -272,6 +272,18 @@ fn bad_flags_exit_64() {
         assert_eq!(out.status.code(), Some(64), "{args:?}: {out:?}");
         assert!(!out.stderr.is_empty(), "{args:?}: no message");
     }
+    // A valid mode this build cannot run yet is a runtime error, not a usage error.
+    let out = run(&[
+        "--proxy-mode=userspace",
+        "--master=http://127.0.0.1:1",
+        "--healthz-bind-address=",
+        "--metrics-bind-address=",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("userspace proxy mode is not implemented"),
+        "{out:?}"
+    );
     let out = run(&["--help"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("--nodeport-addresses"));
