@@ -252,6 +252,7 @@ async fn run(config: Config, metrics: Metrics, health: Arc<ProxierHealth>, mut s
         debug!(?trigger, "syncing proxy rules");
         let tick = tokio::time::Instant::now();
         let started = Instant::now();
+        health.sync_started();
         let service_list = services.state();
         let slice_list = slices.state();
         let mut ok = true;
@@ -282,8 +283,10 @@ async fn run(config: Config, metrics: Metrics, health: Arc<ProxierHealth>, mut s
         metrics
             .sync_proxy_rules_duration
             .observe(started.elapsed().as_secs_f64());
-        if ok {
-            health.updated(started);
+        if !ok {
+            health.sync_failed();
+        } else {
+            health.updated();
             metrics
                 .sync_proxy_rules_last_timestamp
                 .set(jiff::Timestamp::now().as_millisecond() as f64 / 1000.0);

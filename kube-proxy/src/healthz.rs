@@ -42,6 +42,10 @@ struct State {
     last_updated: Option<jiff::Timestamp>,
     /// When the oldest change not yet programmed arrived.
     oldest_pending: Option<Instant>,
+    /// A sync is running: it may or may not include changes arriving now.
+    syncing: bool,
+    /// The oldest change that arrived while the running sync was under way.
+    oldest_during_sync: Option<Instant>,
     node_being_deleted: bool,
 }
 
@@ -69,15 +73,32 @@ impl ProxierHealth {
         if s.oldest_pending.is_none() {
             s.oldest_pending = Some(now);
         }
+        if s.syncing && s.oldest_during_sync.is_none() {
+            s.oldest_during_sync = Some(now);
+        }
     }
 
-    /// A sync succeeded: everything queued before it is programmed.
-    pub fn updated(&self, queued_before: Instant) {
+    /// A sync takes its snapshot of Services and endpoints now.
+    pub fn sync_started(&self) {
+        let mut s = self.state.lock();
+        s.syncing = true;
+        s.oldest_during_sync = None;
+    }
+
+    /// The sync succeeded: what was queued before it started is programmed; what
+    /// arrived while it ran is still pending.
+    pub fn updated(&self) {
         let mut s = self.state.lock();
         s.last_updated = Some(jiff::Timestamp::now());
-        if s.oldest_pending.is_some_and(|t| t <= queued_before) {
-            s.oldest_pending = None;
-        }
+        s.oldest_pending = s.oldest_during_sync.take();
+        s.syncing = false;
+    }
+
+    /// The sync failed: everything queued stays pending.
+    pub fn sync_failed(&self) {
+        let mut s = self.state.lock();
+        s.syncing = false;
+        s.oldest_during_sync = None;
     }
 
     pub fn set_node_being_deleted(&self, deleting: bool) {
@@ -199,7 +220,14 @@ mod tests {
         // A later change does not reset the clock of the oldest one.
         h.queued_update(t0 + Duration::from_secs(30));
         assert!(!h.status(t0 + Duration::from_secs(61)).healthy);
-        h.updated(t0 + Duration::from_secs(62));
+        h.sync_started();
+        h.sync_failed();
+        assert!(
+            !h.status(t0 + Duration::from_secs(62)).healthy,
+            "a failed sync programs nothing"
+        );
+        h.sync_started();
+        h.updated();
         assert!(h.status(t0 + Duration::from_secs(200)).healthy);
     }
 
@@ -207,8 +235,12 @@ mod tests {
     fn a_sync_that_started_before_the_change_does_not_clear_it() {
         let h = ProxierHealth::new(Duration::from_secs(1));
         let t0 = Instant::now();
+        h.queued_update(t0);
+        h.sync_started();
+        // Arrives while the sync runs: the sync's snapshot may not hold it.
         h.queued_update(t0 + Duration::from_secs(5));
-        h.updated(t0);
+        h.updated();
+        assert!(h.status(t0 + Duration::from_millis(5500)).healthy);
         assert!(!h.status(t0 + Duration::from_secs(7)).healthy);
     }
 

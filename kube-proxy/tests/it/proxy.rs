@@ -200,13 +200,18 @@ async fn serves_healthz_and_metrics_and_cleans_up_only_its_table() {
     })
     .await;
     let healthz = format!("http://{}:10256/healthz", c.node_ip);
-    let body = blocking(|| c.net.get(&c.outside, &healthz)).unwrap();
-    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert!(
-        json["lastUpdated"].as_str().is_some_and(|s| !s.is_empty()),
-        "{body}"
-    );
+    // The table of each family is applied before the sync counts as done.
+    let (json, body) = wait_until(TIMEOUT, "healthz with lastUpdated", || async {
+        let body = blocking(|| c.net.get(&c.outside, &healthz)).ok()?;
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        json["lastUpdated"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty())
+            .then_some((json, body))
+    })
+    .await;
     assert_eq!(json["nodeEligible"], true, "{body}");
+    assert!(json["currentTime"].as_str().is_some(), "{body}");
     let metrics = wait_until(TIMEOUT, "metrics with a sync", || async {
         blocking(|| c.net.get(&c.node, "http://127.0.0.1:10249/metrics").ok())
             .filter(|m| m.contains("kubeproxy_sync_proxy_rules_duration_seconds_count"))
@@ -470,6 +475,11 @@ async fn healthz_goes_stale_when_syncs_fail_and_follows_the_node() {
     );
     let healthz = format!("http://{}:10256/healthz", c.node_ip);
     let livez = format!("http://{}:10256/livez", c.node_ip);
+    // The first sync programmed the table, and the rules are fresh.
+    wait_until(TIMEOUT, "the first sync", || async {
+        blocking(|| c.table().map(|_| ()))
+    })
+    .await;
     wait_until(TIMEOUT, "healthz 200", || async {
         blocking(|| (c.net.status(&c.outside, &healthz) == Some(200)).then_some(()))
     })
