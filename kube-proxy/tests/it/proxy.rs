@@ -59,13 +59,15 @@ async fn clusterip_reaches_every_endpoint_and_follows_changes() {
     .await;
     eprintln!("endpoint change took effect after {:?}", changed.elapsed());
     // After the first full sync, the change was applied as a delta for one Service port.
-    let log = c.proxy_log();
-    assert_eq!(log.matches("family=V4 full=true").count(), 1, "{log}");
-    assert!(
+    // (The log line follows the transaction: wait for it.)
+    let log = wait_until(TIMEOUT, "the delta sync logged", || async {
+        let log = c.proxy_log();
         log.lines()
-            .any(|l| l.contains("synced proxy rules family=V4 full=false changed=1 ")),
-        "{log}"
-    );
+            .any(|l| l.contains("synced proxy rules family=V4 full=false changed=1 "))
+            .then_some(log)
+    })
+    .await;
+    assert_eq!(log.matches("family=V4 full=true").count(), 1, "{log}");
     // The deleted endpoints' chains are gone from the table.
     let table = c.table().unwrap();
     assert!(!table.contains(&c.net.ip(10).to_string()), "{table}");
