@@ -1,0 +1,15 @@
+//! kube-proxy: watches Services and EndpointSlices and programs them into the node's
+//! packet filter (upstream `cmd/kube-proxy` and `pkg/proxy`).
+//!
+//! Data flows one way: reflectors (Services, EndpointSlices, this Node) → the Service
+//! port model ([`service`], [`endpoints`]) → the proxier ([`nftables`]) that turns it
+//! into one atomic transaction per sync, rewriting only what changed.
+
+pub mod app;
+pub mod endpoints;
+pub mod healthz;
+pub mod metrics;
+pub mod nftables;
+pub mod options;
+pub mod runner;
+pub mod service;

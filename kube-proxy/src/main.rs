@@ -1,0 +1,62 @@
+use clap::Parser;
+use component_base::{logging, shutdown, EXIT_USAGE};
+use kube_proxy::app::{self, Config};
+use kube_proxy::nftables::NftCommand;
+use kube_proxy::options::Options;
+
+#[tokio::main]
+async fn main() {
+    let options = match Options::try_parse() {
+        Ok(o) => o,
+        Err(e) if e.use_stderr() => {
+            let _ = e.print();
+            std::process::exit(EXIT_USAGE);
+        }
+        Err(e) => e.exit(),
+    };
+    logging::init(options.verbosity);
+    let resolved = match options.resolve() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("kube-proxy: {e}");
+            std::process::exit(EXIT_USAGE);
+        }
+    };
+    let nft = NftCommand::default();
+    if resolved.cleanup {
+        match app::cleanup(&nft).await {
+            Ok(()) => {
+                tracing::info!("removed the kube-proxy nftables table");
+                return;
+            }
+            Err(e) => {
+                eprintln!("kube-proxy: cleanup: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+    let client = match resolved.kubeconfig.client("kube-proxy").await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("kube-proxy: {e}");
+            std::process::exit(EXIT_USAGE);
+        }
+    };
+    let config = Config {
+        client,
+        proxy: resolved.config,
+        registry: prometheus::Registry::new(),
+        nft,
+    };
+    let running = match app::start(config, shutdown::from_os_signals()).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("kube-proxy: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = running.task.await {
+        eprintln!("kube-proxy: {e}");
+        std::process::exit(1);
+    }
+}
