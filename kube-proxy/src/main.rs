@@ -55,6 +55,7 @@ async fn main() {
             std::process::exit(1);
         }
     };
+    component_base::systemd::ready();
     if let Err(e) = running.task.await {
         eprintln!("kube-proxy: {e}");
         std::process::exit(1);
