@@ -20,6 +20,11 @@
 //! - `sequential N`: one pod at a time, the next created once the previous runs, for 30:
 //!   the latency of a single pod start on an otherwise idle node.
 //!
+//! - `cri N`: the runtime's floor — the same N sandboxes and busybox containers started at
+//!   once straight through CRI by this bench (RunPodSandbox, CreateContainer,
+//!   StartContainer; same images, CNI plugins and containerd), no kubelet and no API in
+//!   the path, so the batch runs show what the kubelet adds;
+//!
 //! A batch's latencies are bound by the node's throughput (containerd, runc and the CNI
 //! plugins do most of the work per pod: the CPU seconds columns show it), so its p99 is
 //! about N / (pods/s); the paced and sequential runs measure the kubelet's start-up
@@ -42,7 +47,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::watcher;
-use kubelet::cri::RuntimeService;
+use kubelet::cri::{api, RuntimeService};
 
 use apiserver::testing::{wait_until, TestApi};
 use kubelet::testing::TestContainerd;
@@ -303,6 +308,79 @@ impl Bench {
     }
 }
 
+/// Starts `n` sandboxes with one busybox container each straight through CRI, all at
+/// once; each one's latency from the common start to StartContainer returning. The
+/// caller removes them (namespace `bench-cri`).
+async fn cri_floor(
+    cri: &kubelet::cri::RemoteRuntime,
+    name: &str,
+    n: usize,
+    logs: &std::path::Path,
+) -> Result<Run, String> {
+    let started = Instant::now();
+    let one = |i: usize| {
+        let pod = format!("{name}-{i}");
+        let sandbox = api::PodSandboxConfig {
+            metadata: Some(api::PodSandboxMetadata {
+                name: pod.clone(),
+                uid: format!("{pod}-uid"),
+                namespace: "bench-cri".into(),
+                attempt: 0,
+            }),
+            hostname: pod.clone(),
+            log_directory: logs.join(&pod).to_string_lossy().into_owned(),
+            ..Default::default()
+        };
+        let container = api::ContainerConfig {
+            metadata: Some(api::ContainerMetadata {
+                name: "main".into(),
+                attempt: 0,
+            }),
+            image: Some(api::ImageSpec {
+                image: "docker.io/library/busybox:1.35".into(),
+                ..Default::default()
+            }),
+            command: vec!["sleep".into(), "3600".into()],
+            log_path: "main.log".into(),
+            ..Default::default()
+        };
+        async move {
+            let id = cri
+                .run_pod_sandbox(sandbox.clone(), "")
+                .await
+                .map_err(|e| format!("RunPodSandbox {pod}: {e}"))?;
+            let c = cri
+                .create_container(&id, container, sandbox)
+                .await
+                .map_err(|e| format!("CreateContainer {pod}: {e}"))?;
+            cri.start_container(&c)
+                .await
+                .map_err(|e| format!("StartContainer {pod}: {e}"))?;
+            Ok::<_, String>(started.elapsed())
+        }
+    };
+    let results = futures::future::join_all((0..n).map(one)).await;
+    let wall = started.elapsed();
+    let mut latencies = results.into_iter().collect::<Result<Vec<_>, _>>()?;
+    latencies.sort();
+    Ok(Run {
+        name: name.to_owned(),
+        pods: n,
+        latencies,
+        wall,
+        kubelet_cpu: 0.0,
+        containerd_cpu: 0.0,
+    })
+}
+
+/// Stops and removes every sandbox this bench started through CRI.
+async fn remove_sandboxes(cri: &kubelet::cri::RemoteRuntime, ids: &[String]) {
+    for id in ids {
+        let _ = cri.stop_pod_sandbox(id).await;
+        let _ = cri.remove_pod_sandbox(id).await;
+    }
+}
+
 async fn recv_until(
     rx: &mut tokio::sync::mpsc::UnboundedReceiver<(String, Instant)>,
     deadline: Instant,
@@ -446,6 +524,24 @@ async fn bench(full: bool) -> Result<(), String> {
         )
         .chain([(format!("seq{sequential}"), sequential, Mode::Sequential)]);
     let mut per_pod_ops = Vec::new();
+    for &n in &sizes {
+        let cpu_before = cpu_seconds_of(&bench.containerd_dir);
+        let floor = cri_floor(&cri, &format!("cri{n}"), n, &dir.path().join("cri-logs")).await;
+        let containerd_cpu = cpu_seconds_of(&bench.containerd_dir) - cpu_before;
+        // Whatever was started goes, even when a start failed.
+        let all: Vec<String> = cri
+            .list_pod_sandbox(None)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|s| s.metadata.as_ref().is_some_and(|m| m.namespace == "bench-cri"))
+            .map(|s| s.id)
+            .collect();
+        remove_sandboxes(&cri, &all).await;
+        let mut run = floor?;
+        run.containerd_cpu = containerd_cpu;
+        runs.push(run);
+    }
     for (name, n, mode) in plan {
         let before = runtime_operations(healthz_port);
         let run = bench.run(&name, n, mode).await?;
