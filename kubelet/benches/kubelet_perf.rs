@@ -534,7 +534,11 @@ async fn bench(full: bool) -> Result<(), String> {
             .await
             .map_err(|e| e.to_string())?
             .into_iter()
-            .filter(|s| s.metadata.as_ref().is_some_and(|m| m.namespace == "bench-cri"))
+            .filter(|s| {
+                s.metadata
+                    .as_ref()
+                    .is_some_and(|m| m.namespace == "bench-cri")
+            })
             .map(|s| s.id)
             .collect();
         remove_sandboxes(&cri, &all).await;

@@ -7,5 +7,5 @@ mod fake_kubelet;
 mod kube_client;
 mod kubectl;
 mod priority;
-mod systemd;
 mod serviceaccount_token;
+mod systemd;
