@@ -63,6 +63,44 @@ pub struct PodManagerSettings {
 
 struct Worker {
     notify: Arc<Notify>,
+    /// [`sync_inputs`] of the pod when last seen: an update that changes nothing a sync
+    /// reads (the status the kubelet itself just wrote, mostly) wakes no one.
+    seen: u64,
+}
+
+/// A digest of what a pod's sync reads from the object: its spec, labels and
+/// annotations (downward API), deletion, phase, and the conditions of its readiness gates
+/// (others' conditions that decide Ready).
+fn sync_inputs(pod: &Pod) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let status = pod.status.as_ref();
+    let gates: Vec<&str> = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.readiness_gates.iter().flatten())
+        .map(|g| g.condition_type.as_str())
+        .collect();
+    let gate_conditions: Vec<_> = status
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|c| gates.contains(&c.type_.as_str()))
+        .map(|c| (c.type_.as_str(), c.status.as_str()))
+        .collect();
+    let inputs = (
+        &pod.spec,
+        &pod.metadata.labels,
+        &pod.metadata.annotations,
+        &pod.metadata.deletion_timestamp,
+        pod.metadata.deletion_grace_period_seconds,
+        status.and_then(|s| s.phase.as_deref()),
+        gate_conditions,
+    );
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_vec(&inputs)
+        .unwrap_or_default()
+        .hash(&mut hasher);
+    hasher.finish()
 }
 
 /// A pod the kubelet itself ends — evicted, or rejected at admission: its containers are
@@ -445,9 +483,13 @@ impl PodManager {
             self.notify(hash);
             return;
         }
+        let seen = sync_inputs(pod);
         let mut workers = self.workers.lock();
-        if let Some(w) = workers.get(&uid) {
-            w.notify.notify_one();
+        if let Some(w) = workers.get_mut(&uid) {
+            if w.seen != seen {
+                w.seen = seen;
+                w.notify.notify_one();
+            }
             return;
         }
         let notify = Arc::new(Notify::new());
@@ -455,6 +497,7 @@ impl PodManager {
             uid.clone(),
             Worker {
                 notify: notify.clone(),
+                seen,
             },
         );
         let key = ObjectRef::from_obj(pod);

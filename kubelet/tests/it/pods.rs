@@ -599,8 +599,20 @@ async fn termination_messages_from_the_file_and_the_log() {
         ]}),
     )
     .await;
+    // The log fallback reads what the runtime has written of the log when the kubelet
+    // sees the exit; a later sync reports the rest if it was still being copied.
     let pod = node
-        .wait_pod("last-words", "pod Failed", |p| phase(p) == "Failed")
+        .wait_pod("last-words", "pod Failed with every message", |p| {
+            let logs_message = p
+                .status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .into_iter()
+                .flatten()
+                .find(|s| s.name == "logs")
+                .and_then(|s| s.state.as_ref()?.terminated.as_ref()?.message.clone());
+            phase(p) == "Failed" && logs_message.as_deref() == Some("one\noops\n")
+        })
         .await;
     let statuses = pod.status.unwrap().container_statuses.unwrap();
     let terminated = |name: &str| {
