@@ -15,7 +15,7 @@
 //! Runs, one after another on the same node, each cleaned up before the next:
 //! - `batch N`: N pods created at once (as fast as the API takes them), for 30 and 100;
 //! - `paced N`: N pods created at a steady rate (`BENCH_RATE` pods/s, 5 by default), for
-//!   30 and 100, as upstream's density tests with a creation interval: start-up latency
+//!   30 and 100, as upstream's clusterloader2 node-throughput test (100 pods at 5/s): start-up latency
 //!   while the node keeps up;
 //! - `sequential N`: one pod at a time, the next created once the previous runs, for 30:
 //!   the latency of a single pod start on an otherwise idle node.
