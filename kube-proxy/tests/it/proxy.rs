@@ -68,11 +68,11 @@ async fn clusterip_reaches_every_endpoint_and_follows_changes() {
     })
     .await;
     assert_eq!(log.matches("family=V4 full=true").count(), 1, "{log}");
-    // The deleted endpoints' chains are gone from the table.
+    // The deleted endpoint is gone from the table's endpoint maps.
     let table = c.table().unwrap();
     assert!(!table.contains(&c.net.ip(10).to_string()), "{table}");
     assert!(
-        table.contains(&format!("dnat to {}:8080", c.net.ip(11))),
+        table.contains(&format!("{} . 8080", c.net.ip(11))),
         "{table}"
     );
 }
@@ -376,7 +376,7 @@ async fn external_traffic_policy_local_keeps_the_client_ip() {
     // which would lose their address) while the node itself still reaches be-b.
     c.set_endpoints_on("local", &[(c.net.ip(11), "node-b")])
         .await;
-    let pod_dnat = format!("dnat to {pod_ip}:8080");
+    let pod_dnat = format!("{pod_ip} . 8080");
     wait_until(
         TIMEOUT,
         "the local endpoint gone from the table",
