@@ -25,7 +25,7 @@
 //! first (full) sync only Service ports whose Service or endpoints changed are rebuilt,
 //! and the transaction rewrites only their chains and map elements.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -36,6 +36,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::endpoints::{categorize, Endpoint};
 use crate::service::{IpFamily, Protocol, ServicePort, ServicePortName};
+use crate::tracker::{ports_of, ServiceKey};
 
 /// The table kube-proxy owns in each family. Nothing outside them is ever touched.
 pub const TABLE: &str = "kube-proxy";
@@ -1104,7 +1105,7 @@ pub struct SyncResult {
 struct Applied {
     state: TableState,
     slots: Slots,
-    inputs: HashMap<ServicePortName, (ServicePort, Vec<Endpoint>)>,
+    inputs: BTreeMap<ServicePortName, (ServicePort, Vec<Endpoint>)>,
 }
 
 /// Keeps the table in step with the Services and endpoints it is given.
@@ -1140,23 +1141,54 @@ impl<N: Nft> Proxier<N> {
         services: &BTreeMap<ServicePortName, ServicePort>,
         endpoints: &BTreeMap<ServicePortName, Vec<Endpoint>>,
     ) -> Result<SyncResult> {
+        self.sync_dirty(services, endpoints, None).await
+    }
+
+    /// As [`Proxier::sync`], looking only at the Service ports of the `dirty` Services
+    /// (None: all) — the change trackers know which Services changed, so a sync among
+    /// 10,000 Services does not compare them all.
+    pub async fn sync_dirty(
+        &mut self,
+        services: &BTreeMap<ServicePortName, ServicePort>,
+        endpoints: &BTreeMap<ServicePortName, Vec<Endpoint>>,
+        dirty: Option<&HashSet<ServiceKey>>,
+    ) -> Result<SyncResult> {
         let no_endpoints: Vec<Endpoint> = Vec::new();
         let full = self.applied.is_none();
         let mut applied = self.applied.take().unwrap_or_default();
+        let dirty = if full { None } else { dirty };
+        // The Service ports to look at: all, or those of dirty Services (now or before).
+        let candidates: BTreeSet<ServicePortName> = match dirty {
+            None => services
+                .keys()
+                .chain(applied.inputs.keys())
+                .cloned()
+                .collect(),
+            Some(keys) => keys
+                .iter()
+                .flat_map(|key| {
+                    ports_of(services, key)
+                        .map(|(k, _)| k.clone())
+                        .chain(ports_of(&applied.inputs, key).map(|(k, _)| k.clone()))
+                        .collect::<Vec<_>>()
+                })
+                .collect(),
+        };
         let mut changed: Vec<ServicePortName> = Vec::new();
-        for (name, port) in services {
-            let eps = endpoints.get(name).unwrap_or(&no_endpoints);
-            match applied.inputs.get(name) {
+        let mut removed: Vec<ServicePortName> = Vec::new();
+        for name in candidates {
+            let Some(port) = services.get(&name) else {
+                if applied.inputs.contains_key(&name) {
+                    removed.push(name);
+                }
+                continue;
+            };
+            let eps = endpoints.get(&name).unwrap_or(&no_endpoints);
+            match applied.inputs.get(&name) {
                 Some((p, e)) if p == port && e == eps => {}
-                _ => changed.push(name.clone()),
+                _ => changed.push(name),
             }
         }
-        let removed: Vec<ServicePortName> = applied
-            .inputs
-            .keys()
-            .filter(|k| !services.contains_key(*k))
-            .cloned()
-            .collect();
         let mut changes = Vec::with_capacity(changed.len() + removed.len());
         let mut released: Vec<String> = Vec::new();
         for name in changed {
