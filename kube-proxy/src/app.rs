@@ -23,9 +23,10 @@ use crate::healthz::{self, ProxierHealth};
 use crate::metrics::Metrics;
 use crate::nftables::{self, NftCommand, Proxier, RuleBuilder};
 use crate::options::{ProxyConfig, ProxyMode};
-use crate::runner::SyncRunner;
+use crate::runner::{SyncRunner, Trigger};
 use crate::service::IpFamily;
 use crate::tracker::{Model, Tracker};
+use crate::userspace::UserspaceProxier;
 use parking_lot::Mutex;
 
 /// Objects of other proxies (`service.kubernetes.io/service-proxy-name`) and of headless
@@ -52,8 +53,6 @@ pub enum Error {
     Healthz(#[from] healthz::Error),
     #[error("proxy mode nftables: {0}")]
     Nftables(#[source] nftables::Error),
-    #[error("the userspace proxy mode is not implemented yet; this node needs nftables ≥ 1.0")]
-    UserspaceNotImplemented,
 }
 
 pub struct Running {
@@ -115,9 +114,6 @@ async fn families(nft: &NftCommand) -> Vec<IpFamily> {
 /// Starts the proxy; returns once its servers listen.
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error> {
     let mode = select_mode(config.proxy.mode, &config.nft).await?;
-    if mode == ProxyMode::Userspace {
-        return Err(Error::UserspaceNotImplemented);
-    }
     let metrics = Metrics::new(&config.registry)?;
     let health = ProxierHealth::new(2 * config.proxy.sync_period);
     let checks = HealthChecks::new();
@@ -152,7 +148,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         None => None,
     };
     let task = tokio::spawn(
-        run(config, metrics, health.clone(), shutdown)
+        run(config, mode, metrics, health.clone(), shutdown)
             .instrument(tracing::info_span!("kube-proxy")),
     );
     Ok(Running {
@@ -243,7 +239,13 @@ async fn track<K>(
     }
 }
 
-async fn run(config: Config, metrics: Metrics, health: Arc<ProxierHealth>, mut shutdown: Shutdown) {
+async fn run(
+    config: Config,
+    mode: ProxyMode,
+    metrics: Metrics,
+    health: Arc<ProxierHealth>,
+    mut shutdown: Shutdown,
+) {
     let proxy = &config.proxy;
     let changed = Arc::new(Notify::new());
     let tracker = Arc::new(Mutex::new(Tracker::new(&proxy.hostname)));
@@ -274,6 +276,16 @@ async fn run(config: Config, metrics: Metrics, health: Arc<ProxierHealth>, mut s
         )
         .instrument(tracing::info_span!("node-informer")),
     );
+    if proxy.service_lb {
+        tasks.spawn(
+            crate::servicelb::run(
+                config.client.clone(),
+                config.registry.clone(),
+                shutdown.clone(),
+            )
+            .instrument(tracing::info_span!("servicelb")),
+        );
+    }
 
     // Upstream waits for the informers before the first sync, so it never programs an
     // empty table over a working one.
@@ -288,8 +300,14 @@ async fn run(config: Config, metrics: Metrics, health: Arc<ProxierHealth>, mut s
         }
     }
 
-    let mut proxiers: Vec<Proxier<NftCommand>> = families(&config.nft)
-        .await
+    let mut userspace =
+        (mode == ProxyMode::Userspace).then(|| UserspaceProxier::new(&proxy.nodeport_addresses));
+    let families = if userspace.is_some() {
+        Vec::new()
+    } else {
+        families(&config.nft).await
+    };
+    let mut proxiers: Vec<Proxier<NftCommand>> = families
         .into_iter()
         .map(|family| {
             Proxier::new(
@@ -313,6 +331,21 @@ async fn run(config: Config, metrics: Metrics, health: Arc<ProxierHealth>, mut s
         // After a failure the proxier rebuilds everything anyway.
         let hint = (!retry_all).then_some(&dirty);
         let mut ok = true;
+        if let Some(userspace) = userspace.as_mut() {
+            if !dirty.is_empty() || trigger == Trigger::Initial {
+                let listeners = userspace
+                    .sync(&[
+                        Tracker::model(&models, IpFamily::V4),
+                        Tracker::model(&models, IpFamily::V6),
+                    ])
+                    .await;
+                info!(
+                    listeners,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "synced userspace proxy"
+                );
+            }
+        }
         for proxier in &mut proxiers {
             let family = proxier.family();
             let model = Tracker::model(&models, family);

@@ -13,4 +13,6 @@ pub mod nftables;
 pub mod options;
 pub mod runner;
 pub mod service;
+pub mod servicelb;
 pub mod tracker;
+pub mod userspace;
