@@ -25,6 +25,7 @@
 //! only the Service ports of Services the change trackers marked dirty are rebuilt, and
 //! the transaction rewrites only their chains and map elements.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -807,6 +808,10 @@ fn write_elements(t: &mut String, tbl: &str, verb: &str, elements: &[(&str, &str
     }
 }
 
+/// An element to write: its map, key and (for maps) value, borrowed from the rules
+/// where possible so a full sync does not copy every element.
+type ElementWrite<'a> = (&'static str, Cow<'a, str>, Option<Cow<'a, str>>);
+
 fn hairpin_key(ip: IpAddr) -> String {
     format!("{ip} . {ip}")
 }
@@ -817,7 +822,8 @@ fn hairpin_key(ip: IpAddr) -> String {
 pub struct TableState {
     rules: BTreeMap<ServicePortName, ServiceRules>,
     /// Contested key → its claimants and their values; the first claimant owns it.
-    claims: HashMap<(&'static str, String), BTreeMap<ServicePortName, String>>,
+    /// (Sorted by name: a Vec, as almost every key has one claimant.)
+    claims: HashMap<(&'static str, String), Vec<(ServicePortName, String)>>,
     hairpin: HashMap<IpAddr, u32>,
 }
 
@@ -848,9 +854,11 @@ impl TableState {
         // Contested keys: the owner's value before and after.
         let mut before: HashMap<(&'static str, String), Option<String>> = HashMap::new();
         let owner_value =
-            |claims: &HashMap<(&'static str, String), BTreeMap<ServicePortName, String>>,
+            |claims: &HashMap<(&'static str, String), Vec<(ServicePortName, String)>>,
              key: &(&'static str, String)| {
-                claims.get(key).and_then(|c| c.values().next().cloned())
+                claims
+                    .get(key)
+                    .and_then(|c| c.first().map(|(_, v)| v.clone()))
             };
         let mut hairpin_before: HashMap<IpAddr, bool> = HashMap::new();
         for (name, old, new) in &pairs {
@@ -870,7 +878,7 @@ impl TableState {
                 for e in old.elements.iter().filter(|e| CONTESTED.contains(&e.map)) {
                     let key = (e.map, e.key.clone());
                     if let Some(c) = self.claims.get_mut(&key) {
-                        c.remove(name);
+                        c.retain(|(n, _)| n != name);
                         if c.is_empty() {
                             self.claims.remove(&key);
                         }
@@ -887,18 +895,19 @@ impl TableState {
             }
             if let Some(new) = new {
                 for e in new.elements.iter().filter(|e| CONTESTED.contains(&e.map)) {
-                    self.claims
-                        .entry((e.map, e.key.clone()))
-                        .or_default()
-                        .insert(name.clone(), e.value.clone());
+                    let c = self.claims.entry((e.map, e.key.clone())).or_default();
+                    match c.binary_search_by(|(n, _)| n.cmp(name)) {
+                        Ok(i) => c[i].1.clone_from(&e.value),
+                        Err(i) => c.insert(i, (name.clone(), e.value.clone())),
+                    }
                 }
                 for ip in &new.hairpin {
                     *self.hairpin.entry(*ip).or_default() += 1;
                 }
             }
         }
-        let mut deletes: Vec<(&str, String, Option<String>)> = Vec::new();
-        let mut adds: Vec<(&str, String, Option<String>)> = Vec::new();
+        let mut deletes: Vec<ElementWrite<'_>> = Vec::new();
+        let mut adds: Vec<ElementWrite<'_>> = Vec::new();
         let mut conflicts = Vec::new();
         for (key, old_value) in before {
             let new_value = owner_value(&self.claims, &key);
@@ -909,10 +918,10 @@ impl TableState {
                 continue;
             }
             if old_value.is_some() {
-                deletes.push((key.0, key.1.clone(), None));
+                deletes.push((key.0, Cow::Owned(key.1.clone()), None));
             }
             if new_value.is_some() {
-                adds.push((key.0, key.1, new_value));
+                adds.push((key.0, Cow::Owned(key.1), new_value.map(Cow::Owned)));
             }
         }
         if !conflicts.is_empty() {
@@ -925,9 +934,9 @@ impl TableState {
         for (ip, was) in hairpin_before {
             let is = self.hairpin.contains_key(&ip);
             if was && !is {
-                deletes.push((HAIRPIN, hairpin_key(ip), None));
+                deletes.push((HAIRPIN, Cow::Owned(hairpin_key(ip)), None));
             } else if is && !was {
-                adds.push((HAIRPIN, hairpin_key(ip), None));
+                adds.push((HAIRPIN, Cow::Owned(hairpin_key(ip)), None));
             }
         }
         // Elements of uncontested maps (endpoint slots) belong to one Service port.
@@ -936,23 +945,25 @@ impl TableState {
             let n = new.as_ref().unwrap_or(&blank);
             for e in o.elements.difference(&n.elements) {
                 if !CONTESTED.contains(&e.map) {
-                    deletes.push((e.map, e.key.clone(), None));
+                    deletes.push((e.map, Cow::Borrowed(e.key.as_str()), None));
                 }
             }
             for e in n.elements.difference(&o.elements) {
                 if !CONTESTED.contains(&e.map) {
-                    adds.push((e.map, e.key.clone(), Some(e.value.clone())));
+                    adds.push((
+                        e.map,
+                        Cow::Borrowed(e.key.as_str()),
+                        Some(Cow::Borrowed(e.value.as_str())),
+                    ));
                 }
             }
         }
         // Deterministic output.
         deletes.sort();
         adds.sort();
-        fn as_refs<'a>(
-            v: &'a [(&'static str, String, Option<String>)],
-        ) -> Vec<(&'static str, &'a str, Option<&'a str>)> {
+        fn as_refs<'a>(v: &'a [ElementWrite<'_>]) -> Vec<(&'static str, &'a str, Option<&'a str>)> {
             v.iter()
-                .map(|(m, k, val)| (*m, k.as_str(), val.as_deref()))
+                .map(|(m, k, val)| (*m, k.as_ref(), val.as_deref()))
                 .collect()
         }
         let mut t = String::new();
