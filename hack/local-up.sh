@@ -253,7 +253,7 @@ if ! running kube-proxy; then
   log "starting kube-proxy as node $NODE_NAME (metrics on 127.0.0.1:10249, healthz on 0.0.0.0:10256)"
   "$BIN/kube-proxy" --kubeconfig "$STATE/kube-proxy.kubeconfig" --hostname-override "$NODE_NAME" \
     --cluster-cidr "$CLUSTER_CIDR" --metrics-bind-address 127.0.0.1:10249 \
-    --healthz-bind-address 0.0.0.0:10256 \
+    --healthz-bind-address 0.0.0.0:10256 --enable-service-lb \
     >"$STATE/logs/kube-proxy.log" 2>&1 &
   echo $! >"$STATE/run/kube-proxy.pid"
 fi
