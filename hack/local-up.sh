@@ -2,8 +2,8 @@
 # Brings up a local pikube cluster: etcd, kube-apiserver, kube-scheduler,
 # kube-controller-manager, and this machine as a node: a containerd of the cluster's own
 # (configured for the kubelet, with the test images busybox:1.35 and pause:3.10 imported)
-# and the kubelet (kube-proxy joins when it lands). Installs what is missing first; run it
-# as root. `hack/local-up.sh down` stops it. Every daemon logs to $STATE/logs/<daemon>.log.
+# the kubelet and kube-proxy (nftables; metrics on 127.0.0.1:10249, healthz on
+# 0.0.0.0:10256). Installs what is missing first; run it as root. `hack/local-up.sh down` stops it. Every daemon logs to $STATE/logs/<daemon>.log.
 #
 # Environment: PIKUBE_STATE_DIR (default .local/ in the checkout), ETCD_PORT (2379),
 # APISERVER_PORT (6443), SCHEDULER_PORT (10259), CONTROLLER_MANAGER_PORT (10257),
@@ -39,6 +39,11 @@ running() { [ -f "$STATE/run/$1.pid" ] && kill -0 "$(cat "$STATE/run/$1.pid")" 2
 
 case "${1:-up}" in
   down)
+    stop kube-proxy
+    # kube-proxy leaves its rules in place when it stops (as upstream): remove its tables.
+    if [ -x "$PIKUBE_ROOT/target/release/kube-proxy" ]; then
+      "$PIKUBE_ROOT/target/release/kube-proxy" --cleanup >>"$STATE/logs/kube-proxy.log" 2>&1 || true
+    fi
     stop kubelet
     if running containerd; then
       # Pods outlive containerd (their shims): remove them first.
@@ -68,7 +73,7 @@ esac
 
 install_deps
 log "building (release)"
-(cd "$PIKUBE_ROOT" && cargo build --release --quiet -p apiserver -p scheduler -p controller-manager -p kubelet)
+(cd "$PIKUBE_ROOT" && cargo build --release --quiet -p apiserver -p scheduler -p controller-manager -p kubelet -p kube-proxy)
 BIN=$PIKUBE_ROOT/target/release
 
 if ! running etcd; then
@@ -100,6 +105,7 @@ ensure_token admin admin system:masters
 ensure_token system:kube-scheduler system:kube-scheduler ""
 ensure_token system:kube-controller-manager system:kube-controller-manager ""
 ensure_token "system:node:$NODE_NAME" "system:node:$NODE_NAME" system:nodes
+ensure_token system:kube-proxy system:kube-proxy system:node-proxier
 
 # The key that signs ServiceAccount tokens (TokenRequest, projected token volumes).
 if [ ! -s "$STATE/certs/sa.key" ]; then
@@ -151,6 +157,8 @@ write_kubeconfig "$STATE/kube-controller-manager.kubeconfig" system:kube-control
   "$(token_of system:kube-controller-manager system:kube-controller-manager)"
 write_kubeconfig "$STATE/kubelet.kubeconfig" "system:node:$NODE_NAME" \
   "$(token_of "system:node:$NODE_NAME" "system:node:$NODE_NAME")"
+write_kubeconfig "$STATE/kube-proxy.kubeconfig" system:kube-proxy \
+  "$(token_of system:kube-proxy system:kube-proxy)"
 
 if ! running kube-scheduler; then
   log "starting kube-scheduler (health and metrics on 127.0.0.1:$SCHEDULER_PORT)"
@@ -240,6 +248,16 @@ if ! running kubelet; then
   echo $! >"$STATE/run/kubelet.pid"
 fi
 wait_for 60 curl -fsS http://127.0.0.1:10248/healthz || die "kubelet did not become healthy; see $STATE/logs/kubelet.log"
+
+if ! running kube-proxy; then
+  log "starting kube-proxy as node $NODE_NAME (metrics on 127.0.0.1:10249, healthz on 0.0.0.0:10256)"
+  "$BIN/kube-proxy" --kubeconfig "$STATE/kube-proxy.kubeconfig" --hostname-override "$NODE_NAME" \
+    --cluster-cidr "$CLUSTER_CIDR" --metrics-bind-address 127.0.0.1:10249 \
+    --healthz-bind-address 0.0.0.0:10256 --enable-service-lb \
+    >"$STATE/logs/kube-proxy.log" 2>&1 &
+  echo $! >"$STATE/run/kube-proxy.pid"
+fi
+wait_for 60 curl -fsS http://127.0.0.1:10256/healthz || die "kube-proxy did not become healthy; see $STATE/logs/kube-proxy.log"
 
 log "cluster is up; logs in $STATE/logs"
 echo "export KUBECONFIG=$STATE/admin.kubeconfig"

@@ -3,17 +3,15 @@
 //! reflect Services, EndpointSlices and this node, and sync the rules whenever something
 //! changed — at most once per `--min-sync-period`, at least once per `--sync-period`.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use component_base::serving::{self, HealthChecks, ServingConfig, TlsSource};
 use component_base::shutdown::Shutdown;
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, watcher};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Resource};
@@ -21,20 +19,22 @@ use tokio::sync::Notify;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, info, warn, Instrument};
 
-use crate::endpoints::endpoints_by_service_port;
 use crate::healthz::{self, ProxierHealth};
 use crate::metrics::Metrics;
 use crate::nftables::{self, NftCommand, Proxier, RuleBuilder};
 use crate::options::{ProxyConfig, ProxyMode};
-use crate::runner::SyncRunner;
-use crate::service::{service_port_map, IpFamily};
+use crate::runner::{SyncRunner, Trigger};
+use crate::service::IpFamily;
+use crate::tracker::{Model, Tracker};
+use crate::userspace::UserspaceProxier;
+use parking_lot::Mutex;
 
 /// Objects of other proxies (`service.kubernetes.io/service-proxy-name`) and of headless
 /// Services are not ours: upstream's informers use this selector for Services and
 /// EndpointSlices alike.
 const SELECTOR: &str = "!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless";
 /// Set by the EndpointSlice controller: when the change that led to this slice happened.
-const TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-trigger-time";
+pub const TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-trigger-time";
 
 pub struct Config {
     pub client: kube::Client,
@@ -53,8 +53,6 @@ pub enum Error {
     Healthz(#[from] healthz::Error),
     #[error("proxy mode nftables: {0}")]
     Nftables(#[source] nftables::Error),
-    #[error("the userspace proxy mode is not implemented yet; this node needs nftables ≥ 1.0")]
-    UserspaceNotImplemented,
 }
 
 pub struct Running {
@@ -116,9 +114,6 @@ async fn families(nft: &NftCommand) -> Vec<IpFamily> {
 /// Starts the proxy; returns once its servers listen.
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error> {
     let mode = select_mode(config.proxy.mode, &config.nft).await?;
-    if mode == ProxyMode::Userspace {
-        return Err(Error::UserspaceNotImplemented);
-    }
     let metrics = Metrics::new(&config.registry)?;
     let health = ProxierHealth::new(2 * config.proxy.sync_period);
     let checks = HealthChecks::new();
@@ -153,7 +148,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         None => None,
     };
     let task = tokio::spawn(
-        run(config, metrics, health.clone(), shutdown)
+        run(config, mode, metrics, health.clone(), shutdown)
             .instrument(tracing::info_span!("kube-proxy")),
     );
     Ok(Running {
@@ -165,56 +160,113 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
     })
 }
 
-/// Feeds a reflector's store and rings `changed` on every event.
-fn reflect<K>(
-    api: Api<K>,
-    config: watcher::Config,
-    changed: Arc<Notify>,
-    health: Arc<ProxierHealth>,
-) -> (Store<K>, impl Stream<Item = ()> + Send)
-where
-    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+/// How a watch event changes the tracker.
+trait Tracked:
+    Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static
 {
-    let (reader, writer) = reflector::store();
-    let stream =
-        reflector::reflector(writer, watcher(api, config).default_backoff()).map(move |event| {
-            match event {
-                Ok(_) => {
-                    health.queued_update(Instant::now());
-                    changed.notify_one();
-                }
-                Err(e) => warn!(error = %e, "watch failed; retrying"),
-            }
-        });
-    (reader, stream)
+    fn apply(&self, t: &mut Tracker);
+    fn delete(&self, t: &mut Tracker);
+    fn relist_started(t: &mut Tracker);
+    fn relist_done(t: &mut Tracker);
 }
 
-async fn run(config: Config, metrics: Metrics, health: Arc<ProxierHealth>, mut shutdown: Shutdown) {
+impl Tracked for Service {
+    fn apply(&self, t: &mut Tracker) {
+        t.apply_service(self);
+    }
+    fn delete(&self, t: &mut Tracker) {
+        t.delete_service(self);
+    }
+    fn relist_started(t: &mut Tracker) {
+        t.relist_services_started();
+    }
+    fn relist_done(t: &mut Tracker) {
+        t.relist_services_done();
+    }
+}
+
+impl Tracked for EndpointSlice {
+    fn apply(&self, t: &mut Tracker) {
+        t.apply_slice(self);
+    }
+    fn delete(&self, t: &mut Tracker) {
+        t.delete_slice(self);
+    }
+    fn relist_started(t: &mut Tracker) {
+        t.relist_slices_started();
+    }
+    fn relist_done(t: &mut Tracker) {
+        t.relist_slices_done();
+    }
+}
+
+/// Feeds watch events of `K` into the tracker and rings `changed` on every change. The
+/// objects themselves are not kept (upstream's informers keep them; we keep only what
+/// the proxy needs).
+async fn track<K>(
+    api: Api<K>,
+    tracker: Arc<Mutex<Tracker>>,
+    changed: Arc<Notify>,
+    health: Arc<ProxierHealth>,
+) where
+    K: Tracked,
+    K::DynamicType: Default,
+{
+    let mut stream = watcher(api, watcher::Config::default().labels(SELECTOR))
+        .default_backoff()
+        .boxed();
+    while let Some(event) = stream.next().await {
+        let event = match event {
+            Ok(event) => event,
+            Err(e) => {
+                warn!(error = %e, "watch failed; retrying");
+                continue;
+            }
+        };
+        {
+            let mut t = tracker.lock();
+            match &event {
+                watcher::Event::Init => K::relist_started(&mut t),
+                watcher::Event::InitApply(o) | watcher::Event::Apply(o) => o.apply(&mut t),
+                watcher::Event::Delete(o) => o.delete(&mut t),
+                watcher::Event::InitDone => K::relist_done(&mut t),
+            }
+        }
+        if !matches!(event, watcher::Event::InitApply(_) | watcher::Event::Init) {
+            health.queued_update(Instant::now());
+            changed.notify_one();
+        }
+    }
+}
+
+async fn run(
+    config: Config,
+    mode: ProxyMode,
+    metrics: Metrics,
+    health: Arc<ProxierHealth>,
+    mut shutdown: Shutdown,
+) {
     let proxy = &config.proxy;
     let changed = Arc::new(Notify::new());
+    let tracker = Arc::new(Mutex::new(Tracker::new(&proxy.hostname)));
     let mut tasks = JoinSet::new();
-    let (services, stream) = reflect(
-        Api::<Service>::all(config.client.clone()),
-        watcher::Config::default().labels(SELECTOR),
-        changed.clone(),
-        health.clone(),
+    tasks.spawn(
+        track(
+            Api::<Service>::all(config.client.clone()),
+            tracker.clone(),
+            changed.clone(),
+            health.clone(),
+        )
+        .instrument(tracing::info_span!("service-informer")),
     );
     tasks.spawn(
-        stream
-            .for_each(|()| async {})
-            .instrument(tracing::info_span!("service-informer")),
-    );
-    let (slices, stream) = reflect(
-        Api::<EndpointSlice>::all(config.client.clone()),
-        watcher::Config::default().labels(SELECTOR),
-        changed.clone(),
-        health.clone(),
-    );
-    tasks.spawn(
-        stream
-            .for_each(|()| async {})
-            .instrument(tracing::info_span!("endpointslice-informer")),
+        track(
+            Api::<EndpointSlice>::all(config.client.clone()),
+            tracker.clone(),
+            changed.clone(),
+            health.clone(),
+        )
+        .instrument(tracing::info_span!("endpointslice-informer")),
     );
     tasks.spawn(
         watch_node(
@@ -224,20 +276,38 @@ async fn run(config: Config, metrics: Metrics, health: Arc<ProxierHealth>, mut s
         )
         .instrument(tracing::info_span!("node-informer")),
     );
+    if proxy.service_lb {
+        tasks.spawn(
+            crate::servicelb::run(
+                config.client.clone(),
+                config.registry.clone(),
+                shutdown.clone(),
+            )
+            .instrument(tracing::info_span!("servicelb")),
+        );
+    }
 
     // Upstream waits for the informers before the first sync, so it never programs an
     // empty table over a working one.
-    let ready = async {
-        let _ = services.wait_until_ready().await;
-        let _ = slices.wait_until_ready().await;
-    };
-    tokio::select! {
-        () = ready => info!("services and endpoint slices synced"),
-        () = shutdown.signaled() => return,
+    loop {
+        if tracker.lock().synced() {
+            info!("services and endpoint slices synced");
+            break;
+        }
+        tokio::select! {
+            () = changed.notified() => {}
+            () = shutdown.signaled() => return,
+        }
     }
 
-    let mut proxiers: Vec<Proxier<NftCommand>> = families(&config.nft)
-        .await
+    let mut userspace =
+        (mode == ProxyMode::Userspace).then(|| UserspaceProxier::new(&proxy.nodeport_addresses));
+    let families = if userspace.is_some() {
+        Vec::new()
+    } else {
+        families(&config.nft).await
+    };
+    let mut proxiers: Vec<Proxier<NftCommand>> = families
         .into_iter()
         .map(|family| {
             Proxier::new(
@@ -246,27 +316,48 @@ async fn run(config: Config, metrics: Metrics, health: Arc<ProxierHealth>, mut s
             )
         })
         .collect();
-    let mut programmed_slices: Option<HashMap<(String, String), String>> = None;
+    let mut models: [Model; 2] = Default::default();
     let mut runner = SyncRunner::new(proxy.min_sync_period, proxy.sync_period);
+    let mut retry_all = false;
     while let Some(trigger) = runner.next(&changed, &mut shutdown).await {
         debug!(?trigger, "syncing proxy rules");
         let tick = tokio::time::Instant::now();
         let started = Instant::now();
         health.sync_started();
-        let service_list = services.state();
-        let slice_list = slices.state();
+        let (dirty, triggers) = {
+            let mut t = tracker.lock();
+            (t.flush(&mut models), std::mem::take(&mut t.triggers))
+        };
+        // After a failure the proxier rebuilds everything anyway.
+        let hint = (!retry_all).then_some(&dirty);
         let mut ok = true;
+        if let Some(userspace) = userspace.as_mut() {
+            if !dirty.is_empty() || trigger == Trigger::Initial {
+                let listeners = userspace
+                    .sync(&[
+                        Tracker::model(&models, IpFamily::V4),
+                        Tracker::model(&models, IpFamily::V6),
+                    ])
+                    .await;
+                info!(
+                    listeners,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "synced userspace proxy"
+                );
+            }
+        }
         for proxier in &mut proxiers {
             let family = proxier.family();
-            let service_ports = service_port_map(service_list.iter().map(|s| &**s), family);
-            let endpoints =
-                endpoints_by_service_port(slice_list.iter().map(|s| &**s), &proxy.hostname, family);
-            match proxier.sync(&service_ports, &endpoints).await {
+            let model = Tracker::model(&models, family);
+            match proxier
+                .sync_dirty(&model.services, &model.endpoints, hint)
+                .await
+            {
                 Ok(r) if r.transaction_bytes > 0 => info!(
                     ?family,
                     full = r.full,
                     changed = r.changed_service_ports,
-                    service_ports = service_ports.len(),
+                    service_ports = model.services.len(),
                     bytes = r.transaction_bytes,
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "synced proxy rules"
@@ -279,6 +370,7 @@ async fn run(config: Config, metrics: Metrics, health: Arc<ProxierHealth>, mut s
                 }
             }
         }
+        retry_all = !ok;
         runner.ran(tick, ok);
         metrics
             .sync_proxy_rules_duration
@@ -290,49 +382,19 @@ async fn run(config: Config, metrics: Metrics, health: Arc<ProxierHealth>, mut s
             metrics
                 .sync_proxy_rules_last_timestamp
                 .set(jiff::Timestamp::now().as_millisecond() as f64 / 1000.0);
-            observe_programming(&metrics, &slice_list, &mut programmed_slices);
-        }
-    }
-    info!("kube-proxy stopping; its rules stay in place until --cleanup");
-    tasks.abort_all();
-}
-
-/// `kubeproxy_network_programming_duration_seconds` for each slice changed since the
-/// last successful sync that carries the controller's trigger time.
-fn observe_programming(
-    metrics: &Metrics,
-    slices: &[Arc<EndpointSlice>],
-    seen: &mut Option<HashMap<(String, String), String>>,
-) {
-    let now = jiff::Timestamp::now();
-    let mut current = HashMap::with_capacity(slices.len());
-    for slice in slices {
-        let key = (
-            slice.metadata.namespace.clone().unwrap_or_default(),
-            slice.metadata.name.clone().unwrap_or_default(),
-        );
-        let version = slice.metadata.resource_version.clone().unwrap_or_default();
-        // Slices present at start were programmed long ago by someone: not measured.
-        let changed = seen
-            .as_ref()
-            .is_some_and(|seen| seen.get(&key) != Some(&version));
-        if changed {
-            let trigger = slice
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(TRIGGER_TIME_ANNOTATION))
-                .and_then(|t| t.parse::<jiff::Timestamp>().ok());
-            if let Some(t) = trigger {
+            // `kubeproxy_network_programming_duration_seconds`: from each slice change's
+            // trigger time to now.
+            let now = jiff::Timestamp::now();
+            for t in triggers {
                 let secs = now.duration_since(t).as_secs_f64();
                 if secs >= 0.0 {
                     metrics.network_programming_duration.observe(secs);
                 }
             }
         }
-        current.insert(key, version);
     }
-    *seen = Some(current);
+    info!("kube-proxy stopping; its rules stay in place until --cleanup");
+    tasks.abort_all();
 }
 
 /// Follows this node's own Node object: while it is being deleted, /healthz fails.

@@ -1,8 +1,8 @@
 //! kube-proxy: watches Services and EndpointSlices and programs them into the node's
 //! packet filter (upstream `cmd/kube-proxy` and `pkg/proxy`).
 //!
-//! Data flows one way: reflectors (Services, EndpointSlices, this Node) → the Service
-//! port model ([`service`], [`endpoints`]) → the proxier ([`nftables`]) that turns it
+//! Data flows one way: watches (Services, EndpointSlices, this Node) → the change
+//! trackers ([`tracker`]) → the Service port model ([`service`], [`endpoints`]) → the proxier ([`nftables`]) that turns it
 //! into one atomic transaction per sync, rewriting only what changed.
 
 pub mod app;
@@ -13,3 +13,6 @@ pub mod nftables;
 pub mod options;
 pub mod runner;
 pub mod service;
+pub mod servicelb;
+pub mod tracker;
+pub mod userspace;

@@ -81,6 +81,13 @@ pub struct Options {
     #[arg(long)]
     pub cleanup: bool,
 
+    /// pikube's ServiceLB (as k3s ships): give `type: LoadBalancer` Services the nodes'
+    /// InternalIPs (only nodes labelled `svccontroller.k3s.cattle.io/enablelb=true` when
+    /// any is) as their ingress. One kube-proxy writes at a time (Lease
+    /// kube-system/pikube-servicelb).
+    #[arg(long)]
+    pub enable_service_lb: bool,
+
     /// Log verbosity (klog's -v).
     #[arg(short = 'v', long = "v", default_value_t = 0)]
     pub verbosity: u8,
@@ -124,6 +131,8 @@ pub struct ProxyConfig {
     pub config_sync_period: Duration,
     pub sync_period: Duration,
     pub min_sync_period: Duration,
+    /// Run the ServiceLB controller (leader-elected).
+    pub service_lb: bool,
 }
 
 impl ProxyConfig {
@@ -139,6 +148,7 @@ impl ProxyConfig {
             config_sync_period: Duration::from_secs(15 * 60),
             sync_period: Duration::from_secs(30),
             min_sync_period: Duration::from_secs(1),
+            service_lb: false,
         }
     }
 }
@@ -195,6 +205,7 @@ impl Options {
                 .map_err(|e| format!("default options: {e}"))?;
             defaults.config = self.config.clone();
             defaults.cleanup = self.cleanup;
+            defaults.enable_service_lb = self.enable_service_lb;
             defaults.verbosity = self.verbosity;
             defaults.kubeconfig.master = self.kubeconfig.master.clone();
             o = defaults;
@@ -246,6 +257,7 @@ impl Options {
             config_sync_period: o.config_sync_period,
             sync_period: o.sync_period,
             min_sync_period: o.min_sync_period,
+            service_lb: o.enable_service_lb,
         };
         Ok(Resolved {
             config,

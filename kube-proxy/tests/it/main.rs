@@ -6,3 +6,4 @@ mod common;
 mod net;
 mod proxy;
 mod rules;
+mod servicelb;

@@ -188,6 +188,16 @@ impl Net {
         log
     }
 
+    /// The process id of a process started with [`Net::spawn`] (`nsenter` execs it);
+    /// the benchmark reads its memory.
+    #[allow(dead_code)]
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.children
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, c)| c.id())
+    }
+
     /// Stops a process started with [`Net::spawn`].
     pub fn kill(&mut self, name: &str) {
         if let Some(i) = self.children.iter().position(|(n, _)| n == name) {

@@ -68,17 +68,29 @@ async fn clusterip_reaches_every_endpoint_and_follows_changes() {
     })
     .await;
     assert_eq!(log.matches("family=V4 full=true").count(), 1, "{log}");
-    // The deleted endpoints' chains are gone from the table.
+    // The deleted endpoint is gone from the table's endpoint maps.
     let table = c.table().unwrap();
     assert!(!table.contains(&c.net.ip(10).to_string()), "{table}");
     assert!(
-        table.contains(&format!("dnat to {}:8080", c.net.ip(11))),
+        table.contains(&format!("{} . 8080", c.net.ip(11))),
         "{table}"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodeport_reaches_endpoints_on_nodeport_addresses_only() {
+    nodeport_on_nodeport_addresses("nftables").await;
+}
+
+/// The same NodePort behaviour from the userspace proxier: kube-proxy listens on the
+/// node port of the `--nodeport-addresses` address and copies connections to the
+/// endpoints (ClusterIPs need the packet filter: not checked there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn userspace_mode_serves_nodeports() {
+    nodeport_on_nodeport_addresses("userspace").await;
+}
+
+async fn nodeport_on_nodeport_addresses(mode: &str) {
     let mut c = Cluster::start().await;
     blocking(|| {
         for (name, host) in &BACKENDS[..2] {
@@ -93,7 +105,8 @@ async fn nodeport_reaches_endpoints_on_nodeport_addresses_only() {
         .exec(&c.node, &["ip", "addr", "add", &other_cidr, "dev", "eth0"]);
     assert!(out.status.success(), "{out:?}");
     let only = format!("--nodeport-addresses={}/32", c.node_ip);
-    c.start_proxy(&[&only]);
+    let mode_flag = format!("--proxy-mode={mode}");
+    c.start_proxy(&[&only, &mode_flag]);
     let svc = c.create_service("np", "NodePort").await;
     let node_port = svc.node_port.expect("a node port was allocated");
     c.set_endpoints("np", &[10, 11]).await;
@@ -107,9 +120,20 @@ async fn nodeport_reaches_endpoints_on_nodeport_addresses_only() {
             "NodePort from {ns}: {seen:?}"
         );
     }
-    // The ClusterIP of the same Service works too.
-    let cluster_url = format!("http://{}:80/", svc.cluster_ip);
-    assert!(c.net.get(&c.outside, &cluster_url).is_ok());
+    if mode == "nftables" {
+        // The ClusterIP of the same Service works too.
+        let cluster_url = format!("http://{}:80/", svc.cluster_ip);
+        assert!(c.net.get(&c.outside, &cluster_url).is_ok());
+    } else {
+        assert!(c.table().is_none(), "userspace mode programs no table");
+        // Endpoint changes reach the listener: only be-b is left.
+        c.set_endpoints("np", &[11]).await;
+        wait_until(TIMEOUT, "only be-b answers", || async {
+            let seen = blocking(|| c.count_backends(&c.outside, &url, 10));
+            (names(&seen) == BTreeSet::from(["be-b"])).then_some(())
+        })
+        .await;
+    }
     // The node's other address does not take NodePort traffic: nothing listens there.
     let err = blocking(|| {
         c.net
@@ -279,18 +303,6 @@ fn bad_flags_exit_64() {
         assert_eq!(out.status.code(), Some(64), "{args:?}: {out:?}");
         assert!(!out.stderr.is_empty(), "{args:?}: no message");
     }
-    // A valid mode this build cannot run yet is a runtime error, not a usage error.
-    let out = run(&[
-        "--proxy-mode=userspace",
-        "--master=http://127.0.0.1:1",
-        "--healthz-bind-address=",
-        "--metrics-bind-address=",
-    ]);
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("userspace proxy mode is not implemented"),
-        "{out:?}"
-    );
     let out = run(&["--help"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("--nodeport-addresses"));
@@ -376,7 +388,7 @@ async fn external_traffic_policy_local_keeps_the_client_ip() {
     // which would lose their address) while the node itself still reaches be-b.
     c.set_endpoints_on("local", &[(c.net.ip(11), "node-b")])
         .await;
-    let pod_dnat = format!("dnat to {pod_ip}:8080");
+    let pod_dnat = format!("{pod_ip} . 8080");
     wait_until(
         TIMEOUT,
         "the local endpoint gone from the table",
