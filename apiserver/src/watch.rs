@@ -149,6 +149,32 @@ pub async fn watch(
             "resourceVersionMatch: Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
         ));
     }
+    if initial_events {
+        // The initial state is at least as new as asked: resourceVersion unset means as
+        // new as etcd now (upstream's consistent read from the cache), "0" any state.
+        let target =
+            match q.resource_version.as_deref() {
+                Some("0") => None,
+                None | Some("") => Some(api.store.current_revision().await?),
+                Some(rv) => Some(rv.parse::<i64>().map_err(|_| {
+                    ApiError::bad_request(format!("invalid resource version: {rv:?}"))
+                })?),
+            };
+        if let Some(target) = target {
+            // etcd's progress notifications move the cache on when nothing of this
+            // resource changed since; past the wait, it serves what it has.
+            if !cache
+                .wait_for_revision(target, Duration::from_secs(3))
+                .await
+            {
+                tracing::debug!(
+                    target,
+                    resource = %info.group_resource(),
+                    "watch cache not yet at the requested revision for initial events"
+                );
+            }
+        }
+    }
     let after = match q.resource_version.as_deref() {
         None | Some("0") => None,
         Some(_) if initial_events => None,
