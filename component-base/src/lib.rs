@@ -7,6 +7,7 @@ pub mod files;
 pub mod leader_election;
 pub mod logging;
 pub mod metrics;
+pub mod nft;
 pub mod options;
 pub mod serving;
 pub mod shutdown;

@@ -30,10 +30,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::process::Stdio;
 
 use ipnet::IpNet;
-use tokio::io::AsyncWriteExt;
 
 use crate::endpoints::{categorize, Endpoint};
 use crate::service::{IpFamily, Protocol, ServicePort, ServicePortName};
@@ -144,33 +142,16 @@ impl Default for NftCommand {
 #[async_trait::async_trait]
 impl Nft for NftCommand {
     async fn apply(&self, transaction: &str) -> Result<()> {
-        let spawn_err = |source| Error::Spawn {
-            binary: self.binary.display().to_string(),
-            source,
-        };
-        let mut child = tokio::process::Command::new(&self.binary)
-            .args(["-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(spawn_err)?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(transaction.as_bytes())
-                .await
-                .map_err(spawn_err)?;
-        }
-        let out = child.wait_with_output().await.map_err(spawn_err)?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(Error::Transaction {
-                status: out.status.to_string(),
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        component_base::nft::apply(&self.binary, transaction)
+            .await
+            .map_err(|e| match e {
+                component_base::nft::Error::Spawn { binary, source } => {
+                    Error::Spawn { binary, source }
+                }
+                component_base::nft::Error::Failed { status, stderr } => {
+                    Error::Transaction { status, stderr }
+                }
             })
-        }
     }
 }
 

@@ -8,10 +8,8 @@
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::process::Stdio;
 
 use ipnet::IpNet;
-use tokio::io::AsyncWriteExt;
 
 /// The kubelet's nftables table (family `inet`).
 pub const TABLE: &str = "pikube-kubelet";
@@ -106,33 +104,16 @@ impl Default for NftCommand {
 #[async_trait::async_trait]
 impl Nftables for NftCommand {
     async fn apply(&self, script: &str) -> Result<(), Error> {
-        let spawn_err = |source| Error::Spawn {
-            binary: self.binary.display().to_string(),
-            source,
-        };
-        let mut child = tokio::process::Command::new(&self.binary)
-            .args(["-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(spawn_err)?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(script.as_bytes())
-                .await
-                .map_err(spawn_err)?;
-        }
-        let out = child.wait_with_output().await.map_err(spawn_err)?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(Error::Nft {
-                status: out.status.to_string(),
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        component_base::nft::apply(&self.binary, script)
+            .await
+            .map_err(|e| match e {
+                component_base::nft::Error::Spawn { binary, source } => {
+                    Error::Spawn { binary, source }
+                }
+                component_base::nft::Error::Failed { status, stderr } => {
+                    Error::Nft { status, stderr }
+                }
             })
-        }
     }
 }
 
