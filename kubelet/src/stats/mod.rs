@@ -60,7 +60,7 @@ pub struct StatsProvider {
     layout: Option<Layout>,
     latest: RwLock<Option<(tokio::time::Instant, Arc<Summary>)>>,
     /// The previous CPU sample per node/pod/container key: (time ns, usage ns).
-    cpu_samples: Mutex<HashMap<String, (i128, u64)>>,
+    cpu_samples: Mutex<HashMap<String, CpuSample>>,
     /// One refresh at a time.
     refreshing: tokio::sync::Mutex<()>,
 }
@@ -175,6 +175,17 @@ fn rlimit(now: jiff::Timestamp) -> RlimitStats {
     }
 }
 
+/// The shortest window a CPU rate is computed over.
+const MIN_RATE_WINDOW_NS: i128 = 1_000_000_000;
+
+/// The reference point of one cgroup's CPU rate.
+#[derive(Clone, Copy)]
+struct CpuSample {
+    at: i128,
+    usage: u64,
+    rate: Option<u64>,
+}
+
 impl StatsProvider {
     pub fn new(
         settings: StatsSettings,
@@ -217,6 +228,10 @@ impl StatsProvider {
     }
 
     /// `usageNanoCores` from the previous sample of `key`; records this one.
+    ///
+    /// A rate over a window shorter than [`MIN_RATE_WINDOW_NS`] is noise (a CFS
+    /// quota lets a capped container run a whole core for a few milliseconds), so
+    /// such a sample keeps the last rate and the older reference point.
     fn cpu(
         &self,
         key: String,
@@ -226,13 +241,25 @@ impl StatsProvider {
     ) -> CpuStats {
         let t = now.as_nanosecond();
         let mut samples = self.cpu_samples.lock();
-        let rate = samples.get(&key).and_then(|(pt, pu)| {
-            let dt = t - pt;
-            (dt > 0 && usage_ns >= *pu).then(|| {
-                u64::try_from(i128::from(usage_ns - pu) * 1_000_000_000 / dt).unwrap_or(u64::MAX)
-            })
-        });
-        samples.insert(key.clone(), (t, usage_ns));
+        let previous = samples.get(&key).copied();
+        let rate = match previous {
+            Some(p) if t - p.at < MIN_RATE_WINDOW_NS => p.rate,
+            Some(p) => (usage_ns >= p.usage).then(|| {
+                u64::try_from(i128::from(usage_ns - p.usage) * 1_000_000_000 / (t - p.at))
+                    .unwrap_or(u64::MAX)
+            }),
+            None => None,
+        };
+        if previous.is_none_or(|p| t - p.at >= MIN_RATE_WINDOW_NS) {
+            samples.insert(
+                key.clone(),
+                CpuSample {
+                    at: t,
+                    usage: usage_ns,
+                    rate,
+                },
+            );
+        }
         seen.insert(key);
         CpuStats {
             time: time(now),
