@@ -19,6 +19,7 @@ use tokio::sync::Notify;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, info, warn, Instrument};
 
+use crate::healthcheck::ServiceHealthServer;
 use crate::healthz::{self, ProxierHealth};
 use crate::metrics::Metrics;
 use crate::nftables::{self, NftCommand, Proxier, RuleBuilder};
@@ -317,6 +318,7 @@ async fn run(
         })
         .collect();
     let mut models: [Model; 2] = Default::default();
+    let mut health_checks = ServiceHealthServer::new(&proxy.nodeport_addresses, health.clone());
     let mut runner = SyncRunner::new(proxy.min_sync_period, proxy.sync_period);
     let mut retry_all = false;
     while let Some(trigger) = runner.next(&changed, &mut shutdown).await {
@@ -370,6 +372,17 @@ async fn run(
                 }
             }
         }
+        // Health-check node ports follow the model in both modes (a failed bind is
+        // retried at every sync).
+        health_checks
+            .sync(
+                &[
+                    Tracker::model(&models, IpFamily::V4),
+                    Tracker::model(&models, IpFamily::V6),
+                ],
+                &dirty,
+            )
+            .await;
         retry_all = !ok;
         runner.ran(tick, ok);
         metrics

@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod endpoints;
+pub mod healthcheck;
 pub mod healthz;
 pub mod metrics;
 pub mod nftables;

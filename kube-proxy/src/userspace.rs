@@ -85,7 +85,7 @@ pub struct UserspaceProxier {
 }
 
 /// This node's addresses, for `--nodeport-addresses` (`ip -o addr show`).
-async fn local_addresses() -> Vec<IpAddr> {
+pub(crate) async fn local_addresses() -> Vec<IpAddr> {
     let out = match tokio::process::Command::new("ip")
         .args(["-o", "addr", "show"])
         .output()

@@ -3,6 +3,7 @@
 //! against real nftables.
 
 mod common;
+mod healthcheck;
 mod net;
 mod proxy;
 mod rules;
