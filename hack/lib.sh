@@ -8,10 +8,11 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 # Installs the Debian packages pikube needs to build and test, when missing.
 install_deps() {
   # etcd for the apiserver; containerd, runc, the CNI plugins, nftables, iproute2 and
-  # conntrack for the kubelet and kube-proxy; busybox-static, umoci, gcc and libc6-dev
-  # build the test images (hack/images.sh); systemd's systemd-analyze checks the units.
+  # conntrack for the kubelet and kube-proxy; socat for kube-proxy's UDP tests;
+  # busybox-static, umoci, gcc and libc6-dev build the test images (hack/images.sh);
+  # systemd's systemd-analyze checks the units.
   local want=(etcd-server etcd-client protobuf-compiler curl ca-certificates gcc libc6-dev pkg-config
-    containerd runc containernetworking-plugins nftables iproute2 conntrack busybox-static umoci file
+    containerd runc containernetworking-plugins nftables iproute2 conntrack socat busybox-static umoci file
     systemd openssl)
   local missing=()
   for p in "${want[@]}"; do

@@ -19,6 +19,7 @@ use tokio::sync::Notify;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, info, warn, Instrument};
 
+use crate::conntrack::{ConntrackTool, StaleEntries};
 use crate::healthcheck::ServiceHealthServer;
 use crate::healthz::{self, ProxierHealth};
 use crate::metrics::Metrics;
@@ -319,6 +320,9 @@ async fn run(
         .collect();
     let mut models: [Model; 2] = Default::default();
     let mut health_checks = ServiceHealthServer::new(&proxy.nodeport_addresses, health.clone());
+    // Stale UDP conntrack entries matter where the packet filter DNATs (nftables mode).
+    let mut stale_udp = StaleEntries::default();
+    let conntrack = ConntrackTool::default();
     let mut runner = SyncRunner::new(proxy.min_sync_period, proxy.sync_period);
     let mut retry_all = false;
     while let Some(trigger) = runner.next(&changed, &mut shutdown).await {
@@ -332,6 +336,10 @@ async fn run(
         };
         // After a failure the proxier rebuilds everything anyway.
         let hint = (!retry_all).then_some(&dirty);
+        for proxier in &proxiers {
+            let family = proxier.family();
+            stale_udp.update(family, Tracker::model(&models, family), &dirty);
+        }
         let mut ok = true;
         if let Some(userspace) = userspace.as_mut() {
             if !dirty.is_empty() || trigger == Trigger::Initial {
@@ -383,6 +391,11 @@ async fn run(
                 &dirty,
             )
             .await;
+        // Upstream cleans conntrack only once the new rules are in place, so the next
+        // datagram of a flow meets them; after a failure the cleanup waits.
+        if ok && !proxiers.is_empty() {
+            stale_udp.clean(&conntrack).await;
+        }
         retry_all = !ok;
         runner.ran(tick, ok);
         metrics

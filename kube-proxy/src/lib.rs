@@ -6,6 +6,7 @@
 //! into one atomic transaction per sync, rewriting only what changed.
 
 pub mod app;
+pub mod conntrack;
 pub mod endpoints;
 pub mod healthcheck;
 pub mod healthz;

@@ -8,3 +8,4 @@ mod net;
 mod proxy;
 mod rules;
 mod servicelb;
+mod udp;
