@@ -4,6 +4,7 @@
 
 mod common;
 mod healthcheck;
+mod multinode;
 mod net;
 mod proxy;
 mod rules;
