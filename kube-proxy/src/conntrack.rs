@@ -16,7 +16,7 @@
 //! tool (Debian package `conntrack`) behind the [`Conntrack`] trait; a recording fake
 //! serves the unit tests.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use async_trait::async_trait;
@@ -340,10 +340,17 @@ impl StaleEntries {
                     continue;
                 }
             };
-            for entry in entries
-                .iter()
-                .filter(|e| filters.iter().any(|f| f.matches(e)))
-            {
+            // Indexed by port: a cold start queues a filter per UDP Service port, and
+            // the table may hold many entries.
+            let mut by_port: HashMap<u16, Vec<&Filter>> = HashMap::new();
+            for f in &filters {
+                by_port.entry(f.dport).or_default().push(f);
+            }
+            for entry in entries.iter().filter(|e| {
+                by_port
+                    .get(&e.dport)
+                    .is_some_and(|fs| fs.iter().any(|f| f.matches(e)))
+            }) {
                 match ct.delete_udp(family, entry).await {
                     Ok(()) => {
                         debug!(?entry, "deleted stale UDP conntrack entry");
