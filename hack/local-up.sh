@@ -45,14 +45,26 @@ case "${1:-up}" in
       "$PIKUBE_ROOT/target/release/kube-proxy" --cleanup >>"$STATE/logs/kube-proxy.log" 2>&1 || true
     fi
     stop kubelet
+    netns=""
     if running containerd; then
-      # Pods outlive containerd (their shims): remove them first.
+      # Pods outlive containerd (their shims): remove them first, noting the network
+      # namespaces of their sandboxes (a sandbox's pause container has the path in its spec).
       for id in $(ctr -a "$CONTAINERD_SOCK" -n k8s.io containers ls -q 2>/dev/null); do
+        netns="$netns $(ctr -a "$CONTAINERD_SOCK" -n k8s.io containers info "$id" 2>/dev/null |
+          grep -o '"/var/run/netns/cni-[0-9a-f-]*"' | tr -d '"' | head -n1 || true)"
         ctr -a "$CONTAINERD_SOCK" -n k8s.io tasks rm -f "$id" >/dev/null 2>&1 || true
         ctr -a "$CONTAINERD_SOCK" -n k8s.io containers rm "$id" >/dev/null 2>&1 || true
       done
     fi
     stop containerd
+    # Without the CNI DEL a sandbox's removal through CRI would run: the sandboxes'
+    # namespaces (their veths go with them), the IPs host-local handed out to them and the
+    # pod bridge once nothing is plugged into it.
+    for ns in $netns; do ip netns del "$(basename "$ns")" 2>/dev/null || true; done
+    rm -rf "$STATE/kubelet/cni/networks"
+    if ip link show cni0 >/dev/null 2>&1 && [ -z "$(ls /sys/class/net/cni0/brif 2>/dev/null)" ]; then
+      ip link del cni0 2>/dev/null || true
+    fi
     # The kubelet's pod network rules outlive it (as pods do): its nftables table and its
     # routes to other nodes' pods (routing protocol 150); nothing else is touched.
     nft delete table inet pikube-kubelet 2>/dev/null || true
