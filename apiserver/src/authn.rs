@@ -1,5 +1,8 @@
-//! Authentication: bearer tokens from `--token-auth-file` (upstream's CSV format:
-//! `token,user,uid,"group1,group2"`), and anonymous requests when allowed.
+//! Authentication, in upstream's order: x509 client certificates (`--client-ca-file`: the
+//! TLS layer verified the chain, the user is the certificate's CN and its groups are the
+//! O values), bearer tokens from `--token-auth-file` (upstream's CSV format:
+//! `token,user,uid,"group1,group2"`), and anonymous requests when allowed. Every
+//! authenticated user is also in `system:authenticated`.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -26,6 +29,35 @@ pub enum TokenFileError {
         line: usize,
         reason: String,
     },
+}
+
+/// The user of a connection's verified client certificate, put in each request's
+/// extensions by the server.
+#[derive(Debug, Clone)]
+pub struct ClientCertUser(pub UserInfo);
+
+/// The user named by a client certificate that the TLS layer verified: CN is the user name,
+/// each O a group (upstream's `CommonNameUserConversion`). `None` for a certificate without
+/// a common name (upstream then tries the other authenticators) or one that does not parse.
+pub fn user_from_certificate(der: &[u8]) -> Option<UserInfo> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let subject = cert.subject();
+    let name = subject
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .filter(|cn| !cn.is_empty())?
+        .to_string();
+    let groups = subject
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok())
+        .map(String::from)
+        .collect();
+    Some(UserInfo {
+        name,
+        uid: String::new(),
+        groups,
+    })
 }
 
 /// Outcome of authenticating one request.
@@ -118,6 +150,24 @@ impl Authenticator {
         Ok(Authenticator { tokens, anonymous })
     }
 
+    /// Authenticates a request: its connection's verified client certificate first, as
+    /// upstream's union authenticator orders x509 before tokens, else the
+    /// `Authorization` header.
+    pub fn authenticate_request(
+        &self,
+        client_cert: Option<&ClientCertUser>,
+        authorization: Option<&str>,
+    ) -> Authenticated {
+        match client_cert {
+            Some(ClientCertUser(user)) => {
+                let mut user = user.clone();
+                user.groups.push("system:authenticated".into());
+                Authenticated::User(user)
+            }
+            None => self.authenticate(authorization),
+        }
+    }
+
     /// Authenticates from the `Authorization` header.
     pub fn authenticate(&self, authorization: Option<&str>) -> Authenticated {
         match authorization.and_then(|h| {
@@ -174,5 +224,44 @@ mod tests {
         assert!(matches!(a.authenticate(None), Authenticated::Rejected));
         std::fs::write(&p, "onlytoken\n").unwrap();
         assert!(Authenticator::new(Some(&p), false).is_err());
+    }
+
+    fn cert(cn: Option<&str>, orgs: &[&str]) -> Vec<u8> {
+        let mut params = rcgen::CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        for o in orgs {
+            params
+                .distinguished_name
+                .push(rcgen::DnType::OrganizationName, *o);
+        }
+        if let Some(cn) = cn {
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, cn);
+        }
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn client_certificate_user() {
+        let u = user_from_certificate(&cert(Some("system:node:pi-1"), &["system:nodes"])).unwrap();
+        assert_eq!(u.name, "system:node:pi-1");
+        assert_eq!(u.groups, ["system:nodes"]);
+        assert!(user_from_certificate(&cert(None, &["system:masters"])).is_none());
+        assert!(user_from_certificate(b"not a certificate").is_none());
+
+        // The certificate wins over a token (valid or not), as upstream orders x509 first.
+        let a = Authenticator::new(None, false).unwrap();
+        match a.authenticate_request(Some(&ClientCertUser(u)), Some("Bearer bogus")) {
+            Authenticated::User(u) => {
+                assert_eq!(u.groups, ["system:nodes", "system:authenticated"])
+            }
+            Authenticated::Rejected => panic!("rejected"),
+        }
+        assert!(matches!(
+            a.authenticate_request(None, Some("Bearer bogus")),
+            Authenticated::Rejected
+        ));
     }
 }

@@ -65,8 +65,19 @@ pub async fn serve(
                         return;
                     }
                 };
+                // Verified by the TLS layer against --client-ca-file.
+                let client_cert = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .and_then(|leaf| crate::authn::user_from_certificate(leaf))
+                    .map(crate::authn::ClientCertUser);
                 let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                     req.extensions_mut().insert(crate::proxy::ClientAddr(peer));
+                    if let Some(user) = &client_cert {
+                        req.extensions_mut().insert(user.clone());
+                    }
                     let api = api.clone();
                     async move { Ok::<_, Infallible>(handle(api, req).await) }
                 });
@@ -272,10 +283,10 @@ async fn route(
         _ => {}
     }
 
-    let user = match api
-        .authn
-        .authenticate(header(req.headers(), http::header::AUTHORIZATION))
-    {
+    let user = match api.authn.authenticate_request(
+        req.extensions().get(),
+        header(req.headers(), http::header::AUTHORIZATION),
+    ) {
         Authenticated::User(user) => {
             tracing::trace!(user = %user.name, %path, "authenticated");
             user

@@ -84,17 +84,22 @@ fn dedup<T: PartialEq>(v: &mut Vec<T>) {
 }
 
 /// The client identities with a kubeconfig in `--kubeconfig-dir`: (file stem, kubeconfig
-/// file, user name = CN, groups = O).
-pub const CLIENTS: [(&str, &str, &str, &[&str]); 4] = [
-    ("admin", "admin.conf", "kubernetes-admin", &[MASTERS_GROUP]),
-    ("scheduler", "scheduler.conf", "system:kube-scheduler", &[]),
+/// file, user name = CN, group = O).
+pub const CLIENTS: [(&str, &str, &str, Option<&str>); 4] = [
+    (
+        "admin",
+        "admin.conf",
+        "kubernetes-admin",
+        Some(MASTERS_GROUP),
+    ),
+    ("scheduler", "scheduler.conf", "system:kube-scheduler", None),
     (
         "controller-manager",
         "controller-manager.conf",
         "system:kube-controller-manager",
-        &[],
+        None,
     ),
-    ("kube-proxy", "kube-proxy.conf", "system:kube-proxy", &[]),
+    ("kube-proxy", "kube-proxy.conf", "system:kube-proxy", None),
 ];
 
 /// A node's folder: `<cert-dir>/nodes/<name>`.
@@ -114,7 +119,7 @@ pub fn run(config: &CertsConfig) -> Result<Report, pki::Error> {
     let spec = CertSpec::client(
         "apiserver-kubelet-client",
         "kube-apiserver-kubelet-client",
-        &[MASTERS_GROUP],
+        Some(MASTERS_GROUP),
     );
     let (pair, outcome) = ca.ensure_cert(dir, &spec)?;
     report.push("apiserver-kubelet-client", &pair.cert_path, outcome);
@@ -156,7 +161,7 @@ pub fn run(config: &CertsConfig) -> Result<Report, pki::Error> {
     for node in &config.nodes {
         let ndir = node_dir(config, &node.name);
         let user = format!("system:node:{}", node.name);
-        let spec = CertSpec::client("kubelet-client", &user, &[NODES_GROUP]);
+        let spec = CertSpec::client("kubelet-client", &user, Some(NODES_GROUP));
         let (pair, outcome) = ca.ensure_cert(&ndir, &spec)?;
         report.push(
             format!("{} kubelet-client", node.name),
@@ -165,7 +170,7 @@ pub fn run(config: &CertsConfig) -> Result<Report, pki::Error> {
         );
         write_kubeconfig(&mut report, ndir.join("kubelet.conf"), &user, &pair)?;
         let mut spec = CertSpec::server("kubelet", &user, vec![node.name.clone()], vec![node.ip]);
-        spec.organizations = vec![NODES_GROUP.into()];
+        spec.organization = Some(NODES_GROUP.into());
         let (pair, outcome) = ca.ensure_cert(&ndir, &spec)?;
         report.push(format!("{} kubelet", node.name), &pair.cert_path, outcome);
     }
@@ -324,7 +329,7 @@ mod tests {
         for (stem, _, user, groups) in CLIENTS {
             with_cert(&dir.join(format!("{stem}.crt")), |c| {
                 assert_eq!(cn(c), user);
-                assert_eq!(orgs(c), groups);
+                assert_eq!(orgs(c), Vec::from_iter(groups.map(String::from)));
                 assert_eq!(usage_and_signed(&ca, c), (true, false));
             });
         }
@@ -437,7 +442,7 @@ mod tests {
         let (ca, _) = CertificateAuthority::ensure(dir, CA_COMMON_NAME).unwrap();
         let key_pem = std::fs::read_to_string(dir.join("admin.key")).unwrap();
         let key = rcgen::KeyPair::from_pem(&key_pem).unwrap();
-        let spec = CertSpec::client("admin", "kubernetes-admin", &[MASTERS_GROUP]);
+        let spec = CertSpec::client("admin", "kubernetes-admin", Some(MASTERS_GROUP));
         let short = ca
             .sign(
                 &spec,

@@ -89,7 +89,8 @@ pub struct CertSpec {
     /// The file stem in the PKI folder: `<name>.crt` and `<name>.key`.
     pub name: String,
     pub common_name: String,
-    pub organizations: Vec<String>,
+    /// The group (O). One at most: rcgen keeps one value per attribute type in a name.
+    pub organization: Option<String>,
     pub dns_names: Vec<String>,
     pub ips: Vec<IpAddr>,
     pub server: bool,
@@ -97,12 +98,12 @@ pub struct CertSpec {
 }
 
 impl CertSpec {
-    /// A client certificate (`ExtKeyUsageClientAuth`): user CN, groups O.
-    pub fn client(name: &str, common_name: &str, organizations: &[&str]) -> CertSpec {
+    /// A client certificate (`ExtKeyUsageClientAuth`): user CN, group O.
+    pub fn client(name: &str, common_name: &str, organization: Option<&str>) -> CertSpec {
         CertSpec {
             name: name.to_string(),
             common_name: common_name.to_string(),
-            organizations: organizations.iter().map(|o| (*o).to_string()).collect(),
+            organization: organization.map(String::from),
             dns_names: vec![],
             ips: vec![],
             server: false,
@@ -115,7 +116,7 @@ impl CertSpec {
         CertSpec {
             name: name.to_string(),
             common_name: common_name.to_string(),
-            organizations: vec![],
+            organization: None,
             dns_names,
             ips,
             server: true,
@@ -389,7 +390,7 @@ impl CertificateAuthority {
             .iter_organization()
             .filter_map(|a| a.as_str().ok())
             .collect();
-        if orgs != spec.organizations.iter().map(String::as_str).collect() {
+        if orgs != spec.organization.iter().map(String::as_str).collect() {
             return Some("the organizations changed".into());
         }
         let (mut dns, mut ips) = (BTreeSet::new(), BTreeSet::new());
@@ -467,9 +468,23 @@ impl CertificateAuthority {
         path: &Path,
         lifetime: Duration,
     ) -> Result<String> {
+        let now = std::time::SystemTime::now();
+        self.sign_between(spec, key, path, now - BACKDATE, now + lifetime)
+    }
+
+    /// Signs a certificate for `spec` and `key`, valid from `not_before` to `not_after`
+    /// (tests make expired ones with it); returns its PEM.
+    pub fn sign_between(
+        &self,
+        spec: &CertSpec,
+        key: &KeyPair,
+        path: &Path,
+        not_before: std::time::SystemTime,
+        not_after: std::time::SystemTime,
+    ) -> Result<String> {
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
-        for org in &spec.organizations {
+        if let Some(org) = &spec.organization {
             params
                 .distinguished_name
                 .push(DnType::OrganizationName, org.as_str());
@@ -502,7 +517,8 @@ impl CertificateAuthority {
                 .push(ExtendedKeyUsagePurpose::ClientAuth);
         }
         params.use_authority_key_identifier_extension = true;
-        validity(&mut params, lifetime);
+        params.not_before = not_before.into();
+        params.not_after = not_after.into();
         let cert = params
             .signed_by(key, &self.issuer)
             .map_err(|source| Error::Generate {

@@ -9,3 +9,4 @@ mod kubectl;
 mod priority;
 mod serviceaccount_token;
 mod systemd;
+mod x509_auth;
