@@ -102,6 +102,13 @@ pub async fn serve(
     }
 }
 
+/// A Secret in kube-system from the watch cache, for the bootstrap-token authenticator.
+fn bootstrap_secret(api: &Apiserver, name: &str) -> Option<Value> {
+    let info = api_types::resources::find("", "v1", "secrets")?;
+    let key = crate::object::key(info, Some(crate::authn::BOOTSTRAP_NAMESPACE), name);
+    api.cache(info).get(&key).map(|c| c.value().clone())
+}
+
 /// Labels of one request for the apiserver_request_* metrics.
 struct RequestLabels {
     verb: &'static str,
@@ -286,6 +293,7 @@ async fn route(
     let user = match api.authn.authenticate_request(
         req.extensions().get(),
         header(req.headers(), http::header::AUTHORIZATION),
+        |name| bootstrap_secret(api, name),
     ) {
         Authenticated::User(user) => {
             tracing::trace!(user = %user.name, %path, "authenticated");

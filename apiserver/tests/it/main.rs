@@ -1,6 +1,7 @@
 //! Component tests, one binary: each test starts its own etcd and apiserver.
 
 mod api_semantics;
+mod bootstrap_token;
 mod common;
 mod connect;
 mod fake_kubelet;
