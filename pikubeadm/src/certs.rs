@@ -33,6 +33,8 @@ pub struct Entry {
 #[derive(Debug, Default)]
 pub struct Report {
     pub entries: Vec<Entry>,
+    /// The CA's `sha256:<hex>` public-key hash, as kubeadm prints it for joining nodes.
+    pub ca_cert_hash: String,
 }
 
 impl Report {
@@ -113,6 +115,7 @@ pub fn run(config: &CertsConfig) -> Result<Report, pki::Error> {
     let mut report = Report::default();
     let (ca, outcome) = CertificateAuthority::ensure(dir, CA_COMMON_NAME)?;
     report.push("ca", &ca.pair.cert_path, outcome);
+    report.ca_cert_hash = ca.cert_hash();
 
     let (pair, outcome) = ca.ensure_cert(dir, &apiserver_spec(config))?;
     report.push("apiserver", &pair.cert_path, outcome);
@@ -128,6 +131,7 @@ pub fn run(config: &CertsConfig) -> Result<Report, pki::Error> {
 
     let server = config.server_url();
     let write_kubeconfig = |report: &mut Report,
+                            what: String,
                             path: PathBuf,
                             user: &str,
                             pair: &pki::Pair|
@@ -146,17 +150,14 @@ pub fn run(config: &CertsConfig) -> Result<Report, pki::Error> {
             (true, false) => Outcome::Created,
             (true, true) => Outcome::Renewed("its credentials or server changed".into()),
         };
-        let what = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
         report.push(what, &path, outcome);
         Ok(())
     };
     for (stem, file, user, groups) in CLIENTS {
         let (pair, outcome) = ca.ensure_cert(dir, &CertSpec::client(stem, user, groups))?;
         report.push(stem, &pair.cert_path, outcome);
-        write_kubeconfig(&mut report, config.kubeconfig_dir.join(file), user, &pair)?;
+        let path = config.kubeconfig_dir.join(file);
+        write_kubeconfig(&mut report, file.to_string(), path, user, &pair)?;
     }
     for node in &config.nodes {
         let ndir = node_dir(config, &node.name);
@@ -168,7 +169,8 @@ pub fn run(config: &CertsConfig) -> Result<Report, pki::Error> {
             &pair.cert_path,
             outcome,
         );
-        write_kubeconfig(&mut report, ndir.join("kubelet.conf"), &user, &pair)?;
+        let what = format!("{} kubelet.conf", node.name);
+        write_kubeconfig(&mut report, what, ndir.join("kubelet.conf"), &user, &pair)?;
         let mut spec = CertSpec::server("kubelet", &user, vec![node.name.clone()], vec![node.ip]);
         spec.organization = Some(NODES_GROUP.into());
         let (pair, outcome) = ca.ensure_cert(&ndir, &spec)?;
@@ -343,6 +345,16 @@ mod tests {
             assert_eq!(sans(c), ["pi-1", "192.168.1.11"]);
             assert_eq!(usage_and_signed(&ca, c), (false, true));
         });
+
+        // The CA hash: SHA-256 over the SubjectPublicKeyInfo.
+        let spki = with_cert(&ca, |c| c.public_key().raw.to_vec());
+        let want: String = ring::digest::digest(&ring::digest::SHA256, &spki)
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(report.ca_cert_hash, format!("sha256:{want}"));
+        assert_eq!(report.ca_cert_hash.len(), 7 + 64);
 
         // Kubeconfigs: the first control-plane host, the CA, the client's own pair.
         let kc: serde_yaml::Value =

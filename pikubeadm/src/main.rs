@@ -27,6 +27,7 @@ fn main() {
                     for e in &report.entries {
                         println!("[certs] {}: {} ({})", e.what, e.outcome, e.path.display());
                     }
+                    println!("[certs] CA public key hash: {}", report.ca_cert_hash);
                 }
                 Err(e) => {
                     eprintln!("pikubeadm certs: {e}");

@@ -118,7 +118,7 @@ pub enum OptionsError {
     ClusterName(String),
     #[error("invalid --node {0:?}: expected <name>=<ip>")]
     NodeSyntax(String),
-    #[error("invalid --node {0:?}: the name {1}")]
+    #[error("invalid --node {0:?}: invalid name: {1}")]
     NodeName(String, String),
     #[error("invalid --node {0:?}: {1:?} is not an IP address")]
     NodeIp(String, String),

@@ -355,6 +355,17 @@ impl CertificateAuthority {
         ))
     }
 
+    /// kubeadm's `--discovery-token-ca-cert-hash` of this CA: `sha256:` and the hex SHA-256
+    /// of its SubjectPublicKeyInfo, which a joining node pins.
+    pub fn cert_hash(&self) -> String {
+        let spki = x509_parser::parse_x509_certificate(&self.cert_der)
+            .map(|(_, c)| c.public_key().raw.to_vec())
+            .unwrap_or_default();
+        let digest = ring::digest::digest(&ring::digest::SHA256, &spki);
+        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        format!("sha256:{hex}")
+    }
+
     /// Why the certificate `der` must be signed again for `spec` and `key`, if it must.
     fn renewal_reason(&self, spec: &CertSpec, key: &KeyPair, der: &[u8]) -> Option<String> {
         let cert = match x509_parser::parse_x509_certificate(der) {
