@@ -62,6 +62,8 @@ pub struct Config {
     pub advertise_address: Option<IpAddr>,
     pub tls: TlsConfig,
     pub token_auth_file: Option<PathBuf>,
+    /// `--client-ca-file`: client certificates signed by these CAs authenticate (x509).
+    pub client_ca_file: Option<PathBuf>,
     pub anonymous_auth: bool,
     pub service_cluster_ip_range: IpNet,
     pub service_node_port_range: (u16, u16),
@@ -214,7 +216,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
             (c, k, ca)
         }
     };
-    let tls_config = tls::server_config(&cert, &key)?;
+    let tls_config = tls::server_config(&cert, &key, config.client_ca_file.as_deref())?;
 
     let mut caches = HashMap::new();
     for info in RESOURCES

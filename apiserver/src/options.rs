@@ -42,6 +42,11 @@ pub struct Options {
     /// token authentication (CSV: token,user,uid,"group1,group2").
     #[arg(long)]
     pub token_auth_file: Option<PathBuf>,
+    /// If set, any request presenting a client certificate signed by one of the
+    /// authorities in the client-ca-file is authenticated with an identity corresponding
+    /// to the CommonName of the client certificate (groups: its Organizations).
+    #[arg(long)]
+    pub client_ca_file: Option<PathBuf>,
     /// Enables anonymous requests to the secure port of the API server.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub anonymous_auth: bool,
@@ -217,6 +222,7 @@ impl Options {
             advertise_address: self.advertise_address,
             tls,
             token_auth_file: self.token_auth_file,
+            client_ca_file: self.client_ca_file,
             anonymous_auth: self.anonymous_auth,
             service_cluster_ip_range: range,
             service_node_port_range: node_ports,
@@ -298,6 +304,14 @@ mod tests {
             std::time::Duration::from_secs(300)
         );
         assert!(Options::try_parse_from(["x", "--etcd-compaction-interval=soon"]).is_err());
+        assert!(c.client_ca_file.is_none());
+        let c = Options::parse_from(["x", "--client-ca-file=/etc/kubernetes/pki/ca.crt"])
+            .into_config()
+            .unwrap();
+        assert_eq!(
+            c.client_ca_file.as_deref(),
+            Some(std::path::Path::new("/etc/kubernetes/pki/ca.crt"))
+        );
     }
 
     #[test]

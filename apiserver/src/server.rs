@@ -65,8 +65,19 @@ pub async fn serve(
                         return;
                     }
                 };
+                // Verified by the TLS layer against --client-ca-file.
+                let client_cert = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .and_then(|leaf| crate::authn::user_from_certificate(leaf))
+                    .map(crate::authn::ClientCertUser);
                 let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                     req.extensions_mut().insert(crate::proxy::ClientAddr(peer));
+                    if let Some(user) = &client_cert {
+                        req.extensions_mut().insert(user.clone());
+                    }
                     let api = api.clone();
                     async move { Ok::<_, Infallible>(handle(api, req).await) }
                 });
@@ -89,6 +100,13 @@ pub async fn serve(
             tracing::debug_span!("connection", %peer),
         ));
     }
+}
+
+/// A Secret in kube-system from the watch cache, for the bootstrap-token authenticator.
+fn bootstrap_secret(api: &Apiserver, name: &str) -> Option<Value> {
+    let info = api_types::resources::find("", "v1", "secrets")?;
+    let key = crate::object::key(info, Some(crate::authn::BOOTSTRAP_NAMESPACE), name);
+    api.cache(info).get(&key).map(|c| c.value().clone())
 }
 
 /// Labels of one request for the apiserver_request_* metrics.
@@ -272,10 +290,11 @@ async fn route(
         _ => {}
     }
 
-    let user = match api
-        .authn
-        .authenticate(header(req.headers(), http::header::AUTHORIZATION))
-    {
+    let user = match api.authn.authenticate_request(
+        req.extensions().get(),
+        header(req.headers(), http::header::AUTHORIZATION),
+        |name| bootstrap_secret(api, name),
+    ) {
         Authenticated::User(user) => {
             tracing::trace!(user = %user.name, %path, "authenticated");
             user

@@ -71,6 +71,7 @@ fn config(etcd: &EtcdServer, dir: &Path, port: u16) -> Config {
             cert_dir: dir.join("certs"),
         },
         token_auth_file: Some(dir.join("tokens.csv")),
+        client_ca_file: None,
         anonymous_auth: false,
         service_cluster_ip_range: "10.96.0.0/24".parse().unwrap(),
         service_node_port_range: (30000, 32767),
@@ -139,7 +140,16 @@ impl TestApi {
         let addr = running.local_addr;
         config.secure_port = addr.port();
         let kubeconfig = dir.path().join("admin.kubeconfig");
-        let ca = running.ca_pem.clone().expect("self-signed CA");
+        // Self-signed mode hands back its CA. With certificate files (a kubeadm-style PKI
+        // made by a test), the cluster CA of --client-ca-file signed the serving one too.
+        let ca = running
+            .ca_pem
+            .clone()
+            .or_else(|| {
+                let path = config.client_ca_file.as_ref()?;
+                std::fs::read_to_string(path).ok()
+            })
+            .expect("the serving CA: self-signed mode, or --client-ca-file with cert files");
         write_kubeconfig(&kubeconfig, addr, &ca);
         TestApi {
             etcd,

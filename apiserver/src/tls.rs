@@ -1,5 +1,8 @@
 //! Serving certificates: the files given by flags, or a self-signed CA and serving pair
-//! written to `--cert-dir` on first start (as upstream's self-signed fallback).
+//! written to `--cert-dir` on first start (as upstream's self-signed fallback). With
+//! `--client-ca-file` the server requests (does not require) a client certificate and
+//! accepts only one that chains to that CA and is within its validity, as upstream's
+//! `tls.VerifyClientCertIfGiven`; the x509 authenticator then reads the user from it.
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::net::IpAddr;
@@ -28,6 +31,8 @@ pub enum TlsError {
     Generate(#[from] rcgen::Error),
     #[error("building the TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
+    #[error("--client-ca-file {path}: {reason}")]
+    ClientCa { path: PathBuf, reason: String },
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -92,10 +97,37 @@ pub fn ensure_self_signed(
     Ok((cert_path, key_path))
 }
 
-/// A rustls server configuration from PEM files, offering HTTP/2 and HTTP/1.1.
+/// The verifier of client certificates signed by the CAs in `path` (PEM, one or more);
+/// clients without a certificate are let through to the other authenticators.
+fn client_verifier(
+    path: &Path,
+    provider: &Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+    let bad = |reason: String| TlsError::ClientCa {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let pem = read(path)?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let cert = cert.map_err(|e| bad(e.to_string()))?;
+        roots.add(cert).map_err(|e| bad(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(bad("holds no PEM certificate".into()));
+    }
+    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| bad(e.to_string()))
+}
+
+/// A rustls server configuration from PEM files, offering HTTP/2 and HTTP/1.1, verifying
+/// client certificates against `client_ca` when given.
 pub fn server_config(
     cert_path: &Path,
     key_path: &Path,
+    client_ca: Option<&Path>,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let cert_pem = read(cert_path)?;
     let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_slice())
@@ -114,10 +146,13 @@ pub fn server_config(
             path: key_path.to_path_buf(),
         })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let builder = match client_ca {
+        Some(ca) => builder.with_client_cert_verifier(client_verifier(ca, &provider)?),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(certs, key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

@@ -1,6 +1,7 @@
 //! Component tests, one binary: each test starts its own etcd and apiserver.
 
 mod api_semantics;
+mod bootstrap_token;
 mod common;
 mod connect;
 mod fake_kubelet;
@@ -9,3 +10,4 @@ mod kubectl;
 mod priority;
 mod serviceaccount_token;
 mod systemd;
+mod x509_auth;

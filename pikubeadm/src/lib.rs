@@ -1,0 +1,8 @@
+//! pikubeadm: kubeadm's role for pikube. `pikubeadm certs` writes the cluster's PKI (CA,
+//! apiserver serving and kubelet-client certificates, service-account keys) and the
+//! components' kubeconfigs with embedded client certificates, idempotently.
+
+pub mod certs;
+pub mod kubeconfig;
+pub mod options;
+pub mod pki;
