@@ -65,9 +65,9 @@ pub fn endpoints_by_service_port<'a>(
                 continue;
             };
             let key = ServicePortName {
-                namespace: namespace.to_string(),
-                name: service.clone(),
-                port: port.name.clone().unwrap_or_default(),
+                namespace: namespace.into(),
+                name: service.as_str().into(),
+                port: port.name.as_deref().unwrap_or_default().into(),
                 protocol,
             };
             let entry = merged.entry(key).or_default();

@@ -63,6 +63,7 @@ const NO_ENDPOINT_SERVICES: &str = "no-endpoint-services";
 const NO_ENDPOINT_NODEPORTS: &str = "no-endpoint-nodeports";
 const NODEPORT_IPS: &str = "nodeport-ips";
 const CLUSTER_CIDRS: &str = "cluster-cidrs";
+const CLUSTER_IPS: &str = "cluster-ips";
 const HAIRPIN: &str = "hairpin";
 /// Endpoint maps shared by all Service ports: enough that one rule's bind and one
 /// element's validation stay cheap at 10,000 Services, few enough that set lookups by
@@ -93,9 +94,11 @@ fn endpoint_map(protocol: Protocol, shard: usize) -> &'static str {
     names[p * ENDPOINT_MAP_SHARDS + shard % ENDPOINT_MAP_SHARDS]
 }
 
-/// Maps whose keys two Service ports may both claim (an external IP, a node port): the
-/// first claimant in name order owns the key.
-const CONTESTED: [&str; 4] = [
+/// Maps (and the `cluster-ips` set) whose keys two Service ports may both claim (an
+/// external IP, a node port): the first claimant in name order owns the key. Every
+/// [`Element`] of a Service port is in one of them; endpoint slots are not contested.
+const CONTESTED: [&str; 5] = [
+    CLUSTER_IPS,
     SERVICE_IPS,
     SERVICE_NODEPORTS,
     NO_ENDPOINT_SERVICES,
@@ -205,7 +208,8 @@ pub fn cleanup_transaction(family: IpFamily) -> String {
     format!("add table {tbl}\ndelete table {tbl}\n")
 }
 
-/// One element of one of the table's maps.
+/// One element of one of the maps (or sets) Service ports share; an empty value for a
+/// set's element.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Element {
     pub map: &'static str,
@@ -213,16 +217,112 @@ pub struct Element {
     pub value: String,
 }
 
-/// The objects one Service port owns in the table.
+/// A policy chain's slots in one endpoint map: slot `base + i` holds endpoint `i`.
+/// Kept as addresses, not as element text: there are 100,000 of them at 10,000
+/// Services.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotChain {
+    pub map: &'static str,
+    pub base: u32,
+    pub endpoints: Box<[(IpAddr, u16)]>,
+}
+
+impl SlotChain {
+    /// `(map, slot, endpoint)` of every slot.
+    fn slots(&self) -> impl Iterator<Item = (&'static str, u32, (IpAddr, u16))> + '_ {
+        (self.base..)
+            .zip(self.endpoints.iter())
+            .map(|(slot, ep)| (self.map, slot, *ep))
+    }
+}
+
+/// Named objects sorted by name, each with its text (a chain's rules one per line, a
+/// set's declaration): a Service port has one or two, so a sorted boxed slice costs
+/// far less than a tree map's node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Named(Box<[(Box<str>, Box<str>)]>);
+
+impl Named {
+    fn from_map(map: BTreeMap<String, String>) -> Named {
+        Named(
+            map.into_iter()
+                .map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str()))
+                .collect(),
+        )
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .binary_search_by(|(k, _)| (**k).cmp(name))
+            .ok()
+            .map(|i| &*self.0[i].1)
+    }
+
+    pub fn contains_key(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(k, _)| &**k)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (&**k, &**v))
+    }
+}
+
+/// The objects one Service port owns in the table, as the proxier remembers them
+/// between syncs (compact: it holds one per Service port).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ServiceRules {
-    /// Chain name → its rules, in order.
-    pub chains: BTreeMap<String, Vec<String>>,
+    /// Chain name → its rules, one per line.
+    pub chains: Named,
     /// Affinity set name → its declaration body.
-    pub sets: BTreeMap<String, String>,
-    pub elements: BTreeSet<Element>,
-    /// Endpoints this Service port may DNAT to (for the `hairpin` set).
-    pub hairpin: BTreeSet<IpAddr>,
+    pub sets: Named,
+    /// Elements of the maps and sets Service ports share (sorted).
+    pub elements: Box<[Element]>,
+    /// The policy chains' endpoint map slots.
+    pub slots: Box<[SlotChain]>,
+}
+
+impl ServiceRules {
+    /// The addresses the slots DNAT to, once each (for the `hairpin` set; affinity
+    /// chains masquerade hairpin traffic in their endpoint chains).
+    fn hairpin(&self) -> Vec<IpAddr> {
+        let mut ips: Vec<IpAddr> = self
+            .slots
+            .iter()
+            .flat_map(|c| c.endpoints.iter().map(|(ip, _)| *ip))
+            .collect();
+        ips.sort_unstable();
+        ips.dedup();
+        ips
+    }
+}
+
+/// [`ServiceRules`] while [`RuleBuilder::service`] puts them together.
+#[derive(Default)]
+struct Draft {
+    chains: BTreeMap<String, Vec<String>>,
+    sets: BTreeMap<String, String>,
+    elements: BTreeSet<Element>,
+    slots: Vec<SlotChain>,
+}
+
+impl Draft {
+    fn finish(self) -> ServiceRules {
+        ServiceRules {
+            chains: Named::from_map(
+                self.chains
+                    .into_iter()
+                    .map(|(k, rules)| (k, rules.join("\n")))
+                    .collect(),
+            ),
+            sets: Named::from_map(self.sets),
+            elements: self.elements.into_iter().collect(),
+            slots: self.slots.into_boxed_slice(),
+        }
+    }
 }
 
 /// A Service port's slots in one endpoint map.
@@ -418,6 +518,10 @@ impl RuleBuilder {
                 "add element {tbl} {CLUSTER_CIDRS} {}",
                 cidr_set(&self.cluster_cidrs)
             );
+            let _ = writeln!(
+                head,
+                "add set {tbl} {CLUSTER_IPS} {{ type {addr_type} . inet_proto . inet_service ; comment \"ClusterIPs masqueraded for sources outside the pod network\" ; }}"
+            );
         }
         let _ = writeln!(
             head,
@@ -466,14 +570,17 @@ impl RuleBuilder {
                 "reject".into(),
             ],
         );
-        chain(
-            "services",
-            None,
-            &[
-                format!("{l3} daddr . meta l4proto . th dport vmap @{SERVICE_IPS}"),
-                format!("{nodeport_match} meta l4proto . th dport vmap @{SERVICE_NODEPORTS}"),
-            ],
-        );
+        let mut services = Vec::new();
+        if !self.cluster_cidrs.is_empty() {
+            services.push(format!(
+                "{l3} daddr . meta l4proto . th dport @{CLUSTER_IPS} {l3} saddr != @{CLUSTER_CIDRS} jump mark-for-masquerade"
+            ));
+        }
+        services.extend([
+            format!("{l3} daddr . meta l4proto . th dport vmap @{SERVICE_IPS}"),
+            format!("{nodeport_match} meta l4proto . th dport vmap @{SERVICE_NODEPORTS}"),
+        ]);
+        chain("services", None, &services);
         chain(
             "service-endpoints-check",
             None,
@@ -536,7 +643,7 @@ impl RuleBuilder {
         endpoints: &[Endpoint],
         slots: &mut Slots,
     ) -> ServiceRules {
-        let mut out = ServiceRules::default();
+        let mut out = Draft::default();
         let cat = categorize(endpoints);
         let internal = cat.internal(port);
         let external = cat.external(port);
@@ -563,7 +670,7 @@ impl RuleBuilder {
 
         // The policy chains: load balancing over a set of endpoints.
         let affinity = port.affinity_timeout_seconds.is_some();
-        let mut policy_chain = |chain: &str, eps: &[Endpoint], out: &mut ServiceRules| {
+        let mut policy_chain = |chain: &str, eps: &[Endpoint], out: &mut Draft| {
             let mut rules = Vec::new();
             if affinity {
                 for ep in eps {
@@ -591,14 +698,11 @@ impl RuleBuilder {
                     eps.len(),
                     r.base
                 ));
-                for (slot, ep) in (r.base..).zip(eps) {
-                    out.elements.insert(Element {
-                        map,
-                        key: slot.to_string(),
-                        value: format!("{} . {}", ep.ip, ep.port),
-                    });
-                    out.hairpin.insert(ep.ip);
-                }
+                out.slots.push(SlotChain {
+                    map,
+                    base: r.base,
+                    endpoints: eps.iter().map(|ep| (ep.ip, ep.port)).collect(),
+                });
             }
             out.chains.insert(chain.to_string(), rules);
         };
@@ -618,21 +722,18 @@ impl RuleBuilder {
             &cluster_chain
         };
         // ClusterIP traffic from outside the pod network is masqueraded so replies come
-        // back through this node.
-        if let (Some(ip), false, false) = (
+        // back through this node: one rule in `services` for all of them, and an element
+        // of `cluster-ips` per Service port (far cheaper to load than a rule each).
+        if let (Some(ip), false, true) = (
             port.cluster_ip,
             self.cluster_cidrs.is_empty(),
-            internal.is_empty(),
+            out.chains.contains_key(internal_chain),
         ) {
-            if let Some(rules) = out.chains.get_mut(internal_chain) {
-                rules.insert(
-                    0,
-                    format!(
-                        "{l3} daddr {ip} meta l4proto {proto} th dport {} {l3} saddr != @{CLUSTER_CIDRS} jump mark-for-masquerade",
-                        port.port
-                    ),
-                );
-            }
+            out.elements.insert(Element {
+                map: CLUSTER_IPS,
+                key: format!("{ip} . {proto} . {}", port.port),
+                value: String::new(),
+            });
         }
         if uses_external {
             let mut rules = Vec::new();
@@ -728,7 +829,7 @@ impl RuleBuilder {
                 });
             }
         }
-        out
+        out.finish()
     }
 
     /// The contents every Service port asks for, with fresh slot ranges (tests and the
@@ -761,12 +862,13 @@ fn chain_rank(name: &str) -> u8 {
     }
 }
 
-fn write_chain(t: &mut String, tbl: &str, name: &str, rules: &[String], existed: bool) {
+/// Writes a chain; `rules` one per line.
+fn write_chain(t: &mut String, tbl: &str, name: &str, rules: &str, existed: bool) {
     let _ = writeln!(t, "add chain {tbl} {name}");
     if existed {
         let _ = writeln!(t, "flush chain {tbl} {name}");
     }
-    for r in rules {
+    for r in rules.lines() {
         let _ = writeln!(t, "add rule {tbl} {name} {r}");
     }
 }
@@ -777,7 +879,7 @@ fn write_elements(t: &mut String, tbl: &str, verb: &str, elements: &[(&str, &str
     let mut by_map: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for (map, key, value) in elements {
         let item = match value {
-            Some(v) if verb != "delete" => format!("{key} : {v}"),
+            Some(v) if verb != "delete" && !v.is_empty() => format!("{key} : {v}"),
             _ => (*key).to_string(),
         };
         by_map.entry(map).or_default().push(item);
@@ -849,10 +951,10 @@ impl TableState {
                     let v = owner_value(&self.claims, &key);
                     before.entry(key).or_insert(v);
                 }
-                for ip in &rules.hairpin {
+                for ip in rules.hairpin() {
                     hairpin_before
-                        .entry(*ip)
-                        .or_insert_with(|| self.hairpin.get(ip).is_some_and(|n| *n > 0));
+                        .entry(ip)
+                        .or_insert_with(|| self.hairpin.get(&ip).is_some_and(|n| *n > 0));
                 }
             }
             if let Some(old) = old {
@@ -865,11 +967,11 @@ impl TableState {
                         }
                     }
                 }
-                for ip in &old.hairpin {
-                    if let Some(n) = self.hairpin.get_mut(ip) {
+                for ip in old.hairpin() {
+                    if let Some(n) = self.hairpin.get_mut(&ip) {
                         *n -= 1;
                         if *n == 0 {
-                            self.hairpin.remove(ip);
+                            self.hairpin.remove(&ip);
                         }
                     }
                 }
@@ -882,8 +984,8 @@ impl TableState {
                         Err(i) => c.insert(i, (name.clone(), e.value.clone())),
                     }
                 }
-                for ip in &new.hairpin {
-                    *self.hairpin.entry(*ip).or_default() += 1;
+                for ip in new.hairpin() {
+                    *self.hairpin.entry(ip).or_default() += 1;
                 }
             }
         }
@@ -920,23 +1022,22 @@ impl TableState {
                 adds.push((HAIRPIN, Cow::Owned(hairpin_key(ip)), None));
             }
         }
-        // Elements of uncontested maps (endpoint slots) belong to one Service port.
+        // Endpoint slots belong to one Service port: what changed between its old and
+        // new slots.
         for (_, old, new) in &pairs {
             let o = old.as_ref().unwrap_or(&blank);
             let n = new.as_ref().unwrap_or(&blank);
-            for e in o.elements.difference(&n.elements) {
-                if !CONTESTED.contains(&e.map) {
-                    deletes.push((e.map, Cow::Borrowed(e.key.as_str()), None));
-                }
+            let old_slots: HashSet<_> = o.slots.iter().flat_map(SlotChain::slots).collect();
+            let new_slots: HashSet<_> = n.slots.iter().flat_map(SlotChain::slots).collect();
+            for (map, slot, _) in old_slots.difference(&new_slots) {
+                deletes.push((map, Cow::Owned(slot.to_string()), None));
             }
-            for e in n.elements.difference(&o.elements) {
-                if !CONTESTED.contains(&e.map) {
-                    adds.push((
-                        e.map,
-                        Cow::Borrowed(e.key.as_str()),
-                        Some(Cow::Borrowed(e.value.as_str())),
-                    ));
-                }
+            for (map, slot, (ip, port)) in new_slots.difference(&old_slots) {
+                adds.push((
+                    map,
+                    Cow::Owned(slot.to_string()),
+                    Some(Cow::Owned(format!("{ip} . {port}"))),
+                ));
             }
         }
         // Deterministic output.
@@ -967,7 +1068,7 @@ impl TableState {
             for chain in o.chains.keys() {
                 let _ = writeln!(t, "flush chain {tbl} {chain}");
             }
-            for (set, decl) in &o.sets {
+            for (set, decl) in o.sets.iter() {
                 if n.sets.get(set).is_some_and(|d| d != decl) {
                     let _ = writeln!(t, "delete set {tbl} {set}");
                 }
@@ -976,16 +1077,16 @@ impl TableState {
         // 2. New sets, and new or changed chains.
         for (_, o, n) in &pairs {
             let (o, n) = (o.as_ref().unwrap_or(&blank), n.as_ref().unwrap_or(&blank));
-            for (set, decl) in &n.sets {
+            for (set, decl) in n.sets.iter() {
                 if o.sets.get(set) != Some(decl) {
                     let _ = writeln!(t, "add set {tbl} {set} {{ {decl} }}");
                 }
             }
         }
-        let mut writes: Vec<(&String, &Vec<String>, bool)> = Vec::new();
+        let mut writes: Vec<(&str, &str, bool)> = Vec::new();
         for ((_, o, n), recreate) in pairs.iter().zip(&recreate) {
             let (o, n) = (o.as_ref().unwrap_or(&blank), n.as_ref().unwrap_or(&blank));
-            for (chain, rules) in &n.chains {
+            for (chain, rules) in n.chains.iter() {
                 match o.chains.get(chain) {
                     Some(old_rules) if old_rules == rules && !recreate => {}
                     existing => writes.push((chain, rules, existing.is_some())),
@@ -1001,13 +1102,13 @@ impl TableState {
         // every bound rule; the map shards keep both small).
         write_elements(&mut t, tbl, "add", &as_refs(&adds));
         // 4. Chains and sets no longer needed: flushed first so none references another.
-        let gone: Vec<&String> = pairs
+        let gone: Vec<&str> = pairs
             .iter()
             .flat_map(|(_, o, n)| {
                 let n = n.as_ref().unwrap_or(&blank);
                 o.iter()
                     .flat_map(|o| o.chains.keys())
-                    .filter(|c| !n.chains.contains_key(*c))
+                    .filter(|c| !n.chains.contains_key(c))
                     .collect::<Vec<_>>()
             })
             .collect();
@@ -1171,7 +1272,7 @@ impl<N: Nft> Proxier<N> {
             let old = applied.state.rules.get(&name);
             let Some(port) = services.get(&name) else {
                 if let Some(old) = old {
-                    released.extend(old.chains.keys().cloned());
+                    released.extend(old.chains.keys().map(str::to_owned));
                     changes.push((name, None));
                 }
                 continue;
@@ -1182,8 +1283,8 @@ impl<N: Nft> Proxier<N> {
                 released.extend(
                     old.chains
                         .keys()
-                        .filter(|c| !rules.chains.contains_key(*c))
-                        .cloned(),
+                        .filter(|c| !rules.chains.contains_key(c))
+                        .map(str::to_owned),
                 );
             }
             changes.push((name, Some(rules)));
@@ -1305,7 +1406,9 @@ mod tests {
             &t,
             "add rule ip kube-proxy services ip daddr . meta l4proto . th dport vmap @service-ips",
         );
-        has(&t, "add rule ip kube-proxy service-ns/web/tcp/http ip daddr 10.96.0.10 meta l4proto tcp th dport 80 ip saddr != @cluster-cidrs jump mark-for-masquerade");
+        // Off-cluster sources of a ClusterIP are masqueraded by one rule and a set.
+        has(&t, "add rule ip kube-proxy services ip daddr . meta l4proto . th dport @cluster-ips ip saddr != @cluster-cidrs jump mark-for-masquerade");
+        has(&t, "add element ip kube-proxy cluster-ips { 10.96.0.10 . tcp . 80 }");
         let map = endpoint_map(Protocol::Tcp, Slots::shard_of("service-ns/web/tcp/http"));
         has(&t, &format!("add rule ip kube-proxy service-ns/web/tcp/http meta l4proto tcp dnat ip addr . port to numgen random mod 2 offset 0 map @{map}"));
         has(&t, &format!("add element ip kube-proxy {map} {{ 0 : 10.244.1.1 . 8080, 1 : 10.244.1.2 . 8080 }}"));
@@ -1584,7 +1687,8 @@ mod tests {
         );
         has(&t, "add rule ip6 kube-proxy services ip6 daddr . meta l4proto . th dport vmap @service-ips");
         has(&t, "add rule ip6 kube-proxy services fib daddr type local ip6 daddr != ::1 meta l4proto . th dport vmap @service-nodeports");
-        has(&t, "add rule ip6 kube-proxy service-ns/web/tcp/ ip6 daddr fd00:96::1 meta l4proto tcp th dport 80 ip6 saddr != @cluster-cidrs jump mark-for-masquerade");
+        has(&t, "add rule ip6 kube-proxy services ip6 daddr . meta l4proto . th dport @cluster-ips ip6 saddr != @cluster-cidrs jump mark-for-masquerade");
+        has(&t, "add element ip6 kube-proxy cluster-ips { fd00:96::1 . tcp . 80 }");
         has(
             &t,
             "add element ip6 kube-proxy cluster-cidrs { fd00:244::/48 }",

@@ -35,9 +35,9 @@ pub struct Model {
 /// The first Service port name of a Service in the model's order.
 fn first_port(key: &ServiceKey) -> ServicePortName {
     ServicePortName {
-        namespace: key.0.clone(),
-        name: key.1.clone(),
-        port: String::new(),
+        namespace: key.0.as_str().into(),
+        name: key.1.as_str().into(),
+        port: "".into(),
         protocol: Protocol::Tcp,
     }
 }
@@ -48,7 +48,7 @@ pub fn ports_of<'a, V>(
     key: &'a ServiceKey,
 ) -> impl Iterator<Item = (&'a ServicePortName, &'a V)> + 'a {
     map.range(first_port(key)..)
-        .take_while(move |(k, _)| k.namespace == key.0 && k.name == key.1)
+        .take_while(move |(k, _)| *k.namespace == *key.0 && *k.name == *key.1)
 }
 
 struct SliceEntry {
