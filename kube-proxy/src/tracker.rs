@@ -4,7 +4,7 @@
 //! memory stays small at 10,000 Services) and mark their Service dirty; a sync folds
 //! only the dirty Services into the per-family model the proxier reads.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::Service;
@@ -51,10 +51,13 @@ pub fn ports_of<'a, V>(
         .take_while(move |(k, _)| *k.namespace == *key.0 && *k.name == *key.1)
 }
 
+/// Per family: a slice's endpoints per Service port, sorted by port (a slice names one
+/// or two ports: a boxed slice, not a tree map's node, at 10,000 slices).
+type SlicePorts = [Box<[(ServicePortName, Box<[Endpoint]>)]>; 2];
+
 struct SliceEntry {
     service: ServiceKey,
-    /// Per family: this slice's endpoints per Service port.
-    ports: [BTreeMap<ServicePortName, Vec<Endpoint>>; 2],
+    ports: SlicePorts,
 }
 
 /// The cache the watch events feed.
@@ -63,7 +66,8 @@ pub struct Tracker {
     services: HashMap<ServiceKey, [Vec<(ServicePortName, ServicePort)>; 2]>,
     /// (namespace, slice name) → what it holds.
     slices: HashMap<(String, String), SliceEntry>,
-    slices_of: HashMap<ServiceKey, BTreeSet<String>>,
+    /// A Service's slice names (one or two as a rule).
+    slices_of: HashMap<ServiceKey, Vec<String>>,
     dirty: HashSet<ServiceKey>,
     /// Keys seen during a re-list, per kind; None outside one.
     relist_services: Option<HashSet<ServiceKey>>,
@@ -167,18 +171,22 @@ impl Tracker {
             }
         }
         let service = (key.0.clone(), service.clone());
-        let ports =
-            FAMILIES.map(|f| endpoints_by_service_port(std::iter::once(slice), &self.hostname, f));
+        let ports: SlicePorts = FAMILIES.map(|f| {
+            endpoints_by_service_port(std::iter::once(slice), &self.hostname, f)
+                .into_iter()
+                .map(|(name, eps)| (name, eps.into_boxed_slice()))
+                .collect()
+        });
         if let Some(old) = self.slices.get(&key) {
             if old.service == service && old.ports == ports {
                 return;
             }
         }
         self.remove_slice(&key);
-        self.slices_of
-            .entry(service.clone())
-            .or_default()
-            .insert(key.1.clone());
+        let names = self.slices_of.entry(service.clone()).or_default();
+        if !names.contains(&key.1) {
+            names.push(key.1.clone());
+        }
         self.dirty.insert(service.clone());
         self.slices.insert(key, SliceEntry { service, ports });
     }
@@ -190,7 +198,7 @@ impl Tracker {
     fn remove_slice(&mut self, key: &(String, String)) {
         if let Some(old) = self.slices.remove(key) {
             if let Some(names) = self.slices_of.get_mut(&old.service) {
-                names.remove(&key.1);
+                names.retain(|n| *n != key.1);
                 if names.is_empty() {
                     self.slices_of.remove(&old.service);
                 }
