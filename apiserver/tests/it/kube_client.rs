@@ -431,6 +431,47 @@ async fn services_get_unique_ips_and_node_ports_across_restarts() {
     d.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].node_port = Some(b_port);
     let d = svcs.create(&PostParams::default(), &d).await.unwrap();
     assert_eq!(np(&d), b_port);
+
+    // A LoadBalancer Service with externalTrafficPolicy Local gets a health-check node
+    // port from the node-port range, kept across updates that leave it out and freed
+    // when the policy goes back to Cluster.
+    let hc = |s: &Service| s.spec.as_ref().unwrap().health_check_node_port;
+    let mut lb = mk("lb", "LoadBalancer");
+    lb.spec.as_mut().unwrap().external_traffic_policy = Some("Local".into());
+    let lb = svcs.create(&PostParams::default(), &lb).await.unwrap();
+    let lb_hc = hc(&lb).expect("a healthCheckNodePort");
+    assert!((30000..=32767).contains(&lb_hc));
+    assert_ne!(lb_hc, np(&lb));
+    let relabelled = svcs
+        .patch(
+            "lb",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": { "labels": { "x": "y" } } })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(hc(&relabelled), Some(lb_hc));
+    let cluster = svcs
+        .patch(
+            "lb",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "externalTrafficPolicy": "Cluster" } })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(hc(&cluster), None);
+    let mut e = mk("e", "NodePort");
+    e.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].node_port = Some(lb_hc);
+    let e = svcs.create(&PostParams::default(), &e).await.unwrap();
+    assert_eq!(np(&e), lb_hc, "the freed health-check port is reusable");
+    // Only LoadBalancer + Local may carry one.
+    let mut f = mk("f", "NodePort");
+    f.spec.as_mut().unwrap().health_check_node_port = Some(31999);
+    let err = svcs.create(&PostParams::default(), &f).await.unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 422),
+        "{err:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

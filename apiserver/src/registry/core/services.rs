@@ -31,6 +31,20 @@ fn wants_node_ports(svc: &Value) -> bool {
     matches!(svc_type(svc), "NodePort" | "LoadBalancer")
 }
 
+/// A LoadBalancer Service with `externalTrafficPolicy: Local` gets a health-check node
+/// port (upstream's `needsHCNodePort`), served by kube-proxy on every node.
+fn wants_health_check_port(svc: &Value) -> bool {
+    svc_type(svc) == "LoadBalancer"
+        && svc.pointer("/spec/externalTrafficPolicy").and_then(Value::as_str) == Some("Local")
+}
+
+fn health_check_port(svc: &Value) -> u16 {
+    svc.pointer("/spec/healthCheckNodePort")
+        .and_then(Value::as_u64)
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or(0)
+}
+
 fn held(svc: &Value) -> Held {
     let mut h = Held::default();
     let ips = svc
@@ -56,6 +70,10 @@ fn held(svc: &Value) -> Held {
             .filter(|p| *p > 0)
             .map(|p| p as u16)
             .collect();
+    }
+    let hc = health_check_port(svc);
+    if hc != 0 && !h.ports.contains(&hc) {
+        h.ports.push(hc);
     }
     h
 }
@@ -240,6 +258,34 @@ fn fill(
             }
         }
     }
+
+    let hc = health_check_port(svc);
+    if !wants_health_check_port(svc) {
+        if hc != 0 {
+            return Err(ApiError::invalid_field(
+                info,
+                name,
+                "spec.healthCheckNodePort",
+                &json!(hc),
+                "may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'",
+            ));
+        }
+    } else if hc == 0 {
+        let p = alloc.ports.allocate_next().map_err(|e| {
+            ApiError::internal(format!("failed to allocate a healthCheckNodePort: {e}"))
+        })?;
+        pending.new.ports.push(p);
+        svc["spec"]["healthCheckNodePort"] = json!(p);
+    } else if !before.ports.contains(&hc) || pending.new.ports.contains(&hc) {
+        alloc.ports.allocate(hc).map_err(|e| {
+            let detail = match e {
+                AllocError::PortAllocated => "provided port is already allocated".to_string(),
+                other => other.to_string(),
+            };
+            ApiError::invalid_field(info, name, "spec.healthCheckNodePort", &json!(hc), &detail)
+        })?;
+        pending.new.ports.push(hc);
+    }
     Ok(())
 }
 
@@ -297,6 +343,22 @@ pub fn keep_allocated_values(new: &mut Value, old: &Value) {
                     }
                 }
             }
+        }
+    }
+    // The health-check port follows the policy: kept while it is still needed and the
+    // client left it out, dropped (and so released) once it is not, unless the client
+    // set it (then validation refuses it).
+    if wants_health_check_port(new) && wants_health_check_port(old) && health_check_port(new) == 0
+    {
+        if let Some(hc) = old.pointer("/spec/healthCheckNodePort") {
+            new["spec"]["healthCheckNodePort"] = hc.clone();
+        }
+    } else if !wants_health_check_port(new)
+        && wants_health_check_port(old)
+        && new.pointer("/spec/healthCheckNodePort") == old.pointer("/spec/healthCheckNodePort")
+    {
+        if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
+            spec.remove("healthCheckNodePort");
         }
     }
     if wants_node_ports(new) && wants_node_ports(old) {
