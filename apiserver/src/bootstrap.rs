@@ -1,4 +1,5 @@
-//! What exists from the first start: the system namespaces, the system PriorityClasses,
+//! What exists from the first start: the default RBAC roles and bindings
+//! ([`crate::authz::bootstrap_policy`]), the system namespaces, the system PriorityClasses,
 //! and the `kubernetes` Service in `default` with Endpoints and an EndpointSlice pointing
 //! at this apiserver. Service allocations are rebuilt from storage before the first request.
 
@@ -106,6 +107,19 @@ pub async fn run(api: &Arc<Apiserver>) -> ApiResult<()> {
         );
         api.allocators_rebuilt
             .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    // Upstream's "rbac/bootstrap-roles": the default roles and bindings, when missing.
+    let cluster_roles = resources::find("rbac.authorization.k8s.io", "v1", "clusterroles")
+        .ok_or_else(|| ApiError::internal("clusterroles not registered"))?;
+    let cluster_role_bindings =
+        resources::find("rbac.authorization.k8s.io", "v1", "clusterrolebindings")
+            .ok_or_else(|| ApiError::internal("clusterrolebindings not registered"))?;
+    for role in crate::authz::bootstrap_policy::cluster_roles() {
+        ensure(api, &req(cluster_roles, None, None), role).await?;
+    }
+    for binding in crate::authz::bootstrap_policy::cluster_role_bindings() {
+        ensure(api, &req(cluster_role_bindings, None, None), binding).await?;
     }
 
     let ns_info = info("", "namespaces")?;

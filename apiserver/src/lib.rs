@@ -1,6 +1,7 @@
 //! kube-apiserver: the Kubernetes REST API over etcd.
 //!
-//! A request flows TLS → authentication → authorization (AlwaysAllow) → in-flight limits →
+//! A request flows TLS → authentication → impersonation → authorization ([`authz`]:
+//! AlwaysAllow, AlwaysDeny, Node, RBAC) → in-flight limits →
 //! routing ([`request`]) → the generic REST handlers ([`rest`], [`watch`]) with each
 //! resource's strategy ([`registry`]) → the [`store`] crate. Reads at `resourceVersion=0`
 //! and every watch are served by one [`watch_cache`] per resource. The connect
@@ -10,10 +11,12 @@
 
 mod admission;
 mod authn;
+pub mod authz;
 mod bootstrap;
 mod codec;
 mod discovery;
 mod filter;
+mod impersonation;
 mod ipalloc;
 pub mod kubelet_client;
 mod metrics;
@@ -63,6 +66,8 @@ pub struct Config {
     pub tls: TlsConfig,
     pub token_auth_file: Option<PathBuf>,
     pub anonymous_auth: bool,
+    /// `--authorization-mode`, in order.
+    pub authorization_modes: Vec<authz::Mode>,
     pub service_cluster_ip_range: IpNet,
     pub service_node_port_range: (u16, u16),
     pub max_requests_inflight: usize,
@@ -106,6 +111,7 @@ pub(crate) struct Apiserver {
     pub services: Mutex<registry::core::services::ServiceAllocators>,
     pub metrics: metrics::Metrics,
     pub authn: authn::Authenticator,
+    pub authz: authz::Chain,
     pub readonly_inflight: Semaphore,
     pub mutating_inflight: Semaphore,
     pub advertise: SocketAddr,
@@ -227,7 +233,12 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         caches.insert((info.group, info.plural), WatchCache::new(info, gauge));
     }
     let (node_base, node_max) = config.service_node_port_range;
+    let authz = authz::Chain::new(
+        &config.authorization_modes,
+        &authz::rbac::Sources::from_caches(&caches),
+    );
     let api = Arc::new(Apiserver {
+        authz,
         services: Mutex::new(registry::core::services::ServiceAllocators {
             ips,
             ports: ipalloc::PortAllocator::new(node_base, node_max),
@@ -256,6 +267,10 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
             span,
         ));
     }
+    tokio::spawn(tracing::Instrument::instrument(
+        authz::aggregation::run(api.clone(), shutdown.clone()),
+        tracing::info_span!("clusterrole_aggregation"),
+    ));
     if !api.config.etcd_compaction_interval.is_zero() {
         let span = tracing::info_span!("compactor");
         tokio::spawn(tracing::Instrument::instrument(

@@ -282,6 +282,11 @@ async fn route(
         }
         Authenticated::Rejected => return Err(ApiError::unauthorized()),
     };
+    let user = crate::impersonation::impersonate(&api.authz, req.headers(), user)?;
+    if !api.authz.allows_everything() {
+        let attributes = crate::authz::Attributes::of_request(&user, req.method(), path, raw_query);
+        api.authz.check(&attributes)?;
+    }
 
     match path {
         "/metrics" => {
@@ -717,6 +722,7 @@ async fn serve_resource(
                 decoded.value,
                 user,
                 &api.authn,
+                &api.authz,
             )?;
             respond(info, output, &q, 201, &answer, &[])
         }

@@ -7,5 +7,6 @@ mod fake_kubelet;
 mod kube_client;
 mod kubectl;
 mod priority;
+mod rbac;
 mod serviceaccount_token;
 mod systemd;

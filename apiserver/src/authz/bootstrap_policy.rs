@@ -1,0 +1,568 @@
+//! The default roles and bindings (upstream `plugin/pkg/auth/authorizer/rbac/
+//! bootstrappolicy`), created at start when missing, each labelled
+//! `kubernetes.io/bootstrapping: rbac-defaults` and annotated
+//! `rbac.authorization.kubernetes.io/autoupdate: "true"`.
+//!
+//! pikube's kube-controller-manager runs every controller with its own credentials
+//! (upstream's `--use-service-account-credentials=false`), and its garbage collector and
+//! namespace controller act on every resource, so `system:kube-controller-manager` carries
+//! upstream's rules plus one broad rule: every object verb on every resource (not the
+//! privilege verbs `bind`, `escalate`, `impersonate`, nor non-resource URLs).
+
+use k8s_openapi::api::rbac::v1::PolicyRule;
+use serde_json::{json, Value};
+
+const READ: &[&str] = &["get", "list", "watch"];
+const WRITE: &[&str] = &["create", "update", "patch", "delete", "deletecollection"];
+const READ_WRITE: &[&str] = &[
+    "get",
+    "list",
+    "watch",
+    "create",
+    "update",
+    "patch",
+    "delete",
+    "deletecollection",
+];
+
+const LEGACY: &str = "";
+const APPS: &str = "apps";
+const AUTHENTICATION: &str = "authentication.k8s.io";
+const AUTHORIZATION: &str = "authorization.k8s.io";
+const AUTOSCALING: &str = "autoscaling";
+const BATCH: &str = "batch";
+const CERTIFICATES: &str = "certificates.k8s.io";
+const COORDINATION: &str = "coordination.k8s.io";
+const DISCOVERY: &str = "discovery.k8s.io";
+const EVENTS: &str = "events.k8s.io";
+const EXTENSIONS: &str = "extensions";
+const NETWORKING: &str = "networking.k8s.io";
+const POLICY: &str = "policy";
+const RBAC: &str = "rbac.authorization.k8s.io";
+const STORAGE: &str = "storage.k8s.io";
+
+const AGGREGATE_TO_ADMIN: &str = "rbac.authorization.k8s.io/aggregate-to-admin";
+const AGGREGATE_TO_EDIT: &str = "rbac.authorization.k8s.io/aggregate-to-edit";
+const AGGREGATE_TO_VIEW: &str = "rbac.authorization.k8s.io/aggregate-to-view";
+
+/// A resource rule.
+fn rule(verbs: &[&str], groups: &[&str], resources: &[&str]) -> Value {
+    json!({ "verbs": verbs, "apiGroups": groups, "resources": resources })
+}
+
+/// A resource rule limited to named objects.
+fn named(verbs: &[&str], groups: &[&str], resources: &[&str], names: &[&str]) -> Value {
+    json!({ "verbs": verbs, "apiGroups": groups, "resources": resources, "resourceNames": names })
+}
+
+/// A non-resource rule.
+fn urls(verbs: &[&str], urls: &[&str]) -> Value {
+    json!({ "verbs": verbs, "nonResourceURLs": urls })
+}
+
+/// Upstream's `eventsRule`.
+fn events_rule() -> Value {
+    rule(
+        &["create", "update", "patch"],
+        &[LEGACY, EVENTS],
+        &["events"],
+    )
+}
+
+fn metadata(name: &str, labels: &[(&str, &str)]) -> Value {
+    let mut l = serde_json::Map::new();
+    l.insert("kubernetes.io/bootstrapping".into(), json!("rbac-defaults"));
+    for (k, v) in labels {
+        l.insert((*k).into(), json!(v));
+    }
+    json!({
+        "name": name,
+        "labels": l,
+        "annotations": { "rbac.authorization.kubernetes.io/autoupdate": "true" },
+    })
+}
+
+fn cluster_role(name: &str, labels: &[(&str, &str)], rules: Vec<Value>) -> Value {
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": metadata(name, labels),
+        "rules": rules,
+    })
+}
+
+fn aggregated(name: &str, labels: &[(&str, &str)], selector_label: &str) -> Value {
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": metadata(name, labels),
+        "aggregationRule": { "clusterRoleSelectors": [{ "matchLabels": { selector_label: "true" } }] },
+        "rules": [],
+    })
+}
+
+/// A ClusterRoleBinding named after its ClusterRole, as upstream's `NewClusterBinding`.
+fn binding(role: &str, subjects: &[(&str, &str)]) -> Value {
+    let subjects: Vec<Value> = subjects
+        .iter()
+        .map(|(kind, name)| json!({ "kind": kind, "apiGroup": RBAC, "name": name }))
+        .collect();
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": metadata(role, &[]),
+        "roleRef": { "apiGroup": RBAC, "kind": "ClusterRole", "name": role },
+        "subjects": subjects,
+    })
+}
+
+fn node_rule_values() -> Vec<Value> {
+    vec![
+        // Needed to check API access; these creates are non-mutating.
+        rule(&["create"], &[AUTHENTICATION], &["tokenreviews"]),
+        rule(
+            &["create"],
+            &[AUTHORIZATION],
+            &["subjectaccessreviews", "localsubjectaccessreviews"],
+        ),
+        // Services for the pods' environment variables.
+        rule(READ, &[LEGACY], &["services"]),
+        // Register the Node and report its status (the Node authorizer keeps a node to
+        // its own object).
+        rule(&["create", "get", "list", "watch"], &[LEGACY], &["nodes"]),
+        rule(&["update", "patch"], &[LEGACY], &["nodes/status"]),
+        rule(&["update", "patch"], &[LEGACY], &["nodes"]),
+        rule(&["create", "update", "patch"], &[LEGACY], &["events"]),
+        rule(READ, &[LEGACY], &["pods"]),
+        // Mirror pods, pod status and evictions of the pods bound to the node.
+        rule(&["create", "delete"], &[LEGACY], &["pods"]),
+        rule(&["update", "patch"], &[LEGACY], &["pods/status"]),
+        rule(&["create"], &[LEGACY], &["pods/eviction"]),
+        // Secrets and ConfigMaps its pods reference (narrowed by the Node authorizer).
+        rule(READ, &[LEGACY], &["secrets", "configmaps"]),
+        rule(
+            &["get"],
+            &[LEGACY],
+            &["persistentvolumeclaims", "persistentvolumes"],
+        ),
+        rule(&["get"], &[LEGACY], &["endpoints"]),
+        rule(
+            &["create", "get", "list", "watch"],
+            &[CERTIFICATES],
+            &["certificatesigningrequests"],
+        ),
+        rule(
+            &["get", "create", "update", "patch", "delete"],
+            &[COORDINATION],
+            &["leases"],
+        ),
+        rule(&["get"], &[STORAGE], &["volumeattachments"]),
+        rule(
+            &["get", "update", "patch"],
+            &[LEGACY],
+            &["persistentvolumeclaims/status"],
+        ),
+        rule(&["create"], &[LEGACY], &["serviceaccounts/token"]),
+        rule(&["get", "watch", "list"], &[STORAGE], &["csidrivers"]),
+        rule(
+            &["get", "create", "update", "patch", "delete"],
+            &[STORAGE],
+            &["csinodes"],
+        ),
+        rule(READ, &["node.k8s.io"], &["runtimeclasses"]),
+    ]
+}
+
+/// Upstream's `NodeRules`: what `system:node` grants and the Node authorizer narrows.
+pub fn node_rules() -> Vec<PolicyRule> {
+    node_rule_values()
+        .into_iter()
+        .filter_map(|v| serde_json::from_value(v).ok())
+        .collect()
+}
+
+/// The default ClusterRoles.
+pub fn cluster_roles() -> Vec<Value> {
+    vec![
+        cluster_role(
+            "cluster-admin",
+            &[],
+            vec![rule(&["*"], &["*"], &["*"]), urls(&["*"], &["*"])],
+        ),
+        cluster_role(
+            "system:discovery",
+            &[],
+            vec![urls(
+                &["get"],
+                &[
+                    "/livez",
+                    "/readyz",
+                    "/healthz",
+                    "/version",
+                    "/version/",
+                    "/openapi",
+                    "/openapi/*",
+                    "/api",
+                    "/api/*",
+                    "/apis",
+                    "/apis/*",
+                ],
+            )],
+        ),
+        cluster_role(
+            "system:monitoring",
+            &[],
+            vec![urls(
+                &["get"],
+                &[
+                    "/metrics",
+                    "/metrics/slis",
+                    "/livez",
+                    "/readyz",
+                    "/healthz",
+                    "/livez/*",
+                    "/readyz/*",
+                    "/healthz/*",
+                ],
+            )],
+        ),
+        cluster_role(
+            "system:basic-user",
+            &[],
+            vec![
+                rule(
+                    &["create"],
+                    &[AUTHORIZATION],
+                    &["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
+                ),
+                rule(&["create"], &[AUTHENTICATION], &["selfsubjectreviews"]),
+            ],
+        ),
+        cluster_role(
+            "system:public-info-viewer",
+            &[],
+            vec![urls(
+                &["get"],
+                &["/livez", "/readyz", "/healthz", "/version", "/version/"],
+            )],
+        ),
+        aggregated("admin", &[], AGGREGATE_TO_ADMIN),
+        aggregated("edit", &[(AGGREGATE_TO_ADMIN, "true")], AGGREGATE_TO_EDIT),
+        aggregated("view", &[(AGGREGATE_TO_EDIT, "true")], AGGREGATE_TO_VIEW),
+        cluster_role(
+            "system:aggregate-to-admin",
+            &[(AGGREGATE_TO_ADMIN, "true")],
+            vec![
+                rule(
+                    &["create"],
+                    &[AUTHORIZATION],
+                    &["localsubjectaccessreviews"],
+                ),
+                rule(READ_WRITE, &[RBAC], &["roles", "rolebindings"]),
+            ],
+        ),
+        cluster_role(
+            "system:aggregate-to-edit",
+            &[(AGGREGATE_TO_EDIT, "true")],
+            vec![
+                rule(
+                    READ,
+                    &[LEGACY],
+                    &[
+                        "pods/attach",
+                        "pods/proxy",
+                        "pods/exec",
+                        "pods/portforward",
+                        "secrets",
+                        "services/proxy",
+                    ],
+                ),
+                rule(&["impersonate"], &[LEGACY], &["serviceaccounts"]),
+                rule(
+                    WRITE,
+                    &[LEGACY],
+                    &[
+                        "pods",
+                        "pods/attach",
+                        "pods/proxy",
+                        "pods/exec",
+                        "pods/portforward",
+                    ],
+                ),
+                rule(&["create"], &[LEGACY], &["pods/eviction"]),
+                rule(
+                    WRITE,
+                    &[LEGACY],
+                    &[
+                        "replicationcontrollers",
+                        "replicationcontrollers/scale",
+                        "serviceaccounts",
+                        "services",
+                        "services/proxy",
+                        "persistentvolumeclaims",
+                        "configmaps",
+                        "secrets",
+                        "events",
+                    ],
+                ),
+                rule(&["create"], &[LEGACY], &["serviceaccounts/token"]),
+                rule(
+                    WRITE,
+                    &[APPS],
+                    &[
+                        "statefulsets",
+                        "statefulsets/scale",
+                        "daemonsets",
+                        "deployments",
+                        "deployments/scale",
+                        "deployments/rollback",
+                        "replicasets",
+                        "replicasets/scale",
+                    ],
+                ),
+                rule(WRITE, &[AUTOSCALING], &["horizontalpodautoscalers"]),
+                rule(WRITE, &[BATCH], &["jobs", "cronjobs"]),
+                rule(
+                    WRITE,
+                    &[EXTENSIONS],
+                    &[
+                        "daemonsets",
+                        "deployments",
+                        "deployments/scale",
+                        "deployments/rollback",
+                        "ingresses",
+                        "replicasets",
+                        "replicasets/scale",
+                        "replicationcontrollers/scale",
+                        "networkpolicies",
+                    ],
+                ),
+                rule(WRITE, &[POLICY], &["poddisruptionbudgets"]),
+                rule(WRITE, &[NETWORKING], &["networkpolicies", "ingresses"]),
+            ],
+        ),
+        cluster_role(
+            "system:aggregate-to-view",
+            &[(AGGREGATE_TO_VIEW, "true")],
+            vec![
+                rule(
+                    READ,
+                    &[LEGACY],
+                    &[
+                        "pods",
+                        "replicationcontrollers",
+                        "replicationcontrollers/scale",
+                        "serviceaccounts",
+                        "services",
+                        "services/status",
+                        "endpoints",
+                        "persistentvolumeclaims",
+                        "persistentvolumeclaims/status",
+                        "configmaps",
+                    ],
+                ),
+                rule(
+                    READ,
+                    &[LEGACY],
+                    &[
+                        "limitranges",
+                        "resourcequotas",
+                        "bindings",
+                        "events",
+                        "pods/status",
+                        "resourcequotas/status",
+                        "namespaces/status",
+                        "replicationcontrollers/status",
+                        "pods/log",
+                    ],
+                ),
+                rule(READ, &[LEGACY], &["namespaces"]),
+                rule(READ, &[DISCOVERY], &["endpointslices"]),
+                rule(
+                    READ,
+                    &[APPS],
+                    &[
+                        "controllerrevisions",
+                        "statefulsets",
+                        "statefulsets/status",
+                        "statefulsets/scale",
+                        "daemonsets",
+                        "daemonsets/status",
+                        "deployments",
+                        "deployments/status",
+                        "deployments/scale",
+                        "replicasets",
+                        "replicasets/status",
+                        "replicasets/scale",
+                    ],
+                ),
+                rule(
+                    READ,
+                    &[AUTOSCALING],
+                    &[
+                        "horizontalpodautoscalers",
+                        "horizontalpodautoscalers/status",
+                    ],
+                ),
+                rule(
+                    READ,
+                    &[BATCH],
+                    &["jobs", "cronjobs", "cronjobs/status", "jobs/status"],
+                ),
+                rule(
+                    READ,
+                    &[EXTENSIONS],
+                    &[
+                        "daemonsets",
+                        "daemonsets/status",
+                        "deployments",
+                        "deployments/scale",
+                        "deployments/status",
+                        "ingresses",
+                        "ingresses/status",
+                        "replicasets",
+                        "replicasets/scale",
+                        "replicasets/status",
+                        "replicationcontrollers/scale",
+                        "networkpolicies",
+                    ],
+                ),
+                rule(
+                    READ,
+                    &[POLICY],
+                    &["poddisruptionbudgets", "poddisruptionbudgets/status"],
+                ),
+                rule(
+                    READ,
+                    &[NETWORKING],
+                    &["networkpolicies", "ingresses", "ingresses/status"],
+                ),
+            ],
+        ),
+        cluster_role("system:node", &[], node_rule_values()),
+        cluster_role(
+            "system:node-proxier",
+            &[],
+            vec![
+                rule(&["list", "watch"], &[LEGACY], &["services", "endpoints"]),
+                rule(READ, &[LEGACY], &["nodes"]),
+                events_rule(),
+                rule(&["list", "watch"], &[DISCOVERY], &["endpointslices"]),
+            ],
+        ),
+        cluster_role(
+            "system:kube-scheduler",
+            &[],
+            vec![
+                events_rule(),
+                // Leader election.
+                rule(&["create"], &[COORDINATION], &["leases"]),
+                named(
+                    &["get", "update"],
+                    &[COORDINATION],
+                    &["leases"],
+                    &["kube-scheduler"],
+                ),
+                // Fundamental resources.
+                rule(READ, &[LEGACY], &["nodes"]),
+                rule(&["get", "list", "watch", "delete"], &[LEGACY], &["pods"]),
+                rule(&["create"], &[LEGACY], &["pods/binding", "bindings"]),
+                rule(&["patch", "update"], &[LEGACY], &["pods/status"]),
+                // Things that select pods.
+                rule(READ, &[LEGACY], &["services", "replicationcontrollers"]),
+                rule(READ, &[APPS, EXTENSIONS], &["replicasets"]),
+                rule(READ, &[APPS], &["statefulsets"]),
+                // Things that pods use or that apply to them.
+                rule(READ, &[POLICY], &["poddisruptionbudgets"]),
+                rule(
+                    READ,
+                    &[LEGACY],
+                    &["persistentvolumeclaims", "persistentvolumes"],
+                ),
+                rule(&["create"], &[AUTHENTICATION], &["tokenreviews"]),
+                rule(&["create"], &[AUTHORIZATION], &["subjectaccessreviews"]),
+                rule(READ, &[STORAGE], &["csinodes"]),
+                rule(READ, &[LEGACY], &["namespaces"]),
+                rule(READ, &[STORAGE], &["csidrivers"]),
+                rule(READ, &[STORAGE], &["csistoragecapacities"]),
+            ],
+        ),
+        cluster_role(
+            "system:kube-controller-manager",
+            &[],
+            vec![
+                events_rule(),
+                rule(&["create"], &[COORDINATION], &["leases"]),
+                named(
+                    &["get", "update"],
+                    &[COORDINATION],
+                    &["leases"],
+                    &["kube-controller-manager"],
+                ),
+                rule(&["create"], &[LEGACY], &["secrets", "serviceaccounts"]),
+                rule(&["delete"], &[LEGACY], &["secrets"]),
+                rule(
+                    &["get"],
+                    &[LEGACY],
+                    &["namespaces", "secrets", "serviceaccounts", "configmaps"],
+                ),
+                rule(&["update"], &[LEGACY], &["secrets", "serviceaccounts"]),
+                rule(&["create"], &[AUTHENTICATION], &["tokenreviews"]),
+                rule(&["create"], &[AUTHORIZATION], &["subjectaccessreviews"]),
+                rule(&["list", "watch"], &["*"], &["*"]),
+                rule(&["create"], &[LEGACY], &["serviceaccounts/token"]),
+                // pikube: the controllers run with this identity (see the module docs).
+                rule(READ_WRITE, &["*"], &["*"]),
+            ],
+        ),
+    ]
+}
+
+/// The default ClusterRoleBindings.
+pub fn cluster_role_bindings() -> Vec<Value> {
+    vec![
+        binding("cluster-admin", &[("Group", "system:masters")]),
+        binding("system:monitoring", &[("Group", "system:monitoring")]),
+        binding("system:discovery", &[("Group", "system:authenticated")]),
+        binding("system:basic-user", &[("Group", "system:authenticated")]),
+        binding(
+            "system:public-info-viewer",
+            &[
+                ("Group", "system:authenticated"),
+                ("Group", "system:unauthenticated"),
+            ],
+        ),
+        binding("system:node-proxier", &[("User", "system:kube-proxy")]),
+        binding(
+            "system:kube-controller-manager",
+            &[("User", "system:kube-controller-manager")],
+        ),
+        binding(
+            "system:kube-scheduler",
+            &[("User", "system:kube-scheduler")],
+        ),
+        // Kept without subjects, as upstream: the Node authorizer grants nodes their rights.
+        binding("system:node", &[]),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use api_types::resources;
+    use api_types::validation::validate_create;
+
+    #[test]
+    fn every_default_object_is_valid() {
+        let cr = resources::find("rbac.authorization.k8s.io", "v1", "clusterroles").unwrap();
+        let crb =
+            resources::find("rbac.authorization.k8s.io", "v1", "clusterrolebindings").unwrap();
+        for r in cluster_roles() {
+            assert_eq!(validate_create(cr, &r), vec![], "{r}");
+        }
+        for b in cluster_role_bindings() {
+            assert_eq!(validate_create(crb, &b), vec![], "{b}");
+        }
+        assert_eq!(node_rules().len(), node_rule_values().len());
+    }
+}
