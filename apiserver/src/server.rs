@@ -421,7 +421,9 @@ async fn route(
             }
         }
     };
-    serve_resource(api, req, r, q, &user).await
+    crate::authz::escalation::REQUEST_USER
+        .scope(user.clone(), serve_resource(api, req, r, q, &user))
+        .await
 }
 
 struct InflightPermit<'a> {

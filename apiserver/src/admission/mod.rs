@@ -51,14 +51,15 @@ pub fn admit_update(a: &Attributes<'_>, new: &mut Value, old: &Value) {
     }
 }
 
-/// The validating phase of a create, after the object's own validation: PriorityClass
-/// rules, then ResourceQuota (which charges the quota unless `dry_run`).
+/// The validating phase of a create, after the object's own validation: RBAC escalation
+/// prevention, PriorityClass rules, then ResourceQuota (which charges the quota unless `dry_run`).
 pub async fn validate_create(
     api: &Apiserver,
     a: &Attributes<'_>,
     obj: &Value,
     dry_run: bool,
 ) -> ApiResult<()> {
+    crate::authz::escalation::check(api, a.info, a.namespace, a.name, obj)?;
     if a.is("scheduling.k8s.io", "priorityclasses") {
         priority::validate_priority_class(api, a, obj, false).await?;
     }
@@ -70,6 +71,7 @@ pub async fn validate_create(
 
 /// The validating phase of an update of the main resource, after the object's validation.
 pub async fn validate_update(api: &Apiserver, a: &Attributes<'_>, new: &Value) -> ApiResult<()> {
+    crate::authz::escalation::check(api, a.info, a.namespace, a.name, new)?;
     if a.is("scheduling.k8s.io", "priorityclasses") {
         priority::validate_priority_class(api, a, new, true).await?;
     }
@@ -83,6 +85,8 @@ pub fn reads_cache_of(info: &ResourceInfo) -> bool {
     matches!(
         (info.group, info.plural),
         ("", "namespaces" | "resourcequotas") | ("scheduling.k8s.io", "priorityclasses")
+            // The authorizers read these: a new binding holds for the client's next request.
+            | ("rbac.authorization.k8s.io", _)
     )
 }
 

@@ -7,6 +7,7 @@
 
 pub(crate) mod aggregation;
 pub mod bootstrap_policy;
+pub(crate) mod escalation;
 pub mod node;
 pub mod rbac;
 

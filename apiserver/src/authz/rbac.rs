@@ -266,6 +266,13 @@ impl Index {
         }
     }
 
+    /// The rules of the role a binding refers to, if it exists.
+    pub fn role_rules_of(&self, r: &RoleRef, namespace: &str) -> Option<Vec<PolicyRule>> {
+        self.role_rules(r, namespace)
+            .ok()
+            .map(<[PolicyRule]>::to_vec)
+    }
+
     /// Upstream's `VisitRulesFor`: every rule that applies to the user in `namespace`
     /// (cluster-wide bindings first), with a description of where it came from. `visit`
     /// returns false to stop. Missing roles are reported in `errors`.

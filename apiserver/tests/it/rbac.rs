@@ -608,3 +608,93 @@ async fn node_and_rbac_authorization() {
     );
     let _ = dir;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escalation_is_prevented() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = secured(&dir).await;
+    let admin = api.client().await;
+    // alice administers namespace team (admin aggregates edit, which aggregates view).
+    let roles: Api<ClusterRole> = Api::all(admin.clone());
+    wait_until(
+        Duration::from_secs(20),
+        "admin aggregates edit and view",
+        || {
+            let roles = roles.clone();
+            async move {
+                let rules = roles.get("admin").await.ok()?.rules.unwrap_or_default();
+                rules
+                    .iter()
+                    .any(|r| r.resources.iter().flatten().any(|x| x == "pods/log"))
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    api.kubectl_ok(&["create", "namespace", "team"]);
+    api.kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "alice-admin",
+        "-n",
+        "team",
+        "--clusterrole=admin",
+        "--user=alice",
+    ]);
+    let alice = client_as(&api, Some(ALICE_TOKEN)).await;
+    let bindings: Api<k8s_openapi::api::rbac::v1::RoleBinding> =
+        Api::namespaced(alice.clone(), "team");
+    let binding = |name: &str, role: &str| -> k8s_openapi::api::rbac::v1::RoleBinding {
+        serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"kind": "User", "name": "bob", "apiGroup": "rbac.authorization.k8s.io"}],
+        }))
+        .unwrap()
+    };
+    // She may hand out what she holds...
+    bindings
+        .create(&PostParams::default(), &binding("bob-view", "view"))
+        .await
+        .unwrap();
+    // ... but not cluster-admin, not even in her namespace.
+    let r = bindings
+        .create(
+            &PostParams::default(),
+            &binding("bob-root", "cluster-admin"),
+        )
+        .await;
+    let m = message(r);
+    assert!(
+        m.starts_with(
+            "rolebindings.rbac.authorization.k8s.io \"bob-root\" is forbidden: user \"alice\""
+        ) && m.contains("is attempting to grant RBAC permissions not currently held"),
+        "{m}"
+    );
+    let roles: Api<k8s_openapi::api::rbac::v1::Role> = Api::namespaced(alice.clone(), "team");
+    let role = |name: &str, resource: &str| -> k8s_openapi::api::rbac::v1::Role {
+        serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "rules": [{"apiGroups": [""], "resources": [resource], "verbs": ["get"]}],
+        }))
+        .unwrap()
+    };
+    roles
+        .create(&PostParams::default(), &role("secret-reader", "secrets"))
+        .await
+        .unwrap();
+    let r = roles
+        .create(&PostParams::default(), &role("node-reader", "nodes"))
+        .await;
+    assert!(message(r).contains("{APIGroups:[\"\"], Resources:[\"nodes\"], Verbs:[\"get\"]}"));
+    // The privileged group is not limited.
+    let as_admin: Api<k8s_openapi::api::rbac::v1::RoleBinding> =
+        Api::namespaced(admin.clone(), "team");
+    as_admin
+        .create(
+            &PostParams::default(),
+            &binding("bob-root", "cluster-admin"),
+        )
+        .await
+        .unwrap();
+}
