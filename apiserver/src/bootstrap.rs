@@ -46,6 +46,38 @@ async fn ensure(api: &Apiserver, r: &ResourceRequest, obj: Value) -> ApiResult<(
     }
 }
 
+/// Creates a default RBAC object when missing, else adds what it lacks (when it keeps
+/// upstream's autoupdate annotation).
+async fn ensure_policy(api: &Apiserver, info: &'static ResourceInfo, obj: Value) -> ApiResult<()> {
+    let name = object::name(&obj).unwrap_or("").to_string();
+    let key = object::key(info, None, &name);
+    let Some(kv) = api.store.get(&key).await? else {
+        return ensure(api, &req(info, None, None), obj).await;
+    };
+    let stored = rest::decode_stored(info, &kv)?;
+    let Some(updated) = crate::authz::bootstrap_policy::reconcile(&stored, &obj) else {
+        return Ok(());
+    };
+    tracing::info!(kind = info.kind, %name, "adding missing default permissions");
+    let change = rest::Change::Replace {
+        obj: updated,
+        duplicates: vec![],
+    };
+    match rest::update(
+        api,
+        &req(info, None, Some(&name)),
+        &Query::default(),
+        change,
+    )
+    .await
+    {
+        Ok(_) => Ok(()),
+        // Changed meanwhile: the next start reconciles again.
+        Err(e) if e.code == 409 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Creates or replaces an object the apiserver itself owns, straight in storage: its own
 /// endpoints may be a loopback address, which validation refuses for user objects.
 async fn reconcile(api: &Apiserver, r: &ResourceRequest, mut obj: Value) -> ApiResult<()> {
@@ -116,10 +148,10 @@ pub async fn run(api: &Arc<Apiserver>) -> ApiResult<()> {
         resources::find("rbac.authorization.k8s.io", "v1", "clusterrolebindings")
             .ok_or_else(|| ApiError::internal("clusterrolebindings not registered"))?;
     for role in crate::authz::bootstrap_policy::cluster_roles() {
-        ensure(api, &req(cluster_roles, None, None), role).await?;
+        ensure_policy(api, cluster_roles, role).await?;
     }
     for binding in crate::authz::bootstrap_policy::cluster_role_bindings() {
-        ensure(api, &req(cluster_role_bindings, None, None), binding).await?;
+        ensure_policy(api, cluster_role_bindings, binding).await?;
     }
 
     let ns_info = info("", "namespaces")?;

@@ -546,9 +546,104 @@ pub fn cluster_role_bindings() -> Vec<Value> {
     ]
 }
 
+/// Upstream's reconciliation of a default object at start: when the stored one keeps
+/// `rbac.authorization.kubernetes.io/autoupdate: "true"`, missing rules (or aggregation
+/// selectors), labels, annotations and subjects are added; nothing is taken away. `None`
+/// when nothing is to change.
+pub fn reconcile(stored: &Value, default: &Value) -> Option<Value> {
+    let autoupdate = stored
+        .pointer("/metadata/annotations/rbac.authorization.kubernetes.io~1autoupdate")
+        .and_then(Value::as_str)
+        .unwrap_or("true");
+    if autoupdate != "true" {
+        return None;
+    }
+    let mut updated = stored.clone();
+    let union = |updated: &mut Value, pointer: &str| {
+        let wanted = default
+            .pointer(pointer)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let Some((parent, field)) = pointer.rsplit_once('/') else {
+            return;
+        };
+        let have = updated
+            .pointer(pointer)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let mut merged = have.clone();
+        for w in wanted {
+            if !merged.contains(&w) {
+                merged.push(w);
+            }
+        }
+        if merged != have {
+            let target = if parent.is_empty() {
+                Some(&mut *updated)
+            } else {
+                updated.pointer_mut(parent)
+            };
+            if let Some(Value::Object(map)) = target {
+                map.insert(field.to_string(), Value::Array(merged));
+            }
+        }
+    };
+    if default.get("aggregationRule").is_some() {
+        if updated.get("aggregationRule").is_none_or(Value::is_null) {
+            updated["aggregationRule"] = json!({ "clusterRoleSelectors": [] });
+        }
+        union(&mut updated, "/aggregationRule/clusterRoleSelectors");
+    } else if default.get("rules").is_some() {
+        union(&mut updated, "/rules");
+    }
+    if default.get("subjects").is_some() {
+        union(&mut updated, "/subjects");
+    }
+    for part in ["labels", "annotations"] {
+        if let Some(Value::Object(wanted)) = default.pointer(&format!("/metadata/{part}")) {
+            let meta = crate::object::meta_mut(&mut updated);
+            let entry = meta.entry(part.to_string()).or_insert_with(|| json!({}));
+            if let Value::Object(have) = entry {
+                for (k, v) in wanted {
+                    if !have.contains_key(k) {
+                        have.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+    }
+    (updated != *stored).then_some(updated)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reconcile_adds_what_is_missing_when_autoupdate() {
+        let default = cluster_roles()
+            .into_iter()
+            .find(|r| r["metadata"]["name"] == "system:basic-user")
+            .unwrap();
+        let mut stored = default.clone();
+        stored["rules"] = json!([stored["rules"][0].clone(), {"verbs": ["get"], "apiGroups": [""], "resources": ["extra"]}]);
+        let updated = reconcile(&stored, &default).unwrap();
+        let rules = updated["rules"].as_array().unwrap();
+        assert_eq!(rules.len(), 3, "kept the extra rule, added the missing one");
+        assert!(reconcile(&updated, &default).is_none());
+        stored["metadata"]["annotations"]["rbac.authorization.kubernetes.io/autoupdate"] =
+            json!("false");
+        assert!(reconcile(&stored, &default).is_none());
+        let binding = cluster_role_bindings().remove(0);
+        let mut stored = binding.clone();
+        stored["subjects"] = json!([]);
+        assert_eq!(
+            reconcile(&stored, &binding).unwrap()["subjects"],
+            binding["subjects"]
+        );
+    }
     use api_types::resources;
     use api_types::validation::validate_create;
 

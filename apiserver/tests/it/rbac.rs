@@ -40,7 +40,7 @@ async fn wait_for_view_rules(client: &kube::Client) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rbac_api_through_kubectl() {
-    let api = TestApi::start().await;
+    let mut api = TestApi::start().await;
     let out = api.kubectl_ok(&[
         "api-resources",
         "--api-group=rbac.authorization.k8s.io",
@@ -230,6 +230,31 @@ async fn rbac_api_through_kubectl() {
     assert!(!api
         .kubectl_ok(&["get", "clusterrolebindings"])
         .contains("read-nodes"));
+
+    // A restart puts back default permissions that were taken away (autoupdate), and
+    // leaves alone a default whose autoupdate annotation was turned off.
+    api.kubectl_ok(&[
+        "patch",
+        "clusterrole",
+        "system:basic-user",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/rules/1"}]"#,
+    ]);
+    api.kubectl_ok(&["patch", "clusterrolebinding", "system:discovery", "--type=merge", "-p", r#"{"metadata":{"annotations":{"rbac.authorization.kubernetes.io/autoupdate":"false"}},"subjects":null}"#]);
+    api.restart().await;
+    let out = api.kubectl_ok(&["get", "clusterrole", "system:basic-user", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["rules"].as_array().unwrap().len(), 2, "{v}");
+    let out = api.kubectl_ok(&[
+        "get",
+        "clusterrolebinding",
+        "system:discovery",
+        "-o",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v.get("subjects").is_none_or(|s| s.is_null()), "{v}");
 }
 
 /// Users of the token file in [`secured`].
