@@ -59,7 +59,7 @@ pub async fn validate_create(
     obj: &Value,
     dry_run: bool,
 ) -> ApiResult<()> {
-    crate::authz::escalation::check(api, a.info, a.namespace, a.name, obj)?;
+    crate::authz::escalation::check(api, a.info, a.namespace, a.name, obj, None)?;
     if a.is("scheduling.k8s.io", "priorityclasses") {
         priority::validate_priority_class(api, a, obj, false).await?;
     }
@@ -70,8 +70,13 @@ pub async fn validate_create(
 }
 
 /// The validating phase of an update of the main resource, after the object's validation.
-pub async fn validate_update(api: &Apiserver, a: &Attributes<'_>, new: &Value) -> ApiResult<()> {
-    crate::authz::escalation::check(api, a.info, a.namespace, a.name, new)?;
+pub async fn validate_update(
+    api: &Apiserver,
+    a: &Attributes<'_>,
+    new: &Value,
+    old: &Value,
+) -> ApiResult<()> {
+    crate::authz::escalation::check(api, a.info, a.namespace, a.name, new, Some(old))?;
     if a.is("scheduling.k8s.io", "priorityclasses") {
         priority::validate_priority_class(api, a, new, true).await?;
     }

@@ -111,15 +111,39 @@ fn may(api: &Apiserver, user: &UserInfo, verb: &str, resource: &str, ns: &str, n
     api.authz.authorize(&a).0 == Decision::Allow
 }
 
-/// Checks a create or update of an RBAC object by the request's user.
+/// Upstream's `IsOnlyMutatingGCFields`: an update that changes only owner references and
+/// finalizers (the garbage collector's) grants nothing.
+fn only_gc_fields_changed(new: &Value, old: &Value) -> bool {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+            for f in [
+                "ownerReferences",
+                "finalizers",
+                "resourceVersion",
+                "managedFields",
+            ] {
+                meta.remove(f);
+            }
+        }
+        v
+    };
+    strip(new) == strip(old)
+}
+
+/// Checks a create (`old` is `None`) or update of an RBAC object by the request's user.
 pub fn check(
     api: &Apiserver,
     info: &ResourceInfo,
     namespace: Option<&str>,
     name: &str,
     obj: &Value,
+    old: Option<&Value>,
 ) -> ApiResult<()> {
     if info.group != GROUP || api.authz.allows_everything() {
+        return Ok(());
+    }
+    if old.is_some_and(|old| only_gc_fields_changed(obj, old)) {
         return Ok(());
     }
     let Ok(user) = REQUEST_USER.try_with(Clone::clone) else {
@@ -197,6 +221,18 @@ mod tests {
 
     fn rules(v: Value) -> Vec<PolicyRule> {
         serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn garbage_collector_changes_grant_nothing() {
+        let old = json!({"metadata": {"name": "b", "resourceVersion": "1"}, "roleRef": {"kind": "ClusterRole", "name": "admin"}});
+        let mut new = old.clone();
+        new["metadata"]["ownerReferences"] =
+            json!([{"kind": "X", "name": "x", "uid": "u", "apiVersion": "v1"}]);
+        new["metadata"]["finalizers"] = json!(["foregroundDeletion"]);
+        assert!(only_gc_fields_changed(&new, &old));
+        new["metadata"]["labels"] = json!({"a": "b"});
+        assert!(!only_gc_fields_changed(&new, &old));
     }
 
     #[test]

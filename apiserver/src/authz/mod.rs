@@ -224,6 +224,10 @@ impl Chain {
         self.modes == [Mode::AlwaysAllow]
     }
 
+    pub fn has_mode(&self, mode: Mode) -> bool {
+        self.modes.contains(&mode)
+    }
+
     /// The RBAC authorizer, when RBAC is a mode (for rules reviews).
     pub fn rbac(&self) -> Option<&rbac::RbacAuthorizer> {
         self.rbac.as_deref()

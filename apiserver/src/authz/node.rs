@@ -12,7 +12,7 @@
 
 use super::rbac::{rule_allows, Sources};
 use super::{Attributes, Decision};
-use crate::watch_cache::WatchCache;
+use crate::watch_cache::{Cached, WatchCache};
 use k8s_openapi::api::rbac::v1::PolicyRule;
 use serde_json::Value;
 use std::sync::Arc;
@@ -99,19 +99,17 @@ impl NodeAuthorizer {
         }
     }
 
-    /// Pods in a namespace bound to the node.
-    fn pods_on(&self, node: &str, namespace: &str) -> Vec<Value> {
+    /// Pods in a namespace bound to the node (shared with the cache, not copied).
+    fn pods_on(&self, node: &str, namespace: &str) -> Vec<Arc<Cached>> {
         let Some(cache) = &self.pods else {
             return Vec::new();
         };
         let Some(info) = api_types::resources::find("", "v1", "pods") else {
             return Vec::new();
         };
-        let (pods, _) = cache.list(&crate::object::list_prefix(info, Some(namespace)));
-        pods.iter()
-            .filter(|p| node_of(p.value()) == node)
-            .map(|p| p.value().clone())
-            .collect()
+        let (mut pods, _) = cache.list(&crate::object::list_prefix(info, Some(namespace)));
+        pods.retain(|p| node_of(p.value()) == node);
+        pods
     }
 
     fn pod_bound(&self, node: &str, namespace: &str, name: &str) -> bool {

@@ -122,11 +122,14 @@ fn rules_review(authorizer: &authz::Chain, user: &UserInfo, namespace: &str) -> 
             }
         }
     }
-    // Other authorizers (Node) cannot list their rules, as upstream says with `incomplete`.
+    // The Node authorizer cannot list a node's rules, as upstream says with `incomplete`.
+    let node = authorizer.has_mode(authz::Mode::Node)
+        && user.name.starts_with("system:node:")
+        && user.groups.iter().any(|g| g == authz::node::NODES_GROUP);
     let mut status = json!({
         "resourceRules": resource_rules,
         "nonResourceRules": non_resource_rules,
-        "incomplete": !errors.is_empty(),
+        "incomplete": node || !errors.is_empty(),
     });
     if !errors.is_empty() {
         status["evaluationError"] = json!(errors.join(", "));

@@ -722,4 +722,19 @@ async fn escalation_is_prevented() {
         )
         .await
         .unwrap();
+    // Changing only what the garbage collector changes grants nothing: allowed.
+    let finalizer = json!({"metadata": {"finalizers": ["example.com/keep"]}});
+    bindings
+        .patch(
+            "bob-root",
+            &PatchParams::default(),
+            &Patch::Merge(&finalizer),
+        )
+        .await
+        .unwrap();
+    let label = json!({"metadata": {"labels": {"a": "b"}, "finalizers": null}});
+    let r = bindings
+        .patch("bob-root", &PatchParams::default(), &Patch::Merge(&label))
+        .await;
+    assert_eq!(code(r), 403);
 }
