@@ -5,6 +5,7 @@
 //! those resources answer once the cache has them (see [`reads_cache_of`]).
 
 pub mod namespace_lifecycle;
+pub mod node_restriction;
 pub mod priority;
 pub mod resource_quota;
 
@@ -52,7 +53,7 @@ pub fn admit_update(a: &Attributes<'_>, new: &mut Value, old: &Value) {
 }
 
 /// The validating phase of a create, after the object's own validation: RBAC escalation
-/// prevention, PriorityClass rules, then ResourceQuota (which charges the quota unless `dry_run`).
+/// prevention, NodeRestriction, PriorityClass rules, then ResourceQuota (which charges the quota unless `dry_run`).
 pub async fn validate_create(
     api: &Apiserver,
     a: &Attributes<'_>,
@@ -60,6 +61,7 @@ pub async fn validate_create(
     dry_run: bool,
 ) -> ApiResult<()> {
     crate::authz::escalation::check(api, a.info, a.namespace, a.name, obj, None)?;
+    node_restriction::validate_create(a, obj)?;
     if a.is("scheduling.k8s.io", "priorityclasses") {
         priority::validate_priority_class(api, a, obj, false).await?;
     }

@@ -134,6 +134,10 @@ async fn rbac_api_through_kubectl() {
         "{out}"
     );
 
+    let out = api.kubectl_ok(&["describe", "rolebinding", "read-pods", "-n", "r1"]);
+    assert!(out.contains("pod-reader") && out.contains("alice"), "{out}");
+    let out = api.kubectl_ok(&["describe", "clusterrole", "node-reader"]);
+    assert!(out.contains("nodes") && out.contains("[get]"), "{out}");
     // roleRef cannot change: 422.
     let out = api.kubectl(&[
         "patch",
@@ -508,6 +512,36 @@ async fn node_and_rbac_authorization() {
         ),
         403
     );
+
+    // NodeRestriction: it registers only itself and creates only its own mirror pods.
+    let n3: Node = serde_json::from_value(json!({"metadata": {"name": "n3"}})).unwrap();
+    let m = message(nodes.create(&PostParams::default(), &n3).await);
+    assert!(
+        m.contains("node \"n1\" is not allowed to modify node \"n3\""),
+        "{m}"
+    );
+    let mirror = |name: &str, annotated: bool| -> Pod {
+        let annotations = if annotated {
+            json!({"kubernetes.io/config.mirror": "hash"})
+        } else {
+            json!({})
+        };
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "annotations": annotations},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "busybox"}]},
+        }))
+        .unwrap()
+    };
+    let m = message(
+        kubelet_pods
+            .create(&PostParams::default(), &mirror("static-a", false))
+            .await,
+    );
+    assert!(m.contains("node \"n1\" can only create mirror pods"), "{m}");
+    kubelet_pods
+        .create(&PostParams::default(), &mirror("static-b", true))
+        .await
+        .unwrap();
 
     // Without a binding alice may do nothing but ask about herself.
     let alice = client_as(&api, Some(ALICE_TOKEN)).await;
