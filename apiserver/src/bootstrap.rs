@@ -50,9 +50,11 @@ async fn ensure(api: &Apiserver, r: &ResourceRequest, obj: Value) -> ApiResult<(
 /// upstream's autoupdate annotation).
 async fn ensure_policy(api: &Apiserver, info: &'static ResourceInfo, obj: Value) -> ApiResult<()> {
     let name = object::name(&obj).unwrap_or("").to_string();
-    let key = object::key(info, None, &name);
+    let namespace = object::namespace(&obj).map(String::from);
+    let ns = namespace.as_deref();
+    let key = object::key(info, ns, &name);
     let Some(kv) = api.store.get(&key).await? else {
-        return ensure(api, &req(info, None, None), obj).await;
+        return ensure(api, &req(info, ns, None), obj).await;
     };
     let stored = rest::decode_stored(info, &kv)?;
     let Some(updated) = crate::authz::bootstrap_policy::reconcile(&stored, &obj) else {
@@ -63,14 +65,7 @@ async fn ensure_policy(api: &Apiserver, info: &'static ResourceInfo, obj: Value)
         obj: updated,
         duplicates: vec![],
     };
-    match rest::update(
-        api,
-        &req(info, None, Some(&name)),
-        &Query::default(),
-        change,
-    )
-    .await
-    {
+    match rest::update(api, &req(info, ns, Some(&name)), &Query::default(), change).await {
         Ok(_) => Ok(()),
         // Changed meanwhile: the next start reconciles again.
         Err(e) if e.code == 409 => Ok(()),
@@ -162,6 +157,16 @@ pub async fn run(api: &Arc<Apiserver>) -> ApiResult<()> {
             json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns } }),
         )
         .await?;
+    }
+
+    // The namespaced default roles and bindings, once kube-system and kube-public exist.
+    let roles = info("rbac.authorization.k8s.io", "roles")?;
+    let role_bindings = info("rbac.authorization.k8s.io", "rolebindings")?;
+    for role in crate::authz::bootstrap_policy::namespaced_roles() {
+        ensure_policy(api, roles, role).await?;
+    }
+    for binding in crate::authz::bootstrap_policy::namespaced_role_bindings() {
+        ensure_policy(api, role_bindings, binding).await?;
     }
 
     // Upstream's "scheduling/bootstrap-system-priority-classes": created when missing, an

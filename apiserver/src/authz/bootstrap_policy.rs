@@ -101,6 +101,20 @@ fn aggregated(name: &str, labels: &[(&str, &str)], selector_label: &str) -> Valu
     })
 }
 
+/// `system:certificates.k8s.io:<name>`: approving CSRs of one signer.
+fn signer_approver(name: &str, signer: &str) -> Value {
+    cluster_role(
+        &format!("system:certificates.k8s.io:{name}"),
+        &[],
+        vec![named(
+            &["approve"],
+            &[CERTIFICATES],
+            &["signers"],
+            &[signer],
+        )],
+    )
+}
+
 /// A ClusterRoleBinding named after its ClusterRole, as upstream's `NewClusterBinding`.
 fn binding(role: &str, subjects: &[(&str, &str)]) -> Value {
     let subjects: Vec<Value> = subjects
@@ -441,6 +455,141 @@ pub fn cluster_roles() -> Vec<Value> {
         ),
         cluster_role("system:node", &[], node_rule_values()),
         cluster_role(
+            "system:node-problem-detector",
+            &[],
+            vec![
+                rule(&["get"], &[LEGACY], &["nodes"]),
+                rule(&["patch"], &[LEGACY], &["nodes/status"]),
+                events_rule(),
+            ],
+        ),
+        cluster_role(
+            "system:kubelet-api-admin",
+            &[],
+            vec![
+                rule(READ, &[LEGACY], &["nodes"]),
+                rule(&["proxy"], &[LEGACY], &["nodes"]),
+                rule(
+                    &["*"],
+                    &[LEGACY],
+                    &[
+                        "nodes/proxy",
+                        "nodes/metrics",
+                        "nodes/spec",
+                        "nodes/stats",
+                        "nodes/log",
+                    ],
+                ),
+            ],
+        ),
+        cluster_role(
+            "system:node-bootstrapper",
+            &[],
+            vec![rule(
+                &["create", "get", "list", "watch"],
+                &[CERTIFICATES],
+                &["certificatesigningrequests"],
+            )],
+        ),
+        cluster_role(
+            "system:auth-delegator",
+            &[],
+            vec![
+                rule(&["create"], &[AUTHENTICATION], &["tokenreviews"]),
+                rule(&["create"], &[AUTHORIZATION], &["subjectaccessreviews"]),
+            ],
+        ),
+        cluster_role(
+            "system:kube-aggregator",
+            &[],
+            vec![rule(READ, &[LEGACY], &["services", "endpoints"])],
+        ),
+        cluster_role(
+            "system:kube-dns",
+            &[],
+            vec![rule(
+                &["list", "watch"],
+                &[LEGACY],
+                &["endpoints", "services"],
+            )],
+        ),
+        cluster_role(
+            "system:persistent-volume-provisioner",
+            &[],
+            vec![
+                rule(
+                    &["get", "list", "watch", "create", "delete"],
+                    &[LEGACY],
+                    &["persistentvolumes"],
+                ),
+                rule(
+                    &["get", "list", "watch", "update"],
+                    &[LEGACY],
+                    &["persistentvolumeclaims"],
+                ),
+                rule(READ, &[STORAGE], &["storageclasses"]),
+                rule(&["watch"], &[LEGACY], &["events"]),
+                events_rule(),
+            ],
+        ),
+        cluster_role(
+            "system:volume-scheduler",
+            &[],
+            vec![
+                rule(
+                    &["get", "list", "watch", "update", "patch"],
+                    &[LEGACY],
+                    &["persistentvolumes"],
+                ),
+                rule(READ, &[STORAGE], &["storageclasses"]),
+                rule(
+                    &["get", "list", "watch", "update", "patch"],
+                    &[LEGACY],
+                    &["persistentvolumeclaims"],
+                ),
+            ],
+        ),
+        cluster_role(
+            "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+            &[],
+            vec![rule(
+                &["create"],
+                &[CERTIFICATES],
+                &["certificatesigningrequests/nodeclient"],
+            )],
+        ),
+        cluster_role(
+            "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+            &[],
+            vec![rule(
+                &["create"],
+                &[CERTIFICATES],
+                &["certificatesigningrequests/selfnodeclient"],
+            )],
+        ),
+        signer_approver("legacy-unknown-approver", "kubernetes.io/legacy-unknown"),
+        signer_approver("kubelet-serving-approver", "kubernetes.io/kubelet-serving"),
+        signer_approver(
+            "kube-apiserver-client-approver",
+            "kubernetes.io/kube-apiserver-client",
+        ),
+        signer_approver(
+            "kube-apiserver-client-kubelet-approver",
+            "kubernetes.io/kube-apiserver-client-kubelet",
+        ),
+        cluster_role(
+            "system:service-account-issuer-discovery",
+            &[],
+            vec![urls(
+                &["get"],
+                &[
+                    "/.well-known/openid-configuration",
+                    "/.well-known/openid-configuration/",
+                    "/openid/v1/jwks",
+                ],
+            )],
+        ),
+        cluster_role(
             "system:node-proxier",
             &[],
             vec![
@@ -541,6 +690,14 @@ pub fn cluster_role_bindings() -> Vec<Value> {
             "system:kube-scheduler",
             &[("User", "system:kube-scheduler")],
         ),
+        binding(
+            "system:volume-scheduler",
+            &[("User", "system:kube-scheduler")],
+        ),
+        binding(
+            "system:service-account-issuer-discovery",
+            &[("Group", "system:serviceaccounts")],
+        ),
         // Kept without subjects, as upstream: the Node authorizer grants nodes their rights.
         binding("system:node", &[]),
     ]
@@ -617,6 +774,155 @@ pub fn reconcile(stored: &Value, default: &Value) -> Option<Value> {
     (updated != *stored).then_some(updated)
 }
 
+fn namespaced(kind: &str, namespace: &str, name: &str) -> Value {
+    let mut meta = metadata(name, &[]);
+    meta["namespace"] = json!(namespace);
+    json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": kind, "metadata": meta })
+}
+
+fn role(namespace: &str, name: &str, rules: Vec<Value>) -> Value {
+    let mut r = namespaced("Role", namespace, name);
+    r["rules"] = json!(rules);
+    r
+}
+
+/// A RoleBinding to a Role; subjects are Users or `namespace/name` ServiceAccounts.
+fn role_binding(
+    namespace: &str,
+    name: &str,
+    role: &str,
+    users: &[&str],
+    accounts: &[(&str, &str)],
+) -> Value {
+    let mut b = namespaced("RoleBinding", namespace, name);
+    let mut subjects: Vec<Value> = users
+        .iter()
+        .map(|u| json!({ "kind": "User", "apiGroup": RBAC, "name": u }))
+        .collect();
+    subjects.extend(
+        accounts
+            .iter()
+            .map(|(ns, n)| json!({ "kind": "ServiceAccount", "namespace": ns, "name": n })),
+    );
+    b["roleRef"] = json!({ "apiGroup": RBAC, "kind": "Role", "name": role });
+    b["subjects"] = json!(subjects);
+    b
+}
+
+/// Upstream's `NamespaceRoles`: in kube-system and kube-public.
+pub fn namespaced_roles() -> Vec<Value> {
+    let leader_locking = |component: &str| {
+        role(
+            "kube-system",
+            &format!("system::leader-locking-{component}"),
+            vec![
+                rule(&["watch"], &[LEGACY], &["configmaps"]),
+                named(&["get", "update"], &[LEGACY], &["configmaps"], &[component]),
+            ],
+        )
+    };
+    vec![
+        role(
+            "kube-system",
+            "extension-apiserver-authentication-reader",
+            vec![named(
+                READ,
+                &[LEGACY],
+                &["configmaps"],
+                &["extension-apiserver-authentication"],
+            )],
+        ),
+        leader_locking("kube-controller-manager"),
+        leader_locking("kube-scheduler"),
+        role(
+            "kube-system",
+            "system:controller:bootstrap-signer",
+            vec![rule(READ, &[LEGACY], &["secrets"])],
+        ),
+        role(
+            "kube-system",
+            "system:controller:cloud-provider",
+            vec![rule(
+                &["create", "get", "list", "watch"],
+                &[LEGACY],
+                &["configmaps"],
+            )],
+        ),
+        role(
+            "kube-system",
+            "system:controller:token-cleaner",
+            vec![
+                rule(&["delete", "get", "list", "watch"], &[LEGACY], &["secrets"]),
+                events_rule(),
+            ],
+        ),
+        role(
+            "kube-public",
+            "system:controller:bootstrap-signer",
+            vec![
+                rule(READ, &[LEGACY], &["configmaps"]),
+                named(&["update"], &[LEGACY], &["configmaps"], &["cluster-info"]),
+                events_rule(),
+            ],
+        ),
+    ]
+}
+
+/// Upstream's `NamespaceRoleBindings`.
+pub fn namespaced_role_bindings() -> Vec<Value> {
+    vec![
+        role_binding(
+            "kube-system",
+            "system::extension-apiserver-authentication-reader",
+            "extension-apiserver-authentication-reader",
+            &["system:kube-controller-manager", "system:kube-scheduler"],
+            &[],
+        ),
+        role_binding(
+            "kube-system",
+            "system::leader-locking-kube-controller-manager",
+            "system::leader-locking-kube-controller-manager",
+            &["system:kube-controller-manager"],
+            &[("kube-system", "kube-controller-manager")],
+        ),
+        role_binding(
+            "kube-system",
+            "system::leader-locking-kube-scheduler",
+            "system::leader-locking-kube-scheduler",
+            &["system:kube-scheduler"],
+            &[("kube-system", "kube-scheduler")],
+        ),
+        role_binding(
+            "kube-system",
+            "system:controller:bootstrap-signer",
+            "system:controller:bootstrap-signer",
+            &[],
+            &[("kube-system", "bootstrap-signer")],
+        ),
+        role_binding(
+            "kube-system",
+            "system:controller:cloud-provider",
+            "system:controller:cloud-provider",
+            &[],
+            &[("kube-system", "cloud-provider")],
+        ),
+        role_binding(
+            "kube-system",
+            "system:controller:token-cleaner",
+            "system:controller:token-cleaner",
+            &[],
+            &[("kube-system", "token-cleaner")],
+        ),
+        role_binding(
+            "kube-public",
+            "system:controller:bootstrap-signer",
+            "system:controller:bootstrap-signer",
+            &[],
+            &[("kube-system", "bootstrap-signer")],
+        ),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -659,5 +965,13 @@ mod tests {
             assert_eq!(validate_create(crb, &b), vec![], "{b}");
         }
         assert_eq!(node_rules().len(), node_rule_values().len());
+        let role = resources::find("rbac.authorization.k8s.io", "v1", "roles").unwrap();
+        let rb = resources::find("rbac.authorization.k8s.io", "v1", "rolebindings").unwrap();
+        for r in namespaced_roles() {
+            assert_eq!(validate_create(role, &r), vec![], "{r}");
+        }
+        for b in namespaced_role_bindings() {
+            assert_eq!(validate_create(rb, &b), vec![], "{b}");
+        }
     }
 }

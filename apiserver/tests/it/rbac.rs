@@ -80,6 +80,20 @@ async fn rbac_api_through_kubectl() {
         assert!(out.contains(b), "{out}");
     }
 
+    let out = api.kubectl_ok(&["get", "rolebindings", "-n", "kube-system"]);
+    assert!(
+        out.contains("system::leader-locking-kube-scheduler")
+            && out.contains("Role/extension-apiserver-authentication-reader"),
+        "{out}"
+    );
+    let out = api.kubectl_ok(&["get", "clusterroles"]);
+    for r in [
+        "system:volume-scheduler",
+        "system:node-bootstrapper",
+        "system:auth-delegator",
+    ] {
+        assert!(out.contains(r), "{out}");
+    }
     api.kubectl_ok(&["create", "namespace", "r1"]);
     api.kubectl_ok(&[
         "create",
