@@ -28,6 +28,7 @@ mod request;
 mod rest;
 mod server;
 pub mod serviceaccount;
+mod serviceaccount_authenticator;
 mod status;
 mod table;
 #[cfg(feature = "testing")]

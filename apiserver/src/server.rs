@@ -280,7 +280,13 @@ async fn route(
             tracing::trace!(user = %user.name, %path, "authenticated");
             user
         }
-        Authenticated::Rejected => return Err(ApiError::unauthorized()),
+        Authenticated::Rejected => match crate::serviceaccount_authenticator::authenticate(
+            api,
+            header(req.headers(), http::header::AUTHORIZATION),
+        ) {
+            Some(user) => user,
+            None => return Err(ApiError::unauthorized()),
+        },
     };
     let user = crate::impersonation::impersonate(&api.authz, req.headers(), user)?;
     if !api.authz.allows_everything() {
@@ -719,12 +725,11 @@ async fn serve_resource(
             let (mut decoded, _) = decode_write(req).await?;
             rest::check_type_meta(info, &mut decoded.value, &[])?;
             let answer = crate::registry::reviews::answer(
+                api,
                 info,
                 r.namespace.as_deref(),
                 decoded.value,
                 user,
-                &api.authn,
-                &api.authz,
             )?;
             respond(info, output, &q, 201, &answer, &[])
         }

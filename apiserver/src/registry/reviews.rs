@@ -7,6 +7,7 @@
 use crate::authn::{Authenticated, Authenticator, UserInfo};
 use crate::authz::{self, Attributes, Decision};
 use crate::status::{ApiError, ApiResult};
+use crate::Apiserver;
 use api_types::resources::ResourceInfo;
 use serde_json::{json, Value};
 
@@ -139,13 +140,14 @@ fn rules_review(authorizer: &authz::Chain, user: &UserInfo, namespace: &str) -> 
 
 /// Answers a review: the request's object with its `status` filled in.
 pub fn answer(
+    api: &Apiserver,
     info: &ResourceInfo,
     namespace: Option<&str>,
     mut review: Value,
     user: &UserInfo,
-    authn: &Authenticator,
-    authorizer: &authz::Chain,
 ) -> ApiResult<Value> {
+    let authn: &Authenticator = &api.authn;
+    let authorizer: &authz::Chain = &api.authz;
     let spec = review.get("spec").cloned().unwrap_or_else(|| json!({}));
     match info.kind {
         "SelfSubjectAccessReview" | "SubjectAccessReview" | "LocalSubjectAccessReview" => {
@@ -204,11 +206,16 @@ pub fn answer(
         }
         "TokenReview" => {
             let token = spec.get("token").and_then(Value::as_str).unwrap_or("");
-            review["status"] = match authn.authenticate(Some(&format!("Bearer {token}"))) {
-                Authenticated::User(u) if !token.is_empty() => {
-                    json!({ "authenticated": true, "user": user_json(&u) })
+            let found = match authn.authenticate(Some(&format!("Bearer {token}"))) {
+                Authenticated::User(u) if !token.is_empty() => Some(u),
+                _ if !token.is_empty() => {
+                    crate::serviceaccount_authenticator::authenticate_token(api, token)
                 }
-                _ => json!({ "authenticated": false, "error": "invalid bearer token" }),
+                _ => None,
+            };
+            review["status"] = match found {
+                Some(u) => json!({ "authenticated": true, "user": user_json(&u) }),
+                None => json!({ "authenticated": false, "error": "invalid bearer token" }),
             };
         }
         other => return Err(ApiError::internal(format!("{other} is not a review"))),

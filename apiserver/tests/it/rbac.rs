@@ -276,21 +276,18 @@ async fn rbac_api_through_kubectl() {
 }
 
 /// Users of the token file in [`secured`].
-const SA_TOKEN: &str = "viewer-token";
 const SCHEDULER_TOKEN: &str = "scheduler-token";
 const NODE_TOKEN: &str = "node1-token";
 const ALICE_TOKEN: &str = "alice-token";
 
 /// An apiserver with `--authorization-mode=Node,RBAC`, anonymous requests allowed, and
-/// token users: admin (system:masters), the ServiceAccount team/viewer, the scheduler,
-/// the kubelet of node n1 and alice.
+/// token users: admin (system:masters), the scheduler, the kubelet of node n1 and alice.
 async fn secured(dir: &tempfile::TempDir) -> TestApi {
     let tokens = dir.path().join("tokens.csv");
     std::fs::write(
         &tokens,
         format!(
             "{TOKEN},admin,admin-uid,\"system:masters\"\n\
-             {SA_TOKEN},system:serviceaccount:team:viewer,sa-uid,\"system:serviceaccounts,system:serviceaccounts:team\"\n\
              {SCHEDULER_TOKEN},system:kube-scheduler,sched-uid\n\
              {NODE_TOKEN},system:node:n1,n1-uid,\"system:nodes\"\n\
              {ALICE_TOKEN},alice,alice-uid\n"
@@ -367,7 +364,10 @@ async fn node_and_rbac_authorization() {
         "team",
         "--from-literal=k=v",
     ]);
-    let sa = client_as(&api, Some(SA_TOKEN)).await;
+    // A real ServiceAccount token (TokenRequest), as a pod would use.
+    api.kubectl_ok(&["create", "serviceaccount", "viewer", "-n", "team"]);
+    let token = api.kubectl_ok(&["create", "token", "viewer", "-n", "team"]);
+    let sa = client_as(&api, Some(token.trim())).await;
     let pods: Api<Pod> = Api::namespaced(sa.clone(), "team");
     wait_until(Duration::from_secs(10), "the binding takes effect", || {
         let pods = pods.clone();
@@ -405,6 +405,39 @@ async fn node_and_rbac_authorization() {
                 .await
         ),
         403
+    );
+
+    // The same ServiceAccount's token for another audience, or a forged one: 401.
+    let other = api.kubectl_ok(&[
+        "create",
+        "token",
+        "viewer",
+        "-n",
+        "team",
+        "--audience=vault",
+    ]);
+    let r = Api::<Pod>::namespaced(client_as(&api, Some(other.trim())).await, "team")
+        .list(&ListParams::default())
+        .await;
+    assert_eq!(code(r), 401);
+    let mut forged = token.trim().to_string();
+    forged.pop();
+    let r = Api::<Pod>::namespaced(client_as(&api, Some(&forged)).await, "team")
+        .list(&ListParams::default())
+        .await;
+    assert_eq!(code(r), 401);
+    // TokenReview knows it too.
+    let review: k8s_openapi::api::authentication::v1::TokenReview =
+        serde_json::from_value(json!({"spec": {"token": token.trim()}})).unwrap();
+    let answered = Api::<k8s_openapi::api::authentication::v1::TokenReview>::all(admin.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .unwrap();
+    let status = answered.status.unwrap();
+    assert_eq!(status.authenticated, Some(true));
+    assert_eq!(
+        status.user.unwrap().username.as_deref(),
+        Some("system:serviceaccount:team:viewer")
     );
 
     // The scheduler binds pods but reads no secrets.
@@ -679,6 +712,22 @@ async fn node_and_rbac_authorization() {
         message(r),
         "users \"admin\" is forbidden: User \"alice\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope"
     );
+    // A deleted ServiceAccount's tokens stop working.
+    api.kubectl_ok(&["delete", "serviceaccount", "viewer", "-n", "team"]);
+    wait_until(
+        Duration::from_secs(10),
+        "the token of a deleted account is refused",
+        || {
+            let pods = pods.clone();
+            async move {
+                match pods.list(&ListParams::default()).await {
+                    Err(kube::Error::Api(e)) if e.code == 401 => Some(()),
+                    _ => None,
+                }
+            }
+        },
+    )
+    .await;
     let _ = dir;
 }
 
