@@ -133,6 +133,11 @@ pub static RESOURCES: &[ResourceInfo] = &[
     resource!("node.k8s.io", "v1", "RuntimeClass", "runtimeclasses", "runtimeclass", short: [], categories: [], namespaced: false, verbs: ALL_VERBS, sub: [], def: "io.k8s.api.node.v1.RuntimeClass"),
     // policy/v1
     resource!("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", "poddisruptionbudget", short: ["pdb"], categories: [], namespaced: true, verbs: ALL_VERBS, sub: ["status"], def: "io.k8s.api.policy.v1.PodDisruptionBudget"),
+    // rbac.authorization.k8s.io/v1
+    resource!("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", "clusterrolebinding", short: [], categories: [], namespaced: false, verbs: ALL_VERBS, sub: [], def: "io.k8s.api.rbac.v1.ClusterRoleBinding"),
+    resource!("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", "clusterrole", short: [], categories: [], namespaced: false, verbs: ALL_VERBS, sub: [], def: "io.k8s.api.rbac.v1.ClusterRole"),
+    resource!("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", "rolebinding", short: [], categories: [], namespaced: true, verbs: ALL_VERBS, sub: [], def: "io.k8s.api.rbac.v1.RoleBinding"),
+    resource!("rbac.authorization.k8s.io", "v1", "Role", "roles", "role", short: [], categories: [], namespaced: true, verbs: ALL_VERBS, sub: [], def: "io.k8s.api.rbac.v1.Role"),
     // scheduling.k8s.io/v1
     resource!("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", "priorityclass", short: ["pc"], categories: [], namespaced: false, verbs: ALL_VERBS, sub: [], def: "io.k8s.api.scheduling.v1.PriorityClass"),
 ];
@@ -146,6 +151,7 @@ pub static GROUPS: &[&str] = &[
     "batch",
     "policy",
     "networking.k8s.io",
+    "rbac.authorization.k8s.io",
     "coordination.k8s.io",
     "discovery.k8s.io",
     "scheduling.k8s.io",

@@ -28,7 +28,10 @@
 //! Environment (defaults): `BENCH_OPS` (5000) operations per phase and client count,
 //! `BENCH_CLIENTS` (64), `BENCH_LIST_SIZE` (1000), `BENCH_LIST_OPS` (128),
 //! `BENCH_WATCHERS` (1000), `BENCH_WATCH_CLIENTS` (10), `BENCH_WATCH_PODS` (50),
-//! `BENCH_PODS` (10000). Run without `--bench` (as `cargo test --benches` does) the
+//! `BENCH_PODS` (10000), `BENCH_AUTHORIZATION_MODE` (AlwaysAllow; with any other mode,
+//! e.g. `Node,RBAC`, the bench user is an ordinary user bound to cluster-admin, so every
+//! request goes through the authorizers instead of the `system:masters` shortcut). Run
+//! without `--bench` (as `cargo test --benches` does) the
 //! defaults shrink to a smoke run.
 //!
 //! All processes share the machine: on a 2-core box the bench client, etcd and the
@@ -51,8 +54,10 @@ use kube::{Api, Client};
 use store::testing::EtcdServer;
 use tokio::sync::mpsc;
 
-/// The bearer token of the bench's admin user.
+/// The bearer token of the bench's user.
 const TOKEN: &str = "pikube-bench-admin-token";
+/// The bearer token of a `system:masters` user that binds the bench user under RBAC.
+const PRIVILEGED_TOKEN: &str = "pikube-bench-privileged-token";
 /// How long the apiserver may take to report ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long all watchers may take to connect.
@@ -104,6 +109,7 @@ struct Settings {
     watch_clients: usize,
     watch_pods: usize,
     pods: usize,
+    authorization_mode: String,
 }
 
 impl Settings {
@@ -120,6 +126,8 @@ impl Settings {
             watch_clients: pick("BENCH_WATCH_CLIENTS", 10, 2)?,
             watch_pods: pick("BENCH_WATCH_PODS", 50, 5)?,
             pods: pick("BENCH_PODS", 10_000, 200)?,
+            authorization_mode: std::env::var("BENCH_AUTHORIZATION_MODE")
+                .unwrap_or_else(|_| "AlwaysAllow".to_owned()),
         };
         if settings.clients == 0 || settings.watch_clients == 0 {
             bail!("BENCH_CLIENTS and BENCH_WATCH_CLIENTS must be at least 1");
@@ -153,7 +161,7 @@ async fn bench(settings: &Settings, etcd: &EtcdServer) -> Result<bool> {
         std::env::consts::ARCH,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
-    let apiserver = Apiserver::start(&etcd.endpoint()).await?;
+    let apiserver = Apiserver::start(&etcd.endpoint(), &settings.authorization_mode).await?;
     let pid = apiserver.pid();
     let processes = Processes {
         apiserver: pid,
@@ -497,14 +505,18 @@ struct Apiserver {
 
 impl Apiserver {
     /// Starts kube-apiserver on a free port and waits until /readyz says ok.
-    async fn start(etcd: &str) -> Result<Self> {
+    async fn start(etcd: &str, authorization_mode: &str) -> Result<Self> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             progress("starting kube-apiserver");
-            let mut apiserver = Self::spawn(etcd)?;
+            let mut apiserver = Self::spawn(etcd, authorization_mode)?;
             match apiserver.wait_ready().await {
-                Ok(()) => return Ok(apiserver),
+                Ok(()) if authorization_mode == "AlwaysAllow" => return Ok(apiserver),
+                Ok(()) => {
+                    apiserver.bind_bench_user().await?;
+                    return Ok(apiserver);
+                }
                 // Another process took the port between our probe and its bind.
                 Err(_) if attempt < 3 && apiserver.log_tail().contains("in use") => {}
                 Err(err) => return Err(err),
@@ -512,18 +524,21 @@ impl Apiserver {
         }
     }
 
-    fn spawn(etcd: &str) -> Result<Self> {
+    fn spawn(etcd: &str, authorization_mode: &str) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("pikube-bench-")
             .tempdir()
             .context("creating the apiserver temp dir")?;
         let port = free_port()?;
         let tokens = dir.path().join("tokens.csv");
-        std::fs::write(
-            &tokens,
-            format!("{TOKEN},admin,admin-uid,\"system:masters\"\n"),
-        )
-        .context("writing the token file")?;
+        let users = if authorization_mode == "AlwaysAllow" {
+            format!("{TOKEN},admin,admin-uid,\"system:masters\"\n")
+        } else {
+            format!(
+                "{TOKEN},bench,bench-uid\n{PRIVILEGED_TOKEN},admin,admin-uid,\"system:masters\"\n"
+            )
+        };
+        std::fs::write(&tokens, users).context("writing the token file")?;
         let ca = dir.path().join("certs").join("ca.crt");
         let kubeconfig = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: bench\n  cluster:\n    \
@@ -545,6 +560,7 @@ impl Apiserver {
             .arg(format!("--cert-dir={}", dir.path().join("certs").display()))
             .arg(format!("--token-auth-file={}", tokens.display()))
             .arg("--anonymous-auth=false")
+            .arg(format!("--authorization-mode={authorization_mode}"))
             .arg("--service-cluster-ip-range=10.96.0.0/24")
             .arg("--max-requests-inflight=400")
             .arg("--max-mutating-requests-inflight=200")
@@ -599,6 +615,28 @@ impl Apiserver {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Binds the (unprivileged) bench user to cluster-admin, as a `system:masters` user.
+    async fn bind_bench_user(&self) -> Result<()> {
+        let text = std::fs::read_to_string(self.dir.path().join("kubeconfig"))?
+            .replace(TOKEN, PRIVILEGED_TOKEN);
+        let kubeconfig: Kubeconfig = serde_yaml::from_str(&text)?;
+        let config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+        let admin = Client::try_from(config)?;
+        let binding: k8s_openapi::api::rbac::v1::ClusterRoleBinding = serde_json::from_value(
+            serde_json::json!({
+                "metadata": {"name": "bench"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "bench"}],
+            }),
+        )?;
+        Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(admin)
+            .create(&PostParams::default(), &binding)
+            .await
+            .context("binding the bench user to cluster-admin")?;
+        Ok(())
     }
 
     /// A new kube client (with its own connection pool) from the bench's kubeconfig.

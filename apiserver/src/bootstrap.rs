@@ -1,4 +1,5 @@
-//! What exists from the first start: the system namespaces, the system PriorityClasses,
+//! What exists from the first start: the default RBAC roles and bindings
+//! ([`crate::authz::bootstrap_policy`]), the system namespaces, the system PriorityClasses,
 //! and the `kubernetes` Service in `default` with Endpoints and an EndpointSlice pointing
 //! at this apiserver. Service allocations are rebuilt from storage before the first request.
 
@@ -40,6 +41,33 @@ async fn ensure(api: &Apiserver, r: &ResourceRequest, obj: Value) -> ApiResult<(
     }
     match rest::create(api, r, &Query::default(), obj, &[]).await {
         Ok(_) => Ok(()),
+        Err(e) if e.code == 409 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Creates a default RBAC object when missing, else adds what it lacks (when it keeps
+/// upstream's autoupdate annotation).
+async fn ensure_policy(api: &Apiserver, info: &'static ResourceInfo, obj: Value) -> ApiResult<()> {
+    let name = object::name(&obj).unwrap_or("").to_string();
+    let namespace = object::namespace(&obj).map(String::from);
+    let ns = namespace.as_deref();
+    let key = object::key(info, ns, &name);
+    let Some(kv) = api.store.get(&key).await? else {
+        return ensure(api, &req(info, ns, None), obj).await;
+    };
+    let stored = rest::decode_stored(info, &kv)?;
+    let Some(updated) = crate::authz::bootstrap_policy::reconcile(&stored, &obj) else {
+        return Ok(());
+    };
+    tracing::info!(kind = info.kind, %name, "adding missing default permissions");
+    let change = rest::Change::Replace {
+        obj: updated,
+        duplicates: vec![],
+    };
+    match rest::update(api, &req(info, ns, Some(&name)), &Query::default(), change).await {
+        Ok(_) => Ok(()),
+        // Changed meanwhile: the next start reconciles again.
         Err(e) if e.code == 409 => Ok(()),
         Err(e) => Err(e),
     }
@@ -108,6 +136,19 @@ pub async fn run(api: &Arc<Apiserver>) -> ApiResult<()> {
             .store(true, std::sync::atomic::Ordering::Release);
     }
 
+    // Upstream's "rbac/bootstrap-roles": the default roles and bindings, when missing.
+    let cluster_roles = resources::find("rbac.authorization.k8s.io", "v1", "clusterroles")
+        .ok_or_else(|| ApiError::internal("clusterroles not registered"))?;
+    let cluster_role_bindings =
+        resources::find("rbac.authorization.k8s.io", "v1", "clusterrolebindings")
+            .ok_or_else(|| ApiError::internal("clusterrolebindings not registered"))?;
+    for role in crate::authz::bootstrap_policy::cluster_roles() {
+        ensure_policy(api, cluster_roles, role).await?;
+    }
+    for binding in crate::authz::bootstrap_policy::cluster_role_bindings() {
+        ensure_policy(api, cluster_role_bindings, binding).await?;
+    }
+
     let ns_info = info("", "namespaces")?;
     for ns in SYSTEM_NAMESPACES {
         ensure(
@@ -116,6 +157,16 @@ pub async fn run(api: &Arc<Apiserver>) -> ApiResult<()> {
             json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns } }),
         )
         .await?;
+    }
+
+    // The namespaced default roles and bindings, once kube-system and kube-public exist.
+    let roles = info("rbac.authorization.k8s.io", "roles")?;
+    let role_bindings = info("rbac.authorization.k8s.io", "rolebindings")?;
+    for role in crate::authz::bootstrap_policy::namespaced_roles() {
+        ensure_policy(api, roles, role).await?;
+    }
+    for binding in crate::authz::bootstrap_policy::namespaced_role_bindings() {
+        ensure_policy(api, role_bindings, binding).await?;
     }
 
     // Upstream's "scheduling/bootstrap-system-priority-classes": created when missing, an

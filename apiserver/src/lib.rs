@@ -1,6 +1,7 @@
 //! kube-apiserver: the Kubernetes REST API over etcd.
 //!
-//! A request flows TLS → authentication → authorization (AlwaysAllow) → in-flight limits →
+//! A request flows TLS → authentication → impersonation → authorization ([`authz`]:
+//! AlwaysAllow, AlwaysDeny, Node, RBAC) → in-flight limits →
 //! routing ([`request`]) → the generic REST handlers ([`rest`], [`watch`]) with each
 //! resource's strategy ([`registry`]) → the [`store`] crate. Reads at `resourceVersion=0`
 //! and every watch are served by one [`watch_cache`] per resource. The connect
@@ -10,10 +11,12 @@
 
 mod admission;
 mod authn;
+pub mod authz;
 mod bootstrap;
 mod codec;
 mod discovery;
 mod filter;
+mod impersonation;
 mod ipalloc;
 pub mod kubelet_client;
 mod metrics;
@@ -25,6 +28,7 @@ mod request;
 mod rest;
 mod server;
 pub mod serviceaccount;
+mod serviceaccount_authenticator;
 mod status;
 mod table;
 #[cfg(feature = "testing")]
@@ -65,6 +69,8 @@ pub struct Config {
     /// `--client-ca-file`: client certificates signed by these CAs authenticate (x509).
     pub client_ca_file: Option<PathBuf>,
     pub anonymous_auth: bool,
+    /// `--authorization-mode`, in order.
+    pub authorization_modes: Vec<authz::Mode>,
     pub service_cluster_ip_range: IpNet,
     pub service_node_port_range: (u16, u16),
     pub max_requests_inflight: usize,
@@ -108,6 +114,7 @@ pub(crate) struct Apiserver {
     pub services: Mutex<registry::core::services::ServiceAllocators>,
     pub metrics: metrics::Metrics,
     pub authn: authn::Authenticator,
+    pub authz: authz::Chain,
     pub readonly_inflight: Semaphore,
     pub mutating_inflight: Semaphore,
     pub advertise: SocketAddr,
@@ -229,7 +236,12 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         caches.insert((info.group, info.plural), WatchCache::new(info, gauge));
     }
     let (node_base, node_max) = config.service_node_port_range;
+    let authz = authz::Chain::new(
+        &config.authorization_modes,
+        &authz::rbac::Sources::from_caches(&caches),
+    );
     let api = Arc::new(Apiserver {
+        authz,
         services: Mutex::new(registry::core::services::ServiceAllocators {
             ips,
             ports: ipalloc::PortAllocator::new(node_base, node_max),
@@ -258,6 +270,10 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
             span,
         ));
     }
+    tokio::spawn(tracing::Instrument::instrument(
+        authz::aggregation::run(api.clone(), shutdown.clone()),
+        tracing::info_span!("clusterrole_aggregation"),
+    ));
     if !api.config.etcd_compaction_interval.is_zero() {
         let span = tracing::info_span!("compactor");
         tokio::spawn(tracing::Instrument::instrument(

@@ -123,8 +123,8 @@ pub enum OptionsError {
     NodePortRange(String),
     #[error("--tls-cert-file and --tls-private-key-file must be given together")]
     TlsPair,
-    #[error("unsupported --authorization-mode {0:?}: supported modes are AlwaysAllow")]
-    AuthorizationMode(String),
+    #[error("invalid --authorization-mode: {0}")]
+    AuthorizationMode(#[from] crate::authz::ModeError),
     #[error("--etcd-servers must name at least one server")]
     NoEtcd,
     #[error("--max-requests-inflight and --max-mutating-requests-inflight must be positive")]
@@ -164,11 +164,7 @@ impl Options {
             },
             _ => return Err(OptionsError::TlsPair),
         };
-        for mode in self.authorization_mode.split(',') {
-            if mode != "AlwaysAllow" {
-                return Err(OptionsError::AuthorizationMode(mode.to_string()));
-            }
-        }
+        let authorization_modes = crate::authz::Mode::parse_list(&self.authorization_mode)?;
         let etcd_servers: Vec<String> = self
             .etcd_servers
             .into_iter()
@@ -224,6 +220,7 @@ impl Options {
             token_auth_file: self.token_auth_file,
             client_ca_file: self.client_ca_file,
             anonymous_auth: self.anonymous_auth,
+            authorization_modes,
             service_cluster_ip_range: range,
             service_node_port_range: node_ports,
             max_requests_inflight: self.max_requests_inflight,
@@ -295,7 +292,15 @@ mod tests {
         assert!(Options::parse_from(["x", "--tls-cert-file=/a"])
             .into_config()
             .is_err());
-        assert!(Options::parse_from(["x", "--authorization-mode=RBAC"])
+        assert_eq!(c.authorization_modes, [crate::authz::Mode::AlwaysAllow]);
+        assert_eq!(
+            Options::parse_from(["x", "--authorization-mode=Node,RBAC"])
+                .into_config()
+                .unwrap()
+                .authorization_modes,
+            [crate::authz::Mode::Node, crate::authz::Mode::Rbac]
+        );
+        assert!(Options::parse_from(["x", "--authorization-mode=ABAC"])
             .into_config()
             .is_err());
         assert_eq!(parse_port_range("30000+10"), Some((30000, 30009)));

@@ -913,7 +913,7 @@ pub async fn update(
                 &name,
                 api_types::validation::validate_update(info, &new, &old),
             )?;
-            admission::validate_update(api, &attributes, &new).await?;
+            admission::validate_update(api, &attributes, &new, &old).await?;
         }
 
         let pending = if info.group.is_empty() && info.plural == "services" && !status_only {

@@ -299,8 +299,19 @@ async fn route(
             tracing::trace!(user = %user.name, %path, "authenticated");
             user
         }
-        Authenticated::Rejected => return Err(ApiError::unauthorized()),
+        Authenticated::Rejected => match crate::serviceaccount_authenticator::authenticate(
+            api,
+            header(req.headers(), http::header::AUTHORIZATION),
+        ) {
+            Some(user) => user,
+            None => return Err(ApiError::unauthorized()),
+        },
     };
+    let user = crate::impersonation::impersonate(&api.authz, req.headers(), user)?;
+    if !api.authz.allows_everything() {
+        let attributes = crate::authz::Attributes::of_request(&user, req.method(), path, raw_query);
+        api.authz.check(&attributes)?;
+    }
 
     match path {
         "/metrics" => {
@@ -435,7 +446,9 @@ async fn route(
             }
         }
     };
-    serve_resource(api, req, r, q, &user).await
+    crate::authz::escalation::REQUEST_USER
+        .scope(user.clone(), serve_resource(api, req, r, q, &user))
+        .await
 }
 
 struct InflightPermit<'a> {
@@ -731,11 +744,11 @@ async fn serve_resource(
             let (mut decoded, _) = decode_write(req).await?;
             rest::check_type_meta(info, &mut decoded.value, &[])?;
             let answer = crate::registry::reviews::answer(
+                api,
                 info,
                 r.namespace.as_deref(),
                 decoded.value,
                 user,
-                &api.authn,
             )?;
             respond(info, output, &q, 201, &answer, &[])
         }

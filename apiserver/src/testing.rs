@@ -73,6 +73,7 @@ fn config(etcd: &EtcdServer, dir: &Path, port: u16) -> Config {
         token_auth_file: Some(dir.join("tokens.csv")),
         client_ca_file: None,
         anonymous_auth: false,
+        authorization_modes: vec![crate::authz::Mode::AlwaysAllow],
         service_cluster_ip_range: "10.96.0.0/24".parse().unwrap(),
         service_node_port_range: (30000, 32767),
         max_requests_inflight: 400,

@@ -124,6 +124,9 @@ pub struct WatchCache {
     ready: watch::Sender<bool>,
     /// The newest revision applied, for writers waiting to read their own write.
     applied: watch::Sender<i64>,
+    /// Counts changes to the objects (events and relists, not progress notifications),
+    /// for derived in-memory state such as the RBAC authorizer's index.
+    changes: watch::Sender<u64>,
     objects_gauge: prometheus::IntGauge,
 }
 
@@ -153,8 +156,10 @@ impl WatchCache {
         let (live, _) = broadcast::channel(CHANNEL);
         let (ready, _) = watch::channel(false);
         let (applied, _) = watch::channel(0);
+        let (changes, _) = watch::channel(0);
         Arc::new(WatchCache {
             info,
+            changes,
             state: RwLock::new(State {
                 objects: BTreeMap::new(),
                 revision: 0,
@@ -195,6 +200,16 @@ impl WatchCache {
 
     pub fn revision(&self) -> i64 {
         self.state.read().revision
+    }
+
+    /// How many times the objects changed; derived state is current while this stays.
+    pub fn changes(&self) -> u64 {
+        *self.changes.borrow()
+    }
+
+    /// Notified on every change of the objects.
+    pub fn subscribe_changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// Objects under a key prefix, and the revision they were read at.
@@ -318,6 +333,7 @@ impl WatchCache {
         // No receivers is fine: nobody is watching.
         let _ = self.live.send(ev);
         self.applied.send_replace(state.revision);
+        self.changes.send_modify(|c| *c += 1);
     }
 
     fn replace(&self, items: Vec<store::KeyValue>, revision: i64) {
@@ -334,6 +350,7 @@ impl WatchCache {
         state.history.clear();
         self.objects_gauge.set(state.objects.len() as i64);
         self.applied.send_replace(revision);
+        self.changes.send_modify(|c| *c += 1);
         self.ready.send_replace(true);
     }
 

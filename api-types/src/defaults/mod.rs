@@ -145,6 +145,31 @@ pub fn apply_defaults(info: &ResourceInfo, obj: &mut Value) -> Result<()> {
         ("policy", "PodDisruptionBudget") => {
             with_typed::<policy::PodDisruptionBudget>(info, obj, none)
         }
+        ("rbac.authorization.k8s.io", "Role" | "ClusterRole") => {
+            fill_rbac_zero_values(obj);
+            let mut typed = obj.clone();
+            if info.kind == "Role" {
+                with_typed::<k8s_openapi::api::rbac::v1::Role>(info, &mut typed, none)?;
+            } else {
+                with_typed::<k8s_openapi::api::rbac::v1::ClusterRole>(info, &mut typed, none)?;
+            }
+            *obj = typed;
+            Ok(())
+        }
+        ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => {
+            fill_rbac_zero_values(obj);
+            default_binding(obj);
+            let mut typed = obj.clone();
+            if info.kind == "RoleBinding" {
+                with_typed::<k8s_openapi::api::rbac::v1::RoleBinding>(info, &mut typed, none)?;
+            } else {
+                with_typed::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>(
+                    info, &mut typed, none,
+                )?;
+            }
+            *obj = typed;
+            Ok(())
+        }
         ("scheduling.k8s.io", "PriorityClass") => {
             with_typed(info, obj, |pc: &mut scheduling::PriorityClass| {
                 if pc
@@ -159,6 +184,70 @@ pub fn apply_defaults(info: &ResourceInfo, obj: &mut Value) -> Result<()> {
             })
         }
         _ => Ok(()),
+    }
+}
+
+/// Go decodes an absent struct or string as its zero value, k8s-openapi insists on
+/// them: a binding without `roleRef`, a subject without `kind`/`name` or a rule without
+/// `verbs` get their zero values so validation reports them as upstream does (422, not a
+/// decode failure).
+fn fill_rbac_zero_values(obj: &mut Value) {
+    let Some(o) = obj.as_object_mut() else { return };
+    if let Some(r) = o.get_mut("roleRef") {
+        if r.is_null() {
+            *r = serde_json::json!({});
+        }
+    }
+    if let Some(Value::Array(rules)) = o.get_mut("rules") {
+        for rule in rules.iter_mut().filter_map(Value::as_object_mut) {
+            if rule.get("verbs").is_none_or(Value::is_null) {
+                rule.insert("verbs".into(), serde_json::json!([]));
+            }
+        }
+    }
+    if let Some(Value::Array(subjects)) = o.get_mut("subjects") {
+        for s in subjects.iter_mut().filter_map(Value::as_object_mut) {
+            for f in ["kind", "name"] {
+                if s.get(f).is_none_or(Value::is_null) {
+                    s.insert(f.into(), Value::from(""));
+                }
+            }
+        }
+    }
+}
+
+/// Upstream's `SetDefaults_RoleBinding`/`SetDefaults_ClusterRoleBinding` and
+/// `SetDefaults_Subject`: the roleRef's and User/Group subjects' API group is RBAC's.
+fn default_binding(obj: &mut Value) {
+    const RBAC: &str = "rbac.authorization.k8s.io";
+    let Some(o) = obj.as_object_mut() else { return };
+    let role_ref = o.entry("roleRef").or_insert_with(|| serde_json::json!({}));
+    if let Some(r) = role_ref.as_object_mut() {
+        for f in ["kind", "name"] {
+            if r.get(f).is_none_or(Value::is_null) {
+                r.insert(f.into(), Value::from(""));
+            }
+        }
+        if r.get("apiGroup")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .is_empty()
+        {
+            r.insert("apiGroup".into(), Value::from(RBAC));
+        }
+    }
+    if let Some(Value::Array(subjects)) = o.get_mut("subjects") {
+        for s in subjects.iter_mut().filter_map(Value::as_object_mut) {
+            let empty = s
+                .get("apiGroup")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .is_empty();
+            let kind = s.get("kind").and_then(Value::as_str).unwrap_or("");
+            if empty && matches!(kind, "User" | "Group") {
+                s.insert("apiGroup".into(), Value::from(RBAC));
+            }
+        }
     }
 }
 

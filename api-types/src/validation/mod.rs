@@ -18,6 +18,7 @@ mod config;
 mod meta;
 mod networking;
 mod pod;
+pub mod rbac;
 mod service;
 mod workloads;
 
@@ -44,6 +45,8 @@ pub fn name_fn(info: &ResourceInfo) -> NameFn {
         ("", "Namespace") => name_is_dns_label,
         ("", "Service") => name_is_dns1035_label,
         ("", "PersistentVolume") => is_valid_path_segment_name,
+        // Upstream's `ValidateRBACName`.
+        ("rbac.authorization.k8s.io", _) => is_valid_path_segment_name,
         _ => name_is_dns_subdomain,
     }
 }
@@ -99,9 +102,23 @@ fn kind_checks(info: &ResourceInfo, obj: &Value, old: Option<&Value>) -> Vec<Fie
     use k8s_openapi::api::{
         apps::v1 as apps, batch::v1 as batch, coordination::v1 as coordination, core::v1 as core,
         discovery::v1 as discovery, events::v1 as events, networking::v1 as net, node::v1 as node,
-        policy::v1 as policy, scheduling::v1 as scheduling,
+        policy::v1 as policy, rbac::v1 as rbac_v1, scheduling::v1 as scheduling,
     };
     match (info.group, info.kind) {
+        ("rbac.authorization.k8s.io", "Role") => {
+            with!(info, obj, rbac_v1::Role, |v| rbac::role(&v))
+        }
+        ("rbac.authorization.k8s.io", "ClusterRole") => {
+            with!(info, obj, rbac_v1::ClusterRole, |v| rbac::cluster_role(&v))
+        }
+        ("rbac.authorization.k8s.io", "RoleBinding") => {
+            with!(info, obj, rbac_v1::RoleBinding, |v| rbac::role_binding(&v))
+        }
+        ("rbac.authorization.k8s.io", "ClusterRoleBinding") => {
+            with!(info, obj, rbac_v1::ClusterRoleBinding, |v| {
+                rbac::cluster_role_binding(&v)
+            })
+        }
         ("", "ConfigMap") => with!(info, obj, core::ConfigMap, |v| config::config_map(&v)),
         ("", "Endpoints") => with!(info, obj, core::Endpoints, |v| cluster::endpoints(&v)),
         ("", "Event") => with!(info, obj, core::Event, |v| cluster::event(&v)),
@@ -211,10 +228,20 @@ fn kind_checks(info: &ResourceInfo, obj: &Value, old: Option<&Value>) -> Vec<Fie
 fn update_checks(info: &ResourceInfo, new: &Value, old: &Value) -> Vec<FieldError> {
     use k8s_openapi::api::{
         apps::v1 as apps, batch::v1 as batch, core::v1 as core, discovery::v1 as discovery,
-        events::v1 as events, networking::v1 as net, node::v1 as node,
+        events::v1 as events, networking::v1 as net, node::v1 as node, rbac::v1 as rbac_v1,
         scheduling::v1 as scheduling,
     };
     match (info.group, info.kind) {
+        ("rbac.authorization.k8s.io", "RoleBinding") => {
+            with2!(info, new, old, rbac_v1::RoleBinding, |n, o| {
+                rbac::role_binding_update(&n, &o)
+            })
+        }
+        ("rbac.authorization.k8s.io", "ClusterRoleBinding") => {
+            with2!(info, new, old, rbac_v1::ClusterRoleBinding, |n, o| {
+                rbac::cluster_role_binding_update(&n, &o)
+            })
+        }
         ("", "ConfigMap") => with2!(info, new, old, core::ConfigMap, |n, o| {
             config::config_map_update(&n, &o)
         }),

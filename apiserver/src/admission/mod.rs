@@ -5,6 +5,7 @@
 //! those resources answer once the cache has them (see [`reads_cache_of`]).
 
 pub mod namespace_lifecycle;
+pub mod node_restriction;
 pub mod priority;
 pub mod resource_quota;
 
@@ -51,14 +52,16 @@ pub fn admit_update(a: &Attributes<'_>, new: &mut Value, old: &Value) {
     }
 }
 
-/// The validating phase of a create, after the object's own validation: PriorityClass
-/// rules, then ResourceQuota (which charges the quota unless `dry_run`).
+/// The validating phase of a create, after the object's own validation: RBAC escalation
+/// prevention, NodeRestriction, PriorityClass rules, then ResourceQuota (which charges the quota unless `dry_run`).
 pub async fn validate_create(
     api: &Apiserver,
     a: &Attributes<'_>,
     obj: &Value,
     dry_run: bool,
 ) -> ApiResult<()> {
+    crate::authz::escalation::check(api, a.info, a.namespace, a.name, obj, None)?;
+    node_restriction::validate_create(a, obj)?;
     if a.is("scheduling.k8s.io", "priorityclasses") {
         priority::validate_priority_class(api, a, obj, false).await?;
     }
@@ -69,7 +72,13 @@ pub async fn validate_create(
 }
 
 /// The validating phase of an update of the main resource, after the object's validation.
-pub async fn validate_update(api: &Apiserver, a: &Attributes<'_>, new: &Value) -> ApiResult<()> {
+pub async fn validate_update(
+    api: &Apiserver,
+    a: &Attributes<'_>,
+    new: &Value,
+    old: &Value,
+) -> ApiResult<()> {
+    crate::authz::escalation::check(api, a.info, a.namespace, a.name, new, Some(old))?;
     if a.is("scheduling.k8s.io", "priorityclasses") {
         priority::validate_priority_class(api, a, new, true).await?;
     }
@@ -83,6 +92,8 @@ pub fn reads_cache_of(info: &ResourceInfo) -> bool {
     matches!(
         (info.group, info.plural),
         ("", "namespaces" | "resourcequotas") | ("scheduling.k8s.io", "priorityclasses")
+            // The authorizers read these: a new binding holds for the client's next request.
+            | ("rbac.authorization.k8s.io", _)
     )
 }
 

@@ -24,6 +24,7 @@ mod networking;
 mod node;
 mod pod;
 mod quantity;
+mod rbac;
 mod service;
 mod storage;
 
@@ -180,6 +181,12 @@ fn printer_for(info: &ResourceInfo) -> Option<Printer> {
             cluster::PRIORITY_CLASS_COLUMNS,
             cluster::priority_class_cells,
         ),
+        ("rbac.authorization.k8s.io", "RoleBinding") => {
+            printer(rbac::ROLE_BINDING_COLUMNS, rbac::binding_cells)
+        }
+        ("rbac.authorization.k8s.io", "ClusterRoleBinding") => {
+            printer(rbac::CLUSTER_ROLE_BINDING_COLUMNS, rbac::binding_cells)
+        }
         ("node.k8s.io", "RuntimeClass") => {
             printer(cluster::RUNTIME_CLASS_COLUMNS, cluster::runtime_class_cells)
         }

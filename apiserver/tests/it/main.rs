@@ -8,6 +8,7 @@ mod fake_kubelet;
 mod kube_client;
 mod kubectl;
 mod priority;
+mod rbac;
 mod serviceaccount_token;
 mod systemd;
 mod x509_auth;
