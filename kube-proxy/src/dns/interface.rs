@@ -1,12 +1,14 @@
 //! The node-local listen address (upstream: NodeLocal DNSCache's `nodelocaldns` dummy
 //! interface): a dummy link of kube-proxy's own holding the cluster DNS address as a
 //! host address, so packets to that address are delivered to this node's listener
-//! instead of being routed on; made over rtnetlink, removed by `--cleanup`.
+//! instead of being routed on; made over rtnetlink, removed by `--cleanup`. A kernel
+//! built without the dummy driver (no modules to load) gets a bridge with no ports
+//! instead: its addresses are local all the same.
 
 use std::net::IpAddr;
 
 use futures::TryStreamExt;
-use rtnetlink::{Handle, LinkDummy, LinkUnspec};
+use rtnetlink::{Handle, LinkBridge, LinkDummy, LinkUnspec};
 
 /// The link's name.
 pub const LINK_NAME: &str = "pikube-dns";
@@ -54,12 +56,20 @@ pub async fn ensure(ip: IpAddr) -> Result<(), Error> {
     let index = match link_index(&handle, LINK_NAME).await {
         Some(i) => i,
         None => {
-            handle
+            let dummy = handle
                 .link()
                 .add(LinkDummy::new(LINK_NAME).build())
                 .execute()
-                .await
-                .map_err(Error::AddLink)?;
+                .await;
+            if let Err(e) = dummy {
+                tracing::info!(error = %e, "no dummy links here: using a bridge without ports");
+                handle
+                    .link()
+                    .add(LinkBridge::new(LINK_NAME).build())
+                    .execute()
+                    .await
+                    .map_err(Error::AddLink)?;
+            }
             link_index(&handle, LINK_NAME).await.ok_or(Error::Missing)?
         }
     };
