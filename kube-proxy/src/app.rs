@@ -155,8 +155,13 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
     };
     let dns = match config.proxy.dns.clone() {
         Some(dns) => Some(
-            crate::dns::start(config.client.clone(), dns, &config.registry, shutdown.clone())
-                .await?,
+            crate::dns::start(
+                config.client.clone(),
+                dns,
+                &config.registry,
+                shutdown.clone(),
+            )
+            .await?,
         ),
         None => None,
     };

@@ -522,7 +522,11 @@ mod tests {
         assert_eq!(dns.ip, Some("10.43.0.10".parse().unwrap()));
         assert_eq!(dns.domain, "example.internal");
         assert_eq!(dns.upstream_resolv_conf, PathBuf::from("/run/resolv.conf"));
-        let dns = parse(&["--enable-cluster-dns"]).unwrap().config.dns.unwrap();
+        let dns = parse(&["--enable-cluster-dns"])
+            .unwrap()
+            .config
+            .dns
+            .unwrap();
         assert_eq!(dns.ip, None);
         assert_eq!(dns.domain, "cluster.local");
         assert!(parse(&["--enable-cluster-dns", "--cluster-dns-ip=ten"])

@@ -66,10 +66,15 @@ mod tests {
     fn notrack_both_directions_in_both_hooks() {
         let t = transaction("10.96.0.10".parse().unwrap());
         assert!(t.starts_with("add table ip pikube-dns\ndelete table ip pikube-dns\n"));
-        assert!(t.contains("add rule ip pikube-dns prerouting ip daddr 10.96.0.10 udp dport 53 notrack"));
-        assert!(t.contains("add rule ip pikube-dns output ip saddr 10.96.0.10 tcp sport 53 notrack"));
+        assert!(t.contains(
+            "add rule ip pikube-dns prerouting ip daddr 10.96.0.10 udp dport 53 notrack"
+        ));
+        assert!(
+            t.contains("add rule ip pikube-dns output ip saddr 10.96.0.10 tcp sport 53 notrack")
+        );
         assert_eq!(t.matches("notrack").count(), 8);
         let t6 = transaction("fd00::a".parse().unwrap());
-        assert!(t6.contains("add rule ip6 pikube-dns prerouting ip6 daddr fd00::a udp dport 53 notrack"));
+        assert!(t6
+            .contains("add rule ip6 pikube-dns prerouting ip6 daddr fd00::a udp dport 53 notrack"));
     }
 }

@@ -157,7 +157,8 @@ impl Cache {
     /// denial.
     pub fn get(&self, query: &Query, now: Instant) -> Option<(Message, bool)> {
         let entry = self.entries.get(&key(query))?;
-        let age = u32::try_from(now.saturating_duration_since(entry.stored).as_secs()).unwrap_or(u32::MAX);
+        let age = u32::try_from(now.saturating_duration_since(entry.stored).as_secs())
+            .unwrap_or(u32::MAX);
         if age >= entry.ttl {
             return None;
         }
@@ -180,8 +181,9 @@ impl Cache {
             return;
         };
         if self.entries.len() >= self.capacity {
-            self.entries
-                .retain(|_, e| now.saturating_duration_since(e.stored).as_secs() < u64::from(e.ttl));
+            self.entries.retain(|_, e| {
+                now.saturating_duration_since(e.stored).as_secs() < u64::from(e.ttl)
+            });
             // Still full: make room by dropping an arbitrary tenth.
             if self.entries.len() >= self.capacity {
                 let drop: Vec<Key> = self
@@ -406,12 +408,18 @@ mod tests {
         let mut c = Cache::new(10);
         let t0 = Instant::now();
         c.put(&query("Example.COM."), &answer(300), t0);
-        let (m, denial) = c.get(&query("example.com."), t0 + Duration::from_secs(10)).unwrap();
+        let (m, denial) = c
+            .get(&query("example.com."), t0 + Duration::from_secs(10))
+            .unwrap();
         assert!(!denial);
         assert_eq!(m.answers()[0].ttl(), MAX_POSITIVE_TTL - 10);
-        assert!(c.get(&query("example.com."), t0 + Duration::from_secs(30)).is_none());
+        assert!(c
+            .get(&query("example.com."), t0 + Duration::from_secs(30))
+            .is_none());
         c.put(&query("short.example."), &answer(3), t0);
-        assert!(c.get(&query("short.example."), t0 + Duration::from_secs(3)).is_none());
+        assert!(c
+            .get(&query("short.example."), t0 + Duration::from_secs(3))
+            .is_none());
     }
 
     #[test]
@@ -419,10 +427,17 @@ mod tests {
         let mut c = Cache::new(10);
         let t0 = Instant::now();
         c.put(&query("nope.com."), &nxdomain(3600), t0);
-        let (m, denial) = c.get(&query("nope.com."), t0 + Duration::from_secs(1)).unwrap();
+        let (m, denial) = c
+            .get(&query("nope.com."), t0 + Duration::from_secs(1))
+            .unwrap();
         assert!(denial);
         assert_eq!(m.response_code(), ResponseCode::NXDomain);
-        assert!(c.get(&query("nope.com."), t0 + Duration::from_secs(u64::from(MAX_NEGATIVE_TTL))).is_none());
+        assert!(c
+            .get(
+                &query("nope.com."),
+                t0 + Duration::from_secs(u64::from(MAX_NEGATIVE_TTL))
+            )
+            .is_none());
         let mut fail = Message::new();
         fail.set_response_code(ResponseCode::ServFail);
         c.put(&query("broken.com."), &fail, t0);
@@ -458,7 +473,10 @@ mod tests {
             ]
         );
         std::fs::write(&path, "search x\n").unwrap();
-        assert_eq!(read_resolv_conf(&path, &[]).unwrap(), vec!["127.0.0.1:53".parse().unwrap()]);
+        assert_eq!(
+            read_resolv_conf(&path, &[]).unwrap(),
+            vec!["127.0.0.1:53".parse().unwrap()]
+        );
         assert!(read_resolv_conf(Path::new("/does/not/exist"), &[]).is_err());
     }
 }

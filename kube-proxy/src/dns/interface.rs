@@ -44,7 +44,14 @@ fn connect() -> Result<Handle, Error> {
 /// The index of link `name`, None when there is none.
 async fn link_index(handle: &Handle, name: &str) -> Option<u32> {
     // A missing link is an ENODEV error, not an empty answer.
-    match handle.link().get().match_name(name.to_string()).execute().try_next().await {
+    match handle
+        .link()
+        .get()
+        .match_name(name.to_string())
+        .execute()
+        .try_next()
+        .await
+    {
         Ok(Some(link)) => Some(link.header.index),
         _ => None,
     }

@@ -30,11 +30,17 @@ fn buckets() -> Vec<f64> {
 impl DnsMetrics {
     pub fn new(registry: &Registry) -> Result<DnsMetrics, prometheus::Error> {
         let requests = IntCounterVec::new(
-            Opts::new("coredns_dns_requests_total", "Counter of DNS requests made per zone, protocol and family."),
+            Opts::new(
+                "coredns_dns_requests_total",
+                "Counter of DNS requests made per zone, protocol and family.",
+            ),
             &["zone", "proto", "family", "type"],
         )?;
         let responses = IntCounterVec::new(
-            Opts::new("coredns_dns_responses_total", "Counter of response status codes."),
+            Opts::new(
+                "coredns_dns_responses_total",
+                "Counter of response status codes.",
+            ),
             &["zone", "rcode", "plugin"],
         )?;
         let request_duration = HistogramVec::new(
@@ -88,4 +94,3 @@ pub fn rcode_label(rcode: ResponseCode) -> &'static str {
         _ => "other",
     }
 }
-

@@ -110,7 +110,10 @@ pub struct Exclusion {
 impl Exclusion {
     pub fn new(config: &DnsConfig) -> Exclusion {
         match config.ip {
-            Some(ip) => Exclusion { key: None, ip: Some(ip) },
+            Some(ip) => Exclusion {
+                key: None,
+                ip: Some(ip),
+            },
             None => Exclusion {
                 key: Some((DNS_SERVICE_NAMESPACE.into(), DNS_SERVICE_NAME.into())),
                 ip: None,
@@ -162,8 +165,12 @@ pub async fn start(
     let metrics = DnsMetrics::new(registry)?;
     let (changed, mut changes) = channel::channel(());
     tokio::spawn(
-        watch::index(Api::<Service>::all(client.clone()), zone.clone(), changed.clone())
-            .instrument(tracing::info_span!("dns-service-informer")),
+        watch::index(
+            Api::<Service>::all(client.clone()),
+            zone.clone(),
+            changed.clone(),
+        )
+        .instrument(tracing::info_span!("dns-service-informer")),
     );
     tokio::spawn(
         watch::index(Api::<EndpointSlice>::all(client), zone.clone(), changed)
@@ -192,7 +199,15 @@ pub async fn start(
                     if current.as_ref().map(|c| c.0) != Some(ip) {
                         // Stop the old listeners (a changed kube-dns ClusterIP).
                         current = None;
-                        match serve(ip, &config, task_zone.clone(), metrics.clone(), shutdown.clone()).await {
+                        match serve(
+                            ip,
+                            &config,
+                            task_zone.clone(),
+                            metrics.clone(),
+                            shutdown.clone(),
+                        )
+                        .await
+                        {
                             Ok((addr, stopper)) => {
                                 info!(%addr, domain = %config.domain, "serving cluster DNS");
                                 serving_tx.send_replace(Some(addr));
@@ -306,7 +321,12 @@ mod tests {
             let dirty = t.flush(&mut models);
             assert!(dirty.contains(&("kube-system".to_string(), "kube-dns".to_string())));
             exclusion.apply(&mut models, &dirty);
-            assert_eq!(Tracker::model(&models, crate::service::IpFamily::V4).services.len(), 1);
+            assert_eq!(
+                Tracker::model(&models, crate::service::IpFamily::V4)
+                    .services
+                    .len(),
+                1
+            );
         }
     }
 }

@@ -20,6 +20,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use smallvec::SmallVec;
 
 use hickory_proto::rr::rdata::{CNAME, PTR, SOA, SRV, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
@@ -47,13 +50,43 @@ enum Kind {
     /// `clusterIP: None`: the ready endpoints.
     Headless,
     /// `type: ExternalName`: the target, an FQDN.
-    ExternalName(Name),
+    ExternalName(Box<Name>),
+}
+
+/// A port name, lower-case, kept inline: an IANA service name, at most 15 characters
+/// (the API's validation); empty for an unnamed port (no SRV record).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PortName {
+    len: u8,
+    bytes: [u8; 15],
+}
+
+impl PortName {
+    fn new(text: &str) -> Option<PortName> {
+        let mut bytes = [0u8; 15];
+        let len = text.len();
+        if len > bytes.len() || !text.is_ascii() {
+            return None;
+        }
+        bytes[..len].copy_from_slice(text.to_ascii_lowercase().as_bytes());
+        Some(PortName {
+            len: u8::try_from(len).ok()?,
+            bytes,
+        })
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct ServicePort {
-    /// Lower-case; empty for an unnamed port (no SRV record).
-    name: Box<str>,
+    name: PortName,
     protocol: Protocol,
     port: u16,
 }
@@ -90,11 +123,12 @@ struct ServiceEntry {
     ports: Box<[ServicePort]>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct EndpointEntry {
+/// One ready endpoint address, as the answers see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct EndpointEntry<'a> {
     ip: IpAddr,
     /// `hostname` of the endpoint, lower-case.
-    hostname: Option<Box<str>>,
+    hostname: Option<&'a str>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,24 +136,46 @@ struct SliceEntry {
     service: Box<str>,
     /// The slice's ports: name → port (an endpoint's port for SRV targets).
     ports: Box<[ServicePort]>,
-    /// Ready endpoints only (nothing else is ever published).
-    endpoints: Box<[EndpointEntry]>,
+    /// Ready endpoint addresses only (nothing else is ever published).
+    ips: Box<[IpAddr]>,
+    /// The hostnames of those that have one: (index into `ips`, hostname). Empty for
+    /// most Services (only StatefulSet-like pods set one), so it costs nothing.
+    hostnames: Box<[(u32, Box<str>)]>,
 }
+
+impl SliceEntry {
+    fn endpoints(&self) -> impl Iterator<Item = EndpointEntry<'_>> + '_ {
+        self.ips
+            .iter()
+            .enumerate()
+            .map(move |(i, ip)| EndpointEntry {
+                ip: *ip,
+                hostname: self
+                    .hostnames
+                    .iter()
+                    .find(|(k, _)| usize::try_from(*k).ok() == Some(i))
+                    .map(|(_, h)| &**h),
+            })
+    }
+}
+
+/// A name shared between the index's maps (one allocation, counted references).
+type Shared = Arc<str>;
 
 /// Services and endpoint slices of one namespace.
 #[derive(Default)]
 struct Namespace {
-    services: HashMap<Box<str>, ServiceEntry>,
+    services: HashMap<Shared, ServiceEntry>,
     /// Slice name → what it holds.
     slices: HashMap<Box<str>, SliceEntry>,
 }
 
-/// What a reverse address belongs to: a Service (ClusterIP) or the slice holding a
-/// headless endpoint.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-enum Owner {
-    Service { ns: Box<str>, name: Box<str> },
-    Slice { ns: Box<str>, name: Box<str> },
+/// Whose address a reverse name asks for: Service `ns/service` (its ClusterIP, or one
+/// of its endpoints when it is headless).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Owner {
+    ns: Shared,
+    service: Shared,
 }
 
 /// The index the watches keep.
@@ -127,10 +183,14 @@ pub struct Zone {
     /// The cluster domain, lower-case and fully qualified (`cluster.local.`).
     domain: Name,
     soa: Record,
-    namespaces: HashMap<Box<str>, Namespace>,
-    reverse: HashMap<IpAddr, Vec<Owner>>,
-    relist_services: Option<HashSet<(Box<str>, Box<str>)>>,
-    relist_slices: Option<HashSet<(Box<str>, Box<str>)>>,
+    namespaces: HashMap<Shared, Namespace>,
+    /// ClusterIPs and headless endpoints → their Services (PTR).
+    reverse: HashMap<IpAddr, SmallVec<[Owner; 1]>>,
+    /// Hashes of the keys seen during a re-list, per kind; None outside one. (A hash
+    /// collision would keep a deleted object until the next re-list: at 10,000 keys,
+    /// about one chance in 10^11.)
+    relist_services: Option<HashSet<u64>>,
+    relist_slices: Option<HashSet<u64>>,
     pub services_synced: bool,
     pub slices_synced: bool,
 }
@@ -154,11 +214,22 @@ pub enum Answer {
     NotOurs,
 }
 
-fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> (Box<str>, Box<str>) {
+fn key_of(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> (Box<str>, Box<str>) {
     (
         meta.namespace.as_deref().unwrap_or_default().into(),
         meta.name.as_deref().unwrap_or_default().into(),
     )
+}
+
+/// A hash of an object's namespace and name (std's SipHash, fixed keys).
+fn key_hash(ns: &str, name: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    ns.hash(&mut h);
+    name.hash(&mut h);
+    h.finish()
 }
 
 /// `10-0-0-1` for 10.0.0.1; `fd00--1` for fd00::1 (CoreDNS's endpoint names).
@@ -174,7 +245,11 @@ fn undashed(label: &str) -> Option<IpAddr> {
     if let Ok(v4) = label.replace('-', ".").parse::<Ipv4Addr>() {
         return Some(IpAddr::V4(v4));
     }
-    label.replace('-', ":").parse::<Ipv6Addr>().ok().map(IpAddr::V6)
+    label
+        .replace('-', ":")
+        .parse::<Ipv6Addr>()
+        .ok()
+        .map(IpAddr::V6)
 }
 
 fn service_entry(svc: &Service) -> Option<ServiceEntry> {
@@ -183,7 +258,7 @@ fn service_entry(svc: &Service) -> Option<ServiceEntry> {
         let target = spec.external_name.as_deref()?.trim_end_matches('.');
         let mut name = Name::from_ascii(target).ok()?.to_lowercase();
         name.set_fqdn(true);
-        Kind::ExternalName(name)
+        Kind::ExternalName(Box::new(name))
     } else if spec.cluster_ip.as_deref() == Some("None") {
         Kind::Headless
     } else {
@@ -210,7 +285,7 @@ fn service_entry(svc: &Service) -> Option<ServiceEntry> {
         .flatten()
         .filter_map(|p| {
             Some(ServicePort {
-                name: p.name.as_deref().unwrap_or_default().to_lowercase().into(),
+                name: PortName::new(p.name.as_deref().unwrap_or_default())?,
                 protocol: Protocol::parse(p.protocol.as_deref())?,
                 port: u16::try_from(p.port).ok()?,
             })
@@ -230,20 +305,17 @@ fn slice_entry(slice: &EndpointSlice) -> Option<SliceEntry> {
         .flatten()
         .filter_map(|p| {
             Some(ServicePort {
-                name: p.name.as_deref().unwrap_or_default().to_lowercase().into(),
+                name: PortName::new(p.name.as_deref().unwrap_or_default())?,
                 protocol: Protocol::parse(p.protocol.as_deref())?,
                 port: u16::try_from(p.port?).ok()?,
             })
         })
         .collect();
-    let mut endpoints = Vec::new();
+    let mut ips = Vec::new();
+    let mut hostnames = Vec::new();
     for ep in &slice.endpoints {
         // A missing `ready` means ready (the EndpointSlice API's rule).
-        let ready = ep
-            .conditions
-            .as_ref()
-            .and_then(|c| c.ready)
-            .unwrap_or(true);
+        let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
         if !ready {
             continue;
         }
@@ -254,17 +326,18 @@ fn slice_entry(slice: &EndpointSlice) -> Option<SliceEntry> {
             .map(|h| h.to_lowercase().into());
         for address in &ep.addresses {
             if let Ok(ip) = address.parse::<IpAddr>() {
-                endpoints.push(EndpointEntry {
-                    ip,
-                    hostname: hostname.clone(),
-                });
+                if let Some(h) = &hostname {
+                    hostnames.push((u32::try_from(ips.len()).ok()?, h.clone()));
+                }
+                ips.push(ip);
             }
         }
     }
     Some(SliceEntry {
         service: service.as_str().into(),
         ports,
-        endpoints: endpoints.into(),
+        ips: ips.into(),
+        hostnames: hostnames.into(),
     })
 }
 
@@ -379,51 +452,102 @@ impl Zone {
         }
     }
 
-    fn unlink(&mut self, ip: IpAddr, owner: &Owner) {
-        if let Some(owners) = self.reverse.get_mut(&ip) {
-            owners.retain(|o| o != owner);
-            if owners.is_empty() {
-                self.reverse.remove(&ip);
+    /// The addresses PTR names for Service `ns/svc`: its ClusterIPs, or the ready
+    /// endpoints of all its slices when it is headless.
+    fn owned_ips(&self, ns: &str, svc: &str) -> Vec<IpAddr> {
+        let Some(n) = self.namespaces.get(ns) else {
+            return Vec::new();
+        };
+        match n.services.get(svc).map(|s| &s.kind) {
+            Some(Kind::ClusterIp(ips)) => ips.to_vec(),
+            Some(Kind::Headless) => self
+                .endpoints_of(n, svc)
+                .into_iter()
+                .map(|(ep, _)| ep.ip)
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Runs `change`, which may touch Service `ns/svc` or its slices, and brings the
+    /// reverse index of that Service up to date.
+    fn update(&mut self, ns: &str, svc: &str, change: impl FnOnce(&mut Self)) {
+        let before = self.owned_ips(ns, svc);
+        change(self);
+        let after = self.owned_ips(ns, svc);
+        for ip in before.iter().filter(|ip| !after.contains(ip)) {
+            if let Some(owners) = self.reverse.get_mut(ip) {
+                owners.retain(|o| !(&*o.ns == ns && &*o.service == svc));
+                if owners.is_empty() {
+                    self.reverse.remove(ip);
+                }
+            }
+        }
+        let gained: Vec<IpAddr> = after
+            .into_iter()
+            .filter(|ip| !before.contains(ip))
+            .collect();
+        if gained.is_empty() {
+            return;
+        }
+        // Both exist: `after` is not empty only for a Service in the index.
+        let Some((ns_key, n)) = self.namespaces.get_key_value(ns) else {
+            return;
+        };
+        let Some((svc_key, _)) = n.services.get_key_value(svc) else {
+            return;
+        };
+        let owner = Owner {
+            ns: ns_key.clone(),
+            service: svc_key.clone(),
+        };
+        for ip in gained {
+            let owners = self.reverse.entry(ip).or_default();
+            if !owners.contains(&owner) {
+                owners.push(owner.clone());
             }
         }
     }
 
-    fn link(&mut self, ip: IpAddr, owner: Owner) {
-        let owners = self.reverse.entry(ip).or_default();
-        if !owners.contains(&owner) {
-            owners.push(owner);
+    fn namespace_mut(&mut self, ns: &str) -> &mut Namespace {
+        if !self.namespaces.contains_key(ns) {
+            self.namespaces.insert(ns.into(), Namespace::default());
+        }
+        self.namespaces.get_mut(ns).expect("inserted above")
+    }
+
+    fn drop_namespace_if_empty(&mut self, ns: &str) {
+        if self
+            .namespaces
+            .get(ns)
+            .is_some_and(|n| n.services.is_empty() && n.slices.is_empty())
+        {
+            self.namespaces.remove(ns);
         }
     }
 
     pub fn apply_service(&mut self, svc: &Service) {
         let (ns, name) = key_of(&svc.metadata);
         if let Some(seen) = self.relist_services.as_mut() {
-            seen.insert((ns.clone(), name.clone()));
+            seen.insert(key_hash(&ns, &name));
         }
         let Some(entry) = service_entry(svc) else {
             self.remove_service(&ns, &name);
             return;
         };
-        if self.namespaces.get(&ns).and_then(|n| n.services.get(&name)) == Some(&entry) {
+        if self
+            .namespaces
+            .get(&*ns)
+            .and_then(|n| n.services.get(&*name))
+            == Some(&entry)
+        {
             return;
         }
-        self.remove_service(&ns, &name);
-        if let Kind::ClusterIp(ips) = &entry.kind {
-            for ip in ips.iter() {
-                self.link(
-                    *ip,
-                    Owner::Service {
-                        ns: ns.clone(),
-                        name: name.clone(),
-                    },
-                );
-            }
-        }
-        self.namespaces
-            .entry(ns)
-            .or_default()
-            .services
-            .insert(name, entry);
+        self.update(&ns, &name, |z| {
+            z.namespace_mut(&ns)
+                .services
+                .insert(name.as_ref().into(), entry);
+        });
         self.bump_serial();
     }
 
@@ -433,55 +557,50 @@ impl Zone {
     }
 
     fn remove_service(&mut self, ns: &str, name: &str) {
-        let Some(n) = self.namespaces.get_mut(ns) else {
+        if !self
+            .namespaces
+            .get(ns)
+            .is_some_and(|n| n.services.contains_key(name))
+        {
             return;
-        };
-        let Some(old) = n.services.remove(name) else {
-            return;
-        };
-        let empty = n.services.is_empty() && n.slices.is_empty();
-        if empty {
-            self.namespaces.remove(ns);
         }
-        if let Kind::ClusterIp(ips) = old.kind {
-            let owner = Owner::Service {
-                ns: ns.into(),
-                name: name.into(),
-            };
-            for ip in ips.iter() {
-                self.unlink(*ip, &owner);
+        self.update(ns, name, |z| {
+            if let Some(n) = z.namespaces.get_mut(ns) {
+                n.services.remove(name);
             }
-        }
+            z.drop_namespace_if_empty(ns);
+        });
         self.bump_serial();
     }
 
     pub fn apply_slice(&mut self, slice: &EndpointSlice) {
         let (ns, name) = key_of(&slice.metadata);
         if let Some(seen) = self.relist_slices.as_mut() {
-            seen.insert((ns.clone(), name.clone()));
+            seen.insert(key_hash(&ns, &name));
         }
         let Some(entry) = slice_entry(slice) else {
             self.remove_slice(&ns, &name);
             return;
         };
-        if self.namespaces.get(&ns).and_then(|n| n.slices.get(&name)) == Some(&entry) {
+        let old = self.namespaces.get(&*ns).and_then(|n| n.slices.get(&*name));
+        if old == Some(&entry) {
             return;
         }
-        self.remove_slice(&ns, &name);
-        for ep in entry.endpoints.iter() {
-            self.link(
-                ep.ip,
-                Owner::Slice {
-                    ns: ns.clone(),
-                    name: name.clone(),
-                },
-            );
+        // A slice moved to another Service (its label changed) leaves the old one.
+        if let Some(old_service) = old
+            .map(|o| o.service.clone())
+            .filter(|s| *s != entry.service)
+        {
+            self.update(&ns, &old_service, |z| {
+                if let Some(n) = z.namespaces.get_mut(&*ns) {
+                    n.slices.remove(&*name);
+                }
+            });
         }
-        self.namespaces
-            .entry(ns)
-            .or_default()
-            .slices
-            .insert(name, entry);
+        let service = entry.service.clone();
+        self.update(&ns, &service, |z| {
+            z.namespace_mut(&ns).slices.insert(name, entry);
+        });
         self.bump_serial();
     }
 
@@ -491,22 +610,20 @@ impl Zone {
     }
 
     fn remove_slice(&mut self, ns: &str, name: &str) {
-        let Some(n) = self.namespaces.get_mut(ns) else {
+        let Some(service) = self
+            .namespaces
+            .get(ns)
+            .and_then(|n| n.slices.get(name))
+            .map(|s| s.service.clone())
+        else {
             return;
         };
-        let Some(old) = n.slices.remove(name) else {
-            return;
-        };
-        if n.services.is_empty() && n.slices.is_empty() {
-            self.namespaces.remove(ns);
-        }
-        let owner = Owner::Slice {
-            ns: ns.into(),
-            name: name.into(),
-        };
-        for ep in old.endpoints.iter() {
-            self.unlink(ep.ip, &owner);
-        }
+        self.update(ns, &service, |z| {
+            if let Some(n) = z.namespaces.get_mut(ns) {
+                n.slices.remove(name);
+            }
+            z.drop_namespace_if_empty(ns);
+        });
         self.bump_serial();
     }
 
@@ -520,8 +637,12 @@ impl Zone {
             let gone: Vec<(Box<str>, Box<str>)> = self
                 .namespaces
                 .iter()
-                .flat_map(|(ns, n)| n.services.keys().map(move |s| (ns.clone(), s.clone())))
-                .filter(|k| !seen.contains(k))
+                .flat_map(|(ns, n)| {
+                    n.services
+                        .keys()
+                        .map(move |s| (Box::<str>::from(&**ns), Box::<str>::from(&**s)))
+                })
+                .filter(|(ns, name)| !seen.contains(&key_hash(ns, name)))
                 .collect();
             for (ns, name) in gone {
                 self.remove_service(&ns, &name);
@@ -539,8 +660,12 @@ impl Zone {
             let gone: Vec<(Box<str>, Box<str>)> = self
                 .namespaces
                 .iter()
-                .flat_map(|(ns, n)| n.slices.keys().map(move |s| (ns.clone(), s.clone())))
-                .filter(|k| !seen.contains(k))
+                .flat_map(|(ns, n)| {
+                    n.slices
+                        .keys()
+                        .map(move |s| (Box::<str>::from(&**ns), s.clone()))
+                })
+                .filter(|(ns, name)| !seen.contains(&key_hash(ns, name)))
                 .collect();
             for (ns, name) in gone {
                 self.remove_slice(&ns, &name);
@@ -570,10 +695,10 @@ impl Zone {
         &'a self,
         n: &'a Namespace,
         svc: &str,
-    ) -> Vec<(&'a EndpointEntry, &'a SliceEntry)> {
-        let mut out: Vec<(&EndpointEntry, &SliceEntry)> = Vec::new();
+    ) -> Vec<(EndpointEntry<'a>, &'a SliceEntry)> {
+        let mut out: Vec<(EndpointEntry<'a>, &'a SliceEntry)> = Vec::new();
         for slice in n.slices.values().filter(|s| &*s.service == svc) {
-            for ep in slice.endpoints.iter() {
+            for ep in slice.endpoints() {
                 if !out.iter().any(|(e, _)| e.ip == ep.ip) {
                     out.push((ep, slice));
                 }
@@ -584,10 +709,8 @@ impl Zone {
     }
 
     /// The first label of an endpoint's name: its hostname, else its dashed address.
-    fn endpoint_label(ep: &EndpointEntry) -> String {
-        ep.hostname
-            .as_deref()
-            .map_or_else(|| dashed(ep.ip), str::to_string)
+    fn endpoint_label(ep: &EndpointEntry<'_>) -> String {
+        ep.hostname.map_or_else(|| dashed(ep.ip), str::to_string)
     }
 
     /// Answers `qtype` for `qname`.
@@ -597,7 +720,10 @@ impl Zone {
             let skip = usize::from(self.domain.num_labels());
             let all: Vec<&[u8]> = lower.iter().collect();
             let rel = &all[..all.len() - skip];
-            let Some(labels) = rel.iter().map(|l| label_str(l)).collect::<Option<Vec<&str>>>()
+            let Some(labels) = rel
+                .iter()
+                .map(|l| label_str(l))
+                .collect::<Option<Vec<&str>>>()
             else {
                 return self.nxdomain();
             };
@@ -668,13 +794,13 @@ impl Zone {
         let mut additionals = Vec::new();
         match &entry.kind {
             Kind::ExternalName(target) => {
-                let cname = record(qname.clone(), RData::CNAME(CNAME(target.clone())));
+                let cname = record(qname.clone(), RData::CNAME(CNAME((**target).clone())));
                 if qtype == RecordType::CNAME {
                     answers.push(cname);
                 } else {
                     return Answer::Alias {
                         cname,
-                        target: target.clone(),
+                        target: (**target).clone(),
                     };
                 }
             }
@@ -707,7 +833,12 @@ impl Zone {
                         for port in slice.ports.iter().filter(|p| !p.name.is_empty()) {
                             answers.push(record(
                                 qname.clone(),
-                                RData::SRV(SRV::new(0, srv_weight(eps.len()), port.port, target.clone())),
+                                RData::SRV(SRV::new(
+                                    0,
+                                    srv_weight(eps.len()),
+                                    port.port,
+                                    target.clone(),
+                                )),
                             ));
                         }
                         additionals.push(address_record(target, ep.ip));
@@ -730,7 +861,7 @@ impl Zone {
         }
     }
 
-    fn endpoint_name(&self, ns: &str, svc: &str, ep: &EndpointEntry) -> Option<Name> {
+    fn endpoint_name(&self, ns: &str, svc: &str, ep: &EndpointEntry<'_>) -> Option<Name> {
         self.name_in_zone(&[&Self::endpoint_label(ep), svc, ns, "svc"])
     }
 
@@ -783,11 +914,11 @@ impl Zone {
         let Some((n, entry)) = self.service(ns, svc) else {
             return self.nxdomain();
         };
-        let Some(port) = entry
-            .ports
-            .iter()
-            .find(|p| !p.name.is_empty() && &*p.name == port_name && p.protocol.label() == proto.as_bytes())
-        else {
+        let Some(port) = entry.ports.iter().find(|p| {
+            !p.name.is_empty()
+                && p.name.as_str() == port_name
+                && p.protocol.label() == proto.as_bytes()
+        }) else {
             return self.nxdomain();
         };
         if !matches!(qtype, RecordType::SRV | RecordType::ANY) {
@@ -821,7 +952,12 @@ impl Zone {
                     };
                     answers.push(record(
                         qname.clone(),
-                        RData::SRV(SRV::new(0, srv_weight(eps.len()), ep_port.port, target.clone())),
+                        RData::SRV(SRV::new(
+                            0,
+                            srv_weight(eps.len()),
+                            ep_port.port,
+                            target.clone(),
+                        )),
                     ));
                     additionals.push(address_record(target, ep.ip));
                 }
@@ -847,26 +983,21 @@ impl Zone {
         if net.prefix_len() != full {
             return None;
         }
-        let owners = self.reverse.get(&net.addr())?;
+        let ip = net.addr();
+        let owners = self.reverse.get(&ip)?;
         let mut answers = Vec::new();
         for owner in owners {
-            let target = match owner {
-                Owner::Service { ns, name } => self.name_in_zone(&[name, ns, "svc"]),
-                Owner::Slice { ns, name } => {
-                    let Some(n) = self.namespaces.get(ns) else {
-                        continue;
-                    };
-                    let Some(slice) = n.slices.get(name) else {
-                        continue;
-                    };
-                    if n.services.get(&slice.service).map(|s| &s.kind) != Some(&Kind::Headless) {
-                        continue;
-                    }
-                    let Some(ep) = slice.endpoints.iter().find(|e| e.ip == net.addr()) else {
-                        continue;
-                    };
-                    self.endpoint_name(ns, &slice.service, ep)
-                }
+            let Some(n) = self.namespaces.get(&owner.ns) else {
+                continue;
+            };
+            let target = match n.services.get(&owner.service).map(|s| &s.kind) {
+                Some(Kind::ClusterIp(_)) => self.name_in_zone(&[&owner.service, &owner.ns, "svc"]),
+                Some(Kind::Headless) => self
+                    .endpoints_of(n, &owner.service)
+                    .into_iter()
+                    .find(|(ep, _)| ep.ip == ip)
+                    .and_then(|(ep, _)| self.endpoint_name(&owner.ns, &owner.service, &ep)),
+                _ => None,
             };
             if let Some(target) = target {
                 let rec = record(qname.clone(), RData::PTR(PTR(target)));
@@ -927,7 +1058,9 @@ mod tests {
 
     fn addresses(answer: &Answer) -> Vec<String> {
         match answer {
-            Answer::Records { answers, .. } => answers.iter().map(|r| r.data().to_string()).collect(),
+            Answer::Records { answers, .. } => {
+                answers.iter().map(|r| r.data().to_string()).collect()
+            }
             other => panic!("not records: {other:?}"),
         }
     }
@@ -939,7 +1072,11 @@ mod tests {
         assert_eq!(addresses(&a), ["10.96.0.20"]);
         if let Answer::Records { answers, .. } = &a {
             assert_eq!(answers[0].ttl(), TTL);
-            assert_eq!(answers[0].name(), &name("Web.NS.svc.cluster.local."), "the query's case is kept");
+            assert_eq!(
+                answers[0].name(),
+                &name("Web.NS.svc.cluster.local."),
+                "the query's case is kept"
+            );
         }
         let aaaa = z.answer(&name("web.ns.svc.cluster.local."), RecordType::AAAA);
         assert_eq!(addresses(&aaaa), ["fd00::20"]);
@@ -972,19 +1109,34 @@ mod tests {
     #[test]
     fn srv_for_named_ports() {
         let z = zone();
-        let srv = z.answer(&name("_http._tcp.web.ns.svc.cluster.local."), RecordType::SRV);
+        let srv = z.answer(
+            &name("_http._tcp.web.ns.svc.cluster.local."),
+            RecordType::SRV,
+        );
         match srv {
-            Answer::Records { answers, additionals } => {
+            Answer::Records {
+                answers,
+                additionals,
+            } => {
                 assert_eq!(answers.len(), 1);
-                assert_eq!(answers[0].data().to_string(), "0 100 80 web.ns.svc.cluster.local.");
+                assert_eq!(
+                    answers[0].data().to_string(),
+                    "0 100 80 web.ns.svc.cluster.local."
+                );
                 assert_eq!(additionals.len(), 2);
             }
             other => panic!("{other:?}"),
         }
-        let udp = z.answer(&name("_dns._udp.web.ns.svc.cluster.local."), RecordType::SRV);
+        let udp = z.answer(
+            &name("_dns._udp.web.ns.svc.cluster.local."),
+            RecordType::SRV,
+        );
         assert_eq!(addresses(&udp), ["0 100 53 web.ns.svc.cluster.local."]);
         assert!(matches!(
-            z.answer(&name("_dns._tcp.web.ns.svc.cluster.local."), RecordType::SRV),
+            z.answer(
+                &name("_dns._tcp.web.ns.svc.cluster.local."),
+                RecordType::SRV
+            ),
             Answer::NxDomain(_)
         ));
         let headless = z.answer(&name("_pg._tcp.db.ns.svc.cluster.local."), RecordType::SRV);
@@ -1013,8 +1165,14 @@ mod tests {
             .map(|b| format!("{:x}.{:x}.", b & 0xf, b >> 4))
             .collect::<String>()
             + "ip6.arpa.";
-        assert_eq!(addresses(&z.answer(&name(&arpa), RecordType::PTR)), ["web.ns.svc.cluster.local."]);
-        assert_eq!(z.answer(&name("1.1.168.192.in-addr.arpa."), RecordType::PTR), Answer::NotOurs);
+        assert_eq!(
+            addresses(&z.answer(&name(&arpa), RecordType::PTR)),
+            ["web.ns.svc.cluster.local."]
+        );
+        assert_eq!(
+            z.answer(&name("1.1.168.192.in-addr.arpa."), RecordType::PTR),
+            Answer::NotOurs
+        );
     }
 
     #[test]
@@ -1052,8 +1210,14 @@ mod tests {
                 other => panic!("{missing}: {other:?}"),
             }
         }
-        assert!(matches!(z.answer(&name("ns.svc.cluster.local."), RecordType::A), Answer::NoData(_)));
-        assert_eq!(z.answer(&name("example.com."), RecordType::A), Answer::NotOurs);
+        assert!(matches!(
+            z.answer(&name("ns.svc.cluster.local."), RecordType::A),
+            Answer::NoData(_)
+        ));
+        assert_eq!(
+            z.answer(&name("example.com."), RecordType::A),
+            Answer::NotOurs
+        );
         assert_eq!(
             addresses(&z.answer(&name("dns-version.cluster.local."), RecordType::TXT)),
             ["1.1.0"]
@@ -1072,7 +1236,10 @@ mod tests {
             z.answer(&name("web.ns.svc.cluster.local."), RecordType::A),
             Answer::NxDomain(_)
         ));
-        assert_eq!(z.answer(&name("20.0.96.10.in-addr.arpa."), RecordType::PTR), Answer::NotOurs);
+        assert_eq!(
+            z.answer(&name("20.0.96.10.in-addr.arpa."), RecordType::PTR),
+            Answer::NotOurs
+        );
         z.relist_slices_started();
         z.relist_slices_done();
         assert!(matches!(

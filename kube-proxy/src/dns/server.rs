@@ -170,10 +170,19 @@ impl Handler {
             return Step::Reply(encode(&response, limit));
         };
         let in_zone = self.zone.read().domain().zone_of(query.name());
-        let zone_label = if in_zone { self.zone_label.as_str() } else { "." };
+        let zone_label = if in_zone {
+            self.zone_label.as_str()
+        } else {
+            "."
+        };
         self.metrics
             .requests
-            .with_label_values(&[zone_label, transport.label(), family, type_label(query.query_type())])
+            .with_label_values(&[
+                zone_label,
+                transport.label(),
+                family,
+                type_label(query.query_type()),
+            ])
             .inc();
         if request.op_code() != OpCode::Query {
             response.set_response_code(ResponseCode::NotImp);
@@ -290,7 +299,12 @@ impl Handler {
     }
 
     /// One query, start to end (the TCP path and tests).
-    pub async fn handle(&self, bytes: &[u8], transport: Transport, from: SocketAddr) -> Option<Vec<u8>> {
+    pub async fn handle(
+        &self,
+        bytes: &[u8],
+        transport: Transport,
+        from: SocketAddr,
+    ) -> Option<Vec<u8>> {
         match self.begin(bytes, transport, from) {
             Step::Reply(reply) => reply,
             Step::Forward(pending) => self.finish(*pending).await,

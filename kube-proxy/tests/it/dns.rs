@@ -136,7 +136,15 @@ fn tcp_query(cluster: &Cluster, ns: &str, name: &str, qtype: RecordType) -> Mess
         .net
         .command(
             ns,
-            &["timeout", "5", "socat", "-t", "2", "-", &format!("TCP:{DNS_IP}:53")],
+            &[
+                "timeout",
+                "5",
+                "socat",
+                "-t",
+                "2",
+                "-",
+                &format!("TCP:{DNS_IP}:53"),
+            ],
         )
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -228,37 +236,74 @@ async fn cluster_dns_answers_on_the_node() {
 
     // A ClusterIP Service by FQDN.
     let (ok, out) = nslookup(&cluster, &outside, "a", "web.default.svc.cluster.local");
-    assert!(ok && out.contains(&format!("Address: {}", web.cluster_ip)), "{out}");
+    assert!(
+        ok && out.contains(&format!("Address: {}", web.cluster_ip)),
+        "{out}"
+    );
 
     // A headless Service: every ready endpoint, and each by its hostname.
     let (ok, out) = nslookup(&cluster, &outside, "a", "db.default.svc.cluster.local");
     assert!(ok, "{out}");
     assert!(out.contains(&format!("Address: {}", ep(1))), "{out}");
     assert!(out.contains(&format!("Address: {}", ep(2))), "{out}");
-    assert!(!out.contains(&ep(3)), "a not-ready endpoint is published: {out}");
+    assert!(
+        !out.contains(&ep(3)),
+        "a not-ready endpoint is published: {out}"
+    );
     let (ok, out) = nslookup(&cluster, &outside, "a", "db-1.db.default.svc.cluster.local");
     assert!(ok && out.contains(&format!("Address: {}", ep(2))), "{out}");
 
     // SRV for a named port: the Service's port, and per endpoint for headless ones.
-    let (ok, out) = nslookup(&cluster, &outside, "srv", "_http._tcp.web.default.svc.cluster.local");
-    assert!(ok && out.contains("0 100 80 web.default.svc.cluster.local"), "{out}");
-    let (ok, out) = nslookup(&cluster, &outside, "srv", "_pg._tcp.db.default.svc.cluster.local");
-    assert!(ok && out.contains("15432 db-0.db.default.svc.cluster.local"), "{out}");
-    assert!(out.contains("15432 db-1.db.default.svc.cluster.local"), "{out}");
+    let (ok, out) = nslookup(
+        &cluster,
+        &outside,
+        "srv",
+        "_http._tcp.web.default.svc.cluster.local",
+    );
+    assert!(
+        ok && out.contains("0 100 80 web.default.svc.cluster.local"),
+        "{out}"
+    );
+    let (ok, out) = nslookup(
+        &cluster,
+        &outside,
+        "srv",
+        "_pg._tcp.db.default.svc.cluster.local",
+    );
+    assert!(
+        ok && out.contains("15432 db-0.db.default.svc.cluster.local"),
+        "{out}"
+    );
+    assert!(
+        out.contains("15432 db-1.db.default.svc.cluster.local"),
+        "{out}"
+    );
 
     // PTR for the Service's address and for a headless endpoint.
     let octets = web.cluster_ip.octets();
-    let arpa = format!("{}.{}.{}.{}.in-addr.arpa", octets[3], octets[2], octets[1], octets[0]);
+    let arpa = format!(
+        "{}.{}.{}.{}.in-addr.arpa",
+        octets[3], octets[2], octets[1], octets[0]
+    );
     let (ok, out) = nslookup(&cluster, &outside, "ptr", &arpa);
-    assert!(ok && out.contains("name = web.default.svc.cluster.local"), "{out}");
+    assert!(
+        ok && out.contains("name = web.default.svc.cluster.local"),
+        "{out}"
+    );
     let e = cluster.net.ip(101).octets();
     let arpa = format!("{}.{}.{}.{}.in-addr.arpa", e[3], e[2], e[1], e[0]);
     let (ok, out) = nslookup(&cluster, &outside, "ptr", &arpa);
-    assert!(ok && out.contains("name = db-0.db.default.svc.cluster.local"), "{out}");
+    assert!(
+        ok && out.contains("name = db-0.db.default.svc.cluster.local"),
+        "{out}"
+    );
 
     // ExternalName: a CNAME, its target resolved through the upstream.
     let (ok, out) = nslookup(&cluster, &outside, "a", "ext.default.svc.cluster.local");
-    assert!(ok && out.contains(&format!("canonical name = {OUTSIDE_NAME}")), "{out}");
+    assert!(
+        ok && out.contains(&format!("canonical name = {OUTSIDE_NAME}")),
+        "{out}"
+    );
     assert!(out.contains(&format!("Address: {OUTSIDE_IP}")), "{out}");
 
     // Missing names of the zone: NXDOMAIN, never asked upstream (search-path
@@ -276,24 +321,47 @@ async fn cluster_dns_answers_on_the_node() {
 
     // A name outside the cluster: through the test resolver, then from the cache.
     let (ok, out) = nslookup(&cluster, &outside, "a", OUTSIDE_NAME);
-    assert!(ok && out.contains(&format!("Address: {OUTSIDE_IP}")), "{out}");
+    assert!(
+        ok && out.contains(&format!("Address: {OUTSIDE_IP}")),
+        "{out}"
+    );
     let asked = resolver.queries.load(Ordering::SeqCst);
     let (ok, out) = nslookup(&cluster, &outside, "a", OUTSIDE_NAME);
-    assert!(ok && out.contains(&format!("Address: {OUTSIDE_IP}")), "{out}");
-    assert_eq!(resolver.queries.load(Ordering::SeqCst), asked, "the second answer was not cached");
+    assert!(
+        ok && out.contains(&format!("Address: {OUTSIDE_IP}")),
+        "{out}"
+    );
+    assert_eq!(
+        resolver.queries.load(Ordering::SeqCst),
+        asked,
+        "the second answer was not cached"
+    );
     let (ok, out) = nslookup(&cluster, &outside, "a", "missing.example");
     assert!(!ok && out.contains("NXDOMAIN"), "{out}");
 
     // TCP.
-    let m = blocking(|| tcp_query(&cluster, &outside, "web.default.svc.cluster.local.", RecordType::A));
+    let m = blocking(|| {
+        tcp_query(
+            &cluster,
+            &outside,
+            "web.default.svc.cluster.local.",
+            RecordType::A,
+        )
+    });
     assert_eq!(m.id(), 4242);
     assert_eq!(m.response_code(), ResponseCode::NoError);
-    assert_eq!(m.answers()[0].data().to_string(), web.cluster_ip.to_string());
+    assert_eq!(
+        m.answers()[0].data().to_string(),
+        web.cluster_ip.to_string()
+    );
 
     // The proxier left the DNS address alone; the notrack table is there.
     let table = cluster.table().expect("kube-proxy table");
     assert!(table.contains(&web.cluster_ip.to_string()), "{table}");
-    assert!(!table.contains(DNS_IP), "the DNS Service reached the proxier: {table}");
+    assert!(
+        !table.contains(DNS_IP),
+        "the DNS Service reached the proxier: {table}"
+    );
     let out = cluster
         .net
         .exec(&cluster.node, &["nft", "list", "table", "ip", "pikube-dns"]);
@@ -306,23 +374,48 @@ async fn cluster_dns_answers_on_the_node() {
         .get(&cluster.node, "http://127.0.0.1:10249/metrics")
         .unwrap();
     let has = |name: &str, labels: &[&str]| {
-        metrics.lines().any(|l| {
-            l.starts_with(&format!("{name}{{")) && labels.iter().all(|x| l.contains(x))
-        })
+        metrics
+            .lines()
+            .any(|l| l.starts_with(&format!("{name}{{")) && labels.iter().all(|x| l.contains(x)))
     };
-    assert!(has("coredns_dns_requests_total", &["proto=\"udp\"", "type=\"A\"", "zone=\"cluster.local.\""]), "{metrics}");
-    assert!(has("coredns_dns_requests_total", &["type=\"SRV\""]), "{metrics}");
-    assert!(has("coredns_dns_responses_total", &["rcode=\"NXDOMAIN\"", "plugin=\"kubernetes\""]), "{metrics}");
-    assert!(has("coredns_cache_hits_total", &["type=\"success\""]), "{metrics}");
+    assert!(
+        has(
+            "coredns_dns_requests_total",
+            &["proto=\"udp\"", "type=\"A\"", "zone=\"cluster.local.\""]
+        ),
+        "{metrics}"
+    );
+    assert!(
+        has("coredns_dns_requests_total", &["type=\"SRV\""]),
+        "{metrics}"
+    );
+    assert!(
+        has(
+            "coredns_dns_responses_total",
+            &["rcode=\"NXDOMAIN\"", "plugin=\"kubernetes\""]
+        ),
+        "{metrics}"
+    );
+    assert!(
+        has("coredns_cache_hits_total", &["type=\"success\""]),
+        "{metrics}"
+    );
     assert!(metrics.contains("coredns_cache_misses_total "), "{metrics}");
-    assert!(has("coredns_forward_request_duration_seconds_count", &["rcode=\"NOERROR\""]), "{metrics}");
+    assert!(
+        has(
+            "coredns_forward_request_duration_seconds_count",
+            &["rcode=\"NOERROR\""]
+        ),
+        "{metrics}"
+    );
 
     // A deleted Service stops resolving within a second.
     let api: Api<Service> = Api::namespaced(cluster.client.clone(), "default");
     api.delete("web", &DeleteParams::default()).await.unwrap();
     let deleted = Instant::now();
     loop {
-        let (ok, out) = blocking(|| nslookup(&cluster, &outside, "a", "web.default.svc.cluster.local"));
+        let (ok, out) =
+            blocking(|| nslookup(&cluster, &outside, "a", "web.default.svc.cluster.local"));
         if !ok && out.contains("NXDOMAIN") {
             break;
         }
@@ -336,15 +429,26 @@ async fn cluster_dns_answers_on_the_node() {
     cluster.net.kill("kube-proxy");
     let out = cluster.net.exec(
         &cluster.node,
-        &[env!("CARGO_BIN_EXE_kube-proxy"), "--cleanup", "--hostname-override", "node-a"],
+        &[
+            env!("CARGO_BIN_EXE_kube-proxy"),
+            "--cleanup",
+            "--hostname-override",
+            "node-a",
+        ],
     );
     assert!(out.status.success(), "{out:?}");
     let out = cluster
         .net
         .exec(&cluster.node, &["nft", "list", "table", "ip", "pikube-dns"]);
-    assert!(!out.status.success(), "the pikube-dns table survived --cleanup");
+    assert!(
+        !out.status.success(),
+        "the pikube-dns table survived --cleanup"
+    );
     let out = cluster
         .net
         .exec(&cluster.node, &["ip", "link", "show", "pikube-dns"]);
-    assert!(!out.status.success(), "the pikube-dns link survived --cleanup");
+    assert!(
+        !out.status.success(),
+        "the pikube-dns link survived --cleanup"
+    );
 }
