@@ -415,6 +415,32 @@ impl Zone {
         &self.domain
     }
 
+    /// The labels of `name` before the cluster domain; None when it is not in it.
+    /// (Compared in place: this runs for every query.)
+    fn relative_labels<'a>(&self, name: &'a Name) -> Option<SmallVec<[&'a [u8]; 8]>> {
+        let labels: SmallVec<[&[u8]; 8]> = name.iter().collect();
+        let own = usize::from(self.domain.num_labels());
+        if labels.len() < own {
+            return None;
+        }
+        let split = labels.len() - own;
+        if !labels[split..]
+            .iter()
+            .zip(self.domain.iter())
+            .all(|(a, b)| a.eq_ignore_ascii_case(b))
+        {
+            return None;
+        }
+        let mut labels = labels;
+        labels.truncate(split);
+        Some(labels)
+    }
+
+    /// Whether `name` is in the cluster domain.
+    pub fn contains(&self, name: &Name) -> bool {
+        self.relative_labels(name).is_some()
+    }
+
     pub fn synced(&self) -> bool {
         self.services_synced && self.slices_synced
     }
@@ -715,18 +741,23 @@ impl Zone {
 
     /// Answers `qtype` for `qname`.
     pub fn answer(&self, qname: &Name, qtype: RecordType) -> Answer {
-        if self.domain.zone_of(qname) {
-            let lower = qname.to_lowercase();
-            let skip = usize::from(self.domain.num_labels());
-            let all: Vec<&[u8]> = lower.iter().collect();
-            let rel = &all[..all.len() - skip];
-            let Some(labels) = rel
+        if let Some(rel) = self.relative_labels(qname) {
+            // Names are matched lower-case; most queries already are (no copy then).
+            let lowered: SmallVec<[std::borrow::Cow<'_, str>; 6]> = rel
                 .iter()
-                .map(|l| label_str(l))
-                .collect::<Option<Vec<&str>>>()
-            else {
+                .map(|l| match label_str(l) {
+                    Some(t) if !t.bytes().any(|b| b.is_ascii_uppercase()) => {
+                        Some(std::borrow::Cow::Borrowed(t))
+                    }
+                    Some(t) => Some(std::borrow::Cow::Owned(t.to_ascii_lowercase())),
+                    None => None,
+                })
+                .collect::<Option<_>>()
+                .unwrap_or_default();
+            if lowered.len() != rel.len() {
                 return self.nxdomain();
-            };
+            }
+            let labels: SmallVec<[&str; 6]> = lowered.iter().map(|l| &**l).collect();
             return self.answer_in_zone(qname, qtype, &labels);
         }
         if qtype == RecordType::PTR || qtype == RecordType::ANY {

@@ -169,7 +169,7 @@ impl Handler {
             response.set_response_code(ResponseCode::FormErr);
             return Step::Reply(encode(&response, limit));
         };
-        let in_zone = self.zone.read().domain().zone_of(query.name());
+        let in_zone = self.zone.read().contains(query.name());
         let zone_label = if in_zone {
             self.zone_label.as_str()
         } else {
@@ -219,7 +219,7 @@ impl Handler {
                 let mut upstream = query.clone();
                 upstream.set_name(target.clone());
                 // A target inside the zone is chased here, once.
-                if self.zone.read().domain().zone_of(&target) {
+                if self.zone.read().contains(&target) {
                     response.add_answer(cname);
                     match self.zone.read().answer(&target, query.query_type()) {
                         Answer::Records { answers, .. } => response.insert_answers(
@@ -397,5 +397,114 @@ async fn connection(mut stream: TcpStream, from: SocketAddr, handler: Arc<Handle
         if stream.write_all(&framed).await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::rr::Name;
+
+    fn handler() -> Handler {
+        let mut zone = Zone::new("cluster.local").unwrap();
+        zone.apply_service(
+            &serde_yaml::from_str(
+                "metadata: {namespace: ns, name: many}\nspec: {clusterIP: None, ports: [{name: http, port: 80}]}",
+            )
+            .unwrap(),
+        );
+        let endpoints: Vec<String> = (1..=60)
+            .map(|i| format!("{{addresses: [10.244.1.{i}]}}"))
+            .collect();
+        zone.apply_slice(
+            &serde_yaml::from_str(&format!(
+                "metadata: {{namespace: ns, name: many-1, labels: {{kubernetes.io/service-name: many}}}}\n\
+                 addressType: IPv4\nports: [{{name: http, port: 8080}}]\nendpoints: [{}]",
+                endpoints.join(", ")
+            ))
+            .unwrap(),
+        );
+        let metrics = DnsMetrics::new(&prometheus::Registry::new()).unwrap();
+        let forwarder = Arc::new(Forwarder::new(Vec::new(), metrics.clone()));
+        Handler::new(Arc::new(RwLock::new(zone)), forwarder, metrics)
+    }
+
+    fn query(name: &str, qtype: RecordType, edns: bool) -> Vec<u8> {
+        let mut m = Message::new();
+        m.set_id(7)
+            .set_message_type(MessageType::Query)
+            .set_op_code(OpCode::Query)
+            .set_recursion_desired(true)
+            .add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+        if edns {
+            let mut e = Edns::new();
+            e.set_max_payload(4096);
+            m.set_edns(e);
+        }
+        m.to_vec().unwrap()
+    }
+
+    fn from() -> SocketAddr {
+        "10.244.0.9:5353".parse().unwrap()
+    }
+
+    async fn ask(h: &Handler, bytes: &[u8], transport: Transport) -> Message {
+        Message::from_vec(&h.handle(bytes, transport, from()).await.unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn big_answers_are_truncated_over_udp_and_whole_over_tcp() {
+        let h = handler();
+        let q = query("many.ns.svc.cluster.local.", RecordType::A, false);
+        let udp = ask(&h, &q, Transport::Udp).await;
+        assert_eq!(udp.id(), 7);
+        assert!(udp.truncated() && udp.answers().is_empty());
+        let tcp = ask(&h, &q, Transport::Tcp).await;
+        assert!(!tcp.truncated());
+        assert_eq!(tcp.answers().len(), 60);
+        assert!(tcp.authoritative() && tcp.recursion_available());
+        // With EDNS (capped at 1232 bytes) all 60 fit in one datagram.
+        let edns = ask(
+            &h,
+            &query("many.ns.svc.cluster.local.", RecordType::A, true),
+            Transport::Udp,
+        )
+        .await;
+        assert!(!edns.truncated());
+        assert_eq!(edns.answers().len(), 60);
+        assert_eq!(edns.max_payload(), EDNS_UDP_SIZE);
+    }
+
+    #[tokio::test]
+    async fn errors_are_answered_not_dropped() {
+        let h = handler();
+        // Garbage with a header: FORMERR with the same id.
+        let mut junk = vec![0x12, 0x34, 0x01, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0];
+        junk.extend_from_slice(&[0xff; 5]);
+        let m = ask(&h, &junk, Transport::Udp).await;
+        assert_eq!((m.id(), m.response_code()), (0x1234, ResponseCode::FormErr));
+        // Less than a header: nothing to answer.
+        assert!(h.handle(&[1, 2, 3], Transport::Udp, from()).await.is_none());
+        // Another opcode: NOTIMP.
+        let mut notify = Message::from_vec(&query("x.", RecordType::SOA, false)).unwrap();
+        notify.set_op_code(OpCode::Notify);
+        let m = ask(&h, &notify.to_vec().unwrap(), Transport::Udp).await;
+        assert_eq!(m.response_code(), ResponseCode::NotImp);
+        // No upstream: SERVFAIL for names outside the zone, the zone still answers.
+        let m = ask(
+            &h,
+            &query("example.com.", RecordType::A, false),
+            Transport::Udp,
+        )
+        .await;
+        assert_eq!(m.response_code(), ResponseCode::ServFail);
+        let m = ask(
+            &h,
+            &query("nope.ns.svc.cluster.local.", RecordType::A, false),
+            Transport::Udp,
+        )
+        .await;
+        assert_eq!(m.response_code(), ResponseCode::NXDomain);
+        assert_eq!(m.name_servers()[0].record_type(), RecordType::SOA);
     }
 }
