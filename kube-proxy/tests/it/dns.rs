@@ -28,6 +28,8 @@ const OUTSIDE_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 77);
 /// rest; counts the queries it gets. Stops when dropped.
 struct TestResolver {
     queries: Arc<AtomicUsize>,
+    /// The names asked, lower-case.
+    names: Arc<parking_lot::Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -78,6 +80,8 @@ impl TestResolver {
             .expect("binding the test resolver");
         let queries = Arc::new(AtomicUsize::new(0));
         let counter = queries.clone();
+        let names = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let seen = names.clone();
         let task = tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];
             loop {
@@ -88,12 +92,19 @@ impl TestResolver {
                     continue;
                 };
                 counter.fetch_add(1, Ordering::SeqCst);
+                if let Some(q) = request.queries().first() {
+                    seen.lock().push(q.name().to_lowercase().to_string());
+                }
                 if let Ok(bytes) = resolver_answer(&request).to_vec() {
                     let _ = socket.send_to(&bytes, from).await;
                 }
             }
         });
-        TestResolver { queries, task }
+        TestResolver {
+            queries,
+            names,
+            task,
+        }
     }
 }
 
@@ -112,6 +123,35 @@ fn nslookup(cluster: &Cluster, ns: &str, qtype: &str, name: &str) -> (bool, Stri
             DNS_IP,
         ],
     );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// The C library's resolver (`getent ahostsv4 <name>`) in namespace `ns`, with the
+/// resolv.conf the kubelet writes for a ClusterFirst pod in namespace `default`
+/// (search path, ndots:5) bind-mounted over /etc/resolv.conf in a private mount
+/// namespace: (success, output).
+fn getent(cluster: &Cluster, ns: &str, name: &str) -> (bool, String) {
+    let conf = cluster.net.dir.path().join("pod-resolv.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "nameserver {DNS_IP}\nsearch default.svc.cluster.local svc.cluster.local cluster.local\n\
+             options ndots:5 timeout:2 attempts:2\n"
+        ),
+    )
+    .unwrap();
+    let script = format!(
+        "mount --bind {} /etc/resolv.conf && exec getent ahostsv4 {name}",
+        conf.display()
+    );
+    let out = cluster
+        .net
+        .exec(ns, &["timeout", "10", "unshare", "-m", "sh", "-c", &script]);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -305,6 +345,27 @@ async fn cluster_dns_answers_on_the_node() {
         "{out}"
     );
     assert!(out.contains(&format!("Address: {OUTSIDE_IP}")), "{out}");
+
+    // As a pod resolves (search path, ndots:5): a short name, a namespace-qualified
+    // one, and a name outside the cluster through the search path amplification,
+    // whose cluster-domain candidates never leave the node.
+    for short in ["web", "web.default"] {
+        let (ok, out) = getent(&cluster, &outside, short);
+        assert!(
+            ok && out.contains(&web.cluster_ip.to_string()),
+            "{short}: {out}"
+        );
+    }
+    let (ok, out) = getent(&cluster, &outside, OUTSIDE_NAME);
+    assert!(ok && out.contains(&OUTSIDE_IP.to_string()), "{out}");
+    let leaked: Vec<String> = resolver
+        .names
+        .lock()
+        .iter()
+        .filter(|n| n.contains("cluster.local"))
+        .cloned()
+        .collect();
+    assert!(leaked.is_empty(), "cluster names forwarded: {leaked:?}");
 
     // Missing names of the zone: NXDOMAIN, never asked upstream (search-path
     // amplification included).
