@@ -538,6 +538,28 @@ mod tests {
     }
 
     #[test]
+    fn cluster_dns_flags_hold_with_a_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kp.yaml");
+        std::fs::write(
+            &path,
+            "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n",
+        )
+        .unwrap();
+        let r = parse(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--enable-cluster-dns",
+            "--cluster-dns-ip=fd00::a",
+            "--cluster-domain=k8s.example",
+        ])
+        .unwrap();
+        let dns = r.config.dns.unwrap();
+        assert_eq!(dns.ip, Some("fd00::a".parse().unwrap()));
+        assert_eq!(dns.domain, "k8s.example");
+    }
+
+    #[test]
     fn with_a_config_file_flags_are_ignored_but_hostname_override() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kp.yaml");
