@@ -30,6 +30,9 @@ const EDNS_UDP_SIZE: u16 = 1232;
 const TCP_IDLE: Duration = Duration::from_secs(10);
 /// UDP receive loops sharing the socket.
 const UDP_WORKERS: usize = 2;
+/// Queries waiting on an upstream at once; more are REFUSED (CoreDNS forward's
+/// `max_concurrent`), so a flood of unique names cannot pile up tasks and memory.
+pub const MAX_CONCURRENT_FORWARDS: usize = 1000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
@@ -53,6 +56,7 @@ pub struct Handler {
     metrics: DnsMetrics,
     /// The zone as CoreDNS labels it in metrics (`cluster.local.`).
     zone_label: String,
+    forwards: Arc<tokio::sync::Semaphore>,
 }
 
 /// A query that waits on an upstream.
@@ -109,6 +113,7 @@ impl Handler {
             forwarder,
             metrics,
             zone_label,
+            forwards: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_FORWARDS)),
         }
     }
 
@@ -254,8 +259,19 @@ impl Handler {
         }
     }
 
-    /// Asks the upstreams for a query [`Handler::begin`] could not answer.
-    pub async fn finish(&self, pending: Pending) -> Option<Vec<u8>> {
+    /// Asks the upstreams for a query [`Handler::begin`] could not answer (REFUSED
+    /// when [`MAX_CONCURRENT_FORWARDS`] are already waiting).
+    pub async fn finish(&self, mut pending: Pending) -> Option<Vec<u8>> {
+        let Ok(_permit) = self.forwards.clone().try_acquire_owned() else {
+            pending.response.set_response_code(ResponseCode::Refused);
+            let zone = if pending.cname.is_some() {
+                self.zone_label.clone()
+            } else {
+                ".".into()
+            };
+            self.count(&zone, &pending.response, "forward", pending.started);
+            return encode(&pending.response, pending.limit);
+        };
         let result = self.forwarder.fetch(&pending.upstream).await;
         if let Err(e) = &result {
             debug!(error = %e, "forwarding failed");
