@@ -259,7 +259,12 @@ fn main() {
     let warm = load(server, &forwarded, forwarded.len());
     assert_eq!(warm.errors, 0, "the upstream did not answer");
 
-    let mode = if full { "release run" } else { "smoke run" };
+    let mode = match (full, cfg!(debug_assertions)) {
+        (true, false) => "full run, optimized build",
+        (true, true) => "full run, debug build",
+        (false, false) => "smoke run, optimized build",
+        (false, true) => "smoke run, debug build",
+    };
     for (what, queries) in [
         ("cluster names", &cluster),
         ("cached forwarded names", &forwarded),
