@@ -55,6 +55,8 @@ pub enum Error {
     Healthz(#[from] healthz::Error),
     #[error("proxy mode nftables: {0}")]
     Nftables(#[source] nftables::Error),
+    #[error("cluster dns: {0}")]
+    Dns(#[from] crate::dns::Error),
 }
 
 pub struct Running {
@@ -62,6 +64,8 @@ pub struct Running {
     pub metrics_addr: Option<SocketAddr>,
     pub healthz_addr: Option<SocketAddr>,
     pub health: Arc<ProxierHealth>,
+    /// Node-local cluster DNS, when enabled.
+    pub dns: Option<crate::dns::Running>,
     /// Ends after shutdown.
     pub task: JoinHandle<()>,
 }
@@ -149,6 +153,18 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         Some(bind) => Some(healthz::serve(bind, health.clone(), shutdown.clone()).await?),
         None => None,
     };
+    let dns = match config.proxy.dns.clone() {
+        Some(dns) => Some(
+            crate::dns::start(
+                config.client.clone(),
+                dns,
+                &config.registry,
+                shutdown.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let task = tokio::spawn(
         run(config, mode, metrics, health.clone(), shutdown)
             .instrument(tracing::info_span!("kube-proxy")),
@@ -158,6 +174,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         metrics_addr,
         healthz_addr,
         health,
+        dns,
         task,
     })
 }
@@ -324,6 +341,8 @@ async fn run(
     let mut stale_udp = StaleEntries::default();
     let conntrack = ConntrackTool::default();
     let mut runner = SyncRunner::new(proxy.min_sync_period, proxy.sync_period);
+    // Node-local DNS answers on the DNS Service's address: the proxier never sees it.
+    let dns_exclusion = proxy.dns.as_ref().map(crate::dns::Exclusion::new);
     let mut retry_all = false;
     while let Some(trigger) = runner.next(&changed, &mut shutdown).await {
         debug!(?trigger, "syncing proxy rules");
@@ -334,6 +353,9 @@ async fn run(
             let mut t = tracker.lock();
             (t.flush(&mut models), std::mem::take(&mut t.triggers))
         };
+        if let Some(exclusion) = &dns_exclusion {
+            exclusion.apply(&mut models, &dirty);
+        }
         // After a failure the proxier rebuilds everything anyway.
         let hint = (!retry_all).then_some(&dirty);
         for proxier in &proxiers {

@@ -3,10 +3,12 @@
 //!
 //! Data flows one way: watches (Services, EndpointSlices, this Node) → the change
 //! trackers ([`tracker`]) → the Service port model ([`service`], [`endpoints`]) → the proxier ([`nftables`]) that turns it
-//! into one atomic transaction per sync, rewriting only what changed.
+//! into one atomic transaction per sync, rewriting only what changed. With
+//! `--enable-cluster-dns` it also serves cluster DNS on the node ([`dns`]).
 
 pub mod app;
 pub mod conntrack;
+pub mod dns;
 pub mod endpoints;
 pub mod healthcheck;
 pub mod healthz;

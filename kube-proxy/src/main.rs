@@ -28,6 +28,11 @@ async fn main() {
     };
     let nft = NftCommand::default();
     if resolved.cleanup {
+        // Node-local DNS's table and link go too (whether or not it was enabled).
+        if let Err(e) = kube_proxy::dns::cleanup(&nft.binary).await {
+            eprintln!("kube-proxy: cleanup: {e}");
+            std::process::exit(1);
+        }
         match app::cleanup(&nft).await {
             Ok(()) => {
                 tracing::info!("removed the kube-proxy nftables table");

@@ -88,6 +88,27 @@ pub struct Options {
     #[arg(long)]
     pub enable_service_lb: bool,
 
+    /// pikube's node-local cluster DNS (NodeLocal DNSCache and CoreDNS's kubernetes
+    /// plugin in kube-proxy): serve DNS on the cluster DNS address on this node, UDP and
+    /// TCP port 53, answering the cluster domain from the watched Services and
+    /// EndpointSlices and forwarding other names to the upstream resolvers.
+    #[arg(long)]
+    pub enable_cluster_dns: bool,
+
+    /// The cluster DNS address (the kubelet's --cluster-dns). Empty: the ClusterIP of
+    /// Service kube-system/kube-dns.
+    #[arg(long, default_value = "")]
+    pub cluster_dns_ip: String,
+
+    /// The cluster domain (the kubelet's --cluster-domain).
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+
+    /// The resolv.conf listing the upstream resolvers for names outside the cluster
+    /// domain.
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    pub dns_upstream_resolv_conf: PathBuf,
+
     /// Log verbosity (klog's -v).
     #[arg(short = 'v', long = "v", default_value_t = 0)]
     pub verbosity: u8,
@@ -133,6 +154,8 @@ pub struct ProxyConfig {
     pub min_sync_period: Duration,
     /// Run the ServiceLB controller (leader-elected).
     pub service_lb: bool,
+    /// Serve node-local cluster DNS (`--enable-cluster-dns`).
+    pub dns: Option<crate::dns::DnsConfig>,
 }
 
 impl ProxyConfig {
@@ -149,6 +172,7 @@ impl ProxyConfig {
             sync_period: Duration::from_secs(30),
             min_sync_period: Duration::from_secs(1),
             service_lb: false,
+            dns: None,
         }
     }
 }
@@ -206,6 +230,11 @@ impl Options {
             defaults.config = self.config.clone();
             defaults.cleanup = self.cleanup;
             defaults.enable_service_lb = self.enable_service_lb;
+            // No KubeProxyConfiguration field for these: the flags hold.
+            defaults.enable_cluster_dns = self.enable_cluster_dns;
+            defaults.cluster_dns_ip = self.cluster_dns_ip.clone();
+            defaults.cluster_domain = self.cluster_domain.clone();
+            defaults.dns_upstream_resolv_conf = self.dns_upstream_resolv_conf.clone();
             defaults.verbosity = self.verbosity;
             defaults.kubeconfig.master = self.kubeconfig.master.clone();
             o = defaults;
@@ -236,7 +265,13 @@ impl Options {
         if o.sync_period.is_zero() {
             return Err("--sync-period must be greater than 0".into());
         }
+        let dns = if o.enable_cluster_dns {
+            Some(parse_dns(&o)?)
+        } else {
+            None
+        };
         let config = ProxyConfig {
+            dns,
             hostname,
             mode: ProxyMode::parse(&o.proxy_mode)?,
             cluster_cidrs: parse_cidrs("--cluster-cidr", o.cluster_cidr.split(','))?,
@@ -337,6 +372,25 @@ impl Options {
         }
         Ok(())
     }
+}
+
+/// The node-local DNS flags, validated.
+fn parse_dns(o: &Options) -> Result<crate::dns::DnsConfig, String> {
+    let ip = match o.cluster_dns_ip.trim() {
+        "" => None,
+        text => Some(
+            text.parse::<IpAddr>()
+                .map_err(|_| format!("--cluster-dns-ip: invalid IP address {text:?}"))?,
+        ),
+    };
+    crate::dns::records::Zone::new(&o.cluster_domain)
+        .map_err(|e| format!("--cluster-domain: {e}"))?;
+    Ok(crate::dns::DnsConfig {
+        ip,
+        domain: o.cluster_domain.trim().trim_end_matches('.').to_string(),
+        upstream_resolv_conf: o.dns_upstream_resolv_conf.clone(),
+        ..crate::dns::DnsConfig::new()
+    })
 }
 
 /// Comma-separated CIDRs of either family.
@@ -452,6 +506,57 @@ mod tests {
             .unwrap_err()
             .contains("must not exceed"));
         assert!(Options::try_parse_from(["kube-proxy", "--sync-period=often"]).is_err());
+    }
+
+    #[test]
+    fn cluster_dns_flags() {
+        assert_eq!(parse(&[]).unwrap().config.dns, None);
+        let r = parse(&[
+            "--enable-cluster-dns",
+            "--cluster-dns-ip=10.43.0.10",
+            "--cluster-domain=example.internal.",
+            "--dns-upstream-resolv-conf=/run/resolv.conf",
+        ])
+        .unwrap();
+        let dns = r.config.dns.unwrap();
+        assert_eq!(dns.ip, Some("10.43.0.10".parse().unwrap()));
+        assert_eq!(dns.domain, "example.internal");
+        assert_eq!(dns.upstream_resolv_conf, PathBuf::from("/run/resolv.conf"));
+        let dns = parse(&["--enable-cluster-dns"])
+            .unwrap()
+            .config
+            .dns
+            .unwrap();
+        assert_eq!(dns.ip, None);
+        assert_eq!(dns.domain, "cluster.local");
+        assert!(parse(&["--enable-cluster-dns", "--cluster-dns-ip=ten"])
+            .unwrap_err()
+            .contains("--cluster-dns-ip"));
+        assert!(parse(&["--enable-cluster-dns", "--cluster-domain=."])
+            .unwrap_err()
+            .contains("--cluster-domain"));
+    }
+
+    #[test]
+    fn cluster_dns_flags_hold_with_a_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kp.yaml");
+        std::fs::write(
+            &path,
+            "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n",
+        )
+        .unwrap();
+        let r = parse(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--enable-cluster-dns",
+            "--cluster-dns-ip=fd00::a",
+            "--cluster-domain=k8s.example",
+        ])
+        .unwrap();
+        let dns = r.config.dns.unwrap();
+        assert_eq!(dns.ip, Some("fd00::a".parse().unwrap()));
+        assert_eq!(dns.domain, "k8s.example");
     }
 
     #[test]

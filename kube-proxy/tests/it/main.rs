@@ -3,6 +3,7 @@
 //! against real nftables.
 
 mod common;
+mod dns;
 mod healthcheck;
 mod multinode;
 mod net;

@@ -52,6 +52,8 @@ fn hostname(pod: &Pod) -> String {
 /// Upstream's resolver limits: the first 3 nameservers and 32 search domains are kept.
 pub const MAX_DNS_NAMESERVERS: usize = 3;
 pub const MAX_DNS_SEARCH_PATHS: usize = 32;
+/// Upstream's `MaxDNSSearchListChars`.
+pub const MAX_DNS_SEARCH_LIST_CHARS: usize = 2048;
 
 /// The nameservers, search domains and options of a resolv.conf (later `search` lines
 /// replace earlier ones, as the resolver reads them).
@@ -76,9 +78,11 @@ fn dedup(items: &mut Vec<String>) {
 }
 
 /// The resolver configuration per dnsPolicy (upstream `dns.GetPodDNS`): the cluster's
-/// (ClusterFirst, with `--cluster-dns`), the host's `--resolv-conf` (Default, and
-/// ClusterFirst without cluster DNS or on the host network), or nothing (None), then
-/// `spec.dnsConfig` merged in. None: let the runtime copy the host's resolv.conf.
+/// (ClusterFirst, and ClusterFirstWithHostNet, with `--cluster-dns`), the host's
+/// `--resolv-conf` (Default, and ClusterFirst without cluster DNS or on the host
+/// network; with `--resolv-conf=""`, 127.0.0.1 and search "."), or nothing (None), then
+/// `spec.dnsConfig` merged in and cut to upstream's limits. Every pod gets one, host
+/// network included (None only for a pod without a spec).
 pub fn dns_config(pod: &Pod, settings: &SandboxSettings<'_>) -> Option<api::DnsConfig> {
     let spec = pod.spec.as_ref()?;
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
@@ -116,13 +120,17 @@ pub fn dns_config(pod: &Pod, settings: &SandboxSettings<'_>) -> Option<api::DnsC
             .unwrap_or_default();
         config.searches.extend(host.searches);
         config
-    } else if host_network(pod) && spec.dns_config.is_none() {
-        // A host-network pod without extras sees the host's file as is.
-        return None;
     } else {
         match settings.resolv_conf {
             Some(path) => parse_resolv_conf(&std::fs::read_to_string(path).unwrap_or_default()),
-            None => api::DnsConfig::default(),
+            // `--resolv-conf=""`: upstream points pods at the local machine and searches
+            // nothing, which in effect disables lookups (an empty configuration would
+            // make the runtime copy the host's /etc/resolv.conf instead).
+            None => api::DnsConfig {
+                servers: vec!["127.0.0.1".into()],
+                searches: vec![".".into()],
+                ..Default::default()
+            },
         }
     };
     if let Some(extra) = &spec.dns_config {
@@ -147,6 +155,12 @@ pub fn dns_config(pod: &Pod, settings: &SandboxSettings<'_>) -> Option<api::DnsC
     dedup(&mut config.searches);
     config.servers.truncate(MAX_DNS_NAMESERVERS);
     config.searches.truncate(MAX_DNS_SEARCH_PATHS);
+    // Upstream's limit on the search line: whole domains up to 2048 characters.
+    let mut chars = 0;
+    config.searches.retain(|d| {
+        chars += d.len() + 1;
+        chars <= MAX_DNS_SEARCH_LIST_CHARS + 1
+    });
     Some(config)
 }
 
@@ -344,7 +358,11 @@ mod tests {
         );
         let c = sandbox_config(&host, 0, &settings);
         assert_eq!(c.hostname, "");
-        assert!(c.dns_config.is_none());
+        // ClusterFirst on the host network is Default; with `--resolv-conf=""` that
+        // points at the local machine, as upstream (never the runtime's own copy).
+        let dns = c.dns_config.unwrap();
+        assert_eq!(dns.servers, vec!["127.0.0.1"]);
+        assert_eq!(dns.searches, vec!["."]);
         let ns = c
             .linux
             .unwrap()
@@ -413,5 +431,44 @@ mod tests {
         let c = dns_config(&p, &settings).unwrap();
         assert_eq!(c.servers, vec!["192.0.2.53"]);
         assert!(c.searches.is_empty());
+
+        // Host network: ClusterFirst and Default read --resolv-conf (not whatever the
+        // runtime would copy); ClusterFirstWithHostNet gets the cluster's servers.
+        for policy in ["ClusterFirst", "Default"] {
+            let p = pod(serde_json::json!({"dnsPolicy": policy, "hostNetwork": true,
+                "containers": [{"name": "c", "image": "i"}]}));
+            let c = dns_config(&p, &settings).unwrap();
+            assert_eq!(c.servers, vec!["192.0.2.1", "192.0.2.2"], "{policy}");
+            assert_eq!(c.searches, vec!["lan", "home.arpa"], "{policy}");
+        }
+        let p = pod(
+            serde_json::json!({"dnsPolicy": "ClusterFirstWithHostNet", "hostNetwork": true,
+            "containers": [{"name": "c", "image": "i"}]}),
+        );
+        let c = dns_config(&p, &settings).unwrap();
+        assert_eq!(c.servers, vec!["10.96.0.10"]);
+        assert_eq!(c.options, vec!["ndots:5"]);
+
+        // --resolv-conf="": lookups go nowhere (upstream's 127.0.0.1, search ".").
+        let no_resolv = SandboxSettings {
+            resolv_conf: None,
+            ..settings.clone()
+        };
+        let p = pod(
+            serde_json::json!({"dnsPolicy": "Default", "containers": [{"name": "c", "image": "i"}]}),
+        );
+        let c = dns_config(&p, &no_resolv).unwrap();
+        assert_eq!(c.servers, vec!["127.0.0.1"]);
+        assert_eq!(c.searches, vec!["."]);
+
+        // The search line is capped at 2048 characters, whole domains.
+        let long: Vec<String> = (0..40)
+            .map(|i| format!("{i:02}{}", "x".repeat(98)))
+            .collect();
+        let p = pod(serde_json::json!({"dnsPolicy": "None",
+            "dnsConfig": {"nameservers": ["192.0.2.53"], "searches": long},
+            "containers": [{"name": "c", "image": "i"}]}));
+        let c = dns_config(&p, &settings).unwrap();
+        assert_eq!(c.searches.len(), 20);
     }
 }

@@ -1,5 +1,6 @@
 mod common;
 mod cri;
+mod dns;
 mod eviction;
 mod kubectl;
 mod multinode;
