@@ -35,7 +35,10 @@ fn wants_node_ports(svc: &Value) -> bool {
 /// port (upstream's `needsHCNodePort`), served by kube-proxy on every node.
 fn wants_health_check_port(svc: &Value) -> bool {
     svc_type(svc) == "LoadBalancer"
-        && svc.pointer("/spec/externalTrafficPolicy").and_then(Value::as_str) == Some("Local")
+        && svc
+            .pointer("/spec/externalTrafficPolicy")
+            .and_then(Value::as_str)
+            == Some("Local")
 }
 
 fn health_check_port(svc: &Value) -> u16 {
@@ -348,8 +351,7 @@ pub fn keep_allocated_values(new: &mut Value, old: &Value) {
     // The health-check port follows the policy: kept while it is still needed and the
     // client left it out, dropped (and so released) once it is not, unless the client
     // set it (then validation refuses it).
-    if wants_health_check_port(new) && wants_health_check_port(old) && health_check_port(new) == 0
-    {
+    if wants_health_check_port(new) && wants_health_check_port(old) && health_check_port(new) == 0 {
         if let Some(hc) = old.pointer("/spec/healthCheckNodePort") {
             new["spec"]["healthCheckNodePort"] = hc.clone();
         }
