@@ -313,7 +313,7 @@ mod tests {
             exclusion.apply(&mut models, &dirty);
             let v4 = Tracker::model(&models, crate::service::IpFamily::V4);
             assert_eq!(v4.services.len(), 1, "{exclusion:?}");
-            assert_eq!(v4.services.keys().next().unwrap().name, "web");
+            assert_eq!(&*v4.services.keys().next().unwrap().name, "web");
             // A later change of the DNS Service does not bring it back.
             t.apply_service(&svc(
                 "metadata: {namespace: kube-system, name: kube-dns}\nspec: {clusterIP: 10.96.0.10, ports: [{name: dns, port: 53, protocol: UDP}]}",
