@@ -9,6 +9,7 @@
 //! generation, resourceVersion preconditions, node port and cluster IP allocation, quota,
 //! admission (priority, service accounts, limit ranges) and the Job selector generation.
 
+pub mod certificates;
 pub mod cron;
 pub mod field;
 pub mod names;
@@ -102,6 +103,7 @@ fn kind_checks(info: &ResourceInfo, obj: &Value, old: Option<&Value>) -> Vec<Fie
         policy::v1 as policy, scheduling::v1 as scheduling,
     };
     match (info.group, info.kind) {
+        ("certificates.k8s.io", "CertificateSigningRequest") => certificates::csr(obj),
         ("", "ConfigMap") => with!(info, obj, core::ConfigMap, |v| config::config_map(&v)),
         ("", "Endpoints") => with!(info, obj, core::Endpoints, |v| cluster::endpoints(&v)),
         ("", "Event") => with!(info, obj, core::Event, |v| cluster::event(&v)),
@@ -215,6 +217,7 @@ fn update_checks(info: &ResourceInfo, new: &Value, old: &Value) -> Vec<FieldErro
         scheduling::v1 as scheduling,
     };
     match (info.group, info.kind) {
+        ("certificates.k8s.io", "CertificateSigningRequest") => certificates::csr_update(new, old),
         ("", "ConfigMap") => with2!(info, new, old, core::ConfigMap, |n, o| {
             config::config_map_update(&n, &o)
         }),
@@ -376,6 +379,9 @@ pub fn validate_status_update(info: &ResourceInfo, new: &Value, old: &Value) -> 
         ("", "Namespace") => errs.extend(with!(info, new, core::Namespace, |v| {
             cluster::namespace_status(&v)
         })),
+        ("certificates.k8s.io", "CertificateSigningRequest") => {
+            errs.extend(certificates::csr_status_update(new, old));
+        }
         _ => {}
     }
     errs
