@@ -14,6 +14,25 @@ async fn main() {
             std::process::exit(EXIT_USAGE);
         }
     };
+    if let Some(bootstrap) = &options.bootstrap_kubeconfig {
+        let Some(kubeconfig) = options.kubeconfig.kubeconfig.clone() else {
+            eprintln!(
+                "kubelet: --bootstrap-kubeconfig needs --kubeconfig (where to write the new one)"
+            );
+            std::process::exit(EXIT_USAGE);
+        };
+        let config = kubelet::certificate::bootstrap::Config {
+            kubeconfig,
+            bootstrap_kubeconfig: bootstrap.clone(),
+            cert_dir: options.cert_dir.clone(),
+            node_name: settings.node_name.clone(),
+            timeout: kubelet::certificate::bootstrap::DEFAULT_TIMEOUT,
+        };
+        if let Err(e) = kubelet::certificate::bootstrap::load_client_cert(&config).await {
+            eprintln!("kubelet: failed to run Kubelet: unable to load bootstrap kubeconfig: {e}");
+            std::process::exit(1);
+        }
+    }
     let client = match options.kubeconfig.client("kubelet").await {
         Ok(c) => c,
         Err(e) => {

@@ -1,0 +1,198 @@
+//! Node join by TLS bootstrap, end to end: an apiserver with a pikubeadm PKI
+//! (`--client-ca-file`), kube-controller-manager's csrsigning and csrapproving with the
+//! PKI's CA, and a kubelet given only the apiserver address, the CA and a bootstrap
+//! token. Its client certificate is requested, auto-approved and signed; it then
+//! authenticates as `system:node:<name>` (SelfSubjectReview, `kubectl auth whoami`) and
+//! registers its Node with that identity.
+
+use std::path::Path;
+use std::time::Duration;
+
+use base64::Engine as _;
+use clap::Parser as _;
+use component_base::options::KubeconfigOptions;
+use component_base::shutdown;
+use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use k8s_openapi::api::core::v1::{Node, Secret};
+use kube::api::{Api, ListParams, PostParams};
+use kubelet::certificate::bootstrap::{self, Outcome};
+use serde_json::json;
+
+use crate::common::{wait_until, TestApi, TestNode, TIMEOUT};
+
+const TOKEN: &str = "07401b.f395accd246ae52d";
+
+fn pikubeadm_certs(dir: &Path) {
+    let d = format!("--dir={}", dir.display());
+    let cli = pikubeadm::options::Cli::try_parse_from([
+        "pikubeadm",
+        "certs",
+        &d,
+        "--cluster-name=test",
+        "--control-plane=127.0.0.1",
+        "--service-cidr=10.96.0.0/24",
+        "--node=pi-1=127.0.0.1",
+    ])
+    .unwrap();
+    let pikubeadm::options::Command::Certs(options) = cli.command;
+    pikubeadm::certs::run(&options.into_config().unwrap()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubelet_joins_with_a_bootstrap_token() {
+    let pki = tempfile::tempdir().unwrap();
+    pikubeadm_certs(pki.path());
+    let pki_path = pki.path().to_path_buf();
+    let api = TestApi::start_with(move |c| {
+        c.tls = apiserver::TlsConfig::Files {
+            cert: pki_path.join("apiserver.crt"),
+            key: pki_path.join("apiserver.key"),
+        };
+        c.client_ca_file = Some(pki_path.join("ca.crt"));
+    })
+    .await;
+    let admin = api.client().await;
+
+    // kube-controller-manager with the cluster CA as its signing CA.
+    let (cm_trigger, cm_shutdown) = shutdown::channel();
+    let options = controller_manager::options::ControllerOptions {
+        cluster_signing_cert_file: Some(pki.path().join("ca.crt")),
+        cluster_signing_key_file: Some(pki.path().join("ca.key")),
+        ..Default::default()
+    };
+    let manager = controller_manager::app::start(
+        controller_manager::app::Config {
+            client: admin.clone(),
+            controllers: options,
+            enabled: vec!["csrsigning", "csrapproving"],
+            leader_election: None,
+            serving: None,
+            registry: prometheus::Registry::new(),
+        },
+        cm_shutdown,
+    )
+    .await
+    .unwrap();
+
+    // The join token (what `kubeadm token create` makes).
+    let (id, secret) = TOKEN.split_once('.').unwrap();
+    let token: Secret = serde_json::from_value(json!({
+        "metadata": { "name": format!("bootstrap-token-{id}") },
+        "type": "bootstrap.kubernetes.io/token",
+        "stringData": {
+            "token-id": id,
+            "token-secret": secret,
+            "usage-bootstrap-authentication": "true",
+        },
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(admin.clone(), "kube-system")
+        .create(&PostParams::default(), &token)
+        .await
+        .unwrap();
+
+    // The node knows the apiserver address, the CA and the token: nothing else.
+    let node_dir = tempfile::tempdir().unwrap();
+    let ca = std::fs::read(pki.path().join("ca.crt")).unwrap();
+    let bootstrap_kubeconfig = node_dir.path().join("bootstrap-kubelet.conf");
+    std::fs::write(
+        &bootstrap_kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\n    certificate-authority-data: {}\ncontexts:\n- name: tls-bootstrap\n  context:\n    cluster: test\n    user: tls-bootstrap-token-user\ncurrent-context: tls-bootstrap\nusers:\n- name: tls-bootstrap-token-user\n  user:\n    token: {TOKEN}\n",
+            api.base_url(),
+            base64::engine::general_purpose::STANDARD.encode(&ca),
+        ),
+    )
+    .unwrap();
+    let name = format!("joined-{}", std::process::id());
+    let config = bootstrap::Config {
+        kubeconfig: node_dir.path().join("kubelet.conf"),
+        bootstrap_kubeconfig,
+        cert_dir: node_dir.path().join("pki"),
+        node_name: name.clone(),
+        timeout: Duration::from_secs(60),
+    };
+    let outcome = bootstrap::load_client_cert(&config).await.unwrap();
+    assert_eq!(outcome, Outcome::Bootstrapped);
+    let current = config.cert_dir.join("kubelet-client-current.pem");
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&current).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // Run again: the kubeconfig is usable as it is; without it, the cert dir's certificate.
+    assert_eq!(
+        bootstrap::load_client_cert(&config).await.unwrap(),
+        Outcome::Existing
+    );
+    std::fs::remove_file(&config.kubeconfig).unwrap();
+    assert_eq!(
+        bootstrap::load_client_cert(&config).await.unwrap(),
+        Outcome::FromCertDir
+    );
+
+    // The CSR was made by the bootstrap token's user and auto-approved.
+    let csrs = Api::<CertificateSigningRequest>::all(admin.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert_eq!(csrs.items.len(), 1);
+    let csr = &csrs.items[0];
+    assert_eq!(
+        csr.spec.username.as_deref(),
+        Some(&*format!("system:bootstrap:{id}"))
+    );
+    let conditions = csr.status.as_ref().unwrap().conditions.clone().unwrap();
+    assert_eq!(conditions[0].type_, "Approved");
+    assert_eq!(conditions[0].reason.as_deref(), Some("AutoApproved"));
+
+    // The kubelet's identity is now its node's.
+    let kubelet_client = KubeconfigOptions {
+        kubeconfig: Some(config.kubeconfig.clone()),
+        ..KubeconfigOptions::default()
+    }
+    .client("kubelet")
+    .await
+    .unwrap();
+    let review: SelfSubjectReview = Api::all(kubelet_client.clone())
+        .create(&PostParams::default(), &SelfSubjectReview::default())
+        .await
+        .unwrap();
+    let user = review.status.unwrap().user_info.unwrap();
+    assert_eq!(user.username, Some(format!("system:node:{name}")));
+    assert!(user.groups.unwrap().contains(&"system:nodes".to_string()));
+    let out = std::process::Command::new(apiserver::testing::kubectl_binary())
+        .env("KUBECONFIG", &config.kubeconfig)
+        .env("HOME", node_dir.path())
+        .args([
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("system:node:{name}")
+    );
+
+    // The kubelet runs with that identity and registers its Node.
+    let node = TestNode::start_on(api, kubelet_client, Some(name.clone()), |_| {}).await;
+    let nodes: Api<Node> = Api::all(admin.clone());
+    wait_until(TIMEOUT, "the joined node registers", || {
+        let nodes = nodes.clone();
+        let name = name.clone();
+        async move { nodes.get_opt(&name).await.ok().flatten() }
+    })
+    .await;
+    drop(node);
+    cm_trigger.shutdown();
+    let _ = manager.task.await;
+}
