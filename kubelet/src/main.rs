@@ -33,19 +33,41 @@ async fn main() {
             std::process::exit(1);
         }
     }
-    let client = match options.kubeconfig.client("kubelet").await {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("kubelet: {e}");
-            std::process::exit(EXIT_USAGE);
+    let shutdown = shutdown::from_os_signals();
+    let current_pem = options.cert_dir.join(kubelet::certificate::CURRENT_PEM);
+    let client = match (&options.kubeconfig.kubeconfig, options.rotate_certificates) {
+        // The bootstrapped certificate rotates: the client follows the current one.
+        (Some(kubeconfig), true) if current_pem.exists() => {
+            match kubelet::certificate::rotation::client(kubeconfig, &current_pem).await {
+                Ok((client, current)) => {
+                    let rotator = kubelet::certificate::rotation::Rotator {
+                        client: client.clone(),
+                        current,
+                        node_name: settings.node_name.clone(),
+                    };
+                    tokio::spawn(rotator.run(shutdown.clone()));
+                    client
+                }
+                Err(e) => {
+                    eprintln!("kubelet: {e}");
+                    std::process::exit(EXIT_USAGE);
+                }
+            }
         }
+        _ => match options.kubeconfig.client("kubelet").await {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("kubelet: {e}");
+                std::process::exit(EXIT_USAGE);
+            }
+        },
     };
     let config = Config {
         client,
         settings,
         registry: prometheus::Registry::new(),
     };
-    let running = match app::start(config, shutdown::from_os_signals()).await {
+    let running = match app::start(config, shutdown).await {
         Ok(r) => r,
         Err(e) => {
             eprintln!("kubelet: {e}");

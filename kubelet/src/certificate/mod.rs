@@ -1,11 +1,12 @@
 //! The kubelet's client certificate (upstream `pkg/kubelet/certificate`): TLS bootstrap
-//! with a bootstrap kubeconfig ([`bootstrap`]).
+//! with a bootstrap kubeconfig ([`bootstrap`]) and renewal before expiry ([`rotation`]).
 //! Both ask for a certificate the same way, through a certificates.k8s.io/v1
 //! CertificateSigningRequest for the `kubernetes.io/kube-apiserver-client-kubelet` signer
 //! (CN `system:node:<name>`, O `system:nodes`), and wait — with a deadline — until it is
 //! issued, denied or failed.
 
 pub mod bootstrap;
+pub mod rotation;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -183,8 +183,66 @@ async fn kubelet_joins_with_a_bootstrap_token() {
         format!("system:node:{name}")
     );
 
-    // The kubelet runs with that identity and registers its Node.
-    let node = TestNode::start_on(api, kubelet_client, Some(name.clone()), |_| {}).await;
+    // --rotate-certificates: a renewal, requested with the node's own identity, is
+    // auto-approved (selfnodeclient) and replaces the current certificate.
+    let (rotating_client, current) =
+        kubelet::certificate::rotation::client(&config.kubeconfig, &current)
+            .await
+            .unwrap();
+    let before = current.certificate_der();
+    let rotator = kubelet::certificate::rotation::Rotator {
+        client: rotating_client.clone(),
+        current: current.clone(),
+        node_name: name.clone(),
+    };
+    rotator.rotate_once().await.unwrap();
+    let after = current.certificate_der();
+    assert_ne!(before, after);
+    let on_disk = std::fs::read(config.cert_dir.join("kubelet-client-current.pem")).unwrap();
+    let (_, on_disk_der) = x509_parser::pem::parse_x509_pem(&on_disk).unwrap();
+    assert_eq!(on_disk_der.contents, after);
+    let csrs = Api::<CertificateSigningRequest>::all(admin.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let renewal = csrs
+        .items
+        .iter()
+        .find(|c| c.spec.username.as_deref() == Some(&*format!("system:node:{name}")))
+        .expect("the renewal CSR");
+    let approved = &renewal
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .as_ref()
+        .unwrap()[0];
+    assert_eq!(approved.type_, "Approved");
+    assert!(approved
+        .message
+        .as_deref()
+        .unwrap()
+        .contains("self kubelet client"));
+    // A client reading the files again authenticates with the renewed certificate.
+    let renewed = KubeconfigOptions {
+        kubeconfig: Some(config.kubeconfig.clone()),
+        ..KubeconfigOptions::default()
+    }
+    .client("kubelet")
+    .await
+    .unwrap();
+    let review: SelfSubjectReview = Api::all(renewed)
+        .create(&PostParams::default(), &SelfSubjectReview::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        review.status.unwrap().user_info.unwrap().username,
+        Some(format!("system:node:{name}"))
+    );
+    drop(kubelet_client);
+
+    // The kubelet runs with that identity (the rotating client) and registers its Node.
+    let node = TestNode::start_on(api, rotating_client, Some(name.clone()), |_| {}).await;
     let nodes: Api<Node> = Api::all(admin.clone());
     wait_until(TIMEOUT, "the joined node registers", || {
         let nodes = nodes.clone();
