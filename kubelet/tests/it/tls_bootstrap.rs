@@ -35,7 +35,9 @@ fn pikubeadm_certs(dir: &Path) {
         "--node=pi-1=127.0.0.1",
     ])
     .unwrap();
-    let pikubeadm::options::Command::Certs(options) = cli.command;
+    let pikubeadm::options::Command::Certs(options) = cli.command else {
+        unreachable!("certs was parsed")
+    };
     pikubeadm::certs::run(&options.into_config().unwrap()).unwrap();
 }
 
@@ -251,6 +253,121 @@ async fn kubelet_joins_with_a_bootstrap_token() {
     })
     .await;
     drop(node);
+    cm_trigger.shutdown();
+    let _ = manager.task.await;
+}
+
+/// A control plane with a pikubeadm PKI, anonymous requests allowed (joining nodes read
+/// kube-public/cluster-info before they have credentials), and csrsigning/csrapproving.
+async fn join_control_plane() -> (
+    tempfile::TempDir,
+    TestApi,
+    kube::Client,
+    shutdown::Trigger,
+    controller_manager::app::Running,
+) {
+    let pki = tempfile::tempdir().unwrap();
+    pikubeadm_certs(pki.path());
+    let pki_path = pki.path().to_path_buf();
+    let api = TestApi::start_with(move |c| {
+        c.tls = apiserver::TlsConfig::Files {
+            cert: pki_path.join("apiserver.crt"),
+            key: pki_path.join("apiserver.key"),
+        };
+        c.client_ca_file = Some(pki_path.join("ca.crt"));
+        c.anonymous_auth = true;
+    })
+    .await;
+    let admin = api.client().await;
+    let (trigger, cm_shutdown) = shutdown::channel();
+    let manager = controller_manager::app::start(
+        controller_manager::app::Config {
+            client: admin.clone(),
+            controllers: controller_manager::options::ControllerOptions {
+                cluster_signing_cert_file: Some(pki.path().join("ca.crt")),
+                cluster_signing_key_file: Some(pki.path().join("ca.key")),
+                ..Default::default()
+            },
+            enabled: vec!["csrsigning", "csrapproving"],
+            leader_election: None,
+            serving: None,
+            registry: prometheus::Registry::new(),
+        },
+        cm_shutdown,
+    )
+    .await
+    .unwrap();
+    (pki, api, admin, trigger, manager)
+}
+
+/// The k3s-style one-liner: `pikubeadm token create --print-join-command` on the control
+/// plane; on the node, only the address, the CA hash and the token — the CA is found
+/// through cluster-info and pinned by its hash, a wrong hash is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_with_address_ca_hash_and_token() {
+    let (pki, api, admin, cm_trigger, manager) = join_control_plane().await;
+    let ca = std::fs::read(pki.path().join("ca.crt")).unwrap();
+    let server = api.base_url();
+    let token = pikubeadm::token::generate();
+    let spec = pikubeadm::token::TokenSpec {
+        token: token.clone(),
+        ttl: Some(Duration::from_secs(3600)),
+        description: Some("join test".into()),
+        usages: vec!["signing".into(), "authentication".into()],
+        groups: vec![pikubeadm::token::DEFAULT_GROUP.into()],
+    };
+    pikubeadm::token::create(admin.clone(), &spec, &server, &ca)
+        .await
+        .unwrap();
+    let hash = pikubeadm::token::ca_cert_hash(&ca).unwrap();
+    let line = pikubeadm::token::join_command(&server, &token, &hash);
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(words[..3], ["pikubeadm", "join", server.as_str()]);
+
+    // A wrong pin: refused before anything is written or any secret is sent.
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let err = pikubeadm::token::discover(&server, &token, &wrong)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, pikubeadm::token::Error::HashMismatch { .. }),
+        "{err}"
+    );
+
+    // The node: address, hash and token from the join line.
+    let bootstrap_text = pikubeadm::token::discover(words[2], words[4], words[6])
+        .await
+        .unwrap();
+    let node_dir = tempfile::tempdir().unwrap();
+    let bootstrap_kubeconfig = node_dir.path().join("bootstrap-kubelet.conf");
+    pikubeadm::token::write_bootstrap_kubeconfig(&bootstrap_kubeconfig, &bootstrap_text).unwrap();
+    let name = format!("onelined-{}", std::process::id());
+    let config = bootstrap::Config {
+        kubeconfig: node_dir.path().join("kubelet.conf"),
+        bootstrap_kubeconfig,
+        cert_dir: node_dir.path().join("pki"),
+        node_name: name.clone(),
+        timeout: Duration::from_secs(60),
+    };
+    assert_eq!(
+        bootstrap::load_client_cert(&config).await.unwrap(),
+        Outcome::Bootstrapped
+    );
+    let client = KubeconfigOptions {
+        kubeconfig: Some(config.kubeconfig.clone()),
+        ..KubeconfigOptions::default()
+    }
+    .client("kubelet")
+    .await
+    .unwrap();
+    let review: SelfSubjectReview = Api::all(client)
+        .create(&PostParams::default(), &SelfSubjectReview::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        review.status.unwrap().user_info.unwrap().username,
+        Some(format!("system:node:{name}"))
+    );
     cm_trigger.shutdown();
     let _ = manager.task.await;
 }
