@@ -39,12 +39,15 @@ use names::{
 use pod::PodContext;
 
 /// The name rule of a kind: DNS-1123 labels for namespaces, RFC 1035 labels for services,
-/// path segments for persistent volumes, DNS-1123 subdomains for everything else.
+/// path segments for persistent volumes and CSRs, DNS-1123 subdomains for everything else.
 pub fn name_fn(info: &ResourceInfo) -> NameFn {
     match (info.group, info.kind) {
         ("", "Namespace") => name_is_dns_label,
         ("", "Service") => name_is_dns1035_label,
         ("", "PersistentVolume") => is_valid_path_segment_name,
+        // Upstream does not care what CSRs are called (kubelets name theirs
+        // `node-csr-<base64url digest>`, upper case and `_` included).
+        ("certificates.k8s.io", "CertificateSigningRequest") => is_valid_path_segment_name,
         _ => name_is_dns_subdomain,
     }
 }

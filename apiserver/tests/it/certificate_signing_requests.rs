@@ -184,12 +184,7 @@ async fn csr_validation_approval_and_status() {
     let mut emptied: Value = serde_json::to_value(csrs.get("alice").await.unwrap()).unwrap();
     emptied["status"]["conditions"] = json!([]);
     let err = csrs
-        .replace_subresource(
-            "approval",
-            "alice",
-            &PostParams::default(),
-            &emptied,
-        )
+        .replace_subresource("approval", "alice", &PostParams::default(), &emptied)
         .await
         .unwrap_err();
     assert!(
@@ -243,7 +238,19 @@ async fn csr_validation_approval_and_status() {
     assert_eq!(updated.spec.signer_name, signer);
     assert_eq!(updated.metadata.labels.unwrap()["a"], "b");
 
-    api.kubectl_ok(&["delete", "csr", "alice", "bob"]);
+    // Any name a path segment allows (upstream kubelets use base64url digests).
+    api.kubectl_stdin(
+        &["create", "-f", "-"],
+        Some(&manifest(
+            "node-csr-Ab_cD-9",
+            &b64(&csr_pem("system:node:x", "system:nodes")),
+            "kubernetes.io/kube-apiserver-client-kubelet",
+            &["client auth"],
+        )),
+    );
+    csrs.get("node-csr-Ab_cD-9").await.unwrap();
+
+    api.kubectl_ok(&["delete", "csr", "alice", "bob", "node-csr-Ab_cD-9"]);
 }
 
 /// Some self-signed certificate (its content does not matter to the apiserver).
