@@ -325,3 +325,112 @@ pub(crate) fn csr_status_update(new: &Value, old: &Value) -> Vec<FieldError> {
     errs.extend(csr_update(new, old));
     errs
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A CSR for `system:node:pi-1` in `system:nodes` (P-256), made once with a CLI tool.
+    const CSR: &str = "-----BEGIN CERTIFICATE REQUEST-----
+MIHuMIGUAgEAMDIxFTATBgNVBAoMDHN5c3RlbTpub2RlczEZMBcGA1UEAwwQc3lz
+dGVtOm5vZGU6cGktMTBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABIIYMpt9435e
+/kfxOyPkPf6KQqML3IyZgpzdc0ISvjb8l5PtUSo2p5VkDXC8Hfpx1jv5Csom9I/6
+3CthjW672DegADAKBggqhkjOPQQDAgNJADBGAiEArfJkaeXkSUOjivLeq6M9tn7P
+Xj6Mdb+jrQNqTlooSeMCIQDFTX2tvVWi6xeDhMYEuI1MQ6riS3jgGGwF3SKFfKza
+UA==
+-----END CERTIFICATE REQUEST-----
+";
+
+    fn b64(s: &str) -> String {
+        base64::engine::general_purpose::STANDARD.encode(s)
+    }
+
+    fn csr_obj() -> Value {
+        json!({
+            "metadata": { "name": "a" },
+            "spec": {
+                "request": b64(CSR),
+                "signerName": "kubernetes.io/kube-apiserver-client-kubelet",
+                "usages": ["digital signature", "client auth"],
+            }
+        })
+    }
+
+    fn fields(errs: &[FieldError]) -> Vec<String> {
+        errs.iter()
+            .map(|e| format!("{}: {}", e.field, e.reason()))
+            .collect()
+    }
+
+    #[test]
+    fn a_valid_request_passes() {
+        assert!(csr(&csr_obj()).is_empty(), "{:?}", fields(&csr(&csr_obj())));
+    }
+
+    #[test]
+    fn request_signer_usages_and_duration() {
+        let mut o = csr_obj();
+        // One flipped byte in the signature: it no longer verifies.
+        let tampered = CSR.replacen("UA==", "UB==", 1);
+        o["spec"]["request"] = json!(b64(&tampered));
+        o["spec"]["signerName"] = json!("no-slash");
+        o["spec"]["usages"] = json!(["client auth", "client auth", "teleport"]);
+        o["spec"]["expirationSeconds"] = json!(60);
+        let got = fields(&csr(&o));
+        assert_eq!(
+            got,
+            [
+                "spec.request: FieldValueInvalid",
+                "spec.signerName: FieldValueInvalid",
+                "spec.usages[1]: FieldValueDuplicate",
+                "spec.usages[2]: FieldValueNotSupported",
+                "spec.expirationSeconds: FieldValueInvalid",
+            ]
+        );
+        let mut o = csr_obj();
+        o["spec"].as_object_mut().unwrap().remove("signerName");
+        o["spec"]["usages"] = json!([]);
+        assert_eq!(
+            fields(&csr(&o)),
+            [
+                "spec.signerName: FieldValueRequired",
+                "spec.usages: FieldValueRequired"
+            ]
+        );
+    }
+
+    #[test]
+    fn conditions_and_certificate_on_status_updates() {
+        let old = csr_obj();
+        let mut new = old.clone();
+        new["status"] = json!({ "conditions": [
+            { "type": "Approved", "status": "True" },
+            { "type": "Denied", "status": "True" },
+        ]});
+        let got = fields(&csr_status_update(&new, &old));
+        assert_eq!(got, ["status.conditions: FieldValueInvalid"]);
+
+        new["status"] = json!({ "certificate": b64("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n") });
+        let got = fields(&csr_status_update(&new, &old));
+        assert!(
+            got.contains(&"status.certificate: FieldValueForbidden".to_string()),
+            "{got:?}"
+        );
+
+        let mut approved = old.clone();
+        approved["status"] = json!({ "conditions": [{ "type": "Approved", "status": "True" }] });
+        let mut withdrawn = approved.clone();
+        withdrawn["status"] = json!({ "conditions": [] });
+        assert_eq!(
+            fields(&csr_status_update(&withdrawn, &approved)),
+            ["status.conditions: FieldValueForbidden"]
+        );
+        let mut spec_changed = approved.clone();
+        spec_changed["spec"]["signerName"] = json!("example.com/other");
+        assert_eq!(
+            fields(&csr_update(&spec_changed, &approved)),
+            ["spec: FieldValueForbidden"]
+        );
+    }
+}
