@@ -109,6 +109,7 @@ pub fn descriptors() -> Vec<Descriptor> {
         descriptor("statefulset", true, statefulset::start),
         descriptor("csrsigning", true, certificates::signer::start),
         descriptor("csrapproving", true, certificates::approver::start),
+        descriptor("csrcleaner", true, certificates::cleaner::start),
         // One descriptor per controller, above this comment.
     ]
 }

@@ -4,6 +4,7 @@
 //! certificate (upstream's `IsKubeletClientCSR`, `IsKubeletServingCSR`).
 
 pub mod approver;
+pub mod cleaner;
 pub mod signer;
 
 use std::net::IpAddr;
