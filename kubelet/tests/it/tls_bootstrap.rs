@@ -368,6 +368,62 @@ async fn join_with_address_ca_hash_and_token() {
         review.status.unwrap().user_info.unwrap().username,
         Some(format!("system:node:{name}"))
     );
+
+    // The kubelet binary does the same before it starts: flags only.
+    let bin_name = format!("binary-{}", std::process::id());
+    let bin_kubeconfig = node_dir.path().join("bin-kubelet.conf");
+    let bin_cert_dir = node_dir.path().join("bin-pki");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_kubelet"))
+        .arg(format!(
+            "--bootstrap-kubeconfig={}",
+            config.bootstrap_kubeconfig.display()
+        ))
+        .arg(format!("--kubeconfig={}", bin_kubeconfig.display()))
+        .arg(format!("--cert-dir={}", bin_cert_dir.display()))
+        .arg(format!("--hostname-override={bin_name}"))
+        .arg(format!(
+            "--root-dir={}",
+            node_dir.path().join("bin-root").display()
+        ))
+        .arg("--container-runtime-endpoint=unix:///nonexistent/containerd.sock")
+        .arg("--healthz-port=0")
+        .arg("--port=0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _child = KillOnDrop(child);
+    let pem = bin_cert_dir.join("kubelet-client-current.pem");
+    wait_until(
+        TIMEOUT,
+        "the kubelet binary bootstraps its certificate",
+        || {
+            let ready = pem.exists() && bin_kubeconfig.exists();
+            async move { ready.then_some(()) }
+        },
+    )
+    .await;
+    let (_, der) = x509_parser::pem::parse_x509_pem(&std::fs::read(&pem).unwrap()).unwrap();
+    let (_, cert) = x509_parser::parse_x509_certificate(&der.contents).unwrap();
+    assert_eq!(
+        cert.subject()
+            .iter_common_name()
+            .next()
+            .unwrap()
+            .as_str()
+            .unwrap(),
+        format!("system:node:{bin_name}")
+    );
     cm_trigger.shutdown();
     let _ = manager.task.await;
+}
+
+/// Kills (and reaps) a child process however the test ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
