@@ -119,6 +119,8 @@ pub static RESOURCES: &[ResourceInfo] = &[
     resource!("authorization.k8s.io", "v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews", "selfsubjectaccessreview", short: [], categories: [], namespaced: false, verbs: CREATE_ONLY, sub: [], def: "io.k8s.api.authorization.v1.SelfSubjectAccessReview"),
     resource!("authorization.k8s.io", "v1", "SelfSubjectRulesReview", "selfsubjectrulesreviews", "selfsubjectrulesreview", short: [], categories: [], namespaced: false, verbs: CREATE_ONLY, sub: [], def: "io.k8s.api.authorization.v1.SelfSubjectRulesReview"),
     resource!("authorization.k8s.io", "v1", "SubjectAccessReview", "subjectaccessreviews", "subjectaccessreview", short: [], categories: [], namespaced: false, verbs: CREATE_ONLY, sub: [], def: "io.k8s.api.authorization.v1.SubjectAccessReview"),
+    // certificates.k8s.io/v1
+    resource!("certificates.k8s.io", "v1", "CertificateSigningRequest", "certificatesigningrequests", "certificatesigningrequest", short: ["csr"], categories: [], namespaced: false, verbs: ALL_VERBS, sub: ["approval", "status"], def: "io.k8s.api.certificates.v1.CertificateSigningRequest"),
     // coordination.k8s.io/v1
     resource!("coordination.k8s.io", "v1", "Lease", "leases", "lease", short: [], categories: [], namespaced: true, verbs: ALL_VERBS, sub: [], def: "io.k8s.api.coordination.v1.Lease"),
     // discovery.k8s.io/v1
@@ -149,6 +151,7 @@ pub static GROUPS: &[&str] = &[
     "authentication.k8s.io",
     "authorization.k8s.io",
     "batch",
+    "certificates.k8s.io",
     "policy",
     "networking.k8s.io",
     "rbac.authorization.k8s.io",

@@ -769,7 +769,9 @@ pub async fn update(
     let name = require_name(req)?.to_string();
     let key = key_of(req, &name);
     let strategy = registry::strategy_for(info);
-    let status_only = req.subresource.as_deref() == Some("status");
+    // `/approval` (CertificateSigningRequests) is a status-like subresource of its own.
+    let approval = req.subresource.as_deref() == Some("approval");
+    let status_only = req.subresource.as_deref() == Some("status") || approval;
     let finalize = req.subresource.as_deref() == Some("finalize");
     let mut attempt = 0;
     let mut guess = true;
@@ -877,7 +879,13 @@ pub async fn update(
             meta.insert("resourceVersion".into(), json!(mod_revision.to_string()));
         }
         if status_only {
-            strategy.prepare_for_status_update(info, &mut new, &old);
+            if approval {
+                registry::certificates::certificate_signing_requests::prepare_for_approval_update(
+                    &mut new, &old,
+                );
+            } else {
+                strategy.prepare_for_status_update(info, &mut new, &old);
+            }
             validate(
                 info,
                 &name,

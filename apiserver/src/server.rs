@@ -722,7 +722,7 @@ async fn serve_resource(
             }
             respond(info, output, &q, 200, &list.into_value(), &[])
         }
-        (Method::GET, None, true) | (Method::GET, Some("status"), true) => {
+        (Method::GET, None | Some("status" | "approval"), true) => {
             let obj = rest::get(api, &r, &q).await?;
             respond(info, output, &q, 200, &obj, &[])
         }
@@ -756,7 +756,13 @@ async fn serve_resource(
             if !verb_allowed("create") {
                 return Err(ApiError::method_not_supported(info, "create"));
             }
-            let (decoded, _) = decode_write(req).await?;
+            let (mut decoded, _) = decode_write(req).await?;
+            if crate::registry::certificates::certificate_signing_requests::is_csr(info) {
+                crate::registry::certificates::certificate_signing_requests::set_requester(
+                    &mut decoded.value,
+                    user,
+                );
+            }
             let w = rest::create(api, &r, &q, decoded.value, &decoded.duplicates).await?;
             written(info, output, &q, w)
         }
@@ -785,7 +791,7 @@ async fn serve_resource(
             written(info, Output::Json, &q, w)
         }
         // ------------------------------------------------ update
-        (Method::PUT, None | Some("status") | Some("finalize"), true) => {
+        (Method::PUT, None | Some("status" | "finalize" | "approval"), true) => {
             let (decoded, _) = decode_write(req).await?;
             let w = rest::update(
                 api,
@@ -813,7 +819,7 @@ async fn serve_resource(
             .await?;
             written(info, Output::Json, &q, w)
         }
-        (Method::PATCH, None | Some("status") | Some("scale"), true) => {
+        (Method::PATCH, None | Some("status" | "scale" | "approval"), true) => {
             let ct = codec::media_type(header(req.headers(), http::header::CONTENT_TYPE));
             let Some(patch_type) = PatchType::from_content_type(&ct) else {
                 return Err(ApiError::new(

@@ -187,8 +187,18 @@ const CONNECTION_WINDOW: u32 = 256 << 20;
 /// A kube client over HTTP/2 when the server offers it (ALPN), with kube's own layers:
 /// the base URI, authentication and the extra headers of `config`.
 pub fn http2_client(config: kube::Config) -> Result<kube::Client, kube::Error> {
+    http2_client_with_tls(config, |_| {})
+}
+
+/// [`http2_client`] with the TLS client configuration adjusted by `tweak` (the kubelet
+/// swaps in a client-certificate resolver that follows certificate rotation).
+pub fn http2_client_with_tls(
+    config: kube::Config,
+    tweak: impl FnOnce(&mut rustls::ClientConfig),
+) -> Result<kube::Client, kube::Error> {
     use kube::client::ConfigExt;
     let mut tls = config.rustls_client_config()?;
+    tweak(&mut tls);
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
     http.enforce_http(false);

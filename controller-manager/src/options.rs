@@ -109,6 +109,18 @@ pub struct ControllerOptions {
     /// How often the persistentvolume binder re-examines every claim and volume.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub pvclaimbinder_sync_period: Duration,
+    /// Filename containing a PEM-encoded X509 CA certificate used to issue cluster-scoped
+    /// certificates (csrsigning).
+    #[arg(long)]
+    pub cluster_signing_cert_file: Option<std::path::PathBuf>,
+    /// Filename containing a PEM-encoded private key used to sign cluster-scoped
+    /// certificates (csrsigning).
+    #[arg(long)]
+    pub cluster_signing_key_file: Option<std::path::PathBuf>,
+    /// The max length of duration signed certificates will be given; a request's
+    /// spec.expirationSeconds may ask for less.
+    #[arg(long, default_value = "8760h", value_parser = parse_duration)]
+    pub cluster_signing_duration: Duration,
 }
 
 impl Default for ControllerOptions {
@@ -151,6 +163,19 @@ impl Options {
         }
         let enabled =
             crate::controllers::selected(&c.controllers, &crate::controllers::descriptors())?;
+        match (&c.cluster_signing_cert_file, &c.cluster_signing_key_file) {
+            (Some(cert), Some(key)) => {
+                crate::controllers::certificates::signer::SigningAuthority::load(cert, key)
+                    .map_err(|e| {
+                        format!("--cluster-signing-cert-file/--cluster-signing-key-file: {e}")
+                    })?;
+            }
+            (None, None) => {}
+            _ => return Err(
+                "--cluster-signing-cert-file and --cluster-signing-key-file must be set together"
+                    .into(),
+            ),
+        }
         let leader_election = self.leader_election.leader_elect.then(|| {
             LeaderElectionConfig::from_options(&self.leader_election, "kube-controller-manager")
         });

@@ -5,6 +5,7 @@
 //! short of memory or disk (upstream `pkg/kubelet`).
 
 pub mod app;
+pub mod certificate;
 pub mod cm;
 pub mod cri;
 pub mod events;

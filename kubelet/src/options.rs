@@ -33,6 +33,24 @@ pub struct Options {
     #[command(flatten)]
     pub kubeconfig: KubeconfigOptions,
 
+    /// Path to a kubeconfig file used to get a client certificate for the kubelet (TLS
+    /// bootstrap). If --kubeconfig does not exist or its certificate expired, the kubelet
+    /// requests one with these credentials, writes it to --cert-dir and writes
+    /// --kubeconfig pointing at it.
+    #[arg(long)]
+    pub bootstrap_kubeconfig: Option<PathBuf>,
+
+    /// The directory where the TLS certificates are located (the bootstrapped client
+    /// certificate: kubelet-client-current.pem).
+    #[arg(long, default_value = "/var/lib/kubelet/pki")]
+    pub cert_dir: PathBuf,
+
+    /// Auto rotate the kubelet client certificate by requesting a new certificate from
+    /// the apiserver as the certificate approaches expiration.
+    #[arg(long, default_value_t = false, num_args = 0..=1, require_equals = true,
+        default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub rotate_certificates: bool,
+
     /// If non-empty, use this string as identification instead of the actual hostname.
     #[arg(long)]
     pub hostname_override: Option<String>,

@@ -202,6 +202,7 @@ mod tests {
         args.extend_from_slice(extra);
         match Cli::try_parse_from(args).unwrap().command {
             Command::Certs(o) => o.into_config().unwrap(),
+            _ => unreachable!("certs was parsed"),
         }
     }
 

@@ -25,6 +25,61 @@ pub enum Command {
     /// key pair and the components' kubeconfigs. Rerunning keeps every key and renews only
     /// certificates that expire within 90 days or no longer match the flags.
     Certs(CertsOptions),
+    /// Manages bootstrap tokens (kubeadm token).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Prepares this node to join the cluster (kubeadm join's discovery): reads the CA
+    /// from the cluster-info ConfigMap, accepts it only if its public-key hash is
+    /// --discovery-token-ca-cert-hash, and writes the kubelet's bootstrap kubeconfig.
+    Join(JoinOptions),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Creates a bootstrap token (a Secret in kube-system) and prints it, or the join
+    /// command with --print-join-command.
+    Create(TokenCreateOptions),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct TokenCreateOptions {
+    /// The token ([a-z0-9]{6}.[a-z0-9]{16}); a random one if not given.
+    pub token: Option<String>,
+    /// The kubeconfig to talk to the cluster with.
+    #[arg(long, default_value = "/etc/kubernetes/admin.conf")]
+    pub kubeconfig: PathBuf,
+    /// The duration before the token is automatically deleted (e.g. 1s, 2m, 3h). If set
+    /// to '0', the token will never expire.
+    #[arg(long, default_value = "24h", value_parser = component_base::options::parse_duration)]
+    pub ttl: std::time::Duration,
+    /// A human friendly description of how this token is used.
+    #[arg(long)]
+    pub description: Option<String>,
+    /// Describes the ways in which this token can be used.
+    #[arg(long, value_delimiter = ',', default_value = "signing,authentication")]
+    pub usages: Vec<String>,
+    /// Extra groups that this token will authenticate as when used for authentication.
+    #[arg(long, value_delimiter = ',', default_value = crate::token::DEFAULT_GROUP)]
+    pub groups: Vec<String>,
+    /// Instead of printing only the token, print the full join command.
+    #[arg(long)]
+    pub print_join_command: bool,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct JoinOptions {
+    /// The apiserver: https://<host>:<port> (or <host>:<port>).
+    pub api_server_endpoint: String,
+    /// The bootstrap token.
+    #[arg(long)]
+    pub token: String,
+    /// The CA public key hash to pin (sha256:<hex>), as `pikubeadm certs` and
+    /// `pikubeadm token create --print-join-command` print it.
+    #[arg(long)]
+    pub discovery_token_ca_cert_hash: String,
+    /// Where to write the kubelet's bootstrap kubeconfig.
+    #[arg(long, default_value = "/etc/kubernetes/bootstrap-kubelet.conf")]
+    pub bootstrap_kubeconfig: PathBuf,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -249,6 +304,7 @@ mod tests {
         all.extend_from_slice(args);
         match Cli::try_parse_from(all).unwrap().command {
             Command::Certs(o) => o.into_config(),
+            _ => unreachable!("certs was parsed"),
         }
     }
 

@@ -9,6 +9,7 @@
 //! generation, resourceVersion preconditions, node port and cluster IP allocation, quota,
 //! admission (priority, service accounts, limit ranges) and the Job selector generation.
 
+pub mod certificates;
 pub mod cron;
 pub mod field;
 pub mod names;
@@ -39,7 +40,7 @@ use names::{
 use pod::PodContext;
 
 /// The name rule of a kind: DNS-1123 labels for namespaces, RFC 1035 labels for services,
-/// path segments for persistent volumes, DNS-1123 subdomains for everything else.
+/// path segments for persistent volumes and CSRs, DNS-1123 subdomains for everything else.
 pub fn name_fn(info: &ResourceInfo) -> NameFn {
     match (info.group, info.kind) {
         ("", "Namespace") => name_is_dns_label,
@@ -47,6 +48,9 @@ pub fn name_fn(info: &ResourceInfo) -> NameFn {
         ("", "PersistentVolume") => is_valid_path_segment_name,
         // Upstream's `ValidateRBACName`.
         ("rbac.authorization.k8s.io", _) => is_valid_path_segment_name,
+        // Upstream does not care what CSRs are called (kubelets name theirs
+        // `node-csr-<base64url digest>`, upper case and `_` included).
+        ("certificates.k8s.io", "CertificateSigningRequest") => is_valid_path_segment_name,
         _ => name_is_dns_subdomain,
     }
 }
@@ -119,6 +123,7 @@ fn kind_checks(info: &ResourceInfo, obj: &Value, old: Option<&Value>) -> Vec<Fie
                 rbac::cluster_role_binding(&v)
             })
         }
+        ("certificates.k8s.io", "CertificateSigningRequest") => certificates::csr(obj),
         ("", "ConfigMap") => with!(info, obj, core::ConfigMap, |v| config::config_map(&v)),
         ("", "Endpoints") => with!(info, obj, core::Endpoints, |v| cluster::endpoints(&v)),
         ("", "Event") => with!(info, obj, core::Event, |v| cluster::event(&v)),
@@ -242,6 +247,7 @@ fn update_checks(info: &ResourceInfo, new: &Value, old: &Value) -> Vec<FieldErro
                 rbac::cluster_role_binding_update(&n, &o)
             })
         }
+        ("certificates.k8s.io", "CertificateSigningRequest") => certificates::csr_update(new, old),
         ("", "ConfigMap") => with2!(info, new, old, core::ConfigMap, |n, o| {
             config::config_map_update(&n, &o)
         }),
@@ -403,6 +409,9 @@ pub fn validate_status_update(info: &ResourceInfo, new: &Value, old: &Value) -> 
         ("", "Namespace") => errs.extend(with!(info, new, core::Namespace, |v| {
             cluster::namespace_status(&v)
         })),
+        ("certificates.k8s.io", "CertificateSigningRequest") => {
+            errs.extend(certificates::csr_status_update(new, old));
+        }
         _ => {}
     }
     errs

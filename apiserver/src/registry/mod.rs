@@ -2,6 +2,7 @@
 //! and a status update may change, and how a delete proceeds.
 
 pub mod batch;
+pub mod certificates;
 pub mod core;
 pub mod events;
 pub mod reviews;
@@ -138,6 +139,9 @@ pub fn strategy_for(info: &ResourceInfo) -> &'static dyn Strategy {
         ("", "pods") => &core::pods::PodStrategy,
         ("", "namespaces") => &core::namespaces::NamespaceStrategy,
         ("batch", "jobs") => &batch::jobs::JobStrategy,
+        ("certificates.k8s.io", "certificatesigningrequests") => {
+            &certificates::certificate_signing_requests::CertificateSigningRequestStrategy
+        }
         ("", "endpoints") | ("", "events") | ("events.k8s.io", "events") => &CreateOnUpdate,
         _ => &Generic,
     }

@@ -13,6 +13,7 @@
 
 mod apps;
 mod batch;
+mod certificates;
 mod cluster;
 mod config;
 mod descriptions;
@@ -172,6 +173,9 @@ fn printer_for(info: &ResourceInfo) -> Option<Printer> {
             networking::NETWORK_POLICY_COLUMNS,
             networking::network_policy_cells,
         ),
+        ("certificates.k8s.io", "CertificateSigningRequest") => {
+            printer(certificates::CSR_COLUMNS, certificates::csr_cells)
+        }
         ("coordination.k8s.io", "Lease") => printer(cluster::LEASE_COLUMNS, cluster::lease_cells),
         ("policy", "PodDisruptionBudget") => printer(
             cluster::POD_DISRUPTION_BUDGET_COLUMNS,

@@ -2,6 +2,7 @@
 
 mod api_semantics;
 mod bootstrap_token;
+mod certificate_signing_requests;
 mod common;
 mod connect;
 mod fake_kubelet;

@@ -30,7 +30,9 @@ fn pikubeadm_certs(dir: &Path) -> pikubeadm::certs::Report {
         "--node=pi-1=127.0.0.1",
     ])
     .unwrap();
-    let Command::Certs(options) = cli.command;
+    let Command::Certs(options) = cli.command else {
+        unreachable!("certs was parsed")
+    };
     pikubeadm::certs::run(&options.into_config().unwrap()).unwrap()
 }
 

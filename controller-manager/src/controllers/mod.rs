@@ -1,6 +1,7 @@
 //! The controllers, one module each, and the descriptor table that names them for
 //! `--controllers` (upstream's `NewControllerDescriptors`).
 
+pub mod certificates;
 pub mod controller_utils;
 pub mod cronjob;
 pub mod daemonset;
@@ -106,6 +107,9 @@ pub fn descriptors() -> Vec<Descriptor> {
         descriptor("resourcequota", true, resourcequota::start),
         descriptor("daemonset", true, daemonset::start),
         descriptor("statefulset", true, statefulset::start),
+        descriptor("csrsigning", true, certificates::signer::start),
+        descriptor("csrapproving", true, certificates::approver::start),
+        descriptor("csrcleaner", true, certificates::cleaner::start),
         // One descriptor per controller, above this comment.
     ]
 }

@@ -1,5 +1,6 @@
 //! Component tests, one binary: each test starts its own etcd and apiserver.
 
+mod certificates;
 mod common;
 mod cronjob;
 mod daemonset;

@@ -63,11 +63,22 @@ impl TestNode {
     pub async fn start_with(tweak: impl Fn(&mut Settings) + Send + Sync + 'static) -> TestNode {
         let api = TestApi::start().await;
         let client = api.client().await;
+        TestNode::start_on(api, client, None, tweak).await
+    }
+
+    /// A node on the control plane `api`, whose kubelet talks to it with `client` (its own
+    /// credentials), named `name` if given.
+    pub async fn start_on(
+        api: TestApi,
+        client: Client,
+        name: Option<String>,
+        tweak: impl Fn(&mut Settings) + Send + Sync + 'static,
+    ) -> TestNode {
         let containerd = containerd().await;
         // Distinct per test process and test: node name, bridge and pod CIDR.
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let slot = (std::process::id() % 40) * 6 + n;
-        let name = format!("node-{}-{n}", std::process::id());
+        let name = name.unwrap_or_else(|| format!("node-{}-{n}", std::process::id()));
         let bridge = format!("pkt{slot}");
         let bridge_name = bridge.clone();
         let pod_cidr: ipnet::Ipv4Net = format!("10.{}.{}.0/24", 200 + slot / 250, slot % 250)

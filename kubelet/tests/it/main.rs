@@ -10,4 +10,5 @@ mod probes;
 mod server;
 mod static_pods;
 mod stats;
+mod tls_bootstrap;
 mod volumes;

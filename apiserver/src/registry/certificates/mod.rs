@@ -1,0 +1,3 @@
+//! Strategies of certificates.k8s.io resources.
+
+pub mod certificate_signing_requests;
