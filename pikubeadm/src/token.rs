@@ -186,8 +186,8 @@ pub async fn create(
         )])),
         ..ConfigMap::default()
     };
-    let maps: Api<ConfigMap> = Api::namespaced(client, "kube-public");
-    match maps.create(&PostParams::default(), &info).await {
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "kube-public");
+    let written = match maps.create(&PostParams::default(), &info).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 409 => {
             let mut current = maps.get("cluster-info").await.map_err(Error::Api)?;
@@ -197,6 +197,77 @@ pub async fn create(
                 .map(|_| ())
                 .map_err(Error::Api)
         }
+        Err(e) => Err(Error::Api(e)),
+    };
+    written?;
+    ensure_join_rbac(client).await
+}
+
+/// The RBAC objects kubeadm creates so that a node can join under `Node,RBAC`: bootstrap
+/// tokens may create CSRs (`system:node-bootstrapper`) and have them auto-approved
+/// (`…:nodeclient`), nodes may renew their own (`…:selfnodeclient`), and anyone may read
+/// `cluster-info` (the joining node trusts nothing yet). Existing objects are kept.
+async fn ensure_join_rbac(client: kube::Client) -> Result<(), Error> {
+    use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, Role, RoleBinding};
+    let binding = |name: &str, role: &str, group: &str| -> ClusterRoleBinding {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": group}],
+        }))
+        .expect("a valid ClusterRoleBinding")
+    };
+    let bindings = [
+        binding(
+            "kubeadm:kubelet-bootstrap",
+            "system:node-bootstrapper",
+            "system:bootstrappers",
+        ),
+        binding(
+            "kubeadm:node-autoapprove-bootstrap",
+            "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+            "system:bootstrappers",
+        ),
+        binding(
+            "kubeadm:node-autoapprove-certificate-rotation",
+            "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+            "system:nodes",
+        ),
+    ];
+    let api: Api<ClusterRoleBinding> = Api::all(client.clone());
+    for b in &bindings {
+        create_if_missing(&api, b).await?;
+    }
+    let role: Role = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "kubeadm:bootstrap-signer-clusterinfo", "namespace": "kube-public"},
+        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["cluster-info"], "verbs": ["get"]}],
+    }))
+    .expect("a valid Role");
+    create_if_missing(
+        &Api::<Role>::namespaced(client.clone(), "kube-public"),
+        &role,
+    )
+    .await?;
+    let role_binding: RoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "kubeadm:bootstrap-signer-clusterinfo", "namespace": "kube-public"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "kubeadm:bootstrap-signer-clusterinfo"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "system:anonymous"}],
+    }))
+    .expect("a valid RoleBinding");
+    create_if_missing(
+        &Api::<RoleBinding>::namespaced(client, "kube-public"),
+        &role_binding,
+    )
+    .await
+}
+
+async fn create_if_missing<K>(api: &Api<K>, obj: &K) -> Result<(), Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    match api.create(&PostParams::default(), obj).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
         Err(e) => Err(Error::Api(e)),
     }
 }

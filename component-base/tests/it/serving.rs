@@ -130,7 +130,9 @@ async fn health_endpoints_report_checks_as_upstream() {
     let (trigger, shutdown) = shutdown::channel();
     let serving = serve(
         ServingConfig {
-            bind: localhost(),
+            // An address of its own: the other tests here listen on 127.0.0.1 and may be
+            // given this port once it is free, which the last check would see as ours.
+            bind: "127.0.0.3:0".parse().unwrap(),
             tls: TlsSource::Plain,
             registry: prometheus::Registry::new(),
             checks: checks.clone(),

@@ -257,8 +257,9 @@ async fn kubelet_joins_with_a_bootstrap_token() {
     let _ = manager.task.await;
 }
 
-/// A control plane with a pikubeadm PKI, anonymous requests allowed (joining nodes read
-/// kube-public/cluster-info before they have credentials), and csrsigning/csrapproving.
+/// A control plane with a pikubeadm PKI, `Node,RBAC` authorization, anonymous requests
+/// allowed (joining nodes read kube-public/cluster-info before they have credentials),
+/// and csrsigning/csrapproving.
 async fn join_control_plane() -> (
     tempfile::TempDir,
     TestApi,
@@ -276,6 +277,9 @@ async fn join_control_plane() -> (
         };
         c.client_ca_file = Some(pki_path.join("ca.crt"));
         c.anonymous_auth = true;
+        // As a real cluster: the token's CSR, its approval and the node's first
+        // requests all pass RBAC through the bindings `pikubeadm token create` makes.
+        c.authorization_modes = vec![apiserver::authz::Mode::Node, apiserver::authz::Mode::Rbac];
     })
     .await;
     let admin = api.client().await;

@@ -42,6 +42,12 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("asking whether {csr} may be approved: {source}")]
+    Review {
+        csr: String,
+        #[source]
+        source: kube::Error,
+    },
 }
 
 /// Why a request is approved: upstream's recognizer names (the subresource of
@@ -82,12 +88,8 @@ pub fn recognize(csr: &CertificateSigningRequest) -> Option<Recognized> {
     let groups = csr.spec.groups.as_deref().unwrap_or_default();
     let in_group = |g: &str| groups.iter().any(|x| x == g);
     let username = csr.spec.username.as_deref().unwrap_or_default();
-    // Upstream asks the apiserver a SubjectAccessReview here: may the requester `create`
-    // `certificatesigningrequests/<recognizer subresource>` in certificates.k8s.io? The
-    // answer comes from RBAC (system:certificates.k8s.io:certificatesigningrequests:
-    // nodeclient / selfnodeclient bound to system:bootstrappers / system:nodes). With the
-    // AlwaysAllow authorizer that review would approve anyone, so the identity checks
-    // below stand in for those bindings; add the review here once RBAC decides it.
+    // Who may be approved at all (as upstream's recognizers); whether this requester is
+    // allowed to is the SubjectAccessReview in `approve`.
     if username == req.common_name && in_group(NODES_GROUP) {
         return Some(Recognized::SelfNodeClient);
     }
@@ -118,6 +120,15 @@ async fn approve(csr: Arc<CertificateSigningRequest>, ctx: Arc<Context>) -> Resu
     let Some(recognized) = recognize(&csr) else {
         return Ok(Action::await_change());
     };
+    if !authorized(&csr, recognized, &ctx.client).await? {
+        info!(
+            csr = %csr.name_any(),
+            kind = recognized.subresource(),
+            "not auto-approved: the requester may not create certificatesigningrequests/{}",
+            recognized.subresource()
+        );
+        return Ok(Action::await_change());
+    }
     let name = csr.name_any();
     let mut updated = (*csr).clone();
     updated
@@ -145,6 +156,45 @@ async fn approve(csr: Arc<CertificateSigningRequest>, ctx: Arc<Context>) -> Resu
         Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(Action::await_change()),
         Err(source) => Err(Error::Approve { csr: name, source }),
     }
+}
+
+/// Upstream's SubjectAccessReview: may the requester `create`
+/// `certificatesigningrequests/<nodeclient|selfnodeclient>` in certificates.k8s.io? Under
+/// RBAC the answer comes from the bindings of those ClusterRoles (kubeadm binds them to
+/// `system:bootstrappers` and `system:nodes`; `pikubeadm token create` does the same).
+async fn authorized(
+    csr: &CertificateSigningRequest,
+    recognized: Recognized,
+    client: &kube::Client,
+) -> Result<bool, Error> {
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+    };
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: csr.spec.username.clone(),
+            uid: csr.spec.uid.clone(),
+            groups: csr.spec.groups.clone(),
+            extra: csr.spec.extra.clone(),
+            resource_attributes: Some(ResourceAttributes {
+                group: Some("certificates.k8s.io".into()),
+                resource: Some("certificatesigningrequests".into()),
+                subresource: Some(recognized.subresource().into()),
+                verb: Some("create".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let answer = Api::<SubjectAccessReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .map_err(|source| Error::Review {
+            csr: csr.name_any(),
+            source,
+        })?;
+    Ok(answer.status.is_some_and(|s| s.allowed))
 }
 
 fn error_policy(
