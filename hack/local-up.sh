@@ -62,7 +62,9 @@ case "${1:-up}" in
     # pod bridge once nothing is plugged into it.
     for ns in $netns; do ip netns del "$(basename "$ns")" 2>/dev/null || true; done
     rm -rf "$STATE/kubelet/cni/networks"
-    if ip link show cni0 >/dev/null 2>&1 && [ -z "$(ls /sys/class/net/cni0/brif 2>/dev/null)" ]; then
+    # (The kernel takes a namespace's veths down after `ip netns del` returns.)
+    if ip link show cni0 >/dev/null 2>&1 &&
+      wait_for 10 bash -c '[ -z "$(ls /sys/class/net/cni0/brif 2>/dev/null)" ]'; then
       ip link del cni0 2>/dev/null || true
     fi
     # The kubelet's pod network rules outlive it (as pods do): its nftables table and its
@@ -132,6 +134,7 @@ if ! running kube-apiserver; then
   "$BIN/kube-apiserver" --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
     --bind-address 127.0.0.1 --secure-port "$APISERVER_PORT" --cert-dir "$STATE/certs" \
     --token-auth-file "$STATE/tokens.csv" --service-cluster-ip-range 10.96.0.0/16 \
+    --authorization-mode Node,RBAC \
     --kubelet-preferred-address-types InternalIP,Hostname,InternalDNS,ExternalDNS,ExternalIP \
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
     --service-account-signing-key-file "$STATE/certs/sa.key" --service-account-key-file "$STATE/certs/sa.pub" \
@@ -164,6 +167,15 @@ KUBECONFIG
   chmod 600 "$1"
 }
 write_kubeconfig "$STATE/admin.kubeconfig" admin "$(token_of admin admin)"
+
+# Cluster DNS: kube-proxy answers on the kube-dns Service's address on every node (no
+# DNS pods); the Service reserves the address, and the kubelet hands it to pods.
+CLUSTER_DNS=10.96.0.10
+code=$(curl -sk -o /dev/null -w '%{http_code}' -X POST \
+  -H "Authorization: Bearer $(token_of admin admin)" -H 'Content-Type: application/json' \
+  "https://127.0.0.1:$APISERVER_PORT/api/v1/namespaces/kube-system/services" \
+  -d '{"apiVersion":"v1","kind":"Service","metadata":{"name":"kube-dns","namespace":"kube-system","labels":{"k8s-app":"kube-dns"}},"spec":{"clusterIP":"'"$CLUSTER_DNS"'","selector":{"k8s-app":"kube-dns"},"ports":[{"name":"dns","port":53,"protocol":"UDP"},{"name":"dns-tcp","port":53,"protocol":"TCP"}]}}')
+case "$code" in 201 | 409) ;; *) die "creating the kube-dns Service failed (HTTP $code)" ;; esac
 write_kubeconfig "$STATE/kube-scheduler.kubeconfig" system:kube-scheduler "$(token_of system:kube-scheduler system:kube-scheduler)"
 write_kubeconfig "$STATE/kube-controller-manager.kubeconfig" system:kube-controller-manager \
   "$(token_of system:kube-controller-manager system:kube-controller-manager)"
@@ -256,6 +268,7 @@ if ! running kubelet; then
   "$BIN/kubelet" --kubeconfig "$STATE/kubelet.kubeconfig" --hostname-override "$NODE_NAME" \
     --container-runtime-endpoint "unix://$CONTAINERD_SOCK" --root-dir "$STATE/kubelet" \
     --cni-conf-dir "$STATE/cni/net.d" --cgroup-driver "$cgroup_driver" \
+    --cluster-dns "$CLUSTER_DNS" --cluster-domain cluster.local \
     >"$STATE/logs/kubelet.log" 2>&1 &
   echo $! >"$STATE/run/kubelet.pid"
 fi
@@ -265,7 +278,7 @@ if ! running kube-proxy; then
   log "starting kube-proxy as node $NODE_NAME (metrics on 127.0.0.1:10249, healthz on 0.0.0.0:10256)"
   "$BIN/kube-proxy" --kubeconfig "$STATE/kube-proxy.kubeconfig" --hostname-override "$NODE_NAME" \
     --cluster-cidr "$CLUSTER_CIDR" --metrics-bind-address 127.0.0.1:10249 \
-    --healthz-bind-address 0.0.0.0:10256 --enable-service-lb \
+    --healthz-bind-address 0.0.0.0:10256 --enable-service-lb --enable-cluster-dns \
     >"$STATE/logs/kube-proxy.log" 2>&1 &
   echo $! >"$STATE/run/kube-proxy.pid"
 fi

@@ -599,6 +599,22 @@ pub fn cluster_roles() -> Vec<Value> {
                 rule(&["list", "watch"], &[DISCOVERY], &["endpointslices"]),
             ],
         ),
+        // pikube's own: kube-proxy's ServiceLB (`--enable-service-lb`) elects one writer
+        // on a Lease and publishes LoadBalancer ingress in Service status.
+        cluster_role(
+            "system:pikube:servicelb",
+            &[],
+            vec![
+                rule(&["create"], &[COORDINATION], &["leases"]),
+                named(
+                    &["get", "update"],
+                    &[COORDINATION],
+                    &["leases"],
+                    &["pikube-servicelb"],
+                ),
+                rule(&["update", "patch"], &[LEGACY], &["services/status"]),
+            ],
+        ),
         cluster_role(
             "system:kube-scheduler",
             &[],
@@ -682,6 +698,7 @@ pub fn cluster_role_bindings() -> Vec<Value> {
             ],
         ),
         binding("system:node-proxier", &[("User", "system:kube-proxy")]),
+        binding("system:pikube:servicelb", &[("User", "system:kube-proxy")]),
         binding(
             "system:kube-controller-manager",
             &[("User", "system:kube-controller-manager")],

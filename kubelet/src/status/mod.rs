@@ -248,7 +248,7 @@ pub fn generate(
     let spec = pod.spec.clone().unwrap_or_default();
     let restart_policy = spec.restart_policy.as_deref().unwrap_or("Always");
     let instances = |name: &str| state.instances(name);
-    let init_statuses: Vec<ContainerStatus> = spec
+    let mut init_statuses: Vec<ContainerStatus> = spec
         .init_containers
         .iter()
         .flatten()
@@ -268,7 +268,7 @@ pub fn generate(
         })
         .collect();
     let initialized = init_statuses.iter().all(exited_ok);
-    let statuses: Vec<ContainerStatus> = spec
+    let mut statuses: Vec<ContainerStatus> = spec
         .containers
         .iter()
         .map(|c| {
@@ -296,6 +296,19 @@ pub fn generate(
     let kept_terminal = terminal(pod.status.as_ref()).or_else(|| terminal(previous));
     let computed = phase(restart_policy, &init_statuses, &statuses);
     let phase = kept_terminal.as_deref().unwrap_or(computed);
+    if kept_terminal.is_some() {
+        let before = pod.status.as_ref().or(previous);
+        let old = |name: &str, init: bool| -> Option<ContainerState> {
+            let list = if init {
+                before.and_then(|s| s.init_container_statuses.as_ref())
+            } else {
+                before.and_then(|s| s.container_statuses.as_ref())
+            };
+            list?.iter().find(|c| c.name == name)?.state.clone()
+        };
+        settle_terminal(&mut init_statuses, |n| old(n, true));
+        settle_terminal(&mut statuses, |n| old(n, false));
+    }
     let completed = matches!(phase, "Succeeded" | "Failed");
     let unready: Vec<&str> = statuses
         .iter()
@@ -484,6 +497,38 @@ pub fn merge_diff(old: &Value, new: &Value) -> Option<Value> {
     }
 }
 
+/// A terminal pod's containers are terminated, whatever is left of them (upstream's
+/// `convertToAPIContainerStatuses` for a terminal pod): a container that is not, say
+/// after the node restarted and its containers are gone, keeps the terminated state it
+/// was last reported with, or becomes `ContainerStatusUnknown` with exit code 137.
+fn settle_terminal(
+    statuses: &mut [ContainerStatus],
+    previous: impl Fn(&str) -> Option<ContainerState>,
+) {
+    for st in statuses.iter_mut() {
+        if st.state.as_ref().is_some_and(|s| s.terminated.is_some()) {
+            continue;
+        }
+        st.ready = false;
+        st.started = Some(false);
+        st.state = Some(
+            previous(&st.name)
+                .filter(|s| s.terminated.is_some())
+                .unwrap_or_else(|| ContainerState {
+                    terminated: Some(ContainerStateTerminated {
+                        exit_code: 137,
+                        reason: Some("ContainerStatusUnknown".into()),
+                        message: Some(
+                            "The container could not be located when the pod was terminated".into(),
+                        ),
+                        ..ContainerStateTerminated::default()
+                    }),
+                    ..ContainerState::default()
+                }),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -635,5 +680,17 @@ mod tests {
         assert_eq!(again.phase.as_deref(), Some("Failed"));
         assert_eq!(again.reason.as_deref(), Some("Evicted"));
         assert!(types(&again).contains(&"DisruptionTarget".to_owned()));
+        // Its containers are gone (none in the runtime state): terminated, not waiting.
+        for c in again.container_statuses.iter().flatten() {
+            let t = c.state.as_ref().and_then(|s| s.terminated.as_ref());
+            assert_eq!(
+                t.and_then(|t| t.reason.as_deref()),
+                Some("ContainerStatusUnknown"),
+                "{c:?}"
+            );
+            assert_eq!(t.map(|t| t.exit_code), Some(137));
+            assert!(!c.ready);
+        }
+        assert!(again.container_statuses.iter().flatten().next().is_some());
     }
 }
