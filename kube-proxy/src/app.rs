@@ -20,6 +20,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, info, warn, Instrument};
 
 use crate::conntrack::{ConntrackTool, StaleEntries};
+use crate::feed::{self, Fed};
 use crate::healthcheck::ServiceHealthServer;
 use crate::healthz::{self, ProxierHealth};
 use crate::metrics::Metrics;
@@ -179,46 +180,6 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
     })
 }
 
-/// How a watch event changes the tracker.
-trait Tracked:
-    Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static
-{
-    fn apply(&self, t: &mut Tracker);
-    fn delete(&self, t: &mut Tracker);
-    fn relist_started(t: &mut Tracker);
-    fn relist_done(t: &mut Tracker);
-}
-
-impl Tracked for Service {
-    fn apply(&self, t: &mut Tracker) {
-        t.apply_service(self);
-    }
-    fn delete(&self, t: &mut Tracker) {
-        t.delete_service(self);
-    }
-    fn relist_started(t: &mut Tracker) {
-        t.relist_services_started();
-    }
-    fn relist_done(t: &mut Tracker) {
-        t.relist_services_done();
-    }
-}
-
-impl Tracked for EndpointSlice {
-    fn apply(&self, t: &mut Tracker) {
-        t.apply_slice(self);
-    }
-    fn delete(&self, t: &mut Tracker) {
-        t.delete_slice(self);
-    }
-    fn relist_started(t: &mut Tracker) {
-        t.relist_slices_started();
-    }
-    fn relist_done(t: &mut Tracker) {
-        t.relist_slices_done();
-    }
-}
-
 /// Feeds watch events of `K` into the tracker and rings `changed` on every change. The
 /// objects themselves are not kept (upstream's informers keep them; we keep only what
 /// the proxy needs).
@@ -228,34 +189,17 @@ async fn track<K>(
     changed: Arc<Notify>,
     health: Arc<ProxierHealth>,
 ) where
-    K: Tracked,
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
     K::DynamicType: Default,
+    Tracker: Fed<K>,
 {
-    let mut stream = watcher(api, watcher::Config::default().labels(SELECTOR))
-        .default_backoff()
-        .boxed();
-    while let Some(event) = stream.next().await {
-        let event = match event {
-            Ok(event) => event,
-            Err(e) => {
-                warn!(error = %e, "watch failed; retrying");
-                continue;
-            }
-        };
-        {
-            let mut t = tracker.lock();
-            match &event {
-                watcher::Event::Init => K::relist_started(&mut t),
-                watcher::Event::InitApply(o) | watcher::Event::Apply(o) => o.apply(&mut t),
-                watcher::Event::Delete(o) => o.delete(&mut t),
-                watcher::Event::InitDone => K::relist_done(&mut t),
-            }
-        }
-        if !matches!(event, watcher::Event::InitApply(_) | watcher::Event::Init) {
+    feed::watch(api, watcher::Config::default().labels(SELECTOR), |event| {
+        if feed::fold(&mut *tracker.lock(), event) {
             health.queued_update(Instant::now());
             changed.notify_one();
         }
-    }
+    })
+    .await;
 }
 
 async fn run(

@@ -10,6 +10,7 @@ pub mod app;
 pub mod conntrack;
 pub mod dns;
 pub mod endpoints;
+pub mod feed;
 pub mod healthcheck;
 pub mod healthz;
 pub mod metrics;

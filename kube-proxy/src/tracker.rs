@@ -288,6 +288,36 @@ impl Tracker {
     }
 }
 
+impl crate::feed::Fed<Service> for Tracker {
+    fn apply(&mut self, s: &Service) {
+        self.apply_service(s);
+    }
+    fn delete(&mut self, s: &Service) {
+        self.delete_service(s);
+    }
+    fn relist_started(&mut self) {
+        self.relist_services_started();
+    }
+    fn relist_done(&mut self) {
+        self.relist_services_done();
+    }
+}
+
+impl crate::feed::Fed<EndpointSlice> for Tracker {
+    fn apply(&mut self, s: &EndpointSlice) {
+        self.apply_slice(s);
+    }
+    fn delete(&mut self, s: &EndpointSlice) {
+        self.delete_slice(s);
+    }
+    fn relist_started(&mut self) {
+        self.relist_slices_started();
+    }
+    fn relist_done(&mut self) {
+        self.relist_slices_done();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
