@@ -558,7 +558,7 @@ impl PodManager {
                         Ok(state) => {
                             let grace = end.as_ref().map_or(0, |e| e.grace);
                             self.runtime.stop(&state, grace).await;
-                            self.report(&pod, &ws, &mut last, end.as_ref()).await;
+                            wake = self.report(&pod, &ws, &mut last, end.as_ref()).await;
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "reading pod state, will retry");
@@ -574,7 +574,8 @@ impl PodManager {
                             Some(Instant::now() + Duration::from_secs(2))
                         }
                     };
-                    self.report(&pod, &ws, &mut last, None).await;
+                    let settle = self.report(&pod, &ws, &mut last, None).await;
+                    wake = wake.into_iter().chain(settle).min();
                     let running = last
                         .as_ref()
                         .is_some_and(|(_, s)| s.phase.as_deref() == Some("Running"));
@@ -641,14 +642,15 @@ impl PodManager {
     }
 
     /// Writes the pod's status when it changed; `end` makes it Failed as the kubelet
-    /// ended it.
+    /// ended it. Returns when to report again because a termination message read from a
+    /// log may still grow.
     async fn report(
         &self,
         pod: &Pod,
         ws: &WorkerState,
         last: &mut Option<(String, PodStatus)>,
         end: Option<&PodEnd>,
-    ) {
+    ) -> Option<Instant> {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         // A static pod's status goes to its mirror pod, once there is one.
         let is_static = self.static_pods.lock().contains_key(&uid);
@@ -659,7 +661,7 @@ impl PodManager {
             mirror = self.store.get(&ObjectRef::new(name).within(namespace));
             match mirror.as_deref() {
                 Some(m) if crate::static_pods::mirror_hash(m) == Some(uid.as_str()) => m,
-                _ => return,
+                _ => return None,
             }
         } else {
             pod
@@ -668,9 +670,10 @@ impl PodManager {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "reading pod state");
-                return;
+                return None;
             }
         };
+        let settle = state.messages_settle_at();
         // What this worker last wrote is newer than a store that has not seen it yet.
         let target_uid = target.metadata.uid.clone().unwrap_or_default();
         if last.as_ref().is_some_and(|(u, _)| *u != target_uid) {
@@ -691,16 +694,16 @@ impl PodManager {
             None => new,
         };
         if last.as_ref().is_some_and(|(_, s)| *s == new) {
-            return;
+            return settle;
         }
         let Ok(new_value) = serde_json::to_value(&new) else {
-            return;
+            return settle;
         };
         let old_value =
             serde_json::to_value(target.status.clone().unwrap_or_default()).unwrap_or(Value::Null);
         let Some(diff) = status::merge_diff(&old_value, &new_value) else {
             *last = Some((target_uid, new));
-            return;
+            return settle;
         };
         let api: Api<Pod> = Api::namespaced(
             self.client.clone(),
@@ -718,6 +721,7 @@ impl PodManager {
             Ok(_) => *last = Some((target_uid, new)),
             Err(e) => tracing::warn!(error = %e, "failed to update pod status"),
         }
+        settle
     }
 
     /// The relisting pod lifecycle event generator.

@@ -58,6 +58,16 @@ pub struct PodRuntimeState {
 }
 
 impl PodRuntimeState {
+    /// When the termination messages taken from logs that may still be growing should
+    /// be read again (see [`termination::reread_at`]).
+    pub fn messages_settle_at(&self) -> Option<Instant> {
+        let now = wall_now_nanos();
+        self.containers
+            .iter()
+            .filter_map(|c| termination::reread_at(&c.status, now))
+            .min()
+    }
+
     /// The sandbox the pod's containers belong to now: the ready one, else the newest
     /// (a finished pod's stopped sandbox).
     pub fn current_sandbox(&self) -> Option<&api::PodSandbox> {

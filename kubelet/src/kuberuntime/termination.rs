@@ -8,6 +8,7 @@
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 
@@ -106,6 +107,28 @@ pub fn message(status: &api::ContainerStatus) -> Option<String> {
     None
 }
 
+/// How long after a container's exit its log may still be growing: containerd's CRI
+/// plugin reports the exit once the container's pipes are drained, but its log writer
+/// may not have written the last lines to the file yet.
+pub const LOG_SETTLE: Duration = Duration::from_secs(2);
+
+/// When a message taken from the log of this exited container should be read again,
+/// because the container exited less than [`LOG_SETTLE`] ago; None when it is final.
+pub fn reread_at(status: &api::ContainerStatus, now_nanos: i64) -> Option<Instant> {
+    let from_log = status.state() == api::ContainerState::ContainerExited
+        && status.exit_code != 0
+        && status
+            .annotations
+            .get(POLICY_ANNOTATION)
+            .is_some_and(|p| p == "FallbackToLogsOnError");
+    if !from_log || status.finished_at <= 0 {
+        return None;
+    }
+    let since = u64::try_from(now_nanos.saturating_sub(status.finished_at)).unwrap_or(0);
+    let left = LOG_SETTLE.checked_sub(Duration::from_nanos(since))?;
+    Some(Instant::now() + left)
+}
+
 fn read_head(path: &Path) -> Option<String> {
     let mut buf = Vec::new();
     std::fs::File::open(path)
@@ -196,6 +219,26 @@ mod tests {
         std::fs::write(dir.path().join("msg"), "x".repeat(5000)).unwrap();
         let written = message(&status(dir.path(), "FallbackToLogsOnError", 1)).unwrap();
         assert_eq!(written.len(), 4096);
+    }
+
+    #[test]
+    fn a_log_message_is_read_again_until_the_log_settles() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = 1_000_000_000_000i64;
+        let exited = |policy: &str, code: i32, finished_at: i64| {
+            let mut s = status(dir.path(), policy, code);
+            s.state = api::ContainerState::ContainerExited as i32;
+            s.finished_at = finished_at;
+            s
+        };
+        let before = Instant::now();
+        let at = reread_at(&exited("FallbackToLogsOnError", 2, now - 500_000_000), now).unwrap();
+        assert!(at >= before + Duration::from_millis(1400), "{:?}", at - before);
+        assert!(at <= Instant::now() + Duration::from_millis(1500));
+        // Settled, a clean exit, or the policy File: final.
+        assert_eq!(reread_at(&exited("FallbackToLogsOnError", 2, now - 3_000_000_000), now), None);
+        assert_eq!(reread_at(&exited("FallbackToLogsOnError", 0, now), now), None);
+        assert_eq!(reread_at(&exited("File", 2, now), now), None);
     }
 
     #[test]

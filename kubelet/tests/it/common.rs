@@ -171,15 +171,21 @@ impl TestNode {
     /// Waits until the pod satisfies `check`, returning it.
     pub async fn wait_pod(&self, name: &str, what: &str, check: impl Fn(&Pod) -> bool) -> Pod {
         let api = Api::<Pod>::namespaced(self.client.clone(), "default");
-        let check = &check;
-        wait_until(TIMEOUT, what, || {
-            let api = api.clone();
-            async move {
-                let pod = api.get_opt(name).await.ok().flatten()?;
-                check(&pod).then_some(pod)
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        let mut last = None;
+        loop {
+            if let Some(pod) = api.get_opt(name).await.ok().flatten() {
+                if check(&pod) {
+                    return pod;
+                }
+                last = pod.status;
             }
-        })
-        .await
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}; the pod's last status: {last:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 
