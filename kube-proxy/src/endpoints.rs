@@ -23,6 +23,9 @@ pub struct Endpoint {
     pub terminating: bool,
     /// Runs on this node (its `nodeName` is our hostname).
     pub is_local: bool,
+    /// Its `nodeName` names another node: it cannot be the client of a connection this
+    /// node's hooks see with it as destination (no hairpin masquerade needed).
+    pub on_other_node: bool,
 }
 
 impl Endpoint {
@@ -78,6 +81,7 @@ pub fn endpoints_by_service_port<'a>(
                 let serving = conditions.and_then(|c| c.serving).unwrap_or(true);
                 let terminating = conditions.and_then(|c| c.terminating).unwrap_or(false);
                 let is_local = ep.node_name.as_deref() == Some(hostname);
+                let on_other_node = ep.node_name.as_deref().is_some_and(|n| n != hostname);
                 // Every address of an endpoint is the same backend; the first is used.
                 let Some(ip) = ep
                     .addresses
@@ -94,6 +98,7 @@ pub fn endpoints_by_service_port<'a>(
                     serving,
                     terminating,
                     is_local,
+                    on_other_node,
                 };
                 entry
                     .entry((ip, number))
@@ -177,6 +182,7 @@ mod tests {
             serving,
             terminating,
             is_local: local,
+            on_other_node: false,
         }
     }
 

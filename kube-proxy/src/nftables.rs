@@ -15,7 +15,8 @@
 //! `sessionAffinity: ClientIP` Service ports keep upstream's layout (endpoint chains and a
 //! dynamic set per endpoint); they are rare. Hairpin traffic (a pod reaching itself
 //! through its Service) is masqueraded in `nat-postrouting` by `ct status dnat` and the
-//! `hairpin` set of `endpoint . endpoint` pairs. Other traffic that must be masqueraded
+//! `hairpin` set of `endpoint . endpoint` pairs (only endpoints that may run on this node:
+//! at 10,000 Services most run elsewhere). Other traffic that must be masqueraded
 //! (off-cluster sources of a ClusterIP, external traffic under the Cluster policy) is
 //! marked, and `nat-postrouting` masquerades marked packets. A Service without usable
 //! endpoints is rejected (TCP reset / ICMP unreachable) or dropped in the filter hooks
@@ -283,21 +284,9 @@ pub struct ServiceRules {
     pub elements: Box<[Element]>,
     /// The policy chains' endpoint map slots.
     pub slots: Box<[SlotChain]>,
-}
-
-impl ServiceRules {
-    /// The addresses the slots DNAT to, once each (for the `hairpin` set; affinity
-    /// chains masquerade hairpin traffic in their endpoint chains).
-    fn hairpin(&self) -> Vec<IpAddr> {
-        let mut ips: Vec<IpAddr> = self
-            .slots
-            .iter()
-            .flat_map(|c| c.endpoints.iter().map(|(ip, _)| *ip))
-            .collect();
-        ips.sort_unstable();
-        ips.dedup();
-        ips
-    }
+    /// The slots' addresses that may be on this node, sorted, once each (the `hairpin`
+    /// set; affinity chains masquerade hairpin traffic in their endpoint chains).
+    pub hairpin: Box<[IpAddr]>,
 }
 
 /// [`ServiceRules`] while [`RuleBuilder::service`] puts them together.
@@ -307,6 +296,7 @@ struct Draft {
     sets: BTreeMap<String, String>,
     elements: BTreeSet<Element>,
     slots: Vec<SlotChain>,
+    hairpin: BTreeSet<IpAddr>,
 }
 
 impl Draft {
@@ -321,6 +311,7 @@ impl Draft {
             sets: Named::from_map(self.sets),
             elements: self.elements.into_iter().collect(),
             slots: self.slots.into_boxed_slice(),
+            hairpin: self.hairpin.into_iter().collect(),
         }
     }
 }
@@ -703,6 +694,9 @@ impl RuleBuilder {
                     base: r.base,
                     endpoints: eps.iter().map(|ep| (ep.ip, ep.port)).collect(),
                 });
+                // A pod reaching itself: only endpoints that may run here can be one.
+                out.hairpin
+                    .extend(eps.iter().filter(|ep| !ep.on_other_node).map(|ep| ep.ip));
             }
             out.chains.insert(chain.to_string(), rules);
         };
@@ -1014,7 +1008,7 @@ impl TableState {
                     let v = owner_value(&self.claims, &key);
                     before.entry(key).or_insert(v);
                 }
-                for ip in rules.hairpin() {
+                for &ip in &rules.hairpin {
                     hairpin_before
                         .entry(ip)
                         .or_insert_with(|| self.hairpin.get(&ip).is_some_and(|n| *n > 0));
@@ -1030,8 +1024,8 @@ impl TableState {
                         }
                     }
                 }
-                for ip in old.hairpin() {
-                    if let Some(n) = self.hairpin.get_mut(&ip) {
+                for ip in &old.hairpin {
+                    if let Some(n) = self.hairpin.get_mut(ip) {
                         *n -= 1;
                         if *n == 0 {
                             self.hairpin.remove(&ip);
@@ -1047,7 +1041,7 @@ impl TableState {
                         Err(i) => c.insert(i, (name.clone(), e.value.clone())),
                     }
                 }
-                for ip in new.hairpin() {
+                for &ip in &new.hairpin {
                     *self.hairpin.entry(ip).or_default() += 1;
                 }
             }
@@ -1418,6 +1412,7 @@ mod tests {
             serving: true,
             terminating: false,
             is_local: local,
+            on_other_node: false,
         }
     }
 
@@ -1755,6 +1750,26 @@ mod tests {
             !t.contains(" ip kube-proxy") && !t.contains("10.244."),
             "{t}"
         );
+    }
+
+    #[test]
+    fn only_endpoints_that_may_run_here_are_hairpin_candidates() {
+        let b = builder();
+        let services = BTreeMap::from([(name("web", "http"), cluster_ip(10, 80))]);
+        let mut elsewhere = ep(2, 8080, false);
+        elsewhere.on_other_node = true;
+        let endpoints = BTreeMap::from([(
+            name("web", "http"),
+            vec![ep(1, 8080, true), elsewhere, ep(3, 8080, false)],
+        )]);
+        let t = transaction(&b, None, &b.build(&services, &endpoints));
+        // Here, and of no known node: candidates. On another node: not.
+        has(
+            &t,
+            "add element ip kube-proxy hairpin { 10.244.1.1 . 10.244.1.1, 10.244.1.3 . 10.244.1.3 }",
+        );
+        assert!(!t.contains("10.244.1.2 . 10.244.1.2"), "{t}");
+        assert!(t.contains("10.244.1.2 . 8080"), "{t}");
     }
 
     #[test]

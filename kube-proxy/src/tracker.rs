@@ -348,7 +348,7 @@ mod tests {
         t.apply_slice(&slice(
             "metadata: {namespace: ns, name: web-b, labels: {kubernetes.io/service-name: web}}\n\
              addressType: IPv4\nports: [{name: http, port: 8080}]\n\
-             endpoints: [{addresses: [10.0.0.2], conditions: {ready: true}}]",
+             endpoints: [{addresses: [10.0.0.2], conditions: {ready: true}, nodeName: node-b}]",
         ));
         let dirty = t.flush(&mut models);
         assert_eq!(dirty.len(), 2);
@@ -358,6 +358,7 @@ mod tests {
         assert_eq!(web.len(), 2);
         assert!(web.iter().all(|e| e.ready), "{web:?}");
         assert!(web[0].is_local && !web[1].is_local);
+        assert!(!web[0].on_other_node && web[1].on_other_node);
         assert!(Tracker::model(&models, IpFamily::V6).services.is_empty());
 
         // The same object again changes nothing; a slice going away dirties its Service.

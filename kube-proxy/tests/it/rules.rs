@@ -54,6 +54,7 @@ fn ep(last: u8, port: u16, ready: bool, local: bool) -> Endpoint {
         serving: true,
         terminating: !ready,
         is_local: local,
+        on_other_node: false,
     }
 }
 
@@ -324,6 +325,7 @@ async fn ipv6_services_carry_traffic() {
         serving: true,
         terminating: false,
         is_local: false,
+        on_other_node: false,
     };
     let endpoints = BTreeMap::from([(
         spn("web6", "", Protocol::Tcp),
