@@ -95,6 +95,77 @@ fn endpoint_map(protocol: Protocol, shard: usize) -> &'static str {
     names[p * ENDPOINT_MAP_SHARDS + shard % ENDPOINT_MAP_SHARDS]
 }
 
+/// `lb-tcp-0` … `lb-sctp-63`: the maps of the shared load-balancing chains, keyed by
+/// `ClusterIP . port . index`.
+fn lb_map(protocol: Protocol, shard: usize) -> &'static str {
+    static NAMES: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    let names = NAMES.get_or_init(|| {
+        MAP_PROTOCOLS
+            .iter()
+            .flat_map(|p| {
+                (0..ENDPOINT_MAP_SHARDS)
+                    .map(move |i| &*Box::leak(format!("lb-{}-{i}", p.nft()).into_boxed_str()))
+            })
+            .collect()
+    });
+    let p = MAP_PROTOCOLS
+        .iter()
+        .position(|p| *p == protocol)
+        .unwrap_or(0);
+    names[p * ENDPOINT_MAP_SHARDS + shard % ENDPOINT_MAP_SHARDS]
+}
+
+/// A load-balancing chain shared by every plain ClusterIP Service port of one protocol
+/// and map shard with the same number of endpoints: its one rule picks index
+/// `numgen random mod endpoints` and DNATs to the element `ClusterIP . port . index` of
+/// its map. A Service port needs no chain of its own, so a sync's `nft` fetches a few
+/// dozen chains instead of one per Service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LbChain {
+    pub protocol: Protocol,
+    pub shard: u16,
+    pub endpoints: u32,
+}
+
+impl LbChain {
+    fn name(self) -> String {
+        format!(
+            "lb-{}-{}-{}",
+            self.protocol.nft(),
+            self.shard,
+            self.endpoints
+        )
+    }
+
+    fn map(self) -> &'static str {
+        lb_map(self.protocol, usize::from(self.shard))
+    }
+
+    /// Its rule; `l3` is `ip` or `ip6`.
+    fn rule(self, l3: &str) -> String {
+        let proto = self.protocol.nft();
+        format!(
+            "meta l4proto {proto} dnat {l3} addr . port to {l3} daddr . {proto} dport . numgen random mod {} map @{}",
+            self.endpoints,
+            self.map()
+        )
+    }
+
+    /// The shard of the ClusterIP `ip` port `port`.
+    fn shard_of(ip: IpAddr, port: u16) -> u16 {
+        let mut h: u32 = 0x811c_9dc5;
+        let octets = match ip {
+            IpAddr::V4(v4) => v4.octets().to_vec(),
+            IpAddr::V6(v6) => v6.octets().to_vec(),
+        };
+        for b in octets.iter().chain(&port.to_be_bytes()) {
+            h ^= u32::from(*b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+        u16::try_from(h as usize % ENDPOINT_MAP_SHARDS).unwrap_or(0)
+    }
+}
+
 /// Maps (and the `cluster-ips` set) whose keys two Service ports may both claim (an
 /// external IP, a node port): the first claimant in name order owns the key. Every
 /// [`Element`] of a Service port is in one of them; endpoint slots are not contested.
@@ -218,22 +289,49 @@ pub struct Element {
     pub value: String,
 }
 
-/// A policy chain's slots in one endpoint map: slot `base + i` holds endpoint `i`.
-/// Kept as addresses, not as element text: there are 100,000 of them at 10,000
-/// Services.
+/// Where a policy chain's endpoint `i` is: slot `base + i` of an endpoint map (a chain
+/// of its own), or `ClusterIP . port . i` of an lb map (a shared [`LbChain`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SlotBase {
+    Offset(u32),
+    Vip(IpAddr, u16),
+}
+
+/// One element key of an endpoint or lb map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum SlotKey {
+    Offset(u32),
+    Vip(IpAddr, u16, u32),
+}
+
+impl std::fmt::Display for SlotKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SlotKey::Offset(slot) => write!(f, "{slot}"),
+            SlotKey::Vip(ip, port, i) => write!(f, "{ip} . {port} . {i}"),
+        }
+    }
+}
+
+/// A policy chain's endpoints in one map, in slot order. Kept as addresses, not as
+/// element text: there are 100,000 of them at 10,000 Services.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SlotChain {
     pub map: &'static str,
-    pub base: u32,
+    pub base: SlotBase,
     pub endpoints: Box<[(IpAddr, u16)]>,
 }
 
 impl SlotChain {
-    /// `(map, slot, endpoint)` of every slot.
-    fn slots(&self) -> impl Iterator<Item = (&'static str, u32, (IpAddr, u16))> + '_ {
-        (self.base..)
-            .zip(self.endpoints.iter())
-            .map(|(slot, ep)| (self.map, slot, *ep))
+    /// `(map, key, endpoint)` of every slot.
+    fn slots(&self) -> impl Iterator<Item = (&'static str, SlotKey, (IpAddr, u16))> + '_ {
+        (0u32..).zip(self.endpoints.iter()).map(|(i, ep)| {
+            let key = match self.base {
+                SlotBase::Offset(base) => SlotKey::Offset(base + i),
+                SlotBase::Vip(ip, port) => SlotKey::Vip(ip, port, i),
+            };
+            (self.map, key, *ep)
+        })
     }
 }
 
@@ -287,6 +385,8 @@ pub struct ServiceRules {
     /// The slots' addresses that may be on this node, sorted, once each (the `hairpin`
     /// set; affinity chains masquerade hairpin traffic in their endpoint chains).
     pub hairpin: Box<[IpAddr]>,
+    /// The shared chain its ClusterIP traffic goes to, instead of chains of its own.
+    pub lb: Option<LbChain>,
 }
 
 /// [`ServiceRules`] while [`RuleBuilder::service`] puts them together.
@@ -297,6 +397,7 @@ struct Draft {
     elements: BTreeSet<Element>,
     slots: Vec<SlotChain>,
     hairpin: BTreeSet<IpAddr>,
+    lb: Option<LbChain>,
 }
 
 impl Draft {
@@ -312,6 +413,7 @@ impl Draft {
             elements: self.elements.into_iter().collect(),
             slots: self.slots.into_boxed_slice(),
             hairpin: self.hairpin.into_iter().collect(),
+            lb: self.lb,
         }
     }
 }
@@ -390,6 +492,17 @@ impl Slots {
         if let Some(r) = self.by_chain.remove(chain) {
             self.release_range(r);
         }
+    }
+}
+
+/// What traffic to a destination no endpoint may serve gets: a reject when the Service
+/// port has no usable endpoint at all, a drop when it has some but the Local policy
+/// rules them all out here.
+fn unusable(cat: &crate::endpoints::Categorized) -> String {
+    if cat.cluster.is_empty() {
+        "goto reject-chain".to_string()
+    } else {
+        "drop".to_string()
     }
 }
 
@@ -519,12 +632,17 @@ impl RuleBuilder {
             "add set {tbl} {HAIRPIN} {{ type {addr_type} . {addr_type} ; comment \"endpoint . endpoint: a pod reaching itself through a Service\" ; }}"
         );
         for protocol in MAP_PROTOCOLS {
+            let proto = protocol.nft();
             for shard in 0..ENDPOINT_MAP_SHARDS {
                 let _ = writeln!(
                     head,
-                    "add map {tbl} {} {{ typeof numgen random mod 1 : {l3} daddr . {} dport ; }}",
+                    "add map {tbl} {} {{ typeof numgen random mod 1 : {l3} daddr . {proto} dport ; }}",
                     endpoint_map(protocol, shard),
-                    protocol.nft()
+                );
+                let _ = writeln!(
+                    head,
+                    "add map {tbl} {} {{ typeof {l3} daddr . {proto} dport . numgen random mod 1 : {l3} daddr . {proto} dport ; }}",
+                    lb_map(protocol, shard),
                 );
             }
         }
@@ -626,13 +744,16 @@ impl RuleBuilder {
         head + &t
     }
 
-    /// What one Service port needs in the table, given all its endpoints.
+    /// What one Service port needs in the table, given all its endpoints. `share`: its
+    /// ClusterIP . port is its own (no other Service port claims it), so a plain
+    /// ClusterIP Service port may use a shared [`LbChain`].
     pub fn service(
         &self,
         name: &ServicePortName,
         port: &ServicePort,
         endpoints: &[Endpoint],
         slots: &mut Slots,
+        share: bool,
     ) -> ServiceRules {
         let mut out = Draft::default();
         let cat = categorize(endpoints);
@@ -640,6 +761,53 @@ impl RuleBuilder {
         let external = cat.external(port);
         let proto = name.protocol.nft();
         let (l3, addr_type) = (self.l3(), self.addr_type());
+        let affinity = port.affinity_timeout_seconds.is_some();
+        if let (true, false, false, Some(ip)) = (
+            share,
+            affinity,
+            port.externally_accessible(),
+            port.cluster_ip,
+        ) {
+            let key = format!("{ip} . {proto} . {}", port.port);
+            if internal.is_empty() {
+                out.elements.insert(Element {
+                    map: NO_ENDPOINT_SERVICES,
+                    key,
+                    value: unusable(&cat),
+                });
+                return out.finish();
+            }
+            let lb = LbChain {
+                protocol: name.protocol,
+                shard: LbChain::shard_of(ip, port.port),
+                endpoints: u32::try_from(internal.len()).unwrap_or(u32::MAX),
+            };
+            out.slots.push(SlotChain {
+                map: lb.map(),
+                base: SlotBase::Vip(ip, port.port),
+                endpoints: internal.iter().map(|ep| (ep.ip, ep.port)).collect(),
+            });
+            out.hairpin.extend(
+                internal
+                    .iter()
+                    .filter(|ep| !ep.on_other_node)
+                    .map(|ep| ep.ip),
+            );
+            if !self.cluster_cidrs.is_empty() {
+                out.elements.insert(Element {
+                    map: CLUSTER_IPS,
+                    key: key.clone(),
+                    value: String::new(),
+                });
+            }
+            out.elements.insert(Element {
+                map: SERVICE_IPS,
+                key,
+                value: format!("goto {}", lb.name()),
+            });
+            out.lb = Some(lb);
+            return out.finish();
+        }
         let cluster_chain = format!("service-{name}");
         let local_chain = format!("local-{name}");
         let external_chain = format!("external-{name}");
@@ -660,7 +828,6 @@ impl RuleBuilder {
             && (!external.is_empty() || (port.external_policy_local && !cat.cluster.is_empty()));
 
         // The policy chains: load balancing over a set of endpoints.
-        let affinity = port.affinity_timeout_seconds.is_some();
         let mut policy_chain = |chain: &str, eps: &[Endpoint], out: &mut Draft| {
             let mut rules = Vec::new();
             if affinity {
@@ -691,7 +858,7 @@ impl RuleBuilder {
                 ));
                 out.slots.push(SlotChain {
                     map,
-                    base: r.base,
+                    base: SlotBase::Offset(r.base),
                     endpoints: eps.iter().map(|ep| (ep.ip, ep.port)).collect(),
                 });
                 // A pod reaching itself: only endpoints that may run here can be one.
@@ -770,12 +937,7 @@ impl RuleBuilder {
             out.chains.insert(endpoint_chain(ep), rules);
         }
         // Map elements: where each destination goes.
-        let unusable = if cat.cluster.is_empty() {
-            "goto reject-chain".to_string()
-        } else {
-            // Endpoints exist but the Local policy rules them all out here.
-            "drop".to_string()
-        };
+        let unusable = unusable(&cat);
         if let Some(ip) = port.cluster_ip {
             let key = format!("{ip} . {proto} . {}", port.port);
             out.elements.insert(if internal.is_empty() {
@@ -834,14 +996,42 @@ impl RuleBuilder {
         endpoints: &BTreeMap<ServicePortName, Vec<Endpoint>>,
     ) -> BTreeMap<ServicePortName, ServiceRules> {
         let mut slots = Slots::default();
+        let claimed = claimed_twice(services);
         services
             .iter()
             .map(|(name, port)| {
                 let eps = endpoints.get(name).map(Vec::as_slice).unwrap_or(&[]);
-                (name.clone(), self.service(name, port, eps, &mut slots))
+                let share = !claimed.contains(&vip_of(name, port));
+                (
+                    name.clone(),
+                    self.service(name, port, eps, &mut slots, share),
+                )
             })
             .collect()
     }
+}
+
+/// A Service port's `ClusterIP . protocol . port`, if it has a ClusterIP.
+fn vip_of(name: &ServicePortName, port: &ServicePort) -> Option<(IpAddr, Protocol, u16)> {
+    port.cluster_ip.map(|ip| (ip, name.protocol, port.port))
+}
+
+/// The `ClusterIP . protocol . port` destinations more than one Service port claims
+/// (the apiserver never allocates a ClusterIP twice; a conflict may still be written by
+/// hand): those Service ports keep chains of their own, whose claims are sorted out by
+/// [`TableState`], and never share an lb map key.
+fn claimed_twice(
+    services: &BTreeMap<ServicePortName, ServicePort>,
+) -> HashSet<Option<(IpAddr, Protocol, u16)>> {
+    let mut seen = HashSet::with_capacity(services.len());
+    let mut twice = HashSet::new();
+    for (name, port) in services {
+        let vip = vip_of(name, port);
+        if vip.is_some() && !seen.insert(vip) {
+            twice.insert(vip);
+        }
+    }
+    twice
 }
 
 /// Chains are created endpoint chains first, then policy chains, then external chains,
@@ -902,7 +1092,7 @@ type ElementWrite<'a> = (&'static str, Cow<'a, str>, Option<Cow<'a, str>>);
 #[derive(Default)]
 struct ElementChanges<'a> {
     shared: Vec<ElementWrite<'a>>,
-    slots: Vec<(&'static str, u32, (IpAddr, u16))>,
+    slots: Vec<(&'static str, SlotKey, (IpAddr, u16))>,
     hairpin: Vec<IpAddr>,
 }
 
@@ -933,11 +1123,11 @@ impl ElementChanges<'_> {
             verb,
             &self.slots,
             |e| e.0,
-            |t, (_, slot, (ip, port))| {
+            |t, (_, key, (ip, port))| {
                 let _ = if add {
-                    write!(t, "{slot} : {ip} . {port}")
+                    write!(t, "{key} : {ip} . {port}")
                 } else {
-                    write!(t, "{slot}")
+                    write!(t, "{key}")
                 };
             },
         );
@@ -963,6 +1153,9 @@ pub struct TableState {
     /// (Sorted by name: a Vec, as almost every key has one claimant.)
     claims: HashMap<(&'static str, String), Vec<(ServicePortName, String)>>,
     hairpin: HashMap<IpAddr, u32>,
+    /// Shared load-balancing chains and how many Service ports use each; a chain exists
+    /// while one does.
+    lb_chains: HashMap<LbChain, u32>,
 }
 
 impl TableState {
@@ -1001,7 +1194,28 @@ impl TableState {
                     .and_then(|c| c.first().map(|(_, v)| v.clone()))
             };
         let mut hairpin_before: HashMap<IpAddr, bool> = HashMap::new();
+        let mut lb_before: HashMap<LbChain, bool> = HashMap::new();
         for (name, old, new) in &pairs {
+            for lb in [old.as_ref(), new.as_ref()]
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r.lb)
+            {
+                lb_before
+                    .entry(lb)
+                    .or_insert_with(|| self.lb_chains.contains_key(&lb));
+            }
+            if let Some(lb) = old.as_ref().and_then(|o| o.lb) {
+                if let Some(n) = self.lb_chains.get_mut(&lb) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.lb_chains.remove(&lb);
+                    }
+                }
+            }
+            if let Some(lb) = new.as_ref().and_then(|n| n.lb) {
+                *self.lb_chains.entry(lb).or_default() += 1;
+            }
             for rules in [old.as_ref(), new.as_ref()].into_iter().flatten() {
                 for e in rules.elements.iter().filter(|e| CONTESTED.contains(&e.map)) {
                     let key = (e.map, e.key.clone());
@@ -1127,6 +1341,22 @@ impl TableState {
                 }
             }
         }
+        // Shared chains that come into use, then go out of use.
+        let l3 = tbl.split(' ').next().unwrap_or("ip");
+        let mut lb_new: Vec<LbChain> = Vec::new();
+        let mut lb_gone: Vec<LbChain> = Vec::new();
+        for (lb, was) in lb_before {
+            match (was, self.lb_chains.contains_key(&lb)) {
+                (false, true) => lb_new.push(lb),
+                (true, false) => lb_gone.push(lb),
+                _ => {}
+            }
+        }
+        lb_new.sort_unstable();
+        lb_gone.sort_unstable();
+        for lb in lb_new {
+            write_chain(t, tbl, &lb.name(), &lb.rule(l3), false);
+        }
         let mut writes: Vec<(&str, &str, bool)> = Vec::new();
         for ((_, o, n), recreate) in pairs.iter().zip(&recreate) {
             let (o, n) = (o.as_ref().unwrap_or(&blank), n.as_ref().unwrap_or(&blank));
@@ -1155,6 +1385,11 @@ impl TableState {
                     .filter(|c| !n.chains.contains_key(c))
                     .collect::<Vec<_>>()
             })
+            .collect();
+        let gone: Vec<Cow<'_, str>> = gone
+            .into_iter()
+            .map(Cow::Borrowed)
+            .chain(lb_gone.into_iter().map(|lb| Cow::Owned(lb.name())))
             .collect();
         for chain in &gone {
             let _ = writeln!(t, "flush chain {tbl} {chain}");
@@ -1310,6 +1545,7 @@ impl<N: Nft> Proxier<N> {
                 })
                 .collect(),
         };
+        let claimed = claimed_twice(services);
         let mut changes = Vec::with_capacity(candidates.len());
         let mut released: Vec<String> = Vec::new();
         for name in candidates {
@@ -1322,7 +1558,10 @@ impl<N: Nft> Proxier<N> {
                 continue;
             };
             let eps = endpoints.get(&name).unwrap_or(&no_endpoints);
-            let rules = self.builder.service(&name, port, eps, &mut applied.slots);
+            let share = !claimed.contains(&vip_of(&name, port));
+            let rules = self
+                .builder
+                .service(&name, port, eps, &mut applied.slots, share);
             if let Some(old) = old {
                 released.extend(
                     old.chains
@@ -1432,7 +1671,7 @@ mod tests {
     }
 
     #[test]
-    fn clusterip_service_load_balances_over_endpoint_chains() {
+    fn clusterip_service_load_balances_through_a_shared_chain() {
         let b = builder();
         let services = BTreeMap::from([(name("web", "http"), cluster_ip(10, 80))]);
         let endpoints = BTreeMap::from([(
@@ -1456,24 +1695,36 @@ mod tests {
             &t,
             "add element ip kube-proxy cluster-ips { 10.96.0.10 . tcp . 80 }",
         );
-        let map = endpoint_map(Protocol::Tcp, Slots::shard_of("service-ns/web/tcp/http"));
-        has(&t, &format!("add rule ip kube-proxy service-ns/web/tcp/http meta l4proto tcp dnat ip addr . port to numgen random mod 2 offset 0 map @{map}"));
-        has(&t, &format!("add element ip kube-proxy {map} {{ 0 : 10.244.1.1 . 8080, 1 : 10.244.1.2 . 8080 }}"));
+        let shard = LbChain::shard_of(IpAddr::from([10, 96, 0, 10]), 80);
+        let map = lb_map(Protocol::Tcp, usize::from(shard));
+        let chain = format!("lb-tcp-{shard}-2");
+        has(&t, &format!("add map ip kube-proxy {map} {{ typeof ip daddr . tcp dport . numgen random mod 1 : ip daddr . tcp dport ; }}"));
+        // A plain ClusterIP Service port has no chain of its own: the shared chain of
+        // its map shard for two endpoints picks one by ClusterIP . port . index.
+        has(&t, &format!("add chain ip kube-proxy {chain}"));
+        has(&t, &format!("add rule ip kube-proxy {chain} meta l4proto tcp dnat ip addr . port to ip daddr . tcp dport . numgen random mod 2 map @{map}"));
+        has(&t, &format!("add element ip kube-proxy {map} {{ 10.96.0.10 . 80 . 0 : 10.244.1.1 . 8080, 10.96.0.10 . 80 . 1 : 10.244.1.2 . 8080 }}"));
         has(&t, "add element ip kube-proxy hairpin { 10.244.1.1 . 10.244.1.1, 10.244.1.2 . 10.244.1.2 }");
         has(&t, "add rule ip kube-proxy nat-postrouting ct status dnat ip saddr . ip daddr @hairpin jump mark-for-masquerade");
-        has(&t, "add element ip kube-proxy service-ips { 10.96.0.10 . tcp . 80 : goto service-ns/web/tcp/http }");
+        has(
+            &t,
+            &format!(
+                "add element ip kube-proxy service-ips {{ 10.96.0.10 . tcp . 80 : goto {chain} }}"
+            ),
+        );
+        assert!(!t.contains("service-ns/"), "no chain of its own:\n{t}");
         assert!(
             !t.contains("endpoint-ns/"),
             "no endpoint chains without affinity:\n{t}"
         );
-        // The map elements come after the chains.
+        // The map elements come after the chain.
         let pos = |needle: &str| t.find(needle).unwrap();
         assert!(
-            pos("add chain ip kube-proxy service-ns/")
+            pos(&format!("add chain ip kube-proxy {chain}"))
                 < pos(&format!("add element ip kube-proxy {map}"))
         );
         assert!(
-            pos("add chain ip kube-proxy service-ns/")
+            pos(&format!("add chain ip kube-proxy {chain}"))
                 < pos("add element ip kube-proxy service-ips")
         );
     }
@@ -1603,13 +1854,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_second_sync_rewrites_only_the_changed_service() {
+    async fn a_second_sync_rewrites_only_the_changed_node_port_service() {
         let recorder = Recorder::default();
         let mut proxier = Proxier::new(recorder.clone(), builder());
         let mut services = BTreeMap::new();
         let mut endpoints = BTreeMap::new();
         for i in 0..50u8 {
-            services.insert(name(&format!("svc{i}"), "p"), cluster_ip(i + 1, 80));
+            // NodePort Service ports have chains of their own.
+            let mut port = cluster_ip(i + 1, 80);
+            port.node_port = Some(30000 + u16::from(i));
+            services.insert(name(&format!("svc{i}"), "p"), port);
             endpoints.insert(name(&format!("svc{i}"), "p"), vec![ep(i, 80, false)]);
         }
         let first = proxier.sync(&services, &endpoints).await.unwrap();
@@ -1663,6 +1917,10 @@ mod tests {
         assert_eq!(third.changed_service_ports, 2);
         let t = recorder.0.lock().last().unwrap().clone();
         has(&t, "delete element ip kube-proxy service-ips { 10.96.0.10 . tcp . 80, 10.96.0.4 . tcp . 80 }");
+        has(
+            &t,
+            "delete element ip kube-proxy service-nodeports { tcp . 30003, tcp . 30009 }",
+        );
         has(&t, "add element ip kube-proxy no-endpoint-services { 10.96.0.4 . tcp . 80 : goto reject-chain }");
         has(&t, "delete element ip kube-proxy hairpin { 10.244.1.3 . 10.244.1.3, 10.244.1.9 . 10.244.1.9 }");
         has(&t, "flush chain ip kube-proxy service-ns/svc9/tcp/p");
@@ -1673,6 +1931,8 @@ mod tests {
                 line.contains("ns/svc3/")
                     || line.contains("ns/svc9/")
                     || line.contains("10.96.0.4 ")
+                    || line.contains("tcp . 30003")
+                    || line.contains("tcp . 30009")
                     || line.contains("10.96.0.10 ")
                     || line.contains("10.244.1.3 ")
                     || line.contains("10.244.1.9 ")
@@ -1682,6 +1942,91 @@ mod tests {
         }
         // A later full sync of the same state from scratch yields the same table
         // contents as the deltas did (checked against real nft in the integration tests).
+    }
+
+    #[tokio::test]
+    async fn a_second_sync_rewrites_only_the_changed_clusterip_service() {
+        let recorder = Recorder::default();
+        let mut proxier = Proxier::new(recorder.clone(), builder());
+        let mut services = BTreeMap::new();
+        let mut endpoints = BTreeMap::new();
+        for i in 0..50u8 {
+            services.insert(name(&format!("svc{i}"), "p"), cluster_ip(i + 1, 80));
+            endpoints.insert(name(&format!("svc{i}"), "p"), vec![ep(i, 80, false)]);
+        }
+        let first = proxier.sync(&services, &endpoints).await.unwrap();
+        assert_eq!((first.full, first.changed_service_ports), (true, 50));
+        let t = recorder.0.lock().last().unwrap().clone();
+        assert!(!t.contains("service-ns/"), "{t}");
+
+        // svc7 (10.96.0.8) gains an endpoint: it moves to the shared chain for two
+        // endpoints; its first element stays, its second is added.
+        endpoints
+            .get_mut(&name("svc7", "p"))
+            .unwrap()
+            .push(ep(200, 80, false));
+        let second = proxier.sync(&services, &endpoints).await.unwrap();
+        assert_eq!((second.full, second.changed_service_ports), (false, 1));
+        let t = recorder.0.lock().last().unwrap().clone();
+        let shard = LbChain::shard_of(IpAddr::from([10, 96, 0, 8]), 80);
+        let map = lb_map(Protocol::Tcp, usize::from(shard));
+        has(&t, &format!("add chain ip kube-proxy lb-tcp-{shard}-2"));
+        has(
+            &t,
+            "delete element ip kube-proxy service-ips { 10.96.0.8 . tcp . 80 }",
+        );
+        has(&t, &format!("add element ip kube-proxy service-ips {{ 10.96.0.8 . tcp . 80 : goto lb-tcp-{shard}-2 }}"));
+        has(
+            &t,
+            &format!(
+                "add element ip kube-proxy {map} {{ 10.96.0.8 . 80 . 1 : 10.244.1.200 . 80 }}"
+            ),
+        );
+        for line in lines(&t) {
+            assert!(
+                line.contains("10.96.0.8 ")
+                    || line.contains(&format!("lb-tcp-{shard}-"))
+                    || line.contains("10.244.1.200 . 10.244.1.200"),
+                "line about another service: {line}\n{t}"
+            );
+        }
+        assert!(!t.contains("10.96.0.8 . 80 . 0"), "{t}");
+
+        // svc3 (10.96.0.4) loses its endpoints and svc9 (10.96.0.10) is deleted: their
+        // elements go; a shared chain no one uses any more goes too.
+        endpoints.remove(&name("svc3", "p"));
+        services.remove(&name("svc9", "p"));
+        let third = proxier.sync(&services, &endpoints).await.unwrap();
+        assert_eq!(third.changed_service_ports, 2);
+        let t = recorder.0.lock().last().unwrap().clone();
+        has(&t, "delete element ip kube-proxy service-ips { 10.96.0.10 . tcp . 80, 10.96.0.4 . tcp . 80 }");
+        has(&t, "add element ip kube-proxy no-endpoint-services { 10.96.0.4 . tcp . 80 : goto reject-chain }");
+        for line in lines(&t) {
+            assert!(
+                line.contains("10.96.0.4 ")
+                    || line.contains("10.96.0.10 ")
+                    || line.contains("10.244.1.3 ")
+                    || line.contains("10.244.1.9 ")
+                    || line.contains(" chain ip kube-proxy lb-tcp-"),
+                "unexpected line {line}\n{t}"
+            );
+        }
+        // Deleting every Service port of the one-endpoint chains deletes them.
+        let before = services.len();
+        services.retain(|n, _| n.name.as_ref() == "svc7");
+        let fourth = proxier.sync(&services, &endpoints).await.unwrap();
+        assert_eq!(fourth.changed_service_ports, before - 1);
+        let t = recorder.0.lock().last().unwrap().clone();
+        for shard in 0..ENDPOINT_MAP_SHARDS {
+            if t.contains(&format!("add chain ip kube-proxy lb-tcp-{shard}-1\n")) {
+                panic!("{t}");
+            }
+        }
+        assert!(t.contains("delete chain ip kube-proxy lb-tcp-"), "{t}");
+        assert!(
+            !t.contains(&format!("delete chain ip kube-proxy lb-tcp-{shard}-2\n")),
+            "{t}"
+        );
     }
 
     #[test]
