@@ -3,6 +3,8 @@
 //! ```sh
 //! cargo bench -p kube-proxy --bench kube_proxy
 //! BENCH_SIZES=1000 cargo bench -p kube-proxy --bench kube_proxy   # one size
+//! BENCH_KUBE_PROXY_WRAPPER="heaptrack -o /tmp/kube-proxy" BENCH_SIZES=10000 \
+//!     cargo bench -p kube-proxy --bench kube_proxy                  # a heap profile
 //! ```
 //!
 //! Per size (Services with 10 endpoints each; 10, 1,000 and 10,000 by default) it starts a
@@ -199,10 +201,11 @@ async fn run_size(n: usize, probes: usize) -> Result<Figures> {
     // Cold start.
     let kubeconfig = api.kubeconfig_path().to_str().unwrap().to_string();
     let started = Instant::now();
-    let log = net.spawn(
-        "kube-proxy",
-        &node,
-        &[
+    // BENCH_KUBE_PROXY_WRAPPER (say `heaptrack -o /tmp/kube-proxy`) runs kube-proxy
+    // under a profiler; VmRSS is then the wrapper's.
+    let wrapper = std::env::var("BENCH_KUBE_PROXY_WRAPPER").unwrap_or_default();
+    let mut command: Vec<&str> = wrapper.split_whitespace().collect();
+    command.extend([
             env!("CARGO_BIN_EXE_kube-proxy"),
             "--kubeconfig",
             &kubeconfig,
@@ -211,8 +214,8 @@ async fn run_size(n: usize, probes: usize) -> Result<Figures> {
             "--cluster-cidr=10.244.0.0/16",
             "--metrics-bind-address=127.0.0.1:10249",
             "--healthz-bind-address=127.0.0.1:10256",
-        ],
-    );
+    ]);
+    let log = net.spawn("kube-proxy", &node, &command);
     let full = tokio::task::block_in_place(|| {
         wait_log(&log, "synced proxy rules family=V4 full=true", 0)
     })?;
