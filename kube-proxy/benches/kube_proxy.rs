@@ -206,14 +206,14 @@ async fn run_size(n: usize, probes: usize) -> Result<Figures> {
     let wrapper = std::env::var("BENCH_KUBE_PROXY_WRAPPER").unwrap_or_default();
     let mut command: Vec<&str> = wrapper.split_whitespace().collect();
     command.extend([
-            env!("CARGO_BIN_EXE_kube-proxy"),
-            "--kubeconfig",
-            &kubeconfig,
-            "--hostname-override",
-            NODE,
-            "--cluster-cidr=10.244.0.0/16",
-            "--metrics-bind-address=127.0.0.1:10249",
-            "--healthz-bind-address=127.0.0.1:10256",
+        env!("CARGO_BIN_EXE_kube-proxy"),
+        "--kubeconfig",
+        &kubeconfig,
+        "--hostname-override",
+        NODE,
+        "--cluster-cidr=10.244.0.0/16",
+        "--metrics-bind-address=127.0.0.1:10249",
+        "--healthz-bind-address=127.0.0.1:10256",
     ]);
     let log = net.spawn("kube-proxy", &node, &command);
     let full = tokio::task::block_in_place(|| {

@@ -166,17 +166,6 @@ impl LbChain {
     }
 }
 
-/// Maps (and the `cluster-ips` set) whose keys two Service ports may both claim (an
-/// external IP, a node port): the first claimant in name order owns the key. Every
-/// [`Element`] of a Service port is in one of them; endpoint slots are not contested.
-const CONTESTED: [&str; 5] = [
-    CLUSTER_IPS,
-    SERVICE_IPS,
-    SERVICE_NODEPORTS,
-    NO_ENDPOINT_SERVICES,
-    NO_ENDPOINT_NODEPORTS,
-];
-
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("running {binary}: {source}")]
@@ -281,7 +270,8 @@ pub fn cleanup_transaction(family: IpFamily) -> String {
 }
 
 /// One element of one of the maps (or sets) Service ports share; an empty value for a
-/// set's element.
+/// set's element. Two Service ports may claim one key (an external IP, a node port): the
+/// first in name order owns it. Endpoint slots are never contested.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Element {
     pub map: &'static str,
@@ -1093,6 +1083,9 @@ type ElementWrite<'a> = (&'static str, Cow<'a, str>, Option<Cow<'a, str>>);
 struct ElementChanges<'a> {
     shared: Vec<ElementWrite<'a>>,
     slots: Vec<(&'static str, SlotKey, (IpAddr, u16))>,
+    /// Policy chains whose every slot is written (new or gone chains: a cold start
+    /// lists 10,000 of these instead of 100,000 slots).
+    chains: Vec<&'a SlotChain>,
     hairpin: Vec<IpAddr>,
 }
 
@@ -1131,6 +1124,25 @@ impl ElementChanges<'_> {
                 };
             },
         );
+        self.chains
+            .sort_unstable_by_key(|c| (c.map, c.base, c.endpoints.len()));
+        for group in self.chains.chunk_by(|a, b| a.map == b.map) {
+            let mut slots = group.iter().flat_map(|c| c.slots()).peekable();
+            while slots.peek().is_some() {
+                let _ = write!(t, "{verb} element {tbl} {} {{ ", group[0].map);
+                for (i, (_, key, (ip, port))) in slots.by_ref().take(1000).enumerate() {
+                    if i > 0 {
+                        t.push_str(", ");
+                    }
+                    let _ = if add {
+                        write!(t, "{key} : {ip} . {port}")
+                    } else {
+                        write!(t, "{key}")
+                    };
+                }
+                t.push_str(" }\n");
+            }
+        }
         write_grouped(
             t,
             tbl,
@@ -1144,14 +1156,59 @@ impl ElementChanges<'_> {
     }
 }
 
+/// A map key's identity in [`TableState`]'s claim counts (a collision only sends the
+/// key down the slow path that looks at the rules themselves).
+fn claim_hash(map: &str, key: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    map.hash(&mut h);
+    key.hash(&mut h);
+    h.finish()
+}
+
+/// The first Service port in name order of `rules` with an element `key` in `map`, and
+/// its value.
+fn first_claimant<'a>(
+    rules: &'a BTreeMap<ServicePortName, ServiceRules>,
+    map: &str,
+    key: &str,
+) -> Option<(&'a ServicePortName, &'a str)> {
+    rules.iter().find_map(|(name, r)| {
+        r.elements
+            .binary_search_by(|e| (e.map, e.key.as_str()).cmp(&(map, key)))
+            .ok()
+            .map(|i| (name, r.elements[i].value.as_str()))
+    })
+}
+
+/// The value of the owner of `key` in `map` with `count` claimants: `first`, the first
+/// claimant in name order among the Service ports being changed, or one of `others`.
+fn owner<'a>(
+    others: &'a BTreeMap<ServicePortName, ServiceRules>,
+    count: u32,
+    first: Option<(&'a ServicePortName, &'a str)>,
+    map: &str,
+    key: &str,
+) -> Option<&'a str> {
+    match (count, first) {
+        (0, _) => None,
+        (1, Some((_, value))) => Some(value),
+        _ => match (first, first_claimant(others, map, key)) {
+            (Some((n, v)), Some((on, ov))) => Some(if n < on { v } else { ov }),
+            (Some((_, v)), None) => Some(v),
+            (None, other) => other.map(|(_, v)| v),
+        },
+    }
+}
+
 /// What the table holds: the objects of every Service port, who owns each contested map
 /// key, and how many Service ports use each endpoint address (the `hairpin` set).
 #[derive(Clone, Debug, Default)]
 pub struct TableState {
     rules: BTreeMap<ServicePortName, ServiceRules>,
-    /// Contested key → its claimants and their values; the first claimant owns it.
-    /// (Sorted by name: a Vec, as almost every key has one claimant.)
-    claims: HashMap<(&'static str, String), Vec<(ServicePortName, String)>>,
+    /// How many Service ports claim each map key (by [`claim_hash`]); the first in name
+    /// order owns it.
+    claims: HashMap<u64, u32>,
     hairpin: HashMap<IpAddr, u32>,
     /// Shared load-balancing chains and how many Service ports use each; a chain exists
     /// while one does.
@@ -1184,18 +1241,46 @@ impl TableState {
         if pairs.is_empty() {
             return 0;
         }
-        // Contested keys: the owner's value before and after.
-        let mut before: HashMap<(&'static str, String), Option<String>> = HashMap::new();
-        let owner_value =
-            |claims: &HashMap<(&'static str, String), Vec<(ServicePortName, String)>>,
-             key: &(&'static str, String)| {
-                claims
-                    .get(key)
-                    .and_then(|c| c.first().map(|(_, v)| v.clone()))
-            };
+        // Every element's key may be claimed by more than one Service port (an external
+        // IP, a node port); the first claimant in name order owns it. The state keeps only
+        // how many claim each key: with one claimant the owner is known without a search,
+        // and a contested key (rare: a destination written twice by hand) is resolved by
+        // a walk over the rules.
+        struct Touched<'a> {
+            map: &'static str,
+            key: &'a str,
+            hash: u64,
+            /// The first changed Service port claiming it before / after, and its value.
+            before: Option<(&'a ServicePortName, &'a str)>,
+            after: Option<(&'a ServicePortName, &'a str)>,
+        }
+        let mut touched: Vec<Touched<'_>> = Vec::new();
+        let mut index: HashMap<(&'static str, &str), usize> = HashMap::new();
         let mut hairpin_before: HashMap<IpAddr, bool> = HashMap::new();
         let mut lb_before: HashMap<LbChain, bool> = HashMap::new();
         for (name, old, new) in &pairs {
+            for (rules, is_new) in [(old.as_ref(), false), (new.as_ref(), true)] {
+                for e in rules.into_iter().flat_map(|r| r.elements.iter()) {
+                    let i = *index.entry((e.map, e.key.as_str())).or_insert_with(|| {
+                        touched.push(Touched {
+                            map: e.map,
+                            key: &e.key,
+                            hash: claim_hash(e.map, &e.key),
+                            before: None,
+                            after: None,
+                        });
+                        touched.len() - 1
+                    });
+                    let first = if is_new {
+                        &mut touched[i].after
+                    } else {
+                        &mut touched[i].before
+                    };
+                    if first.is_none_or(|(n, _)| name < n) {
+                        *first = Some((name, e.value.as_str()));
+                    }
+                }
+            }
             for lb in [old.as_ref(), new.as_ref()]
                 .into_iter()
                 .flatten()
@@ -1217,11 +1302,6 @@ impl TableState {
                 *self.lb_chains.entry(lb).or_default() += 1;
             }
             for rules in [old.as_ref(), new.as_ref()].into_iter().flatten() {
-                for e in rules.elements.iter().filter(|e| CONTESTED.contains(&e.map)) {
-                    let key = (e.map, e.key.clone());
-                    let v = owner_value(&self.claims, &key);
-                    before.entry(key).or_insert(v);
-                }
                 for &ip in &rules.hairpin {
                     hairpin_before
                         .entry(ip)
@@ -1229,56 +1309,62 @@ impl TableState {
                 }
             }
             if let Some(old) = old {
-                for e in old.elements.iter().filter(|e| CONTESTED.contains(&e.map)) {
-                    let key = (e.map, e.key.clone());
-                    if let Some(c) = self.claims.get_mut(&key) {
-                        c.retain(|(n, _)| n != name);
-                        if c.is_empty() {
-                            self.claims.remove(&key);
-                        }
-                    }
-                }
                 for ip in &old.hairpin {
                     if let Some(n) = self.hairpin.get_mut(ip) {
                         *n -= 1;
                         if *n == 0 {
-                            self.hairpin.remove(&ip);
+                            self.hairpin.remove(ip);
                         }
                     }
                 }
             }
             if let Some(new) = new {
-                for e in new.elements.iter().filter(|e| CONTESTED.contains(&e.map)) {
-                    let c = self.claims.entry((e.map, e.key.clone())).or_default();
-                    match c.binary_search_by(|(n, _)| n.cmp(name)) {
-                        Ok(i) => c[i].1.clone_from(&e.value),
-                        Err(i) => c.insert(i, (name.clone(), e.value.clone())),
-                    }
-                }
                 for &ip in &new.hairpin {
                     *self.hairpin.entry(ip).or_default() += 1;
                 }
             }
         }
+        drop(index);
+        let before_counts: Vec<u32> = touched
+            .iter()
+            .map(|k| self.claims.get(&k.hash).copied().unwrap_or(0))
+            .collect();
+        for (_, old, new) in &pairs {
+            for e in old.iter().flat_map(|o| o.elements.iter()) {
+                let h = claim_hash(e.map, &e.key);
+                if let Some(n) = self.claims.get_mut(&h) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.claims.remove(&h);
+                    }
+                }
+            }
+            for e in new.iter().flat_map(|n| n.elements.iter()) {
+                *self.claims.entry(claim_hash(e.map, &e.key)).or_default() += 1;
+            }
+        }
+        // The Service ports that did not change, in name order.
+        let others = &self.rules;
+        let owner = |count: u32, first, map: &str, key: &str| owner(others, count, first, map, key);
         let mut deletes = ElementChanges::default();
         let mut adds = ElementChanges::default();
         let mut conflicts = Vec::new();
-        for (key, old_value) in before {
-            let new_value = owner_value(&self.claims, &key);
-            if self.claims.get(&key).is_some_and(|c| c.len() > 1) {
-                conflicts.push(format!("{} in {}", key.1, key.0));
+        for (k, before_count) in touched.iter().zip(before_counts) {
+            let after_count = self.claims.get(&k.hash).copied().unwrap_or(0);
+            if after_count > 1 {
+                conflicts.push(format!("{} in {}", k.key, k.map));
             }
-            if old_value == new_value {
+            let was = owner(before_count, k.before, k.map, k.key);
+            let is = owner(after_count, k.after, k.map, k.key);
+            if was == is {
                 continue;
             }
-            if old_value.is_some() {
-                deletes
-                    .shared
-                    .push((key.0, Cow::Owned(key.1.clone()), None));
+            if was.is_some() {
+                deletes.shared.push((k.map, Cow::Borrowed(k.key), None));
             }
-            if new_value.is_some() {
+            if let Some(v) = is {
                 adds.shared
-                    .push((key.0, Cow::Owned(key.1), new_value.map(Cow::Owned)));
+                    .push((k.map, Cow::Borrowed(k.key), Some(Cow::Borrowed(v))));
             }
         }
         if !conflicts.is_empty() {
@@ -1301,6 +1387,11 @@ impl TableState {
         for (_, old, new) in &pairs {
             let o = old.as_ref().unwrap_or(&blank);
             let n = new.as_ref().unwrap_or(&blank);
+            if o.slots.is_empty() || n.slots.is_empty() {
+                adds.chains.extend(n.slots.iter());
+                deletes.chains.extend(o.slots.iter());
+                continue;
+            }
             let old_slots: HashSet<_> = o.slots.iter().flat_map(SlotChain::slots).collect();
             let new_slots: HashSet<_> = n.slots.iter().flat_map(SlotChain::slots).collect();
             // A slot whose endpoint changed is deleted and added again.
@@ -2095,6 +2186,46 @@ mod tests {
             !t.contains(" ip kube-proxy") && !t.contains("10.244."),
             "{t}"
         );
+    }
+
+    #[test]
+    fn a_destination_claimed_three_times_moves_to_the_next_claimant() {
+        let b = builder();
+        let x = IpAddr::from([192, 0, 2, 9]);
+        let port = |last: u8| {
+            let mut p = cluster_ip(last, 80);
+            p.external_ips = vec![x];
+            p
+        };
+        let mut services = BTreeMap::from([
+            (name("a", ""), port(20)),
+            (name("b", ""), port(21)),
+            (name("c", ""), port(22)),
+        ]);
+        let mut endpoints = BTreeMap::from([
+            (name("a", ""), vec![ep(1, 80, false)]),
+            (name("b", ""), vec![ep(2, 80, false)]),
+            (name("c", ""), vec![ep(3, 80, false)]),
+        ]);
+        let first = b.build(&services, &endpoints);
+        let t = transaction(&b, None, &first);
+        assert_eq!(t.matches("192.0.2.9 . tcp . 80").count(), 1, "{t}");
+        has(&t, "add element ip kube-proxy service-ips { 10.96.0.20 . tcp . 80 : goto service-ns/a/tcp/, 10.96.0.21 . tcp . 80 : goto service-ns/b/tcp/, 10.96.0.22 . tcp . 80 : goto service-ns/c/tcp/, 192.0.2.9 . tcp . 80 : goto external-ns/a/tcp/ }");
+
+        // b, not the owner, goes: nothing about the destination is written.
+        services.remove(&name("b", ""));
+        let second = b.build(&services, &endpoints);
+        let t = transaction(&b, Some(&first), &second);
+        assert!(!t.contains("192.0.2.9"), "{t}");
+
+        // a loses its endpoints: it claims the destination in no-endpoint-services now,
+        // so c (unchanged) owns it in service-ips.
+        endpoints.remove(&name("a", ""));
+        let third = b.build(&services, &endpoints);
+        let t = transaction(&b, Some(&second), &third);
+        has(&t, "delete element ip kube-proxy service-ips { 10.96.0.20 . tcp . 80, 192.0.2.9 . tcp . 80 }");
+        has(&t, "add element ip kube-proxy service-ips { 192.0.2.9 . tcp . 80 : goto external-ns/c/tcp/ }");
+        has(&t, "add element ip kube-proxy no-endpoint-services { 10.96.0.20 . tcp . 80 : goto reject-chain, 192.0.2.9 . tcp . 80 : goto reject-chain }");
     }
 
     #[test]

@@ -63,7 +63,8 @@ struct SliceEntry {
 /// The cache the watch events feed.
 pub struct Tracker {
     hostname: String,
-    services: HashMap<ServiceKey, [Vec<(ServicePortName, ServicePort)>; 2]>,
+    /// Per family (boxed: most Services have one port, a Vec would hold room for four).
+    services: HashMap<ServiceKey, [Box<[(ServicePortName, ServicePort)]>; 2]>,
     /// (namespace, slice name) → what it holds.
     slices: HashMap<(String, String), SliceEntry>,
     /// A Service's slice names (one or two as a rule).
@@ -110,7 +111,7 @@ impl Tracker {
         if let Some(seen) = self.relist_services.as_mut() {
             seen.insert(key.clone());
         }
-        let ports = FAMILIES.map(|f| service_ports(svc, f));
+        let ports = FAMILIES.map(|f| service_ports(svc, f).into_boxed_slice());
         if self.services.get(&key) != Some(&ports) {
             self.services.insert(key.clone(), ports);
             self.dirty.insert(key);
