@@ -289,7 +289,7 @@ impl StaleEntries {
             let new: BTreeMap<ServicePortName, UdpPort> = ports_of(&model.services, key)
                 .filter(|(name, _)| name.protocol == Protocol::Udp)
                 .map(|(name, port)| {
-                    let eps = model.endpoints.get(name).map(Vec::as_slice).unwrap_or(&[]);
+                    let eps = model.endpoints.get(name).map(|e| &**e).unwrap_or(&[]);
                     (name.clone(), UdpPort::new(port, eps))
                 })
                 .collect();

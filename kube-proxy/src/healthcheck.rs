@@ -49,7 +49,7 @@ pub fn service_health(models: &[&Model], key: &ServiceKey) -> Option<ServiceHeal
     for model in models {
         for (name, port) in ports_of(&model.services, key) {
             node_port = node_port.or_else(|| health_check_port(port));
-            let eps = model.endpoints.get(name).map(Vec::as_slice).unwrap_or(&[]);
+            let eps = model.endpoints.get(name).map(|e| &**e).unwrap_or(&[]);
             local.extend(eps.iter().filter(|e| counts(e)).map(|e| e.ip));
         }
     }

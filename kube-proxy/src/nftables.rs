@@ -983,14 +983,14 @@ impl RuleBuilder {
     pub fn build(
         &self,
         services: &BTreeMap<ServicePortName, ServicePort>,
-        endpoints: &BTreeMap<ServicePortName, Vec<Endpoint>>,
+        endpoints: &BTreeMap<ServicePortName, impl std::ops::Deref<Target = [Endpoint]>>,
     ) -> BTreeMap<ServicePortName, ServiceRules> {
         let mut slots = Slots::default();
         let claimed = claimed_twice(services);
         services
             .iter()
             .map(|(name, port)| {
-                let eps = endpoints.get(name).map(Vec::as_slice).unwrap_or(&[]);
+                let eps = endpoints.get(name).map(|e| &**e).unwrap_or(&[]);
                 let share = !claimed.contains(&vip_of(name, port));
                 (
                     name.clone(),
@@ -1601,7 +1601,7 @@ impl<N: Nft> Proxier<N> {
     pub async fn sync(
         &mut self,
         services: &BTreeMap<ServicePortName, ServicePort>,
-        endpoints: &BTreeMap<ServicePortName, Vec<Endpoint>>,
+        endpoints: &BTreeMap<ServicePortName, impl std::ops::Deref<Target = [Endpoint]> + Sync>,
     ) -> Result<SyncResult> {
         self.sync_dirty(services, endpoints, None).await
     }
@@ -1612,10 +1612,9 @@ impl<N: Nft> Proxier<N> {
     pub async fn sync_dirty(
         &mut self,
         services: &BTreeMap<ServicePortName, ServicePort>,
-        endpoints: &BTreeMap<ServicePortName, Vec<Endpoint>>,
+        endpoints: &BTreeMap<ServicePortName, impl std::ops::Deref<Target = [Endpoint]> + Sync>,
         dirty: Option<&HashSet<ServiceKey>>,
     ) -> Result<SyncResult> {
-        let no_endpoints: Vec<Endpoint> = Vec::new();
         let full = self.applied.is_none();
         let mut applied = self.applied.take().unwrap_or_default();
         let dirty = if full { None } else { dirty };
@@ -1648,7 +1647,7 @@ impl<N: Nft> Proxier<N> {
                 }
                 continue;
             };
-            let eps = endpoints.get(&name).unwrap_or(&no_endpoints);
+            let eps = endpoints.get(&name).map(|e| &**e).unwrap_or(&[]);
             let share = !claimed.contains(&vip_of(&name, port));
             let rules = self
                 .builder
@@ -2288,7 +2287,8 @@ mod tests {
         }
         let mut proxier = Proxier::new(Failing, builder());
         let services = BTreeMap::from([(name("a", ""), cluster_ip(1, 80))]);
-        let err = proxier.sync(&services, &BTreeMap::new()).await.unwrap_err();
+        let none: BTreeMap<ServicePortName, Vec<Endpoint>> = BTreeMap::new();
+        let err = proxier.sync(&services, &none).await.unwrap_err();
         assert!(err.to_string().contains("No such file"), "{err}");
         assert!(proxier.applied.is_none());
     }

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -29,7 +30,8 @@ fn index(family: IpFamily) -> usize {
 #[derive(Clone, Debug, Default)]
 pub struct Model {
     pub services: BTreeMap<ServicePortName, ServicePort>,
-    pub endpoints: BTreeMap<ServicePortName, Vec<Endpoint>>,
+    /// Shared with the tracker's slice when one slice makes up the list.
+    pub endpoints: BTreeMap<ServicePortName, Arc<[Endpoint]>>,
 }
 
 /// The first Service port name of a Service in the model's order.
@@ -53,7 +55,7 @@ pub fn ports_of<'a, V>(
 
 /// Per family: a slice's endpoints per Service port, sorted by port (a slice names one
 /// or two ports: a boxed slice, not a tree map's node, at 10,000 slices).
-type SlicePorts = [Box<[(ServicePortName, Box<[Endpoint]>)]>; 2];
+type SlicePorts = [Box<[(ServicePortName, Arc<[Endpoint]>)]>; 2];
 
 struct SliceEntry {
     service: ServiceKey,
@@ -175,7 +177,7 @@ impl Tracker {
         let ports: SlicePorts = FAMILIES.map(|f| {
             endpoints_by_service_port(std::iter::once(slice), &self.hostname, f)
                 .into_iter()
-                .map(|(name, eps)| (name, eps.into_boxed_slice()))
+                .map(|(name, eps)| (name, Arc::from(eps)))
                 .collect()
         });
         if let Some(old) = self.slices.get(&key) {
@@ -249,33 +251,41 @@ impl Tracker {
                 let Some(ports) = self.services.get(key) else {
                     continue;
                 };
-                // Endpoints of every slice of the Service, merged: an address listed
-                // twice (two slices during a handover) counts once, ready if any is.
-                let mut merged: BTreeMap<&ServicePortName, BTreeMap<(IpAddr, u16), &Endpoint>> =
-                    BTreeMap::new();
+                // Endpoints of every slice of the Service, per port: one slice's list as
+                // it is (sorted, each address once); several merged, an address listed
+                // twice (two slices during a handover) counting once, ready if any is.
+                let mut lists: BTreeMap<&ServicePortName, Vec<&Arc<[Endpoint]>>> = BTreeMap::new();
                 for slice in self.slices_of.get(key).into_iter().flatten() {
                     let Some(entry) = self.slices.get(&(key.0.clone(), slice.clone())) else {
                         continue;
                     };
                     for (name, eps) in &entry.ports[i] {
-                        let m = merged.entry(name).or_default();
-                        for ep in eps {
-                            m.entry((ep.ip, ep.port))
-                                .and_modify(|e| {
-                                    if ep.ready && !e.ready {
-                                        *e = ep;
-                                    }
-                                })
-                                .or_insert(ep);
-                        }
+                        lists.entry(name).or_default().push(eps);
                     }
                 }
                 for (name, port) in &ports[i] {
                     model.services.insert(name.clone(), port.clone());
-                    if let Some(eps) = merged.get(name) {
-                        model
-                            .endpoints
-                            .insert(name.clone(), eps.values().map(|e| (*e).clone()).collect());
+                    match lists.get(name).map(Vec::as_slice) {
+                        None | Some([]) => {}
+                        Some([one]) => {
+                            model.endpoints.insert(name.clone(), Arc::clone(one));
+                        }
+                        Some(several) => {
+                            let mut merged: BTreeMap<(IpAddr, u16), &Endpoint> = BTreeMap::new();
+                            for ep in several.iter().flat_map(|l| l.iter()) {
+                                merged
+                                    .entry((ep.ip, ep.port))
+                                    .and_modify(|e| {
+                                        if ep.ready && !e.ready {
+                                            *e = ep;
+                                        }
+                                    })
+                                    .or_insert(ep);
+                            }
+                            model
+                                .endpoints
+                                .insert(name.clone(), merged.into_values().cloned().collect());
+                        }
                     }
                 }
             }
@@ -355,7 +365,7 @@ mod tests {
         assert_eq!(dirty.len(), 2);
         let v4 = Tracker::model(&models, IpFamily::V4);
         assert_eq!(v4.services.len(), 2);
-        let web: Vec<&Endpoint> = v4.endpoints.values().flatten().collect();
+        let web: Vec<&Endpoint> = v4.endpoints.values().flat_map(|e| e.iter()).collect();
         assert_eq!(web.len(), 2);
         assert!(web.iter().all(|e| e.ready), "{web:?}");
         assert!(web[0].is_local && !web[1].is_local);
@@ -380,7 +390,7 @@ mod tests {
             HashSet::from([("ns".to_string(), "web".to_string())])
         );
         let v4 = Tracker::model(&models, IpFamily::V4);
-        let web: Vec<&Endpoint> = v4.endpoints.values().flatten().collect();
+        let web: Vec<&Endpoint> = v4.endpoints.values().flat_map(|e| e.iter()).collect();
         assert!(!web[1].ready, "only the unready copy is left: {web:?}");
 
         // A deleted Service leaves the model.

@@ -135,7 +135,7 @@ impl UserspaceProxier {
             BTreeMap::new();
         for model in models {
             for (name, port) in &model.services {
-                let eps = model.endpoints.get(name).map(Vec::as_slice).unwrap_or(&[]);
+                let eps = model.endpoints.get(name).map(|e| &**e).unwrap_or(&[]);
                 let cat = categorize(eps);
                 let targets: Vec<SocketAddr> = cat
                     .external(port)

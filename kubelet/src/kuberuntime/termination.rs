@@ -233,11 +233,24 @@ mod tests {
         };
         let before = Instant::now();
         let at = reread_at(&exited("FallbackToLogsOnError", 2, now - 500_000_000), now).unwrap();
-        assert!(at >= before + Duration::from_millis(1400), "{:?}", at - before);
+        assert!(
+            at >= before + Duration::from_millis(1400),
+            "{:?}",
+            at - before
+        );
         assert!(at <= Instant::now() + Duration::from_millis(1500));
         // Settled, a clean exit, or the policy File: final.
-        assert_eq!(reread_at(&exited("FallbackToLogsOnError", 2, now - 3_000_000_000), now), None);
-        assert_eq!(reread_at(&exited("FallbackToLogsOnError", 0, now), now), None);
+        assert_eq!(
+            reread_at(
+                &exited("FallbackToLogsOnError", 2, now - 3_000_000_000),
+                now
+            ),
+            None
+        );
+        assert_eq!(
+            reread_at(&exited("FallbackToLogsOnError", 0, now), now),
+            None
+        );
         assert_eq!(reread_at(&exited("File", 2, now), now), None);
     }
 
