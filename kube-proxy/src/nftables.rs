@@ -29,6 +29,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
@@ -303,13 +304,32 @@ impl std::fmt::Display for SlotKey {
     }
 }
 
-/// A policy chain's endpoints in one map, in slot order. Kept as addresses, not as
-/// element text: there are 100,000 of them at 10,000 Services.
+/// A policy chain's endpoints in one map, in slot order. Kept as endpoints, not as
+/// element text (there are 100,000 of them at 10,000 Services), and shared with the
+/// model when the chain uses every endpoint of its Service port.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SlotChain {
     pub map: &'static str,
     pub base: SlotBase,
-    pub endpoints: Box<[(IpAddr, u16)]>,
+    pub endpoints: Arc<[Endpoint]>,
+}
+
+/// A list of endpoints the proxier can keep a share of (the model's `Arc`s; tests'
+/// `Vec`s are copied).
+pub trait EndpointList: std::ops::Deref<Target = [Endpoint]> + Sync {
+    fn shared(&self) -> Arc<[Endpoint]>;
+}
+
+impl EndpointList for Arc<[Endpoint]> {
+    fn shared(&self) -> Arc<[Endpoint]> {
+        Arc::clone(self)
+    }
+}
+
+impl EndpointList for Vec<Endpoint> {
+    fn shared(&self) -> Arc<[Endpoint]> {
+        Arc::from(self.as_slice())
+    }
 }
 
 impl SlotChain {
@@ -320,7 +340,7 @@ impl SlotChain {
                 SlotBase::Offset(base) => SlotKey::Offset(base + i),
                 SlotBase::Vip(ip, port) => SlotKey::Vip(ip, port, i),
             };
-            (self.map, key, *ep)
+            (self.map, key, (ep.ip, ep.port))
         })
     }
 }
@@ -741,7 +761,7 @@ impl RuleBuilder {
         &self,
         name: &ServicePortName,
         port: &ServicePort,
-        endpoints: &[Endpoint],
+        endpoints: &Arc<[Endpoint]>,
         slots: &mut Slots,
         share: bool,
     ) -> ServiceRules {
@@ -775,7 +795,7 @@ impl RuleBuilder {
             out.slots.push(SlotChain {
                 map: lb.map(),
                 base: SlotBase::Vip(ip, port.port),
-                endpoints: internal.iter().map(|ep| (ep.ip, ep.port)).collect(),
+                endpoints: share_of(endpoints, internal),
             });
             out.hairpin.extend(
                 internal
@@ -849,7 +869,7 @@ impl RuleBuilder {
                 out.slots.push(SlotChain {
                     map,
                     base: SlotBase::Offset(r.base),
-                    endpoints: eps.iter().map(|ep| (ep.ip, ep.port)).collect(),
+                    endpoints: share_of(endpoints, eps),
                 });
                 // A pod reaching itself: only endpoints that may run here can be one.
                 out.hairpin
@@ -983,21 +1003,32 @@ impl RuleBuilder {
     pub fn build(
         &self,
         services: &BTreeMap<ServicePortName, ServicePort>,
-        endpoints: &BTreeMap<ServicePortName, impl std::ops::Deref<Target = [Endpoint]>>,
+        endpoints: &BTreeMap<ServicePortName, impl EndpointList>,
     ) -> BTreeMap<ServicePortName, ServiceRules> {
         let mut slots = Slots::default();
         let claimed = claimed_twice(services);
+        let none: Arc<[Endpoint]> = Arc::new([]);
         services
             .iter()
             .map(|(name, port)| {
-                let eps = endpoints.get(name).map(|e| &**e).unwrap_or(&[]);
+                let eps = endpoints.get(name).map_or_else(|| none.clone(), |e| e.shared());
                 let share = !claimed.contains(&vip_of(name, port));
                 (
                     name.clone(),
-                    self.service(name, port, eps, &mut slots, share),
+                    self.service(name, port, &eps, &mut slots, share),
                 )
             })
             .collect()
+    }
+}
+
+/// `list` (a subsequence of `all`, in order) as a shared list: `all` itself when it is
+/// all of it (every endpoint ready, the common case), else a copy.
+fn share_of(all: &Arc<[Endpoint]>, list: &[Endpoint]) -> Arc<[Endpoint]> {
+    if list.len() == all.len() {
+        Arc::clone(all)
+    } else {
+        Arc::from(list)
     }
 }
 
@@ -1601,7 +1632,7 @@ impl<N: Nft> Proxier<N> {
     pub async fn sync(
         &mut self,
         services: &BTreeMap<ServicePortName, ServicePort>,
-        endpoints: &BTreeMap<ServicePortName, impl std::ops::Deref<Target = [Endpoint]> + Sync>,
+        endpoints: &BTreeMap<ServicePortName, impl EndpointList>,
     ) -> Result<SyncResult> {
         self.sync_dirty(services, endpoints, None).await
     }
@@ -1612,7 +1643,7 @@ impl<N: Nft> Proxier<N> {
     pub async fn sync_dirty(
         &mut self,
         services: &BTreeMap<ServicePortName, ServicePort>,
-        endpoints: &BTreeMap<ServicePortName, impl std::ops::Deref<Target = [Endpoint]> + Sync>,
+        endpoints: &BTreeMap<ServicePortName, impl EndpointList>,
         dirty: Option<&HashSet<ServiceKey>>,
     ) -> Result<SyncResult> {
         let full = self.applied.is_none();
@@ -1636,6 +1667,7 @@ impl<N: Nft> Proxier<N> {
                 .collect(),
         };
         let claimed = claimed_twice(services);
+        let none: Arc<[Endpoint]> = Arc::new([]);
         let mut changes = Vec::with_capacity(candidates.len());
         let mut released: Vec<String> = Vec::new();
         for name in candidates {
@@ -1647,11 +1679,13 @@ impl<N: Nft> Proxier<N> {
                 }
                 continue;
             };
-            let eps = endpoints.get(&name).map(|e| &**e).unwrap_or(&[]);
+            let eps = endpoints
+                .get(&name)
+                .map_or_else(|| none.clone(), |e| e.shared());
             let share = !claimed.contains(&vip_of(&name, port));
             let rules = self
                 .builder
-                .service(&name, port, eps, &mut applied.slots, share);
+                .service(&name, port, &eps, &mut applied.slots, share);
             if let Some(old) = old {
                 released.extend(
                     old.chains
