@@ -29,9 +29,9 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
-use std::sync::Arc;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
@@ -1011,7 +1011,9 @@ impl RuleBuilder {
         services
             .iter()
             .map(|(name, port)| {
-                let eps = endpoints.get(name).map_or_else(|| none.clone(), |e| e.shared());
+                let eps = endpoints
+                    .get(name)
+                    .map_or_else(|| none.clone(), |e| e.shared());
                 let share = !claimed.contains(&vip_of(name, port));
                 (
                     name.clone(),

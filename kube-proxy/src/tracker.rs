@@ -58,19 +58,38 @@ pub fn ports_of<'a, V>(
 type SlicePorts = [Box<[(ServicePortName, Arc<[Endpoint]>)]>; 2];
 
 struct SliceEntry {
-    service: ServiceKey,
+    /// Its Service's name (in the slice's namespace).
+    service: Box<str>,
     ports: SlicePorts,
+}
+
+/// A Service and the names of its EndpointSlices; either may be seen first.
+#[derive(Default)]
+struct ServiceEntry {
+    /// Whether the Service itself was seen.
+    exists: bool,
+    /// Its ports per family (boxed: most Services have one port, a Vec would hold room
+    /// for four).
+    ports: [Box<[(ServicePortName, ServicePort)]>; 2],
+    /// Its slices' names (one or two as a rule).
+    slices: Box<[Box<str>]>,
+}
+
+impl ServiceEntry {
+    fn unused(&self) -> bool {
+        !self.exists && self.slices.is_empty()
+    }
 }
 
 /// The cache the watch events feed.
 pub struct Tracker {
     hostname: String,
-    /// Per family (boxed: most Services have one port, a Vec would hold room for four).
-    services: HashMap<ServiceKey, [Box<[(ServicePortName, ServicePort)]>; 2]>,
+    services: HashMap<ServiceKey, ServiceEntry>,
     /// (namespace, slice name) → what it holds.
     slices: HashMap<(String, String), SliceEntry>,
-    /// A Service's slice names (one or two as a rule).
-    slices_of: HashMap<ServiceKey, Vec<String>>,
+    /// The strings of Service port names, once each: a namespace or a port name is
+    /// shared by thousands of them, a Service's name by its ports and its slices'.
+    names: HashSet<Arc<str>>,
     dirty: HashSet<ServiceKey>,
     /// Keys seen during a re-list, per kind; None outside one.
     relist_services: Option<HashSet<ServiceKey>>,
@@ -94,7 +113,7 @@ impl Tracker {
             hostname: hostname.to_string(),
             services: HashMap::new(),
             slices: HashMap::new(),
-            slices_of: HashMap::new(),
+            names: HashSet::new(),
             dirty: HashSet::new(),
             relist_services: None,
             relist_slices: None,
@@ -113,17 +132,47 @@ impl Tracker {
         if let Some(seen) = self.relist_services.as_mut() {
             seen.insert(key.clone());
         }
-        let ports = FAMILIES.map(|f| service_ports(svc, f).into_boxed_slice());
-        if self.services.get(&key) != Some(&ports) {
-            self.services.insert(key.clone(), ports);
+        let ports = FAMILIES.map(|f| {
+            let mut ports = service_ports(svc, f);
+            for (name, _) in &mut ports {
+                self.intern(name);
+            }
+            ports.into_boxed_slice()
+        });
+        let entry = self.services.entry(key.clone()).or_default();
+        if !entry.exists || entry.ports != ports {
+            entry.exists = true;
+            entry.ports = ports;
             self.dirty.insert(key);
         }
     }
 
+    /// Replaces the strings of `name` by the shared copies.
+    fn intern(&mut self, name: &mut ServicePortName) {
+        for s in [&mut name.namespace, &mut name.name, &mut name.port] {
+            match self.names.get(&**s) {
+                Some(shared) => *s = Arc::clone(shared),
+                None => {
+                    self.names.insert(Arc::clone(s));
+                }
+            }
+        }
+    }
+
     pub fn delete_service(&mut self, svc: &Service) {
-        let key = key_of(&svc.metadata);
-        if self.services.remove(&key).is_some() {
-            self.dirty.insert(key);
+        self.remove_service(key_of(&svc.metadata));
+    }
+
+    fn remove_service(&mut self, key: ServiceKey) {
+        if let Some(entry) = self.services.get_mut(&key) {
+            if entry.exists {
+                entry.exists = false;
+                entry.ports = Default::default();
+                if entry.unused() {
+                    self.services.remove(&key);
+                }
+                self.dirty.insert(key);
+            }
         }
     }
 
@@ -136,13 +185,12 @@ impl Tracker {
         if let Some(seen) = self.relist_services.take() {
             let gone: Vec<ServiceKey> = self
                 .services
-                .keys()
-                .filter(|k| !seen.contains(*k))
-                .cloned()
+                .iter()
+                .filter(|(k, e)| e.exists && !seen.contains(*k))
+                .map(|(k, _)| k.clone())
                 .collect();
             for key in gone {
-                self.services.remove(&key);
-                self.dirty.insert(key);
+                self.remove_service(key);
             }
         }
         self.services_synced = true;
@@ -173,11 +221,14 @@ impl Tracker {
                 self.triggers.push(t);
             }
         }
-        let service = (key.0.clone(), service.clone());
+        let service: Box<str> = service.as_str().into();
         let ports: SlicePorts = FAMILIES.map(|f| {
             endpoints_by_service_port(std::iter::once(slice), &self.hostname, f)
                 .into_iter()
-                .map(|(name, eps)| (name, Arc::from(eps)))
+                .map(|(mut name, eps)| {
+                    self.intern(&mut name);
+                    (name, Arc::from(eps))
+                })
                 .collect()
         });
         if let Some(old) = self.slices.get(&key) {
@@ -186,11 +237,14 @@ impl Tracker {
             }
         }
         self.remove_slice(&key);
-        let names = self.slices_of.entry(service.clone()).or_default();
-        if !names.contains(&key.1) {
-            names.push(key.1.clone());
+        let service_key = (key.0.clone(), service.to_string());
+        let entry = self.services.entry(service_key.clone()).or_default();
+        if !entry.slices.iter().any(|n| **n == *key.1) {
+            let mut names = std::mem::take(&mut entry.slices).into_vec();
+            names.push(key.1.as_str().into());
+            entry.slices = names.into_boxed_slice();
         }
-        self.dirty.insert(service.clone());
+        self.dirty.insert(service_key);
         self.slices.insert(key, SliceEntry { service, ports });
     }
 
@@ -200,13 +254,19 @@ impl Tracker {
 
     fn remove_slice(&mut self, key: &(String, String)) {
         if let Some(old) = self.slices.remove(key) {
-            if let Some(names) = self.slices_of.get_mut(&old.service) {
-                names.retain(|n| *n != key.1);
-                if names.is_empty() {
-                    self.slices_of.remove(&old.service);
+            let service_key = (key.0.clone(), old.service.into_string());
+            if let Some(entry) = self.services.get_mut(&service_key) {
+                let names: Vec<Box<str>> = std::mem::take(&mut entry.slices)
+                    .into_vec()
+                    .into_iter()
+                    .filter(|n| **n != *key.1)
+                    .collect();
+                entry.slices = names.into_boxed_slice();
+                if entry.unused() {
+                    self.services.remove(&service_key);
                 }
             }
-            self.dirty.insert(old.service);
+            self.dirty.insert(service_key);
         }
     }
 
@@ -248,22 +308,22 @@ impl Tracker {
                 for k in old {
                     model.endpoints.remove(&k);
                 }
-                let Some(ports) = self.services.get(key) else {
+                let Some(entry) = self.services.get(key) else {
                     continue;
                 };
                 // Endpoints of every slice of the Service, per port: one slice's list as
                 // it is (sorted, each address once); several merged, an address listed
                 // twice (two slices during a handover) counting once, ready if any is.
                 let mut lists: BTreeMap<&ServicePortName, Vec<&Arc<[Endpoint]>>> = BTreeMap::new();
-                for slice in self.slices_of.get(key).into_iter().flatten() {
-                    let Some(entry) = self.slices.get(&(key.0.clone(), slice.clone())) else {
+                for slice in &entry.slices {
+                    let Some(slice) = self.slices.get(&(key.0.clone(), slice.to_string())) else {
                         continue;
                     };
-                    for (name, eps) in &entry.ports[i] {
+                    for (name, eps) in &slice.ports[i] {
                         lists.entry(name).or_default().push(eps);
                     }
                 }
-                for (name, port) in &ports[i] {
+                for (name, port) in &entry.ports[i] {
                     model.services.insert(name.clone(), port.clone());
                     match lists.get(name).map(Vec::as_slice) {
                         None | Some([]) => {}
@@ -289,6 +349,10 @@ impl Tracker {
                     }
                 }
             }
+        }
+        if !dirty.is_empty() {
+            // Strings no Service port uses any more.
+            self.names.retain(|s| Arc::strong_count(s) > 1);
         }
         dirty
     }
@@ -399,5 +463,53 @@ mod tests {
         let v4 = Tracker::model(&models, IpFamily::V4);
         assert_eq!(v4.services.len(), 1);
         assert!(v4.endpoints.is_empty());
+
+        // Its slice is still known: the Service coming back finds its endpoints.
+        t.apply_service(&svc(
+            "metadata: {namespace: ns, name: web}\nspec: {clusterIP: 10.96.0.1, ports: [{name: http, port: 80}]}",
+        ));
+        t.flush(&mut models);
+        let v4 = Tracker::model(&models, IpFamily::V4);
+        assert_eq!(v4.endpoints.values().map(|e| e.len()).sum::<usize>(), 2);
+    }
+
+    #[test]
+    fn a_slice_before_its_service_and_shared_name_strings() {
+        let mut t = Tracker::new("node-a");
+        let mut models: [Model; 2] = Default::default();
+        t.apply_slice(&slice(
+            "metadata: {namespace: ns, name: web-a, labels: {kubernetes.io/service-name: web}}\n\
+             addressType: IPv4\nports: [{name: http, port: 8080}]\n\
+             endpoints: [{addresses: [10.0.0.1]}]",
+        ));
+        t.flush(&mut models);
+        assert!(Tracker::model(&models, IpFamily::V4).services.is_empty());
+        t.apply_service(&svc(
+            "metadata: {namespace: ns, name: web}\nspec: {clusterIP: 10.96.0.1, ports: [{name: http, port: 80}]}",
+        ));
+        t.apply_service(&svc(
+            "metadata: {namespace: ns, name: db}\nspec: {clusterIP: 10.96.0.2, ports: [{name: http, port: 5432}]}",
+        ));
+        t.flush(&mut models);
+        let v4 = Tracker::model(&models, IpFamily::V4);
+        let (web, eps) = v4.endpoints.iter().next().unwrap();
+        assert_eq!(eps.len(), 1);
+        // The slice's Service port name and the Service's share their strings, and two
+        // Services share their namespace and port name.
+        let (service_name, _) = v4.services.iter().find(|(n, _)| *n.name == *"web").unwrap();
+        assert!(Arc::ptr_eq(&web.name, &service_name.name));
+        let (db, _) = v4.services.iter().find(|(n, _)| *n.name == *"db").unwrap();
+        assert!(Arc::ptr_eq(&db.namespace, &web.namespace) && Arc::ptr_eq(&db.port, &web.port));
+
+        // Gone slice and gone Service: nothing is left behind.
+        t.delete_slice(&slice(
+            "metadata: {namespace: ns, name: web-a, labels: {kubernetes.io/service-name: web}}\naddressType: IPv4",
+        ));
+        t.delete_service(&svc("metadata: {namespace: ns, name: web}"));
+        t.delete_service(&svc("metadata: {namespace: ns, name: db}"));
+        t.flush(&mut models);
+        assert!(t.services.is_empty() && t.slices.is_empty());
+        assert!(Tracker::model(&models, IpFamily::V4).services.is_empty());
+        assert!(t.names.is_empty(), "{:?}", t.names);
     }
 }
