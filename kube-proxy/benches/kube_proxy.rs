@@ -290,11 +290,20 @@ async fn run_size(n: usize, probes: usize) -> Result<Figures> {
 
     let pid = net.pid("kube-proxy").context("kube-proxy pid")?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let rss_kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or_default();
+    let kib = |field: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or_default()
+    };
+    let rss_kib = kib("VmRSS:");
+    eprintln!(
+        "  kube-proxy VmRSS {:.1} MiB: heap and other anonymous memory {:.1} MiB, mapped files (its binary, libraries) {:.1} MiB",
+        rss_kib as f64 / 1024.0,
+        kib("RssAnon:") as f64 / 1024.0,
+        kib("RssFile:") as f64 / 1024.0
+    );
     net.kill("kube-proxy");
     drop(net);
     drop(api);
