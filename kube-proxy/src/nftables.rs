@@ -276,8 +276,10 @@ pub fn cleanup_transaction(family: IpFamily) -> String {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Element {
     pub map: &'static str,
-    pub key: String,
-    pub value: String,
+    /// Shared by a Service port's elements with the same key (its ClusterIP's in
+    /// `service-ips` and `cluster-ips`).
+    pub key: Arc<str>,
+    pub value: Box<str>,
 }
 
 /// Where a policy chain's endpoint `i` is: slot `base + i` of an endpoint map (a chain
@@ -778,12 +780,12 @@ impl RuleBuilder {
             port.externally_accessible(),
             port.cluster_ip,
         ) {
-            let key = format!("{ip} . {proto} . {}", port.port);
+            let key: Arc<str> = format!("{ip} . {proto} . {}", port.port).into();
             if internal.is_empty() {
                 out.elements.insert(Element {
                     map: NO_ENDPOINT_SERVICES,
                     key,
-                    value: unusable(&cat),
+                    value: unusable(&cat).into(),
                 });
                 return out.finish();
             }
@@ -806,14 +808,14 @@ impl RuleBuilder {
             if !self.cluster_cidrs.is_empty() {
                 out.elements.insert(Element {
                     map: CLUSTER_IPS,
-                    key: key.clone(),
-                    value: String::new(),
+                    key: Arc::clone(&key),
+                    value: "".into(),
                 });
             }
             out.elements.insert(Element {
                 map: SERVICE_IPS,
                 key,
-                value: format!("goto {}", lb.name()),
+                value: format!("goto {}", lb.name()).into(),
             });
             out.lb = Some(lb);
             return out.finish();
@@ -902,8 +904,8 @@ impl RuleBuilder {
         ) {
             out.elements.insert(Element {
                 map: CLUSTER_IPS,
-                key: format!("{ip} . {proto} . {}", port.port),
-                value: String::new(),
+                key: format!("{ip} . {proto} . {}", port.port).into(),
+                value: "".into(),
             });
         }
         if uses_external {
@@ -949,18 +951,18 @@ impl RuleBuilder {
         // Map elements: where each destination goes.
         let unusable = unusable(&cat);
         if let Some(ip) = port.cluster_ip {
-            let key = format!("{ip} . {proto} . {}", port.port);
+            let key: Arc<str> = format!("{ip} . {proto} . {}", port.port).into();
             out.elements.insert(if internal.is_empty() {
                 Element {
                     map: NO_ENDPOINT_SERVICES,
                     key,
-                    value: unusable.clone(),
+                    value: unusable.as_str().into(),
                 }
             } else {
                 Element {
                     map: SERVICE_IPS,
                     key,
-                    value: format!("goto {internal_chain}"),
+                    value: format!("goto {internal_chain}").into(),
                 }
             });
         }
@@ -983,15 +985,15 @@ impl RuleBuilder {
             for ip in port.external_ips.iter().chain(&port.load_balancer_ips) {
                 out.elements.insert(Element {
                     map: ips_map,
-                    key: format!("{ip} . {proto} . {}", port.port),
-                    value: value.clone(),
+                    key: format!("{ip} . {proto} . {}", port.port).into(),
+                    value: value.as_str().into(),
                 });
             }
             if let Some(np) = port.node_port {
                 out.elements.insert(Element {
                     map: nodeports_map,
-                    key: format!("{proto} . {np}"),
-                    value,
+                    key: format!("{proto} . {np}").into(),
+                    value: value.into(),
                 });
             }
         }
@@ -1208,9 +1210,9 @@ fn first_claimant<'a>(
 ) -> Option<(&'a ServicePortName, &'a str)> {
     rules.iter().find_map(|(name, r)| {
         r.elements
-            .binary_search_by(|e| (e.map, e.key.as_str()).cmp(&(map, key)))
+            .binary_search_by(|e| (e.map, &*e.key).cmp(&(map, key)))
             .ok()
-            .map(|i| (name, r.elements[i].value.as_str()))
+            .map(|i| (name, &*r.elements[i].value))
     })
 }
 
@@ -1294,7 +1296,7 @@ impl TableState {
         for (name, old, new) in &pairs {
             for (rules, is_new) in [(old.as_ref(), false), (new.as_ref(), true)] {
                 for e in rules.into_iter().flat_map(|r| r.elements.iter()) {
-                    let i = *index.entry((e.map, e.key.as_str())).or_insert_with(|| {
+                    let i = *index.entry((e.map, &*e.key)).or_insert_with(|| {
                         touched.push(Touched {
                             map: e.map,
                             key: &e.key,
@@ -1310,7 +1312,7 @@ impl TableState {
                         &mut touched[i].before
                     };
                     if first.is_none_or(|(n, _)| name < n) {
-                        *first = Some((name, e.value.as_str()));
+                        *first = Some((name, &*e.value));
                     }
                 }
             }
