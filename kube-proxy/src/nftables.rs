@@ -1783,6 +1783,28 @@ mod tests {
         }
     }
 
+    /// Services svc0…svc49 (ClusterIP 10.96.0.<i+1>, port 80, NodePort 30000+i when
+    /// `node_ports`), each with the one endpoint 10.244.1.<i>:80.
+    #[allow(clippy::type_complexity)]
+    fn fifty_services(
+        node_ports: bool,
+    ) -> (
+        BTreeMap<ServicePortName, ServicePort>,
+        BTreeMap<ServicePortName, Vec<Endpoint>>,
+    ) {
+        let mut services = BTreeMap::new();
+        let mut endpoints = BTreeMap::new();
+        for i in 0..50u8 {
+            let mut port = cluster_ip(i + 1, 80);
+            if node_ports {
+                port.node_port = Some(30000 + u16::from(i));
+            }
+            services.insert(name(&format!("svc{i}"), "p"), port);
+            endpoints.insert(name(&format!("svc{i}"), "p"), vec![ep(i, 80, false)]);
+        }
+        (services, endpoints)
+    }
+
     fn builder() -> RuleBuilder {
         RuleBuilder::new(IpFamily::V4, &["10.244.0.0/16".parse().unwrap()], &[])
     }
@@ -1985,15 +2007,8 @@ mod tests {
     async fn a_second_sync_rewrites_only_the_changed_node_port_service() {
         let recorder = Recorder::default();
         let mut proxier = Proxier::new(recorder.clone(), builder());
-        let mut services = BTreeMap::new();
-        let mut endpoints = BTreeMap::new();
-        for i in 0..50u8 {
-            // NodePort Service ports have chains of their own.
-            let mut port = cluster_ip(i + 1, 80);
-            port.node_port = Some(30000 + u16::from(i));
-            services.insert(name(&format!("svc{i}"), "p"), port);
-            endpoints.insert(name(&format!("svc{i}"), "p"), vec![ep(i, 80, false)]);
-        }
+        // NodePort Service ports have chains of their own.
+        let (mut services, mut endpoints) = fifty_services(true);
         let first = proxier.sync(&services, &endpoints).await.unwrap();
         assert!(first.full);
         assert_eq!(first.changed_service_ports, 50);
@@ -2076,12 +2091,7 @@ mod tests {
     async fn a_second_sync_rewrites_only_the_changed_clusterip_service() {
         let recorder = Recorder::default();
         let mut proxier = Proxier::new(recorder.clone(), builder());
-        let mut services = BTreeMap::new();
-        let mut endpoints = BTreeMap::new();
-        for i in 0..50u8 {
-            services.insert(name(&format!("svc{i}"), "p"), cluster_ip(i + 1, 80));
-            endpoints.insert(name(&format!("svc{i}"), "p"), vec![ep(i, 80, false)]);
-        }
+        let (mut services, mut endpoints) = fifty_services(false);
         let first = proxier.sync(&services, &endpoints).await.unwrap();
         assert_eq!((first.full, first.changed_service_ports), (true, 50));
         let t = recorder.0.lock().last().unwrap().clone();
