@@ -1813,6 +1813,17 @@ mod tests {
         text.lines().collect()
     }
 
+    /// Every line of `text` contains one of `about` (a transaction that touches only
+    /// what it should).
+    fn only_lines_about(text: &str, about: &[&str]) {
+        for line in lines(text) {
+            assert!(
+                about.iter().any(|a| line.contains(a)),
+                "line about something else: {line}\n{text}"
+            );
+        }
+    }
+
     fn has(text: &str, line: &str) {
         assert!(
             lines(text).contains(&line),
@@ -2039,15 +2050,15 @@ mod tests {
             .find(|l| l.contains("dnat ip addr . port to numgen random mod 2 offset "))
             .unwrap_or_else(|| panic!("no dnat rule:\n{t}"));
         assert!(dnat.ends_with(&format!("map @{map}")), "{dnat}");
-        for line in lines(&t) {
-            assert!(
-                line.contains("ns/svc7/")
-                    || line.starts_with(&format!("add element ip kube-proxy {map} "))
-                    || line.starts_with(&format!("delete element ip kube-proxy {map} "))
-                    || line.contains("10.244.1.200 . 10.244.1.200"),
-                "line about another service: {line}\n{t}"
-            );
-        }
+        only_lines_about(
+            &t,
+            &[
+                "ns/svc7/",
+                &format!("add element ip kube-proxy {map} "),
+                &format!("delete element ip kube-proxy {map} "),
+                "10.244.1.200 . 10.244.1.200",
+            ],
+        );
         assert!(
             t.contains("10.244.1.7 . 80") && t.contains("10.244.1.200 . 80"),
             "{t}"
@@ -2069,20 +2080,20 @@ mod tests {
         has(&t, "flush chain ip kube-proxy service-ns/svc9/tcp/p");
         has(&t, "delete chain ip kube-proxy service-ns/svc9/tcp/p");
         has(&t, "delete chain ip kube-proxy service-ns/svc3/tcp/p");
-        for line in lines(&t) {
-            assert!(
-                line.contains("ns/svc3/")
-                    || line.contains("ns/svc9/")
-                    || line.contains("10.96.0.4 ")
-                    || line.contains("tcp . 30003")
-                    || line.contains("tcp . 30009")
-                    || line.contains("10.96.0.10 ")
-                    || line.contains("10.244.1.3 ")
-                    || line.contains("10.244.1.9 ")
-                    || line.starts_with("delete element ip kube-proxy endpoints-"),
-                "unexpected line {line}\n{t}"
-            );
-        }
+        only_lines_about(
+            &t,
+            &[
+                "ns/svc3/",
+                "ns/svc9/",
+                "10.96.0.4 ",
+                "tcp . 30003",
+                "tcp . 30009",
+                "10.96.0.10 ",
+                "10.244.1.3 ",
+                "10.244.1.9 ",
+                "delete element ip kube-proxy endpoints-",
+            ],
+        );
         // A later full sync of the same state from scratch yields the same table
         // contents as the deltas did (checked against real nft in the integration tests).
     }
@@ -2120,14 +2131,14 @@ mod tests {
                 "add element ip kube-proxy {map} {{ 10.96.0.8 . 80 . 1 : 10.244.1.200 . 80 }}"
             ),
         );
-        for line in lines(&t) {
-            assert!(
-                line.contains("10.96.0.8 ")
-                    || line.contains(&format!("lb-tcp-{shard}-"))
-                    || line.contains("10.244.1.200 . 10.244.1.200"),
-                "line about another service: {line}\n{t}"
-            );
-        }
+        only_lines_about(
+            &t,
+            &[
+                "10.96.0.8 ",
+                &format!("lb-tcp-{shard}-"),
+                "10.244.1.200 . 10.244.1.200",
+            ],
+        );
         assert!(!t.contains("10.96.0.8 . 80 . 0"), "{t}");
 
         // svc3 (10.96.0.4) loses its endpoints and svc9 (10.96.0.10) is deleted: their
@@ -2139,16 +2150,16 @@ mod tests {
         let t = recorder.0.lock().last().unwrap().clone();
         has(&t, "delete element ip kube-proxy service-ips { 10.96.0.10 . tcp . 80, 10.96.0.4 . tcp . 80 }");
         has(&t, "add element ip kube-proxy no-endpoint-services { 10.96.0.4 . tcp . 80 : goto reject-chain }");
-        for line in lines(&t) {
-            assert!(
-                line.contains("10.96.0.4 ")
-                    || line.contains("10.96.0.10 ")
-                    || line.contains("10.244.1.3 ")
-                    || line.contains("10.244.1.9 ")
-                    || line.contains(" chain ip kube-proxy lb-tcp-"),
-                "unexpected line {line}\n{t}"
-            );
-        }
+        only_lines_about(
+            &t,
+            &[
+                "10.96.0.4 ",
+                "10.96.0.10 ",
+                "10.244.1.3 ",
+                "10.244.1.9 ",
+                " chain ip kube-proxy lb-tcp-",
+            ],
+        );
         // Deleting every Service port of the one-endpoint chains deletes them.
         let before = services.len();
         services.retain(|n, _| n.name.as_ref() == "svc7");
