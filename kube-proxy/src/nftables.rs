@@ -79,13 +79,30 @@ const MAP_PROTOCOLS: [Protocol; 3] = [Protocol::Tcp, Protocol::Udp, Protocol::Sc
 /// `endpoints-tcp-0` … `endpoints-sctp-63`.
 fn endpoint_map(protocol: Protocol, shard: usize) -> &'static str {
     static NAMES: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
-    let names = NAMES.get_or_init(|| {
+    sharded_map(&NAMES, "endpoints", protocol, shard)
+}
+
+/// `lb-tcp-0` … `lb-sctp-63`: the maps of the shared load-balancing chains, keyed by
+/// `ClusterIP . port . index`.
+fn lb_map(protocol: Protocol, shard: usize) -> &'static str {
+    static NAMES: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    sharded_map(&NAMES, "lb", protocol, shard)
+}
+
+/// The name of shard `shard` of `protocol`'s maps called `<prefix>-<protocol>-<shard>`,
+/// from `names` (filled once: map names are written into every transaction).
+fn sharded_map(
+    names: &'static std::sync::OnceLock<Vec<&'static str>>,
+    prefix: &str,
+    protocol: Protocol,
+    shard: usize,
+) -> &'static str {
+    let names = names.get_or_init(|| {
         MAP_PROTOCOLS
             .iter()
             .flat_map(|p| {
-                (0..ENDPOINT_MAP_SHARDS).map(move |i| {
-                    &*Box::leak(format!("endpoints-{}-{i}", p.nft()).into_boxed_str())
-                })
+                (0..ENDPOINT_MAP_SHARDS)
+                    .map(move |i| &*Box::leak(format!("{prefix}-{}-{i}", p.nft()).into_boxed_str()))
             })
             .collect()
     });
@@ -96,24 +113,11 @@ fn endpoint_map(protocol: Protocol, shard: usize) -> &'static str {
     names[p * ENDPOINT_MAP_SHARDS + shard % ENDPOINT_MAP_SHARDS]
 }
 
-/// `lb-tcp-0` … `lb-sctp-63`: the maps of the shared load-balancing chains, keyed by
-/// `ClusterIP . port . index`.
-fn lb_map(protocol: Protocol, shard: usize) -> &'static str {
-    static NAMES: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
-    let names = NAMES.get_or_init(|| {
-        MAP_PROTOCOLS
-            .iter()
-            .flat_map(|p| {
-                (0..ENDPOINT_MAP_SHARDS)
-                    .map(move |i| &*Box::leak(format!("lb-{}-{i}", p.nft()).into_boxed_str()))
-            })
-            .collect()
-    });
-    let p = MAP_PROTOCOLS
-        .iter()
-        .position(|p| *p == protocol)
-        .unwrap_or(0);
-    names[p * ENDPOINT_MAP_SHARDS + shard % ENDPOINT_MAP_SHARDS]
+/// FNV-1a of `bytes`: map shards are stable across runs and platforms.
+fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u32 {
+    bytes.into_iter().fold(0x811c_9dc5, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
 }
 
 /// A load-balancing chain shared by every plain ClusterIP Service port of one protocol
@@ -154,15 +158,11 @@ impl LbChain {
 
     /// The shard of the ClusterIP `ip` port `port`.
     fn shard_of(ip: IpAddr, port: u16) -> u16 {
-        let mut h: u32 = 0x811c_9dc5;
         let octets = match ip {
             IpAddr::V4(v4) => v4.octets().to_vec(),
             IpAddr::V6(v6) => v6.octets().to_vec(),
         };
-        for b in octets.iter().chain(&port.to_be_bytes()) {
-            h ^= u32::from(*b);
-            h = h.wrapping_mul(0x0100_0193);
-        }
+        let h = fnv1a(octets.into_iter().chain(port.to_be_bytes()));
         u16::try_from(h as usize % ENDPOINT_MAP_SHARDS).unwrap_or(0)
     }
 }
@@ -450,13 +450,7 @@ pub struct Slots {
 
 impl Slots {
     fn shard_of(chain: &str) -> usize {
-        // FNV-1a: stable across runs and platforms.
-        let mut h: u32 = 0x811c_9dc5;
-        for b in chain.bytes() {
-            h ^= u32::from(b);
-            h = h.wrapping_mul(0x0100_0193);
-        }
-        h as usize % ENDPOINT_MAP_SHARDS
+        fnv1a(chain.bytes()) as usize % ENDPOINT_MAP_SHARDS
     }
 
     /// The range of `chain` for `n` endpoints: its current one when it still fits.
