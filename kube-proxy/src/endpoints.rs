@@ -67,12 +67,12 @@ pub fn endpoints_by_service_port<'a>(
             ) else {
                 continue;
             };
-            let key = ServicePortName {
-                namespace: namespace.into(),
-                name: service.as_str().into(),
-                port: port.name.as_deref().unwrap_or_default().into(),
+            let key = ServicePortName::new(
+                namespace,
+                service.as_str(),
+                port.name.as_deref().unwrap_or_default(),
                 protocol,
-            };
+            );
             let entry = merged.entry(key).or_default();
             for ep in &slice.endpoints {
                 let conditions = ep.conditions.as_ref();
@@ -207,22 +207,12 @@ mod tests {
         );
         let all = endpoints_by_service_port([&a, &b, &v6, &orphan], "node-a", IpFamily::V4);
         assert_eq!(all.len(), 2, "{all:?}");
-        let http = &all[&ServicePortName {
-            namespace: "ns".into(),
-            name: "web".into(),
-            port: "http".into(),
-            protocol: Protocol::Tcp,
-        }];
+        let http = &all[&ServicePortName::new("ns", "web", "http", Protocol::Tcp)];
         let addrs: Vec<String> = http.iter().map(Endpoint::addr).collect();
         assert_eq!(addrs, ["10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.3:8080"]);
         assert!(http[0].is_local && !http[2].is_local);
         assert!(http[1].ready, "the ready copy of a duplicate wins");
-        let dns = &all[&ServicePortName {
-            namespace: "ns".into(),
-            name: "web".into(),
-            port: "dns".into(),
-            protocol: Protocol::Udp,
-        }];
+        let dns = &all[&ServicePortName::new("ns", "web", "dns", Protocol::Udp)];
         assert_eq!(dns.len(), 2);
         assert!(!dns[1].ready);
     }

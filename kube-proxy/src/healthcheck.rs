@@ -187,8 +187,8 @@ impl ServiceHealthServer {
                     Err(_) if ip.is_unspecified() && ip.is_ipv6() => {}
                     Err(source) => errors.push(Error::Bind {
                         addr,
-                        namespace: key.0.clone(),
-                        name: key.1.clone(),
+                        namespace: key.0.to_string(),
+                        name: key.1.to_string(),
                         source,
                     }),
                 }
@@ -261,7 +261,7 @@ async fn serve(
 fn respond(key: &ServiceKey, local: Option<usize>, proxy_healthy: bool) -> Response<Full<Bytes>> {
     let count = local.unwrap_or(0);
     let body = serde_json::json!({
-        "service": {"namespace": key.0, "name": key.1},
+        "service": {"namespace": &*key.0, "name": &*key.1},
         "localEndpoints": count,
         "serviceProxyHealthy": proxy_healthy,
     });
@@ -314,7 +314,7 @@ mod tests {
           ports: [{name: http, port: 80, nodePort: 30080}, {name: alt, port: 81, nodePort: 30081}]}";
 
     fn key() -> ServiceKey {
-        ("ns".to_string(), "web".to_string())
+        ("ns".into(), "web".into())
     }
 
     #[test]

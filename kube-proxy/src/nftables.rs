@@ -1743,12 +1743,7 @@ mod tests {
     }
 
     fn name(svc: &str, port: &str) -> ServicePortName {
-        ServicePortName {
-            namespace: "ns".into(),
-            name: svc.into(),
-            port: port.into(),
-            protocol: Protocol::Tcp,
-        }
+        ServicePortName::new("ns", svc, port, Protocol::Tcp)
     }
 
     fn cluster_ip(last: u8, port: u16) -> ServicePort {

@@ -71,16 +71,55 @@ impl Protocol {
     }
 }
 
-/// Upstream's `ServicePortName`: what identifies one port of one Service. The strings
-/// are shared: the tracker, the model and the proxier each hold a copy of every name at
-/// 10,000 Services, and a clone costs a reference count, not three allocations.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ServicePortName {
+/// Upstream's `ServicePortName`: what identifies one port of one Service. One shared
+/// allocation: the tracker, the model and the proxier each key a map by every Service
+/// port at 10,000 Services, so a key is one pointer and a clone a reference count.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServicePortName(Arc<PortNameParts>);
+
+/// The parts of a [`ServicePortName`]; the strings are shared too (a namespace or a port
+/// name by thousands of Service ports).
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortNameParts {
     pub namespace: Arc<str>,
     pub name: Arc<str>,
     /// The port's name; empty for a Service's only, unnamed port.
     pub port: Arc<str>,
     pub protocol: Protocol,
+}
+
+impl ServicePortName {
+    pub fn new(
+        namespace: impl Into<Arc<str>>,
+        name: impl Into<Arc<str>>,
+        port: impl Into<Arc<str>>,
+        protocol: Protocol,
+    ) -> ServicePortName {
+        ServicePortName(Arc::new(PortNameParts {
+            namespace: namespace.into(),
+            name: name.into(),
+            port: port.into(),
+            protocol,
+        }))
+    }
+
+    /// Whether no one else holds this name (an interning table may drop it).
+    pub fn unshared(&self) -> bool {
+        Arc::strong_count(&self.0) == 1
+    }
+}
+
+impl std::ops::Deref for ServicePortName {
+    type Target = PortNameParts;
+    fn deref(&self) -> &PortNameParts {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ServicePortName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
 }
 
 impl fmt::Display for ServicePortName {
@@ -219,12 +258,12 @@ pub fn service_ports(svc: &Service, family: IpFamily) -> Vec<(ServicePortName, S
             ..info
         };
         out.push((
-            ServicePortName {
-                namespace: namespace.into(),
-                name: name.into(),
-                port: p.name.as_deref().unwrap_or_default().into(),
+            ServicePortName::new(
+                namespace,
+                name,
+                p.name.as_deref().unwrap_or_default(),
                 protocol,
-            },
+            ),
             info,
         ));
     }

@@ -14,8 +14,11 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use crate::endpoints::{endpoints_by_service_port, Endpoint, SERVICE_NAME_LABEL};
 use crate::service::{service_ports, IpFamily, Protocol, ServicePort, ServicePortName};
 
-/// A Service: namespace and name.
-pub type ServiceKey = (String, String);
+/// A Service: namespace and name (shared strings: the tracker's copies).
+pub type ServiceKey = (Arc<str>, Arc<str>);
+
+/// An EndpointSlice: namespace and name.
+type SliceKey = (Arc<str>, Arc<str>);
 
 const FAMILIES: [IpFamily; 2] = [IpFamily::V4, IpFamily::V6];
 
@@ -36,12 +39,7 @@ pub struct Model {
 
 /// The first Service port name of a Service in the model's order.
 fn first_port(key: &ServiceKey) -> ServicePortName {
-    ServicePortName {
-        namespace: key.0.as_str().into(),
-        name: key.1.as_str().into(),
-        port: "".into(),
-        protocol: Protocol::Tcp,
-    }
+    ServicePortName::new(key.0.clone(), key.1.clone(), "", Protocol::Tcp)
 }
 
 /// The Service port names of `key` in a map keyed by them.
@@ -59,7 +57,7 @@ type SlicePorts = [Box<[(ServicePortName, Arc<[Endpoint]>)]>; 2];
 
 struct SliceEntry {
     /// Its Service's name (in the slice's namespace).
-    service: Box<str>,
+    service: Arc<str>,
     ports: SlicePorts,
 }
 
@@ -71,8 +69,8 @@ struct ServiceEntry {
     /// Its ports per family (boxed: most Services have one port, a Vec would hold room
     /// for four).
     ports: [Box<[(ServicePortName, ServicePort)]>; 2],
-    /// Its slices' names (one or two as a rule).
-    slices: Box<[Box<str>]>,
+    /// Its slices' names (one or two as a rule), shared with the slices' keys.
+    slices: Box<[Arc<str>]>,
 }
 
 impl ServiceEntry {
@@ -86,24 +84,29 @@ pub struct Tracker {
     hostname: String,
     services: HashMap<ServiceKey, ServiceEntry>,
     /// (namespace, slice name) → what it holds.
-    slices: HashMap<(String, String), SliceEntry>,
+    slices: HashMap<SliceKey, SliceEntry>,
     /// The strings of Service port names, once each: a namespace or a port name is
     /// shared by thousands of them, a Service's name by its ports and its slices'.
     names: HashSet<Arc<str>>,
+    /// The Service port names, once each: a Service's and its slices' share one.
+    port_names: HashSet<ServicePortName>,
     dirty: HashSet<ServiceKey>,
     /// Keys seen during a re-list, per kind; None outside one.
     relist_services: Option<HashSet<ServiceKey>>,
-    relist_slices: Option<HashSet<(String, String)>>,
+    relist_slices: Option<HashSet<SliceKey>>,
     pub services_synced: bool,
     pub slices_synced: bool,
     /// `endpoints.kubernetes.io/last-change-trigger-time` of slices changed since.
     pub triggers: Vec<jiff::Timestamp>,
 }
 
-fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> (String, String) {
+/// An object's namespace and name, not yet shared.
+fn key_of(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> (Arc<str>, Arc<str>) {
     (
-        meta.namespace.clone().unwrap_or_default(),
-        meta.name.clone().unwrap_or_default(),
+        meta.namespace.as_deref().unwrap_or_default().into(),
+        meta.name.as_deref().unwrap_or_default().into(),
     )
 }
 
@@ -114,6 +117,7 @@ impl Tracker {
             services: HashMap::new(),
             slices: HashMap::new(),
             names: HashSet::new(),
+            port_names: HashSet::new(),
             dirty: HashSet::new(),
             relist_services: None,
             relist_slices: None,
@@ -129,13 +133,14 @@ impl Tracker {
 
     pub fn apply_service(&mut self, svc: &Service) {
         let key = key_of(&svc.metadata);
+        let key = (self.intern_str(&key.0), self.intern_str(&key.1));
         if let Some(seen) = self.relist_services.as_mut() {
             seen.insert(key.clone());
         }
         let ports = FAMILIES.map(|f| {
             let mut ports = service_ports(svc, f);
             for (name, _) in &mut ports {
-                self.intern(name);
+                *name = self.intern(name);
             }
             ports.into_boxed_slice()
         });
@@ -147,14 +152,27 @@ impl Tracker {
         }
     }
 
-    /// Replaces the strings of `name` by the shared copies.
-    fn intern(&mut self, name: &mut ServicePortName) {
-        for s in [&mut name.namespace, &mut name.name, &mut name.port] {
-            match self.names.get(&**s) {
-                Some(shared) => *s = Arc::clone(shared),
-                None => {
-                    self.names.insert(Arc::clone(s));
-                }
+    /// The shared copy of `name` (its strings shared too).
+    fn intern(&mut self, name: &ServicePortName) -> ServicePortName {
+        if let Some(shared) = self.port_names.get(name) {
+            return shared.clone();
+        }
+        let shared = ServicePortName::new(
+            self.intern_str(&name.namespace),
+            self.intern_str(&name.name),
+            self.intern_str(&name.port),
+            name.protocol,
+        );
+        self.port_names.insert(shared.clone());
+        shared
+    }
+
+    fn intern_str(&mut self, s: &Arc<str>) -> Arc<str> {
+        match self.names.get(&**s) {
+            Some(shared) => Arc::clone(shared),
+            None => {
+                self.names.insert(Arc::clone(s));
+                Arc::clone(s)
             }
         }
     }
@@ -198,6 +216,11 @@ impl Tracker {
 
     pub fn apply_slice(&mut self, slice: &EndpointSlice) {
         let key = key_of(&slice.metadata);
+        // The namespace shared; the slice's name shared with its Service's list of slices.
+        let key = match self.slices.get_key_value(&key) {
+            Some((k, _)) => k.clone(),
+            None => (self.intern_str(&key.0), key.1),
+        };
         if let Some(seen) = self.relist_slices.as_mut() {
             seen.insert(key.clone());
         }
@@ -221,14 +244,11 @@ impl Tracker {
                 self.triggers.push(t);
             }
         }
-        let service: Box<str> = service.as_str().into();
+        let service = self.intern_str(&Arc::from(service.as_str()));
         let ports: SlicePorts = FAMILIES.map(|f| {
             endpoints_by_service_port(std::iter::once(slice), &self.hostname, f)
                 .into_iter()
-                .map(|(mut name, eps)| {
-                    self.intern(&mut name);
-                    (name, Arc::from(eps))
-                })
+                .map(|(name, eps)| (self.intern(&name), Arc::from(eps)))
                 .collect()
         });
         if let Some(old) = self.slices.get(&key) {
@@ -237,11 +257,11 @@ impl Tracker {
             }
         }
         self.remove_slice(&key);
-        let service_key = (key.0.clone(), service.to_string());
+        let service_key = (key.0.clone(), service.clone());
         let entry = self.services.entry(service_key.clone()).or_default();
         if !entry.slices.iter().any(|n| **n == *key.1) {
             let mut names = std::mem::take(&mut entry.slices).into_vec();
-            names.push(key.1.as_str().into());
+            names.push(key.1.clone());
             entry.slices = names.into_boxed_slice();
         }
         self.dirty.insert(service_key);
@@ -252,11 +272,11 @@ impl Tracker {
         self.remove_slice(&key_of(&slice.metadata));
     }
 
-    fn remove_slice(&mut self, key: &(String, String)) {
+    fn remove_slice(&mut self, key: &SliceKey) {
         if let Some(old) = self.slices.remove(key) {
-            let service_key = (key.0.clone(), old.service.into_string());
+            let service_key = (key.0.clone(), old.service);
             if let Some(entry) = self.services.get_mut(&service_key) {
-                let names: Vec<Box<str>> = std::mem::take(&mut entry.slices)
+                let names: Vec<Arc<str>> = std::mem::take(&mut entry.slices)
                     .into_vec()
                     .into_iter()
                     .filter(|n| **n != *key.1)
@@ -276,7 +296,7 @@ impl Tracker {
 
     pub fn relist_slices_done(&mut self) {
         if let Some(seen) = self.relist_slices.take() {
-            let gone: Vec<(String, String)> = self
+            let gone: Vec<SliceKey> = self
                 .slices
                 .keys()
                 .filter(|k| !seen.contains(*k))
@@ -316,7 +336,7 @@ impl Tracker {
                 // twice (two slices during a handover) counting once, ready if any is.
                 let mut lists: BTreeMap<&ServicePortName, Vec<&Arc<[Endpoint]>>> = BTreeMap::new();
                 for slice in &entry.slices {
-                    let Some(slice) = self.slices.get(&(key.0.clone(), slice.to_string())) else {
+                    let Some(slice) = self.slices.get(&(key.0.clone(), slice.clone())) else {
                         continue;
                     };
                     for (name, eps) in &slice.ports[i] {
@@ -351,8 +371,17 @@ impl Tracker {
             }
         }
         if !dirty.is_empty() {
-            // Strings no Service port uses any more.
-            self.names.retain(|s| Arc::strong_count(s) > 1);
+            // Names and strings no Service port uses any more (the keys of the dirty
+            // set returned hold the deleted Services' strings a little longer).
+            self.port_names.retain(|n| !n.unshared());
+            let mut held: HashMap<*const u8, usize> = HashMap::new();
+            for (ns, name) in &dirty {
+                for s in [ns, name] {
+                    *held.entry(s.as_ptr()).or_default() += 1;
+                }
+            }
+            self.names
+                .retain(|s| Arc::strong_count(s) > 1 + held.get(&s.as_ptr()).copied().unwrap_or(0));
         }
         dirty
     }
@@ -449,10 +478,7 @@ mod tests {
         ));
         t.relist_slices_done();
         let dirty = t.flush(&mut models);
-        assert_eq!(
-            dirty,
-            HashSet::from([("ns".to_string(), "web".to_string())])
-        );
+        assert_eq!(dirty, HashSet::from([("ns".into(), "web".into())]));
         let v4 = Tracker::model(&models, IpFamily::V4);
         let web: Vec<&Endpoint> = v4.endpoints.values().flat_map(|e| e.iter()).collect();
         assert!(!web[1].ready, "only the unready copy is left: {web:?}");

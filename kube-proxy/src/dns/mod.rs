@@ -319,7 +319,7 @@ mod tests {
                 "metadata: {namespace: kube-system, name: kube-dns}\nspec: {clusterIP: 10.96.0.10, ports: [{name: dns, port: 53, protocol: UDP}]}",
             ));
             let dirty = t.flush(&mut models);
-            assert!(dirty.contains(&("kube-system".to_string(), "kube-dns".to_string())));
+            assert!(dirty.contains(&("kube-system".into(), "kube-dns".into())));
             exclusion.apply(&mut models, &dirty);
             assert_eq!(
                 Tracker::model(&models, crate::service::IpFamily::V4)

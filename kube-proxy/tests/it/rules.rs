@@ -24,12 +24,7 @@ fn nft_in(net: &Net, ns: &str, tag: &str) -> NftCommand {
 }
 
 fn spn(name: &str, port: &str, protocol: Protocol) -> ServicePortName {
-    ServicePortName {
-        namespace: "ns".into(),
-        name: name.into(),
-        port: port.into(),
-        protocol,
-    }
+    ServicePortName::new("ns", name, port, protocol)
 }
 
 fn port(ip: u8, number: u16) -> ServicePort {
