@@ -56,7 +56,7 @@ async fn ensure_policy(api: &Apiserver, info: &'static ResourceInfo, obj: Value)
     let Some(kv) = api.store.get(&key).await? else {
         return ensure(api, &req(info, ns, None), obj).await;
     };
-    let stored = rest::decode_stored(info, &kv)?;
+    let stored = rest::decode_stored(api, info, &kv)?;
     let Some(updated) = crate::authz::bootstrap_policy::reconcile(&stored, &obj) else {
         return Ok(());
     };
@@ -78,12 +78,23 @@ async fn ensure_policy(api: &Apiserver, info: &'static ResourceInfo, obj: Value)
 async fn reconcile(api: &Apiserver, r: &ResourceRequest, mut obj: Value) -> ApiResult<()> {
     let name = r.name.clone().unwrap_or_default();
     let key = object::key(r.info, r.namespace.as_deref(), &name);
+    let transformer = api.transformer(r.info);
     for _ in 0..5 {
         let current = api.store.get(&key).await?;
-        let (uid, created) = match &current {
-            Some(kv) => {
-                let old: Value = serde_json::from_slice(&kv.value)
-                    .map_err(|e| ApiError::internal(e.to_string()))?;
+        // The stored value decrypted: what is compared with the wanted object.
+        let plain = match &current {
+            Some(kv) => Some(
+                transformer
+                    .from_storage(&kv.value)
+                    .map_err(|e| rest::transform_failed(api, &key, e))?
+                    .into_owned(),
+            ),
+            None => None,
+        };
+        let (uid, created) = match &plain {
+            Some(plain) => {
+                let old: Value =
+                    serde_json::from_slice(plain).map_err(|e| ApiError::internal(e.to_string()))?;
                 (
                     object::meta_str(&old, "uid").unwrap_or("").to_string(),
                     object::meta_str(&old, "creationTimestamp")
@@ -96,11 +107,16 @@ async fn reconcile(api: &Apiserver, r: &ResourceRequest, mut obj: Value) -> ApiR
         let meta = object::meta_mut(&mut obj);
         meta.insert("uid".into(), json!(uid));
         meta.insert("creationTimestamp".into(), json!(created));
+        let json = serde_json::to_vec(&obj).map_err(|e| ApiError::internal(e.to_string()))?;
+        if plain.as_deref() == Some(&json[..]) {
+            return Ok(());
+        }
         let bytes = bytes::Bytes::from(
-            serde_json::to_vec(&obj).map_err(|e| ApiError::internal(e.to_string()))?,
+            transformer
+                .to_storage(json)
+                .map_err(|e| rest::transform_failed(api, &key, e))?,
         );
         let result = match current {
-            Some(kv) if kv.value == bytes => return Ok(()),
             Some(kv) => api
                 .store
                 .update(&key, bytes, kv.mod_revision)

@@ -15,6 +15,7 @@ pub mod authz;
 mod bootstrap;
 mod codec;
 mod discovery;
+pub mod encryption;
 mod filter;
 mod impersonation;
 mod ipalloc;
@@ -81,6 +82,9 @@ pub struct Config {
     pub kubelet: kubelet_client::KubeletClientConfig,
     /// ServiceAccount token signing and verification (`serviceaccounts/token`).
     pub service_account: serviceaccount::ServiceAccountConfig,
+    /// `--encryption-provider-config`: how stored objects are encrypted at rest; read at
+    /// every start, so a restart picks up a rotated key.
+    pub encryption_provider_config: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +105,8 @@ pub enum Error {
     KubeletClient(#[from] kubelet_client::Error),
     #[error("service account keys: {0}")]
     ServiceAccount(#[from] serviceaccount::Error),
+    #[error("--encryption-provider-config: {0}")]
+    Encryption(#[from] encryption::ConfigError),
     #[error("registering metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }
@@ -120,6 +126,8 @@ pub(crate) struct Apiserver {
     pub advertise: SocketAddr,
     pub shutdown: Shutdown,
     pub kubelet: kubelet_client::KubeletClient,
+    /// Encrypts and decrypts stored objects (`--encryption-provider-config`).
+    pub transformers: encryption::Transformers,
     /// Signs `serviceaccounts/token` answers; `None` without a signing key.
     pub tokens: Option<serviceaccount::TokenGenerator>,
     /// The built-in objects exist.
@@ -131,6 +139,14 @@ pub(crate) struct Apiserver {
 impl Apiserver {
     pub fn is_bootstrapped(&self) -> bool {
         *self.bootstrapped.borrow()
+    }
+
+    /// How objects of `info` are transformed to and from their stored bytes.
+    pub fn transformer(&self, info: &ResourceInfo) -> &Arc<encryption::Transformer> {
+        if registry::events::is_events_v1(info) {
+            return self.transformers.for_resource("", "events");
+        }
+        self.transformers.for_resource(info.group, info.plural)
     }
 
     pub fn cache(&self, info: &'static ResourceInfo) -> &Arc<WatchCache> {
@@ -160,6 +176,11 @@ impl Running {
 /// Starts an apiserver and returns once it listens; it runs until `shutdown` fires.
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error> {
     let metrics = metrics::Metrics::new()?;
+    let transformers = match &config.encryption_provider_config {
+        Some(path) => encryption::Transformers::load(path)?,
+        None => encryption::Transformers::identity(),
+    };
+    transformers.register(&metrics.registry)?;
     let kubelet = kubelet_client::KubeletClient::new(&config.kubelet)?;
     let tokens = serviceaccount::TokenGenerator::from_config(&config.service_account)?;
     let authn =
@@ -233,7 +254,11 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         let gauge = metrics
             .storage_objects
             .with_label_values(&[&info.group_resource()]);
-        caches.insert((info.group, info.plural), WatchCache::new(info, gauge));
+        let transformer = transformers.for_resource(info.group, info.plural).clone();
+        caches.insert(
+            (info.group, info.plural),
+            WatchCache::new(info, gauge, transformer),
+        );
     }
     let (node_base, node_max) = config.service_node_port_range;
     let authz = authz::Chain::new(
@@ -256,6 +281,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         advertise,
         shutdown: shutdown.clone(),
         kubelet,
+        transformers,
         tokens,
         bootstrapped: tokio::sync::watch::channel(false).0,
         allocators_rebuilt: std::sync::atomic::AtomicBool::new(false),

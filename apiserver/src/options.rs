@@ -107,6 +107,10 @@ pub struct Options {
     /// issuer; longer requests are issued with this duration.
     #[arg(long, value_parser = parse_duration)]
     pub service_account_max_token_expiration: Option<std::time::Duration>,
+    /// The file containing configuration for encryption providers to be used for storing
+    /// secrets in etcd (an `apiserver.config.k8s.io/v1` EncryptionConfiguration).
+    #[arg(long)]
+    pub encryption_provider_config: Option<PathBuf>,
     /// Log verbosity (klog's -v).
     #[arg(short = 'v', long = "v", default_value_t = 0)]
     pub verbosity: u8,
@@ -139,6 +143,8 @@ pub enum OptionsError {
     ServiceAccountIssuer,
     #[error("--service-account-max-token-expiration must be at least 1h0m0s")]
     MaxTokenExpiration,
+    #[error("--encryption-provider-config: {0}")]
+    Encryption(#[from] crate::encryption::ConfigError),
 }
 
 impl Options {
@@ -210,7 +216,12 @@ impl Options {
         if max_expiration.is_some_and(|d| d < std::time::Duration::from_secs(3600)) {
             return Err(OptionsError::MaxTokenExpiration);
         }
+        // Read here to refuse a bad file before anything starts; `start` reads it again.
+        if let Some(path) = &self.encryption_provider_config {
+            crate::encryption::Transformers::load(path)?;
+        }
         Ok(Config {
+            encryption_provider_config: self.encryption_provider_config,
             etcd_servers,
             etcd_prefix: self.etcd_prefix,
             bind_address: self.bind_address,

@@ -25,11 +25,30 @@ pub struct Written {
     pub warnings: Vec<String>,
 }
 
-pub(crate) fn decode_stored(info: &ResourceInfo, kv: &store::KeyValue) -> ApiResult<Value> {
-    let mut v: Value = serde_json::from_slice(&kv.value)
+pub(crate) fn decode_stored(
+    api: &Apiserver,
+    info: &ResourceInfo,
+    kv: &store::KeyValue,
+) -> ApiResult<Value> {
+    let data = api
+        .transformer(info)
+        .from_storage(&kv.value)
+        .map_err(|e| transform_failed(api, &kv.key, e))?;
+    let mut v: Value = serde_json::from_slice(&data)
         .map_err(|e| ApiError::internal(format!("decoding stored object {}: {e}", kv.key)))?;
     object::set_resource_version(&mut v, kv.mod_revision);
     Ok(from_storage(info, v))
+}
+
+/// Upstream's message for a value that cannot be encrypted or decrypted, with its etcd key.
+pub(crate) fn transform_failed(
+    api: &Apiserver,
+    key: &str,
+    e: crate::encryption::TransformError,
+) -> ApiError {
+    let prefix = api.config.etcd_prefix.trim_end_matches('/');
+    tracing::error!(key = %format!("{prefix}/{key}"), error = %e, "unable to transform stored object");
+    ApiError::internal(format!("unable to transform key \"{prefix}/{key}\": {e}"))
 }
 
 /// An object as its API shows it, from its stored form.
@@ -44,22 +63,31 @@ pub fn from_storage(info: &ResourceInfo, v: Value) -> Value {
 /// Objects are stored without their resourceVersion: etcd's mod revision is the truth.
 /// The object is borrowed mutably only to take its resourceVersion out while serialising
 /// (no copy on the write path); it is put back.
-pub(crate) fn encode_stored(info: &ResourceInfo, obj: &mut Value) -> ApiResult<Bytes> {
+pub(crate) fn encode_stored(
+    api: &Apiserver,
+    info: &ResourceInfo,
+    obj: &mut Value,
+) -> ApiResult<Bytes> {
     if events::is_events_v1(info) {
         let mut core = events::to_core(obj);
         return encode_stored(
+            api,
             resources::find("", "v1", "events").unwrap_or(info),
             &mut core,
         );
     }
     let rv = object::meta_mut(obj).shift_remove("resourceVersion");
-    let encoded = serde_json::to_vec(&*obj)
-        .map(Bytes::from)
-        .map_err(|e| ApiError::internal(e.to_string()));
+    let encoded = serde_json::to_vec(&*obj).map_err(|e| ApiError::internal(e.to_string()));
     if let Some(rv) = rv {
         object::meta_mut(obj).insert("resourceVersion".into(), rv);
     }
-    encoded
+    let name = object::name(obj).unwrap_or("");
+    api.transformer(info)
+        .to_storage(encoded?)
+        .map(Bytes::from)
+        .map_err(|e| {
+            ApiError::internal(format!("unable to transform {} {name:?}: {e}", info.plural))
+        })
 }
 
 /// Maps a failed compare-and-swap write; `None` means "retry on the newer object".
@@ -105,7 +133,7 @@ pub async fn get(api: &Apiserver, req: &ResourceRequest, q: &Query) -> ApiResult
         .get(&key)
         .await?
         .ok_or_else(|| ApiError::not_found(req.info, name))?;
-    decode_stored(req.info, &kv)
+    decode_stored(api, req.info, &kv)
 }
 
 // ---------------------------------------------------------------- list
@@ -342,7 +370,7 @@ pub async fn list(api: &Apiserver, req: &ResourceRequest, q: &Query) -> ApiResul
         let count = page.items.len();
         for (i, kv) in page.items.iter().enumerate() {
             last_key = Some(kv.key.clone());
-            let obj = decode_stored(info, kv)?;
+            let obj = decode_stored(api, info, kv)?;
             if filter.matches(&obj) {
                 items.push(obj);
             }
@@ -624,7 +652,10 @@ pub async fn create(
             warnings,
         });
     }
-    let result = api.store.create(&key, encode_stored(info, &mut obj)?).await;
+    let result = api
+        .store
+        .create(&key, encode_stored(api, info, &mut obj)?)
+        .await;
     match result {
         Ok(kv) => {
             if let Some(p) = pending {
@@ -750,7 +781,7 @@ async fn stored_object(
     }
     Ok(match api.store.get(key).await? {
         Some(kv) => Some(Stored {
-            obj: decode_stored(info, &kv)?,
+            obj: decode_stored(api, info, &kv)?,
             mod_revision: kv.mod_revision,
             guessed: false,
         }),
@@ -990,7 +1021,7 @@ pub async fn update(
                 warnings,
             });
         }
-        let encoded = encode_stored(info, &mut new)?;
+        let encoded = encode_stored(api, info, &mut new)?;
         match api.store.update(&key, encoded, mod_revision).await {
             Ok(kv) => {
                 if let Some(p) = pending {
@@ -1226,7 +1257,7 @@ async fn delete_object(
                     warnings: vec![],
                 });
             }
-            let encoded = encode_stored(info, &mut updated)?;
+            let encoded = encode_stored(api, info, &mut updated)?;
             match api.store.update(&key, encoded, mod_revision).await {
                 Ok(kv) => {
                     read_own_write(api, info, kv.mod_revision).await;
@@ -1410,7 +1441,7 @@ pub async fn bind(
             .get(&key)
             .await?
             .ok_or_else(|| ApiError::not_found(info, &name))?;
-        let mut pod = decode_stored(info, &kv)?;
+        let mut pod = decode_stored(api, info, &kv)?;
         if let Some(uid) = binding.pointer("/metadata/uid").and_then(Value::as_str) {
             if object::meta_str(&pod, "uid") != Some(uid) {
                 return Err(ApiError::conflict(
@@ -1459,7 +1490,7 @@ pub async fn bind(
         }
         match api
             .store
-            .update(&key, encode_stored(info, &mut pod)?, kv.mod_revision)
+            .update(&key, encode_stored(api, info, &mut pod)?, kv.mod_revision)
             .await
         {
             Ok(_) => {
@@ -1495,7 +1526,7 @@ pub async fn evict(api: &Apiserver, req: &ResourceRequest, eviction: Value) -> A
         .get(&key)
         .await?
         .ok_or_else(|| ApiError::not_found(info, &name))?;
-    let pod = decode_stored(info, &kv)?;
+    let pod = decode_stored(api, info, &kv)?;
     let phase = pod
         .pointer("/status/phase")
         .and_then(Value::as_str)
@@ -1555,7 +1586,7 @@ pub async fn evict(api: &Apiserver, req: &ResourceRequest, eviction: Value) -> A
                 .get(&pdb_key)
                 .await?
                 .ok_or_else(|| ApiError::not_found(pdb_info, &pdb_name))?;
-            let mut stored = decode_stored(pdb_info, &pdb_kv)?;
+            let mut stored = decode_stored(api, pdb_info, &pdb_kv)?;
             let now_allowed = stored
                 .pointer("/status/disruptionsAllowed")
                 .and_then(Value::as_i64)
@@ -1577,7 +1608,7 @@ pub async fn evict(api: &Apiserver, req: &ResourceRequest, eviction: Value) -> A
                 api.store
                     .update(
                         &pdb_key,
-                        encode_stored(pdb_info, &mut stored)?,
+                        encode_stored(api, pdb_info, &mut stored)?,
                         pdb_kv.mod_revision,
                     )
                     .await

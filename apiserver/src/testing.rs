@@ -95,6 +95,7 @@ fn config(etcd: &EtcdServer, dir: &Path, port: u16) -> Config {
             key_files: vec![dir.join("sa.pub")],
             max_token_expiration: None,
         },
+        encryption_provider_config: None,
     }
 }
 

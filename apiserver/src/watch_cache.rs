@@ -128,6 +128,8 @@ pub struct WatchCache {
     /// for derived in-memory state such as the RBAC authorizer's index.
     changes: watch::Sender<u64>,
     objects_gauge: prometheus::IntGauge,
+    /// Decrypts the stored values (`--encryption-provider-config`).
+    transformer: Arc<crate::encryption::Transformer>,
 }
 
 /// What a new watcher starts from: events to send first, then the live stream.
@@ -138,8 +140,21 @@ pub struct Subscription {
     pub from_revision: i64,
 }
 
-fn decode(kv: &store::KeyValue, revision: i64) -> Option<Value> {
-    match serde_json::from_slice::<Value>(&kv.value) {
+/// The object of a stored value; `None` (logged) when it cannot be decrypted or decoded:
+/// the cache leaves it out, and reads from etcd report the error.
+fn decode(
+    transformer: &crate::encryption::Transformer,
+    kv: &store::KeyValue,
+    revision: i64,
+) -> Option<Value> {
+    let data = match transformer.from_storage(&kv.value) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(key = %kv.key, error = %e, "unable to transform stored object");
+            return None;
+        }
+    };
+    match serde_json::from_slice::<Value>(&data) {
         Ok(mut v) => {
             object::set_resource_version(&mut v, revision);
             Some(v)
@@ -152,7 +167,11 @@ fn decode(kv: &store::KeyValue, revision: i64) -> Option<Value> {
 }
 
 impl WatchCache {
-    pub fn new(info: &'static ResourceInfo, objects_gauge: prometheus::IntGauge) -> Arc<Self> {
+    pub fn new(
+        info: &'static ResourceInfo,
+        objects_gauge: prometheus::IntGauge,
+        transformer: Arc<crate::encryption::Transformer>,
+    ) -> Arc<Self> {
         let (live, _) = broadcast::channel(CHANNEL);
         let (ready, _) = watch::channel(false);
         let (applied, _) = watch::channel(0);
@@ -170,6 +189,7 @@ impl WatchCache {
             ready,
             applied,
             objects_gauge,
+            transformer,
         })
     }
 
@@ -279,7 +299,7 @@ impl WatchCache {
         let ev = match event {
             WatchEvent::Put { kv, prev: _ } => {
                 let revision = kv.mod_revision;
-                let Some(obj) = decode(&kv, revision) else {
+                let Some(obj) = decode(&self.transformer, &kv, revision) else {
                     state.revision = state.revision.max(revision);
                     return;
                 };
@@ -298,9 +318,10 @@ impl WatchCache {
                 prev,
             } => {
                 let cached = state.objects.remove(&key);
-                let last = cached
-                    .map(|o| o.value().clone())
-                    .or_else(|| prev.as_ref().and_then(|p| decode(p, mod_revision)));
+                let last = cached.map(|o| o.value().clone()).or_else(|| {
+                    prev.as_ref()
+                        .and_then(|p| decode(&self.transformer, p, mod_revision))
+                });
                 let Some(mut last) = last else {
                     state.revision = state.revision.max(mod_revision);
                     return;
@@ -340,7 +361,7 @@ impl WatchCache {
         let mut state = self.state.write();
         let mut objects = BTreeMap::new();
         for kv in &items {
-            if let Some(v) = decode(kv, kv.mod_revision) {
+            if let Some(v) = decode(&self.transformer, kv, kv.mod_revision) {
                 objects.insert(kv.key.clone(), Cached::new(v));
             }
         }

@@ -17,7 +17,7 @@ pub async fn admit_create(api: &Apiserver, a: &Attributes<'_>, namespace: &str) 
     let ns: Option<Arc<Cached>> = match api.cache(ns_info).get(&key) {
         Some(ns) => Some(ns),
         None => match api.store.get(&key).await? {
-            Some(kv) => Some(Cached::new(rest::decode_stored(ns_info, &kv)?)),
+            Some(kv) => Some(Cached::new(rest::decode_stored(api, ns_info, &kv)?)),
             None => None,
         },
     };

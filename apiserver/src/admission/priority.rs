@@ -40,7 +40,7 @@ async fn priority_class(api: &Apiserver, name: &str) -> ApiResult<Option<Arc<Cac
         return Ok(Some(pc));
     }
     Ok(match api.store.get(&key).await? {
-        Some(kv) => Some(Cached::new(rest::decode_stored(info, &kv)?)),
+        Some(kv) => Some(Cached::new(rest::decode_stored(api, info, &kv)?)),
         None => None,
     })
 }

@@ -94,7 +94,7 @@ async fn charge(
             // Deleted meanwhile: nothing to charge.
             return Ok(());
         };
-        let mut stored = rest::decode_stored(info, &kv)?;
+        let mut stored = rest::decode_stored(api, info, &kv)?;
         let hard = hard_of(&stored);
         let used = used_of(&stored);
         if let Some(why) = quota::check(name, &hard, used.as_ref(), usage) {
@@ -111,7 +111,7 @@ async fn charge(
             .store
             .update(
                 &key,
-                rest::encode_stored(info, &mut stored)?,
+                rest::encode_stored(api, info, &mut stored)?,
                 kv.mod_revision,
             )
             .await
