@@ -758,6 +758,10 @@ struct Stored {
     /// Taken from the watch cache: maybe stale, so a conflict, a no-op or a failed
     /// precondition is confirmed against etcd before it is answered.
     guessed: bool,
+    /// Stored in another form than a write would use now (an older encryption key or
+    /// provider): rewritten even by an update that changes nothing, as upstream, so that
+    /// `kubectl replace` of every Secret moves them to the current key.
+    stale: bool,
 }
 
 /// The watch cache's copy as a first guess (saving an etcd read per write, as upstream's
@@ -775,6 +779,7 @@ async fn stored_object(
                     obj: from_storage(info, o.value().clone()),
                     mod_revision: rv,
                     guessed: true,
+                    stale: false,
                 }));
             }
         }
@@ -784,6 +789,7 @@ async fn stored_object(
             obj: decode_stored(api, info, &kv)?,
             mod_revision: kv.mod_revision,
             guessed: false,
+            stale: api.transformer(info).is_stale(&kv.value),
         }),
         None => None,
     })
@@ -841,6 +847,7 @@ pub async fn update(
             obj: old,
             mod_revision,
             guessed,
+            stale,
         }) = current
         else {
             if strategy.allow_create_on_update()
@@ -1009,8 +1016,8 @@ pub async fn update(
             });
         }
         // An update that changes nothing is not written, as upstream (once etcd confirms
-        // the cache's copy was current).
-        if new == old {
+        // the cache's copy was current), unless the stored form is stale.
+        if new == old && !stale {
             rollback(pending);
             if guessed {
                 continue;
@@ -1164,6 +1171,7 @@ async fn delete_object(
             obj: current,
             mod_revision,
             guessed,
+            ..
         }) = stored
         else {
             return Err(ApiError::not_found(info, &name));

@@ -48,6 +48,15 @@ impl Transformer {
         self.write.is_some()
     }
 
+    /// Whether a stored value is in another form than a write would give it now (another
+    /// key or provider): upstream's "stale" data, rewritten by any update.
+    pub fn is_stale(&self, stored: &[u8]) -> bool {
+        match self.write {
+            Some(i) => !stored.starts_with(&self.keyed[i].prefix),
+            None => stored.starts_with(provider::ENCRYPTED_PREFIX),
+        }
+    }
+
     /// The stored form of `data`: encrypted with the first provider's first key, or as
     /// it is when that provider is `identity`.
     pub fn to_storage(&self, data: Vec<u8>) -> Result<Vec<u8>, TransformError> {

@@ -160,6 +160,10 @@ fn rotation_reads_every_configured_key_and_writes_the_first() {
     );
     let written_new = secrets(&rotated).to_storage(b"{}".to_vec()).unwrap();
     assert!(written_new.starts_with(b"k8s:enc:aescbc:v1:key2:"));
+    // Data under the old key is stale: an update rewrites it even when nothing changed.
+    assert!(secrets(&rotated).is_stale(&written_old));
+    assert!(!secrets(&rotated).is_stale(&written_new));
+    assert!(secrets(&rotated).is_stale(b"{}"));
     // The old configuration cannot read the new key's data, and says so.
     assert_eq!(
         secrets(&old).from_storage(&written_new).unwrap_err(),
@@ -186,6 +190,8 @@ fn identity_reads_plain_data_only_when_configured() {
     assert_eq!(&*t.from_storage(&encrypted).unwrap(), b"{}");
     assert_eq!(&*t.from_storage(b"{}").unwrap(), b"{}");
     assert_eq!(t.to_storage(b"{}".to_vec()).unwrap(), b"{}");
+    assert!(t.is_stale(&encrypted));
+    assert!(!t.is_stale(b"{}"));
     // Encrypted data of an unknown key is never handed out as plain data.
     assert_eq!(
         t.from_storage(b"k8s:enc:aescbc:v1:gone:0123456789abcdef0123456789abcdef")

@@ -5,6 +5,7 @@ mod bootstrap_token;
 mod certificate_signing_requests;
 mod common;
 mod connect;
+mod encryption;
 mod fake_kubelet;
 mod kube_client;
 mod kubectl;
