@@ -26,7 +26,7 @@
 //! only the Service ports of Services the change trackers marked dirty are rebuilt, and
 //! the transaction rewrites only their chains and map elements.
 
-use std::borrow::Cow;
+use std::borrow::{Borrow, Cow};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -998,7 +998,7 @@ impl RuleBuilder {
     /// first sync). Keys two Service ports claim are sorted out by [`TableState`].
     pub fn build(
         &self,
-        services: &BTreeMap<ServicePortName, ServicePort>,
+        services: &BTreeMap<ServicePortName, impl Borrow<ServicePort>>,
         endpoints: &BTreeMap<ServicePortName, impl EndpointList>,
     ) -> BTreeMap<ServicePortName, ServiceRules> {
         let mut slots = Slots::default();
@@ -1010,10 +1010,10 @@ impl RuleBuilder {
                 let eps = endpoints
                     .get(name)
                     .map_or_else(|| none.clone(), |e| e.shared());
-                let share = !claimed.contains(&vip_of(name, port));
+                let share = !claimed.contains(&vip_of(name, port.borrow()));
                 (
                     name.clone(),
-                    self.service(name, port, &eps, &mut slots, share),
+                    self.service(name, port.borrow(), &eps, &mut slots, share),
                 )
             })
             .collect()
@@ -1040,12 +1040,12 @@ fn vip_of(name: &ServicePortName, port: &ServicePort) -> Option<(IpAddr, Protoco
 /// hand): those Service ports keep chains of their own, whose claims are sorted out by
 /// [`TableState`], and never share an lb map key.
 fn claimed_twice(
-    services: &BTreeMap<ServicePortName, ServicePort>,
+    services: &BTreeMap<ServicePortName, impl Borrow<ServicePort>>,
 ) -> HashSet<Option<(IpAddr, Protocol, u16)>> {
     let mut seen = HashSet::with_capacity(services.len());
     let mut twice = HashSet::new();
     for (name, port) in services {
-        let vip = vip_of(name, port);
+        let vip = vip_of(name, port.borrow());
         if vip.is_some() && !seen.insert(vip) {
             twice.insert(vip);
         }
@@ -1629,7 +1629,7 @@ impl<N: Nft> Proxier<N> {
     /// a failed transaction the next sync rebuilds the table.
     pub async fn sync(
         &mut self,
-        services: &BTreeMap<ServicePortName, ServicePort>,
+        services: &BTreeMap<ServicePortName, impl Borrow<ServicePort>>,
         endpoints: &BTreeMap<ServicePortName, impl EndpointList>,
     ) -> Result<SyncResult> {
         self.sync_dirty(services, endpoints, None).await
@@ -1640,7 +1640,7 @@ impl<N: Nft> Proxier<N> {
     /// 10,000 Services looks at one.
     pub async fn sync_dirty(
         &mut self,
-        services: &BTreeMap<ServicePortName, ServicePort>,
+        services: &BTreeMap<ServicePortName, impl Borrow<ServicePort>>,
         endpoints: &BTreeMap<ServicePortName, impl EndpointList>,
         dirty: Option<&HashSet<ServiceKey>>,
     ) -> Result<SyncResult> {
@@ -1680,10 +1680,10 @@ impl<N: Nft> Proxier<N> {
             let eps = endpoints
                 .get(&name)
                 .map_or_else(|| none.clone(), |e| e.shared());
-            let share = !claimed.contains(&vip_of(&name, port));
+            let share = !claimed.contains(&vip_of(&name, port.borrow()));
             let rules = self
                 .builder
-                .service(&name, port, &eps, &mut applied.slots, share);
+                .service(&name, port.borrow(), &eps, &mut applied.slots, share);
             if let Some(old) = old {
                 released.extend(
                     old.chains

@@ -32,7 +32,8 @@ fn index(family: IpFamily) -> usize {
 /// What the proxier of one family reads.
 #[derive(Clone, Debug, Default)]
 pub struct Model {
-    pub services: BTreeMap<ServicePortName, ServicePort>,
+    /// Shared with the tracker's Service entry.
+    pub services: BTreeMap<ServicePortName, Arc<ServicePort>>,
     /// Shared with the tracker's slice when one slice makes up the list.
     pub endpoints: BTreeMap<ServicePortName, Arc<[Endpoint]>>,
 }
@@ -68,7 +69,7 @@ struct ServiceEntry {
     exists: bool,
     /// Its ports per family (boxed: most Services have one port, a Vec would hold room
     /// for four).
-    ports: [Box<[(ServicePortName, ServicePort)]>; 2],
+    ports: [Box<[(ServicePortName, Arc<ServicePort>)]>; 2],
     /// Its slices' names (one or two as a rule), shared with the slices' keys.
     slices: Box<[Arc<str>]>,
 }
@@ -138,11 +139,11 @@ impl Tracker {
             seen.insert(key.clone());
         }
         let ports = FAMILIES.map(|f| {
-            let mut ports = service_ports(svc, f);
-            for (name, _) in &mut ports {
-                *name = self.intern(name);
-            }
-            ports.into_boxed_slice()
+            let ports = service_ports(svc, f);
+            ports
+                .into_iter()
+                .map(|(name, port)| (self.intern(&name), Arc::new(port)))
+                .collect::<Box<[_]>>()
         });
         let entry = self.services.entry(key.clone()).or_default();
         if !entry.exists || entry.ports != ports {
@@ -344,7 +345,7 @@ impl Tracker {
                     }
                 }
                 for (name, port) in &entry.ports[i] {
-                    model.services.insert(name.clone(), port.clone());
+                    model.services.insert(name.clone(), Arc::clone(port));
                     match lists.get(name).map(Vec::as_slice) {
                         None | Some([]) => {}
                         Some([one]) => {
