@@ -233,7 +233,7 @@ impl UdpPort {
             node_port: port.node_port,
             serving: endpoints
                 .iter()
-                .filter(|e| e.serving)
+                .filter(|e| e.serving())
                 .map(|e| (e.ip, e.port))
                 .collect(),
         }

@@ -67,7 +67,7 @@ fn health_check_port(port: &ServicePort) -> Option<u16> {
 /// Upstream counts this node's ready endpoints only (not serving-terminating ones): a
 /// node whose pods are all terminating drains from the load balancer.
 fn counts(ep: &Endpoint) -> bool {
-    ep.is_local && ep.ready
+    ep.is_local() && ep.ready()
 }
 
 #[derive(Debug, thiserror::Error)]

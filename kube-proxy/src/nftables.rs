@@ -796,7 +796,7 @@ impl RuleBuilder {
             out.hairpin.extend(
                 internal
                     .iter()
-                    .filter(|ep| !ep.on_other_node)
+                    .filter(|ep| !ep.on_other_node())
                     .map(|ep| ep.ip),
             );
             if !self.cluster_cidrs.is_empty() {
@@ -869,7 +869,7 @@ impl RuleBuilder {
                 });
                 // A pod reaching itself: only endpoints that may run here can be one.
                 out.hairpin
-                    .extend(eps.iter().filter(|ep| !ep.on_other_node).map(|ep| ep.ip));
+                    .extend(eps.iter().filter(|ep| !ep.on_other_node()).map(|ep| ep.ip));
             }
             out.chains.insert(chain.to_string(), rules);
         };
@@ -1725,6 +1725,7 @@ impl<N: Nft> Proxier<N> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::endpoints::Conditions;
     use crate::service::{IpFamily, Protocol};
     use parking_lot::Mutex;
     use std::net::IpAddr;
@@ -1761,15 +1762,16 @@ mod tests {
     }
 
     fn ep(last: u8, port: u16, local: bool) -> Endpoint {
-        Endpoint {
-            ip: IpAddr::from([10, 244, 1, last]),
+        Endpoint::new(
+            IpAddr::from([10, 244, 1, last]),
             port,
-            ready: true,
-            serving: true,
-            terminating: false,
-            is_local: local,
-            on_other_node: false,
-        }
+            Conditions {
+                ready: true,
+                serving: true,
+                is_local: local,
+                ..Conditions::default()
+            },
+        )
     }
 
     /// Services svc0…svc49 (ClusterIP 10.96.0.<i+1>, port 80, NodePort 30000+i when
@@ -2279,8 +2281,16 @@ mod tests {
     fn only_endpoints_that_may_run_here_are_hairpin_candidates() {
         let b = builder();
         let services = BTreeMap::from([(name("web", "http"), cluster_ip(10, 80))]);
-        let mut elsewhere = ep(2, 8080, false);
-        elsewhere.on_other_node = true;
+        let elsewhere = Endpoint::new(
+            IpAddr::from([10, 244, 1, 2]),
+            8080,
+            Conditions {
+                ready: true,
+                serving: true,
+                on_other_node: true,
+                ..Conditions::default()
+            },
+        );
         let endpoints = BTreeMap::from([(
             name("web", "http"),
             vec![ep(1, 8080, true), elsewhere, ep(3, 8080, false)],

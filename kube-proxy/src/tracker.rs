@@ -357,7 +357,7 @@ impl Tracker {
                                 merged
                                     .entry((ep.ip, ep.port))
                                     .and_modify(|e| {
-                                        if ep.ready && !e.ready {
+                                        if ep.ready() && !e.ready() {
                                             *e = ep;
                                         }
                                     })
@@ -461,9 +461,9 @@ mod tests {
         assert_eq!(v4.services.len(), 2);
         let web: Vec<&Endpoint> = v4.endpoints.values().flat_map(|e| e.iter()).collect();
         assert_eq!(web.len(), 2);
-        assert!(web.iter().all(|e| e.ready), "{web:?}");
-        assert!(web[0].is_local && !web[1].is_local);
-        assert!(!web[0].on_other_node && web[1].on_other_node);
+        assert!(web.iter().all(|e| e.ready()), "{web:?}");
+        assert!(web[0].is_local() && !web[1].is_local());
+        assert!(!web[0].on_other_node() && web[1].on_other_node());
         assert!(Tracker::model(&models, IpFamily::V6).services.is_empty());
 
         // The same object again changes nothing; a slice going away dirties its Service.
@@ -482,7 +482,7 @@ mod tests {
         assert_eq!(dirty, HashSet::from([("ns".into(), "web".into())]));
         let v4 = Tracker::model(&models, IpFamily::V4);
         let web: Vec<&Endpoint> = v4.endpoints.values().flat_map(|e| e.iter()).collect();
-        assert!(!web[1].ready, "only the unready copy is left: {web:?}");
+        assert!(!web[1].ready(), "only the unready copy is left: {web:?}");
 
         // A deleted Service leaves the model.
         t.delete_service(&svc("metadata: {namespace: ns, name: web}"));

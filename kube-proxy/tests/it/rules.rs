@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use kube_proxy::endpoints::Endpoint;
+use kube_proxy::endpoints::{Conditions, Endpoint};
 use kube_proxy::nftables::{NftCommand, Proxier, RuleBuilder};
 use kube_proxy::service::{IpFamily, Protocol, ServicePort, ServicePortName};
 
@@ -42,15 +42,17 @@ fn port(ip: u8, number: u16) -> ServicePort {
 }
 
 fn ep(last: u8, port: u16, ready: bool, local: bool) -> Endpoint {
-    Endpoint {
-        ip: IpAddr::from([10, 244, 1, last]),
+    Endpoint::new(
+        IpAddr::from([10, 244, 1, last]),
         port,
-        ready,
-        serving: true,
-        terminating: !ready,
-        is_local: local,
-        on_other_node: false,
-    }
+        Conditions {
+            ready,
+            serving: true,
+            terminating: !ready,
+            is_local: local,
+            on_other_node: false,
+        },
+    )
 }
 
 type State = (
@@ -313,14 +315,16 @@ async fn ipv6_services_carry_traffic() {
         (spn("web6", "", Protocol::Tcp), web),
         (spn("empty6", "", Protocol::Tcp), empty),
     ]);
-    let endpoint = |host: u8| Endpoint {
-        ip: IpAddr::V6(net.ip6(host)),
-        port: 8080,
-        ready: true,
-        serving: true,
-        terminating: false,
-        is_local: false,
-        on_other_node: false,
+    let endpoint = |host: u8| {
+        Endpoint::new(
+            IpAddr::V6(net.ip6(host)),
+            8080,
+            Conditions {
+                ready: true,
+                serving: true,
+                ..Conditions::default()
+            },
+        )
     };
     let endpoints = BTreeMap::from([(
         spn("web6", "", Protocol::Tcp),
