@@ -363,6 +363,32 @@ mod tests {
     }
 
     #[test]
+    fn encryption_provider_config_is_read_before_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("encryption.yaml");
+        let arg = format!("--encryption-provider-config={}", path.display());
+        assert!(matches!(
+            Options::parse_from(["x", &arg]).into_config(),
+            Err(OptionsError::Encryption(_))
+        ));
+        std::fs::write(
+            &path,
+            "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: [secrets]\n  providers:\n  - identity: {}\n",
+        )
+        .unwrap();
+        let c = Options::parse_from(["x", &arg]).into_config().unwrap();
+        assert_eq!(
+            c.encryption_provider_config.as_deref(),
+            Some(path.as_path())
+        );
+        assert!(Options::parse_from(["x"])
+            .into_config()
+            .unwrap()
+            .encryption_provider_config
+            .is_none());
+    }
+
+    #[test]
     fn kubelet_client_flags() {
         let c = Options::parse_from(["kube-apiserver"])
             .into_config()

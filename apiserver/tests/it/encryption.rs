@@ -154,6 +154,16 @@ async fn aescbc_secret_is_encrypted_in_etcd_and_plain_to_clients() {
         "{yaml}"
     );
 
+    let metrics = api.kubectl_ok(&["get", "--raw", "/metrics"]);
+    assert!(
+        metrics.lines().any(|l| l
+            .starts_with("apiserver_storage_transformation_operations_total{")
+            && l.contains("transformation_type=\"to_storage\"")
+            && l.contains("transformer_prefix=\"k8s:enc:aescbc:v1:\"")
+            && l.contains("status=\"OK\"")),
+        "{metrics}"
+    );
+
     // A watch sees the update decrypted.
     let rv = created.resource_version().unwrap();
     let mut events = secrets
