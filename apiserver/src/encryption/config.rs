@@ -13,7 +13,7 @@ const KIND: &str = "EncryptionConfiguration";
 /// A configuration that cannot be used; the apiserver does not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("reading {path}: {source}")]
+    #[error("error opening encryption provider configuration file {path:?}: {source}")]
     Read {
         path: PathBuf,
         #[source]
@@ -25,6 +25,8 @@ pub enum ConfigError {
         #[source]
         source: Box<ConfigError>,
     },
+    #[error("the encryption provider configuration file is empty")]
+    Empty,
     #[error("parsing the EncryptionConfiguration: {0}")]
     Parse(String),
     #[error("unexpected apiVersion/kind {0:?}: expected apiVersion: apiserver.config.k8s.io/v1, kind: EncryptionConfiguration")]
@@ -107,6 +109,9 @@ fn parse_group_resource(s: &str) -> (String, String) {
 }
 
 pub(super) fn parse(text: &str) -> Result<Vec<Entry>, ConfigError> {
+    if text.trim().is_empty() {
+        return Err(ConfigError::Empty);
+    }
     let config: EncryptionConfiguration =
         serde_yaml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
     if config.api_version != API_VERSION || config.kind != KIND {

@@ -226,6 +226,8 @@ fn bad_configurations_say_what_is_wrong() {
         ("apiVersion: v1\nkind: EncryptionConfig\nresources: []\n".into(), "expected apiVersion: apiserver.config.k8s.io/v1"),
         ("apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources: []\n".into(), "resources: Required value"),
         ("{not yaml".into(), "parsing the EncryptionConfiguration"),
+        ("\n".into(), "the encryption provider configuration file is empty"),
+        ("apiVersion: apiserver.k8s.io/v1\nkind: EncryptionConfiguration\nresources: []\n".into(), "unexpected apiVersion/kind \"apiserver.k8s.io/v1/EncryptionConfiguration\""),
         (config(""), "resources[0].providers: Required value"),
         (config("  - aescbc:\n      keys:\n      - name: k\n        secret: '%%%'\n"), "secrets must be base64 encoded"),
         (config(&aescbc(&[("k", &[1; 10])])), "secret is not of the expected length, got 10, expected one of [16, 24, 32]"),

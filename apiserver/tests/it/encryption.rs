@@ -340,7 +340,10 @@ fn bad_configurations_exit_64() {
         .replace("- secrets", "- sekrets");
     std::fs::write(&unknown, text).unwrap();
     files.push((unknown, "\"sekrets\": unknown resource"));
-    files.push((dir.path().join("missing.yaml"), "reading "));
+    files.push((
+        dir.path().join("missing.yaml"),
+        "error opening encryption provider configuration file",
+    ));
     for (path, expected) in files {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_kube-apiserver"))
             .arg(format!("--encryption-provider-config={}", path.display()))
