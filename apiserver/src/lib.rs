@@ -38,6 +38,7 @@ mod tls;
 mod watch;
 mod watch_cache;
 
+pub use admission::config::{AdmissionConfig, AdmissionPlugin};
 use api_types::resources::{ResourceInfo, RESOURCES};
 use component_base::shutdown::Shutdown;
 use ipnet::IpNet;
@@ -85,6 +86,8 @@ pub struct Config {
     /// `--encryption-provider-config`: how stored objects are encrypted at rest; read at
     /// every start, so a restart picks up a rotated key.
     pub encryption_provider_config: Option<PathBuf>,
+    /// Which admission plugins run, and their settings.
+    pub admission: AdmissionConfig,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -111,6 +111,21 @@ pub struct Options {
     /// secrets in etcd (an `apiserver.config.k8s.io/v1` EncryptionConfiguration).
     #[arg(long)]
     pub encryption_provider_config: Option<PathBuf>,
+    /// Admission plugins to enable in addition to the default-on ones (comma-separated,
+    /// upstream's names).
+    #[arg(long, value_delimiter = ',')]
+    pub enable_admission_plugins: Vec<String>,
+    /// Admission plugins to turn off although they are on by default (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub disable_admission_plugins: Vec<String>,
+    /// The tolerationSeconds of the not-ready:NoExecute toleration that
+    /// DefaultTolerationSeconds adds to every pod that does not tolerate it already.
+    #[arg(long, default_value_t = 300)]
+    pub default_not_ready_toleration_seconds: i64,
+    /// The tolerationSeconds of the unreachable:NoExecute toleration that
+    /// DefaultTolerationSeconds adds to every pod that does not tolerate it already.
+    #[arg(long, default_value_t = 300)]
+    pub default_unreachable_toleration_seconds: i64,
     /// Log verbosity (klog's -v).
     #[arg(short = 'v', long = "v", default_value_t = 0)]
     pub verbosity: u8,
@@ -145,6 +160,8 @@ pub enum OptionsError {
     MaxTokenExpiration,
     #[error("--encryption-provider-config: {0}")]
     Encryption(#[from] crate::encryption::ConfigError),
+    #[error("{0}")]
+    Admission(#[from] crate::admission::config::AdmissionConfigError),
 }
 
 impl Options {
@@ -220,7 +237,14 @@ impl Options {
         if let Some(path) = &self.encryption_provider_config {
             crate::encryption::Transformers::load(path)?;
         }
+        let admission = crate::AdmissionConfig::from_flags(
+            &self.enable_admission_plugins,
+            &self.disable_admission_plugins,
+            self.default_not_ready_toleration_seconds,
+            self.default_unreachable_toleration_seconds,
+        )?;
         Ok(Config {
+            admission,
             encryption_provider_config: self.encryption_provider_config,
             etcd_servers,
             etcd_prefix: self.etcd_prefix,
@@ -386,6 +410,32 @@ mod tests {
             .unwrap()
             .encryption_provider_config
             .is_none());
+    }
+
+    #[test]
+    fn admission_flags() {
+        let c = Options::parse_from(["x"]).into_config().unwrap();
+        assert_eq!(c.admission, crate::AdmissionConfig::default());
+        let c = Options::parse_from([
+            "x",
+            "--enable-admission-plugins=NodeRestriction,Priority",
+            "--disable-admission-plugins=ServiceAccount",
+            "--default-not-ready-toleration-seconds=60",
+        ])
+        .into_config()
+        .unwrap();
+        assert!(!c
+            .admission
+            .is_enabled(crate::AdmissionPlugin::ServiceAccount));
+        assert_eq!(c.admission.default_not_ready_toleration_seconds, 60);
+        assert_eq!(c.admission.default_unreachable_toleration_seconds, 300);
+        let err = Options::parse_from(["x", "--enable-admission-plugins=Bogus"])
+            .into_config()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "enable-admission-plugins plugin \"Bogus\" is unknown"
+        );
     }
 
     #[test]

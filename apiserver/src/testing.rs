@@ -96,6 +96,13 @@ fn config(etcd: &EtcdServer, dir: &Path, port: u16) -> Config {
             max_token_expiration: None,
         },
         encryption_provider_config: None,
+        // No controller-manager makes namespaces' default ServiceAccounts here, and other
+        // crates' tests expect pods as written (a NoExecute taint evicts at once); the
+        // admission tests turn these two on.
+        admission: crate::AdmissionConfig::default().without(&[
+            crate::AdmissionPlugin::ServiceAccount,
+            crate::AdmissionPlugin::DefaultTolerationSeconds,
+        ]),
     }
 }
 

@@ -4,14 +4,18 @@
 //! read other resources through the watch caches, as upstream's read informers; writes of
 //! those resources answer once the cache has them (see [`reads_cache_of`]).
 
+pub mod config;
+pub mod default_toleration_seconds;
 pub mod namespace_lifecycle;
 pub mod node_restriction;
 pub mod priority;
 pub mod resource_quota;
+pub mod service_account;
 
 use crate::status::{ApiError, ApiResult};
 use crate::Apiserver;
 use api_types::resources::{self, ResourceInfo};
+use config::AdmissionPlugin;
 use serde_json::Value;
 
 /// What a plugin knows of a request (upstream's `admission.Attributes`, reduced).
@@ -34,13 +38,27 @@ impl Attributes<'_> {
     }
 }
 
-/// The mutating phase of a create: NamespaceLifecycle, then Priority.
+fn enabled(api: &Apiserver, plugin: AdmissionPlugin) -> bool {
+    api.config.admission.is_enabled(plugin)
+}
+
+/// The mutating phase of a create, the enabled plugins in upstream's order.
 pub async fn admit_create(api: &Apiserver, a: &Attributes<'_>, obj: &mut Value) -> ApiResult<()> {
     if let Some(ns) = a.namespace {
-        namespace_lifecycle::admit_create(api, a, ns).await?;
+        if enabled(api, AdmissionPlugin::NamespaceLifecycle) {
+            namespace_lifecycle::admit_create(api, a, ns).await?;
+        }
     }
     if a.is("", "pods") {
-        priority::admit_pod_create(api, a, obj).await?;
+        if let (Some(ns), true) = (a.namespace, enabled(api, AdmissionPlugin::ServiceAccount)) {
+            service_account::admit_pod_create(api, a, ns, obj).await?;
+        }
+        if enabled(api, AdmissionPlugin::Priority) {
+            priority::admit_pod_create(api, a, obj).await?;
+        }
+        if enabled(api, AdmissionPlugin::DefaultTolerationSeconds) {
+            default_toleration_seconds::admit_pod_create(&api.config.admission, obj);
+        }
     }
     Ok(())
 }
@@ -53,7 +71,8 @@ pub fn admit_update(a: &Attributes<'_>, new: &mut Value, old: &Value) {
 }
 
 /// The validating phase of a create, after the object's own validation: RBAC escalation
-/// prevention, NodeRestriction, PriorityClass rules, then ResourceQuota (which charges the quota unless `dry_run`).
+/// prevention, then the enabled plugins in upstream's order, ResourceQuota last (it
+/// charges the quota unless `dry_run`).
 pub async fn validate_create(
     api: &Apiserver,
     a: &Attributes<'_>,
@@ -61,12 +80,21 @@ pub async fn validate_create(
     dry_run: bool,
 ) -> ApiResult<()> {
     crate::authz::escalation::check(api, a.info, a.namespace, a.name, obj, None)?;
-    node_restriction::validate_create(a, obj)?;
-    if a.is("scheduling.k8s.io", "priorityclasses") {
+    if let (Some(ns), true) = (a.namespace, a.is("", "pods")) {
+        if enabled(api, AdmissionPlugin::ServiceAccount) {
+            service_account::validate_pod_create(api, a, ns, obj).await?;
+        }
+    }
+    if enabled(api, AdmissionPlugin::NodeRestriction) {
+        node_restriction::validate_create(a, obj)?;
+    }
+    if a.is("scheduling.k8s.io", "priorityclasses") && enabled(api, AdmissionPlugin::Priority) {
         priority::validate_priority_class(api, a, obj, false).await?;
     }
     if let Some(ns) = a.namespace {
-        resource_quota::validate_create(api, a, ns, obj, dry_run).await?;
+        if enabled(api, AdmissionPlugin::ResourceQuota) {
+            resource_quota::validate_create(api, a, ns, obj, dry_run).await?;
+        }
     }
     Ok(())
 }
@@ -79,7 +107,7 @@ pub async fn validate_update(
     old: &Value,
 ) -> ApiResult<()> {
     crate::authz::escalation::check(api, a.info, a.namespace, a.name, new, Some(old))?;
-    if a.is("scheduling.k8s.io", "priorityclasses") {
+    if a.is("scheduling.k8s.io", "priorityclasses") && enabled(api, AdmissionPlugin::Priority) {
         priority::validate_priority_class(api, a, new, true).await?;
     }
     Ok(())
