@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod default_toleration_seconds;
+pub mod limit_ranger;
 pub mod namespace_lifecycle;
 pub mod node_restriction;
 pub mod priority;
@@ -50,6 +51,9 @@ pub async fn admit_create(api: &Apiserver, a: &Attributes<'_>, obj: &mut Value) 
         }
     }
     if a.is("", "pods") {
+        if let (Some(ns), true) = (a.namespace, enabled(api, AdmissionPlugin::LimitRanger)) {
+            limit_ranger::admit_pod_create(api, ns, obj).await?;
+        }
         if let (Some(ns), true) = (a.namespace, enabled(api, AdmissionPlugin::ServiceAccount)) {
             service_account::admit_pod_create(api, a, ns, obj).await?;
         }
@@ -80,6 +84,14 @@ pub async fn validate_create(
     dry_run: bool,
 ) -> ApiResult<()> {
     crate::authz::escalation::check(api, a.info, a.namespace, a.name, obj, None)?;
+    if let (Some(ns), true) = (a.namespace, enabled(api, AdmissionPlugin::LimitRanger)) {
+        if a.is("", "pods") {
+            limit_ranger::validate_pod_create(api, a, ns, obj).await?;
+        }
+        if a.is("", "persistentvolumeclaims") {
+            limit_ranger::validate_claim_create(api, a, ns, obj).await?;
+        }
+    }
     if let (Some(ns), true) = (a.namespace, a.is("", "pods")) {
         if enabled(api, AdmissionPlugin::ServiceAccount) {
             service_account::validate_pod_create(api, a, ns, obj).await?;
@@ -119,7 +131,8 @@ pub async fn validate_update(
 pub fn reads_cache_of(info: &ResourceInfo) -> bool {
     matches!(
         (info.group, info.plural),
-        ("", "namespaces" | "resourcequotas") | ("scheduling.k8s.io", "priorityclasses")
+        ("", "namespaces" | "resourcequotas" | "limitranges")
+            | ("scheduling.k8s.io", "priorityclasses")
             // The authorizers read these: a new binding holds for the client's next request.
             | ("rbac.authorization.k8s.io", _)
     )

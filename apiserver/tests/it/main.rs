@@ -1,5 +1,6 @@
 //! Component tests, one binary: each test starts its own etcd and apiserver.
 
+mod admission_limit_ranger;
 mod admission_pods;
 mod api_semantics;
 mod bootstrap_token;
