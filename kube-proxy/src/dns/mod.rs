@@ -15,6 +15,8 @@ pub mod interface;
 pub mod metrics;
 pub mod records;
 pub mod server;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod watch;
 
 use std::collections::HashSet;

@@ -5,109 +5,20 @@
 //! a test resolver this test runs on the bridge address (never the internet).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::rdata::{A, SOA};
-use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::rr::{Name, RecordType};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
 
 use crate::common::{blocking, wait_until, Cluster, TIMEOUT};
+use kube_proxy::dns::testing::{TestResolver, OUTSIDE_IP, OUTSIDE_NAME};
 
 const DNS_IP: &str = "10.96.0.10";
-/// The name the test resolver knows.
-const OUTSIDE_NAME: &str = "outside.example";
-const OUTSIDE_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 77);
-
-/// A tiny authoritative resolver: `outside.example` A 192.0.2.77, NXDOMAIN for the
-/// rest; counts the queries it gets. Stops when dropped.
-struct TestResolver {
-    queries: Arc<AtomicUsize>,
-    /// The names asked, lower-case.
-    names: Arc<parking_lot::Mutex<Vec<String>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for TestResolver {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-fn resolver_answer(request: &Message) -> Message {
-    let mut response = Message::new();
-    response
-        .set_id(request.id())
-        .set_message_type(MessageType::Response)
-        .set_op_code(OpCode::Query)
-        .set_recursion_desired(request.recursion_desired())
-        .set_recursion_available(true)
-        .add_queries(request.queries().iter().cloned());
-    let Some(query) = request.queries().first() else {
-        response.set_response_code(ResponseCode::FormErr);
-        return response;
-    };
-    let known = Name::from_ascii(format!("{OUTSIDE_NAME}.")).unwrap();
-    if query.name().to_lowercase() == known {
-        if query.query_type() == RecordType::A {
-            response.add_answer(Record::from_rdata(
-                query.name().clone(),
-                60,
-                RData::A(A(OUTSIDE_IP)),
-            ));
-        }
-    } else {
-        let apex = Name::from_ascii("example.").unwrap();
-        response.set_response_code(ResponseCode::NXDomain);
-        response.add_name_server(Record::from_rdata(
-            apex.clone(),
-            60,
-            RData::SOA(SOA::new(apex.clone(), apex, 1, 60, 60, 60, 60)),
-        ));
-    }
-    response
-}
-
-impl TestResolver {
-    async fn start(ip: Ipv4Addr) -> TestResolver {
-        let socket = tokio::net::UdpSocket::bind(SocketAddr::new(IpAddr::V4(ip), 53))
-            .await
-            .expect("binding the test resolver");
-        let queries = Arc::new(AtomicUsize::new(0));
-        let counter = queries.clone();
-        let names = Arc::new(parking_lot::Mutex::new(Vec::new()));
-        let seen = names.clone();
-        let task = tokio::spawn(async move {
-            let mut buf = vec![0u8; 4096];
-            loop {
-                let Ok((n, from)) = socket.recv_from(&mut buf).await else {
-                    continue;
-                };
-                let Ok(request) = Message::from_vec(&buf[..n]) else {
-                    continue;
-                };
-                counter.fetch_add(1, Ordering::SeqCst);
-                if let Some(q) = request.queries().first() {
-                    seen.lock().push(q.name().to_lowercase().to_string());
-                }
-                if let Ok(bytes) = resolver_answer(&request).to_vec() {
-                    let _ = socket.send_to(&bytes, from).await;
-                }
-            }
-        });
-        TestResolver {
-            queries,
-            names,
-            task,
-        }
-    }
-}
-
 /// busybox `nslookup -type=<qtype> <name> <DNS_IP>` from namespace `ns`: (success,
 /// output).
 fn nslookup(cluster: &Cluster, ns: &str, qtype: &str, name: &str) -> (bool, String) {
@@ -208,7 +119,8 @@ async fn create(cluster: &Cluster, ns: &str, svc: serde_json::Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_dns_answers_on_the_node() {
     let mut cluster = Cluster::start().await;
-    let resolver = TestResolver::start(cluster.net.gateway()).await;
+    let resolver =
+        TestResolver::start(SocketAddr::new(IpAddr::V4(cluster.net.gateway()), 53)).await;
     let resolv_conf = cluster.net.dir.path().join("upstream-resolv.conf");
     std::fs::write(
         &resolv_conf,

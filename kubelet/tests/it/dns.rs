@@ -2,7 +2,10 @@
 //! `--cluster-domain`, a busybox pod with the default dnsPolicy (ClusterFirst), and
 //! kube-proxy's node-local DNS server (its zone fed by real watches of the test
 //! apiserver) answering on that address. The pod reads the resolv.conf the kubelet
-//! wrote and resolves Services with busybox `nslookup`.
+//! wrote and resolves Services with busybox `nslookup` and, where the search list
+//! matters, with busybox `ping` (the C library's resolver): short, namespace-qualified
+//! and full names, headless Services, SRV, PTR, ExternalName, and a name outside the
+//! cluster through the forwarder to a test resolver on loopback.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -15,6 +18,7 @@ use kube_proxy::dns::forward::Forwarder;
 use kube_proxy::dns::metrics::DnsMetrics;
 use kube_proxy::dns::records::Zone;
 use kube_proxy::dns::server::{self, Handler};
+use kube_proxy::dns::testing::{TestResolver, OUTSIDE_IP, OUTSIDE_NAME};
 use kube_proxy::dns::watch;
 use parking_lot::RwLock;
 
@@ -93,6 +97,32 @@ async fn a_pod_resolves_services_through_node_local_dns() {
     .unwrap();
     let web = services.create(&PostParams::default(), &web).await.unwrap();
     let web_ip = web.spec.unwrap().cluster_ip.unwrap();
+    // A headless Service with two ready endpoints and one that is not (no
+    // controller-manager here: the test writes the slice), and an ExternalName.
+    for svc in [
+        serde_json::json!({"metadata": {"name": "db"},
+            "spec": {"clusterIP": "None", "ports": [{"name": "pg", "port": 5432}]}}),
+        serde_json::json!({"metadata": {"name": "ext"},
+            "spec": {"type": "ExternalName", "externalName": OUTSIDE_NAME}}),
+    ] {
+        let svc: Service = serde_json::from_value(svc).unwrap();
+        services.create(&PostParams::default(), &svc).await.unwrap();
+    }
+    let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "db-1", "labels": {"kubernetes.io/service-name": "db"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "pg", "port": 5432, "protocol": "TCP"}],
+        "endpoints": [
+            {"addresses": ["10.201.0.1"], "conditions": {"ready": true}},
+            {"addresses": ["10.201.0.2"], "conditions": {"ready": true}},
+            {"addresses": ["10.201.0.3"], "conditions": {"ready": false}},
+        ],
+    }))
+    .unwrap();
+    Api::<EndpointSlice>::namespaced(node.client.clone(), "default")
+        .create(&PostParams::default(), &slice)
+        .await
+        .unwrap();
 
     node.create_pod(
         "dns-client",
@@ -136,10 +166,12 @@ async fn a_pod_resolves_services_through_node_local_dns() {
         zone.read().synced().then_some(())
     })
     .await;
+    // Names outside the cluster go to a test resolver on loopback, never further.
+    let resolver = TestResolver::start("127.0.0.1:0".parse().unwrap()).await;
     let metrics = DnsMetrics::new(&prometheus::Registry::new()).unwrap();
     let handler = Arc::new(Handler::new(
         zone.clone(),
-        Arc::new(Forwarder::new(Vec::new(), metrics.clone())),
+        Arc::new(Forwarder::new(vec![resolver.addr], metrics.clone())),
         metrics,
     ));
     let socket = tokio::net::UdpSocket::bind(SocketAddr::new(IpAddr::V4(dns_ip), 53))
@@ -174,6 +206,62 @@ async fn a_pod_resolves_services_through_node_local_dns() {
         code == 0 && out.contains("80 web.default.svc.cluster.local"),
         "{out}"
     );
+
+    // The search list (the C library's resolver, as most programs use): a short name
+    // and a namespace-qualified one. busybox ping prints the address it resolved
+    // before it tries (a ClusterIP does not answer ICMP).
+    for name in ["web", "web.default"] {
+        let (_, out) = exec(&node, &id, &format!("ping -c 1 -W 1 {name}")).await;
+        assert!(out.contains(&format!("({web_ip})")), "{name}: {out}");
+    }
+
+    // Headless: every ready endpoint, not the unready one.
+    let (code, out) = exec(&node, &id, "nslookup -type=a db.default.svc.cluster.local").await;
+    assert!(
+        code == 0
+            && out.contains("Address: 10.201.0.1")
+            && out.contains("Address: 10.201.0.2")
+            && !out.contains("10.201.0.3"),
+        "{out}"
+    );
+
+    // PTR of the ClusterIP.
+    let (code, out) = exec(&node, &id, &format!("nslookup {web_ip}")).await;
+    assert!(
+        code == 0 && out.contains("name = web.default.svc.cluster.local"),
+        "{out}"
+    );
+
+    // ExternalName: a CNAME to a name outside the cluster, which the forwarder resolves.
+    let (code, out) = exec(
+        &node,
+        &id,
+        "nslookup -type=cname ext.default.svc.cluster.local",
+    )
+    .await;
+    assert!(
+        code == 0 && out.contains(&format!("canonical name = {OUTSIDE_NAME}")),
+        "{out}"
+    );
+    let asked = resolver.queries();
+    let (code, out) = exec(&node, &id, &format!("nslookup -type=a {OUTSIDE_NAME}")).await;
+    assert!(
+        code == 0 && out.contains(&format!("Address: {OUTSIDE_IP}")),
+        "{out}"
+    );
+    assert!(
+        resolver.queries() > asked,
+        "the test resolver was not asked"
+    );
+    // Nothing under the cluster zone left the node.
+    let leaked: Vec<String> = resolver
+        .names
+        .lock()
+        .iter()
+        .filter(|n| n.contains("cluster.local"))
+        .cloned()
+        .collect();
+    assert!(leaked.is_empty(), "cluster names forwarded: {leaked:?}");
 
     // Deleted: NXDOMAIN within a second.
     services
