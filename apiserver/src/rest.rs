@@ -561,7 +561,7 @@ pub async fn create(
 ) -> ApiResult<Written> {
     let info = req.info;
     check_type_meta(info, &mut obj, &[])?;
-    let warnings = field_warnings_or_error(info, q, &obj, duplicates)?;
+    let mut warnings = field_warnings_or_error(info, q, &obj, duplicates)?;
     check_namespace(req, &mut obj)?;
     // System fields are the server's to set.
     let generate = object::meta_str(&obj, "generateName").map(String::from);
@@ -625,7 +625,7 @@ pub async fn create(
         &name,
         api_types::validation::validate_create(info, &obj),
     )?;
-    admission::validate_create(api, &attributes, &obj, q.dry_run).await?;
+    warnings.extend(admission::validate_create(api, &attributes, &obj, q.dry_run).await?);
     let pending = if info.group.is_empty() && info.plural == "services" {
         allocators_ready(api)?;
         Some(services::allocate(

@@ -9,6 +9,7 @@ pub mod default_toleration_seconds;
 pub mod limit_ranger;
 pub mod namespace_lifecycle;
 pub mod node_restriction;
+pub mod pod_security;
 pub mod priority;
 pub mod resource_quota;
 pub mod service_account;
@@ -76,13 +77,14 @@ pub fn admit_update(a: &Attributes<'_>, new: &mut Value, old: &Value) {
 
 /// The validating phase of a create, after the object's own validation: RBAC escalation
 /// prevention, then the enabled plugins in upstream's order, ResourceQuota last (it
-/// charges the quota unless `dry_run`).
+/// charges the quota unless `dry_run`). Answers the warnings for the client (PodSecurity's
+/// `warn` mode).
 pub async fn validate_create(
     api: &Apiserver,
     a: &Attributes<'_>,
     obj: &Value,
     dry_run: bool,
-) -> ApiResult<()> {
+) -> ApiResult<Vec<String>> {
     crate::authz::escalation::check(api, a.info, a.namespace, a.name, obj, None)?;
     if let (Some(ns), true) = (a.namespace, enabled(api, AdmissionPlugin::LimitRanger)) {
         if a.is("", "pods") {
@@ -100,6 +102,10 @@ pub async fn validate_create(
     if enabled(api, AdmissionPlugin::NodeRestriction) {
         node_restriction::validate_create(a, obj)?;
     }
+    let mut warnings = Vec::new();
+    if let (Some(ns), true) = (a.namespace, enabled(api, AdmissionPlugin::PodSecurity)) {
+        warnings.extend(pod_security::validate_create(api, a, ns, obj).await?);
+    }
     if a.is("scheduling.k8s.io", "priorityclasses") && enabled(api, AdmissionPlugin::Priority) {
         priority::validate_priority_class(api, a, obj, false).await?;
     }
@@ -108,7 +114,7 @@ pub async fn validate_create(
             resource_quota::validate_create(api, a, ns, obj, dry_run).await?;
         }
     }
-    Ok(())
+    Ok(warnings)
 }
 
 /// The validating phase of an update of the main resource, after the object's validation.

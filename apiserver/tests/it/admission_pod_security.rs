@@ -1,0 +1,115 @@
+//! The PodSecurity admission plugin: namespace labels pick the level; `enforce` refuses
+//! pods, `warn` answers warnings that the real kubectl prints.
+
+use crate::common::TestApi;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{Api, PostParams};
+use serde_json::json;
+
+const BARE_POD: &str = "apiVersion: v1
+kind: Pod
+metadata:
+  name: bare
+spec:
+  containers:
+  - name: c
+    image: busybox:1.36
+";
+
+const RESTRICTED_VIOLATIONS: &str = "allowPrivilegeEscalation != false (container \"c\" must set securityContext.allowPrivilegeEscalation=false), unrestricted capabilities (container \"c\" must set securityContext.capabilities.drop=[\"ALL\"]), runAsNonRoot != true (pod or container \"c\" must set securityContext.runAsNonRoot=true), seccompProfile (pod or container \"c\" must set securityContext.seccompProfile.type to \"RuntimeDefault\" or \"Localhost\")";
+
+async fn namespace(api: &TestApi, name: &str, labels: serde_json::Value) {
+    let ns: Namespace =
+        serde_json::from_value(json!({ "metadata": { "name": name, "labels": labels } })).unwrap();
+    Api::<Namespace>::all(api.client().await)
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enforce_refuses_pods_and_warn_tells_kubectl() {
+    let api = TestApi::start().await;
+    namespace(
+        &api,
+        "locked",
+        json!({ "pod-security.kubernetes.io/enforce": "restricted" }),
+    )
+    .await;
+    namespace(
+        &api,
+        "watched",
+        json!({
+            "pod-security.kubernetes.io/enforce": "baseline",
+            "pod-security.kubernetes.io/warn": "restricted",
+            "pod-security.kubernetes.io/warn-version": "v1.32",
+        }),
+    )
+    .await;
+
+    // enforce=restricted: a pod without the restricted settings is refused, every
+    // violation named.
+    let pods: Api<Pod> = Api::namespaced(api.client().await, "locked");
+    let pod: Pod = serde_yaml::from_str(BARE_POD).unwrap();
+    match pods.create(&PostParams::default(), &pod).await {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 403);
+            assert_eq!(
+                status.message,
+                format!("pods \"bare\" is forbidden: violates PodSecurity \"restricted:latest\": {RESTRICTED_VIOLATIONS}")
+            );
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // The same pod, locked down, is admitted.
+    let locked_down: Pod = serde_json::from_value(json!({
+        "metadata": { "name": "tight" },
+        "spec": {
+            "securityContext": { "runAsNonRoot": true, "seccompProfile": { "type": "RuntimeDefault" } },
+            "containers": [{ "name": "c", "image": "busybox:1.36", "securityContext": {
+                "allowPrivilegeEscalation": false, "capabilities": { "drop": ["ALL"] } } }],
+        }
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &locked_down)
+        .await
+        .unwrap();
+
+    // warn=restricted over enforce=baseline: the pod is created and kubectl warns.
+    let out = api.kubectl_stdin(&["apply", "-n", "watched", "-f", "-"], Some(BARE_POD));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        format!("Warning: would violate PodSecurity \"restricted:v1.32\": {RESTRICTED_VIOLATIONS}")
+    );
+    api.kubectl_ok(&["get", "pod", "bare", "-n", "watched"]);
+
+    // A privileged pod breaks the enforced baseline.
+    let privileged = BARE_POD.replace("name: bare", "name: root").replace(
+        "    image: busybox:1.36\n",
+        "    image: busybox:1.36\n    securityContext:\n      privileged: true\n",
+    );
+    let out = api.kubectl_stdin(&["create", "-n", "watched", "-f", "-"], Some(&privileged));
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "Error from server (Forbidden): error when creating \"STDIN\": pods \"root\" is forbidden: violates PodSecurity \"baseline:latest\": privileged (container \"c\" must not set securityContext.privileged=true)"
+    );
+
+    // A Deployment's pod template is only warned about, even where pods are enforced.
+    let out = api.kubectl(&[
+        "create",
+        "deployment",
+        "web",
+        "-n",
+        "watched",
+        "--image=busybox:1.36",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.starts_with("Warning: would violate PodSecurity \"restricted:v1.32\": allowPrivilegeEscalation != false (container \"busybox\" must set"),
+        "{stderr}"
+    );
+}
