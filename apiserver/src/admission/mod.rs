@@ -125,6 +125,9 @@ pub async fn validate_update(
     old: &Value,
 ) -> ApiResult<()> {
     crate::authz::escalation::check(api, a.info, a.namespace, a.name, new, Some(old))?;
+    if enabled(api, AdmissionPlugin::NodeRestriction) {
+        node_restriction::validate_update(a, new, old)?;
+    }
     if a.is("scheduling.k8s.io", "priorityclasses") && enabled(api, AdmissionPlugin::Priority) {
         priority::validate_priority_class(api, a, new, true).await?;
     }

@@ -1,15 +1,45 @@
 //! NodeRestriction (upstream `plugin/pkg/admission/noderestriction`), the part that
-//! complements the Node authorizer: a kubelet (`system:node:<name>` in `system:nodes`)
-//! may create only its own Node, and only mirror pods bound to itself. Other users are
-//! not affected.
+//! complements the Node authorizer by looking at the objects: a kubelet
+//! (`system:node:<name>` in `system:nodes`) may create and change only its own Node, without
+//! touching its taints or labels outside the kubelet's own set; create only mirror pods
+//! bound to itself that reference no Secret, ConfigMap, ServiceAccount or claim; not update
+//! pods (their status is the authorizer's to allow); and write only its own Lease in
+//! `kube-node-lease`. Other users are not affected.
+//!
+//! One departure: the kubelet may add and remove the node-pressure taints
+//! (`node.kubernetes.io/{memory,disk,pid}-pressure`), because pikube's kubelet, not the
+//! node lifecycle controller as upstream, keeps them in step with its conditions.
 
 use super::Attributes;
 use crate::authz::escalation::REQUEST_USER;
 use crate::status::ApiResult;
 use serde_json::Value;
+use std::collections::BTreeSet;
 
 /// The annotation of a static pod's mirror pod.
 const CONFIG_MIRROR: &str = "kubernetes.io/config.mirror";
+const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
+/// The taints pikube's kubelet keeps itself (see the module documentation).
+const PRESSURE_TAINTS: [&str; 3] = [
+    "node.kubernetes.io/memory-pressure",
+    "node.kubernetes.io/disk-pressure",
+    "node.kubernetes.io/pid-pressure",
+];
+/// Labels a kubelet may set in the kubernetes.io and k8s.io namespaces (upstream's
+/// `kubeletapis.IsKubeletLabel`).
+const KUBELET_LABELS: [&str; 11] = [
+    "kubernetes.io/hostname",
+    "topology.kubernetes.io/zone",
+    "topology.kubernetes.io/region",
+    "failure-domain.beta.kubernetes.io/zone",
+    "failure-domain.beta.kubernetes.io/region",
+    "beta.kubernetes.io/instance-type",
+    "node.kubernetes.io/instance-type",
+    "kubernetes.io/os",
+    "kubernetes.io/arch",
+    "beta.kubernetes.io/os",
+    "beta.kubernetes.io/arch",
+];
 
 /// The node name of the request's user, when a node makes it.
 fn requesting_node() -> Option<String> {
@@ -41,6 +71,21 @@ pub fn validate_create(a: &Attributes<'_>, obj: &Value) -> ApiResult<()> {
                 "node {node:?} is not allowed to modify node {name:?}"
             )));
         }
+        if obj
+            .pointer("/spec/configSource")
+            .is_some_and(|c| !c.is_null())
+        {
+            return Err(a.forbidden(format!(
+                "node {node:?} is not allowed to create pods with a non-nil configSource"
+            )));
+        }
+        let forbidden = forbidden_labels(&modified_labels(labels(obj), None));
+        if !forbidden.is_empty() {
+            return Err(a.forbidden(format!(
+                "node {node:?} is not allowed to set the following labels: {}",
+                forbidden.join(", ")
+            )));
+        }
     }
     if a.is("", "pods") {
         let mirror = obj
@@ -61,6 +106,233 @@ pub fn validate_create(a: &Attributes<'_>, obj: &Value) -> ApiResult<()> {
                 "node {node:?} can only create pods with spec.nodeName set to itself"
             )));
         }
+        let spec = obj.get("spec").cloned().unwrap_or_default();
+        if spec
+            .get("serviceAccountName")
+            .and_then(Value::as_str)
+            .is_some_and(|s| !s.is_empty())
+        {
+            return Err(a.forbidden(format!(
+                "node {node:?} can not create pods that reference a service account"
+            )));
+        }
+        if super::service_account::references_secrets(&spec) {
+            return Err(a.forbidden(format!(
+                "node {node:?} can not create pods that reference secrets"
+            )));
+        }
+        if references_config_maps(&spec) {
+            return Err(a.forbidden(format!(
+                "node {node:?} can not create pods that reference configmaps"
+            )));
+        }
+        let volumes = spec.get("volumes").and_then(Value::as_array);
+        if volumes
+            .into_iter()
+            .flatten()
+            .any(|v| v.get("persistentVolumeClaim").is_some())
+        {
+            return Err(a.forbidden(format!(
+                "node {node:?} can not create pods that reference persistentvolumeclaims"
+            )));
+        }
+    }
+    if a.is("coordination.k8s.io", "leases") {
+        let name = obj
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        check_lease(a, &node, name)?;
     }
     Ok(())
+}
+
+/// Checks an update (or patch) of a main resource by a node.
+pub fn validate_update(a: &Attributes<'_>, new: &Value, old: &Value) -> ApiResult<()> {
+    let Some(node) = requesting_node() else {
+        return Ok(());
+    };
+    if a.is("", "nodes") {
+        if a.name != node {
+            return Err(a.forbidden(format!(
+                "node {node:?} is not allowed to modify node {:?}",
+                a.name
+            )));
+        }
+        let config_source = new.pointer("/spec/configSource").filter(|c| !c.is_null());
+        if config_source.is_some() && config_source != old.pointer("/spec/configSource") {
+            return Err(a.forbidden(format!(
+                "node {node:?} is not allowed to update configSource to a new non-nil configSource"
+            )));
+        }
+        if other_taints(new) != other_taints(old) {
+            return Err(a.forbidden(format!("node {node:?} is not allowed to modify taints")));
+        }
+        let forbidden = forbidden_labels(&modified_labels(labels(new), labels(old)));
+        if !forbidden.is_empty() {
+            return Err(a.forbidden(format!(
+                "is not allowed to modify labels: {}",
+                forbidden.join(", ")
+            )));
+        }
+    }
+    if a.is("", "pods") {
+        return Err(a.forbidden(format!(
+            "unexpected operation \"UPDATE\", node {node:?} can only create and delete mirror pods"
+        )));
+    }
+    if a.is("coordination.k8s.io", "leases") {
+        check_lease(a, &node, a.name)?;
+    }
+    Ok(())
+}
+
+fn check_lease(a: &Attributes<'_>, node: &str, name: &str) -> ApiResult<()> {
+    if a.namespace != Some(NODE_LEASE_NAMESPACE) {
+        return Err(a.forbidden(format!(
+            "can only access leases in the {NODE_LEASE_NAMESPACE:?} system namespace"
+        )));
+    }
+    if name != node {
+        return Err(
+            a.forbidden("can only access node lease with the same name as the requesting node")
+        );
+    }
+    Ok(())
+}
+
+/// The taints other than the pressure taints the kubelet keeps.
+fn other_taints(node: &Value) -> Vec<&Value> {
+    node.pointer("/spec/taints")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|t| {
+            !t.get("key")
+                .and_then(Value::as_str)
+                .is_some_and(|k| PRESSURE_TAINTS.contains(&k))
+        })
+        .collect()
+}
+
+fn labels(obj: &Value) -> Option<&serde_json::Map<String, Value>> {
+    obj.pointer("/metadata/labels").and_then(Value::as_object)
+}
+
+/// The label keys added, removed or changed.
+fn modified_labels(
+    new: Option<&serde_json::Map<String, Value>>,
+    old: Option<&serde_json::Map<String, Value>>,
+) -> BTreeSet<String> {
+    let empty = serde_json::Map::new();
+    let (new, old) = (new.unwrap_or(&empty), old.unwrap_or(&empty));
+    new.keys()
+        .chain(old.keys())
+        .filter(|k| new.get(*k) != old.get(*k))
+        .cloned()
+        .collect()
+}
+
+fn label_namespace(key: &str) -> &str {
+    key.split_once('/').map(|(ns, _)| ns).unwrap_or("")
+}
+
+fn in_namespace(ns: &str, domain: &str) -> bool {
+    ns == domain || ns.ends_with(&format!(".{domain}"))
+}
+
+/// Upstream's `getForbiddenLabels`: node-restriction.kubernetes.io labels, and
+/// kubernetes.io/k8s.io labels that are not the kubelet's, sorted.
+fn forbidden_labels(modified: &BTreeSet<String>) -> Vec<String> {
+    modified
+        .iter()
+        .filter(|key| {
+            let ns = label_namespace(key);
+            let kubelet_label = KUBELET_LABELS.contains(&key.as_str())
+                || in_namespace(ns, "kubelet.kubernetes.io")
+                || in_namespace(ns, "node.kubernetes.io");
+            in_namespace(ns, "node-restriction.kubernetes.io")
+                || ((in_namespace(ns, "kubernetes.io") || in_namespace(ns, "k8s.io"))
+                    && !kubelet_label)
+        })
+        .cloned()
+        .collect()
+}
+
+/// Whether the pod spec names a ConfigMap (volumes, projections, env, envFrom).
+fn references_config_maps(spec: &Value) -> bool {
+    let containers = ["initContainers", "containers", "ephemeralContainers"]
+        .iter()
+        .filter_map(|l| spec.get(*l).and_then(Value::as_array))
+        .flatten();
+    let in_containers = containers.into_iter().any(|c| {
+        let env = c.get("env").and_then(Value::as_array).into_iter().flatten();
+        let env_from = c
+            .get("envFrom")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten();
+        env.into_iter()
+            .any(|e| e.pointer("/valueFrom/configMapKeyRef").is_some())
+            || env_from
+                .into_iter()
+                .any(|f| f.get("configMapRef").is_some())
+    });
+    in_containers
+        || spec
+            .get("volumes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .any(|v| {
+                v.get("configMap").is_some()
+                    || v.pointer("/projected/sources")
+                        .and_then(Value::as_array)
+                        .is_some_and(|ss| ss.iter().any(|s| s.get("configMap").is_some()))
+            })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn kubelets_may_set_only_their_own_labels() {
+        let modified: BTreeSet<String> = [
+            "kubernetes.io/hostname",
+            "node-role.kubernetes.io/control-plane",
+            "node.kubernetes.io/exclude-from-external-load-balancers",
+            "example.com/rack",
+            "node-restriction.kubernetes.io/trusted",
+            "k8s.io/anything",
+        ]
+        .map(String::from)
+        .into();
+        assert_eq!(
+            forbidden_labels(&modified),
+            [
+                "k8s.io/anything",
+                "node-restriction.kubernetes.io/trusted",
+                "node-role.kubernetes.io/control-plane",
+            ]
+        );
+    }
+
+    #[test]
+    fn pressure_taints_are_the_kubelets_and_the_others_are_not() {
+        let with = |keys: &[&str]| json!({ "spec": { "taints": keys.iter().map(|k| json!({ "key": k, "effect": "NoSchedule" })).collect::<Vec<_>>() } });
+        let admin = "dedicated";
+        assert_eq!(
+            other_taints(&with(&[admin, "node.kubernetes.io/memory-pressure"])),
+            other_taints(&with(&[admin]))
+        );
+        assert_ne!(other_taints(&with(&[])), other_taints(&with(&[admin])));
+        assert!(references_config_maps(
+            &json!({ "volumes": [{ "name": "c", "configMap": { "name": "x" } }] })
+        ));
+        assert!(!references_config_maps(
+            &json!({ "containers": [{ "name": "c" }] })
+        ));
+    }
 }

@@ -225,7 +225,7 @@ fn check_mirror_pod(pod: &Value) -> Result<(), &'static str> {
 }
 
 /// Whether the pod spec names a Secret anywhere (upstream's `VisitPodSecretNames`).
-fn references_secrets(spec: &Value) -> bool {
+pub(super) fn references_secrets(spec: &Value) -> bool {
     let list = |v: &Value, field: &str| -> Vec<Value> {
         v.get(field)
             .and_then(Value::as_array)

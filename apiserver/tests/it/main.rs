@@ -1,6 +1,7 @@
 //! Component tests, one binary: each test starts its own etcd and apiserver.
 
 mod admission_limit_ranger;
+mod admission_node_restriction;
 mod admission_pod_security;
 mod admission_pods;
 mod api_semantics;
