@@ -217,7 +217,7 @@ fn pod_totals(pod: &Value) -> (ResourceList, ResourceList) {
         let r = c.get("resources").cloned().unwrap_or_default();
         for (total, field) in [(&mut totals.0, "requests"), (&mut totals.1, "limits")] {
             for (k, v) in list(&r, field) {
-                let entry = total.entry(k).or_insert_with(|| v.clone());
+                let entry = total.entry(k).or_insert(v);
                 if v > *entry {
                     *entry = v;
                 }
