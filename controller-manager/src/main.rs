@@ -1,6 +1,7 @@
 use clap::Parser;
 use component_base::{logging, shutdown, EXIT_USAGE};
 use controller_manager::app::{self, Config};
+use controller_manager::controllers::root_ca_cert_publisher;
 use controller_manager::options::Options;
 
 /// One thread runs every controller: their work is waiting on the apiserver, and on
@@ -10,14 +11,29 @@ use controller_manager::options::Options;
 async fn main() {
     let options = Options::parse();
     logging::init(options.verbosity);
-    let resolved = match options.resolve() {
+    let mut resolved = match options.resolve() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("kube-controller-manager: {e}");
             std::process::exit(EXIT_USAGE);
         }
     };
-    let client = match resolved.kubeconfig.client("kube-controller-manager").await {
+    let client = match resolved.kubeconfig.config("kube-controller-manager").await {
+        Ok(kube_config) => {
+            // Without --root-ca-file, the published bundle is the CA this process
+            // trusts the apiserver with (upstream does the same).
+            if resolved.controllers.root_ca.is_none() {
+                resolved.controllers.root_ca = kube_config
+                    .root_cert
+                    .as_deref()
+                    .filter(|certs| !certs.is_empty())
+                    .map(root_ca_cert_publisher::pem_bundle);
+            }
+            component_base::options::http2_client(kube_config).map_err(|e| e.to_string())
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    let client = match client {
         Ok(c) => c,
         Err(e) => {
             eprintln!("kube-controller-manager: {e}");

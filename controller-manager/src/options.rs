@@ -121,6 +121,15 @@ pub struct ControllerOptions {
     /// spec.expirationSeconds may ask for less.
     #[arg(long, default_value = "8760h", value_parser = parse_duration)]
     pub cluster_signing_duration: Duration,
+    /// If set, this root certificate authority (a PEM-encoded CA bundle) is what the
+    /// root-ca-cert-publisher puts in every namespace's kube-root-ca.crt ConfigMap;
+    /// otherwise the CA of --kubeconfig.
+    #[arg(long)]
+    pub root_ca_file: Option<std::path::PathBuf>,
+    /// The bundle published: --root-ca-file's text, or the kubeconfig's CA (set by
+    /// main once the client configuration is loaded).
+    #[arg(skip)]
+    pub root_ca: Option<String>,
 }
 
 impl Default for ControllerOptions {
@@ -176,6 +185,18 @@ impl Options {
                     .into(),
             ),
         }
+        let mut controllers = c.clone();
+        if let Some(path) = &c.root_ca_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("--root-ca-file {}: {e}", path.display()))?;
+            if !text.contains("-----BEGIN CERTIFICATE-----") {
+                return Err(format!(
+                    "--root-ca-file {}: no PEM certificate in it",
+                    path.display()
+                ));
+            }
+            controllers.root_ca = Some(text);
+        }
         let leader_election = self.leader_election.leader_elect.then(|| {
             LeaderElectionConfig::from_options(&self.leader_election, "kube-controller-manager")
         });
@@ -183,7 +204,7 @@ impl Options {
             kubeconfig: self.kubeconfig.clone(),
             leader_election,
             serving: self.serving.clone(),
-            controllers: c.clone(),
+            controllers,
             enabled,
         })
     }

@@ -21,6 +21,7 @@ pub mod podgc;
 pub mod replicaset;
 pub mod replicationcontroller;
 pub mod resourcequota;
+pub mod root_ca_cert_publisher;
 pub mod service_endpoints;
 pub mod serviceaccount;
 pub mod statefulset;
@@ -110,6 +111,11 @@ pub fn descriptors() -> Vec<Descriptor> {
         descriptor("csrsigning", true, certificates::signer::start),
         descriptor("csrapproving", true, certificates::approver::start),
         descriptor("csrcleaner", true, certificates::cleaner::start),
+        descriptor(
+            "root-ca-certificate-publisher-controller",
+            true,
+            root_ca_cert_publisher::start,
+        ),
         // One descriptor per controller, above this comment.
     ]
 }
