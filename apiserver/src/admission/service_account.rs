@@ -1,6 +1,6 @@
 //! Upstream's `ServiceAccount` admission plugin (plugin/pkg/admission/serviceaccount), for
 //! pod creates. Mutating: a Pod runs as the `default` ServiceAccount unless it names one,
-//! and unless the Pod or its ServiceAccount opts out, gets the `kube-api-access-<random>`
+//! takes its image pull secrets when it names none, and unless the Pod or its ServiceAccount opts out, gets the `kube-api-access-<random>`
 //! projected volume (a bound token, the cluster CA, the namespace) mounted read-only at
 //! `/var/run/secrets/kubernetes.io/serviceaccount` in every container and init container.
 //! Validating: the ServiceAccount exists; a mirror pod (a kubelet's static pod) names no
@@ -90,10 +90,31 @@ pub async fn admit_pod_create(
     }
     let name = service_account_name(pod).to_string();
     let sa = service_account(api, a, ns, &name).await?;
+    copy_image_pull_secrets(pod, &sa);
     if should_automount(pod, &sa) {
         mount_token(pod, &random_suffix());
     }
     Ok(())
+}
+
+/// A pod that names no image pull secrets gets its ServiceAccount's.
+fn copy_image_pull_secrets(pod: &mut Value, sa: &Value) {
+    let has_own = pod
+        .pointer("/spec/imagePullSecrets")
+        .and_then(Value::as_array)
+        .is_some_and(|s| !s.is_empty());
+    let from_sa = sa
+        .get("imagePullSecrets")
+        .and_then(Value::as_array)
+        .filter(|s| !s.is_empty());
+    if let (false, Some(secrets)) = (has_own, from_sa) {
+        let names: Vec<Value> = secrets
+            .iter()
+            .filter_map(|s| s.get("name"))
+            .map(|n| json!({ "name": n }))
+            .collect();
+        pod["spec"]["imagePullSecrets"] = Value::Array(names);
+    }
 }
 
 /// The pod's `automountServiceAccountToken` wins over the ServiceAccount's; both unset
@@ -305,6 +326,21 @@ mod tests {
         let before = pod.clone();
         mount_token(&mut pod, "zzzzz");
         assert_eq!(pod, before);
+    }
+
+    #[test]
+    fn a_pod_without_pull_secrets_takes_the_service_accounts() {
+        let sa = json!({ "imagePullSecrets": [{ "name": "registry" }] });
+        let mut pod = json!({ "spec": { "containers": [] } });
+        copy_image_pull_secrets(&mut pod, &sa);
+        assert_eq!(
+            pod["spec"]["imagePullSecrets"],
+            json!([{ "name": "registry" }])
+        );
+        let own = json!({ "spec": { "imagePullSecrets": [{ "name": "mine" }] } });
+        let mut pod = own.clone();
+        copy_image_pull_secrets(&mut pod, &sa);
+        assert_eq!(pod, own);
     }
 
     #[test]

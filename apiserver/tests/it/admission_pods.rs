@@ -261,3 +261,19 @@ async fn a_pod_created_with_its_namespace_waits_for_the_default_service_account(
         Some("default")
     );
 }
+
+#[test]
+fn an_unknown_admission_plugin_stops_the_apiserver_before_it_starts() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kube-apiserver"))
+        .args([
+            "--etcd-servers=http://127.0.0.1:1",
+            "--enable-admission-plugins=NodeRestriction,PodSecurityPolicy",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "kube-apiserver: enable-admission-plugins plugin \"PodSecurityPolicy\" is unknown"
+    );
+}
