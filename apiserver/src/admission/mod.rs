@@ -128,6 +128,11 @@ pub async fn validate_update(
     if enabled(api, AdmissionPlugin::NodeRestriction) {
         node_restriction::validate_update(a, new, old)?;
     }
+    if let (Some(ns), true) = (a.namespace, a.is("", "pods")) {
+        if enabled(api, AdmissionPlugin::PodSecurity) {
+            pod_security::validate_pod_update(api, a, ns, new, old).await?;
+        }
+    }
     if a.is("scheduling.k8s.io", "priorityclasses") && enabled(api, AdmissionPlugin::Priority) {
         priority::validate_priority_class(api, a, new, true).await?;
     }

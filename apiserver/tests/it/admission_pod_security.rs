@@ -3,7 +3,7 @@
 
 use crate::common::TestApi;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 const BARE_POD: &str = "apiVersion: v1
@@ -112,4 +112,41 @@ async fn enforce_refuses_pods_and_warn_tells_kubectl() {
         stderr.starts_with("Warning: would violate PodSecurity \"restricted:v1.32\": allowPrivilegeEscalation != false (container \"busybox\" must set"),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn a_stricter_label_holds_for_pod_changes_but_not_for_relabelling() {
+    let api = TestApi::start().await;
+    namespace(&api, "team", json!({})).await;
+    let client = api.client().await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "team");
+    let pod: Pod = serde_yaml::from_str(BARE_POD).unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+
+    // The namespace becomes restricted; the running pod stays.
+    let params = PatchParams::default();
+    Api::<Namespace>::all(client)
+        .patch(
+            "team",
+            &params,
+            &Patch::Merge(json!({ "metadata": { "labels": { "pod-security.kubernetes.io/enforce": "restricted" } } })),
+        )
+        .await
+        .unwrap();
+    // Its labels may change; its spec (a new image) must now meet restricted.
+    pods.patch(
+        "bare",
+        &params,
+        &Patch::Merge(json!({ "metadata": { "labels": { "tier": "web" } } })),
+    )
+    .await
+    .unwrap();
+    let image = json!({ "spec": { "containers": [{ "name": "c", "image": "busybox:1.37" }] } });
+    match pods.patch("bare", &params, &Patch::Strategic(image)).await {
+        Err(kube::Error::Api(status)) => assert_eq!(
+            (status.code, status.message),
+            (403, format!("pods \"bare\" is forbidden: violates PodSecurity \"restricted:latest\": {RESTRICTED_VIOLATIONS}"))
+        ),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
 }

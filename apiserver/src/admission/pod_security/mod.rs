@@ -6,8 +6,9 @@
 //! `privileged` and no namespace is exempt, as upstream's default configuration.
 //!
 //! Every `-version` is evaluated as the latest standards (the message names the version
-//! the label gave). `audit` is read but pikube has no audit log to write it to. Pod
-//! updates are not checked.
+//! the label gave). `audit` is read but pikube has no audit log to write it to. A pod
+//! update is enforced only when it changes the spec or annotations, as upstream, so a
+//! pod admitted under an older label can still have its labels and status changed.
 
 mod checks;
 
@@ -140,6 +141,37 @@ pub async fn validate_create(
         }
     }
     Ok(vec![])
+}
+
+/// Enforces the namespace's level on a pod update that changes what the checks read.
+pub async fn validate_pod_update(
+    api: &Apiserver,
+    a: &Attributes<'_>,
+    ns: &str,
+    new: &Value,
+    old: &Value,
+) -> ApiResult<()> {
+    let significant = new.get("spec") != old.get("spec")
+        || new.pointer("/metadata/annotations") != old.pointer("/metadata/annotations");
+    let Some(spec) = new.get("spec").filter(|_| significant) else {
+        return Ok(());
+    };
+    let Some(namespace) = namespace(api, ns).await? else {
+        return Ok(());
+    };
+    let enforce = policy(namespace.pointer("/metadata/labels"), "enforce");
+    if enforce.level == Level::Privileged {
+        return Ok(());
+    }
+    let meta = new.get("metadata").cloned().unwrap_or_default();
+    let violations = checks::evaluate(enforce.level, &meta, spec);
+    if violations.is_empty() {
+        return Ok(());
+    }
+    Err(a.forbidden(format!(
+        "violates PodSecurity \"{enforce}\": {}",
+        checks::describe(&violations)
+    )))
 }
 
 #[cfg(test)]
