@@ -1,5 +1,5 @@
 //! Upstream's `LimitRanger` admission plugin (plugin/pkg/admission/limitranger), for pod
-//! and PersistentVolumeClaim creates. Mutating: every container gets the namespace's
+//! and PersistentVolumeClaim writes. Mutating: every container gets the namespace's
 //! LimitRanges' `Container` defaults (`default` limits, `defaultRequest` requests) for
 //! the resources it leaves out, noted in the `kubernetes.io/limit-ranger` annotation.
 //! Validating: containers (`Container`), the pod as a whole (`Pod`) and claims
@@ -7,7 +7,7 @@
 //! otherwise 403 with every violation, in upstream's words.
 //!
 //! Pod updates are not checked, as upstream: a pod's containers and their resources do not
-//! change after create.
+//! change after create. Claim updates (a resize) are.
 
 use super::Attributes;
 use crate::object;
@@ -151,7 +151,9 @@ pub async fn validate_pod_create(
     refuse(a, errors)
 }
 
-pub async fn validate_claim_create(
+/// A claim's storage request against the `PersistentVolumeClaim` items, on create and on
+/// update (a resize).
+pub async fn validate_claim(
     api: &Apiserver,
     a: &Attributes<'_>,
     ns: &str,

@@ -91,7 +91,7 @@ pub async fn validate_create(
             limit_ranger::validate_pod_create(api, a, ns, obj).await?;
         }
         if a.is("", "persistentvolumeclaims") {
-            limit_ranger::validate_claim_create(api, a, ns, obj).await?;
+            limit_ranger::validate_claim(api, a, ns, obj).await?;
         }
     }
     if let (Some(ns), true) = (a.namespace, a.is("", "pods")) {
@@ -127,6 +127,11 @@ pub async fn validate_update(
     crate::authz::escalation::check(api, a.info, a.namespace, a.name, new, Some(old))?;
     if enabled(api, AdmissionPlugin::NodeRestriction) {
         node_restriction::validate_update(a, new, old)?;
+    }
+    if let (Some(ns), true) = (a.namespace, a.is("", "persistentvolumeclaims")) {
+        if enabled(api, AdmissionPlugin::LimitRanger) {
+            limit_ranger::validate_claim(api, a, ns, new).await?;
+        }
     }
     if let (Some(ns), true) = (a.namespace, a.is("", "pods")) {
         if enabled(api, AdmissionPlugin::PodSecurity) {

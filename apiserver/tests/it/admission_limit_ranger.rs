@@ -2,7 +2,7 @@
 
 use crate::common::TestApi;
 use k8s_openapi::api::core::v1::{LimitRange, PersistentVolumeClaim, Pod};
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
 
 fn from<T: serde::de::DeserializeOwned>(v: Value) -> T {
@@ -111,6 +111,22 @@ async fn limit_ranges_default_and_bound_what_containers_pods_and_claims_ask_for(
 
     let claims: Api<PersistentVolumeClaim> = Api::default_namespaced(client);
     claims.create(&pp, &claim("ok", "5Gi")).await.unwrap();
+    // Growing a (bound) claim past the max is refused too.
+    let bound = json!({ "status": { "phase": "Bound" } });
+    claims
+        .patch_status("ok", &PatchParams::default(), &Patch::Merge(bound))
+        .await
+        .unwrap();
+    let grow = json!({ "spec": { "resources": { "requests": { "storage": "11Gi" } } } });
+    let err = refused(
+        claims
+            .patch("ok", &PatchParams::default(), &Patch::Merge(grow))
+            .await,
+    );
+    assert_eq!(
+        err.message,
+        "persistentvolumeclaims \"ok\" is forbidden: maximum storage usage per PersistentVolumeClaim is 10Gi, but request is 11Gi"
+    );
     let err = refused(claims.create(&pp, &claim("huge", "20Gi")).await);
     assert_eq!(
         (err.code, err.message.as_str()),
