@@ -1,8 +1,10 @@
 //! Shared by every pikube daemon: option groups with upstream's flag names, logging,
-//! shutdown signals, metrics encoding, the /healthz /livez /readyz /metrics server,
+//! shutdown signals, metrics encoding, the /healthz /livez /readyz /metrics server with
+//! delegated authentication and authorization,
 //! leader election on a Lease, systemd readiness notification, and the exit code for bad
 //! configuration.
 
+pub mod delegated_auth;
 pub mod files;
 pub mod leader_election;
 pub mod logging;

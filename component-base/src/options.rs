@@ -360,6 +360,85 @@ pub struct SecureServingOptions {
     /// (`serving.crt`, `serving.key`). Without it the certificate lives in memory only.
     #[arg(long)]
     pub cert_dir: Option<PathBuf>,
+
+    // Who may read this endpoint: upstream's delegated authentication and authorization.
+    #[command(flatten)]
+    pub auth: DelegatedAuthOptions,
+}
+
+/// Upstream's `DelegatingAuthenticationOptions` and `DelegatingAuthorizationOptions`:
+/// requests to the secure port are authenticated with a TokenReview (bearer tokens) or
+/// the `--client-ca-file` (x509 client certificates), and authorized with a
+/// SubjectAccessReview, both sent to the apiserver.
+#[derive(clap::Args, Clone, Debug)]
+pub struct DelegatedAuthOptions {
+    /// kubeconfig file pointing at the 'core' kubernetes server with enough rights to
+    /// create tokenreviews.authentication.k8s.io. pikube: when unset, the daemon's own
+    /// --kubeconfig client is used (upstream would fall back to anonymous only).
+    #[arg(long)]
+    pub authentication_kubeconfig: Option<PathBuf>,
+
+    /// kubeconfig file pointing at the 'core' kubernetes server with enough rights to
+    /// create subjectaccessreviews.authorization.k8s.io. pikube: when unset, the daemon's
+    /// own --kubeconfig client is used.
+    #[arg(long)]
+    pub authorization_kubeconfig: Option<PathBuf>,
+
+    /// If set, any request presenting a client certificate signed by one of the
+    /// authorities in the client-ca-file is authenticated with an identity corresponding
+    /// to the CommonName of the client certificate (and its Organizations as groups).
+    #[arg(long)]
+    pub client_ca_file: Option<PathBuf>,
+
+    /// A list of HTTP paths to skip during authorization, i.e. these are authorized
+    /// without contacting the 'core' kubernetes server. An entry ending in `*` is a prefix.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_values = ["/healthz", "/readyz", "/livez"],
+    )]
+    pub authorization_always_allow_paths: Vec<String>,
+
+    /// The duration to cache responses from the webhook token authenticator.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub authentication_token_webhook_cache_ttl: Duration,
+
+    /// The duration to cache 'authorized' responses from the webhook authorizer.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub authorization_webhook_cache_authorized_ttl: Duration,
+
+    /// The duration to cache 'unauthorized' responses from the webhook authorizer.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub authorization_webhook_cache_unauthorized_ttl: Duration,
+
+    /// Accepted and ignored: pikube does not look up the
+    /// extension-apiserver-authentication ConfigMap (use --client-ca-file).
+    #[arg(
+        long,
+        default_value_t = false,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        action = ArgAction::Set,
+    )]
+    pub authentication_skip_lookup: bool,
+}
+
+impl Default for DelegatedAuthOptions {
+    fn default() -> Self {
+        DelegatedAuthOptions {
+            authentication_kubeconfig: None,
+            authorization_kubeconfig: None,
+            client_ca_file: None,
+            authorization_always_allow_paths: ["/healthz", "/readyz", "/livez"]
+                .map(String::from)
+                .to_vec(),
+            authentication_token_webhook_cache_ttl: Duration::from_secs(10),
+            authorization_webhook_cache_authorized_ttl: Duration::from_secs(10),
+            authorization_webhook_cache_unauthorized_ttl: Duration::from_secs(10),
+            authentication_skip_lookup: false,
+        }
+    }
 }
 
 impl Default for SecureServingOptions {
@@ -370,6 +449,7 @@ impl Default for SecureServingOptions {
             tls_cert_file: None,
             tls_private_key_file: None,
             cert_dir: None,
+            auth: DelegatedAuthOptions::default(),
         }
     }
 }
@@ -531,6 +611,46 @@ mod tests {
         cli.serving.validate().unwrap();
         let half = parse(&["--tls-cert-file=/tmp/a.crt"]).unwrap();
         assert!(half.serving.validate().is_err());
+    }
+
+    #[test]
+    fn delegated_auth_flags() {
+        let cli = parse(&[]).unwrap();
+        let d = DelegatedAuthOptions::default();
+        assert_eq!(
+            cli.serving.auth.authorization_always_allow_paths,
+            ["/healthz", "/readyz", "/livez"]
+        );
+        assert_eq!(
+            d.authorization_always_allow_paths,
+            cli.serving.auth.authorization_always_allow_paths
+        );
+        assert_eq!(
+            cli.serving.auth.authentication_token_webhook_cache_ttl,
+            Duration::from_secs(10)
+        );
+        let cli = parse(&[
+            "--authorization-always-allow-paths=/healthz,/metrics/*",
+            "--client-ca-file=/etc/kubernetes/pki/ca.crt",
+            "--authentication-kubeconfig=/etc/kubernetes/scheduler.conf",
+            "--authorization-webhook-cache-unauthorized-ttl=30s",
+            "--authentication-skip-lookup",
+        ])
+        .unwrap();
+        let a = &cli.serving.auth;
+        assert_eq!(
+            a.authorization_always_allow_paths,
+            ["/healthz", "/metrics/*"]
+        );
+        assert_eq!(
+            a.client_ca_file.as_deref(),
+            Some(std::path::Path::new("/etc/kubernetes/pki/ca.crt"))
+        );
+        assert_eq!(
+            a.authorization_webhook_cache_unauthorized_ttl,
+            Duration::from_secs(30)
+        );
+        assert!(a.authentication_skip_lookup);
     }
 
     #[test]

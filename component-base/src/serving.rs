@@ -2,11 +2,14 @@
 //! sub-paths, `?verbose` and `?exclude=`) and `/metrics`, as upstream's
 //! `k8s.io/apiserver/pkg/server/healthz` handlers and the components' secure serving.
 //!
-//! Upstream puts `/metrics` behind delegated authentication and authorization (a
-//! TokenReview/SubjectAccessReview against the apiserver) and only the health endpoints
-//! are always allowed. pikube serves `/metrics` without authentication for now; delegated
-//! auth is tracked as a security issue and will be added here, for every daemon at once.
+//! As upstream, [`serve_if_configured`] (kube-scheduler, kube-controller-manager) puts
+//! every path behind delegated authentication and authorization
+//! ([`crate::delegated_auth`]: a TokenReview or a `--client-ca-file` certificate, then a
+//! SubjectAccessReview against the apiserver), except `--authorization-always-allow-paths`
+//! (`/healthz`, `/readyz`, `/livez` by default). [`serve`] without auth is for kube-proxy's
+//! plain-HTTP ports, which upstream leaves open too.
 
+use crate::delegated_auth::{self, Attributes, Decision, DelegatedAuth, UserInfo};
 use crate::options::SecureServingOptions;
 use crate::shutdown::Shutdown;
 use bytes::Bytes;
@@ -239,6 +242,10 @@ pub enum ServeError {
     Generate(#[from] rcgen::Error),
     #[error("building the TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
+    #[error("--client-ca-file: {0}")]
+    ClientCa(#[from] rustls::server::VerifierBuilderError),
+    #[error("delegated authentication: {0}")]
+    Auth(#[from] delegated_auth::Error),
 }
 
 /// A running endpoint.
@@ -257,23 +264,52 @@ pub async fn serve_if_configured(
     default_port: u16,
     registry: &prometheus::Registry,
     checks: &HealthChecks,
+    client: &kube::Client,
+    component: &str,
     shutdown: &Shutdown,
 ) -> Result<Option<SocketAddr>, ServeError> {
     let Some(options) = options else {
         return Ok(None);
     };
     let config = options.serving_config(default_port, registry.clone(), checks.clone());
-    Ok(Some(serve(config, shutdown.clone()).await?.local_addr))
+    let auth = DelegatedAuth::from_options(&options.auth, client, component).await?;
+    Ok(Some(
+        serve_with_auth(config, Some(Arc::new(auth)), shutdown.clone())
+            .await?
+            .local_addr,
+    ))
 }
 
-/// Binds `config.bind` and serves the health and metrics endpoints until `shutdown`.
-/// Returns once the port is bound, so a bad address or certificate fails startup.
+/// Binds `config.bind` and serves the health and metrics endpoints to anyone until
+/// `shutdown`. Returns once the port is bound, so a bad address or certificate fails
+/// startup.
 pub async fn serve(config: ServingConfig, shutdown: Shutdown) -> Result<Serving, ServeError> {
+    serve_with_auth(config, None, shutdown).await
+}
+
+/// The client CAs of `--client-ca-file`, for a TLS server that asks for (but does not
+/// require) a client certificate.
+pub fn client_ca_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>, ServeError> {
+    read_certs(path, &read(path)?)
+}
+
+/// [`serve`] with every request not in the always-allowed paths authenticated and
+/// authorized by `auth`.
+pub async fn serve_with_auth(
+    config: ServingConfig,
+    auth: Option<Arc<DelegatedAuth>>,
+    shutdown: Shutdown,
+) -> Result<Serving, ServeError> {
+    let client_roots = match auth.as_ref().and_then(|a| a.client_ca_file.as_ref()) {
+        Some(path) => Some(client_ca_roots(path)?),
+        None => None,
+    };
     let tls = match &config.tls {
         TlsSource::Plain => None,
         TlsSource::Files { cert, key } => Some(tls_config(
             read_certs(cert, &read(cert)?)?,
             read_key(key, &read(key)?)?,
+            client_roots,
         )?),
         TlsSource::SelfSigned { cert_dir, host } => {
             let (cert_pem, key_pem) = match cert_dir {
@@ -287,6 +323,7 @@ pub async fn serve(config: ServingConfig, shutdown: Shutdown) -> Result<Serving,
             Some(tls_config(
                 read_certs(&cert_path, cert_pem.as_bytes())?,
                 read_key(&key_path, key_pem.as_bytes())?,
+                client_roots,
             )?)
         }
     };
@@ -308,6 +345,7 @@ pub async fn serve(config: ServingConfig, shutdown: Shutdown) -> Result<Serving,
     let routes = Arc::new(Routes {
         registry: config.registry,
         checks: config.checks,
+        auth,
     });
     let task = tokio::spawn(
         accept(
@@ -350,10 +388,13 @@ async fn accept(
         connections.spawn(
             async move {
                 match tls {
-                    None => connection(tcp, routes, shutdown).await,
+                    None => connection(tcp, None, routes, shutdown).await,
                     Some(acceptor) => {
                         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                            Ok(Ok(stream)) => connection(stream, routes, shutdown).await,
+                            Ok(Ok(stream)) => {
+                                let user = peer_user(stream.get_ref().1.peer_certificates());
+                                connection(stream, user, routes, shutdown).await
+                            }
                             Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                             Err(_) => tracing::debug!("TLS handshake timed out"),
                         }
@@ -372,14 +413,26 @@ async fn accept(
     connections.abort_all();
 }
 
+/// The identity of a client certificate that rustls verified against the client CAs.
+pub fn peer_user(certificates: Option<&[CertificateDer<'static>]>) -> Option<Arc<UserInfo>> {
+    let leaf = certificates?.first()?;
+    UserInfo::from_certificate(leaf).map(Arc::new)
+}
+
 /// Serves HTTP/1.1 or HTTP/2 on one connection until the client leaves or shutdown.
-async fn connection<I>(io: I, routes: Arc<Routes>, mut shutdown: Shutdown)
-where
+/// `user` is the identity of the connection's verified client certificate.
+async fn connection<I>(
+    io: I,
+    user: Option<Arc<UserInfo>>,
+    routes: Arc<Routes>,
+    mut shutdown: Shutdown,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |req| {
         let routes = routes.clone();
-        async move { Ok::<_, Infallible>(routes.handle(&req)) }
+        let user = user.clone();
+        async move { Ok::<_, Infallible>(routes.serve(req, user.as_deref()).await) }
     });
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     let conn = builder.serve_connection(TokioIo::new(io), service);
@@ -400,14 +453,64 @@ where
 struct Routes {
     registry: prometheus::Registry,
     checks: HealthChecks,
+    auth: Option<Arc<DelegatedAuth>>,
 }
 
 const TEXT: &str = "text/plain; charset=utf-8";
+const JSON: &str = "application/json";
 
 impl Routes {
-    fn handle(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-        let path = req.uri().path();
-        let query = req.uri().query().unwrap_or("");
+    /// Authenticates and authorizes the request (unless its path is always allowed),
+    /// then [`Routes::handle`]s it: 401 for a bad token, 403 when the apiserver denies.
+    async fn serve(
+        &self,
+        req: Request<Incoming>,
+        cert_user: Option<&UserInfo>,
+    ) -> Response<Full<Bytes>> {
+        let (req, _body) = req.into_parts();
+        let Some(auth) = &self.auth else {
+            return self.handle(&req.uri);
+        };
+        let path = req.uri.path();
+        if auth.always_allowed(path) {
+            return self.handle(&req.uri);
+        }
+        let user = match auth.authenticate(&req.headers, cert_user, true).await {
+            Ok(user) => user,
+            Err(e) => {
+                tracing::debug!(error = %e, "unable to authenticate the request");
+                return unauthorized();
+            }
+        };
+        let attributes = Attributes::NonResource {
+            path: path.to_string(),
+            verb: delegated_auth::verb_for_method(&req.method),
+        };
+        match auth.authorize(&user, &attributes).await {
+            Decision::Allow => self.handle(&req.uri),
+            Decision::Deny(reason) => {
+                let message = delegated_auth::forbidden_message(&user, &attributes, &reason);
+                text(
+                    StatusCode::FORBIDDEN,
+                    JSON,
+                    delegated_auth::status_body(403, "Forbidden", &message),
+                )
+            }
+            Decision::Error(e) => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                JSON,
+                delegated_auth::status_body(
+                    500,
+                    "InternalError",
+                    &format!("Internal error occurred: {e}"),
+                ),
+            ),
+        }
+    }
+
+    fn handle(&self, uri: &http::Uri) -> Response<Full<Bytes>> {
+        let path = uri.path();
+        let query = uri.query().unwrap_or("");
         if path == "/metrics" {
             return text(
                 StatusCode::OK,
@@ -496,6 +599,15 @@ impl Routes {
     }
 }
 
+/// Upstream's 401: a Status with the message "Unauthorized".
+fn unauthorized() -> Response<Full<Bytes>> {
+    text(
+        StatusCode::UNAUTHORIZED,
+        JSON,
+        delegated_auth::status_body(401, "Unauthorized", "Unauthorized"),
+    )
+}
+
 fn not_found() -> Response<Full<Bytes>> {
     text(StatusCode::NOT_FOUND, TEXT, "404 page not found\n")
 }
@@ -549,16 +661,33 @@ fn read_key(path: &Path, pem: &[u8]) -> Result<PrivateKeyDer<'static>, ServeErro
         })
 }
 
-/// A rustls server configuration offering HTTP/2 and HTTP/1.1.
+/// A rustls server configuration offering HTTP/2 and HTTP/1.1; with `client_roots`, it
+/// asks for a client certificate signed by one of them (and accepts clients without).
 fn tls_config(
     certs: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
+    client_roots: Option<Vec<CertificateDer<'static>>>,
 ) -> Result<Arc<rustls::ServerConfig>, ServeError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let builder = match client_roots {
+        None => builder.with_no_client_auth(),
+        Some(roots) => {
+            let mut store = rustls::RootCertStore::empty();
+            for root in roots {
+                store.add(root)?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(store),
+                provider,
+            )
+            .allow_unauthenticated()
+            .build()?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_single_cert(certs, key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

@@ -64,6 +64,8 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         crate::DEFAULT_SECURE_PORT,
         &config.registry,
         &checks,
+        &config.client,
+        "kube-controller-manager",
         &shutdown,
     )
     .await?;

@@ -78,6 +78,8 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         crate::DEFAULT_SECURE_PORT,
         &config.registry,
         &checks,
+        &config.client,
+        "kube-scheduler",
         &shutdown,
     )
     .await?;

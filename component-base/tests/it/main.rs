@@ -1,4 +1,5 @@
 //! Integration tests, one binary.
 
+mod delegated_auth;
 mod leader_election;
 mod serving;
