@@ -84,6 +84,9 @@ pub struct Settings {
     pub eviction_pressure_transition_period: Duration,
     /// `--eviction-minimum-reclaim`.
     pub eviction_minimum_reclaim: crate::eviction::thresholds::MinimumReclaim,
+    /// Who may use the kubelet port: `--anonymous-auth`, `--authentication-token-webhook`,
+    /// `--client-ca-file`, `--authorization-mode`.
+    pub auth: crate::server::AuthSettings,
 }
 
 impl Settings {
@@ -128,6 +131,7 @@ impl Settings {
             housekeeping_interval: Duration::from_secs(10),
             eviction_pressure_transition_period: Duration::from_secs(300),
             eviction_minimum_reclaim: crate::eviction::thresholds::MinimumReclaim::default(),
+            auth: crate::server::AuthSettings::default(),
         }
     }
 }
@@ -276,12 +280,17 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
                     ],
                 )?,
             };
-            let tls = server::tls_config(&cert, &key)?;
+            let tls = server::tls_config(&cert, &key, settings.auth.client_ca_file.as_deref())?;
             let handlers = Arc::new(server::KubeletServer {
                 registry: config.registry.clone(),
                 pods: pods.clone(),
                 stats: stats.clone(),
                 resource_registry,
+                auth: server::KubeletAuth::new(
+                    settings.auth.clone(),
+                    &settings.node_name,
+                    config.client.clone(),
+                ),
             });
             Some(server::serve(bind, tls, handlers, shutdown.clone()).await?)
         }

@@ -164,6 +164,53 @@ pub struct Options {
     #[arg(long)]
     pub tls_private_key_file: Option<PathBuf>,
 
+    /// Enables anonymous requests to the Kubelet server. Requests that are not rejected
+    /// by another authentication method are treated as anonymous requests, with a
+    /// username of system:anonymous and a group name of system:unauthenticated.
+    #[arg(
+        long,
+        default_value_t = true,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set,
+    )]
+    pub anonymous_auth: bool,
+
+    /// Use the TokenReview API to determine authentication for bearer tokens.
+    #[arg(
+        long,
+        default_value_t = false,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set,
+    )]
+    pub authentication_token_webhook: bool,
+
+    /// The duration to cache responses from the webhook token authenticator.
+    #[arg(long, default_value = "2m0s", value_parser = parse_duration)]
+    pub authentication_token_webhook_cache_ttl: Duration,
+
+    /// If set, any request presenting a client certificate signed by one of the
+    /// authorities in the client-ca-file is authenticated with an identity corresponding
+    /// to the CommonName of the client certificate.
+    #[arg(long)]
+    pub client_ca_file: Option<PathBuf>,
+
+    /// Authorization mode for Kubelet server: AlwaysAllow or Webhook. Webhook mode uses
+    /// the SubjectAccessReview API to determine authorization.
+    #[arg(long, default_value = "AlwaysAllow")]
+    pub authorization_mode: crate::server::AuthorizationMode,
+
+    /// The duration to cache 'authorized' responses from the webhook authorizer.
+    #[arg(long, default_value = "5m0s", value_parser = parse_duration)]
+    pub authorization_webhook_cache_authorized_ttl: Duration,
+
+    /// The duration to cache 'unauthorized' responses from the webhook authorizer.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub authorization_webhook_cache_unauthorized_ttl: Duration,
+
     /// Timeout of all runtime requests except long running ones (pull, logs, exec).
     #[arg(long)]
     pub runtime_request_timeout: Option<String>,
@@ -469,6 +516,15 @@ impl Options {
             healthz: (healthz_port != 0).then(|| SocketAddr::new(healthz_bind, healthz_port)),
             tls_cert_file,
             tls_private_key_file,
+            auth: crate::server::AuthSettings {
+                anonymous: self.anonymous_auth,
+                token_webhook: self.authentication_token_webhook,
+                token_webhook_cache_ttl: self.authentication_token_webhook_cache_ttl,
+                client_ca_file: self.client_ca_file.clone(),
+                authorization_mode: self.authorization_mode,
+                authorized_ttl: self.authorization_webhook_cache_authorized_ttl,
+                unauthorized_ttl: self.authorization_webhook_cache_unauthorized_ttl,
+            },
             node_status_update_frequency: duration(
                 &self.node_status_update_frequency,
                 &file.node_status_update_frequency,
@@ -500,6 +556,35 @@ mod tests {
         Options::try_parse_from(std::iter::once("kubelet").chain(args.iter().copied()))
             .map_err(|e| e.to_string())?
             .resolve()
+    }
+
+    #[test]
+    fn authentication_and_authorization_flags() {
+        use crate::server::{AuthSettings, AuthorizationMode};
+        let s = parse(&[]).unwrap();
+        assert_eq!(s.auth, AuthSettings::default());
+        assert!(s.auth.anonymous);
+        assert!(!s.auth.token_webhook);
+        assert_eq!(s.auth.authorization_mode, AuthorizationMode::AlwaysAllow);
+        assert_eq!(s.auth.token_webhook_cache_ttl, Duration::from_secs(120));
+        assert_eq!(s.auth.authorized_ttl, Duration::from_secs(300));
+        assert_eq!(s.auth.unauthorized_ttl, Duration::from_secs(30));
+        let s = parse(&[
+            "--anonymous-auth=false",
+            "--authentication-token-webhook",
+            "--authorization-mode=Webhook",
+            "--client-ca-file=/etc/kubernetes/pki/ca.crt",
+        ])
+        .unwrap();
+        assert!(!s.auth.anonymous);
+        assert!(s.auth.token_webhook);
+        assert_eq!(s.auth.authorization_mode, AuthorizationMode::Webhook);
+        assert_eq!(
+            s.auth.client_ca_file,
+            Some(PathBuf::from("/etc/kubernetes/pki/ca.crt"))
+        );
+        let err = parse(&["--authorization-mode=RBAC"]).unwrap_err();
+        assert!(err.contains("want AlwaysAllow or Webhook"), "{err}");
     }
 
     #[test]

@@ -6,6 +6,12 @@
 //! (SPDY or WebSocket, whatever it asked for) to the runtime's streaming server, as
 //! upstream does when it does not redirect. The serving certificate is `--tls-cert-file`
 //! or a self-signed one kept as `<root-dir>/pki/kubelet.{crt,key}`, as upstream.
+//!
+//! Every request is authenticated and authorized as upstream's `pkg/kubelet/server/auth.go`
+//! ([`AuthSettings`]): `--anonymous-auth`, bearer tokens through a TokenReview with
+//! `--authentication-token-webhook`, client certificates of `--client-ca-file`; then
+//! with `--authorization-mode=Webhook` a SubjectAccessReview for `nodes/<subresource>` of
+//! this node (see [`node_subresource`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -23,6 +29,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use component_base::delegated_auth::{bearer_token, Attributes, Decision, DelegatedAuth, UserInfo};
 use component_base::shutdown::Shutdown;
 
 use crate::cri::api;
@@ -51,6 +58,184 @@ pub enum Error {
     Generate(#[from] rcgen::Error),
     #[error("the TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
+    #[error("--client-ca-file: {0}")]
+    ClientCa(#[from] rustls::server::VerifierBuilderError),
+}
+
+/// `--authorization-mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthorizationMode {
+    /// Every authenticated (or allowed anonymous) request is allowed.
+    AlwaysAllow,
+    /// A SubjectAccessReview per request.
+    Webhook,
+}
+
+impl std::str::FromStr for AuthorizationMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "AlwaysAllow" => Ok(AuthorizationMode::AlwaysAllow),
+            "Webhook" => Ok(AuthorizationMode::Webhook),
+            other => Err(format!(
+                "invalid --authorization-mode {other:?}: want AlwaysAllow or Webhook"
+            )),
+        }
+    }
+}
+
+/// Upstream's kubelet authentication and authorization settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthSettings {
+    /// `--anonymous-auth`: requests without an identity are `system:anonymous`.
+    pub anonymous: bool,
+    /// `--authentication-token-webhook`: bearer tokens are checked with a TokenReview.
+    pub token_webhook: bool,
+    /// `--authentication-token-webhook-cache-ttl` (2m).
+    pub token_webhook_cache_ttl: Duration,
+    /// `--client-ca-file`: client certificates it signed authenticate as CN (O groups).
+    pub client_ca_file: Option<PathBuf>,
+    /// `--authorization-mode`.
+    pub authorization_mode: AuthorizationMode,
+    /// `--authorization-webhook-cache-authorized-ttl` (5m).
+    pub authorized_ttl: Duration,
+    /// `--authorization-webhook-cache-unauthorized-ttl` (30s).
+    pub unauthorized_ttl: Duration,
+}
+
+impl Default for AuthSettings {
+    /// Upstream's flag defaults: anonymous allowed, no token webhook, AlwaysAllow.
+    fn default() -> Self {
+        AuthSettings {
+            anonymous: true,
+            token_webhook: false,
+            token_webhook_cache_ttl: Duration::from_secs(120),
+            client_ca_file: None,
+            authorization_mode: AuthorizationMode::AlwaysAllow,
+            authorized_ttl: Duration::from_secs(300),
+            unauthorized_ttl: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The authenticator and authorizer of the kubelet port.
+pub struct KubeletAuth {
+    pub settings: AuthSettings,
+    pub node_name: String,
+    delegated: DelegatedAuth,
+}
+
+impl KubeletAuth {
+    /// TokenReviews and SubjectAccessReviews go through `client` (the kubelet's own).
+    pub fn new(settings: AuthSettings, node_name: &str, client: kube::Client) -> KubeletAuth {
+        let options = component_base::options::DelegatedAuthOptions {
+            client_ca_file: settings.client_ca_file.clone(),
+            authorization_always_allow_paths: Vec::new(),
+            authentication_token_webhook_cache_ttl: settings.token_webhook_cache_ttl,
+            authorization_webhook_cache_authorized_ttl: settings.authorized_ttl,
+            authorization_webhook_cache_unauthorized_ttl: settings.unauthorized_ttl,
+            ..Default::default()
+        };
+        KubeletAuth {
+            delegated: DelegatedAuth::new(client.clone(), client, &options),
+            settings,
+            node_name: node_name.to_owned(),
+        }
+    }
+
+    /// None when the request may go on, else upstream's 401 or 403 (plain text).
+    async fn check(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &http::HeaderMap,
+        cert_user: Option<&UserInfo>,
+    ) -> Option<Response<Body>> {
+        let user = if self.settings.token_webhook && bearer_token(headers).is_some() {
+            match self.delegated.authenticate(headers, None, false).await {
+                Ok(u) => u,
+                Err(e) => {
+                    tracing::debug!(error = %e, "unable to authenticate the request");
+                    return Some(text(StatusCode::UNAUTHORIZED, "Unauthorized"));
+                }
+            }
+        } else if let Some(u) = cert_user {
+            u.clone()
+        } else if self.settings.anonymous {
+            UserInfo::anonymous()
+        } else {
+            return Some(text(StatusCode::UNAUTHORIZED, "Unauthorized"));
+        };
+        if self.settings.authorization_mode == AuthorizationMode::AlwaysAllow {
+            return None;
+        }
+        let attributes = Attributes::Resource {
+            verb: kubelet_verb(method).into(),
+            group: String::new(),
+            resource: "nodes".into(),
+            subresource: node_subresource(path).into(),
+            name: self.node_name.clone(),
+            namespace: String::new(),
+        };
+        let what = format!(
+            "(user={}, verb={}, resource=nodes, subresource={})",
+            user.name,
+            attributes.verb(),
+            node_subresource(path)
+        );
+        match self.delegated.authorize(&user, &attributes).await {
+            Decision::Allow => None,
+            Decision::Deny(reason) => {
+                tracing::debug!(%reason, "Forbidden {what}");
+                Some(text(StatusCode::FORBIDDEN, format!("Forbidden {what}")))
+            }
+            Decision::Error(e) => {
+                tracing::warn!(error = %e, "Authorization error {what}");
+                Some(text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("Authorization error {what}"),
+                ))
+            }
+        }
+    }
+}
+
+/// The kubelet's verb for a method (upstream's `GetRequestAttributes`): only POST, GET,
+/// PUT, PATCH and DELETE have one.
+pub fn kubelet_verb(method: &Method) -> &'static str {
+    match *method {
+        Method::POST => "create",
+        Method::GET => "get",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE => "delete",
+        _ => "",
+    }
+}
+
+/// The `nodes` subresource a kubelet path is authorized as (upstream's
+/// `GetRequestAttributes`): `/stats/*` stats, `/metrics*` metrics, `/logs/*` log,
+/// `/spec/*` spec, `/checkpoint/*` checkpoint, everything else proxy.
+pub fn node_subresource(path: &str) -> &'static str {
+    let under = |prefix: &str| {
+        path == prefix
+            || path
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.starts_with('/'))
+    };
+    if under("/stats") {
+        "stats"
+    } else if under("/metrics") {
+        "metrics"
+    } else if under("/logs") {
+        "log"
+    } else if under("/spec") {
+        "spec"
+    } else if under("/checkpoint") {
+        "checkpoint"
+    } else {
+        "proxy"
+    }
 }
 
 /// The serving certificate and key files: given, or self-signed in `<root>/pki` for the
@@ -73,8 +258,13 @@ pub fn certificate_files(root_dir: &Path, hosts: &[String]) -> Result<(PathBuf, 
     Ok((cert, key))
 }
 
-/// A rustls server configuration for HTTP/1.1 (upgrades) and HTTP/2.
-pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, Error> {
+/// A rustls server configuration for HTTP/1.1 (upgrades) and HTTP/2; with
+/// `client_ca_file`, it asks for (but does not require) a client certificate it signed.
+pub fn tls_config(
+    cert: &Path,
+    key: &Path,
+    client_ca_file: Option<&Path>,
+) -> Result<Arc<rustls::ServerConfig>, Error> {
     let read = |path: &Path| {
         std::fs::read(path).map_err(|source| Error::File {
             path: path.to_path_buf(),
@@ -100,10 +290,30 @@ pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, 
             what: "private key",
         })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key_der)?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let builder = match client_ca_file {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let pem = read(path)?;
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in rustls_pemfile::certs(&mut pem.as_slice()).filter_map(Result::ok) {
+                roots.add(cert)?;
+            }
+            if roots.is_empty() {
+                return Err(Error::Pem {
+                    path: path.to_path_buf(),
+                    what: "certificate",
+                });
+            }
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+                    .allow_unauthenticated()
+                    .build()?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_single_cert(certs, key_der)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -116,6 +326,8 @@ pub struct KubeletServer {
     pub stats: Arc<crate::stats::StatsProvider>,
     /// `/metrics/resource`.
     pub resource_registry: prometheus::Registry,
+    /// Who may use the port.
+    pub auth: KubeletAuth,
 }
 
 /// Binds `addr` and serves until shutdown; the bound address.
@@ -164,9 +376,11 @@ async fn accept(
             let Ok(tls) = acceptor.accept(stream).await else {
                 return;
             };
+            let cert_user = component_base::serving::peer_user(tls.get_ref().1.peer_certificates());
             let service = hyper::service::service_fn(move |req| {
                 let server = server.clone();
-                async move { Ok::<_, Infallible>(server.handle(req).await) }
+                let cert_user = cert_user.clone();
+                async move { Ok::<_, Infallible>(server.handle(req, cert_user).await) }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let _ = builder
@@ -202,8 +416,21 @@ fn query_flag(pairs: &[(String, String)], names: &[&str]) -> bool {
 }
 
 impl KubeletServer {
-    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+    async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        cert_user: Option<Arc<UserInfo>>,
+    ) -> Response<Body> {
         let path = req.uri().path().to_owned();
+        let method = req.method().clone();
+        let headers = req.headers().clone();
+        if let Some(refused) = self
+            .auth
+            .check(&method, &path, &headers, cert_user.as_deref())
+            .await
+        {
+            return refused;
+        }
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         let get = req.method() == Method::GET;
         match segments.as_slice() {
@@ -603,4 +830,58 @@ async fn proxy(mut req: Request<Incoming>, url: &str) -> Response<Body> {
     }
     let (parts, body) = resp.into_parts();
     Response::from_parts(parts, body.map_err(std::io::Error::other).boxed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_map_to_upstreams_node_subresources() {
+        assert_eq!(node_subresource("/stats/summary"), "stats");
+        assert_eq!(node_subresource("/stats"), "stats");
+        assert_eq!(node_subresource("/metrics"), "metrics");
+        assert_eq!(node_subresource("/metrics/resource"), "metrics");
+        assert_eq!(node_subresource("/logs/messages"), "log");
+        assert_eq!(node_subresource("/spec/"), "spec");
+        assert_eq!(node_subresource("/checkpoint/ns/pod/c"), "checkpoint");
+        for path in [
+            "/pods",
+            "/healthz",
+            "/run/ns/pod/c",
+            "/exec/ns/pod/c",
+            "/attach/ns/pod/c",
+            "/portForward/ns/pod",
+            "/containerLogs/ns/pod/c",
+            "/statsx",
+        ] {
+            assert_eq!(node_subresource(path), "proxy", "{path}");
+        }
+    }
+
+    #[test]
+    fn verbs_are_upstreams() {
+        assert_eq!(kubelet_verb(&Method::GET), "get");
+        assert_eq!(kubelet_verb(&Method::POST), "create");
+        assert_eq!(kubelet_verb(&Method::PUT), "update");
+        assert_eq!(kubelet_verb(&Method::PATCH), "patch");
+        assert_eq!(kubelet_verb(&Method::DELETE), "delete");
+        assert_eq!(kubelet_verb(&Method::HEAD), "");
+    }
+
+    #[test]
+    fn authorization_modes() {
+        assert_eq!(
+            "Webhook".parse::<AuthorizationMode>(),
+            Ok(AuthorizationMode::Webhook)
+        );
+        assert_eq!(
+            "AlwaysAllow".parse::<AuthorizationMode>(),
+            Ok(AuthorizationMode::AlwaysAllow)
+        );
+        assert!("RBAC"
+            .parse::<AuthorizationMode>()
+            .unwrap_err()
+            .contains("want AlwaysAllow or Webhook"));
+    }
 }
