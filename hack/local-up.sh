@@ -129,6 +129,29 @@ if [ ! -s "$STATE/certs/sa.key" ]; then
   openssl pkey -in "$STATE/certs/sa.key" -pubout -out "$STATE/certs/sa.pub" 2>/dev/null
 fi
 
+# The kubelet authorizes its port with SubjectAccessReviews (--authorization-mode Webhook):
+# the apiserver presents a client certificate (CN kube-apiserver-kubelet-client in
+# system:masters, as pikubeadm's) signed by a CA the kubelet trusts (--client-ca-file).
+if [ ! -s "$STATE/certs/apiserver-kubelet-client.crt" ]; then
+  mkdir -p "$STATE/certs"
+  (
+    cd "$STATE/certs"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+      -subj "/CN=pikube-kubelet-client-ca" -addext "basicConstraints=critical,CA:TRUE" \
+      -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
+      -keyout kubelet-client-ca.key -out kubelet-client-ca.crt 2>/dev/null
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+      -subj "/O=system:masters/CN=kube-apiserver-kubelet-client" \
+      -keyout apiserver-kubelet-client.key -out apiserver-kubelet-client.csr 2>/dev/null
+    printf 'keyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n' >apiserver-kubelet-client.ext
+    openssl x509 -req -in apiserver-kubelet-client.csr -CA kubelet-client-ca.crt \
+      -CAkey kubelet-client-ca.key -CAcreateserial -days 3650 \
+      -extfile apiserver-kubelet-client.ext -out apiserver-kubelet-client.crt 2>/dev/null
+    chmod 600 kubelet-client-ca.key apiserver-kubelet-client.key
+    rm -f apiserver-kubelet-client.csr apiserver-kubelet-client.ext
+  )
+fi
+
 if ! running kube-apiserver; then
   log "starting kube-apiserver on 127.0.0.1:$APISERVER_PORT"
   "$BIN/kube-apiserver" --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
@@ -136,6 +159,8 @@ if ! running kube-apiserver; then
     --token-auth-file "$STATE/tokens.csv" --service-cluster-ip-range 10.96.0.0/16 \
     --authorization-mode Node,RBAC \
     --kubelet-preferred-address-types InternalIP,Hostname,InternalDNS,ExternalDNS,ExternalIP \
+    --kubelet-client-certificate "$STATE/certs/apiserver-kubelet-client.crt" \
+    --kubelet-client-key "$STATE/certs/apiserver-kubelet-client.key" \
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
     --service-account-signing-key-file "$STATE/certs/sa.key" --service-account-key-file "$STATE/certs/sa.pub" \
     >"$STATE/logs/kube-apiserver.log" 2>&1 &
@@ -269,6 +294,8 @@ if ! running kubelet; then
     --container-runtime-endpoint "unix://$CONTAINERD_SOCK" --root-dir "$STATE/kubelet" \
     --cni-conf-dir "$STATE/cni/net.d" --cgroup-driver "$cgroup_driver" \
     --cluster-dns "$CLUSTER_DNS" --cluster-domain cluster.local \
+    --authentication-token-webhook --authorization-mode Webhook \
+    --client-ca-file "$STATE/certs/kubelet-client-ca.crt" \
     >"$STATE/logs/kubelet.log" 2>&1 &
   echo $! >"$STATE/run/kubelet.pid"
 fi
