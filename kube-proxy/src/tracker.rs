@@ -56,6 +56,9 @@ pub fn ports_of<'a, V>(
 /// or two ports: a boxed slice, not a tree map's node, at 10,000 slices).
 type SlicePorts = [Box<[(ServicePortName, Arc<[Endpoint]>)]>; 2];
 
+/// Per family: a Service's ports, shared with the model.
+type ServicePorts = [Box<[(ServicePortName, Arc<ServicePort>)]>; 2];
+
 struct SliceEntry {
     /// Its Service's name (in the slice's namespace).
     service: Arc<str>,
@@ -69,7 +72,7 @@ struct ServiceEntry {
     exists: bool,
     /// Its ports per family (boxed: most Services have one port, a Vec would hold room
     /// for four).
-    ports: [Box<[(ServicePortName, Arc<ServicePort>)]>; 2],
+    ports: ServicePorts,
     /// Its slices' names (one or two as a rule), shared with the slices' keys.
     slices: Box<[Arc<str>]>,
 }
