@@ -460,13 +460,32 @@ impl SecureServingOptions {
         self.secure_port.unwrap_or(default)
     }
 
-    /// Only both or neither of the certificate and key files.
+    /// Only both or neither of the certificate and key files; a readable
+    /// `--client-ca-file` holding a certificate.
     pub fn validate(&self) -> Result<(), String> {
         match (&self.tls_cert_file, &self.tls_private_key_file) {
-            (Some(_), None) => Err("--tls-cert-file requires --tls-private-key-file".into()),
-            (None, Some(_)) => Err("--tls-private-key-file requires --tls-cert-file".into()),
-            _ => Ok(()),
+            (Some(_), None) => return Err("--tls-cert-file requires --tls-private-key-file".into()),
+            (None, Some(_)) => return Err("--tls-private-key-file requires --tls-cert-file".into()),
+            _ => {}
         }
+        if let Some(path) = &self.auth.client_ca_file {
+            validate_client_ca_file(path)?;
+        }
+        Ok(())
+    }
+}
+
+/// `--client-ca-file` must be readable and hold at least one PEM certificate.
+pub fn validate_client_ca_file(path: &std::path::Path) -> Result<(), String> {
+    let pem =
+        std::fs::read(path).map_err(|e| format!("--client-ca-file {}: {e}", path.display()))?;
+    if rustls_pemfile::certs(&mut pem.as_slice()).any(|c| c.is_ok()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "--client-ca-file {}: holds no PEM certificate",
+            path.display()
+        ))
     }
 }
 
@@ -651,6 +670,20 @@ mod tests {
             Duration::from_secs(30)
         );
         assert!(a.authentication_skip_lookup);
+        let err = cli.serving.validate().unwrap_err();
+        assert!(
+            err.starts_with("--client-ca-file /etc/kubernetes/pki/ca.crt: "),
+            "{err}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.crt");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let mut serving = cli.serving.clone();
+        serving.auth.client_ca_file = Some(empty);
+        assert!(serving
+            .validate()
+            .unwrap_err()
+            .ends_with("holds no PEM certificate"));
     }
 
     #[test]

@@ -444,6 +444,9 @@ impl Options {
         if tls_cert_file.is_some() != tls_private_key_file.is_some() {
             return Err("--tls-cert-file and --tls-private-key-file go together".into());
         }
+        if let Some(path) = &self.client_ca_file {
+            component_base::options::validate_client_ca_file(path)?;
+        }
         let lease_seconds = file.node_lease_duration_seconds.unwrap_or(40);
         if lease_seconds <= 0 {
             return Err("nodeLeaseDurationSeconds must be positive".into());
@@ -569,19 +572,26 @@ mod tests {
         assert_eq!(s.auth.token_webhook_cache_ttl, Duration::from_secs(120));
         assert_eq!(s.auth.authorized_ttl, Duration::from_secs(300));
         assert_eq!(s.auth.unauthorized_ttl, Duration::from_secs(30));
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.crt");
+        let cert = rcgen::generate_simple_self_signed(vec!["ca".to_string()]).unwrap();
+        std::fs::write(&ca, cert.cert.pem()).unwrap();
+        let ca_flag = format!("--client-ca-file={}", ca.display());
         let s = parse(&[
             "--anonymous-auth=false",
             "--authentication-token-webhook",
             "--authorization-mode=Webhook",
-            "--client-ca-file=/etc/kubernetes/pki/ca.crt",
+            &ca_flag,
         ])
         .unwrap();
         assert!(!s.auth.anonymous);
         assert!(s.auth.token_webhook);
         assert_eq!(s.auth.authorization_mode, AuthorizationMode::Webhook);
-        assert_eq!(
-            s.auth.client_ca_file,
-            Some(PathBuf::from("/etc/kubernetes/pki/ca.crt"))
+        assert_eq!(s.auth.client_ca_file, Some(ca));
+        let err = parse(&["--client-ca-file=/nonexistent/ca.crt"]).unwrap_err();
+        assert!(
+            err.starts_with("--client-ca-file /nonexistent/ca.crt: "),
+            "{err}"
         );
         let err = parse(&["--authorization-mode=RBAC"]).unwrap_err();
         assert!(err.contains("want AlwaysAllow or Webhook"), "{err}");
