@@ -201,7 +201,7 @@ pub struct Options {
     /// Authorization mode for Kubelet server: AlwaysAllow or Webhook. Webhook mode uses
     /// the SubjectAccessReview API to determine authorization.
     #[arg(long, default_value = "AlwaysAllow")]
-    pub authorization_mode: crate::server::AuthorizationMode,
+    pub authorization_mode: String,
 
     /// The duration to cache 'authorized' responses from the webhook authorizer.
     #[arg(long, default_value = "5m0s", value_parser = parse_duration)]
@@ -524,7 +524,7 @@ impl Options {
                 token_webhook: self.authentication_token_webhook,
                 token_webhook_cache_ttl: self.authentication_token_webhook_cache_ttl,
                 client_ca_file: self.client_ca_file.clone(),
-                authorization_mode: self.authorization_mode,
+                authorization_mode: self.authorization_mode.parse()?,
                 authorized_ttl: self.authorization_webhook_cache_authorized_ttl,
                 unauthorized_ttl: self.authorization_webhook_cache_unauthorized_ttl,
             },
