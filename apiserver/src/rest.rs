@@ -924,11 +924,18 @@ pub async fn update(
             } else {
                 strategy.prepare_for_status_update(info, &mut new, &old);
             }
-            validate(
+            // Checked against the cache's copy, a refusal may come from its lag (upstream's
+            // GuaranteedUpdate re-reads from etcd before it answers an error then).
+            if let Err(e) = validate(
                 info,
                 &name,
                 api_types::validation::validate_status_update(info, &new, &old),
-            )?;
+            ) {
+                if guessed {
+                    continue;
+                }
+                return Err(e);
+            }
         } else if finalize {
             // /finalize changes only spec.finalizers of a namespace.
             let finalizers = new.pointer("/spec/finalizers").cloned();
@@ -954,12 +961,21 @@ pub async fn update(
             };
             admission::admit_update(&attributes, &mut new, &old);
             strategy.prepare_for_update(info, &mut new, &old);
-            validate(
+            let checked = match validate(
                 info,
                 &name,
                 api_types::validation::validate_update(info, &new, &old),
-            )?;
-            admission::validate_update(api, &attributes, &new, &old).await?;
+            ) {
+                Ok(()) => admission::validate_update(api, &attributes, &new, &old).await,
+                Err(e) => Err(e),
+            };
+            // As above: a refusal of a change to the cache's copy is confirmed on etcd's.
+            if let Err(e) = checked {
+                if guessed {
+                    continue;
+                }
+                return Err(e);
+            }
         }
 
         let pending = if info.group.is_empty() && info.plural == "services" && !status_only {
