@@ -318,3 +318,21 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Status code and body of a GET of `url` with curl (`-sk`, 10 s limit, `extra`
+/// arguments such as `-H "Authorization: Bearer …"` or a client certificate), awaited as
+/// a child process so a server in the test's own process keeps serving.
+pub async fn curl(url: &str, extra: &[&str]) -> (u16, String) {
+    let out = tokio::process::Command::new("curl")
+        .args(["-sk", "--max-time", "10", "-w", "\n%{http_code}"])
+        .args(extra)
+        .arg(url)
+        .output()
+        .await
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text
+        .rsplit_once('\n')
+        .expect("curl printed the status code");
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}

@@ -2,6 +2,7 @@
 //! a real apiserver with `--authorization-mode=Node,RBAC` and etcd: health endpoints are
 //! open, `/metrics` needs an identity the apiserver authenticates and RBAC allows.
 
+use apiserver::testing::curl;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,23 +13,6 @@ use component_base::serving::{serve_if_configured, HealthChecks};
 use component_base::shutdown;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Status code and body of a GET with curl, which this test awaits as a child process
-/// so the in-process server keeps serving.
-async fn curl(url: &str, extra: &[&str]) -> (u16, String) {
-    let out = tokio::process::Command::new("curl")
-        .args(["-sk", "--max-time", "10", "-w", "\n%{http_code}"])
-        .args(extra)
-        .arg(url)
-        .output()
-        .await
-        .expect("curl runs");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text
-        .rsplit_once('\n')
-        .expect("curl printed the status code");
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
 
 fn status_message(body: &str) -> String {
     let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));

@@ -104,6 +104,16 @@ impl TestResolver {
 }
 
 impl TestResolver {
+    /// The names it was asked that lie under `zone` (a cluster's zone: none should).
+    pub fn asked_under(&self, zone: &str) -> Vec<String> {
+        self.names
+            .lock()
+            .iter()
+            .filter(|n| n.contains(zone))
+            .cloned()
+            .collect()
+    }
+
     pub fn queries(&self) -> usize {
         self.queries.load(Ordering::SeqCst)
     }

@@ -4,6 +4,7 @@
 //! `nodes/<subresource>` of this node, against an apiserver with Node,RBAC.
 
 use apiserver::authz::Mode;
+use apiserver::testing::curl;
 use kubelet::server::AuthorizationMode;
 
 use crate::common::{phase, pod_condition, wait_until, TestApi, TestNode, TIMEOUT};
@@ -38,23 +39,6 @@ fn kubelet_client_pki(dir: &std::path::Path) {
         key.serialize_pem(),
     )
     .unwrap();
-}
-
-/// Status code and body of a GET with curl, awaited as a child process so the
-/// in-process kubelet keeps serving.
-async fn curl(url: &str, extra: &[&str]) -> (u16, String) {
-    let out = tokio::process::Command::new("curl")
-        .args(["-sk", "--max-time", "10", "-w", "\n%{http_code}"])
-        .args(extra)
-        .arg(url)
-        .output()
-        .await
-        .expect("curl runs");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text
-        .rsplit_once('\n')
-        .expect("curl printed the status code");
-    (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -254,13 +254,7 @@ async fn a_pod_resolves_services_through_node_local_dns() {
         "the test resolver was not asked"
     );
     // Nothing under the cluster zone left the node.
-    let leaked: Vec<String> = resolver
-        .names
-        .lock()
-        .iter()
-        .filter(|n| n.contains("cluster.local"))
-        .cloned()
-        .collect();
+    let leaked = resolver.asked_under("cluster.local");
     assert!(leaked.is_empty(), "cluster names forwarded: {leaked:?}");
 
     // Deleted: NXDOMAIN within a second.
