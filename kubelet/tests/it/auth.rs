@@ -7,7 +7,9 @@ use apiserver::authz::Mode;
 use apiserver::testing::curl;
 use kubelet::server::AuthorizationMode;
 
-use crate::common::{phase, pod_condition, wait_until, TestApi, TestNode, TIMEOUT};
+use crate::common::{
+    kubectl_logs_and_exec_reach, phase, pod_condition, wait_until, TestApi, TestNode, TIMEOUT,
+};
 
 /// A CA in `dir` (`kubelet-client-ca.crt`) and the apiserver's kubelet client certificate
 /// it signed (`apiserver-kubelet-client.{crt,key}`: CN kube-apiserver-kubelet-client in
@@ -138,17 +140,7 @@ async fn webhook_mode_asks_the_apiserver_who_may_use_the_kubelet_port() {
         phase(p) == "Running" && pod_condition(p, "Ready")
     })
     .await;
-    let logs = wait_until(TIMEOUT, "kubectl logs through the apiserver", || {
-        let out = node.api.kubectl(&["logs", "talk"]);
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        async move { text.contains("hello-from-pod").then_some(text) }
-    })
-    .await;
-    assert_eq!(logs.trim(), "hello-from-pod");
-    let out = node
-        .api
-        .kubectl_ok(&["exec", "talk", "--", "echo", "hi from exec"]);
-    assert_eq!(out.trim(), "hi from exec");
+    kubectl_logs_and_exec_reach(&node).await;
     // The same logs straight from the kubelet port need nodes/proxy.
     let (code, _) = curl(&url("/containerLogs/default/talk/main"), &["-H", &nobody]).await;
     assert_eq!(code, 403);

@@ -278,3 +278,23 @@ pub fn phase(pod: &Pod) -> &str {
         .and_then(|s| s.phase.as_deref())
         .unwrap_or("")
 }
+
+/// `kubectl logs` and `kubectl exec` of pod `talk` (whose container prints
+/// `hello-from-pod` and keeps running) work through the apiserver and the kubelet port.
+pub async fn kubectl_logs_and_exec_reach(node: &TestNode) {
+    let logs = wait_until(
+        TIMEOUT,
+        "the container's first line in kubectl logs",
+        || {
+            let out = node.api.kubectl(&["logs", "talk"]);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            async move { text.contains("hello-from-pod").then_some(text) }
+        },
+    )
+    .await;
+    assert_eq!(logs.trim(), "hello-from-pod");
+    let out = node
+        .api
+        .kubectl_ok(&["exec", "talk", "--", "echo", "hi from exec"]);
+    assert_eq!(out.trim(), "hi from exec");
+}

@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 
-use crate::common::{phase, pod_condition, wait_until, TestNode, TIMEOUT};
+use crate::common::{kubectl_logs_and_exec_reach, phase, pod_condition, TestNode, TIMEOUT};
 
 /// Kills the `kubectl port-forward` when the test ends, passed or not.
 struct KillOnDrop(Child);
@@ -36,22 +36,7 @@ async fn kubectl_logs_exec_and_port_forward_reach_the_container() {
     })
     .await;
 
-    let logs = wait_until(
-        TIMEOUT,
-        "the container's first line in kubectl logs",
-        || {
-            let out = node.api.kubectl(&["logs", "talk"]);
-            let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            async move { text.contains("hello-from-pod").then_some(text) }
-        },
-    )
-    .await;
-    assert_eq!(logs.trim(), "hello-from-pod");
-
-    let out = node
-        .api
-        .kubectl_ok(&["exec", "talk", "--", "echo", "hi from exec"]);
-    assert_eq!(out.trim(), "hi from exec");
+    kubectl_logs_and_exec_reach(&node).await;
     // stdin goes up and comes back.
     let out = node
         .api
