@@ -30,9 +30,12 @@
 //! `BENCH_WATCHERS` (1000), `BENCH_WATCH_CLIENTS` (10), `BENCH_WATCH_PODS` (50),
 //! `BENCH_PODS` (10000), `BENCH_AUTHORIZATION_MODE` (AlwaysAllow; with any other mode,
 //! e.g. `Node,RBAC`, the bench user is an ordinary user bound to cluster-admin, so every
-//! request goes through the authorizers instead of the `system:masters` shortcut). Run
-//! without `--bench` (as `cargo test --benches` does) the
-//! defaults shrink to a smoke run.
+//! request goes through the authorizers instead of the `system:masters` shortcut),
+//! `BENCH_CLIENT_AUTH` (`token`: a bearer token from `--token-auth-file`; `cert`: an x509
+//! client certificate signed by a CA in `--client-ca-file`, as `pikubeadm certs` writes
+//! them). Issue 7's overhead figure compares `BENCH_CLIENT_AUTH=cert
+//! BENCH_AUTHORIZATION_MODE=Node,RBAC` with the defaults. Run without `--bench` (as
+//! `cargo test --benches` does) the defaults shrink to a smoke run.
 //!
 //! All processes share the machine: on a 2-core box the bench client, etcd and the
 //! apiserver compete for CPU, so the figures are end-to-end on one host.
@@ -110,6 +113,16 @@ struct Settings {
     watch_pods: usize,
     pods: usize,
     authorization_mode: String,
+    client_auth: ClientAuth,
+}
+
+/// How the bench's clients authenticate (`BENCH_CLIENT_AUTH`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientAuth {
+    /// A bearer token from the apiserver's `--token-auth-file`.
+    Token,
+    /// An x509 client certificate verified against `--client-ca-file`.
+    Cert,
 }
 
 impl Settings {
@@ -128,6 +141,11 @@ impl Settings {
             pods: pick("BENCH_PODS", 10_000, 200)?,
             authorization_mode: std::env::var("BENCH_AUTHORIZATION_MODE")
                 .unwrap_or_else(|_| "AlwaysAllow".to_owned()),
+            client_auth: match std::env::var("BENCH_CLIENT_AUTH").as_deref() {
+                Err(_) | Ok("token") => ClientAuth::Token,
+                Ok("cert") => ClientAuth::Cert,
+                Ok(other) => bail!("BENCH_CLIENT_AUTH={other:?}: want token or cert"),
+            },
         };
         if settings.clients == 0 || settings.watch_clients == 0 {
             bail!("BENCH_CLIENTS and BENCH_WATCH_CLIENTS must be at least 1");
@@ -161,7 +179,12 @@ async fn bench(settings: &Settings, etcd: &EtcdServer) -> Result<bool> {
         std::env::consts::ARCH,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
-    let apiserver = Apiserver::start(&etcd.endpoint(), &settings.authorization_mode).await?;
+    let apiserver = Apiserver::start(
+        &etcd.endpoint(),
+        &settings.authorization_mode,
+        settings.client_auth,
+    )
+    .await?;
     let pid = apiserver.pid();
     let processes = Processes {
         apiserver: pid,
@@ -505,12 +528,12 @@ struct Apiserver {
 
 impl Apiserver {
     /// Starts kube-apiserver on a free port and waits until /readyz says ok.
-    async fn start(etcd: &str, authorization_mode: &str) -> Result<Self> {
+    async fn start(etcd: &str, authorization_mode: &str, auth: ClientAuth) -> Result<Self> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             progress("starting kube-apiserver");
-            let mut apiserver = Self::spawn(etcd, authorization_mode)?;
+            let mut apiserver = Self::spawn(etcd, authorization_mode, auth)?;
             match apiserver.wait_ready().await {
                 Ok(()) if authorization_mode == "AlwaysAllow" => return Ok(apiserver),
                 Ok(()) => {
@@ -524,31 +547,55 @@ impl Apiserver {
         }
     }
 
-    fn spawn(etcd: &str, authorization_mode: &str) -> Result<Self> {
+    fn spawn(etcd: &str, authorization_mode: &str, auth: ClientAuth) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("pikube-bench-")
             .tempdir()
             .context("creating the apiserver temp dir")?;
         let port = free_port()?;
         let tokens = dir.path().join("tokens.csv");
-        let users = if authorization_mode == "AlwaysAllow" {
-            format!("{TOKEN},admin,admin-uid,\"system:masters\"\n")
+        // Under AlwaysAllow the bench user is a `system:masters` admin; otherwise an
+        // ordinary user that `bind_bench_user` binds to cluster-admin.
+        let (user, group) = if authorization_mode == "AlwaysAllow" {
+            ("admin", Some("system:masters"))
         } else {
-            format!(
-                "{TOKEN},bench,bench-uid\n{PRIVILEGED_TOKEN},admin,admin-uid,\"system:masters\"\n"
-            )
+            ("bench", None)
         };
+        let mut users = format!("{PRIVILEGED_TOKEN},privileged,privileged-uid,\"system:masters\"\n");
+        if auth == ClientAuth::Token {
+            let groups = group.map(|g| format!(",\"{g}\"")).unwrap_or_default();
+            users.push_str(&format!("{TOKEN},{user},{user}-uid{groups}\n"));
+        }
         std::fs::write(&tokens, users).context("writing the token file")?;
         let ca = dir.path().join("certs").join("ca.crt");
-        let kubeconfig = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: bench\n  cluster:\n    \
-             server: https://127.0.0.1:{port}\n    certificate-authority: {}\nusers:\n\
-             - name: admin\n  user:\n    token: {TOKEN}\ncontexts:\n- name: bench\n  \
-             context:\n    cluster: bench\n    user: admin\ncurrent-context: bench\n",
-            ca.display()
-        );
-        std::fs::write(dir.path().join("kubeconfig"), kubeconfig)
-            .context("writing the kubeconfig")?;
+        let credentials = match auth {
+            ClientAuth::Token => format!("    token: {TOKEN}\n"),
+            ClientAuth::Cert => {
+                let pki = dir.path().join("client-pki");
+                std::fs::create_dir_all(&pki).context("creating the client PKI dir")?;
+                let (authority, _) = pikubeadm::pki::CertificateAuthority::ensure(&pki, "bench-ca")
+                    .context("writing the client CA")?;
+                let spec = pikubeadm::pki::CertSpec::client("bench-client", user, group);
+                let (pair, _) = authority
+                    .ensure_cert(&pki, &spec)
+                    .context("writing the bench client certificate")?;
+                format!(
+                    "    client-certificate: {}\n    client-key: {}\n",
+                    pair.cert_path.display(),
+                    pair.key_path.display()
+                )
+            }
+        };
+        std::fs::write(
+            dir.path().join("kubeconfig"),
+            kubeconfig(port, &ca, &credentials),
+        )
+        .context("writing the kubeconfig")?;
+        std::fs::write(
+            dir.path().join("privileged.kubeconfig"),
+            kubeconfig(port, &ca, &format!("    token: {PRIVILEGED_TOKEN}\n")),
+        )
+        .context("writing the privileged kubeconfig")?;
         let log = std::fs::File::create(dir.path().join("apiserver.log"))
             .context("creating the apiserver log")?;
         let log_err = log.try_clone().context("opening the apiserver log")?;
@@ -559,6 +606,12 @@ impl Apiserver {
             .arg(format!("--secure-port={port}"))
             .arg(format!("--cert-dir={}", dir.path().join("certs").display()))
             .arg(format!("--token-auth-file={}", tokens.display()))
+            .args((auth == ClientAuth::Cert).then(|| {
+                format!(
+                    "--client-ca-file={}",
+                    dir.path().join("client-pki").join("ca.crt").display()
+                )
+            }))
             .arg("--anonymous-auth=false")
             .arg(format!("--authorization-mode={authorization_mode}"))
             .arg("--service-cluster-ip-range=10.96.0.0/24")
@@ -619,9 +672,7 @@ impl Apiserver {
 
     /// Binds the (unprivileged) bench user to cluster-admin, as a `system:masters` user.
     async fn bind_bench_user(&self) -> Result<()> {
-        let text = std::fs::read_to_string(self.dir.path().join("kubeconfig"))?
-            .replace(TOKEN, PRIVILEGED_TOKEN);
-        let kubeconfig: Kubeconfig = serde_yaml::from_str(&text)?;
+        let kubeconfig = Kubeconfig::read_from(self.dir.path().join("privileged.kubeconfig"))?;
         let config =
             kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
         let admin = Client::try_from(config)?;
@@ -691,6 +742,18 @@ fn raise_open_files_limit(pid: u32) {
             "could not raise the open-files limit of pid {pid} from {soft}; many watchers may fail"
         ));
     }
+}
+
+/// A kubeconfig for the apiserver on `port`, trusting `ca`, with `credentials` (the
+/// indented lines of its user).
+fn kubeconfig(port: u16, ca: &std::path::Path, credentials: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: bench\n  cluster:\n    \
+         server: https://127.0.0.1:{port}\n    certificate-authority: {}\nusers:\n\
+         - name: user\n  user:\n{credentials}contexts:\n- name: bench\n  \
+         context:\n    cluster: bench\n    user: user\ncurrent-context: bench\n",
+        ca.display()
+    )
 }
 
 fn free_port() -> Result<u16> {
