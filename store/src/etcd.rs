@@ -1,19 +1,20 @@
 //! The etcd v3 implementation of [`Store`].
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, GetResponse, KvClient,
-    Txn, TxnOp, TxnOpResponse, TxnResponse, WatchClient, WatchOptions,
+    LeaseClient, PutOptions, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchClient, WatchOptions,
 };
 
 use crate::error::{classify, from_etcd, Kind};
 use crate::metrics::Metrics;
 use crate::watch::WatchState;
-use crate::{Error, KeyValue, ListResult, Result, Store, WatchStream};
+use crate::{Error, KeyValue, ListResult, Result, Store, WatchStream, WriteOptions};
 
 /// The default key prefix, as upstream's `--etcd-prefix`.
 pub const DEFAULT_PREFIX: &str = "/registry";
@@ -31,6 +32,11 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_MESSAGE_SIZE: usize = i32::MAX as usize;
 // How long to look for the compaction revision when a read fails as compacted.
 const COMPACT_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+// Writes with a time to live share an etcd lease while it is young (upstream's lease
+// manager): a lease outlives its ttl by 5% of it, at most a minute, and serves writes
+// for that long. An Event storm then costs one lease a minute, not one per Event.
+const LEASE_REUSE_FRACTION: f64 = 0.05;
+const LEASE_REUSE_MAX: Duration = Duration::from_secs(60);
 
 /// How to reach etcd.
 #[derive(Clone, Debug)]
@@ -67,10 +73,20 @@ impl Default for EtcdConfig {
 pub struct EtcdStore {
     kv: KvClient,
     watch: WatchClient,
+    lease: LeaseClient,
+    /// The lease each time to live reuses, by ttl in seconds.
+    leases: Arc<Mutex<HashMap<i64, ReusableLease>>>,
     /// The normalised prefix including its trailing slash, e.g. `/registry/`.
     root: Arc<str>,
     timeout: Duration,
     metrics: Option<Metrics>,
+}
+
+/// A granted lease and until when writes may attach to it.
+#[derive(Clone, Copy, Debug)]
+struct ReusableLease {
+    id: i64,
+    reuse_until: Instant,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -148,10 +164,59 @@ impl EtcdStore {
             watch: client
                 .watch_client()
                 .max_decoding_message_size(MAX_MESSAGE_SIZE),
+            lease: client.lease_client(),
+            leases: Arc::default(),
             root: normalize_prefix(&config.prefix).into(),
             timeout: config.request_timeout,
             metrics,
         })
+    }
+
+    /// The put options of a write with `options`: a lease when it has a time to live.
+    async fn put_options(&self, key: &str, options: WriteOptions) -> Result<Option<PutOptions>> {
+        let Some(ttl) = options.ttl else {
+            return Ok(None);
+        };
+        // etcd counts whole seconds; a key never lives shorter than asked.
+        let seconds = i64::try_from(ttl.as_millis().div_ceil(1000))
+            .unwrap_or(i64::MAX)
+            .max(1);
+        let now = Instant::now();
+        let cached = lock(&self.leases)
+            .get(&seconds)
+            .filter(|lease| now <= lease.reuse_until)
+            .map(|lease| lease.id);
+        if let Some(id) = cached {
+            return Ok(Some(PutOptions::new().with_lease(id)));
+        }
+        let reuse = Duration::from_secs(seconds as u64)
+            .mul_f64(LEASE_REUSE_FRACTION)
+            .min(LEASE_REUSE_MAX);
+        let mut client = self.lease.clone();
+        let granted = self
+            .call(
+                "grant",
+                key,
+                client.grant(seconds.saturating_add(reuse.as_secs() as i64), None),
+            )
+            .await
+            .map_err(|failure| failure.into_error("grant"))?;
+        lock(&self.leases).insert(
+            seconds,
+            ReusableLease {
+                id: granted.id(),
+                reuse_until: now + reuse,
+            },
+        );
+        Ok(Some(PutOptions::new().with_lease(granted.id())))
+    }
+
+    /// Forgets the lease `options` attached after a failed write: etcd may have lost it
+    /// (revoked, or expired while etcd was down), and the next write asks for a new one.
+    fn forget_lease(&self, options: WriteOptions) {
+        if options.ttl.is_some() {
+            lock(&self.leases).clear();
+        }
     }
 
     /// The normalised key prefix with its trailing slash, e.g. `/registry/`.
@@ -298,6 +363,13 @@ impl EtcdStore {
     }
 }
 
+/// Locks a mutex, whose data stays usable even if a holder panicked.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Normalises `--etcd-prefix` as upstream does (`path.Join("/", prefix)` plus a trailing
 /// slash): `registry`, `/registry` and `/registry/` all become `/registry/`.
 fn normalize_prefix(prefix: &str) -> String {
@@ -432,20 +504,29 @@ impl Store for EtcdStore {
         Ok(response.count())
     }
 
-    async fn create(&self, key: &str, value: Bytes) -> Result<KeyValue> {
+    async fn create_with(
+        &self,
+        key: &str,
+        value: Bytes,
+        options: WriteOptions,
+    ) -> Result<KeyValue> {
         let full_key = self.full_key(key);
+        let put = self.put_options(key, options).await?;
         let txn = Txn::new()
             .when([Compare::create_revision(
                 full_key.clone(),
                 CompareOp::Equal,
                 0,
             )])
-            .and_then([TxnOp::put(full_key, value.to_vec(), None)]);
+            .and_then([TxnOp::put(full_key, value.to_vec(), put)]);
         let mut kv = self.kv.clone();
         let response = self
             .call("create", key, kv.txn(txn))
             .await
-            .map_err(|failure| failure.into_write_error("create", key))?;
+            .map_err(|failure| {
+                self.forget_lease(options);
+                failure.into_write_error("create", key)
+            })?;
         if !response.succeeded() {
             return Err(Error::AlreadyExists {
                 key: key.to_owned(),
@@ -460,13 +541,15 @@ impl Store for EtcdStore {
         })
     }
 
-    async fn update(
+    async fn update_with(
         &self,
         key: &str,
         value: Bytes,
         expected_mod_revision: i64,
+        options: WriteOptions,
     ) -> Result<KeyValue> {
         let full_key = self.full_key(key);
+        let put = self.put_options(key, options).await?;
         // An absent key has mod_revision 0, so also require existence: an update must
         // never create.
         let txn = Txn::new()
@@ -477,14 +560,17 @@ impl Store for EtcdStore {
             .and_then([
                 // Keys only: the create revision is all that is needed from it.
                 TxnOp::get(full_key.clone(), Some(GetOptions::new().with_keys_only())),
-                TxnOp::put(full_key.clone(), value.to_vec(), None),
+                TxnOp::put(full_key.clone(), value.to_vec(), put),
             ])
             .or_else([TxnOp::get(full_key, None)]);
         let mut kv = self.kv.clone();
         let response = self
             .call("update", key, kv.txn(txn))
             .await
-            .map_err(|failure| failure.into_write_error("update", key))?;
+            .map_err(|failure| {
+                self.forget_lease(options);
+                failure.into_write_error("update", key)
+            })?;
         let current = self.first(txn_get(&response)?)?;
         if !response.succeeded() {
             return Err(match current {

@@ -21,6 +21,7 @@ pub mod testing;
 mod watch;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
@@ -130,6 +131,16 @@ impl Default for WatchOptions {
     }
 }
 
+/// How a write is stored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// Delete the key once this long has passed since the write (an etcd lease), as
+    /// upstream stores Events (`--event-ttl`) and the apiservers' endpoint leases. A key
+    /// may live up to 5% (at most a minute) longer: writes close together share a lease.
+    /// `None`: the key stays until it is deleted.
+    pub ttl: Option<Duration>,
+}
+
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     /// The key's current value, or `None` if it does not exist.
@@ -157,13 +168,36 @@ pub trait Store: Send + Sync + 'static {
     /// Creates the key only if it is absent (an etcd transaction on
     /// `create_revision == 0`). Returns the new [`KeyValue`] with its revisions, or
     /// [`Error::AlreadyExists`].
-    async fn create(&self, key: &str, value: Bytes) -> Result<KeyValue>;
+    async fn create(&self, key: &str, value: Bytes) -> Result<KeyValue> {
+        self.create_with(key, value, WriteOptions::default()).await
+    }
+
+    /// [`Store::create`] with options (a time to live).
+    async fn create_with(&self, key: &str, value: Bytes, options: WriteOptions)
+        -> Result<KeyValue>;
 
     /// Compare-and-swap on `mod_revision`. Returns the new [`KeyValue`];
     /// [`Error::NotFound`] if the key is absent, [`Error::Conflict`] with the current
     /// value if its `mod_revision` differs from `expected_mod_revision`.
-    async fn update(&self, key: &str, value: Bytes, expected_mod_revision: i64)
-        -> Result<KeyValue>;
+    async fn update(
+        &self,
+        key: &str,
+        value: Bytes,
+        expected_mod_revision: i64,
+    ) -> Result<KeyValue> {
+        self.update_with(key, value, expected_mod_revision, WriteOptions::default())
+            .await
+    }
+
+    /// [`Store::update`] with options: a time to live counts from this write; without
+    /// one the key stays (an earlier time to live no longer applies).
+    async fn update_with(
+        &self,
+        key: &str,
+        value: Bytes,
+        expected_mod_revision: i64,
+        options: WriteOptions,
+    ) -> Result<KeyValue>;
 
     /// Deletes the key, if `expected_mod_revision` is given only when its `mod_revision`
     /// matches. Returns the deleted [`KeyValue`] and the revision of the delete;
@@ -228,17 +262,25 @@ impl<S: Store + ?Sized> Store for Arc<S> {
         (**self).count(prefix).await
     }
 
-    async fn create(&self, key: &str, value: Bytes) -> Result<KeyValue> {
-        (**self).create(key, value).await
+    async fn create_with(
+        &self,
+        key: &str,
+        value: Bytes,
+        options: WriteOptions,
+    ) -> Result<KeyValue> {
+        (**self).create_with(key, value, options).await
     }
 
-    async fn update(
+    async fn update_with(
         &self,
         key: &str,
         value: Bytes,
         expected_mod_revision: i64,
+        options: WriteOptions,
     ) -> Result<KeyValue> {
-        (**self).update(key, value, expected_mod_revision).await
+        (**self)
+            .update_with(key, value, expected_mod_revision, options)
+            .await
     }
 
     async fn delete(

@@ -627,3 +627,96 @@ async fn servers_are_independent_and_cleaned_up() -> anyhow::Result<()> {
     assert!(!data.exists(), "data dir left behind");
     Ok(())
 }
+
+/// The etcd lease a key is attached to (0: none), read with etcd's own client.
+async fn lease_of(etcd: &EtcdServer, key: &str) -> anyhow::Result<i64> {
+    let mut client = etcd_client::Client::connect([etcd.endpoint()], None).await?;
+    let response = client.get(format!("/registry/{key}"), None).await?;
+    let kv = response.kvs().first().context("key not found")?;
+    Ok(kv.lease())
+}
+
+#[tokio::test]
+async fn keys_with_a_ttl_expire_and_share_leases() -> anyhow::Result<()> {
+    let (etcd, store) = start().await?;
+    // etcd's shortest lease is a few seconds (1.5 election timeouts).
+    let ttl = store::WriteOptions {
+        ttl: Some(Duration::from_secs(3)),
+    };
+    let mut watch = store
+        .watch("events/", store.current_revision().await?)
+        .await?;
+    let first = store
+        .create_with("events/default/a", value("a"), ttl)
+        .await?;
+    let second = store
+        .create_with("events/default/b", value("b"), ttl)
+        .await?;
+    let kept = store.create("events/default/kept", value("kept")).await?;
+    // Both keys ride on one lease; a key without a ttl has none.
+    let lease = lease_of(&etcd, "events/default/a").await?;
+    assert_ne!(lease, 0);
+    assert_eq!(lease_of(&etcd, "events/default/b").await?, lease);
+    assert_eq!(lease_of(&etcd, "events/default/kept").await?, 0);
+    // An update without a ttl detaches the key from its lease: it stays.
+    let b = store
+        .update("events/default/b", value("b2"), second.mod_revision)
+        .await?;
+    assert_eq!(lease_of(&etcd, "events/default/b").await?, 0);
+
+    // The watch sees the three creates and the update, then the expiry of `a` only.
+    let mut deleted = Vec::new();
+    let started = Instant::now();
+    while deleted.is_empty() {
+        match next_change(&mut watch).await?? {
+            WatchEvent::Delete { key, prev, .. } => {
+                assert_eq!(prev.map(|p| p.value), Some(value("a")));
+                deleted.push(key);
+            }
+            WatchEvent::Put { .. } => {}
+            WatchEvent::Progress { .. } => unreachable!("next_change skips progress"),
+        }
+    }
+    assert_eq!(deleted, ["events/default/a"]);
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "expired after {:?}, before its ttl",
+        started.elapsed()
+    );
+    assert_eq!(store.get("events/default/a").await?, None);
+    assert_eq!(
+        store
+            .get("events/default/b")
+            .await?
+            .map(|kv| kv.mod_revision),
+        Some(b.mod_revision)
+    );
+    assert_eq!(store.get("events/default/kept").await?, Some(kept));
+    assert!(first.mod_revision > 0);
+
+    // A key created after its lease expired gets a new lease (the old one is gone).
+    let c = store
+        .create_with("events/default/c", value("c"), ttl)
+        .await?;
+    let new_lease = lease_of(&etcd, "events/default/c").await?;
+    assert!(
+        new_lease != 0 && new_lease != lease,
+        "lease {new_lease} after {lease}"
+    );
+    // And an update with a ttl attaches an existing key to a lease.
+    store
+        .update_with(
+            "events/default/kept",
+            value("k2"),
+            store
+                .get("events/default/kept")
+                .await?
+                .context("kept")?
+                .mod_revision,
+            ttl,
+        )
+        .await?;
+    assert_ne!(lease_of(&etcd, "events/default/kept").await?, 0);
+    assert!(c.mod_revision > 0);
+    Ok(())
+}
