@@ -1,7 +1,5 @@
-use clap::Parser;
-
 fn main() {
-    let options = apiserver::options::Options::parse();
+    let options: apiserver::options::Options = component_base::options::parse_or_exit();
     component_base::logging::init(options.verbosity);
     let config = match options.into_config() {
         Ok(c) => c,

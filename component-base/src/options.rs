@@ -475,6 +475,30 @@ impl SecureServingOptions {
     }
 }
 
+/// Parses this process's command line, or ends the process as every pikube command
+/// does: `--help` and `--version` print to stdout and exit 0; any other refusal (an
+/// unknown flag, a value that does not parse, a missing argument) prints clap's message
+/// to stderr and exits [`crate::EXIT_USAGE`]. clap alone exits 2, which systemd's
+/// `RestartPreventExitStatus=64` would restart in a loop.
+pub fn parse_or_exit<T: clap::Parser>() -> T {
+    T::try_parse().unwrap_or_else(|e| {
+        let code = exit_code(&e);
+        // `print` writes help and version to stdout, errors to stderr.
+        let _ = e.print();
+        std::process::exit(code)
+    })
+}
+
+/// The exit code for a command line clap refused: 0 when it asked for help or the
+/// version, [`crate::EXIT_USAGE`] otherwise.
+pub fn exit_code(e: &clap::Error) -> i32 {
+    if e.use_stderr() {
+        crate::EXIT_USAGE
+    } else {
+        0
+    }
+}
+
 /// `--client-ca-file` must be readable and hold at least one PEM certificate.
 pub fn validate_client_ca_file(path: &std::path::Path) -> Result<(), String> {
     let pem =
@@ -749,5 +773,29 @@ mod tests {
             missing.config("x").await,
             Err(ClientError::ReadKubeconfig { .. })
         ));
+    }
+
+    #[test]
+    fn refused_command_lines_exit_64_help_and_version_0() {
+        #[derive(Parser, Debug)]
+        #[command(name = "daemon", version = KUBERNETES_VERSION)]
+        struct Versioned {
+            #[command(flatten)]
+            serving: SecureServingOptions,
+        }
+        let versioned = |arg: &str| Versioned::try_parse_from(["daemon", arg]).unwrap_err();
+        assert_eq!(exit_code(&versioned("--help")), 0);
+        assert_eq!(exit_code(&versioned("--version")), 0);
+        let bogus = parse(&["--bogus"]).unwrap_err();
+        assert_eq!(exit_code(&bogus), crate::EXIT_USAGE);
+        assert!(bogus.to_string().contains("--bogus"), "{bogus}");
+        let bad_value = parse(&["--secure-port=notanumber"]).unwrap_err();
+        assert_eq!(exit_code(&bad_value), crate::EXIT_USAGE);
+        assert!(
+            bad_value.to_string().contains("--secure-port"),
+            "{bad_value}"
+        );
+        let missing_value = parse(&["--kubeconfig"]).unwrap_err();
+        assert_eq!(exit_code(&missing_value), crate::EXIT_USAGE);
     }
 }

@@ -1,4 +1,4 @@
-use clap::Parser;
+use component_base::options::parse_or_exit;
 use component_base::{logging, shutdown, EXIT_USAGE};
 use controller_manager::app::{self, Config};
 use controller_manager::controllers::root_ca_cert_publisher;
@@ -9,7 +9,7 @@ use controller_manager::options::Options;
 /// thousands of pods fragments (~4 MiB more per thread at 10,000 pods, measured).
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let options = Options::parse();
+    let options: Options = parse_or_exit();
     logging::init(options.verbosity);
     let mut resolved = match options.resolve() {
         Ok(r) => r,

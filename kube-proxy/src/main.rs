@@ -1,4 +1,4 @@
-use clap::Parser;
+use component_base::options::parse_or_exit;
 use component_base::{logging, shutdown, EXIT_USAGE};
 use kube_proxy::app::{self, Config};
 use kube_proxy::nftables::NftCommand;
@@ -10,14 +10,7 @@ use kube_proxy::options::Options;
 /// core). The userspace proxier's copying shares it too.
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let options = match Options::try_parse() {
-        Ok(o) => o,
-        Err(e) if e.use_stderr() => {
-            let _ = e.print();
-            std::process::exit(EXIT_USAGE);
-        }
-        Err(e) => e.exit(),
-    };
+    let options: Options = parse_or_exit();
     logging::init(options.verbosity);
     let resolved = match options.resolve() {
         Ok(r) => r,

@@ -1,11 +1,11 @@
-use clap::Parser;
+use component_base::options::parse_or_exit;
 use component_base::{logging, shutdown, EXIT_USAGE};
 use kubelet::app::{self, Config};
 use kubelet::options::Options;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let options = Options::parse();
+    let options: Options = parse_or_exit();
     logging::init(options.verbosity);
     let settings = match options.resolve() {
         Ok(s) => s,

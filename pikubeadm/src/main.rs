@@ -1,19 +1,10 @@
-use clap::Parser;
+use component_base::options::parse_or_exit;
 use component_base::EXIT_USAGE;
 use pikubeadm::options::{Cli, Command, JoinOptions, TokenCommand, TokenCreateOptions};
 use pikubeadm::token;
 
 fn main() {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        // --help and --version print and succeed; a bad flag is a usage error (64), as
-        // every pikube command reports one.
-        Err(e) if !e.use_stderr() => e.exit(),
-        Err(e) => {
-            let _ = e.print();
-            std::process::exit(EXIT_USAGE);
-        }
-    };
+    let cli: Cli = parse_or_exit();
     match cli.command {
         Command::Certs(options) => {
             let config = match options.into_config() {

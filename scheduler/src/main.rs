@@ -1,11 +1,11 @@
-use clap::Parser;
+use component_base::options::parse_or_exit;
 use component_base::{logging, shutdown, EXIT_USAGE};
 use scheduler::app::{self, Config};
 use scheduler::options::Options;
 
 #[tokio::main]
 async fn main() {
-    let options = Options::parse();
+    let options: Options = parse_or_exit();
     logging::init(options.verbosity);
     let resolved = match options.resolve() {
         Ok(r) => r,
