@@ -3,12 +3,20 @@
 # kube-controller-manager, and this machine as a node: a containerd of the cluster's own
 # (configured for the kubelet, with the test images busybox:1.35 and pause:3.10 imported)
 # the kubelet and kube-proxy (nftables; metrics on 127.0.0.1:10249, healthz on
-# 0.0.0.0:10256). Installs what is missing first; run it as root. `hack/local-up.sh down` stops it. Every daemon logs to $STATE/logs/<daemon>.log.
+# 0.0.0.0:10256). Installs what is missing first; run it as root. `hack/local-up.sh down`
+# stops it. Every daemon logs to $STATE/logs/<daemon>.log.
+#
+# Security as a kubeadm cluster's: `pikubeadm certs` writes the PKI to $STATE/pki and the
+# kubeconfigs to $STATE (admin.conf, scheduler.conf, controller-manager.conf,
+# kube-proxy.conf; the kubelet's in $STATE/pki/nodes/<node>/kubelet.conf). Every client
+# authenticates with an x509 certificate signed by the cluster CA, the apiserver authorizes
+# with Node,RBAC, and the kubelet's port with Webhook (SubjectAccessReviews).
 #
 # Environment: PIKUBE_STATE_DIR (default .local/ in the checkout), ETCD_PORT (2379),
 # APISERVER_PORT (6443), SCHEDULER_PORT (10259), CONTROLLER_MANAGER_PORT (10257),
-# CLUSTER_CIDR (10.42.0.0/16), NODE_NAME (the hostname), PIKUBE_OFFLINE (1: containerd
-# never pulls from a registry; images must be imported, e.g. by hack/images.sh).
+# CLUSTER_CIDR (10.42.0.0/16), NODE_NAME (the hostname), NODE_IP (the source address of
+# the default route), PIKUBE_OFFLINE (1: containerd never pulls from a registry; images
+# must be imported, e.g. by hack/images.sh).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -21,6 +29,13 @@ CLUSTER_CIDR=${CLUSTER_CIDR:-10.42.0.0/16}
 NODE_NAME=${NODE_NAME:-$(hostname | tr '[:upper:]' '[:lower:]')}
 PIKUBE_OFFLINE=${PIKUBE_OFFLINE:-0}
 CONTAINERD_SOCK=$STATE/run/containerd.sock
+SERVICE_CIDR=10.96.0.0/16
+PKI=$STATE/pki
+NODE_PKI=$PKI/nodes/$NODE_NAME
+# The node's address (the kubelet's InternalIP, in its serving certificate): the source
+# address of the default route, else loopback.
+NODE_IP=${NODE_IP:-$(ip -4 route get 10.255.255.255 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p' | head -n1)}
+NODE_IP=${NODE_IP:-127.0.0.1}
 mkdir -p "$STATE/logs" "$STATE/run"
 
 stop() {
@@ -87,8 +102,32 @@ esac
 
 install_deps
 log "building (release)"
-(cd "$PIKUBE_ROOT" && cargo build --release --quiet -p apiserver -p scheduler -p controller-manager -p kubelet -p kube-proxy)
+(cd "$PIKUBE_ROOT" && cargo build --release --quiet -p apiserver -p scheduler -p controller-manager \
+  -p kubelet -p kube-proxy -p pikubeadm)
 BIN=$PIKUBE_ROOT/target/release
+
+# An older local-up authenticated every daemon with static tokens ($STATE/tokens.csv) and
+# let the apiserver sign its own certificate ($STATE/certs): stop what it started and drop
+# its credentials. etcd's data, containerd's images and the logs stay.
+if [ -e "$STATE/tokens.csv" ] || [ -d "$STATE/certs" ]; then
+  log "replacing an older local-up's static tokens and self-signed certificates in $STATE"
+  "$0" down
+  rm -rf "$STATE/tokens.csv" "$STATE/certs"
+  rm -f "$STATE"/{admin,kube-scheduler,kube-controller-manager,kubelet,kube-proxy}.kubeconfig
+fi
+
+# The cluster's PKI, from pikubeadm (rcgen; rerunning keeps every key and renews only
+# what expires or no longer matches): the CA (which also signs the apiserver's kubelet
+# client certificate and the kubelet's serving certificate), the apiserver's serving
+# certificate, the ServiceAccount key pair, and a client certificate in a kubeconfig for
+# the admin (system:masters) and for each daemon as the user upstream's default roles
+# name (system:kube-scheduler, system:kube-controller-manager, system:kube-proxy,
+# system:node:$NODE_NAME in system:nodes).
+log "writing the cluster's certificates and kubeconfigs (pikubeadm certs) to $PKI"
+"$BIN/pikubeadm" certs --cert-dir "$PKI" --kubeconfig-dir "$STATE" --cluster-name pikube \
+  --control-plane 127.0.0.1 --apiserver-bind-port "$APISERVER_PORT" --service-cidr "$SERVICE_CIDR" \
+  --node "$NODE_NAME=$NODE_IP" >"$STATE/logs/pikubeadm.log" 2>&1 ||
+  die "pikubeadm certs failed; see $STATE/logs/pikubeadm.log"
 
 if ! running etcd; then
   log "starting etcd on 127.0.0.1:$ETCD_PORT"
@@ -101,118 +140,41 @@ if ! running etcd; then
 fi
 wait_for 30 curl -fsS "http://127.0.0.1:$ETCD_PORT/health" || die "etcd did not become healthy; see $STATE/logs/etcd.log"
 
-# One static token per user (--token-auth-file): the admin, and each daemon as the user
-# upstream's bootstrap RBAC names.
-new_token() { head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
-ensure_token() { # user uid groups
-  touch "$STATE/tokens.csv"
-  chmod 600 "$STATE/tokens.csv"
-  grep -q ",$1,$2" "$STATE/tokens.csv" && return 0
-  if [ -n "$3" ]; then
-    printf '%s,%s,%s,"%s"\n' "$(new_token)" "$1" "$2" "$3" >>"$STATE/tokens.csv"
-  else
-    printf '%s,%s,%s\n' "$(new_token)" "$1" "$2" >>"$STATE/tokens.csv"
-  fi
-}
-token_of() { grep ",$1,$2" "$STATE/tokens.csv" | cut -d, -f1 | head -n1; }
-ensure_token admin admin system:masters
-ensure_token system:kube-scheduler system:kube-scheduler ""
-ensure_token system:kube-controller-manager system:kube-controller-manager ""
-ensure_token "system:node:$NODE_NAME" "system:node:$NODE_NAME" system:nodes
-ensure_token system:kube-proxy system:kube-proxy system:node-proxier
-
-# The key that signs ServiceAccount tokens (TokenRequest, projected token volumes).
-if [ ! -s "$STATE/certs/sa.key" ]; then
-  mkdir -p "$STATE/certs"
-  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$STATE/certs/sa.key" 2>/dev/null
-  chmod 600 "$STATE/certs/sa.key"
-  openssl pkey -in "$STATE/certs/sa.key" -pubout -out "$STATE/certs/sa.pub" 2>/dev/null
-fi
-
-# The kubelet authorizes its port with SubjectAccessReviews (--authorization-mode Webhook):
-# the apiserver presents a client certificate (CN kube-apiserver-kubelet-client in
-# system:masters, as pikubeadm's) signed by a CA the kubelet trusts (--client-ca-file).
-if [ ! -s "$STATE/certs/apiserver-kubelet-client.crt" ]; then
-  mkdir -p "$STATE/certs"
-  (
-    cd "$STATE/certs"
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
-      -subj "/CN=pikube-kubelet-client-ca" -addext "basicConstraints=critical,CA:TRUE" \
-      -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
-      -keyout kubelet-client-ca.key -out kubelet-client-ca.crt 2>/dev/null
-    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-      -subj "/O=system:masters/CN=kube-apiserver-kubelet-client" \
-      -keyout apiserver-kubelet-client.key -out apiserver-kubelet-client.csr 2>/dev/null
-    printf 'keyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n' >apiserver-kubelet-client.ext
-    openssl x509 -req -in apiserver-kubelet-client.csr -CA kubelet-client-ca.crt \
-      -CAkey kubelet-client-ca.key -CAcreateserial -days 3650 \
-      -extfile apiserver-kubelet-client.ext -out apiserver-kubelet-client.crt 2>/dev/null
-    chmod 600 kubelet-client-ca.key apiserver-kubelet-client.key
-    rm -f apiserver-kubelet-client.csr apiserver-kubelet-client.ext
-  )
-fi
-
 if ! running kube-apiserver; then
   log "starting kube-apiserver on 127.0.0.1:$APISERVER_PORT"
   "$BIN/kube-apiserver" --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
-    --bind-address 127.0.0.1 --secure-port "$APISERVER_PORT" --cert-dir "$STATE/certs" \
-    --token-auth-file "$STATE/tokens.csv" --service-cluster-ip-range 10.96.0.0/16 \
-    --authorization-mode Node,RBAC \
+    --bind-address 127.0.0.1 --secure-port "$APISERVER_PORT" \
+    --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
+    --client-ca-file "$PKI/ca.crt" --authorization-mode Node,RBAC \
+    --service-cluster-ip-range "$SERVICE_CIDR" \
     --kubelet-preferred-address-types InternalIP,Hostname,InternalDNS,ExternalDNS,ExternalIP \
-    --kubelet-client-certificate "$STATE/certs/apiserver-kubelet-client.crt" \
-    --kubelet-client-key "$STATE/certs/apiserver-kubelet-client.key" \
+    --kubelet-client-certificate "$PKI/apiserver-kubelet-client.crt" \
+    --kubelet-client-key "$PKI/apiserver-kubelet-client.key" \
+    --kubelet-certificate-authority "$PKI/ca.crt" \
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
-    --service-account-signing-key-file "$STATE/certs/sa.key" --service-account-key-file "$STATE/certs/sa.pub" \
+    --service-account-signing-key-file "$PKI/sa.key" --service-account-key-file "$PKI/sa.pub" \
     >"$STATE/logs/kube-apiserver.log" 2>&1 &
   echo $! >"$STATE/run/kube-apiserver.pid"
 fi
-wait_for 60 curl -fsSk "https://127.0.0.1:$APISERVER_PORT/readyz" || die "kube-apiserver did not become ready; see $STATE/logs/kube-apiserver.log"
-
-ca=$(base64 -w0 <"$STATE/certs/ca.crt")
-write_kubeconfig() { # file user token
-  cat >"$1" <<KUBECONFIG
-apiVersion: v1
-kind: Config
-clusters:
-- name: pikube
-  cluster:
-    server: https://127.0.0.1:$APISERVER_PORT
-    certificate-authority-data: $ca
-users:
-- name: $2
-  user:
-    token: $3
-contexts:
-- name: pikube
-  context:
-    cluster: pikube
-    user: $2
-current-context: pikube
-KUBECONFIG
-  chmod 600 "$1"
-}
-write_kubeconfig "$STATE/admin.kubeconfig" admin "$(token_of admin admin)"
+# As the admin (kubernetes-admin in system:masters), verifying the apiserver with the CA.
+admin_curl() { curl --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" "$@"; }
+wait_for 60 admin_curl -fsS "https://127.0.0.1:$APISERVER_PORT/readyz" ||
+  die "kube-apiserver did not become ready; see $STATE/logs/kube-apiserver.log"
 
 # Cluster DNS: kube-proxy answers on the kube-dns Service's address on every node (no
 # DNS pods); the Service reserves the address, and the kubelet hands it to pods.
 CLUSTER_DNS=10.96.0.10
-code=$(curl -sk -o /dev/null -w '%{http_code}' -X POST \
-  -H "Authorization: Bearer $(token_of admin admin)" -H 'Content-Type: application/json' \
+code=$(admin_curl -sS -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
   "https://127.0.0.1:$APISERVER_PORT/api/v1/namespaces/kube-system/services" \
   -d '{"apiVersion":"v1","kind":"Service","metadata":{"name":"kube-dns","namespace":"kube-system","labels":{"k8s-app":"kube-dns"}},"spec":{"clusterIP":"'"$CLUSTER_DNS"'","selector":{"k8s-app":"kube-dns"},"ports":[{"name":"dns","port":53,"protocol":"UDP"},{"name":"dns-tcp","port":53,"protocol":"TCP"}]}}')
 case "$code" in 201 | 409) ;; *) die "creating the kube-dns Service failed (HTTP $code)" ;; esac
-write_kubeconfig "$STATE/kube-scheduler.kubeconfig" system:kube-scheduler "$(token_of system:kube-scheduler system:kube-scheduler)"
-write_kubeconfig "$STATE/kube-controller-manager.kubeconfig" system:kube-controller-manager \
-  "$(token_of system:kube-controller-manager system:kube-controller-manager)"
-write_kubeconfig "$STATE/kubelet.kubeconfig" "system:node:$NODE_NAME" \
-  "$(token_of "system:node:$NODE_NAME" "system:node:$NODE_NAME")"
-write_kubeconfig "$STATE/kube-proxy.kubeconfig" system:kube-proxy \
-  "$(token_of system:kube-proxy system:kube-proxy)"
 
 if ! running kube-scheduler; then
   log "starting kube-scheduler (health and metrics on 127.0.0.1:$SCHEDULER_PORT)"
-  "$BIN/kube-scheduler" --kubeconfig "$STATE/kube-scheduler.kubeconfig" \
-    --bind-address 127.0.0.1 --secure-port "$SCHEDULER_PORT" --cert-dir "$STATE/certs/kube-scheduler" \
+  "$BIN/kube-scheduler" --kubeconfig "$STATE/scheduler.conf" \
+    --authentication-kubeconfig "$STATE/scheduler.conf" --authorization-kubeconfig "$STATE/scheduler.conf" \
+    --client-ca-file "$PKI/ca.crt" \
+    --bind-address 127.0.0.1 --secure-port "$SCHEDULER_PORT" --cert-dir "$STATE/serving/kube-scheduler" \
     >"$STATE/logs/kube-scheduler.log" 2>&1 &
   echo $! >"$STATE/run/kube-scheduler.pid"
 fi
@@ -220,9 +182,13 @@ wait_for 60 curl -fsSk "https://127.0.0.1:$SCHEDULER_PORT/readyz" || die "kube-s
 
 if ! running kube-controller-manager; then
   log "starting kube-controller-manager (health and metrics on 127.0.0.1:$CONTROLLER_MANAGER_PORT)"
-  "$BIN/kube-controller-manager" --kubeconfig "$STATE/kube-controller-manager.kubeconfig" \
+  "$BIN/kube-controller-manager" --kubeconfig "$STATE/controller-manager.conf" \
+    --authentication-kubeconfig "$STATE/controller-manager.conf" \
+    --authorization-kubeconfig "$STATE/controller-manager.conf" --client-ca-file "$PKI/ca.crt" \
     --bind-address 127.0.0.1 --secure-port "$CONTROLLER_MANAGER_PORT" \
-    --cert-dir "$STATE/certs/kube-controller-manager" --cluster-cidr "$CLUSTER_CIDR" \
+    --cert-dir "$STATE/serving/kube-controller-manager" --cluster-cidr "$CLUSTER_CIDR" \
+    --root-ca-file "$PKI/ca.crt" \
+    --cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key" \
     >"$STATE/logs/kube-controller-manager.log" 2>&1 &
   echo $! >"$STATE/run/kube-controller-manager.pid"
 fi
@@ -290,12 +256,14 @@ if ! running kubelet; then
   log "starting kubelet as node $NODE_NAME (healthz on 127.0.0.1:10248)"
   cgroup_driver=cgroupfs
   [ "$cgroup_systemd" = true ] && cgroup_driver=systemd
-  "$BIN/kubelet" --kubeconfig "$STATE/kubelet.kubeconfig" --hostname-override "$NODE_NAME" \
+  "$BIN/kubelet" --kubeconfig "$NODE_PKI/kubelet.conf" --hostname-override "$NODE_NAME" \
+    --node-ip "$NODE_IP" \
     --container-runtime-endpoint "unix://$CONTAINERD_SOCK" --root-dir "$STATE/kubelet" \
     --cni-conf-dir "$STATE/cni/net.d" --cgroup-driver "$cgroup_driver" \
     --cluster-dns "$CLUSTER_DNS" --cluster-domain cluster.local \
-    --authentication-token-webhook --authorization-mode Webhook \
-    --client-ca-file "$STATE/certs/kubelet-client-ca.crt" \
+    --tls-cert-file "$NODE_PKI/kubelet.crt" --tls-private-key-file "$NODE_PKI/kubelet.key" \
+    --anonymous-auth=false --authentication-token-webhook --authorization-mode Webhook \
+    --client-ca-file "$PKI/ca.crt" \
     >"$STATE/logs/kubelet.log" 2>&1 &
   echo $! >"$STATE/run/kubelet.pid"
 fi
@@ -303,7 +271,7 @@ wait_for 60 curl -fsS http://127.0.0.1:10248/healthz || die "kubelet did not bec
 
 if ! running kube-proxy; then
   log "starting kube-proxy as node $NODE_NAME (metrics on 127.0.0.1:10249, healthz on 0.0.0.0:10256)"
-  "$BIN/kube-proxy" --kubeconfig "$STATE/kube-proxy.kubeconfig" --hostname-override "$NODE_NAME" \
+  "$BIN/kube-proxy" --kubeconfig "$STATE/kube-proxy.conf" --hostname-override "$NODE_NAME" \
     --cluster-cidr "$CLUSTER_CIDR" --metrics-bind-address 127.0.0.1:10249 \
     --healthz-bind-address 0.0.0.0:10256 --enable-service-lb --enable-cluster-dns \
     >"$STATE/logs/kube-proxy.log" 2>&1 &
@@ -312,4 +280,4 @@ fi
 wait_for 60 curl -fsS http://127.0.0.1:10256/healthz || die "kube-proxy did not become healthy; see $STATE/logs/kube-proxy.log"
 
 log "cluster is up; logs in $STATE/logs"
-echo "export KUBECONFIG=$STATE/admin.kubeconfig"
+echo "export KUBECONFIG=$STATE/admin.conf"

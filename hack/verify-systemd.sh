@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Checks the units in systemd/ with `systemd-analyze verify`, in a scratch root holding
-# the system's own units and the daemons built in target/debug at /usr/local/bin (the
-# verifier insists every ExecStart binary exists). Any warning fails.
+# the system's own units and the daemons built in target/debug (PIKUBE_BIN_DIR to use
+# others, e.g. target/release) at /usr/local/bin (the verifier insists every ExecStart
+# binary exists). Any warning fails. Then checks the example env files in systemd/env/:
+# each sets the variable its unit's ExecStart expands, and every --flag in it is one the
+# daemon's --help lists.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$PIKUBE_ROOT"
-bin_dir="${CARGO_TARGET_DIR:-$PIKUBE_ROOT/target}/debug"
+bin_dir="${PIKUBE_BIN_DIR:-${CARGO_TARGET_DIR:-$PIKUBE_ROOT/target}/debug}"
 root=$(mktemp -d /tmp/pikube-units.XXXXXX)
 trap 'rm -rf "$root"' EXIT
 mkdir -p "$root/etc/systemd/system" "$root/usr/local/bin" "$root/usr/bin" "$root/usr/lib/systemd"
@@ -32,3 +35,36 @@ if [ -n "$out" ]; then
 	exit 1
 fi
 echo "verify-systemd: ${units[*]} ok"
+
+bad=0
+envs=()
+for env in systemd/env/*.env; do
+	daemon=$(basename "$env" .env)
+	unit=systemd/$daemon.service
+	if [ ! -f "$unit" ]; then
+		echo "verify-systemd: $env names no unit ($unit is missing)" >&2
+		bad=1
+		continue
+	fi
+	var=$(sed -n 's|^ExecStart=[^ ]* .*\$\([A-Z_]*\).*|\1|p' "$unit")
+	# A clean shell reads the file as systemd does (double-quoted values, backslash
+	# continuation lines, # comments).
+	args=$(env -i bash -c 'set -a; . "$1"; printf "%s" "${!2-}"' _ "$env" "$var")
+	if [ -z "$args" ]; then
+		echo "verify-systemd: $env does not set $var, which $unit's ExecStart expands" >&2
+		bad=1
+		continue
+	fi
+	help=$("$bin_dir/$daemon" --help 2>&1) || true
+	for word in $args; do
+		case "$word" in --*) ;; *) continue ;; esac
+		flag=${word%%=*}
+		if ! grep -qE -- "(^|[ ,])$flag([ =,]|\$)" <<<"$help"; then
+			echo "verify-systemd: $env: $daemon --help does not list $flag" >&2
+			bad=1
+		fi
+	done
+	envs+=("$(basename "$env")")
+done
+[ "$bad" = 0 ] || exit 1
+echo "verify-systemd: systemd/env: ${envs[*]} ok"
