@@ -561,7 +561,8 @@ impl Apiserver {
         } else {
             ("bench", None)
         };
-        let mut users = format!("{PRIVILEGED_TOKEN},privileged,privileged-uid,\"system:masters\"\n");
+        let mut users =
+            format!("{PRIVILEGED_TOKEN},privileged,privileged-uid,\"system:masters\"\n");
         if auth == ClientAuth::Token {
             let groups = group.map(|g| format!(",\"{g}\"")).unwrap_or_default();
             users.push_str(&format!("{TOKEN},{user},{user}-uid{groups}\n"));

@@ -1,7 +1,7 @@
 //! What exists from the first start: the default RBAC roles and bindings
 //! ([`crate::authz::bootstrap_policy`]), the system namespaces, the system PriorityClasses,
-//! and the `kubernetes` Service in `default` with Endpoints and an EndpointSlice pointing
-//! at this apiserver. Service allocations are rebuilt from storage before the first request.
+//! and the `kubernetes` Service in `default` with Endpoints and an EndpointSlice listing
+//! the live apiservers ([`crate::endpoint_reconciler`]). Service allocations are rebuilt from storage before the first request.
 
 use crate::object;
 use crate::request::{Query, ResourceRequest};
@@ -75,7 +75,11 @@ async fn ensure_policy(api: &Apiserver, info: &'static ResourceInfo, obj: Value)
 
 /// Creates or replaces an object the apiserver itself owns, straight in storage: its own
 /// endpoints may be a loopback address, which validation refuses for user objects.
-async fn reconcile(api: &Apiserver, r: &ResourceRequest, mut obj: Value) -> ApiResult<()> {
+pub(crate) async fn reconcile(
+    api: &Apiserver,
+    r: &ResourceRequest,
+    mut obj: Value,
+) -> ApiResult<()> {
     let name = r.name.clone().unwrap_or_default();
     let key = object::key(r.info, r.namespace.as_deref(), &name);
     let transformer = api.transformer(r.info);
@@ -207,36 +211,7 @@ pub async fn run(api: &Arc<Apiserver>) -> ApiResult<()> {
     });
     ensure(api, &req(svc_info, Some("default"), None), svc).await?;
 
-    let ip = api.advertise.ip().to_string();
-    let endpoints = json!({
-        "apiVersion": "v1",
-        "kind": "Endpoints",
-        "metadata": { "name": "kubernetes", "namespace": "default", "labels": { "endpointslice.kubernetes.io/skip-mirror": "true" } },
-        "subsets": [{ "addresses": [{ "ip": ip }], "ports": [{ "name": "https", "port": port, "protocol": "TCP" }] }],
-    });
-    reconcile(
-        api,
-        &req(info("", "endpoints")?, Some("default"), Some("kubernetes")),
-        endpoints,
-    )
-    .await?;
-    let slice = json!({
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": { "name": "kubernetes", "namespace": "default", "labels": { "kubernetes.io/service-name": "kubernetes", "endpointslice.kubernetes.io/managed-by": "kube-apiserver" } },
-        "addressType": if api.advertise.is_ipv4() { "IPv4" } else { "IPv6" },
-        "endpoints": [{ "addresses": [ip], "conditions": { "ready": true } }],
-        "ports": [{ "name": "https", "port": port, "protocol": "TCP" }],
-    });
-    reconcile(
-        api,
-        &req(
-            info("discovery.k8s.io", "endpointslices")?,
-            Some("default"),
-            Some("kubernetes"),
-        ),
-        slice,
-    )
-    .await?;
+    // Its endpoints: this apiserver and every other live one (`--endpoint-reconciler-type`).
+    crate::endpoint_reconciler::reconcile(api).await?;
     Ok(())
 }

@@ -16,6 +16,7 @@ mod bootstrap;
 mod codec;
 mod discovery;
 pub mod encryption;
+pub mod endpoint_reconciler;
 mod filter;
 mod impersonation;
 mod ipalloc;
@@ -88,6 +89,10 @@ pub struct Config {
     pub encryption_provider_config: Option<PathBuf>,
     /// Which admission plugins run, and their settings.
     pub admission: AdmissionConfig,
+    /// `--endpoint-reconciler-type`: how the `kubernetes` Service's endpoints are kept.
+    pub endpoint_reconciler_type: endpoint_reconciler::ReconcilerType,
+    /// `--event-ttl`: how long an Event is kept after its last write.
+    pub event_ttl: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -322,7 +327,16 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         tracing::info_span!("bootstrap"),
     ));
     tracing::info!(%local_addr, "serving securely");
-    let task = tokio::spawn(server::serve(api, listener, tls_config, shutdown));
+    // The endpoint reconciler gives this apiserver's lease up at shutdown, while the
+    // server drains; the task ends once both are done (bounded, if etcd is gone).
+    let reconciler = tokio::spawn(tracing::Instrument::instrument(
+        endpoint_reconciler::run(api.clone(), shutdown.clone()),
+        tracing::info_span!("endpoint_reconciler"),
+    ));
+    let task = tokio::spawn(async move {
+        server::serve(api, listener, tls_config, shutdown).await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), reconciler).await;
+    });
     Ok(Running {
         local_addr,
         ca_pem,

@@ -62,6 +62,12 @@ pub struct Options {
     /// The interval of compaction requests; 0 disables compaction from the apiserver.
     #[arg(long, default_value = "5m0s", value_parser = parse_duration)]
     pub etcd_compaction_interval: std::time::Duration,
+    /// Use an endpoint reconciler (lease, none) for the `kubernetes` Service's endpoints.
+    #[arg(long, value_enum, default_value = "lease")]
+    pub endpoint_reconciler_type: crate::endpoint_reconciler::ReconcilerType,
+    /// Amount of time to retain events.
+    #[arg(long, default_value = "1h0m0s", value_parser = parse_duration)]
+    pub event_ttl: std::time::Duration,
     /// The maximum number of non-mutating requests in flight at a given time.
     #[arg(long, default_value_t = 400)]
     pub max_requests_inflight: usize,
@@ -261,6 +267,8 @@ impl Options {
             max_requests_inflight: self.max_requests_inflight,
             max_mutating_requests_inflight: self.max_mutating_requests_inflight,
             etcd_compaction_interval: self.etcd_compaction_interval,
+            endpoint_reconciler_type: self.endpoint_reconciler_type,
+            event_ttl: self.event_ttl,
             kubelet: crate::kubelet_client::KubeletClientConfig {
                 client_certificate: self.kubelet_client_certificate,
                 client_key: self.kubelet_client_key,

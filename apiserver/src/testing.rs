@@ -103,6 +103,8 @@ fn config(etcd: &EtcdServer, dir: &Path, port: u16) -> Config {
             crate::AdmissionPlugin::ServiceAccount,
             crate::AdmissionPlugin::DefaultTolerationSeconds,
         ]),
+        endpoint_reconciler_type: crate::endpoint_reconciler::ReconcilerType::Lease,
+        event_ttl: Duration::from_secs(3600),
     }
 }
 
@@ -176,6 +178,12 @@ impl TestApi {
     /// process or as child processes.
     pub fn kubeconfig_path(&self) -> &Path {
         &self.kubeconfig
+    }
+
+    /// The apiserver's configuration (its port the one it listens on), to start another
+    /// apiserver like it on the same etcd.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     pub fn base_url(&self) -> String {

@@ -10,6 +10,7 @@ mod certificate_signing_requests;
 mod common;
 mod connect;
 mod encryption;
+mod endpoint_reconciler;
 mod fake_kubelet;
 mod kube_client;
 mod kubectl;
