@@ -492,9 +492,26 @@ async fn ensure_namespace(client: &Client, name: &str) -> Result<()> {
         .create(&PostParams::default(), &namespace)
         .await
     {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 409 => {}
+        Err(err) => return Err(err).with_context(|| format!("creating namespace {name}")),
+    }
+    // The ServiceAccount admission plugin admits pods only once the namespace's default
+    // ServiceAccount exists; the controller-manager makes it in a cluster, the bench here.
+    let account = k8s_openapi::api::core::v1::ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some("default".to_owned()),
+            ..ObjectMeta::default()
+        },
+        ..Default::default()
+    };
+    match Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(client.clone(), name)
+        .create(&PostParams::default(), &account)
+        .await
+    {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
-        Err(err) => Err(err).with_context(|| format!("creating namespace {name}")),
+        Err(err) => Err(err).with_context(|| format!("creating {name}'s default ServiceAccount")),
     }
 }
 
