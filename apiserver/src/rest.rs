@@ -831,7 +831,7 @@ pub async fn update(
             }
         };
         check_type_meta(info, &mut new, &[])?;
-        let warnings = field_warnings_or_error(info, q, &new, &duplicates)?;
+        let mut warnings = field_warnings_or_error(info, q, &new, &duplicates)?;
         if let Some(n) = object::name(&new) {
             if n != name {
                 return Err(ApiError::bad_request(format!(
@@ -970,11 +970,14 @@ pub async fn update(
                 Err(e) => Err(e),
             };
             // As above: a refusal of a change to the cache's copy is confirmed on etcd's.
-            if let Err(e) = checked {
-                if guessed {
-                    continue;
+            match checked {
+                Ok(admitted) => warnings.extend(admitted),
+                Err(e) => {
+                    if guessed {
+                        continue;
+                    }
+                    return Err(e);
                 }
-                return Err(e);
             }
         }
 

@@ -106,6 +106,9 @@ pub async fn validate_create(
     if let (Some(ns), true) = (a.namespace, enabled(api, AdmissionPlugin::PodSecurity)) {
         warnings.extend(pod_security::validate_create(api, a, ns, obj).await?);
     }
+    if a.is("", "namespaces") && enabled(api, AdmissionPlugin::PodSecurity) {
+        warnings.extend(pod_security::validate_namespace(api, a, obj, None)?);
+    }
     if a.is("scheduling.k8s.io", "priorityclasses") && enabled(api, AdmissionPlugin::Priority) {
         priority::validate_priority_class(api, a, obj, false).await?;
     }
@@ -118,12 +121,13 @@ pub async fn validate_create(
 }
 
 /// The validating phase of an update of the main resource, after the object's validation.
+/// Answers the warnings for the client (PodSecurity on a stricter namespace label).
 pub async fn validate_update(
     api: &Apiserver,
     a: &Attributes<'_>,
     new: &Value,
     old: &Value,
-) -> ApiResult<()> {
+) -> ApiResult<Vec<String>> {
     crate::authz::escalation::check(api, a.info, a.namespace, a.name, new, Some(old))?;
     if enabled(api, AdmissionPlugin::NodeRestriction) {
         node_restriction::validate_update(a, new, old)?;
@@ -138,10 +142,14 @@ pub async fn validate_update(
             pod_security::validate_pod_update(api, a, ns, new, old).await?;
         }
     }
+    let mut warnings = Vec::new();
+    if a.is("", "namespaces") && enabled(api, AdmissionPlugin::PodSecurity) {
+        warnings.extend(pod_security::validate_namespace(api, a, new, Some(old))?);
+    }
     if a.is("scheduling.k8s.io", "priorityclasses") && enabled(api, AdmissionPlugin::Priority) {
         priority::validate_priority_class(api, a, new, true).await?;
     }
-    Ok(())
+    Ok(warnings)
 }
 
 /// Whether admission reads this resource's watch cache, so that its writes should answer
