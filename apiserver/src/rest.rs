@@ -552,6 +552,16 @@ fn apply_defaults(info: &ResourceInfo, obj: &mut Value) -> ApiResult<()> {
     api_types::defaults::apply_defaults(info, obj).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
+/// How an object of `info` is stored: Events expire `--event-ttl` after their last write
+/// (an etcd lease), as upstream; everything else stays until deleted.
+fn write_options(api: &Apiserver, info: &ResourceInfo) -> store::WriteOptions {
+    let storage = crate::registry::events::storage_of(info);
+    let events = storage.group.is_empty() && storage.plural == "events";
+    store::WriteOptions {
+        ttl: events.then_some(api.config.event_ttl),
+    }
+}
+
 pub async fn create(
     api: &Apiserver,
     req: &ResourceRequest,
@@ -617,6 +627,7 @@ pub async fn create(
         info,
         namespace: req.namespace.as_deref(),
         name: &requested_name,
+        subresource: "",
     };
     admission::admit_create(api, &attributes, &mut obj).await?;
     strategy.prepare_for_create(info, &mut obj);
@@ -654,7 +665,11 @@ pub async fn create(
     }
     let result = api
         .store
-        .create(&key, encode_stored(api, info, &mut obj)?)
+        .create_with(
+            &key,
+            encode_stored(api, info, &mut obj)?,
+            write_options(api, info),
+        )
         .await;
     match result {
         Ok(kv) => {
@@ -924,13 +939,21 @@ pub async fn update(
             } else {
                 strategy.prepare_for_status_update(info, &mut new, &old);
             }
+            let attributes = admission::Attributes {
+                info,
+                namespace: req.namespace.as_deref(),
+                name: &name,
+                subresource: req.subresource.as_deref().unwrap_or_default(),
+            };
             // Checked against the cache's copy, a refusal may come from its lag (upstream's
             // GuaranteedUpdate re-reads from etcd before it answers an error then).
             if let Err(e) = validate(
                 info,
                 &name,
                 api_types::validation::validate_status_update(info, &new, &old),
-            ) {
+            )
+            .and_then(|()| admission::validate_status_update(api, &attributes, &new, &old))
+            {
                 if guessed {
                     continue;
                 }
@@ -958,6 +981,7 @@ pub async fn update(
                 info,
                 namespace: req.namespace.as_deref(),
                 name: &name,
+                subresource: "",
             };
             admission::admit_update(&attributes, &mut new, &old);
             strategy.prepare_for_update(info, &mut new, &old);
@@ -1048,7 +1072,12 @@ pub async fn update(
             });
         }
         let encoded = encode_stored(api, info, &mut new)?;
-        match api.store.update(&key, encoded, mod_revision).await {
+        let options = write_options(api, info);
+        match api
+            .store
+            .update_with(&key, encoded, mod_revision, options)
+            .await
+        {
             Ok(kv) => {
                 if let Some(p) = pending {
                     p.commit(&mut api.services.lock());
@@ -1165,7 +1194,15 @@ pub async fn delete(
     if req.info.group == "scheduling.k8s.io" && req.info.plural == "priorityclasses" {
         priority_classes::check_delete(req.info, require_name(req)?)?;
     }
-    delete_object(api, req, opts).await
+    delete_object(api, req, opts, Admit::Yes).await
+}
+
+/// Whether a delete runs the validating admission plugins: an eviction was admitted as
+/// the create of `pods/eviction`, and deletes the pod without admission, as upstream.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Admit {
+    Yes,
+    No,
 }
 
 /// Deletes one object, gracefully or once its finalizers are gone.
@@ -1173,6 +1210,7 @@ async fn delete_object(
     api: &Apiserver,
     req: &ResourceRequest,
     opts: &DeleteOptions,
+    admit: Admit,
 ) -> ApiResult<Written> {
     let info = req.info;
     let name = require_name(req)?.to_string();
@@ -1218,6 +1256,21 @@ async fn delete_object(
                     &name,
                     &format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in meta: {mod_revision}"),
                 ));
+            }
+        }
+        if admit == Admit::Yes {
+            let attributes = admission::Attributes {
+                info,
+                namespace: req.namespace.as_deref(),
+                name: &name,
+                subresource: "",
+            };
+            // As in update: a refusal judged on the cache's copy is confirmed on etcd's.
+            if let Err(e) = admission::validate_delete(api, &attributes, &current) {
+                if guessed {
+                    continue;
+                }
+                return Err(e);
             }
         }
 
@@ -1285,7 +1338,12 @@ async fn delete_object(
                 });
             }
             let encoded = encode_stored(api, info, &mut updated)?;
-            match api.store.update(&key, encoded, mod_revision).await {
+            let options = write_options(api, info);
+            match api
+                .store
+                .update_with(&key, encoded, mod_revision, options)
+                .await
+            {
                 Ok(kv) => {
                     read_own_write(api, info, kv.mod_revision).await;
                     object::set_resource_version(&mut updated, kv.mod_revision);
@@ -1404,7 +1462,7 @@ pub async fn delete_collection(
             name: Some(name),
             subresource: None,
         };
-        match delete_object(api, &one, opts).await {
+        match delete_object(api, &one, opts, Admit::Yes).await {
             // Kinds answering a Status for one delete list the objects they removed.
             Ok(w) if w.body.get("kind").and_then(Value::as_str) == Some("Status") => {
                 deleted.push(item)
@@ -1469,6 +1527,16 @@ pub async fn bind(
             .await?
             .ok_or_else(|| ApiError::not_found(info, &name))?;
         let mut pod = decode_stored(api, info, &kv)?;
+        admission::validate_pod_subresource_create(
+            api,
+            &admission::Attributes {
+                info,
+                namespace: req.namespace.as_deref(),
+                name: &name,
+                subresource: "binding",
+            },
+            &pod,
+        )?;
         if let Some(uid) = binding.pointer("/metadata/uid").and_then(Value::as_str) {
             if object::meta_str(&pod, "uid") != Some(uid) {
                 return Err(ApiError::conflict(
@@ -1554,6 +1622,16 @@ pub async fn evict(api: &Apiserver, req: &ResourceRequest, eviction: Value) -> A
         .await?
         .ok_or_else(|| ApiError::not_found(info, &name))?;
     let pod = decode_stored(api, info, &kv)?;
+    admission::validate_pod_subresource_create(
+        api,
+        &admission::Attributes {
+            info,
+            namespace: req.namespace.as_deref(),
+            name: &name,
+            subresource: "eviction",
+        },
+        &pod,
+    )?;
     let phase = pod
         .pointer("/status/phase")
         .and_then(Value::as_str)
@@ -1646,7 +1724,7 @@ pub async fn evict(api: &Apiserver, req: &ResourceRequest, eviction: Value) -> A
             }
         }
     }
-    delete(api, req, &opts).await?;
+    delete_object(api, req, &opts, Admit::No).await?;
     Ok(Written {
         code: 201,
         body: success_status(None),

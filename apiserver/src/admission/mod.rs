@@ -27,6 +27,8 @@ pub struct Attributes<'a> {
     /// The object's name; on a create with `generateName` and no name, the generateName,
     /// as upstream's error messages name it before a name is generated.
     pub name: &'a str,
+    /// The subresource written (`status`, `eviction`, ...); empty for the main resource.
+    pub subresource: &'a str,
 }
 
 impl Attributes<'_> {
@@ -150,6 +152,43 @@ pub async fn validate_update(
         priority::validate_priority_class(api, a, new, true).await?;
     }
     Ok(warnings)
+}
+
+/// The validating phase of an update of a status-like subresource (`status`, `approval`),
+/// after its validation. Of the plugins here only NodeRestriction looks at these (a
+/// kubelet writes the status of its own pods and Node only); PodSecurity and the others
+/// leave subresources alone, as upstream.
+pub fn validate_status_update(
+    api: &Apiserver,
+    a: &Attributes<'_>,
+    new: &Value,
+    old: &Value,
+) -> ApiResult<()> {
+    if enabled(api, AdmissionPlugin::NodeRestriction) {
+        node_restriction::validate_update(a, new, old)?;
+    }
+    Ok(())
+}
+
+/// The validating phase of a delete, on the object as stored.
+pub fn validate_delete(api: &Apiserver, a: &Attributes<'_>, old: &Value) -> ApiResult<()> {
+    if enabled(api, AdmissionPlugin::NodeRestriction) {
+        node_restriction::validate_delete(a, old)?;
+    }
+    Ok(())
+}
+
+/// The validating phase of a create of a pod subresource that acts on the pod
+/// (`eviction`, `binding`), given the stored pod.
+pub fn validate_pod_subresource_create(
+    api: &Apiserver,
+    a: &Attributes<'_>,
+    pod: &Value,
+) -> ApiResult<()> {
+    if enabled(api, AdmissionPlugin::NodeRestriction) {
+        node_restriction::validate_pod_subresource_create(a, pod)?;
+    }
+    Ok(())
 }
 
 /// Whether admission reads this resource's watch cache, so that its writes should answer

@@ -1,10 +1,15 @@
 //! NodeRestriction (upstream `plugin/pkg/admission/noderestriction`), the part that
 //! complements the Node authorizer by looking at the objects: a kubelet
-//! (`system:node:<name>` in `system:nodes`) may create and change only its own Node, without
-//! touching its taints or labels outside the kubelet's own set; create only mirror pods
-//! bound to itself that reference no Secret, ConfigMap, ServiceAccount or claim; not update
-//! pods (their status is the authorizer's to allow); and write only its own Lease in
-//! `kube-node-lease`. Other users are not affected.
+//! (`system:node:<name>` in `system:nodes`) may create, change (`nodes/status` too) and
+//! delete only its own Node, without touching its taints or labels outside the kubelet's
+//! own set; create only mirror pods bound to itself that reference no Secret, ConfigMap,
+//! ServiceAccount or claim; update `pods/status`, delete and create `pods/eviction` only
+//! for pods bound to itself (not their labels through the status), and no other pod
+//! update or subresource; and write only its own Lease in `kube-node-lease`. Other users
+//! are not affected.
+//!
+//! The Node authorizer refuses most of these first; this plugin holds them when RBAC (or
+//! another authorizer) grants a node more, as upstream's two layers do.
 //!
 //! One departure: the kubelet may add and remove the node-pressure taints
 //! (`node.kubernetes.io/{memory,disk,pid}-pressure`), because pikube's kubelet, not the
@@ -147,7 +152,7 @@ pub fn validate_create(a: &Attributes<'_>, obj: &Value) -> ApiResult<()> {
     Ok(())
 }
 
-/// Checks an update (or patch) of a main resource by a node.
+/// Checks an update (or patch) by a node, of a main resource or of its status.
 pub fn validate_update(a: &Attributes<'_>, new: &Value, old: &Value) -> ApiResult<()> {
     let Some(node) = requesting_node() else {
         return Ok(());
@@ -177,14 +182,111 @@ pub fn validate_update(a: &Attributes<'_>, new: &Value, old: &Value) -> ApiResul
         }
     }
     if a.is("", "pods") {
+        return match a.subresource {
+            "" => Err(a.forbidden(format!(
+                "unexpected operation \"UPDATE\", node {node:?} can only create and delete mirror pods"
+            ))),
+            "status" => check_pod_status_update(a, &node, new, old),
+            other => Err(unexpected_pod_subresource(a, other)),
+        };
+    }
+    if a.is("coordination.k8s.io", "leases") {
+        check_lease(a, &node, a.name)?;
+    }
+    Ok(())
+}
+
+/// Checks a delete by a node, given the object as stored.
+pub fn validate_delete(a: &Attributes<'_>, old: &Value) -> ApiResult<()> {
+    let Some(node) = requesting_node() else {
+        return Ok(());
+    };
+    if a.is("", "nodes") && a.name != node {
         return Err(a.forbidden(format!(
-            "unexpected operation \"UPDATE\", node {node:?} can only create and delete mirror pods"
+            "node {node:?} is not allowed to modify node {:?}",
+            a.name
+        )));
+    }
+    if a.is("", "pods") && bound_node(old) != node {
+        return Err(a.forbidden(format!(
+            "node {node:?} can only delete pods with spec.nodeName set to itself"
         )));
     }
     if a.is("coordination.k8s.io", "leases") {
         check_lease(a, &node, a.name)?;
     }
     Ok(())
+}
+
+/// Checks a create of a pod subresource by a node: only an eviction of a pod bound to it.
+pub fn validate_pod_subresource_create(a: &Attributes<'_>, pod: &Value) -> ApiResult<()> {
+    let Some(node) = requesting_node() else {
+        return Ok(());
+    };
+    if a.subresource != "eviction" {
+        return Err(unexpected_pod_subresource(a, a.subresource));
+    }
+    if bound_node(pod) != node {
+        // Upstream prints this node name unquoted.
+        return Err(a.forbidden(format!(
+            "node {node} can only evict pods with spec.nodeName set to itself"
+        )));
+    }
+    Ok(())
+}
+
+fn unexpected_pod_subresource(a: &Attributes<'_>, subresource: &str) -> crate::status::ApiError {
+    a.forbidden(format!(
+        "unexpected pod subresource {subresource:?}, only 'status' and 'eviction' are allowed"
+    ))
+}
+
+fn bound_node(pod: &Value) -> &str {
+    pod.pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+/// A kubelet writes the status of its own pods, and not their labels or the claims the
+/// scheduler and the resource claim controller record there.
+fn check_pod_status_update(
+    a: &Attributes<'_>,
+    node: &str,
+    new: &Value,
+    old: &Value,
+) -> ApiResult<()> {
+    if bound_node(old) != node {
+        return Err(a.forbidden(format!(
+            "node {node:?} can only update pod status for pods with spec.nodeName set to itself"
+        )));
+    }
+    let non_empty = |pod| labels(pod).filter(|l| !l.is_empty());
+    if non_empty(new) != non_empty(old) {
+        return Err(a.forbidden(format!(
+            "node {node:?} cannot update labels through pod status"
+        )));
+    }
+    if claim_statuses(new) != claim_statuses(old) {
+        return Err(a.forbidden(format!(
+            "node {node:?} cannot update resource claim statues"
+        )));
+    }
+    Ok(())
+}
+
+/// `status.resourceClaimStatuses` as (name, claim name) pairs, the fields upstream compares.
+fn claim_statuses(pod: &Value) -> Vec<(Option<&Value>, Option<&Value>)> {
+    pod.pointer("/status/resourceClaimStatuses")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            (
+                s.get("name"),
+                s.get("resourceClaimName").filter(|n| !n.is_null()),
+            )
+        })
+        .collect()
 }
 
 fn check_lease(a: &Attributes<'_>, node: &str, name: &str) -> ApiResult<()> {
@@ -334,5 +436,92 @@ mod tests {
         assert!(!references_config_maps(
             &json!({ "containers": [{ "name": "c" }] })
         ));
+    }
+
+    /// Runs `check` as the request of node `n1`.
+    fn as_n1<T>(check: impl FnOnce() -> T) -> T {
+        let user = crate::authn::UserInfo {
+            name: "system:node:n1".into(),
+            uid: String::new(),
+            groups: vec![crate::authz::node::NODES_GROUP.into()],
+        };
+        REQUEST_USER.sync_scope(user, check)
+    }
+
+    fn attributes(
+        plural: &str,
+        subresource: &'static str,
+        name: &'static str,
+    ) -> Attributes<'static> {
+        Attributes {
+            info: api_types::resources::find("", "v1", plural).unwrap(),
+            namespace: (plural == "pods").then_some("default"),
+            name,
+            subresource,
+        }
+    }
+
+    fn message<T: std::fmt::Debug>(r: ApiResult<T>) -> String {
+        r.unwrap_err().message
+    }
+
+    #[test]
+    fn pod_status_deletes_and_evictions_only_of_pods_bound_to_the_node() {
+        let on = |node: &str| json!({ "metadata": { "name": "p", "labels": { "a": "b" } }, "spec": { "nodeName": node }, "status": {} });
+        let (mine, theirs) = (on("n1"), on("n2"));
+        as_n1(|| {
+            let status = attributes("pods", "status", "p");
+            assert!(validate_update(&status, &mine, &mine).is_ok());
+            assert_eq!(
+                message(validate_update(&status, &theirs, &theirs)),
+                "pods \"p\" is forbidden: node \"n1\" can only update pod status for pods with spec.nodeName set to itself"
+            );
+            let mut relabelled = mine.clone();
+            relabelled["metadata"]["labels"] = json!({ "a": "c" });
+            assert_eq!(
+                message(validate_update(&status, &relabelled, &mine)),
+                "pods \"p\" is forbidden: node \"n1\" cannot update labels through pod status"
+            );
+            let mut claimed = mine.clone();
+            claimed["status"]["resourceClaimStatuses"] =
+                json!([{ "name": "gpu", "resourceClaimName": "p-gpu" }]);
+            assert!(validate_update(&status, &claimed, &mine).is_err());
+
+            let main = attributes("pods", "", "p");
+            assert!(validate_delete(&main, &mine).is_ok());
+            assert_eq!(
+                message(validate_delete(&main, &theirs)),
+                "pods \"p\" is forbidden: node \"n1\" can only delete pods with spec.nodeName set to itself"
+            );
+            let eviction = attributes("pods", "eviction", "p");
+            assert!(validate_pod_subresource_create(&eviction, &mine).is_ok());
+            assert_eq!(
+                message(validate_pod_subresource_create(&eviction, &theirs)),
+                "pods \"p\" is forbidden: node n1 can only evict pods with spec.nodeName set to itself"
+            );
+            assert_eq!(
+                message(validate_pod_subresource_create(&attributes("pods", "binding", "p"), &mine)),
+                "pods \"p\" is forbidden: unexpected pod subresource \"binding\", only 'status' and 'eviction' are allowed"
+            );
+
+            let node = |name: &str| json!({ "metadata": { "name": name } });
+            assert!(validate_update(
+                &attributes("nodes", "status", "n1"),
+                &node("n1"),
+                &node("n1")
+            )
+            .is_ok());
+            assert_eq!(
+                message(validate_update(
+                    &attributes("nodes", "status", "n2"),
+                    &node("n2"),
+                    &node("n2")
+                )),
+                "nodes \"n2\" is forbidden: node \"n1\" is not allowed to modify node \"n2\""
+            );
+            assert!(validate_delete(&attributes("nodes", "", "n2"), &node("n2")).is_err());
+        });
+        // Other users are not the plugin's concern.
+        assert!(validate_delete(&attributes("pods", "", "p"), &theirs).is_ok());
     }
 }

@@ -1,12 +1,15 @@
-//! NodeRestriction on writes by a kubelet, with authorization left to AlwaysAllow so that
-//! only admission decides: a node changes only its own Node (not its taints or protected
-//! labels), does not update pods, and writes only its own Lease.
+//! NodeRestriction on writes by a kubelet, first with authorization left to AlwaysAllow so
+//! that only admission decides: a node changes only its own Node (not its taints or
+//! protected labels), does not update pods, and writes only its own Lease; then with
+//! Node,RBAC: it writes the status of, deletes and evicts only pods bound to it.
 
-use crate::common::{TestApi, TOKEN};
+use crate::common::{wait_until, TestApi, TOKEN};
+use apiserver::authz::Mode;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
+use std::time::Duration;
 
 const NODE_TOKEN: &str = "n1-token";
 
@@ -182,4 +185,186 @@ async fn a_kubelet_changes_only_its_own_node_pods_status_and_lease() {
         )
         .await
         .unwrap();
+}
+
+fn bound_pod(name: &str, node: &str) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": { "name": name },
+        "spec": { "nodeName": node, "containers": [{ "name": "c", "image": "busybox:1.36" }] },
+    }))
+    .unwrap()
+}
+
+/// With `--authorization-mode=Node,RBAC`, as a cluster runs: the Node authorizer refuses a
+/// kubelet the status, delete and eviction of another node's pods, and when RBAC grants
+/// more, NodeRestriction still does; its own pods' status, eviction and delete work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubelet_writes_status_deletes_and_evicts_only_its_own_pods() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(
+        &tokens,
+        format!(
+            "{TOKEN},admin,admin-uid,\"system:masters\"\n{NODE_TOKEN},system:node:n1,n1-uid,\"system:nodes\"\n"
+        ),
+    )
+    .unwrap();
+    let api = TestApi::start_with(move |c| {
+        c.authorization_modes = vec![Mode::Node, Mode::Rbac];
+        c.token_auth_file = Some(tokens);
+    })
+    .await;
+    let admin = api.client().await;
+    let kubelet = client_as(&api, NODE_TOKEN).await;
+    let pp = PostParams::default();
+    let params = PatchParams::default();
+    let running = || Patch::Merge(json!({ "status": { "phase": "Running" } }));
+
+    let admin_pods: Api<Pod> = Api::default_namespaced(admin.clone());
+    for (name, node) in [("mine", "n1"), ("mine-2", "n1"), ("theirs", "n2")] {
+        admin_pods
+            .create(&pp, &bound_pod(name, node))
+            .await
+            .unwrap();
+    }
+    for name in ["n1", "n2"] {
+        Api::<Node>::all(admin.clone())
+            .create(&pp, &node(name))
+            .await
+            .unwrap();
+    }
+    // The Node authorizer knows a pod's node from the watch cache (a list at
+    // resourceVersion=0 shows it).
+    wait_until(
+        Duration::from_secs(10),
+        "the pods in the watch cache",
+        || {
+            let pods = admin_pods.clone();
+            async move {
+                let cached = pods.list(&ListParams::default().match_any()).await.ok()?;
+                (cached.items.len() == 3).then_some(())
+            }
+        },
+    )
+    .await;
+
+    let pods: Api<Pod> = Api::default_namespaced(kubelet.clone());
+    let nodes: Api<Node> = Api::all(kubelet.clone());
+    let authorizer_refusal = |what: &str, verb: &str, resource: &str| {
+        (
+            403,
+            format!("{what} is forbidden: User \"system:node:n1\" cannot {verb} resource \"{resource}\" in API group \"\""),
+        )
+    };
+    let (code, m) = refused(pods.patch_status("theirs", &params, &running()).await);
+    let (want_code, want) = authorizer_refusal("pods \"theirs\"", "patch", "pods/status");
+    assert_eq!(code, want_code);
+    assert!(m.starts_with(&want), "{m}");
+    let (code, m) = refused(pods.delete("theirs", &Default::default()).await);
+    assert!(code == 403 && m.contains("system:node:n1"), "{m}");
+    let (code, m) = refused(pods.evict("theirs", &Default::default()).await);
+    assert!(code == 403 && m.contains("system:node:n1"), "{m}");
+    let (code, m) = refused(
+        nodes
+            .patch_status("n2", &params, &Patch::Merge(json!({ "status": {} })))
+            .await,
+    );
+    assert!(code == 403 && m.contains("system:node:n1"), "{m}");
+
+    // RBAC grants the node every pod write; NodeRestriction holds the line.
+    let grant: k8s_openapi::api::rbac::v1::ClusterRole = serde_json::from_value(json!({
+        "metadata": { "name": "pod-writer" },
+        "rules": [
+            { "apiGroups": [""], "resources": ["pods", "pods/status", "pods/eviction", "nodes", "nodes/status"],
+              "verbs": ["get", "update", "patch", "delete", "create"] }
+        ]
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(admin.clone())
+        .create(&pp, &grant)
+        .await
+        .unwrap();
+    let binding: k8s_openapi::api::rbac::v1::ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": { "name": "pod-writer" },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "pod-writer" },
+        "subjects": [{ "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "system:node:n1" }]
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(admin.clone())
+        .create(&pp, &binding)
+        .await
+        .unwrap();
+    assert_eq!(
+        refused(pods.patch_status("theirs", &params, &running()).await),
+        (403, "pods \"theirs\" is forbidden: node \"n1\" can only update pod status for pods with spec.nodeName set to itself".into())
+    );
+    assert_eq!(
+        refused(pods.delete("theirs", &Default::default()).await),
+        (403, "pods \"theirs\" is forbidden: node \"n1\" can only delete pods with spec.nodeName set to itself".into())
+    );
+    assert_eq!(
+        refused(pods.evict("theirs", &Default::default()).await),
+        (403, "pods \"theirs\" is forbidden: node n1 can only evict pods with spec.nodeName set to itself".into())
+    );
+    assert_eq!(
+        refused(
+            nodes
+                .patch_status(
+                    "n2",
+                    &params,
+                    &Patch::Merge(json!({ "status": { "phase": "Running" } }))
+                )
+                .await
+        ),
+        (
+            403,
+            "nodes \"n2\" is forbidden: node \"n1\" is not allowed to modify node \"n2\"".into()
+        )
+    );
+    assert_eq!(
+        refused(nodes.delete("n2", &Default::default()).await),
+        (
+            403,
+            "nodes \"n2\" is forbidden: node \"n1\" is not allowed to modify node \"n2\"".into()
+        )
+    );
+    assert_eq!(
+        refused(pods.patch("theirs", &params, &Patch::Merge(json!({ "metadata": { "labels": { "a": "b" } } }))).await),
+        (403, "pods \"theirs\" is forbidden: unexpected operation \"UPDATE\", node \"n1\" can only create and delete mirror pods".into())
+    );
+    // The other node's pod is untouched.
+    let theirs = admin_pods.get("theirs").await.unwrap();
+    assert!(theirs.metadata.deletion_timestamp.is_none());
+    assert_eq!(theirs.status.and_then(|s| s.phase), Some("Pending".into()));
+
+    // Its own pods and Node: status, eviction and delete go through.
+    let updated = pods
+        .patch_status("mine", &params, &running())
+        .await
+        .unwrap();
+    assert_eq!(updated.status.and_then(|s| s.phase), Some("Running".into()));
+    nodes
+        .patch_status(
+            "n1",
+            &params,
+            &Patch::Merge(json!({ "status": { "phase": "Running" } })),
+        )
+        .await
+        .unwrap();
+    pods.evict("mine", &Default::default()).await.unwrap();
+    assert!(admin_pods
+        .get("mine")
+        .await
+        .unwrap()
+        .metadata
+        .deletion_timestamp
+        .is_some());
+    pods.delete("mine-2", &Default::default()).await.unwrap();
+    assert!(admin_pods
+        .get("mine-2")
+        .await
+        .unwrap()
+        .metadata
+        .deletion_timestamp
+        .is_some());
 }
