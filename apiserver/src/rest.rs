@@ -554,7 +554,7 @@ fn apply_defaults(info: &ResourceInfo, obj: &mut Value) -> ApiResult<()> {
 
 /// How an object of `info` is stored: Events expire `--event-ttl` after their last write
 /// (an etcd lease), as upstream; everything else stays until deleted.
-fn write_options(api: &Apiserver, info: &ResourceInfo) -> store::WriteOptions {
+fn write_options(api: &Apiserver, info: &'static ResourceInfo) -> store::WriteOptions {
     let storage = crate::registry::events::storage_of(info);
     let events = storage.group.is_empty() && storage.plural == "events";
     store::WriteOptions {

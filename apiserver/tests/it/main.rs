@@ -11,6 +11,7 @@ mod common;
 mod connect;
 mod encryption;
 mod endpoint_reconciler;
+mod event_ttl;
 mod fake_kubelet;
 mod kube_client;
 mod kubectl;
