@@ -164,10 +164,15 @@ wait_for 60 admin_curl -fsS "https://127.0.0.1:$APISERVER_PORT/readyz" ||
 # Cluster DNS: kube-proxy answers on the kube-dns Service's address on every node (no
 # DNS pods); the Service reserves the address, and the kubelet hands it to pods.
 CLUSTER_DNS=10.96.0.10
-code=$(admin_curl -sS -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
-  "https://127.0.0.1:$APISERVER_PORT/api/v1/namespaces/kube-system/services" \
-  -d '{"apiVersion":"v1","kind":"Service","metadata":{"name":"kube-dns","namespace":"kube-system","labels":{"k8s-app":"kube-dns"}},"spec":{"clusterIP":"'"$CLUSTER_DNS"'","selector":{"k8s-app":"kube-dns"},"ports":[{"name":"dns","port":53,"protocol":"UDP"},{"name":"dns-tcp","port":53,"protocol":"TCP"}]}}')
-case "$code" in 201 | 409) ;; *) die "creating the kube-dns Service failed (HTTP $code)" ;; esac
+# Created only when missing: a second create is refused for its address (422, "provided IP
+# is already allocated") before its name.
+services=https://127.0.0.1:$APISERVER_PORT/api/v1/namespaces/kube-system/services
+code=$(admin_curl -sS -o /dev/null -w '%{http_code}' "$services/kube-dns")
+if [ "$code" = 404 ]; then
+  code=$(admin_curl -sS -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' "$services" \
+    -d '{"apiVersion":"v1","kind":"Service","metadata":{"name":"kube-dns","namespace":"kube-system","labels":{"k8s-app":"kube-dns"}},"spec":{"clusterIP":"'"$CLUSTER_DNS"'","selector":{"k8s-app":"kube-dns"},"ports":[{"name":"dns","port":53,"protocol":"UDP"},{"name":"dns-tcp","port":53,"protocol":"TCP"}]}}')
+fi
+case "$code" in 200 | 201 | 409) ;; *) die "creating the kube-dns Service failed (HTTP $code)" ;; esac
 
 if ! running kube-scheduler; then
   log "starting kube-scheduler (health and metrics on 127.0.0.1:$SCHEDULER_PORT)"

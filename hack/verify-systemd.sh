@@ -59,7 +59,7 @@ for env in systemd/env/*.env; do
 	for word in $args; do
 		case "$word" in --*) ;; *) continue ;; esac
 		flag=${word%%=*}
-		if ! grep -qE -- "(^|[ ,])$flag([ =,]|\$)" <<<"$help"; then
+		if ! grep -qE -- "(^|[ ,])$flag([ =,[]|\$)" <<<"$help"; then
 			echo "verify-systemd: $env: $daemon --help does not list $flag" >&2
 			bad=1
 		fi
