@@ -85,7 +85,8 @@ pub struct Settings {
     /// `--eviction-minimum-reclaim`.
     pub eviction_minimum_reclaim: crate::eviction::thresholds::MinimumReclaim,
     /// Who may use the kubelet port: `--anonymous-auth`, `--authentication-token-webhook`,
-    /// `--client-ca-file`, `--authorization-mode`.
+    /// `--client-ca-file`, `--authorization-mode`, or the config file's `authentication`
+    /// and `authorization`.
     pub auth: crate::server::AuthSettings,
 }
 

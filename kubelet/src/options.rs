@@ -1,7 +1,9 @@
 //! The kubelet's command line, with upstream's flag names, and the
 //! `kubelet.config.k8s.io/v1beta1` KubeletConfiguration file (`--config`) for the fields
 //! both carry. As upstream, a flag given on the command line wins over the file, and the
-//! file wins over the default. The result is a validated [`crate::app::Settings`].
+//! file wins over the default. The kubelet port's authentication and authorization
+//! defaults differ by source, as upstream's: open with flags only, secure with a file.
+//! The result is a validated [`crate::app::Settings`].
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -14,6 +16,7 @@ use k8s_openapi::api::core::v1::Taint;
 use serde::Deserialize;
 
 use crate::app::{CgroupDriver, Settings};
+use crate::server::{AuthSettings, AuthorizationMode};
 
 pub const DEFAULT_RUNTIME_ENDPOINT: &str = "unix:///run/containerd/containerd.sock";
 pub const DEFAULT_POD_INFRA_IMAGE: &str = "registry.k8s.io/pause:3.10";
@@ -26,7 +29,9 @@ pub const DEFAULT_RESOLV_CONF: &str = "/etc/resolv.conf";
     about = "The kubelet: the primary node agent. It registers the node and runs the pods bound to it.")]
 pub struct Options {
     /// Path to a KubeletConfiguration file (kubelet.config.k8s.io/v1beta1). Flags given on
-    /// the command line override its values.
+    /// the command line override its values. With a file, the kubelet port's defaults are
+    /// the file's secure ones (no anonymous requests, TokenReview, Webhook authorization);
+    /// without one, the flags' (anonymous requests, AlwaysAllow).
     #[arg(long)]
     pub config: Option<PathBuf>,
 
@@ -167,49 +172,53 @@ pub struct Options {
     /// Enables anonymous requests to the Kubelet server. Requests that are not rejected
     /// by another authentication method are treated as anonymous requests, with a
     /// username of system:anonymous and a group name of system:unauthenticated.
+    /// [default: true; false with --config (authentication.anonymous.enabled)]
     #[arg(
         long,
-        default_value_t = true,
         num_args = 0..=1,
         require_equals = true,
         default_missing_value = "true",
         action = clap::ArgAction::Set,
     )]
-    pub anonymous_auth: bool,
+    pub anonymous_auth: Option<bool>,
 
     /// Use the TokenReview API to determine authentication for bearer tokens.
+    /// [default: false; true with --config (authentication.webhook.enabled)]
     #[arg(
         long,
-        default_value_t = false,
         num_args = 0..=1,
         require_equals = true,
         default_missing_value = "true",
         action = clap::ArgAction::Set,
     )]
-    pub authentication_token_webhook: bool,
+    pub authentication_token_webhook: Option<bool>,
 
     /// The duration to cache responses from the webhook token authenticator.
-    #[arg(long, default_value = "2m0s", value_parser = parse_duration)]
-    pub authentication_token_webhook_cache_ttl: Duration,
+    /// [default: 2m0s (authentication.webhook.cacheTTL)]
+    #[arg(long, value_parser = parse_duration)]
+    pub authentication_token_webhook_cache_ttl: Option<Duration>,
 
     /// If set, any request presenting a client certificate signed by one of the
     /// authorities in the client-ca-file is authenticated with an identity corresponding
-    /// to the CommonName of the client certificate.
+    /// to the CommonName of the client certificate. (authentication.x509.clientCAFile)
     #[arg(long)]
     pub client_ca_file: Option<PathBuf>,
 
     /// Authorization mode for Kubelet server: AlwaysAllow or Webhook. Webhook mode uses
     /// the SubjectAccessReview API to determine authorization.
-    #[arg(long, default_value = "AlwaysAllow")]
-    pub authorization_mode: String,
+    /// [default: AlwaysAllow; Webhook with --config (authorization.mode)]
+    #[arg(long)]
+    pub authorization_mode: Option<String>,
 
     /// The duration to cache 'authorized' responses from the webhook authorizer.
-    #[arg(long, default_value = "5m0s", value_parser = parse_duration)]
-    pub authorization_webhook_cache_authorized_ttl: Duration,
+    /// [default: 5m0s (authorization.webhook.cacheAuthorizedTTL)]
+    #[arg(long, value_parser = parse_duration)]
+    pub authorization_webhook_cache_authorized_ttl: Option<Duration>,
 
     /// The duration to cache 'unauthorized' responses from the webhook authorizer.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
-    pub authorization_webhook_cache_unauthorized_ttl: Duration,
+    /// [default: 30s (authorization.webhook.cacheUnauthorizedTTL)]
+    #[arg(long, value_parser = parse_duration)]
+    pub authorization_webhook_cache_unauthorized_ttl: Option<Duration>,
 
     /// Timeout of all runtime requests except long running ones (pull, logs, exec).
     #[arg(long)]
@@ -262,6 +271,57 @@ pub struct KubeletConfiguration {
     pub eviction_hard: Option<BTreeMap<String, String>>,
     pub eviction_pressure_transition_period: Option<String>,
     pub eviction_minimum_reclaim: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub authentication: KubeletAuthentication,
+    #[serde(default)]
+    pub authorization: KubeletAuthorization,
+}
+
+/// Who may use the kubelet port (upstream's `authentication`); unset fields take the
+/// file's defaults (see [`Options::resolve`]).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KubeletAuthentication {
+    #[serde(default)]
+    pub x509: KubeletX509Authentication,
+    #[serde(default)]
+    pub webhook: KubeletWebhookAuthentication,
+    #[serde(default)]
+    pub anonymous: KubeletAnonymousAuthentication,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct KubeletX509Authentication {
+    #[serde(rename = "clientCAFile")]
+    pub client_ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct KubeletWebhookAuthentication {
+    pub enabled: Option<bool>,
+    #[serde(rename = "cacheTTL")]
+    pub cache_ttl: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct KubeletAnonymousAuthentication {
+    pub enabled: Option<bool>,
+}
+
+/// How requests to the kubelet port are authorized (upstream's `authorization`).
+#[derive(Debug, Default, Deserialize)]
+pub struct KubeletAuthorization {
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub webhook: KubeletWebhookAuthorization,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct KubeletWebhookAuthorization {
+    #[serde(rename = "cacheAuthorizedTTL")]
+    pub cache_authorized_ttl: Option<String>,
+    #[serde(rename = "cacheUnauthorizedTTL")]
+    pub cache_unauthorized_ttl: Option<String>,
 }
 
 impl KubeletConfiguration {
@@ -444,9 +504,7 @@ impl Options {
         if tls_cert_file.is_some() != tls_private_key_file.is_some() {
             return Err("--tls-cert-file and --tls-private-key-file go together".into());
         }
-        if let Some(path) = &self.client_ca_file {
-            component_base::options::validate_client_ca_file(path)?;
-        }
+        let auth = self.auth_settings(&file)?;
         let lease_seconds = file.node_lease_duration_seconds.unwrap_or(40);
         if lease_seconds <= 0 {
             return Err("nodeLeaseDurationSeconds must be positive".into());
@@ -519,15 +577,7 @@ impl Options {
             healthz: (healthz_port != 0).then(|| SocketAddr::new(healthz_bind, healthz_port)),
             tls_cert_file,
             tls_private_key_file,
-            auth: crate::server::AuthSettings {
-                anonymous: self.anonymous_auth,
-                token_webhook: self.authentication_token_webhook,
-                token_webhook_cache_ttl: self.authentication_token_webhook_cache_ttl,
-                client_ca_file: self.client_ca_file.clone(),
-                authorization_mode: self.authorization_mode.parse()?,
-                authorized_ttl: self.authorization_webhook_cache_authorized_ttl,
-                unauthorized_ttl: self.authorization_webhook_cache_unauthorized_ttl,
-            },
+            auth,
             node_status_update_frequency: duration(
                 &self.node_status_update_frequency,
                 &file.node_status_update_frequency,
@@ -546,6 +596,85 @@ impl Options {
                 &file.sync_frequency,
                 crate::pod_workers::SYNC_FREQUENCY,
                 "--sync-frequency",
+            )?,
+        })
+    }
+
+    /// The kubelet port's authentication and authorization. A flag given on the command
+    /// line wins over the file. The defaults depend on where the configuration comes
+    /// from, as upstream's: the flags' keep an unconfigured kubelet open (anonymous
+    /// requests, AlwaysAllow), a KubeletConfiguration file's are the secure ones
+    /// (no anonymous requests, TokenReview, Webhook).
+    fn auth_settings(&self, file: &KubeletConfiguration) -> Result<AuthSettings, String> {
+        let defaults = if self.config.is_some() {
+            AuthSettings {
+                anonymous: false,
+                token_webhook: true,
+                authorization_mode: AuthorizationMode::Webhook,
+                ..AuthSettings::default()
+            }
+        } else {
+            AuthSettings::default()
+        };
+        let authn = &file.authentication;
+        let authz = &file.authorization;
+        // A zero or empty value in the file means "unset", as upstream's defaulting.
+        let ttl = |flag: Option<Duration>, text: &Option<String>, field, default| match (
+            flag,
+            text.as_deref().filter(|t| !t.is_empty()),
+        ) {
+            (Some(d), _) => Ok(d),
+            (None, Some(text)) => parse_duration(text)
+                .map(|d| if d.is_zero() { default } else { d })
+                .map_err(|e| format!("{field}: {e}")),
+            (None, None) => Ok(default),
+        };
+        let client_ca_file = self
+            .client_ca_file
+            .clone()
+            .or(authn.x509.client_ca_file.clone())
+            .filter(|p| !p.as_os_str().is_empty());
+        if let Some(path) = &client_ca_file {
+            component_base::options::validate_client_ca_file(path)?;
+        }
+        let authorization_mode = match (
+            &self.authorization_mode,
+            authz.mode.as_deref().filter(|m| !m.is_empty()),
+        ) {
+            (Some(flag), _) => flag.parse()?,
+            (None, Some(mode)) => mode.parse().map_err(|_| {
+                format!("invalid authorization.mode {mode:?}: want AlwaysAllow or Webhook")
+            })?,
+            (None, None) => defaults.authorization_mode,
+        };
+        Ok(AuthSettings {
+            anonymous: self
+                .anonymous_auth
+                .or(authn.anonymous.enabled)
+                .unwrap_or(defaults.anonymous),
+            token_webhook: self
+                .authentication_token_webhook
+                .or(authn.webhook.enabled)
+                .unwrap_or(defaults.token_webhook),
+            token_webhook_cache_ttl: ttl(
+                self.authentication_token_webhook_cache_ttl,
+                &authn.webhook.cache_ttl,
+                "authentication.webhook.cacheTTL",
+                defaults.token_webhook_cache_ttl,
+            )?,
+            client_ca_file,
+            authorization_mode,
+            authorized_ttl: ttl(
+                self.authorization_webhook_cache_authorized_ttl,
+                &authz.webhook.cache_authorized_ttl,
+                "authorization.webhook.cacheAuthorizedTTL",
+                defaults.authorized_ttl,
+            )?,
+            unauthorized_ttl: ttl(
+                self.authorization_webhook_cache_unauthorized_ttl,
+                &authz.webhook.cache_unauthorized_ttl,
+                "authorization.webhook.cacheUnauthorizedTTL",
+                defaults.unauthorized_ttl,
             )?,
         })
     }
@@ -698,5 +827,115 @@ mod tests {
 
         std::fs::write(&path, "kind: Nope\n").unwrap();
         assert!(parse(&["--config", p]).unwrap_err().contains("kind"));
+    }
+
+    #[test]
+    fn a_config_file_secures_the_kubelet_port_unless_flags_say_otherwise() {
+        use crate::server::{AuthSettings, AuthorizationMode};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kubelet.yaml");
+        let p = path.to_str().unwrap();
+        let header = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n";
+        let write = |body: &str| std::fs::write(&path, format!("{header}{body}")).unwrap();
+
+        // Nothing about auth in the file: upstream's v1beta1 defaults.
+        write("");
+        let s = parse(&["--config", p, "--hostname-override=n"]).unwrap();
+        assert_eq!(
+            s.auth,
+            AuthSettings {
+                anonymous: false,
+                token_webhook: true,
+                authorization_mode: AuthorizationMode::Webhook,
+                ..AuthSettings::default()
+            }
+        );
+
+        // The file's values, with upstream's field names; zero durations mean "default".
+        let ca = dir.path().join("ca.crt");
+        let cert = rcgen::generate_simple_self_signed(vec!["ca".to_string()]).unwrap();
+        std::fs::write(&ca, cert.cert.pem()).unwrap();
+        write(&format!(
+            "authentication:\n  x509: {{clientCAFile: {}}}\n  \
+             webhook: {{enabled: false, cacheTTL: 0s}}\n  anonymous: {{enabled: true}}\n\
+             authorization:\n  mode: AlwaysAllow\n  \
+             webhook: {{cacheAuthorizedTTL: 1m, cacheUnauthorizedTTL: 5s}}\n",
+            ca.display()
+        ));
+        let s = parse(&["--config", p]).unwrap();
+        assert!(s.auth.anonymous);
+        assert!(!s.auth.token_webhook);
+        assert_eq!(s.auth.token_webhook_cache_ttl, Duration::from_secs(120));
+        assert_eq!(s.auth.client_ca_file.as_ref(), Some(&ca));
+        assert_eq!(s.auth.authorization_mode, AuthorizationMode::AlwaysAllow);
+        assert_eq!(s.auth.authorized_ttl, Duration::from_secs(60));
+        assert_eq!(s.auth.unauthorized_ttl, Duration::from_secs(5));
+
+        // Flags given explicitly win over the file, and over its defaults.
+        let s = parse(&[
+            "--config",
+            p,
+            "--anonymous-auth=false",
+            "--authentication-token-webhook",
+            "--authentication-token-webhook-cache-ttl=0s",
+            "--authorization-mode=Webhook",
+            "--authorization-webhook-cache-unauthorized-ttl=1s",
+        ])
+        .unwrap();
+        assert!(!s.auth.anonymous);
+        assert!(s.auth.token_webhook);
+        assert_eq!(s.auth.token_webhook_cache_ttl, Duration::ZERO);
+        assert_eq!(s.auth.authorization_mode, AuthorizationMode::Webhook);
+        assert_eq!(s.auth.authorized_ttl, Duration::from_secs(60));
+        assert_eq!(s.auth.unauthorized_ttl, Duration::from_secs(1));
+        write("");
+        let s = parse(&[
+            "--config",
+            p,
+            "--anonymous-auth",
+            "--authorization-mode=AlwaysAllow",
+        ])
+        .unwrap();
+        assert!(s.auth.anonymous);
+        assert!(s.auth.token_webhook);
+        assert_eq!(s.auth.authorization_mode, AuthorizationMode::AlwaysAllow);
+    }
+
+    #[test]
+    fn bad_auth_values_in_the_config_file_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kubelet.yaml");
+        let p = path.to_str().unwrap();
+        for (body, message) in [
+            (
+                "authorization: {mode: Foo}",
+                r#"invalid authorization.mode "Foo": want AlwaysAllow or Webhook"#,
+            ),
+            (
+                "authentication: {webhook: {cacheTTL: soon}}",
+                "authentication.webhook.cacheTTL: invalid duration",
+            ),
+            (
+                "authorization: {webhook: {cacheAuthorizedTTL: -1s}}",
+                "authorization.webhook.cacheAuthorizedTTL: negative duration",
+            ),
+            (
+                "authorization: {webhook: {cacheUnauthorizedTTL: 1y}}",
+                "authorization.webhook.cacheUnauthorizedTTL: invalid duration",
+            ),
+            (
+                "authentication: {x509: {clientCAFile: /nonexistent/ca.crt}}",
+                "--client-ca-file /nonexistent/ca.crt: ",
+            ),
+            ("authentication: {anonymous: {enabled: maybe}}", "anonymous"),
+        ] {
+            std::fs::write(
+                &path,
+                format!("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n{body}\n"),
+            )
+            .unwrap();
+            let err = parse(&["--config", p, "--hostname-override=n"]).unwrap_err();
+            assert!(err.contains(message), "{body}: {err}");
+        }
     }
 }
