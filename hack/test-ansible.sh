@@ -61,7 +61,10 @@ WORK=$(mktemp -d /tmp/pikube-ansible.XXXXXX)
 LOGS=$WORK/logs
 CTRD=$WORK/containerd
 SOCK=$CTRD/containerd.sock
-mkdir -p "$LOGS" "$WORK/run"
+mkdir -p "$LOGS" "$WORK/bin"
+# A snapshot of the binaries: a build finishing between the two runs must not count as
+# the playbook changing something.
+for bin in "${DAEMONS[@]}" pikubeadm; do cp "$BIN/$bin" "$WORK/bin/"; done
 started=()
 passed=0
 
@@ -99,6 +102,12 @@ cleanup() {
   # Sandbox shm and rootfs mounts containerd left under the scratch folder.
   awk -v dir="$WORK/" 'index($5, dir) == 1 {print $5}' /proc/self/mountinfo | sort -r |
     while read -r m; do umount -l "$m" 2>/dev/null; done
+  # Whatever still runs in the node's namespace was started here (a shim, a daemon that
+  # would not stop).
+  for pid in $(ip netns pids "$NS" 2>/dev/null); do
+    log "killing $pid, left in $NS: $(tr '\0' ' ' </proc/"$pid"/cmdline 2>/dev/null | cut -c1-80)"
+    kill -9 "$pid" 2>/dev/null
+  done
   # The node's namespace takes its pod bridge, routes and nftables tables (the kubelet's
   # inet pikube-kubelet, kube-proxy's) with it.
   ip netns del "$NS" 2>/dev/null
@@ -142,7 +151,7 @@ EOF
 # Everything that would clash with another containerd, etcd or kubelet on this machine
 # moves into the scratch folder.
 cat >"$WORK/vars.yml" <<EOF
-pikube_bin_dir: $BIN
+pikube_bin_dir: $WORK/bin
 pikube_pki_local_dir: $WORK/controller
 pikube_manage_services: false
 pikube_offline: true
@@ -186,7 +195,8 @@ start_unit() {
   exec_start=$(sed -n 's/^ExecStart=//p' "$file")
   [ -n "$exec_start" ] || die "$file has no ExecStart"
   log "starting $unit: $exec_start (with /etc/pikube/$unit.env)"
-  in_ns env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+  # nsenter, env and bash each exec the next: $! is the daemon's pid.
+  nsenter --net="/run/netns/$NS" env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     bash -c 'set -a; if [ -f "$1" ]; then . "$1"; fi; set +a; set -f; eval "exec $2"' \
     _ "/etc/pikube/$unit.env" "$exec_start" >"$LOGS/$unit.log" 2>&1 &
   started+=("$unit:$!")
@@ -220,7 +230,7 @@ must "kube-controller-manager did not become ready" 60 "$LOGS/kube-controller-ma
 # The Debian unit runs containerd with /etc/containerd/config.toml; here the playbook
 # wrote the configuration to the scratch folder.
 log "starting containerd --config $CTRD/config.toml"
-in_ns containerd --config "$CTRD/config.toml" >"$LOGS/containerd.log" 2>&1 &
+nsenter --net="/run/netns/$NS" containerd --config "$CTRD/config.toml" >"$LOGS/containerd.log" 2>&1 &
 started+=("containerd:$!")
 must "containerd did not start" 30 "$LOGS/containerd.log" ctr -a "$SOCK" version
 log "importing the local images (busybox:1.35, pause:3.10)"
