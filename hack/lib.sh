@@ -10,10 +10,11 @@ install_deps() {
   # etcd for the apiserver; containerd, runc, the CNI plugins, nftables, iproute2 and
   # conntrack for the kubelet and kube-proxy; socat for kube-proxy's UDP tests;
   # busybox-static, umoci, gcc and libc6-dev build the test images (hack/images.sh);
-  # systemd's systemd-analyze checks the units.
+  # systemd's systemd-analyze checks the units; ansible and ansible-lint check and run
+  # deploy/ansible (hack/test-ansible.sh).
   local want=(etcd-server etcd-client protobuf-compiler curl ca-certificates gcc libc6-dev pkg-config
     containerd runc containernetworking-plugins nftables iproute2 conntrack socat busybox-static umoci file
-    systemd openssl)
+    systemd openssl ansible ansible-lint)
   local missing=()
   for p in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

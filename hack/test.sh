@@ -11,3 +11,6 @@ export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 cargo build --workspace --all-targets --features store/testing,apiserver/testing
 "$PIKUBE_ROOT/hack/verify-systemd.sh"
 cargo test --workspace --features store/testing,apiserver/testing -- --test-threads=2
+# deploy/ansible: lint, two runs against this machine (the second changes nothing), the
+# node Ready; with the debug binaries just built.
+PIKUBE_BIN_DIR="${CARGO_TARGET_DIR:-$PIKUBE_ROOT/target}/debug" "$PIKUBE_ROOT/hack/test-ansible.sh"
