@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Checks deploy/ansible: `ansible-playbook --syntax-check`, `ansible-lint` (production
-# profile), then rolls pikube out for real to this machine (connection local) as a
+# profile), renders the HA variant's etcd and apiserver flags (three control planes) and
+# checks them, then rolls pikube out for real to this machine (connection local) as a
 # one-host cluster, twice, and fails unless the second run changes nothing. Then it
 # starts what the playbook installed and checks that kubectl, with the admin kubeconfig
 # the playbook installed, sees the node Ready and a pod Running on it.
@@ -42,6 +43,7 @@ for tool in ansible-playbook ansible-lint nsenter curl; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool is missing (hack/test.sh installs ansible and ansible-lint)"
 done
 [ -n "$KUBECTL" ] || die "kubectl is missing (set KUBECTL)"
+BIN=$(cd "$BIN" 2>/dev/null && pwd) || die "${PIKUBE_BIN_DIR:-target/release} is missing: build first (see the header of $0)"
 for bin in "${DAEMONS[@]}" pikubeadm; do
   [ -x "$BIN/$bin" ] || die "$BIN/$bin is missing: build the release binaries first (see the header of $0)"
 done
@@ -61,12 +63,13 @@ WORK=$(mktemp -d /tmp/pikube-ansible.XXXXXX)
 LOGS=$WORK/logs
 CTRD=$WORK/containerd
 SOCK=$CTRD/containerd.sock
+started=()
+passed=0
+trap cleanup EXIT
 mkdir -p "$LOGS" "$WORK/bin"
 # A snapshot of the binaries: a build finishing between the two runs must not count as
 # the playbook changing something.
 for bin in "${DAEMONS[@]}" pikubeadm; do cp "$BIN/$bin" "$WORK/bin/"; done
-started=()
-passed=0
 
 in_ns() { nsenter --net="/run/netns/$NS" "$@"; }
 kubectl_admin() { in_ns "$KUBECTL" --kubeconfig /etc/kubernetes/admin.conf "$@"; }
@@ -124,7 +127,54 @@ cleanup() {
     echo "test-ansible: FAILED; logs kept in $keep" >&2
   fi
 }
-trap cleanup EXIT
+
+# The HA variant (three control planes), rendered only (one machine cannot hold three
+# control planes' /etc): each etcd member lists all three and serves its own address,
+# each apiserver lists every member and advertises its own address.
+log "rendering the HA variant's etcd and kube-apiserver flags (three control planes)"
+mkdir -p "$WORK/ha"
+cat >"$WORK/ha/inventory.ini" <<EOF
+[control_plane]
+cp-1 ansible_host=192.168.1.10
+cp-2 ansible_host=192.168.1.11
+cp-3 ansible_host=192.168.1.12
+
+[workers]
+worker-1 ansible_host=192.168.1.13
+
+[nodes:children]
+control_plane
+workers
+
+[all:vars]
+ansible_connection=local
+ansible_python_interpreter=/usr/bin/python3
+EOF
+render() {
+  local role=$1 file=$2
+  ansible -i "$WORK/ha/inventory.ini" control_plane --playbook-dir "$ANSIBLE_DIR" \
+    -e ansible_architecture=aarch64 -e "@roles/$role/defaults/main.yml" -m ansible.builtin.template \
+    -a "src=roles/$role/templates/$file.j2 dest=$WORK/ha/{{ inventory_hostname }}-$file mode=0644" \
+    >>"$LOGS/ha-render.log" 2>&1 || { tail -n 20 "$LOGS/ha-render.log" >&2; die "rendering $file failed"; }
+}
+env_value() { env -i bash -c 'set -a; . "$1"; printf "%s" "${!2}"' _ "$1" "$2"; }
+render etcd etcd.env
+render control_plane kube-apiserver.env
+ha_members=cp-1=http://192.168.1.10:2380,cp-2=http://192.168.1.11:2380,cp-3=http://192.168.1.12:2380
+ha_servers=http://192.168.1.10:2379,http://192.168.1.11:2379,http://192.168.1.12:2379
+for i in 1 2 3; do
+  ip=192.168.1.1$((i - 1))
+  etcd_args=" $(env_value "$WORK/ha/cp-$i-etcd.env" ETCD_ARGS) "
+  apiserver_args=" $(env_value "$WORK/ha/cp-$i-kube-apiserver.env" KUBE_APISERVER_ARGS) "
+  for want in "--name=cp-$i" "--initial-cluster=$ha_members" "--listen-peer-urls=http://$ip:2380" \
+    "--advertise-client-urls=http://$ip:2379"; do
+    [[ $etcd_args == *" $want "* ]] || die "HA: cp-$i's etcd.env lacks $want: $etcd_args"
+  done
+  for want in "--etcd-servers=$ha_servers" "--advertise-address=$ip"; do
+    [[ $apiserver_args == *" $want "* ]] || die "HA: cp-$i's kube-apiserver.env lacks $want: $apiserver_args"
+  done
+done
+echo "test-ansible: HA variant: 3 etcd members, each apiserver lists all three"
 
 # The node: a network namespace with loopback and an interface holding its address (the
 # default route points at it, so facts and the kubelet see a host address). A veth pair
@@ -181,13 +231,13 @@ run_playbook() {
   echo "test-ansible: run $n: $recap"
 }
 run_playbook 1
-grep -q 'changed=0 ' <<<"$recap" && die "run 1 changed nothing: it installed nothing?"
+grep -qE '(^|\s)changed=0\s' <<<"$recap" && die "run 1 changed nothing: it installed nothing?"
 run_playbook 2
-if ! grep -q 'changed=0 ' <<<"$recap"; then
+if ! grep -qE '(^|\s)changed=0\s' <<<"$recap"; then
   grep -E '^(changed|TASK)' "$LOGS/playbook-2.log" | grep -B1 '^changed' >&2
   die "the second run changed something: the playbook is not idempotent"
 fi
-grep -q 'failed=0 ' <<<"$recap" || die "run 2 failed"
+grep -qE '(^|\s)failed=0\s' <<<"$recap" || die "run 2 failed"
 
 # systemd's part: each unit's ExecStart with its env file's variables.
 start_unit() {
