@@ -481,7 +481,18 @@ impl SecureServingOptions {
 /// to stderr and exits [`crate::EXIT_USAGE`]. clap alone exits 2, which systemd's
 /// `RestartPreventExitStatus=64` would restart in a loop.
 pub fn parse_or_exit<T: clap::Parser>() -> T {
-    T::try_parse().unwrap_or_else(|e| {
+    parse_from_or_exit(std::env::args_os())
+}
+
+/// [`parse_or_exit`] for a given command line, the program name first as in `argv`
+/// (behind a multi-call binary, the arguments that follow its subcommand).
+pub fn parse_from_or_exit<T, I, A>(args: I) -> T
+where
+    T: clap::Parser,
+    I: IntoIterator<Item = A>,
+    A: Into<std::ffi::OsString> + Clone,
+{
+    T::try_parse_from(args).unwrap_or_else(|e| {
         let code = exit_code(&e);
         // `print` writes help and version to stdout, errors to stderr.
         let _ = e.print();
