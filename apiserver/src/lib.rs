@@ -13,6 +13,7 @@ mod admission;
 mod authn;
 pub mod authz;
 mod bootstrap;
+pub mod cli;
 mod codec;
 mod discovery;
 pub mod encryption;

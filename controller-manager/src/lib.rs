@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod cache;
+pub mod cli;
 pub mod controllers;
 pub mod informers;
 pub mod options;

@@ -7,6 +7,7 @@
 //! `--enable-cluster-dns` it also serves cluster DNS on the node ([`dns`]).
 
 pub mod app;
+pub mod cli;
 pub mod conntrack;
 pub mod dns;
 pub mod endpoints;

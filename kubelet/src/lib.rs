@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod certificate;
+pub mod cli;
 pub mod cm;
 pub mod cri;
 pub mod events;

@@ -4,6 +4,7 @@
 //! token create` and `pikubeadm join` let a node join with a bootstrap token.
 
 pub mod certs;
+pub mod cli;
 pub mod kubeconfig;
 pub mod options;
 pub mod pki;
