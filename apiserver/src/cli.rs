@@ -3,18 +3,13 @@
 
 use std::ffi::OsString;
 
-use clap::Parser;
-
 use crate::options::Options;
 
 /// Runs kube-apiserver with `args` (the program name first, as in `argv`). A bad flag or
 /// configuration exits 64, `--help`/`--version` exit 0; a failure to serve exits 1.
 pub fn main(args: Vec<OsString>) {
     // The caller's arguments, not the process's: behind pikube they follow its subcommand.
-    let options = Options::try_parse_from(args).unwrap_or_else(|e| {
-        let _ = e.print();
-        std::process::exit(component_base::options::exit_code(&e))
-    });
+    let options: Options = component_base::options::parse_from_or_exit(args);
     component_base::logging::init(options.verbosity);
     let config = match options.into_config() {
         Ok(c) => c,

@@ -4,7 +4,6 @@
 
 use std::ffi::OsString;
 
-use clap::Parser;
 use component_base::{logging, shutdown, EXIT_USAGE};
 
 use crate::app::{self, Config};
@@ -16,10 +15,7 @@ use crate::options::Options;
 /// exits 1.
 pub fn main(args: Vec<OsString>) {
     // The caller's arguments, not the process's: behind pikube they follow its subcommand.
-    let options = Options::try_parse_from(args).unwrap_or_else(|e| {
-        let _ = e.print();
-        std::process::exit(component_base::options::exit_code(&e))
-    });
+    let options: Options = component_base::options::parse_from_or_exit(args);
     run(options)
 }
 

@@ -3,7 +3,6 @@
 
 use std::ffi::OsString;
 
-use clap::Parser;
 use component_base::EXIT_USAGE;
 
 use crate::options::{Cli, Command, JoinOptions, TokenCommand, TokenCreateOptions};
@@ -13,10 +12,7 @@ use crate::token;
 /// exits 64, `--help`/`--version` exit 0; a failed command exits 1.
 pub fn main(args: Vec<OsString>) {
     // The caller's arguments, not the process's: behind pikube they follow its subcommand.
-    let cli = Cli::try_parse_from(args).unwrap_or_else(|e| {
-        let _ = e.print();
-        std::process::exit(component_base::options::exit_code(&e))
-    });
+    let cli: Cli = component_base::options::parse_from_or_exit(args);
     match cli.command {
         Command::Certs(options) => {
             let config = match options.into_config() {
