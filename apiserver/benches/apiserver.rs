@@ -34,7 +34,11 @@
 //! `BENCH_CLIENT_AUTH` (`token`: a bearer token from `--token-auth-file`; `cert`: an x509
 //! client certificate signed by a CA in `--client-ca-file`, as `pikubeadm certs` writes
 //! them). Issue 7's overhead figure compares `BENCH_CLIENT_AUTH=cert
-//! BENCH_AUTHORIZATION_MODE=Node,RBAC` with the defaults. Run without `--bench` (as
+//! BENCH_AUTHORIZATION_MODE=Node,RBAC` with the defaults; `BENCH_COMPARE_AUTH=1` measures
+//! just that: the ConfigMap CRUD at `BENCH_CLIENTS` clients against an apiserver with
+//! AlwaysAllow and bearer tokens, then one with Node,RBAC and client certificates, on one
+//! etcd, alternating `BENCH_ROUNDS` (5) times so that both see the same machine, and
+//! prints the median throughputs and their ratio. Run without `--bench` (as
 //! `cargo test --benches` does) the defaults shrink to a smoke run.
 //!
 //! All processes share the machine: on a 2-core box the bench client, etcd and the
@@ -98,6 +102,9 @@ fn run() -> Result<bool> {
         .build()
         .context("starting the tokio runtime")?;
     // The apiserver child and its temp dir are dropped (killed, removed) before etcd.
+    if settings.compare_auth {
+        return runtime.block_on(compare_auth(&settings, &etcd));
+    }
     runtime.block_on(bench(&settings, &etcd))
 }
 
@@ -114,6 +121,10 @@ struct Settings {
     pods: usize,
     authorization_mode: String,
     client_auth: ClientAuth,
+    /// `BENCH_COMPARE_AUTH`: only the ConfigMap CRUD, alternating the two auth setups.
+    compare_auth: bool,
+    /// `BENCH_ROUNDS`: how many times each setup runs when comparing.
+    rounds: usize,
 }
 
 /// How the bench's clients authenticate (`BENCH_CLIENT_AUTH`).
@@ -146,6 +157,8 @@ impl Settings {
                 Ok("cert") => ClientAuth::Cert,
                 Ok(other) => bail!("BENCH_CLIENT_AUTH={other:?}: want token or cert"),
             },
+            compare_auth: std::env::var("BENCH_COMPARE_AUTH").is_ok_and(|v| v == "1"),
+            rounds: pick("BENCH_ROUNDS", 5, 1)?,
         };
         if settings.clients == 0 || settings.watch_clients == 0 {
             bail!("BENCH_CLIENTS and BENCH_WATCH_CLIENTS must be at least 1");
@@ -297,68 +310,7 @@ async fn bench(settings: &Settings, etcd: &EtcdServer) -> Result<bool> {
     // 3. The apiserver: 1..clients tasks sharing one kube::Client (kube-rs speaks
     // HTTP/1.1, so its pool opens one TLS connection per request in flight).
     for &clients in &settings.client_counts() {
-        let namespace = format!("bench-c{clients}");
-        ensure_namespace(&client, &namespace).await?;
-        let api = Api::<ConfigMap>::namespaced(client.clone(), &namespace);
-        let created: Arc<Vec<Mutex<Option<ConfigMap>>>> =
-            Arc::new((0..settings.ops).map(|_| Mutex::new(None)).collect());
-
-        progress(&format!("apiserver create, {clients} client(s)"));
-        let (a, objects) = (api.clone(), created.clone());
-        let create = measure(processes, settings.ops, clients, move |i| {
-            let (a, objects) = (a.clone(), objects.clone());
-            async move {
-                let object = a
-                    .create(&PostParams::default(), &config_map(&name(i), 0))
-                    .await?;
-                *lock(&objects[i]) = Some(object);
-                Ok(())
-            }
-        })
-        .await;
-        report.row("apiserver create", clients, create);
-
-        progress(&format!("apiserver update, {clients} client(s)"));
-        let (a, objects) = (api.clone(), created.clone());
-        let update = measure(processes, settings.ops, clients, move |i| {
-            let (a, objects) = (a.clone(), objects.clone());
-            async move {
-                let Some(mut object) = lock(&objects[i]).take() else {
-                    bail!("{} was not created", name(i));
-                };
-                // Carries the resourceVersion from create: an optimistic-concurrency update.
-                object.data = config_map("", 1).data;
-                a.replace(&name(i), &PostParams::default(), &object).await?;
-                Ok(())
-            }
-        })
-        .await;
-        report.row("apiserver update", clients, update);
-
-        progress(&format!("apiserver get, {clients} client(s)"));
-        let a = api.clone();
-        let get = measure(processes, settings.ops, clients, move |i| {
-            let a = a.clone();
-            async move {
-                a.get(&name(i)).await?;
-                Ok(())
-            }
-        })
-        .await;
-        report.row("apiserver get", clients, get);
-
-        // Deleting them also keeps them out of the memory figures of the pods phase.
-        progress(&format!("apiserver delete, {clients} client(s)"));
-        let a = api.clone();
-        let delete = measure(processes, settings.ops, clients, move |i| {
-            let a = a.clone();
-            async move {
-                a.delete(&name(i), &DeleteParams::default()).await?;
-                Ok(())
-            }
-        })
-        .await;
-        report.row("apiserver delete", clients, delete);
+        configmap_crud(settings, processes, &client, clients, &mut report).await?;
     }
 
     progress("sampling memory");
@@ -537,6 +489,165 @@ async fn stored_size(etcd: &mut etcd_client::Client, namespace: &str, name: &str
         .with_context(|| format!("the apiserver's {key} is not in etcd"))
 }
 
+/// Issue 7's figure: authenticated-request overhead, the ConfigMap CRUD with client
+/// certificates and Node,RBAC against AlwaysAllow with bearer tokens. The two setups take
+/// turns, so that a busy moment of the machine falls on both alike; medians are compared.
+async fn compare_auth(settings: &Settings, etcd: &EtcdServer) -> Result<bool> {
+    const SETUPS: [(&str, &str, ClientAuth); 2] = [
+        ("AlwaysAllow, token", "AlwaysAllow", ClientAuth::Token),
+        ("Node,RBAC, client cert", "Node,RBAC", ClientAuth::Cert),
+    ];
+    println!(
+        "pikube apiserver auth overhead: {} on {} CPU(s), {} ops per operation, {} clients, {} rounds\n",
+        std::env::consts::ARCH,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        settings.ops,
+        settings.clients,
+        settings.rounds,
+    );
+    // ops/s by (operation, setup), one figure per round.
+    let mut figures: BTreeMap<(String, usize), Vec<f64>> = BTreeMap::new();
+    let mut errors = 0;
+    for round in 1..=settings.rounds {
+        for (setup, (label, mode, auth)) in SETUPS.iter().enumerate() {
+            progress(&format!("round {round} of {}: {label}", settings.rounds));
+            let apiserver = Apiserver::start(&etcd.endpoint(), mode, *auth).await?;
+            let processes = Processes {
+                apiserver: apiserver.pid(),
+                etcd: find_etcd_pid(&etcd.endpoint()),
+            };
+            let client = apiserver.client().await?;
+            let mut report = Report::default();
+            configmap_crud(settings, processes, &client, settings.clients, &mut report).await?;
+            errors += report.errors;
+            for (operation, _, sample) in &report.rows {
+                figures
+                    .entry((operation.clone(), setup))
+                    .or_default()
+                    .push(sample.throughput());
+            }
+        }
+    }
+    println!(
+        "{:<20} {:>24} {:>24} {:>8}",
+        "operation (ops/s)", SETUPS[0].0, SETUPS[1].0, "ratio"
+    );
+    let mut worst: Option<f64> = None;
+    for operation in [
+        "apiserver create",
+        "apiserver update",
+        "apiserver get",
+        "apiserver delete",
+    ] {
+        let median_of = |setup: usize| {
+            let mut v = figures
+                .get(&(operation.to_owned(), setup))
+                .cloned()
+                .unwrap_or_default();
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied()
+        };
+        let (Some(plain), Some(secured)) = (median_of(0), median_of(1)) else {
+            continue;
+        };
+        let ratio = secured / plain;
+        worst = Some(worst.map_or(ratio, |w: f64| w.min(ratio)));
+        println!(
+            "{:<20} {:>24.0} {:>24.0} {:>8.3}",
+            operation.trim_start_matches("apiserver "),
+            plain,
+            secured,
+            ratio
+        );
+    }
+    if let Some(worst) = worst {
+        println!(
+            "\nlargest throughput loss with client certs and Node,RBAC: {:.1}% (target ≤ 10%: {})",
+            (1.0 - worst) * 100.0,
+            if worst >= 0.9 { "ok" } else { "miss" }
+        );
+    }
+    if errors > 0 {
+        eprintln!("bench: {errors} requests failed");
+    }
+    Ok(errors == 0)
+}
+
+/// ConfigMap create, update (replace with resourceVersion), get and delete through the
+/// apiserver, `settings.ops` of each, by `clients` tasks sharing one kube::Client (kube-rs
+/// speaks HTTP/1.1, so its pool opens one TLS connection per request in flight).
+async fn configmap_crud(
+    settings: &Settings,
+    processes: Processes,
+    client: &Client,
+    clients: usize,
+    report: &mut Report,
+) -> Result<()> {
+    let namespace = format!("bench-c{clients}");
+    ensure_namespace(client, &namespace).await?;
+    let api = Api::<ConfigMap>::namespaced(client.clone(), &namespace);
+    let created: Arc<Vec<Mutex<Option<ConfigMap>>>> =
+        Arc::new((0..settings.ops).map(|_| Mutex::new(None)).collect());
+
+    progress(&format!("apiserver create, {clients} client(s)"));
+    let (a, objects) = (api.clone(), created.clone());
+    let create = measure(processes, settings.ops, clients, move |i| {
+        let (a, objects) = (a.clone(), objects.clone());
+        async move {
+            let object = a
+                .create(&PostParams::default(), &config_map(&name(i), 0))
+                .await?;
+            *lock(&objects[i]) = Some(object);
+            Ok(())
+        }
+    })
+    .await;
+    report.row("apiserver create", clients, create);
+
+    progress(&format!("apiserver update, {clients} client(s)"));
+    let (a, objects) = (api.clone(), created.clone());
+    let update = measure(processes, settings.ops, clients, move |i| {
+        let (a, objects) = (a.clone(), objects.clone());
+        async move {
+            let Some(mut object) = lock(&objects[i]).take() else {
+                bail!("{} was not created", name(i));
+            };
+            // Carries the resourceVersion from create: an optimistic-concurrency update.
+            object.data = config_map("", 1).data;
+            a.replace(&name(i), &PostParams::default(), &object).await?;
+            Ok(())
+        }
+    })
+    .await;
+    report.row("apiserver update", clients, update);
+
+    progress(&format!("apiserver get, {clients} client(s)"));
+    let a = api.clone();
+    let get = measure(processes, settings.ops, clients, move |i| {
+        let a = a.clone();
+        async move {
+            a.get(&name(i)).await?;
+            Ok(())
+        }
+    })
+    .await;
+    report.row("apiserver get", clients, get);
+
+    // Deleting them also keeps them out of the memory figures of the pods phase.
+    progress(&format!("apiserver delete, {clients} client(s)"));
+    let a = api.clone();
+    let delete = measure(processes, settings.ops, clients, move |i| {
+        let a = a.clone();
+        async move {
+            a.delete(&name(i), &DeleteParams::default()).await?;
+            Ok(())
+        }
+    })
+    .await;
+    report.row("apiserver delete", clients, delete);
+    Ok(())
+}
+
 /// The kube-apiserver child process, killed on drop with its temp dir removed.
 struct Apiserver {
     child: Child,
@@ -701,11 +812,15 @@ impl Apiserver {
                 "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "bench"}],
             }),
         )?;
-        Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(admin)
+        // A later apiserver on the same etcd (BENCH_COMPARE_AUTH) finds it bound.
+        match Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(admin)
             .create(&PostParams::default(), &binding)
             .await
-            .context("binding the bench user to cluster-admin")?;
-        Ok(())
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+            Err(err) => Err(err).context("binding the bench user to cluster-admin"),
+        }
     }
 
     /// A new kube client (with its own connection pool) from the bench's kubeconfig.
