@@ -91,7 +91,12 @@ async fn every_live_apiserver_is_a_kubernetes_endpoint() {
     // The first apiserver's next round (every 10 s) lists it, and a later one drops it.
     let interval = apiserver::endpoint_reconciler::INTERVAL;
     wait_listed(&client, &["10.255.0.1", "10.255.0.3"], interval * 2).await;
-    wait_listed(&client, &["10.255.0.1"], Duration::from_secs(12) + interval * 2).await;
+    wait_listed(
+        &client,
+        &["10.255.0.1"],
+        Duration::from_secs(12) + interval * 2,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
