@@ -9,7 +9,7 @@ use std::path::PathBuf;
 #[derive(Debug, Parser)]
 #[command(
     name = "kube-apiserver",
-    version,
+    version = component_base::options::KUBERNETES_VERSION,
     about = "The Kubernetes API server (pikube)"
 )]
 pub struct Options {

@@ -26,4 +26,12 @@ fn bad_flags_exit_64_naming_the_flag() {
     let help = run(&["--help"]);
     assert_eq!(help.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&help.stdout).contains("--etcd-servers"));
+    // The Kubernetes version it serves, as the other daemons print theirs.
+    let version = run(&["--version"]);
+    assert_eq!(version.status.code(), Some(0));
+    let version = String::from_utf8_lossy(&version.stdout).into_owned();
+    assert_eq!(
+        version.trim(),
+        format!("kube-apiserver {}", component_base::options::KUBERNETES_VERSION)
+    );
 }
