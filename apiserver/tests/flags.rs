@@ -32,6 +32,9 @@ fn bad_flags_exit_64_naming_the_flag() {
     let version = String::from_utf8_lossy(&version.stdout).into_owned();
     assert_eq!(
         version.trim(),
-        format!("kube-apiserver {}", component_base::options::KUBERNETES_VERSION)
+        format!(
+            "kube-apiserver {}",
+            component_base::options::KUBERNETES_VERSION
+        )
     );
 }
