@@ -38,10 +38,9 @@ fn node(name: &str) -> Node {
     .unwrap()
 }
 
-#[tokio::test]
-async fn a_kubelet_changes_only_its_own_node_pods_status_and_lease() {
-    let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens.csv");
+/// A token file in `dir` with the admin and the kubelet of node n1 (`NODE_TOKEN`).
+fn admin_and_node_tokens(dir: &std::path::Path) -> std::path::PathBuf {
+    let tokens = dir.join("tokens.csv");
     std::fs::write(
         &tokens,
         format!(
@@ -49,6 +48,13 @@ async fn a_kubelet_changes_only_its_own_node_pods_status_and_lease() {
         ),
     )
     .unwrap();
+    tokens
+}
+
+#[tokio::test]
+async fn a_kubelet_changes_only_its_own_node_pods_status_and_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = admin_and_node_tokens(dir.path());
     let api = TestApi::start_with(move |c| c.token_auth_file = Some(tokens)).await;
     let admin = api.client().await;
     let kubelet = client_as(&api, NODE_TOKEN).await;
@@ -201,14 +207,7 @@ fn bound_pod(name: &str, node: &str) -> Pod {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kubelet_writes_status_deletes_and_evicts_only_its_own_pods() {
     let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens.csv");
-    std::fs::write(
-        &tokens,
-        format!(
-            "{TOKEN},admin,admin-uid,\"system:masters\"\n{NODE_TOKEN},system:node:n1,n1-uid,\"system:nodes\"\n"
-        ),
-    )
-    .unwrap();
+    let tokens = admin_and_node_tokens(dir.path());
     let api = TestApi::start_with(move |c| {
         c.authorization_modes = vec![Mode::Node, Mode::Rbac];
         c.token_auth_file = Some(tokens);
