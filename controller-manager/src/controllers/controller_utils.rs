@@ -156,13 +156,36 @@ impl PodOwners {
 
 /// Publishes an event in the background, as upstream's recorder does: a failure to
 /// record it is logged and never fails the sync that made it.
+///
+/// The references' resourceVersions are dropped: the recorder folds repeats into one
+/// Event's series by comparing references whole, and an object's status write between
+/// two retries must not turn the repeat into a second Event.
 pub fn publish_event(
     recorder: kube::runtime::events::Recorder,
-    reference: k8s_openapi::api::core::v1::ObjectReference,
-    event: kube::runtime::events::Event,
+    mut reference: k8s_openapi::api::core::v1::ObjectReference,
+    mut event: kube::runtime::events::Event,
 ) {
+    reference.resource_version = None;
+    if let Some(related) = event.secondary.as_mut() {
+        related.resource_version = None;
+    }
+    // One publish at a time per object: the recorder remembers an Event only once its
+    // create has answered, so a repeat published meanwhile would create a second Event.
+    const STRIPES: usize = 64;
+    static PUBLISHING: [tokio::sync::Mutex<()>; STRIPES] =
+        [const { tokio::sync::Mutex::const_new(()) }; STRIPES];
+    let stripe = {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one((
+            &reference.uid,
+            &reference.name,
+            &reference.namespace,
+        ));
+        (hash % STRIPES as u64) as usize
+    };
     tokio::spawn(
         async move {
+            let _one_at_a_time = PUBLISHING[stripe].lock().await;
             if let Err(e) = recorder.publish(&event, &reference).await {
                 tracing::debug!(error = %e, "publishing an event");
             }

@@ -27,6 +27,7 @@ impl Cluster {
     }
 
     pub async fn start_with(controllers: &[&'static str], options: ControllerOptions) -> Cluster {
+        init_logs();
         let api = TestApi::start().await;
         let client = api.client().await;
         let mut cluster = Cluster {
@@ -40,6 +41,7 @@ impl Cluster {
 
     /// The control plane only; start the manager later with [`Cluster::start_manager`].
     pub async fn control_plane() -> Cluster {
+        init_logs();
         let api = TestApi::start().await;
         let client = api.client().await;
         Cluster {
@@ -85,6 +87,18 @@ impl Cluster {
             let _ = running.task.await;
         }
     }
+}
+
+/// The controllers' logs (RUST_LOG, else info from the controller-manager and warnings
+/// from the rest) go to the test's captured output, so a failing test shows them.
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,controller_manager=info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .with_ansi(false)
+        .try_init();
 }
 
 /// A pod neither finished nor being deleted (upstream's `IsPodActive`).
