@@ -4,9 +4,9 @@
 # the five daemons' sum, pikubeadm, and the multi-call `pikube` (all six in one file).
 #
 # Usage: hack/sizes.sh [--target <triple>] [--no-build]
-#   --target aarch64-unknown-linux-gnu   cross-build with aarch64-linux-gnu-gcc and strip
-#                                        with aarch64-linux-gnu-strip
-#   --no-build                           measure what is already built
+#   --target <triple>   cross-build (aarch64-unknown-linux-gnu, armv7-unknown-linux-gnueabihf)
+#                       with the GNU cross gcc and strip, installed by hack/cross.sh
+#   --no-build          measure what is already built (missing binaries print as such)
 # Environment: CARGO_TARGET_DIR (default target/ in the checkout); STRIP (default strip,
 # or <gnu-triple>-strip for a cross target).
 #
@@ -28,20 +28,14 @@ while [ $# -gt 0 ]; do
 done
 
 strip_tool="${STRIP:-strip}"
-case "$target" in
-  "") ;;
-  aarch64-unknown-linux-gnu)
-    export CC_aarch64_unknown_linux_gnu="${CC_aarch64_unknown_linux_gnu:-aarch64-linux-gnu-gcc}"
-    export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER="${CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER:-aarch64-linux-gnu-gcc}"
-    strip_tool="${STRIP:-aarch64-linux-gnu-strip}"
-    ;;
-  armv7-unknown-linux-gnueabihf)
-    export CC_armv7_unknown_linux_gnueabihf="${CC_armv7_unknown_linux_gnueabihf:-arm-linux-gnueabihf-gcc}"
-    export CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_LINKER="${CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_LINKER:-arm-linux-gnueabihf-gcc}"
-    strip_tool="${STRIP:-arm-linux-gnueabihf-strip}"
-    ;;
-  *) echo "sizes.sh: no cross toolchain settings for $target; set STRIP, CC_* and the linker yourself" >&2 ;;
-esac
+if [ -n "$target" ]; then
+  # The cross toolchain's CC, linker and strip, installed when missing (hack/cross.sh).
+  # shellcheck source=hack/cross.sh
+  source "$(dirname "$0")/cross.sh"
+  cross_setup "$target"
+  [ "$build" = 1 ] && cross_install "$target"
+  strip_tool="${STRIP:-$CROSS_STRIP}"
+fi
 command -v "$strip_tool" >/dev/null || { echo "sizes.sh: $strip_tool not found" >&2; exit 1; }
 
 daemons=(kube-apiserver kube-scheduler kube-controller-manager kubelet kube-proxy)
@@ -66,13 +60,30 @@ size_of() { stat -c %s "$1"; }
 # One row: name, bytes as built, bytes stripped.
 row() { printf '%-26s %10s %12s %9s\n' "$1" "$(mb "$2")" "$(mb "$3")" "$3"; }
 
+# With --no-build a binary not built yet prints as missing and sums that need it as "-".
+incomplete=0
+# measure <binary> [<label>]
 measure() {
-  local name=$1 file="$bin_dir/$1"
-  [ -f "$file" ] || { echo "sizes.sh: $file is missing (build it, or drop --no-build)" >&2; exit 1; }
+  local name=$1 file="$bin_dir/$1" label=${2:-$1}
+  if [ ! -f "$file" ]; then
+    [ "$build" = 0 ] || { echo "sizes.sh: $file is missing after the build" >&2; exit 1; }
+    built=0 stripped=0 incomplete=1
+    printf '%-26s %10s %12s %9s\n' "$label" - - "not built" && return 0
+  fi
   cp "$file" "$work/$name"
   "$strip_tool" "$work/$name"
   built=$(size_of "$file")
   stripped=$(size_of "$work/$name")
+  row "$label" "$built" "$stripped"
+}
+
+# A sum row, or "-" when a binary it adds up is missing.
+sum_row() {
+  if [ "$incomplete" = 1 ]; then
+    printf '%-26s %10s %12s %9s\n' "$1" - - -
+  else
+    row "$@"
+  fi
 }
 
 echo "pikube binary sizes, ${target:-$(rustc -vV | sed -n 's/^host: //p')} ($(git rev-parse --short HEAD 2>/dev/null || echo unknown))"
@@ -81,13 +92,10 @@ sum_built=0
 sum_stripped=0
 for d in "${daemons[@]}"; do
   measure "$d"
-  row "$d" "$built" "$stripped"
   sum_built=$((sum_built + built))
   sum_stripped=$((sum_stripped + stripped))
 done
-row "five daemons (sum)" "$sum_built" "$sum_stripped"
+sum_row "five daemons (sum)" "$sum_built" "$sum_stripped"
 measure pikubeadm
-row pikubeadm "$built" "$stripped"
-row "six binaries (sum)" "$((sum_built + built))" "$((sum_stripped + stripped))"
-measure pikube
-row "pikube (all six, one file)" "$built" "$stripped"
+sum_row "six binaries (sum)" "$((sum_built + built))" "$((sum_stripped + stripped))"
+measure pikube "pikube (all six, one file)"
