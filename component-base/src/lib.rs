@@ -1,10 +1,11 @@
 //! Shared by every pikube daemon: option groups with upstream's flag names, logging,
 //! shutdown signals, metrics encoding, the /healthz /livez /readyz /metrics server with
 //! delegated authentication and authorization,
-//! leader election on a Lease, systemd readiness notification, and the exit code for bad
-//! configuration.
+//! leader election on a Lease, systemd readiness notification, client-side apiserver
+//! failover, and the exit code for bad configuration.
 
 pub mod delegated_auth;
+pub mod failover;
 pub mod files;
 pub mod leader_election;
 pub mod logging;

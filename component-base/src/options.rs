@@ -5,6 +5,7 @@
 //! daemon's options. Defaults that differ per daemon (the secure port, the lease name)
 //! are left unset here and supplied by the daemon.
 
+use crate::failover;
 use clap::ArgAction;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -172,9 +173,25 @@ impl KubeconfigOptions {
     /// One HTTP/2 connection carries every request and watch (kube's own client speaks
     /// HTTP/1.1 only, so a burst of 500 pod creations opened 500 TLS connections and kept
     /// them, ~10 MiB in the controller-manager); HTTP/1.1 stays the fallback.
+    ///
+    /// With several apiservers (a highly available control plane), the client fails over
+    /// to the others listed as `kubernetes` endpoints when its own stops answering
+    /// ([`crate::failover`]).
     pub async fn client(&self, component: &str) -> Result<kube::Client, ClientError> {
+        Ok(self.failover_client(component).await?.0)
+    }
+
+    /// [`KubeconfigOptions::client`], and the apiservers it may fail over to.
+    pub async fn failover_client(
+        &self,
+        component: &str,
+    ) -> Result<(kube::Client, failover::Apiservers), ClientError> {
         let config = self.config(component).await?;
-        http2_client(config).map_err(ClientError::Client)
+        let apiservers = failover::Apiservers::default();
+        let client =
+            http2_client_with(config, |_| {}, apiservers.clone()).map_err(ClientError::Client)?;
+        failover::follow_kubernetes_endpoints(client.clone(), apiservers.clone());
+        Ok((client, apiservers))
     }
 }
 
@@ -196,6 +213,17 @@ pub fn http2_client_with_tls(
     config: kube::Config,
     tweak: impl FnOnce(&mut rustls::ClientConfig),
 ) -> Result<kube::Client, kube::Error> {
+    http2_client_with(config, tweak, failover::Apiservers::default())
+}
+
+/// [`http2_client_with_tls`] whose connections fail over between `apiservers` (see
+/// [`crate::failover`]; keep the list current with
+/// [`failover::follow_kubernetes_endpoints`]).
+pub fn http2_client_with(
+    config: kube::Config,
+    tweak: impl FnOnce(&mut rustls::ClientConfig),
+    apiservers: failover::Apiservers,
+) -> Result<kube::Client, kube::Error> {
     use kube::client::ConfigExt;
     let mut tls = config.rustls_client_config()?;
     tweak(&mut tls);
@@ -204,7 +232,8 @@ pub fn http2_client_with_tls(
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(config.connect_timeout);
-    let https = hyper_rustls::HttpsConnector::from((http, std::sync::Arc::new(tls)));
+    let tcp = failover::FailoverConnector::new(http, apiservers);
+    let https = hyper_rustls::HttpsConnector::from((tcp, std::sync::Arc::new(tls)));
     let hyper = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .http2_initial_stream_window_size(STREAM_WINDOW)
         .http2_initial_connection_window_size(CONNECTION_WINDOW)

@@ -5,6 +5,7 @@ mod admission_node_restriction;
 mod admission_pod_security;
 mod admission_pods;
 mod api_semantics;
+mod apiserver_failover;
 mod bootstrap_token;
 mod certificate_signing_requests;
 mod common;
