@@ -882,8 +882,20 @@ pub fn namespaced_roles() -> Vec<Value> {
                 events_rule(),
             ],
         ),
+        // pikube's own (not upstream's): every daemon reads where the apiservers are, to
+        // fail over between them (component_base::failover). The addresses are no secret:
+        // kube-public's cluster-info names the control plane to anyone.
+        role(
+            "default",
+            APISERVER_ENDPOINTS_READER,
+            vec![named(&["get"], &[LEGACY], &["endpoints"], &["kubernetes"])],
+        ),
     ]
 }
+
+/// The Role (and RoleBinding) in `default` that lets every authenticated client read the
+/// `kubernetes` Endpoints.
+pub const APISERVER_ENDPOINTS_READER: &str = "pikube:apiserver-endpoints-reader";
 
 /// Upstream's `NamespaceRoleBindings`.
 pub fn namespaced_role_bindings() -> Vec<Value> {
@@ -937,6 +949,18 @@ pub fn namespaced_role_bindings() -> Vec<Value> {
             &[],
             &[("kube-system", "bootstrap-signer")],
         ),
+        {
+            let mut b = role_binding(
+                "default",
+                APISERVER_ENDPOINTS_READER,
+                APISERVER_ENDPOINTS_READER,
+                &[],
+                &[],
+            );
+            b["subjects"] =
+                json!([{ "kind": "Group", "apiGroup": RBAC, "name": "system:authenticated" }]);
+            b
+        },
     ]
 }
 

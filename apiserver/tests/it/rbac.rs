@@ -684,6 +684,31 @@ async fn node_and_rbac_authorization() {
         "no"
     );
     assert_eq!(can_i(&["auth", "can-i", "delete", "nodes"]), "yes");
+    // Every daemon may read where the apiservers are (pikube's failover), nothing more.
+    assert_eq!(
+        can_i(&[
+            "auth",
+            "can-i",
+            "get",
+            "endpoints/kubernetes",
+            "-n",
+            "default",
+            "--as=system:kube-scheduler"
+        ]),
+        "yes"
+    );
+    assert_eq!(
+        can_i(&[
+            "auth",
+            "can-i",
+            "get",
+            "endpoints/web",
+            "-n",
+            "default",
+            "--as=system:kube-scheduler"
+        ]),
+        "no"
+    );
     let out = api.kubectl_ok(&[
         "auth",
         "can-i",
