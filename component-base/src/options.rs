@@ -187,12 +187,20 @@ impl KubeconfigOptions {
         component: &str,
     ) -> Result<(kube::Client, failover::Apiservers), ClientError> {
         let config = self.config(component).await?;
-        let apiservers = failover::Apiservers::default();
-        let client =
-            http2_client_with(config, |_| {}, apiservers.clone()).map_err(ClientError::Client)?;
-        failover::follow_kubernetes_endpoints(client.clone(), apiservers.clone());
-        Ok((client, apiservers))
+        http2_failover_client(config, |_| {}).map_err(ClientError::Client)
     }
+}
+
+/// A daemon's client: [`http2_client_with_tls`] failing over between the apiservers
+/// listed as `kubernetes` endpoints, which it follows from now on (needs a runtime).
+pub fn http2_failover_client(
+    config: kube::Config,
+    tweak: impl FnOnce(&mut rustls::ClientConfig),
+) -> Result<(kube::Client, failover::Apiservers), kube::Error> {
+    let apiservers = failover::Apiservers::default();
+    let client = http2_client_with(config, tweak, apiservers.clone())?;
+    failover::follow_kubernetes_endpoints(client.clone(), apiservers.clone());
+    Ok((client, apiservers))
 }
 
 /// How much a watch may have received and its reader not yet taken, per stream and for

@@ -43,7 +43,9 @@ async fn run(options: Options) {
                     .filter(|certs| !certs.is_empty())
                     .map(root_ca_cert_publisher::pem_bundle);
             }
-            component_base::options::http2_client(kube_config).map_err(|e| e.to_string())
+            component_base::options::http2_failover_client(kube_config, |_| {})
+                .map(|(client, _)| client)
+                .map_err(|e| e.to_string())
         }
         Err(e) => Err(e.to_string()),
     };

@@ -121,7 +121,7 @@ pub async fn client(
             .await
             .map_err(|e| bad(e.to_string()))?;
     let resolver = current.clone();
-    let client = component_base::options::http2_client_with_tls(config, move |tls| {
+    let (client, _) = component_base::options::http2_failover_client(config, move |tls| {
         tls.client_auth_cert_resolver = resolver;
     })
     .map_err(|e| bad(e.to_string()))?;
