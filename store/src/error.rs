@@ -101,6 +101,10 @@ pub enum Error {
     #[error("invalid etcd configuration: {0}")]
     InvalidConfig(String),
 
+    /// The TLS files for etcd cannot be used.
+    #[error("invalid etcd TLS configuration: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+
     /// The store's metrics could not be registered.
     #[error("cannot register etcd metrics")]
     Metrics(#[source] prometheus::Error),

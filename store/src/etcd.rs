@@ -13,6 +13,7 @@ use etcd_client::{
 
 use crate::error::{classify, from_etcd, Kind};
 use crate::metrics::Metrics;
+use crate::tls::EtcdTls;
 use crate::watch::WatchState;
 use crate::{Error, KeyValue, ListResult, Result, Store, WatchStream, WriteOptions};
 
@@ -51,6 +52,9 @@ pub struct EtcdConfig {
     pub request_timeout: Duration,
     /// Where to register the `etcd_request_*` metrics; `None` records nothing.
     pub metrics: Option<prometheus::Registry>,
+    /// CA and client certificate for `https://` endpoints (`--etcd-cafile`,
+    /// `--etcd-certfile`, `--etcd-keyfile`).
+    pub tls: EtcdTls,
 }
 
 impl Default for EtcdConfig {
@@ -60,6 +64,7 @@ impl Default for EtcdConfig {
             prefix: DEFAULT_PREFIX.to_owned(),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             metrics: None,
+            tls: EtcdTls::default(),
         }
     }
 }
@@ -136,7 +141,8 @@ impl EtcdStore {
     ///
     /// Connections are made lazily: this succeeds while etcd is still down, and requests
     /// fail with [`Error::Unavailable`] until it is up. Fails on an empty or malformed
-    /// endpoint list and when the metrics cannot be registered.
+    /// endpoint list, on TLS files that cannot be used, and when the metrics cannot be
+    /// registered.
     pub async fn connect(config: EtcdConfig) -> Result<Self> {
         if config.endpoints.is_empty() {
             return Err(Error::InvalidConfig("no etcd endpoints given".to_owned()));
@@ -144,6 +150,16 @@ impl EtcdStore {
         let mut options = ConnectOptions::new()
             .with_keep_alive(KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT)
             .with_keep_alive_while_idle(true);
+        if uses_tls(&config.endpoints, &config.tls)? {
+            options = options.with_tls(config.tls.client_options()?);
+        } else if !config.tls.is_empty() {
+            // Upstream's client drops TLS for http:// servers too; say so, as the files
+            // were likely meant to be used.
+            tracing::warn!(
+                endpoints = ?config.endpoints,
+                "etcd TLS files are ignored: no etcd server is https://"
+            );
+        }
         if !config.request_timeout.is_zero() {
             options = options.with_connect_timeout(config.request_timeout);
         }
@@ -368,6 +384,20 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Whether the etcd client must speak TLS to `endpoints`: some are `https://`, or some
+/// name no scheme and TLS files are given (upstream's client decides the same way). A
+/// client speaks TLS to all or none, so `http://` and `https://` cannot be mixed.
+fn uses_tls(endpoints: &[String], tls: &EtcdTls) -> Result<bool> {
+    let https = endpoints.iter().any(|e| e.starts_with("https://"))
+        || (!tls.is_empty() && endpoints.iter().any(|e| !e.contains("://")));
+    if https && endpoints.iter().any(|e| e.starts_with("http://")) {
+        return Err(Error::InvalidConfig(format!(
+            "etcd endpoints {endpoints:?}: http:// and https:// servers cannot be mixed"
+        )));
+    }
+    Ok(https)
 }
 
 /// Normalises `--etcd-prefix` as upstream does (`path.Join("/", prefix)` plus a trailing
@@ -710,6 +740,31 @@ mod tests {
         assert_eq!(normalize_prefix("/a/b/"), "/a/b/");
         assert_eq!(normalize_prefix(""), "/");
         assert_eq!(normalize_prefix("/"), "/");
+    }
+
+    #[test]
+    fn tls_follows_the_endpoints_schemes() {
+        let files = EtcdTls {
+            ca_file: Some("/etc/kubernetes/pki/etcd/ca.crt".into()),
+            ..EtcdTls::default()
+        };
+        let none = EtcdTls::default();
+        let urls = |u: &[&str]| u.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(!uses_tls(&urls(&["http://127.0.0.1:2379"]), &files).unwrap());
+        assert!(uses_tls(
+            &urls(&["https://10.0.0.1:2379", "https://10.0.0.2:2379"]),
+            &none
+        )
+        .unwrap());
+        assert!(uses_tls(&urls(&["10.0.0.1:2379"]), &files).unwrap());
+        assert!(!uses_tls(&urls(&["10.0.0.1:2379"]), &none).unwrap());
+        let err = uses_tls(
+            &urls(&["https://10.0.0.1:2379", "http://10.0.0.2:2379"]),
+            &none,
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::InvalidConfig(_)), "{err}");
+        assert!(err.to_string().contains("cannot be mixed"), "{err}");
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod etcd;
 mod metrics;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod tls;
 mod watch;
 
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use futures::stream::BoxStream;
 pub use error::{Error, Result};
 pub use etcd::{EtcdConfig, EtcdStore, DEFAULT_PREFIX, DEFAULT_REQUEST_TIMEOUT};
 pub use metrics::resource_type;
+pub use tls::{EtcdTls, TlsError};
 
 /// One key with its value and revisions, as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]

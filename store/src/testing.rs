@@ -3,7 +3,9 @@
 //! [`EtcdServer::start`] launches the `etcd` binary (`$PIKUBE_ETCD`, else
 //! `/usr/bin/etcd`, else `etcd` on `PATH`) as a single-member cluster in a fresh temp
 //! dir on free loopback ports, waits until it is healthy, and kills it and removes its
-//! data when dropped.
+//! data when dropped. With [`EtcdServerOptions::tls`] it serves clients over TLS only and
+//! requires client certificates (`--client-cert-auth`), as kubeadm runs etcd, with an
+//! [`EtcdPki`] made in its temp dir.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
@@ -24,6 +26,10 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use crate::EtcdConfig;
+
+mod pki;
+
+pub use pki::EtcdPki;
 
 /// Environment variable naming the etcd binary to run.
 pub const ETCD_BINARY_ENV: &str = "PIKUBE_ETCD";
@@ -61,6 +67,10 @@ pub enum Error {
         log: String,
     },
 
+    /// The test PKI could not be made.
+    #[error("generating the etcd test PKI: {0}")]
+    Pki(String),
+
     /// etcd did not become healthy in time.
     #[error("etcd did not become healthy within {timeout:?}; its log ends with:\n{log}")]
     NotHealthy {
@@ -89,6 +99,9 @@ pub struct EtcdServerOptions {
     pub watch_progress_notify_interval: Duration,
     /// Extra command-line flags for etcd.
     pub extra_args: Vec<String>,
+    /// Serve clients over TLS only (`https://`) and require a client certificate signed
+    /// by the test CA (`--client-cert-auth`); see [`EtcdServer::pki`].
+    pub tls: bool,
 }
 
 impl Default for EtcdServerOptions {
@@ -96,6 +109,7 @@ impl Default for EtcdServerOptions {
         Self {
             watch_progress_notify_interval: Duration::from_secs(1),
             extra_args: Vec::new(),
+            tls: false,
         }
     }
 }
@@ -110,6 +124,10 @@ pub struct EtcdServer {
     dir: TempDir,
     client_port: u16,
     peer_port: u16,
+    /// Where etcd serves `/health` and `/metrics` over plain http, for the health checks
+    /// of a TLS etcd (kubeadm's `--listen-metrics-urls`).
+    metrics_port: u16,
+    pki: Option<EtcdPki>,
     child: Option<Child>,
 }
 
@@ -117,6 +135,15 @@ impl EtcdServer {
     /// Starts etcd with the default options and waits until it is healthy.
     pub fn start() -> Result<Self> {
         Self::start_with(EtcdServerOptions::default())
+    }
+
+    /// Starts etcd serving TLS with client-certificate authentication and waits until it
+    /// is healthy.
+    pub fn start_tls() -> Result<Self> {
+        Self::start_with(EtcdServerOptions {
+            tls: true,
+            ..EtcdServerOptions::default()
+        })
     }
 
     /// Starts etcd with `options` and waits until it is healthy.
@@ -130,7 +157,12 @@ impl EtcdServer {
                 .prefix("pikube-etcd-")
                 .tempdir()
                 .map_err(io("creating the etcd temp dir"))?;
-            let (client_port, peer_port) = free_ports()?;
+            let [client_port, peer_port, metrics_port] = free_ports()?;
+            let pki = if options.tls {
+                Some(EtcdPki::generate(&dir.path().join("pki"))?)
+            } else {
+                None
+            };
             let mut server = Self {
                 binary: binary.clone(),
                 version,
@@ -138,6 +170,8 @@ impl EtcdServer {
                 dir,
                 client_port,
                 peer_port,
+                metrics_port,
+                pki,
                 child: None,
             };
             match server.launch() {
@@ -151,17 +185,29 @@ impl EtcdServer {
         }
     }
 
-    /// The client URL, e.g. `http://127.0.0.1:41234`.
+    /// The client URL, e.g. `http://127.0.0.1:41234` (`https://` with TLS).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.pki.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
-    /// A store configuration for this etcd with the default prefix (`/registry`).
+    /// A store configuration for this etcd with the default prefix (`/registry`); with
+    /// TLS, it trusts the test CA and presents the client certificate.
     pub fn config(&self) -> EtcdConfig {
         EtcdConfig {
             endpoints: vec![self.endpoint()],
+            tls: self
+                .pki
+                .as_ref()
+                .map(EtcdPki::client_tls)
+                .unwrap_or_default(),
             ..EtcdConfig::default()
         }
+    }
+
+    /// The certificates of a TLS etcd ([`EtcdServerOptions::tls`]).
+    pub fn pki(&self) -> Option<&EtcdPki> {
+        self.pki.as_ref()
     }
 
     /// The etcd data directory.
@@ -227,7 +273,18 @@ impl EtcdServer {
             .arg(format!(
                 "{progress_flag}={}ms",
                 self.options.watch_progress_notify_interval.as_millis()
+            ))
+            .arg(format!(
+                "--listen-metrics-urls=http://127.0.0.1:{}",
+                self.metrics_port
             ));
+        if let Some(pki) = &self.pki {
+            command
+                .arg(format!("--cert-file={}", pki.server_cert.display()))
+                .arg(format!("--key-file={}", pki.server_key.display()))
+                .arg(format!("--trusted-ca-file={}", pki.ca_cert.display()))
+                .arg("--client-cert-auth");
+        }
         if self.version >= (3, 5) {
             // Test data need not survive a power cut; fsync dominates on SD cards.
             command.arg("--unsafe-no-fsync");
@@ -259,7 +316,7 @@ impl EtcdServer {
                     });
                 }
             }
-            if is_healthy(self.client_port) {
+            if is_healthy(self.metrics_port) {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -335,20 +392,21 @@ fn etcd_arch_name() -> Option<&'static str> {
     }
 }
 
-/// Two distinct free loopback ports. The listeners are held together so the OS cannot
-/// hand out the same port twice, then released for etcd to bind.
-fn free_ports() -> Result<(u16, u16)> {
+/// Distinct free loopback ports: etcd's client, peer and metrics ports. The listeners are
+/// held together so the OS cannot hand out the same port twice, then released for etcd to
+/// bind.
+fn free_ports() -> Result<[u16; 3]> {
     let bind = || {
         TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .and_then(|listener| Ok((listener.local_addr()?.port(), listener)))
             .map_err(io("finding a free port"))
     };
-    let (client, _client_listener) = bind()?;
-    let (peer, _peer_listener) = bind()?;
-    Ok((client, peer))
+    let listeners = [bind()?, bind()?, bind()?];
+    Ok(listeners.map(|(port, _listener)| port))
 }
 
-/// Whether etcd's `/health` endpoint reports healthy (it has a leader and serves).
+/// Whether etcd's `/health` endpoint on its plain-http metrics port reports healthy (it
+/// has a leader and serves).
 fn is_healthy(port: u16) -> bool {
     let timeout = Duration::from_millis(500);
     let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
@@ -386,7 +444,7 @@ mod tests {
 
     #[test]
     fn free_ports_are_distinct() {
-        let (a, b) = free_ports().expect("free ports");
-        assert_ne!(a, b);
+        let [a, b, c] = free_ports().expect("free ports");
+        assert!(a != b && b != c && a != c);
     }
 }
