@@ -3,8 +3,9 @@
 # profile), renders the HA variant's etcd and apiserver flags (three control planes) and
 # checks them, then rolls pikube out for real to this machine (connection local) as a
 # one-host cluster, twice, and fails unless the second run changes nothing. Then it
-# starts what the playbook installed and checks that kubectl, with the admin kubeconfig
-# the playbook installed, sees the node Ready and a pod Running on it.
+# starts what the playbook installed, checks that etcd serves TLS only and refuses clients
+# without a certificate of its CA, and that kubectl, with the admin kubeconfig the
+# playbook installed, sees the node Ready and a pod Running on it.
 #
 # Why the test starts the daemons itself: PID 1 is not systemd on the machines this runs
 # on (containers, CI), so the run sets pikube_manage_services=false and the playbook
@@ -160,21 +161,27 @@ render() {
 env_value() { env -i bash -c 'set -a; . "$1"; printf "%s" "${!2}"' _ "$1" "$2"; }
 render etcd etcd.env
 render control_plane kube-apiserver.env
-ha_members=cp-1=http://192.168.1.10:2380,cp-2=http://192.168.1.11:2380,cp-3=http://192.168.1.12:2380
-ha_servers=http://192.168.1.10:2379,http://192.168.1.11:2379,http://192.168.1.12:2379
+ha_members=cp-1=https://192.168.1.10:2380,cp-2=https://192.168.1.11:2380,cp-3=https://192.168.1.12:2380
+ha_servers=https://192.168.1.10:2379,https://192.168.1.11:2379,https://192.168.1.12:2379
+pki=/etc/kubernetes/pki
 for i in 1 2 3; do
   ip=192.168.1.1$((i - 1))
-  etcd_args=" $(env_value "$WORK/ha/cp-$i-etcd.env" ETCD_ARGS) "
+  etcd_args=" $(env_value "$WORK/ha/cp-$i-etcd.env" PIKUBE_ETCD_FLAGS) "
   apiserver_args=" $(env_value "$WORK/ha/cp-$i-kube-apiserver.env" KUBE_APISERVER_ARGS) "
-  for want in "--name=cp-$i" "--initial-cluster=$ha_members" "--listen-peer-urls=http://$ip:2380" \
-    "--advertise-client-urls=http://$ip:2379"; do
+  for want in "--name=cp-$i" "--initial-cluster=$ha_members" "--listen-peer-urls=https://$ip:2380" \
+    "--listen-client-urls=https://127.0.0.1:2379,https://$ip:2379" "--advertise-client-urls=https://$ip:2379" \
+    "--cert-file=$pki/etcd/server.crt" "--key-file=$pki/etcd/server.key" \
+    "--trusted-ca-file=$pki/etcd/ca.crt" "--client-cert-auth=true" \
+    "--peer-cert-file=$pki/etcd/peer.crt" "--peer-key-file=$pki/etcd/peer.key" \
+    "--peer-trusted-ca-file=$pki/etcd/ca.crt" "--peer-client-cert-auth=true"; do
     [[ $etcd_args == *" $want "* ]] || die "HA: cp-$i's etcd.env lacks $want: $etcd_args"
   done
-  for want in "--etcd-servers=$ha_servers" "--advertise-address=$ip"; do
+  for want in "--etcd-servers=$ha_servers" "--advertise-address=$ip" "--etcd-cafile=$pki/etcd/ca.crt" \
+    "--etcd-certfile=$pki/apiserver-etcd-client.crt" "--etcd-keyfile=$pki/apiserver-etcd-client.key"; do
     [[ $apiserver_args == *" $want "* ]] || die "HA: cp-$i's kube-apiserver.env lacks $want: $apiserver_args"
   done
 done
-echo "test-ansible: HA variant: 3 etcd members, each apiserver lists all three"
+echo "test-ansible: HA variant: 3 etcd members with client and peer TLS, each apiserver lists all three over TLS"
 
 # The node: a network namespace with loopback and an interface holding its address (the
 # default route points at it, so facts and the kubelet see a host address). A veth pair
@@ -260,7 +267,24 @@ must() {
 }
 
 start_unit etcd
-must "etcd did not become healthy" 30 "$LOGS/etcd.log" in_ns curl -fsS http://127.0.0.1:2379/health
+etcd_pki=/etc/kubernetes/pki/etcd
+etcd_health() {
+  in_ns curl -fsS --max-time 5 --cacert "$etcd_pki/ca.crt" --cert "$etcd_pki/healthcheck-client.crt" \
+    --key "$etcd_pki/healthcheck-client.key" "$@" https://127.0.0.1:2379/health
+}
+must "etcd did not become healthy over TLS" 30 "$LOGS/etcd.log" etcd_health
+# kubeadm's setup: TLS only, and only clients with a certificate of the etcd CA.
+if in_ns curl -fsS --max-time 5 http://127.0.0.1:2379/health >/dev/null 2>&1; then
+  die "etcd answers plain http on its client port"
+fi
+if in_ns curl -fsS --max-time 5 --cacert "$etcd_pki/ca.crt" https://127.0.0.1:2379/health >/dev/null 2>&1; then
+  die "etcd answers a client without a certificate"
+fi
+if in_ns curl -fsS --max-time 5 --cacert "$etcd_pki/ca.crt" --cert /etc/kubernetes/pki/apiserver-kubelet-client.crt \
+  --key /etc/kubernetes/pki/apiserver-kubelet-client.key https://127.0.0.1:2379/health >/dev/null 2>&1; then
+  die "etcd answers a client whose certificate the cluster CA, not the etcd CA, signed"
+fi
+echo "test-ansible: etcd serves TLS only and requires a client certificate of the etcd CA"
 start_unit kube-apiserver
 must "kube-apiserver did not become ready" 60 "$LOGS/kube-apiserver.log" kubectl_admin get --raw /readyz
 # The playbook creates the kube-dns Service only when it started the apiserver itself.

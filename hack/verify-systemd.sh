@@ -4,7 +4,7 @@
 # others, e.g. target/release) at /usr/local/bin (the verifier insists every ExecStart
 # binary exists). Any warning fails. Then checks the example env files in systemd/env/:
 # each sets the variable its unit's ExecStart expands, and every --flag in it is one the
-# daemon's --help lists.
+# daemon's --help lists (etcd's: /usr/bin/etcd's, the binary its unit runs).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$PIKUBE_ROOT"
@@ -55,7 +55,9 @@ for env in systemd/env/*.env; do
 		bad=1
 		continue
 	fi
-	help=$("$bin_dir/$daemon" --help 2>&1) || true
+	daemon_bin=$bin_dir/$daemon
+	[ "$daemon" != etcd ] || daemon_bin=/usr/bin/etcd
+	help=$("$daemon_bin" --help 2>&1) || true
 	for word in $args; do
 		case "$word" in --*) ;; *) continue ;; esac
 		flag=${word%%=*}
