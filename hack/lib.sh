@@ -1,5 +1,7 @@
+# shellcheck shell=bash
 # Shared by the hack/ scripts. Sourced, not run.
 
+# shellcheck disable=SC2034 # used by the scripts that source this file
 PIKUBE_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 log() { printf '+++ %s\n' "$*" >&2; }
@@ -11,10 +13,10 @@ install_deps() {
   # conntrack for the kubelet and kube-proxy; socat for kube-proxy's UDP tests;
   # busybox-static, umoci, gcc and libc6-dev build the test images (hack/images.sh);
   # systemd's systemd-analyze checks the units; ansible and ansible-lint check and run
-  # deploy/ansible (hack/test-ansible.sh).
+  # deploy/ansible (hack/test-ansible.sh); jq reads Nodes in hack/local-up.sh.
   local want=(etcd-server etcd-client protobuf-compiler curl ca-certificates gcc libc6-dev pkg-config
     containerd runc containernetworking-plugins nftables iproute2 conntrack socat busybox-static umoci file
-    systemd openssl ansible ansible-lint)
+    systemd openssl ansible ansible-lint jq)
   local missing=()
   for p in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
