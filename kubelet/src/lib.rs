@@ -13,6 +13,7 @@ pub mod events;
 pub mod eviction;
 pub mod kubelet_node_status;
 pub mod kuberuntime;
+pub mod lifecycle;
 pub mod logs;
 pub mod metrics;
 pub mod network;

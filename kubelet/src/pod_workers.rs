@@ -557,7 +557,7 @@ impl PodManager {
                     match self.runtime.state(&uid).await {
                         Ok(state) => {
                             let grace = end.as_ref().map_or(0, |e| e.grace);
-                            self.runtime.stop(&state, grace).await;
+                            self.runtime.stop(&state, Some(&*pod), grace).await;
                             wake = self.report(&pod, &ws, &mut last, end.as_ref()).await;
                         }
                         Err(e) => {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
-use k8s_openapi::api::core::v1::{Container, Probe};
+use k8s_openapi::api::core::v1::{Container, HTTPGetAction, HTTPHeader, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::cri::RuntimeService;
@@ -152,25 +152,11 @@ async fn run_one(
     let timeout = secs(probe.timeout_seconds, 1).max(Duration::from_secs(1));
     if let Some(exec) = &probe.exec {
         let cmd = exec.command.clone().unwrap_or_default();
-        return runtime
-            .exec_sync(id, cmd, timeout)
-            .await
-            .is_ok_and(|r| r.exit_code == 0);
+        return run_exec(runtime, id, cmd, timeout).await.is_ok();
     }
-    let port = |p: &IntOrString| match p {
-        IntOrString::Int(n) => u16::try_from(*n).ok(),
-        // A named port is one of the container's ports (or a number in a string).
-        IntOrString::String(s) => s.parse().ok().or_else(|| {
-            c.ports
-                .iter()
-                .flatten()
-                .find(|p| p.name.as_deref() == Some(s.as_str()))
-                .and_then(|p| u16::try_from(p.container_port).ok())
-        }),
-    };
     if let Some(tcp) = &probe.tcp_socket {
         let host = tcp.host.as_deref().and_then(|h| h.parse().ok()).or(pod_ip);
-        let (Some(host), Some(port)) = (host, port(&tcp.port)) else {
+        let (Some(host), Some(port)) = (host, resolve_port(c, &tcp.port)) else {
             return false;
         };
         return tokio::time::timeout(timeout, tokio::net::TcpStream::connect((host, port)))
@@ -178,51 +164,120 @@ async fn run_one(
             .is_ok_and(|r| r.is_ok());
     }
     if let Some(get) = &probe.http_get {
-        let host = get.host.as_deref().and_then(|h| h.parse().ok()).or(pod_ip);
-        let (Some(host), Some(port)) = (host, port(&get.port)) else {
+        let Ok(addr) = http_target(c, get, pod_ip) else {
             return false;
         };
         let path = get.path.clone().unwrap_or_else(|| "/".into());
         let headers = get.http_headers.clone().unwrap_or_default();
-        return tokio::time::timeout(
-            timeout,
-            http_get(SocketAddr::new(host, port), &path, &headers),
-        )
-        .await
-        .unwrap_or(false);
+        return tokio::time::timeout(timeout, http_get(addr, &path, &headers, PROBE_USER_AGENT))
+            .await
+            .is_ok_and(|r| r.is_ok());
     }
     false
 }
 
-/// Success is a status in [200, 400), as upstream.
-async fn http_get(
+/// The port a probe or hook names: a number, or the name of one of the container's
+/// ports (or a number in a string).
+pub(crate) fn resolve_port(c: &Container, port: &IntOrString) -> Option<u16> {
+    match port {
+        IntOrString::Int(n) => u16::try_from(*n).ok(),
+        IntOrString::String(s) => s.parse().ok().or_else(|| {
+            c.ports
+                .iter()
+                .flatten()
+                .find(|p| p.name.as_deref() == Some(s.as_str()))
+                .and_then(|p| u16::try_from(p.container_port).ok())
+        }),
+    }
+}
+
+/// Where an httpGet action goes: its host (else the pod's IP) and port.
+pub(crate) fn http_target(
+    c: &Container,
+    get: &HTTPGetAction,
+    pod_ip: Option<IpAddr>,
+) -> Result<SocketAddr, String> {
+    let host = match get.host.as_deref().filter(|h| !h.is_empty()) {
+        Some(h) => h
+            .parse()
+            .map_err(|_| format!("host {h:?} is not an IP address"))?,
+        None => pod_ip.ok_or_else(|| "the pod has no IP address".to_owned())?,
+    };
+    let port = resolve_port(c, &get.port).ok_or_else(|| match &get.port {
+        IntOrString::Int(n) => format!("invalid port {n}"),
+        IntOrString::String(s) => format!("couldn't find port {s:?} in the container"),
+    })?;
+    Ok(SocketAddr::new(host, port))
+}
+
+/// Runs `cmd` in the container through CRI's ExecSync, at most `timeout`; Err: why it
+/// failed, with what it printed.
+pub(crate) async fn run_exec(
+    runtime: &dyn RuntimeService,
+    id: &str,
+    cmd: Vec<String>,
+    timeout: Duration,
+) -> Result<(), String> {
+    let r = runtime
+        .exec_sync(id, cmd, timeout)
+        .await
+        .map_err(|e| e.to_string())?;
+    if r.exit_code == 0 {
+        return Ok(());
+    }
+    let mut output = String::from_utf8_lossy(&r.stdout).into_owned();
+    output.push_str(&String::from_utf8_lossy(&r.stderr));
+    Err(format!(
+        "command terminated with exit code {}, message: {output:?}",
+        r.exit_code
+    ))
+}
+
+/// The User-Agent of probes and of lifecycle hooks, as upstream's (major.minor of the
+/// Kubernetes version served).
+pub(crate) const PROBE_USER_AGENT: &str = "kube-probe/1.33";
+pub(crate) const LIFECYCLE_USER_AGENT: &str = "kube-lifecycle/1.33";
+
+/// A plain-HTTP GET; Ok(status) when it is in [200, 400), the success range of probes
+/// and hooks, as upstream.
+pub(crate) async fn http_get(
     addr: SocketAddr,
     path: &str,
-    headers: &[k8s_openapi::api::core::v1::HTTPHeader],
-) -> bool {
-    let Ok(stream) = tokio::net::TcpStream::connect(addr).await else {
-        return false;
-    };
-    let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
-    else {
-        return false;
-    };
+    headers: &[HTTPHeader],
+    user_agent: &str,
+) -> Result<u16, String> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("dial tcp {addr}: {e}"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
+    let path = if path.starts_with('/') {
+        path.to_owned()
+    } else {
+        format!("/{path}")
+    };
     let mut req = http::Request::get(path)
         .header(http::header::HOST, addr.to_string())
-        .header(http::header::USER_AGENT, "kube-probe/1.33");
+        .header(http::header::USER_AGENT, user_agent);
     for h in headers {
         req = req.header(h.name.as_str(), h.value.as_str());
     }
-    let Ok(req) = req.body(Empty::<Bytes>::new()) else {
-        return false;
-    };
-    sender
+    let req = req.body(Empty::<Bytes>::new()).map_err(|e| e.to_string())?;
+    let status = sender
         .send_request(req)
         .await
-        .is_ok_and(|r| (200..400).contains(&r.status().as_u16()))
+        .map_err(|e| e.to_string())?
+        .status()
+        .as_u16();
+    if (200..400).contains(&status) {
+        Ok(status)
+    } else {
+        Err(format!("HTTP probe failed with statuscode: {status}"))
+    }
 }
 
 #[cfg(test)]

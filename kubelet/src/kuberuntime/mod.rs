@@ -21,6 +21,7 @@ use crate::app::CgroupDriver;
 use crate::cm;
 use crate::cri::{self, api, ImageService, RuntimeService};
 use crate::events::{self, Recorder};
+use crate::lifecycle;
 use crate::prober::PodProbes;
 use crate::status::WaitingReasons;
 use crate::volumes;
@@ -245,7 +246,7 @@ impl KubeRuntime {
         let mut state = self.state(&uid).await?;
         if matches!(phase, Some("Succeeded" | "Failed")) {
             // Terminal pods never run again.
-            self.stop(&state, 0).await;
+            self.stop(&state, None, 0).await;
             return Ok(None);
         }
         if state.sandbox.is_none() {
@@ -253,7 +254,7 @@ impl KubeRuntime {
                 // Its containers ran and will not run again.
                 return Ok(None);
             }
-            self.stop(&state, 0).await;
+            self.stop(&state, None, 0).await;
             let attempt = state
                 .sandboxes
                 .first()
@@ -410,19 +411,12 @@ impl KubeRuntime {
                         if ws.probes.verdict(&id, c).restart {
                             let grace = spec.termination_grace_period_seconds.unwrap_or(30);
                             tracing::info!(pod = %pod_key(pod), container = %c.name, "container failed its probe, will be restarted");
-                            self.events.emit(
-                                pod,
-                                Some(&c.name),
-                                events::NORMAL,
-                                "Killing",
-                                format!(
-                                    "Container {} failed liveness probe, will be restarted",
-                                    c.name
-                                ),
+                            let message = format!(
+                                "Container {} failed liveness probe, will be restarted",
+                                c.name
                             );
-                            if let Err(e) = self.runtime.stop_container(&id, grace).await {
-                                tracing::warn!(error = %e, "failed to stop container");
-                            }
+                            self.kill_container(pod, c, &id, pod_ip, grace, message)
+                                .await;
                             wake = earliest(wake, Instant::now());
                         }
                     }
@@ -680,7 +674,90 @@ impl KubeRuntime {
         );
         ws.reasons.remove(&c.name);
         ws.warned.retain(|(_, name), _| *name != c.name);
+        if let Some(hook) = lifecycle::handler(c, lifecycle::Hook::PostStart) {
+            let pod_ip = start.fields.pod_ip.parse().ok();
+            if let Err(message) = lifecycle::run(
+                &*self.runtime,
+                &id,
+                start.pod,
+                c,
+                hook,
+                pod_ip,
+                lifecycle::POST_START_EXEC_TIMEOUT,
+            )
+            .await
+            {
+                // Upstream: the container is killed (its preStop hook runs) and restarts
+                // per restartPolicy; the instance exists, so the caller goes on as after
+                // a start and the next sync sees it exited.
+                tracing::warn!(pod = %pod_key(start.pod), container = %c.name, error = %message, "postStart hook failed");
+                self.events.emit(
+                    start.pod,
+                    Some(&c.name),
+                    events::WARNING,
+                    "FailedPostStartHook",
+                    message.clone(),
+                );
+                self.kill_container(
+                    start.pod,
+                    c,
+                    &id,
+                    pod_ip,
+                    termination_grace(start.pod),
+                    "FailedPostStartHook".into(),
+                )
+                .await;
+                ws.reasons
+                    .insert(c.name.clone(), ("PostStartHookError".into(), message));
+            }
+        }
         true
+    }
+
+    /// Stops one running container as upstream's `killContainer`: a Killing event, its
+    /// preStop hook (if any, and if there is a grace period) bounded by `grace` seconds,
+    /// then StopContainer with what is left of the grace period (at least
+    /// [`lifecycle::MIN_GRACE_SECONDS`] after a hook).
+    pub async fn kill_container(
+        &self,
+        pod: &Pod,
+        c: &Container,
+        id: &str,
+        pod_ip: Option<std::net::IpAddr>,
+        grace: i64,
+        message: String,
+    ) {
+        self.events
+            .emit(pod, Some(&c.name), events::NORMAL, "Killing", message);
+        let mut grace = grace.max(0);
+        if let Some(hook) = lifecycle::handler(c, lifecycle::Hook::PreStop).filter(|_| grace > 0) {
+            let bound = Duration::from_secs(u64::try_from(grace).unwrap_or(0));
+            let began = Instant::now();
+            let run = lifecycle::run(&*self.runtime, id, pod, c, hook, pod_ip, bound);
+            match tokio::time::timeout(bound, run).await {
+                Ok(Ok(())) => {}
+                Ok(Err(message)) => {
+                    tracing::warn!(pod = %pod_key(pod), container = %c.name, error = %message, "preStop hook failed");
+                    // Not the handler's message: it may show secrets (upstream's too).
+                    self.events.emit(
+                        pod,
+                        Some(&c.name),
+                        events::WARNING,
+                        "FailedPreStopHook",
+                        "PreStopHook failed".into(),
+                    );
+                }
+                Err(_) => {
+                    tracing::info!(pod = %pod_key(pod), container = %c.name, grace, "preStop hook not completed in the grace period");
+                }
+            }
+            grace = lifecycle::grace_after_pre_stop(grace, began.elapsed());
+        }
+        if let Err(e) = self.runtime.stop_container(id, grace).await {
+            if !e.is_not_found() {
+                tracing::warn!(container = %id, error = %e, "failed to stop container");
+            }
+        }
     }
 
     /// Reads the ConfigMaps and Secrets the container's environment refers to.
@@ -791,17 +868,37 @@ impl KubeRuntime {
         }
     }
 
-    /// Stops every running container (SIGTERM, SIGKILL after `grace` seconds, all at
-    /// once) and then every sandbox of the pod.
-    pub async fn stop(&self, state: &PodRuntimeState, grace: i64) {
+    /// Stops every running container and then every sandbox of the pod: with `pod`, as
+    /// [`Self::kill_container`] (a Killing event, the preStop hook, then SIGTERM and
+    /// SIGKILL after the grace left), else SIGTERM and SIGKILL after `grace` seconds; all
+    /// containers at once.
+    pub async fn stop(&self, state: &PodRuntimeState, pod: Option<&Pod>, grace: i64) {
+        let pod_ip = state
+            .sandbox_status
+            .as_ref()
+            .and_then(|s| s.network.as_ref())
+            .and_then(|n| n.ip.parse().ok())
+            .or(Some(self.settings.host_ip));
         let running = state
             .containers
             .iter()
             .filter(|c| c.status.state() != api::ContainerState::ContainerExited);
         futures::future::join_all(running.map(|c| async move {
-            if let Err(e) = self.runtime.stop_container(&c.status.id, grace).await {
-                if !e.is_not_found() {
-                    tracing::warn!(container = %c.status.id, error = %e, "failed to stop container");
+            let spec = pod
+                .filter(|_| c.status.state() == api::ContainerState::ContainerRunning)
+                .and_then(|p| container_spec(p, &c.name, c.kind).map(|s| (p, s)));
+            match spec {
+                Some((pod, spec)) => {
+                    let message = format!("Stopping container {}", c.name);
+                    self.kill_container(pod, spec, &c.status.id, pod_ip, grace, message)
+                        .await;
+                }
+                None => {
+                    if let Err(e) = self.runtime.stop_container(&c.status.id, grace).await {
+                        if !e.is_not_found() {
+                            tracing::warn!(container = %c.status.id, error = %e, "failed to stop container");
+                        }
+                    }
                 }
             }
         }))
@@ -823,20 +920,7 @@ impl KubeRuntime {
         grace: i64,
     ) -> cri::Result<()> {
         let state = self.state(uid).await?;
-        if let Some(pod) = pod {
-            for c in &state.containers {
-                if c.status.state() == api::ContainerState::ContainerRunning {
-                    self.events.emit(
-                        pod,
-                        Some(&c.name),
-                        events::NORMAL,
-                        "Killing",
-                        format!("Stopping container {}", c.name),
-                    );
-                }
-            }
-        }
-        self.stop(&state, grace).await;
+        self.stop(&state, pod, grace).await;
         for c in &state.containers {
             match self.runtime.remove_container(&c.status.id).await {
                 Err(e) if !e.is_not_found() => return Err(e),
@@ -881,6 +965,31 @@ fn previous_restarts(pod: &Pod) -> HashMap<String, u32> {
         .filter(|c| c.container_id.is_some())
         .map(|c| (c.name.clone(), u32::try_from(c.restart_count).unwrap_or(0)))
         .collect()
+}
+
+/// The container `name` of `kind` in the pod's spec.
+fn container_spec<'a>(pod: &'a Pod, name: &str, kind: Kind) -> Option<&'a Container> {
+    let spec = pod.spec.as_ref()?;
+    match kind {
+        Kind::Init => spec
+            .init_containers
+            .as_ref()?
+            .iter()
+            .find(|c| c.name == name),
+        Kind::Regular => spec.containers.iter().find(|c| c.name == name),
+    }
+}
+
+/// The pod's grace period for killing one of its containers (upstream
+/// `setTerminationGracePeriod`): the deletion's, else the spec's (default 30 s).
+fn termination_grace(pod: &Pod) -> i64 {
+    pod.metadata
+        .deletion_grace_period_seconds
+        .or(pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds))
+        .unwrap_or(30)
 }
 
 fn earliest(a: Option<Instant>, b: Instant) -> Option<Instant> {

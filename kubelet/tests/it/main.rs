@@ -4,6 +4,7 @@ mod cri;
 mod dns;
 mod eviction;
 mod kubectl;
+mod lifecycle;
 mod multinode;
 mod node;
 mod pods;
