@@ -159,28 +159,30 @@ remove_pods() {
   rm -rf "$ipam_dir"
 }
 
-# Tears down extra node $1 (its folder in $STATE/nodes): kube-proxy, kubelet, pods,
-# containerd, whatever else still runs in its namespace, and the namespace.
+# Stops extra node $1's daemons (its folder in $STATE/nodes): kube-proxy, kubelet, pods,
+# containerd. Its namespace stays (remove_netns).
 stop_extra_node() {
-  local dir=$1 name ns
+  local dir=$1 name
   name=$(basename "$dir")
-  ns=$(cat "$dir/netns" 2>/dev/null || true)
   stop "$name/kube-proxy"
   stop "$name/kubelet"
   remove_pods "$name/containerd" "$STATE/run/$name/containerd.sock" "$dir/kubelet/cni/networks"
-  [ -n "$ns" ] && [ -e "/run/netns/$ns" ] || return 0
-  remove_netns "$ns"
 }
 
 # Kills what still runs in node namespace $1 (a shim, a daemon that would not stop) and
 # deletes it, which takes its eth0 (and so its veth on the bridge), its pod bridge,
-# routes, nftables tables and kube-proxy's DNS link with it.
+# routes, nftables tables and kube-proxy's DNS link with it. First its TCP connections
+# finish closing: a closing socket whose peer has gone retransmits its FIN for minutes
+# and keeps the namespace, and its veth, alive all that time.
 remove_netns() {
   local ns=$1 pid
+  [ -e "/run/netns/$ns" ] || return 0
   for pid in $(ip netns pids "$ns" 2>/dev/null); do
     log "killing $pid, left in $ns: $(tr '\0' ' ' </proc/"$pid"/cmdline 2>/dev/null | cut -c1-80)"
     kill -9 "$pid" 2>/dev/null || true
   done
+  wait_for 10 bash -c "[ -z \"\$(nsenter --net=/run/netns/$ns ss -tanH exclude time-wait exclude listening)\" ]" ||
+    log "connections in $ns still closing: $(nsenter "--net=/run/netns/$ns" ss -tanH exclude time-wait | head -n3)"
   ip netns del "$ns" 2>/dev/null || true
   log "removed network namespace $ns"
 }
@@ -193,14 +195,11 @@ unmount_state() {
 
 down() {
   local dir ns
+  # Every daemon stops before the network goes, so their connections close while both
+  # ends are still there: the extra nodes', this machine's node's, the control plane.
   for dir in "$STATE"/nodes/*/; do
     if [ -d "$dir" ]; then stop_extra_node "${dir%/}"; fi
   done
-  # Namespaces of ours whose node folder is gone (a removed state folder).
-  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^${NODE_NETNS_PREFIX}[0-9]*$" || true); do
-    remove_netns "$ns"
-  done
-
   stop kube-proxy
   # kube-proxy leaves its rules in place when it stops (as upstream): remove its tables.
   if [ -x "$BIN/kube-proxy" ]; then
@@ -208,6 +207,16 @@ down() {
   fi
   stop kubelet
   remove_pods containerd "$CONTAINERD_SOCK" "$STATE/kubelet/cni/networks"
+  stop kube-controller-manager
+  stop kube-scheduler
+  stop kube-apiserver
+  stop etcd
+  rm -f "$STATE/run/addresses"
+
+  # The extra nodes' namespaces (also those whose folder is gone: a removed state folder).
+  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^${NODE_NETNS_PREFIX}[0-9]*$" || true); do
+    remove_netns "$ns"
+  done
   # (The kernel takes a namespace's veths down after `ip netns del` returns.)
   # shellcheck disable=SC2016 # expanded by the inner bash
   if ip link show cni0 >/dev/null 2>&1 &&
@@ -221,7 +230,8 @@ down() {
   unmount_state
   # The extra nodes' link, once every namespace (and so every veth) is gone.
   if ip link show "$BRIDGE" >/dev/null 2>&1; then
-    wait_for 10 bash -c "[ -z \"\$(ls /sys/class/net/$BRIDGE/brif 2>/dev/null)\" ]" || true
+    wait_for 10 bash -c "[ -z \"\$(ls /sys/class/net/$BRIDGE/brif 2>/dev/null)\" ]" ||
+      log "still on $BRIDGE: $(find "/sys/class/net/$BRIDGE/brif" -mindepth 1 -printf "%f ")"
     ip link del "$BRIDGE" 2>/dev/null || true
     log "removed bridge $BRIDGE"
   fi
@@ -229,11 +239,6 @@ down() {
     sysctl -qw "net.ipv4.ip_forward=$(cat "$STATE/run/ip_forward")" || true
     rm -f "$STATE/run/ip_forward"
   fi
-  stop kube-controller-manager
-  stop kube-scheduler
-  stop kube-apiserver
-  stop etcd
-  rm -f "$STATE/run/addresses"
 }
 
 if [ "$ACTION" = down ]; then
@@ -360,6 +365,7 @@ for dir in "$STATE"/nodes/*/; do
   [ "$name" = "$NODE_NAME-$k" ] && [ "$k" -le "$NODES" ] && continue
   log "removing node $name (not one of the $NODES nodes asked for)"
   stop_extra_node "$dir"
+  remove_netns "$(cat "$dir/netns" 2>/dev/null || echo "$NODE_NETNS_PREFIX$k")"
   unmount_state
   code=$(admin_curl -sS -o /dev/null -w '%{http_code}' -X DELETE "$APISERVER_URL/api/v1/nodes/$name")
   case "$code" in 200 | 202 | 404) ;; *) die "deleting Node $name failed (HTTP $code)" ;; esac
@@ -502,6 +508,7 @@ start_node() {
 }
 
 # This machine's node.
+started_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 start_node "$NODE_NAME" "" "$NODE_IP" "" "$STATE/containerd" "$CONTAINERD_SOCK" \
   "$STATE/cni/net.d" "$STATE/kubelet"
 
@@ -543,9 +550,13 @@ for ((k = 2; k <= NODES; k++)); do
     --config "$dir/kubelet.yaml" --cert-dir "$dir/kubelet/pki"
 done
 
+# Ready, with a Lease its kubelet renewed since this run started (a Node keeps the status
+# of before a restart until the node lifecycle controller finds its Lease stale).
 node_ready() {
   admin_curl -fsS "$APISERVER_URL/api/v1/nodes/$1" |
-    jq -e '[.status.conditions[]? | select(.type == "Ready" and .status == "True")] | length == 1'
+    jq -e '[.status.conditions[]? | select(.type == "Ready" and .status == "True")] | length == 1' &&
+    admin_curl -fsS "$APISERVER_URL/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/$1" |
+    jq -e --arg since "$started_at" '.spec.renewTime[0:19] >= $since[0:19]'
 }
 for name in "$NODE_NAME" "${extra_nodes[@]}"; do
   wait_for 120 node_ready "$name" || die "node $name did not become Ready; see its kubelet's log in $STATE/logs"
