@@ -65,6 +65,8 @@ pub enum TlsConfig {
 pub struct Config {
     pub etcd_servers: Vec<String>,
     pub etcd_prefix: String,
+    /// `--etcd-cafile`, `--etcd-certfile`, `--etcd-keyfile`: TLS to https:// etcd servers.
+    pub etcd_tls: store::EtcdTls,
     pub bind_address: IpAddr,
     pub secure_port: u16,
     pub advertise_address: Option<IpAddr>,
@@ -200,6 +202,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
             prefix: config.etcd_prefix.clone(),
             request_timeout: std::time::Duration::from_secs(10),
             metrics: Some(metrics.registry.clone()),
+            tls: config.etcd_tls.clone(),
         })
         .await?,
     );

@@ -19,6 +19,15 @@ pub struct Options {
     /// The prefix to prepend to all resource paths in etcd.
     #[arg(long, default_value = "/registry")]
     pub etcd_prefix: String,
+    /// SSL Certificate Authority file used to secure etcd communication.
+    #[arg(long)]
+    pub etcd_cafile: Option<PathBuf>,
+    /// SSL certification file used to secure etcd communication.
+    #[arg(long)]
+    pub etcd_certfile: Option<PathBuf>,
+    /// SSL key file used to secure etcd communication.
+    #[arg(long)]
+    pub etcd_keyfile: Option<PathBuf>,
     /// The IP address on which to listen for the --secure-port port.
     #[arg(long, default_value = "0.0.0.0")]
     pub bind_address: IpAddr,
@@ -152,6 +161,10 @@ pub enum OptionsError {
     AuthorizationMode(#[from] crate::authz::ModeError),
     #[error("--etcd-servers must name at least one server")]
     NoEtcd,
+    #[error("--etcd-certfile and --etcd-keyfile must be given together")]
+    EtcdClientPair,
+    #[error("--etcd-cafile, --etcd-certfile, --etcd-keyfile: {0}")]
+    EtcdTls(#[from] store::TlsError),
     #[error("--max-requests-inflight and --max-mutating-requests-inflight must be positive")]
     Inflight,
     #[error("--kubelet-client-certificate and --kubelet-client-key must be given together")]
@@ -202,6 +215,17 @@ impl Options {
         if etcd_servers.is_empty() {
             return Err(OptionsError::NoEtcd);
         }
+        if self.etcd_certfile.is_some() != self.etcd_keyfile.is_some() {
+            return Err(OptionsError::EtcdClientPair);
+        }
+        let etcd_tls = store::EtcdTls {
+            ca_file: self.etcd_cafile,
+            cert_file: self.etcd_certfile,
+            key_file: self.etcd_keyfile,
+        };
+        // Read here to refuse an unreadable or malformed file before anything starts;
+        // connecting reads them again.
+        etcd_tls.check()?;
         if self.max_requests_inflight == 0 || self.max_mutating_requests_inflight == 0 {
             return Err(OptionsError::Inflight);
         }
@@ -254,6 +278,7 @@ impl Options {
             encryption_provider_config: self.encryption_provider_config,
             etcd_servers,
             etcd_prefix: self.etcd_prefix,
+            etcd_tls,
             bind_address: self.bind_address,
             secure_port: self.secure_port,
             advertise_address: self.advertise_address,
@@ -359,6 +384,52 @@ mod tests {
         assert_eq!(
             c.client_ca_file.as_deref(),
             Some(std::path::Path::new("/etc/kubernetes/pki/ca.crt"))
+        );
+    }
+
+    #[test]
+    fn etcd_tls_flags() {
+        let c = Options::parse_from(["x"]).into_config().unwrap();
+        assert!(c.etcd_tls.is_empty());
+        assert!(matches!(
+            Options::parse_from(["x", "--etcd-certfile=/c.crt"]).into_config(),
+            Err(OptionsError::EtcdClientPair)
+        ));
+        assert!(matches!(
+            Options::parse_from(["x", "--etcd-keyfile=/c.key"]).into_config(),
+            Err(OptionsError::EtcdClientPair)
+        ));
+
+        let dir = tempfile::tempdir().unwrap();
+        let pki = store::testing::EtcdPki::generate(dir.path()).unwrap();
+        let flags = |ca: &std::path::Path, cert: &std::path::Path, key: &std::path::Path| {
+            Options::parse_from([
+                "x".to_string(),
+                "--etcd-servers=https://10.0.0.1:2379,https://10.0.0.2:2379".to_string(),
+                format!("--etcd-cafile={}", ca.display()),
+                format!("--etcd-certfile={}", cert.display()),
+                format!("--etcd-keyfile={}", key.display()),
+            ])
+            .into_config()
+        };
+        let c = flags(&pki.ca_cert, &pki.client_cert, &pki.client_key).unwrap();
+        assert_eq!(c.etcd_tls, pki.client_tls());
+        assert_eq!(c.etcd_servers.len(), 2);
+
+        let missing = dir.path().join("missing.crt");
+        let err = flags(&missing, &pki.client_cert, &pki.client_key).unwrap_err();
+        assert!(matches!(err, OptionsError::EtcdTls(_)), "{err}");
+        assert!(err.to_string().contains("missing.crt"), "{err}");
+        // A key in place of the CA, the CA in place of the key: not PEM of the right kind.
+        let err = flags(&pki.client_key, &pki.client_cert, &pki.client_key).unwrap_err();
+        assert!(
+            err.to_string().contains("no PEM CERTIFICATE block"),
+            "{err}"
+        );
+        let err = flags(&pki.ca_cert, &pki.client_cert, &pki.ca_cert).unwrap_err();
+        assert!(
+            err.to_string().contains("no PEM private key block"),
+            "{err}"
         );
     }
 

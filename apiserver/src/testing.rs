@@ -64,6 +64,7 @@ fn config(etcd: &EtcdServer, dir: &Path, port: u16) -> Config {
     Config {
         etcd_servers: vec![etcd.endpoint()],
         etcd_prefix: "/registry".into(),
+        etcd_tls: etcd.config().tls,
         bind_address: "127.0.0.1".parse().unwrap(),
         secure_port: port,
         advertise_address: None,

@@ -12,6 +12,7 @@ mod common;
 mod connect;
 mod encryption;
 mod endpoint_reconciler;
+mod etcd_tls;
 mod event_ttl;
 mod fake_kubelet;
 mod kube_client;
