@@ -59,7 +59,7 @@ pub enum Error {
 
     /// etcd could not be reached or could not serve the request right now (connection
     /// refused or broken, no leader, server-side timeout). Retrying may succeed.
-    #[error("etcd is unavailable")]
+    #[error("etcd is unavailable: {}", innermost_cause(.0))]
     Unavailable(#[source] etcd_client::Error),
 
     /// A request did not complete within the configured request timeout.
@@ -169,6 +169,24 @@ pub(crate) fn classify(err: &etcd_client::Error) -> Kind {
     }
 }
 
+/// The innermost cause of an etcd client error: what an operator needs to see (connection
+/// refused, a closed connection, an unknown certificate issuer), which the outer errors
+/// only wrap. A status from etcd itself has no cause; its message is the reason.
+fn innermost_cause(err: &etcd_client::Error) -> String {
+    let mut cause: &(dyn std::error::Error + 'static) = err;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    match err {
+        etcd_client::Error::GRpcStatus(status)
+            if std::ptr::addr_eq(cause as *const dyn std::error::Error, err as *const _) =>
+        {
+            status.message().to_owned()
+        }
+        _ => cause.to_string(),
+    }
+}
+
 /// Maps an etcd error that needs no further context: connectivity problems become
 /// [`Error::Unavailable`], everything else [`Error::Etcd`]. Callers that can see
 /// compaction, future-revision or size errors check [`classify`] first.
@@ -232,6 +250,12 @@ mod tests {
         for (err, kind) in cases {
             assert_eq!(classify(&err), kind, "{err}");
         }
+    }
+
+    #[test]
+    fn unavailable_names_the_cause() {
+        let err = from_etcd(status(tonic::Code::Unavailable, "connection refused"));
+        assert_eq!(err.to_string(), "etcd is unavailable: connection refused");
     }
 
     #[test]
