@@ -7,6 +7,13 @@
 //! `sa.{key,pub}`, and per client `<name>.{crt,key}` beside its kubeconfig: `admin.conf`,
 //! `scheduler.conf`, `controller-manager.conf`, `kube-proxy.conf` (in `--kubeconfig-dir`),
 //! and `nodes/<node>/{kubelet.conf, kubelet-client.{crt,key}, kubelet.{crt,key}}`.
+//!
+//! etcd's PKI as kubeadm's `certs etcd-*` phases write it, under its own CA:
+//! `etcd/ca.{crt,key}`, `etcd/server.{crt,key}` (etcd's `--cert-file`), `etcd/peer.{crt,key}`
+//! (`--peer-cert-file`), `etcd/healthcheck-client.{crt,key}` (etcdctl's health checks) and
+//! `apiserver-etcd-client.{crt,key}` (the apiserver's `--etcd-certfile`). The PKI is made
+//! once for the whole cluster, so etcd's serving and peer certificates name every
+//! control-plane host, where kubeadm writes one per member for that member's names.
 
 use crate::kubeconfig;
 use crate::options::{CertsConfig, Host};
@@ -20,6 +27,18 @@ pub const CA_COMMON_NAME: &str = "kubernetes";
 pub const MASTERS_GROUP: &str = "system:masters";
 /// The kubelets' group.
 pub const NODES_GROUP: &str = "system:nodes";
+/// The etcd CA's common name, as kubeadm names it.
+pub const ETCD_CA_COMMON_NAME: &str = "etcd-ca";
+/// The folder of etcd's PKI in `--cert-dir`, as kubeadm names it.
+pub const ETCD_DIR: &str = "etcd";
+/// The common names of etcd's serving and peer certificates. kubeadm uses the member's
+/// node name; one certificate for every member has kubeadm 1.10's names instead.
+pub const ETCD_SERVER_COMMON_NAME: &str = "kube-etcd";
+pub const ETCD_PEER_COMMON_NAME: &str = "kube-etcd-peer";
+/// kubeadm's common name of etcd's health-check client.
+pub const ETCD_HEALTHCHECK_CLIENT_COMMON_NAME: &str = "kube-etcd-healthcheck-client";
+/// kubeadm's common name of the apiserver's etcd client certificate.
+pub const APISERVER_ETCD_CLIENT_COMMON_NAME: &str = "kube-apiserver-etcd-client";
 
 /// One file (or certificate/key pair) and what happened to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +94,58 @@ pub fn apiserver_spec(config: &CertsConfig) -> CertSpec {
     CertSpec::server("apiserver", "kube-apiserver", dns, ips)
 }
 
+/// The names of etcd's serving and peer certificates, as kubeadm's (`localhost`,
+/// `127.0.0.1`, `::1`, the member's name and address) for every control-plane host.
+pub fn etcd_sans(config: &CertsConfig) -> (Vec<String>, Vec<IpAddr>) {
+    let mut dns: Vec<String> = vec!["localhost".into()];
+    let mut ips: Vec<IpAddr> = vec![
+        IpAddr::from([127, 0, 0, 1]),
+        IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+    ];
+    for host in &config.control_plane {
+        match host {
+            Host::Ip(ip) => ips.push(*ip),
+            Host::Dns(name) => dns.push(name.clone()),
+        }
+    }
+    dedup(&mut dns);
+    dedup(&mut ips);
+    (dns, ips)
+}
+
+/// Writes etcd's CA and the certificates it signs; see the module documentation.
+fn run_etcd(config: &CertsConfig, report: &mut Report) -> Result<(), pki::Error> {
+    let dir = config.cert_dir.join(ETCD_DIR);
+    let (ca, outcome) = CertificateAuthority::ensure(&dir, ETCD_CA_COMMON_NAME)?;
+    report.push("etcd/ca", &ca.pair.cert_path, outcome);
+    let (dns, ips) = etcd_sans(config);
+    for (name, common_name) in [
+        ("server", ETCD_SERVER_COMMON_NAME),
+        ("peer", ETCD_PEER_COMMON_NAME),
+    ] {
+        // Both serve and dial: a member is a client of its peers (kubeadm's usages).
+        let mut spec = CertSpec::server(name, common_name, dns.clone(), ips.clone());
+        spec.client = true;
+        let (pair, outcome) = ca.ensure_cert(&dir, &spec)?;
+        report.push(format!("etcd/{name}"), &pair.cert_path, outcome);
+    }
+    let spec = CertSpec::client(
+        "healthcheck-client",
+        ETCD_HEALTHCHECK_CLIENT_COMMON_NAME,
+        None,
+    );
+    let (pair, outcome) = ca.ensure_cert(&dir, &spec)?;
+    report.push("etcd/healthcheck-client", &pair.cert_path, outcome);
+    let spec = CertSpec::client(
+        "apiserver-etcd-client",
+        APISERVER_ETCD_CLIENT_COMMON_NAME,
+        None,
+    );
+    let (pair, outcome) = ca.ensure_cert(&config.cert_dir, &spec)?;
+    report.push("apiserver-etcd-client", &pair.cert_path, outcome);
+    Ok(())
+}
+
 fn dedup<T: PartialEq>(v: &mut Vec<T>) {
     let mut seen: Vec<T> = Vec::with_capacity(v.len());
     for x in v.drain(..) {
@@ -128,6 +199,7 @@ pub fn run(config: &CertsConfig) -> Result<Report, pki::Error> {
     report.push("apiserver-kubelet-client", &pair.cert_path, outcome);
     let outcome = pki::ensure_service_account_keys(dir)?;
     report.push("sa", &dir.join("sa.key"), outcome);
+    run_etcd(config, &mut report)?;
 
     let server = config.server_url();
     let write_kubeconfig = |report: &mut Report,
@@ -347,6 +419,45 @@ mod tests {
             assert_eq!(usage_and_signed(&ca, c), (false, true));
         });
 
+        // etcd's PKI: its own CA, kubeadm's names and usages.
+        let etcd_ca = dir.join("etcd/ca.crt");
+        with_cert(&etcd_ca, |c| {
+            assert!(c.is_ca());
+            assert_eq!(cn(c), "etcd-ca");
+        });
+        for (file, name) in [("server", "kube-etcd"), ("peer", "kube-etcd-peer")] {
+            with_cert(&dir.join(format!("etcd/{file}.crt")), |c| {
+                assert_eq!(cn(c), name);
+                assert_eq!(usage_and_signed(&etcd_ca, c), (true, true), "{file}");
+                let mut s = sans(c);
+                s.sort();
+                assert_eq!(
+                    s,
+                    ["127.0.0.1", "192.168.1.10", "::1", "localhost", "pi-master"],
+                    "{file}"
+                );
+            });
+        }
+        for (path, name) in [
+            (
+                "etcd/healthcheck-client.crt",
+                "kube-etcd-healthcheck-client",
+            ),
+            ("apiserver-etcd-client.crt", "kube-apiserver-etcd-client"),
+        ] {
+            with_cert(&dir.join(path), |c| {
+                assert_eq!(cn(c), name);
+                assert!(orgs(c).is_empty(), "{path}");
+                assert_eq!(usage_and_signed(&etcd_ca, c), (true, false), "{path}");
+            });
+        }
+        // The cluster CA signed none of etcd's certificates.
+        let cluster_ca_der = der(&ca);
+        let (_, cluster_ca) = x509_parser::parse_x509_certificate(&cluster_ca_der).unwrap();
+        with_cert(&dir.join("apiserver-etcd-client.crt"), |c| {
+            assert!(c.verify_signature(Some(cluster_ca.public_key())).is_err());
+        });
+
         // The CA hash: SHA-256 over the SubjectPublicKeyInfo.
         let spki = with_cert(&ca, |c| c.public_key().raw.to_vec());
         let want: String = ring::digest::digest(&ring::digest::SHA256, &spki)
@@ -521,6 +632,36 @@ mod tests {
             e.outcome,
             Outcome::Renewed("not signed by the CA's key".into())
         );
+    }
+
+    #[test]
+    fn a_new_control_plane_renews_etcds_serving_and_peer_certificates() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        run(&config(dir, &[])).unwrap();
+        let first = snapshot(dir);
+        let report = run(&config(dir, &["--control-plane=pi-master-2,192.168.1.20"])).unwrap();
+        let changed: Vec<&str> = report
+            .entries
+            .iter()
+            .filter(|e| e.outcome != Outcome::Unchanged)
+            .map(|e| e.what.as_str())
+            .collect();
+        assert_eq!(changed, ["apiserver", "etcd/server", "etcd/peer"]);
+        let second = snapshot(dir);
+        for name in ["server", "peer"] {
+            let key = dir.join(format!("etcd/{name}.key"));
+            assert_eq!(second[&key], first[&key], "{name}: the key is kept");
+            with_cert(&dir.join(format!("etcd/{name}.crt")), |c| {
+                let s = sans(c);
+                assert!(s.contains(&"pi-master-2".to_string()), "{s:?}");
+                assert!(s.contains(&"192.168.1.20".to_string()), "{s:?}");
+            });
+        }
+        // A lost etcd CA key cannot sign again, as for the cluster CA.
+        std::fs::remove_file(dir.join("etcd/ca.key")).unwrap();
+        let err = run(&config(dir, &[])).unwrap_err();
+        assert!(matches!(err, pki::Error::CaKeyMissing { .. }), "{err}");
     }
 
     #[test]

@@ -22,8 +22,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Writes (or renews) the cluster CA, the component certificates, the service-account
-    /// key pair and the components' kubeconfigs. Rerunning keeps every key and renews only
-    /// certificates that expire within 90 days or no longer match the flags.
+    /// key pair, the components' kubeconfigs and etcd's PKI (its CA, serving, peer and
+    /// health-check certificates, the apiserver's etcd client certificate). Rerunning
+    /// keeps every key and renews only certificates that expire within 90 days or no
+    /// longer match the flags.
     Certs(CertsOptions),
     /// Manages bootstrap tokens (kubeadm token).
     #[command(subcommand)]
@@ -94,7 +96,8 @@ pub struct CertsOptions {
     #[arg(long, default_value = "kubernetes")]
     pub cluster_name: String,
     /// The control-plane hosts (hostnames or IP addresses), comma separated; the first is
-    /// the server of every kubeconfig, all are in the apiserver certificate.
+    /// the server of every kubeconfig, all are in the apiserver certificate and in etcd's
+    /// serving and peer certificates.
     #[arg(long, value_delimiter = ',', required = true)]
     pub control_plane: Vec<String>,
     /// Port the API server listens on, in the kubeconfigs' server URL.
