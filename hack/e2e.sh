@@ -198,7 +198,8 @@ EOF
   wait_for 120 field_is deployment echo '{.status.readyReplicas}' 2 ||
     fail "echo is not ready"
   wait_for 60 kubectl wait pod/client --for=condition=Ready --timeout=1s >/dev/null 2>&1 || fail "client pod not ready"
-  answered=$(k exec client -- wget -q -T 5 -O- http://echo.default.svc.cluster.local/ 2>&1) ||
+  # (busybox 1.35's wget crashes with -T: the timeout comes from timeout(1).)
+  answered=$(k exec client -- timeout 5 wget -qO- http://echo.default.svc.cluster.local/ 2>&1) ||
     fail "wget of echo by name from pod client failed: $answered"
   case "$answered" in
     echo-*) echo "client on pi reached $answered (on $(node_of "$answered")) by name" >&2 ;;
