@@ -14,3 +14,4 @@ cargo test --workspace --features store/testing,apiserver/testing -- --test-thre
 # deploy/ansible: lint, two runs against this machine (the second changes nothing), the
 # node Ready; with the debug binaries just built.
 PIKUBE_BIN_DIR="${CARGO_TARGET_DIR:-$PIKUBE_ROOT/target}/debug" "$PIKUBE_ROOT/hack/test-ansible.sh"
+"$PIKUBE_ROOT/hack/cross.sh" # issue 9: pikube for arm64 and armv7, each command's --version under qemu-user, dist tarballs
