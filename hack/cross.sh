@@ -45,7 +45,9 @@ cross_setup() {
       CROSS_ARCH=armhf CROSS_GNU=arm-linux-gnueabihf CROSS_MACHINE=ARM CROSS_QEMU_CPU=arm ;;
     x86_64-unknown-linux-gnu)
       CROSS_ARCH=amd64 CROSS_GNU=x86_64-linux-gnu CROSS_MACHINE=X86-64 CROSS_QEMU_CPU=x86_64 ;;
-    *) cross_die "no cross settings for target $triple (aarch64-unknown-linux-gnu, armv7-unknown-linux-gnueabihf, x86_64-unknown-linux-gnu)" ;;
+    *) # Always a command-line value (--target): a usage error.
+      printf 'error: no cross settings for target %s (aarch64-unknown-linux-gnu, armv7-unknown-linux-gnueabihf, x86_64-unknown-linux-gnu)\n' "$triple" >&2
+      exit 64 ;;
   esac
   if [ "$triple" = "$host" ]; then
     CROSS_GNU="" CROSS_QEMU="" CROSS_SYSROOT="" CROSS_STRIP=strip CROSS_APT=(gcc libc6-dev binutils)
