@@ -187,6 +187,44 @@ remove_netns() {
   log "removed network namespace $ns"
 }
 
+# IPv4 address $1 as an integer.
+ip4_int() {
+  local IFS=. a b c d
+  read -r a b c d <<<"$1"
+  echo $(((a << 24) | (b << 16) | (c << 8) | d))
+}
+
+# Whether IPv4 address $1 lies in CIDR $2.
+in_cidr() {
+  local net=${2%/*} bits=${2#*/} mask
+  mask=$(((0xffffffff << (32 - bits)) & 0xffffffff))
+  [ $(($(ip4_int "$1") & mask)) = $(($(ip4_int "$net") & mask)) ]
+}
+
+# Pod network namespaces no process holds whose eth0 is in CLUSTER_CIDR (or gone): sandboxes of a
+# containerd that died (or of a machine whose processes were all killed) before removing
+# them. Their veths stay on a pod bridge and their addresses clash with new pods' (the
+# IPs are handed out again), so a new pod on that node is unreachable.
+remove_orphan_pod_netns() {
+  local ns addr
+  for ns in $(ip netns list 2>/dev/null | awk '$1 ~ /^cni-/ {print $1}'); do
+    [ -z "$(ip netns pids "$ns" 2>/dev/null)" ] || continue
+    addr=$(ip -n "$ns" -4 -o addr show dev eth0 2>/dev/null | awk '{print $4}' | head -n1 || true)
+    # (No eth0 at all: its veth went with the other end, a removed node namespace.)
+    if [ -n "$addr" ] && ! in_cidr "${addr%/*}" "$CLUSTER_CIDR"; then continue; fi
+    ip netns del "$ns" 2>/dev/null && log "removed $ns, a dead pod's network namespace ${addr:-(no eth0)}"
+  done
+}
+
+# Whether a containerd of this cluster (this node's or an extra node's) runs.
+any_containerd_running() {
+  local pidfile
+  for pidfile in "$STATE"/run/containerd.pid "$STATE"/run/*/containerd.pid; do
+    [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null && return 0
+  done
+  return 1
+}
+
 # Sandbox shm and rootfs mounts containerd left (every node's files are under $STATE).
 unmount_state() {
   awk -v dir="$STATE/" 'index($5, dir) == 1 {print $5}' /proc/self/mountinfo | sort -r |
@@ -212,6 +250,8 @@ down() {
   stop kube-apiserver
   stop etcd
   rm -f "$STATE/run/addresses"
+  # Pods whose containerd was gone before it could remove them.
+  remove_orphan_pod_netns
 
   # The extra nodes' namespaces (also those whose folder is gone: a removed state folder).
   for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^${NODE_NETNS_PREFIX}[0-9]*$" || true); do
@@ -279,6 +319,11 @@ if [ "$previous" != "$addresses" ] && compgen -G "$STATE/run/*.pid" >/dev/null; 
   log "the cluster's addresses change ($previous -> $addresses): stopping it first"
   down
 fi
+
+# With no containerd of ours running, no pod of ours is alive: a namespace of a pod is
+# left from a cluster whose processes were killed (sandboxes being created need a
+# running containerd).
+any_containerd_running || remove_orphan_pod_netns
 
 # The extra nodes: node K is <NODE_NAME>-K in namespace pikube-node-K at $NODES_NET.K.
 extra_nodes=()
