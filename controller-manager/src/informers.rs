@@ -5,6 +5,13 @@
 //!
 //! Subscribers see deletions too (the deleted object's last state), which kube-runtime's
 //! own shared-store dispatcher leaves out: a ReplicaSet must hear that its pod is gone.
+//!
+//! Whether a kind has listed is [`Informers::synced_signal`], never kube-runtime's
+//! `Store::wait_until_ready`: that future keeps one waker per store (a oneshot receiver
+//! behind its `DelayedInit`), so of several tasks waiting on one store only the one that
+//! polled last is woken, and a readiness check polling it with a no-op waker (as `/readyz`
+//! did) leaves every waiter asleep for good. That kept the real daemon's node lifecycle
+//! controller from ever starting (clippy.toml forbids the method).
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
@@ -17,7 +24,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource, ResourceExt};
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{warn, Instrument};
 
@@ -33,6 +40,26 @@ where
     writer: Option<Writer<K>>,
     subscribers: Vec<mpsc::Sender<Arc<K>>>,
     started: bool,
+    /// True once the store holds the first list.
+    synced: watch::Sender<bool>,
+}
+
+/// Whether a kind's informer has listed once (its store holds the whole first list).
+/// Any number of tasks may wait on it.
+#[derive(Clone)]
+pub struct Synced(watch::Receiver<bool>);
+
+impl Synced {
+    /// Returns once the store holds its first list (at once if it already does, or if the
+    /// informer is gone).
+    pub async fn wait(&self) {
+        let mut rx = self.0.clone();
+        let _ = rx.wait_for(|synced| *synced).await;
+    }
+
+    pub fn is_synced(&self) -> bool {
+        *self.0.borrow()
+    }
 }
 
 type Starter = Box<dyn FnOnce(Client, &mut JoinSet<()>) + Send>;
@@ -73,27 +100,32 @@ impl Informers {
         let mut kinds = self.kinds.lock();
         let entry = kinds.entry(TypeId::of::<K>()).or_insert_with(|| {
             let (store, writer) = reflector::store::<K>();
-            let ready = store.clone();
+            let (synced, ready) = watch::channel(false);
             self.readiness
                 .lock()
-                .push(Box::new(move || ready.is_ready_sync()));
+                .push(Box::new(move || *ready.borrow()));
             let informer: Informer<K> = Informer {
                 store,
                 writer: Some(writer),
                 subscribers: Vec::new(),
                 started: false,
+                synced,
             };
             // The starter takes the writer out when the informers start.
             let slot: Arc<Mutex<Informer<K>>> = Arc::new(Mutex::new(informer));
             let for_start = slot.clone();
             self.starters.lock().push(Box::new(move |client, set| {
-                let (writer, subscribers) = {
+                let (writer, subscribers, synced) = {
                     let mut informer = for_start.lock();
                     informer.started = true;
                     let Some(writer) = informer.writer.take() else {
                         return;
                     };
-                    (writer, std::mem::take(&mut informer.subscribers))
+                    (
+                        writer,
+                        std::mem::take(&mut informer.subscribers),
+                        informer.synced.clone(),
+                    )
                 };
                 let api: Api<K> = Api::all(client);
                 let kind = K::kind(&()).to_string();
@@ -114,6 +146,11 @@ impl Informers {
                                     | watcher::Event::InitApply(o)
                                     | watcher::Event::Delete(o),
                                 ) => Arc::new(o),
+                                Ok(watcher::Event::InitDone) => {
+                                    // The reflector applied the list to the store first.
+                                    synced.send_replace(true);
+                                    continue;
+                                }
                                 Ok(_) => continue,
                                 Err(e) => {
                                     warn!(error = %e, "watch failed; retrying");
@@ -141,6 +178,12 @@ impl Informers {
     /// The kind's store (all namespaces), filled once the informers start.
     pub fn store<K: Kind>(&self) -> Store<K> {
         self.with_informer::<K, _>(|i| i.store.clone())
+    }
+
+    /// Whether the kind's store holds its first list; wait on it before reading the store
+    /// as a whole.
+    pub fn synced_signal<K: Kind>(&self) -> Synced {
+        self.with_informer::<K, _>(|i| Synced(i.synced.subscribe()))
     }
 
     /// Every object of the kind that is added, changed or deleted (deleted: its last
@@ -172,19 +215,5 @@ pub fn key<K: Resource>(obj: &K) -> String {
     match obj.meta().namespace.as_deref() {
         Some(ns) => format!("{ns}/{}", obj.name_any()),
         None => obj.name_any(),
-    }
-}
-
-trait ReadySync {
-    fn is_ready_sync(&self) -> bool;
-}
-
-impl<K: Resource + Clone + 'static> ReadySync for Store<K>
-where
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    fn is_ready_sync(&self) -> bool {
-        // A store that has delivered its first list can answer `wait_until_ready` at once.
-        futures::FutureExt::now_or_never(self.wait_until_ready()).is_some_and(|r| r.is_ok())
     }
 }

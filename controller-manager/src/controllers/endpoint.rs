@@ -105,10 +105,14 @@ pub fn start(ctx: &Context) -> BoxFuture<'static, ()> {
     // Endpoints left behind by a deleted Service: checked when a Service changes (its
     // deletion included) and once at start for Services deleted while this was down
     // (upstream's checkLeftoverEndpoints).
-    let (ready_endpoints, ready_services) = (endpoints_store.clone(), service_store);
+    let synced = [
+        ctx.informers.synced_signal::<Endpoints>(),
+        ctx.informers.synced_signal::<Service>(),
+    ];
     let at_start = futures::stream::once(async move {
-        let _ = ready_endpoints.wait_until_ready().await;
-        let _ = ready_services.wait_until_ready().await;
+        for kind in &synced {
+            kind.wait().await;
+        }
     });
     let orphans = Controller::for_shared_stream(
         futures::stream::pending::<Arc<Endpoints>>(),

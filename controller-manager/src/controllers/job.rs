@@ -330,9 +330,7 @@ impl State {
 /// Removes the tracking finalizer from pods whose Job is gone (upstream's orphan queue),
 /// once the Job informer has listed, checking again that the Job is really gone.
 async fn release_orphans(state: Arc<State>, mut rx: mpsc::UnboundedReceiver<ObjectRef<Pod>>) {
-    if state.jobs.wait_until_ready().await.is_err() {
-        return;
-    }
+    state.ctx.informers.synced_signal::<Job>().wait().await;
     while let Some(pod_ref) = rx.recv().await {
         let Some(pod) = state.pods.get(&pod_ref) else {
             continue;

@@ -100,7 +100,7 @@ async fn reconcile(node: Arc<Node>, state: Arc<State>) -> Result<Action, Error> 
 async fn allocate(node: Arc<Node>, state: Arc<State>) -> Result<Action, Error> {
     let name = node.name_any();
     // Every node's CIDR must be known before choosing one.
-    let _ = state.nodes.wait_until_ready().await;
+    state.ctx.informers.synced_signal::<Node>().wait().await;
     let current = state
         .nodes
         .get(&kube::runtime::reflector::ObjectRef::new(&name));

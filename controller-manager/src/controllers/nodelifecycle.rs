@@ -42,10 +42,15 @@ pub fn start(ctx: &Context) -> BoxFuture<'static, ()> {
     let nodes = ctx.informers.store::<Node>();
     let leases = ctx.informers.store::<Lease>();
     let pods = ctx.informers.store::<Pod>();
+    let synced = [
+        ctx.informers.synced_signal::<Node>(),
+        ctx.informers.synced_signal::<Lease>(),
+    ];
     let ctx = ctx.clone();
     async move {
-        let _ = nodes.wait_until_ready().await;
-        let _ = leases.wait_until_ready().await;
+        for kind in &synced {
+            kind.wait().await;
+        }
         let mut health: HashMap<String, Health> = HashMap::new();
         let mut tick = tokio::time::interval(ctx.options.node_monitor_period);
         loop {

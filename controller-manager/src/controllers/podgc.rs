@@ -27,9 +27,14 @@ pub fn start(ctx: &Context) -> BoxFuture<'static, ()> {
     let pods = ctx.informers.store::<Pod>();
     let nodes = ctx.informers.store::<Node>();
     let ctx = ctx.clone();
+    let synced = [
+        ctx.informers.synced_signal::<Pod>(),
+        ctx.informers.synced_signal::<Node>(),
+    ];
     async move {
-        let _ = pods.wait_until_ready().await;
-        let _ = nodes.wait_until_ready().await;
+        for kind in &synced {
+            kind.wait().await;
+        }
         let mut tick = tokio::time::interval(CHECK_PERIOD);
         loop {
             tick.tick().await;

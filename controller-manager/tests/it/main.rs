@@ -8,6 +8,7 @@ mod deployment;
 mod disruption;
 mod endpoints;
 mod garbagecollector;
+mod informers;
 mod job;
 mod leader_election;
 mod namespace;
