@@ -118,6 +118,8 @@ struct RequestLabels {
     subresource: String,
     scope: &'static str,
     dry_run: bool,
+    /// Who asked (after impersonation), for the request log.
+    user: String,
 }
 
 fn verb_of(method: &Method, r: &ResourceRequest, q: &Query) -> &'static str {
@@ -143,11 +145,24 @@ async fn handle(api: Arc<Apiserver>, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let path = req.uri().path().to_string();
     let query = req.uri().query().map(String::from);
+    let method = req.method().clone();
     let mut labels: Option<RequestLabels> = None;
     let response = match route(&api, req, &path, query.as_deref(), &mut labels).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
     };
+    if let Some(l) = &labels {
+        // Upstream's httplog line (kube-apiserver -v=3): every API request, its caller and
+        // its answer; RUST_LOG=apiserver::server=debug.
+        tracing::debug!(
+            verb = %method,
+            uri = %format_args!("{path}{}{}", if query.is_some() { "?" } else { "" }, query.as_deref().unwrap_or("")),
+            user = %l.user,
+            code = response.status().as_u16(),
+            latency = ?started.elapsed(),
+            "HTTP"
+        );
+    }
     if let Some(l) = labels {
         let code = response.status().as_u16().to_string();
         let dry = if l.dry_run { "All" } else { "" };
@@ -398,6 +413,7 @@ async fn route(
             subresource: r.subresource.clone().unwrap_or_default(),
             scope: "resource",
             dry_run: false,
+            user: user.name.clone(),
         });
         let proxy_path = request::proxy_path(path, &r);
         return crate::registry::core::connect::serve(api, req, &r, &proxy_path, raw_query).await;
@@ -417,6 +433,7 @@ async fn route(
             "cluster"
         },
         dry_run: q.dry_run,
+        user: user.name.clone(),
     });
 
     // Long-running watches are outside the in-flight limits, as upstream.
