@@ -3,10 +3,12 @@
 # for aarch64): builds them in release, strips copies and prints a table of each daemon,
 # the five daemons' sum, pikubeadm, and the multi-call `pikube` (all six in one file).
 #
-# Usage: hack/sizes.sh [--target <triple>] [--no-build]
+# Usage: hack/sizes.sh [--target <triple>] [--no-build] [--pikube-only]
 #   --target <triple>   cross-build (aarch64-unknown-linux-gnu, armv7-unknown-linux-gnueabihf)
 #                       with the GNU cross gcc and strip, installed by hack/cross.sh
 #   --no-build          measure what is already built (missing binaries print as such)
+#   --pikube-only       build only the multi-call pikube (one fat-LTO link instead of seven;
+#                       the separate binaries print as not built unless built before)
 # Environment: CARGO_TARGET_DIR (default target/ in the checkout); STRIP (default strip,
 # or <gnu-triple>-strip for a cross target).
 #
@@ -17,12 +19,14 @@ cd "$(dirname "$0")/.."
 
 target=""
 build=1
+pikube_only=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --target) target="${2:?--target needs a triple}"; shift 2 ;;
     --target=*) target="${1#--target=}"; shift ;;
     --no-build) build=0; shift ;;
-    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --pikube-only) pikube_only=1; shift ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "sizes.sh: unknown argument $1 (see --help)" >&2; exit 64 ;;
   esac
 done
@@ -40,6 +44,7 @@ command -v "$strip_tool" >/dev/null || { echo "sizes.sh: $strip_tool not found" 
 
 daemons=(kube-apiserver kube-scheduler kube-controller-manager kubelet kube-proxy)
 packages=(apiserver scheduler controller-manager kubelet kube-proxy pikubeadm pikube)
+[ "$pikube_only" = 1 ] && packages=(pikube)
 
 if [ "$build" = 1 ]; then
   args=(build --release --bins)
@@ -66,7 +71,10 @@ incomplete=0
 measure() {
   local name=$1 file="$bin_dir/$1" label=${2:-$1}
   if [ ! -f "$file" ]; then
-    [ "$build" = 0 ] || { echo "sizes.sh: $file is missing after the build" >&2; exit 1; }
+    if [ "$build" = 1 ] && { [ "$pikube_only" = 0 ] || [ "$name" = pikube ]; }; then
+      echo "sizes.sh: $file is missing after the build" >&2
+      exit 1
+    fi
     built=0 stripped=0 incomplete=1
     printf '%-26s %10s %12s %9s\n' "$label" - - "not built" && return 0
   fi
