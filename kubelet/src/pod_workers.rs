@@ -66,6 +66,43 @@ struct Worker {
     /// [`sync_inputs`] of the pod when last seen: an update that changes nothing a sync
     /// reads (the status the kubelet itself just wrote, mostly) wakes no one.
     seen: u64,
+    /// Woken by those other updates: the worker only checks that the API still has the
+    /// status it wrote.
+    status_changed: Arc<Notify>,
+}
+
+/// The status a worker last wrote: the uid of the object it went to (a static pod's
+/// mirror can be replaced) and the resource version the write made.
+struct Written {
+    uid: String,
+    status: PodStatus,
+    resource_version: Option<u64>,
+}
+
+impl Written {
+    /// The API's object is newer than this write and another writer changed what the
+    /// kubelet owns in its status (the node lifecycle controller marks a cut-off node's
+    /// pods not ready): the status to write again, as upstream's status manager
+    /// reconciles. A store lagging behind the write is not newer.
+    fn overwritten(&self, target: &Pod) -> Option<PodStatus> {
+        let version = target
+            .metadata
+            .resource_version
+            .as_deref()
+            .and_then(|v| v.parse::<u64>().ok());
+        let newer = match (version, self.resource_version) {
+            (Some(api), Some(written)) => api > written,
+            _ => true,
+        };
+        if !newer || target.metadata.uid.as_deref() != Some(self.uid.as_str()) {
+            return None;
+        }
+        let api = target.status.clone().unwrap_or_default();
+        let again = status::reconciled(&api, &self.status);
+        // Compared as sent: times travel at whole seconds.
+        let json = |s: &PodStatus| serde_json::to_value(s).ok();
+        (json(&again) != json(&api)).then_some(again)
+    }
 }
 
 /// A digest of what a pod's sync reads from the object: its spec, labels and
@@ -486,25 +523,29 @@ impl PodManager {
         let seen = sync_inputs(pod);
         let mut workers = self.workers.lock();
         if let Some(w) = workers.get_mut(&uid) {
-            if w.seen != seen {
+            if w.seen == seen {
+                w.status_changed.notify_one();
+            } else {
                 w.seen = seen;
                 w.notify.notify_one();
             }
             return;
         }
         let notify = Arc::new(Notify::new());
+        let status_changed = Arc::new(Notify::new());
         workers.insert(
             uid.clone(),
             Worker {
                 notify: notify.clone(),
                 seen,
+                status_changed: status_changed.clone(),
             },
         );
         let key = ObjectRef::from_obj(pod);
         let span = tracing::info_span!("pod-worker", pod = %pod_key(pod));
         tasks.spawn(
             self.clone()
-                .work(key, uid, notify, shutdown.clone())
+                .work(key, uid, notify, status_changed, shutdown.clone())
                 .instrument(span),
         );
     }
@@ -515,12 +556,11 @@ impl PodManager {
         key: ObjectRef<Pod>,
         uid: String,
         notify: Arc<Notify>,
+        status_changed: Arc<Notify>,
         mut shutdown: Shutdown,
     ) {
         let mut ws = WorkerState::default();
-        // The status last written, and the uid of the object it went to (a static pod's
-        // mirror can be replaced).
-        let mut last: Option<(String, PodStatus)> = None;
+        let mut last: Option<Written> = None;
         // Until the pod first runs: when this worker first saw it.
         let mut first_seen = Some(Instant::now());
         let mut admitted = false;
@@ -578,7 +618,7 @@ impl PodManager {
                     wake = wake.into_iter().chain(settle).min();
                     let running = last
                         .as_ref()
-                        .is_some_and(|(_, s)| s.phase.as_deref() == Some("Running"));
+                        .is_some_and(|w| w.status.phase.as_deref() == Some("Running"));
                     if running {
                         if let Some(seen) = first_seen.take() {
                             self.metrics
@@ -591,11 +631,95 @@ impl PodManager {
             let deadline = wake.map_or(Instant::now() + SYNC_FREQUENCY, |w| {
                 w.min(Instant::now() + SYNC_FREQUENCY)
             });
-            tokio::select! {
-                () = shutdown.signaled() => return,
-                () = notify.notified() => {}
-                () = tokio::time::sleep_until(deadline.into()) => {}
+            loop {
+                tokio::select! {
+                    () = shutdown.signaled() => return,
+                    () = notify.notified() => break,
+                    () = tokio::time::sleep_until(deadline.into()) => break,
+                    () = status_changed.notified() => self.reconcile(&key, &uid, &mut last).await,
+                }
             }
+        }
+    }
+
+    /// Writes again the status this worker last wrote when another writer changed it.
+    async fn reconcile(&self, key: &ObjectRef<Pod>, uid: &str, last: &mut Option<Written>) {
+        let Some(pod) = self.lookup(key, uid) else {
+            return;
+        };
+        let Some(target) = self.status_target(&pod) else {
+            return;
+        };
+        if let Some(again) = last.as_ref().and_then(|w| w.overwritten(&target)) {
+            tracing::info!("another writer changed the pod's status; writing it again");
+            self.write_status(&pod, &target, again, last).await;
+        }
+    }
+
+    /// The object a pod's status goes to: the pod, or a static pod's mirror once there
+    /// is one.
+    fn status_target(&self, pod: &Arc<Pod>) -> Option<Arc<Pod>> {
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        if !self.static_pods.lock().contains_key(uid) {
+            return Some(pod.clone());
+        }
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        self.store
+            .get(&ObjectRef::new(name).within(namespace))
+            .filter(|m| crate::static_pods::mirror_hash(m) == Some(uid))
+    }
+
+    /// Patches `target`'s status into `new`, sending only what differs; records the
+    /// write in `last`.
+    async fn write_status(
+        &self,
+        pod: &Pod,
+        target: &Pod,
+        new: PodStatus,
+        last: &mut Option<Written>,
+    ) {
+        let target_uid = target.metadata.uid.clone().unwrap_or_default();
+        let version = |p: &Pod| {
+            p.metadata
+                .resource_version
+                .as_deref()
+                .and_then(|v| v.parse().ok())
+        };
+        let Ok(new_value) = serde_json::to_value(&new) else {
+            return;
+        };
+        let old_value =
+            serde_json::to_value(target.status.clone().unwrap_or_default()).unwrap_or(Value::Null);
+        let Some(diff) = status::merge_diff(&old_value, &new_value) else {
+            *last = Some(Written {
+                uid: target_uid,
+                status: new,
+                resource_version: version(target),
+            });
+            return;
+        };
+        let api: Api<Pod> = Api::namespaced(
+            self.client.clone(),
+            pod.metadata.namespace.as_deref().unwrap_or("default"),
+        );
+        let patch = serde_json::json!({ "status": diff });
+        match api
+            .patch_status(
+                pod.metadata.name.as_deref().unwrap_or_default(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            Ok(written) => {
+                *last = Some(Written {
+                    uid: target_uid,
+                    status: new,
+                    resource_version: version(&written),
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "failed to update pod status"),
         }
     }
 
@@ -646,26 +770,13 @@ impl PodManager {
     /// log may still grow.
     async fn report(
         &self,
-        pod: &Pod,
+        pod: &Arc<Pod>,
         ws: &WorkerState,
-        last: &mut Option<(String, PodStatus)>,
+        last: &mut Option<Written>,
         end: Option<&PodEnd>,
     ) -> Option<Instant> {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
-        // A static pod's status goes to its mirror pod, once there is one.
-        let is_static = self.static_pods.lock().contains_key(&uid);
-        let mirror;
-        let target: &Pod = if is_static {
-            let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
-            let name = pod.metadata.name.as_deref().unwrap_or_default();
-            mirror = self.store.get(&ObjectRef::new(name).within(namespace));
-            match mirror.as_deref() {
-                Some(m) if crate::static_pods::mirror_hash(m) == Some(uid.as_str()) => m,
-                _ => return None,
-            }
-        } else {
-            pod
-        };
+        let target = self.status_target(pod)?;
         let state = match self.runtime.state(&uid).await {
             Ok(s) => s,
             Err(e) => {
@@ -675,11 +786,13 @@ impl PodManager {
         };
         let settle = state.messages_settle_at();
         // What this worker last wrote is newer than a store that has not seen it yet.
-        let target_uid = target.metadata.uid.clone().unwrap_or_default();
-        if last.as_ref().is_some_and(|(u, _)| *u != target_uid) {
+        if last
+            .as_ref()
+            .is_some_and(|w| Some(w.uid.as_str()) != target.metadata.uid.as_deref())
+        {
             *last = None;
         }
-        let previous = last.as_ref().map(|(_, s)| s).or(target.status.as_ref());
+        let previous = last.as_ref().map(|w| &w.status).or(target.status.as_ref());
         let new = status::generate(
             pod,
             previous,
@@ -693,34 +806,14 @@ impl PodManager {
             Some(e) => status::ended(new, &e.reason, &e.message, e.disruption, previous),
             None => new,
         };
-        if last.as_ref().is_some_and(|(_, s)| *s == new) {
-            return settle;
-        }
-        let Ok(new_value) = serde_json::to_value(&new) else {
-            return settle;
+        let new = match last.as_ref().filter(|w| w.status == new) {
+            Some(w) => match w.overwritten(&target) {
+                Some(again) => again,
+                None => return settle,
+            },
+            None => new,
         };
-        let old_value =
-            serde_json::to_value(target.status.clone().unwrap_or_default()).unwrap_or(Value::Null);
-        let Some(diff) = status::merge_diff(&old_value, &new_value) else {
-            *last = Some((target_uid, new));
-            return settle;
-        };
-        let api: Api<Pod> = Api::namespaced(
-            self.client.clone(),
-            pod.metadata.namespace.as_deref().unwrap_or("default"),
-        );
-        let patch = serde_json::json!({ "status": diff });
-        match api
-            .patch_status(
-                pod.metadata.name.as_deref().unwrap_or_default(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await
-        {
-            Ok(_) => *last = Some((target_uid, new)),
-            Err(e) => tracing::warn!(error = %e, "failed to update pod status"),
-        }
+        self.write_status(pod, &target, new, last).await;
         settle
     }
 

@@ -467,6 +467,35 @@ pub fn ended(
     status
 }
 
+/// The pod conditions the kubelet owns (upstream's `PodConditionsByKubelet`).
+const KUBELET_CONDITIONS: [&str; 5] = [
+    "PodScheduled",
+    "PodReadyToStartContainers",
+    "Initialized",
+    "ContainersReady",
+    "Ready",
+];
+
+/// The status the kubelet last `written`, laid again over the API's status as upstream's
+/// status manager does when another writer changed it (the node lifecycle controller
+/// marks a cut-off node's pods not ready): the kubelet's own conditions and fields from
+/// `written`, the conditions others own as the API has them now.
+pub fn reconciled(api: &PodStatus, written: &PodStatus) -> PodStatus {
+    let owned = |c: &PodCondition| KUBELET_CONDITIONS.contains(&c.type_.as_str());
+    let conditions: Vec<PodCondition> = written
+        .conditions
+        .iter()
+        .flatten()
+        .filter(|c| owned(c))
+        .chain(api.conditions.iter().flatten().filter(|c| !owned(c)))
+        .cloned()
+        .collect();
+    PodStatus {
+        conditions: (!conditions.is_empty()).then_some(conditions),
+        ..written.clone()
+    }
+}
+
 /// A JSON merge patch (RFC 7386) turning `old` into `new`; None when they are equal.
 /// Lists are replaced whole, so the patch always carries complete lists.
 pub fn merge_diff(old: &Value, new: &Value) -> Option<Value> {
@@ -692,5 +721,42 @@ mod tests {
             assert!(!c.ready);
         }
         assert!(again.container_statuses.iter().flatten().next().is_some());
+    }
+
+    #[test]
+    fn reconciled_takes_the_kubelets_conditions_and_keeps_others() {
+        let status = |v: serde_json::Value| -> PodStatus { serde_json::from_value(v).unwrap() };
+        let written = status(
+            serde_json::json!({"phase": "Running", "podIP": "10.42.0.5", "conditions": [
+                {"type": "PodScheduled", "status": "True"},
+                {"type": "Ready", "status": "True"},
+                {"type": "ContainersReady", "status": "True"},
+                {"type": "example.com/gate", "status": "False"}
+            ]}),
+        );
+        let api = status(
+            serde_json::json!({"phase": "Running", "podIP": "10.42.0.5", "conditions": [
+                {"type": "PodScheduled", "status": "True"},
+                {"type": "Ready", "status": "False", "reason": "NodeNotReady"},
+                {"type": "ContainersReady", "status": "True"},
+                {"type": "example.com/gate", "status": "True"},
+                {"type": "DisruptionTarget", "status": "True"}
+            ]}),
+        );
+        let again = reconciled(&api, &written);
+        let of = |t: &str| {
+            again
+                .conditions
+                .iter()
+                .flatten()
+                .find(|c| c.type_ == t)
+                .map(|c| (c.status.clone(), c.reason.clone()))
+        };
+        assert_eq!(of("Ready"), Some(("True".into(), None)));
+        assert_eq!(of("example.com/gate"), Some(("True".into(), None)));
+        assert_eq!(of("DisruptionTarget"), Some(("True".into(), None)));
+        assert_eq!(again.pod_ip.as_deref(), Some("10.42.0.5"));
+        // Nothing to write again once the API has it.
+        assert_eq!(reconciled(&again, &written), again);
     }
 }

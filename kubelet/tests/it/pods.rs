@@ -638,3 +638,58 @@ async fn termination_messages_from_the_file_and_the_log() {
     // Policy File: nothing written, nothing reported.
     assert_eq!(terminated("quiet").message, None);
 }
+
+/// Another writer marks a running pod not ready, as the node lifecycle controller does
+/// while its node is cut off: the kubelet writes its own conditions again and keeps the
+/// condition the other writer owns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_another_writer_changed_is_written_again() {
+    let node = TestNode::start().await;
+    node.create_pod(
+        "marked",
+        serde_json::json!({"containers": [{
+            "name": "main", "image": "busybox:1.35", "command": ["sleep", "3600"]
+        }]}),
+    )
+    .await;
+    let pod = node
+        .wait_pod("marked", "pod Running and Ready", |p| {
+            phase(p) == "Running" && pod_condition(p, "Ready")
+        })
+        .await;
+    // Twice: the first mark may land while the kubelet still reports the start.
+    let api = Api::<Pod>::namespaced(node.client.clone(), "default");
+    let mut pod = pod;
+    for round in 0..2 {
+        let mut conditions = pod.status.clone().unwrap().conditions.unwrap();
+        for c in &mut conditions {
+            if c.type_ == "Ready" || c.type_ == "ContainersReady" {
+                c.status = "False".into();
+                c.reason = Some("NodeNotReady".into());
+            }
+        }
+        conditions.retain(|c| c.type_ != "example.com/Checked");
+        conditions.push(k8s_openapi::api::core::v1::PodCondition {
+            type_: "example.com/Checked".into(),
+            status: "True".into(),
+            reason: Some(format!("Round{round}")),
+            ..Default::default()
+        });
+        let marked = api
+            .patch_status(
+                "marked",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(serde_json::json!({"status": {"conditions": conditions}})),
+            )
+            .await
+            .unwrap();
+        assert!(!pod_condition(&marked, "Ready"));
+        pod = node
+            .wait_pod("marked", "Ready written again", |p| {
+                pod_condition(p, "Ready") && pod_condition(p, "ContainersReady")
+            })
+            .await;
+    }
+    assert!(pod_condition(&pod, "example.com/Checked"), "{pod:?}");
+    assert_eq!(phase(&pod), "Running");
+}

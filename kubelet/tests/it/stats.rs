@@ -86,7 +86,11 @@ async fn busy_pod_shows_cpu_and_memory_in_summary_and_metrics_until_deleted() {
         let s = summary(&node);
         let ok = pod_stats(&s, "busy").is_some_and(|p| {
             let c = &p["containers"][0];
-            u(&c["cpu"]["usageNanoCores"]) > 0 && u(&c["memory"]["workingSetBytes"]) > 15 * MI
+            // The working set counts page cache too: wait on the RSS, which passes
+            // 15 MiB only once the shell holds the whole string.
+            u(&c["cpu"]["usageNanoCores"]) > 0
+                && u(&c["memory"]["workingSetBytes"]) > 15 * MI
+                && u(&c["memory"]["rssBytes"]) > 15 * MI
         });
         async move { ok.then_some(s) }
     })
