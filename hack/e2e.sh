@@ -24,7 +24,8 @@
 #   --keep      leave the cluster running at the end (hack/local-up.sh down stops it)
 #   --only      run only these scenarios (they build on 1's workload, which always runs)
 # Environment: PIKUBE_BIN_DIR (binaries; default: debug builds, built first),
-# PIKUBE_STATE_DIR (default .e2e/ in the checkout). Run as root.
+# PIKUBE_STATE_DIR (default .e2e/ in the checkout), E2E_LOG_TAIL (on a failure, print
+# that many last lines of every daemon's log; default 0). Run as root.
 set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -71,7 +72,15 @@ fail() {
 wanted() { [ -z "$only" ] || [[ ",$only," == *",$1,"* ]]; }
 
 finish() {
-  local rc=$?
+  local rc=$? f
+  # On a failure, what each daemon said last (CI keeps no files).
+  if [ "$rc" != 0 ] && [ "${E2E_LOG_TAIL:-0}" -gt 0 ] && [ -d "$STATE/logs" ]; then
+    for f in "$STATE.up.log" $(find "$STATE/logs" -name '*.log' | sort); do
+      [ -f "$f" ] || continue
+      printf '\n--- last %s lines of %s\n' "$E2E_LOG_TAIL" "$f" >&2
+      grep -v ' DEBUG ' "$f" | tail -n "$E2E_LOG_TAIL" | cut -c1-400 >&2
+    done
+  fi
   if [ "$keep" = 0 ]; then
     "$PIKUBE_ROOT/hack/local-up.sh" down >/dev/null 2>&1 || true
   fi
@@ -91,8 +100,14 @@ wait_for 60 kubectl get serviceaccount default -n default >/dev/null 2>&1 ||
   die "no default ServiceAccount"
 # Ready nodes lose the not-ready taint a moment later (nodelifecycle): the spread of
 # scenario 1 counts only untainted nodes.
-untainted() { [ -z "$(kubectl get nodes -o jsonpath='{.items[*].spec.taints[*].key}')" ]; }
-wait_for 60 untainted || die "nodes still tainted: $(kubectl get nodes -o jsonpath='{.items[*].spec.taints[*].key}')"
+# One line per node, its name then its taints' keys; a failed kubectl is not "no taints".
+node_taints() { kubectl get nodes -o jsonpath='{range .items[*]}{.metadata.name} {.spec.taints[*].key}{"\n"}{end}'; }
+untainted() {
+  local taints
+  taints=$(node_taints) || return 1
+  [ "$(grep -c . <<<"$taints")" = 3 ] && [ -z "$(awk 'NF > 1' <<<"$taints")" ]
+}
+wait_for 60 untainted || die "nodes still tainted: $(node_taints)"
 
 # The node a pod runs on.
 node_of() { k get pod "$1" -o jsonpath='{.spec.nodeName}'; }
@@ -210,9 +225,11 @@ EOF
   wait_for 120 field_is deployment echo '{.status.readyReplicas}' 2 ||
     fail "echo is not ready"
   wait_for 60 kubectl wait pod/client --for=condition=Ready --timeout=1s >/dev/null 2>&1 || fail "client pod not ready"
-  # (busybox 1.35's wget crashes with -T: the timeout comes from timeout(1).)
-  answered=$(k exec client -- timeout 5 wget -qO- http://echo.default.svc.cluster.local/ 2>&1) ||
-    fail "wget of echo by name from pod client failed: $answered"
+  # Ready pods reach the Service's EndpointSlice and then pi's kube-proxy a moment later;
+  # until then the ClusterIP refuses connections. (busybox 1.35's wget crashes with -T:
+  # the timeout comes from timeout(1).)
+  reach_echo() { answered=$(k exec client -- timeout 5 wget -qO- http://echo.default.svc.cluster.local/ 2>&1); }
+  wait_for 30 reach_echo || fail "wget of echo by name from pod client failed: $answered"
   case "$answered" in
     echo-*) echo "client on pi reached $answered (on $(node_of "$answered")) by name" >&2 ;;
     *) fail "unexpected answer: $answered" ;;

@@ -14,4 +14,7 @@ cargo test --workspace --features store/testing,apiserver/testing -- --test-thre
 # deploy/ansible: lint, two runs against this machine (the second changes nothing), the
 # node Ready; with the debug binaries just built.
 PIKUBE_BIN_DIR="${CARGO_TARGET_DIR:-$PIKUBE_ROOT/target}/debug" "$PIKUBE_ROOT/hack/test-ansible.sh"
+# issue 9's end-to-end scenarios on a three-node cluster (network namespaces), the same
+# debug binaries; on a failure every daemon's last log lines.
+PIKUBE_BIN_DIR="${CARGO_TARGET_DIR:-$PIKUBE_ROOT/target}/debug" E2E_LOG_TAIL=40 "$PIKUBE_ROOT/hack/e2e.sh"
 "$PIKUBE_ROOT/hack/cross.sh" # issue 9: pikube for arm64 and armv7, each command's --version under qemu-user, dist tarballs
