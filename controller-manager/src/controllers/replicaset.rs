@@ -12,7 +12,7 @@
 //! - Scale-down deletes the pods upstream would: unassigned, pending, not ready, doubled
 //!   up on a node, ready for less time, restarted more, newer — first.
 
-use std::cmp::Ordering;
+use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -673,12 +673,9 @@ fn pods_to_delete(
         for p in related.iter().filter(|p| is_pod_active(p)) {
             *on_node.entry(node_name(p)).or_default() += 1;
         }
-        let mut ranked: Vec<(usize, Arc<Pod>)> = pods
-            .into_iter()
-            .map(|p| (on_node.get(node_name(&p)).copied().unwrap_or(0), p))
-            .collect();
-        ranked.sort_by(|(ra, a), (rb, b)| deletion_order(a, *ra, b, *rb, now));
-        pods = ranked.into_iter().map(|(_, p)| p).collect();
+        pods.sort_by_cached_key(|p| {
+            deletion_key(p, on_node.get(node_name(p)).copied().unwrap_or(0), now)
+        });
     }
     pods.truncate(diff);
     pods
@@ -691,88 +688,66 @@ fn node_name(pod: &Pod) -> &str {
         .unwrap_or("")
 }
 
-/// Upstream's `ActivePodsWithRanks.Less` as an ordering: `Less` first means deleted
-/// first. `rank` is how many related pods share the pod's node.
-fn deletion_order(a: &Pod, rank_a: usize, b: &Pod, rank_b: usize, now: Timestamp) -> Ordering {
-    // 1. Unassigned before assigned.
-    let (na, nb) = (node_name(a), node_name(b));
-    if na != nb && (na.is_empty() || nb.is_empty()) {
-        return if na.is_empty() {
-            Ordering::Less
-        } else {
-            Ordering::Greater
-        };
-    }
-    // 2. Pending before Unknown before Running.
-    let phase = |p: &Pod| match p.status.as_ref().and_then(|s| s.phase.as_deref()) {
+/// Upstream's `ActivePodsWithRanks.Less` as a sort key: smaller keys are deleted first.
+/// `rank` is how many related pods share the pod's node. A key, not a comparator:
+/// upstream's comparison is not transitive (two ready times in one logarithmic bucket
+/// decide by uid, equal ones by restarts), which Rust's sort rejects with a panic. Here
+/// pods in one bucket go on to restarts and creation time, then the uid.
+fn deletion_key(
+    pod: &Pod,
+    rank: usize,
+    now: Timestamp,
+) -> (
+    bool,
+    u8,
+    bool,
+    i32,
+    Reverse<usize>,
+    i64,
+    Reverse<(i32, i32)>,
+    i64,
+    String,
+) {
+    let phase = match pod.status.as_ref().and_then(|s| s.phase.as_deref()) {
         Some("Unknown") => 1,
         Some("Running") => 2,
         _ => 0,
     };
-    if phase(a) != phase(b) {
-        return phase(a).cmp(&phase(b));
-    }
-    // 3. Not ready before ready.
-    let (ready_a, ready_b) = (ready_since(a), ready_since(b));
-    if ready_a.is_some() != ready_b.is_some() {
-        return ready_a.is_some().cmp(&ready_b.is_some());
-    }
-    // 4. Lower pod-deletion-cost first.
-    if deletion_cost(a) != deletion_cost(b) {
-        return deletion_cost(a).cmp(&deletion_cost(b));
-    }
-    // 5. More related pods on the same node first.
-    if rank_a != rank_b {
-        return rank_b.cmp(&rank_a);
-    }
-    // 6. Ready for less time first (in logarithmic buckets, as upstream's
-    // LogarithmicScaleDown, so similar ages tie and fall through to the uid).
-    if let (Some(ta), Some(tb)) = (&ready_a, &ready_b) {
-        if ta != tb {
-            return newer_first(*ta, *tb, a, b, now);
-        }
-    }
-    // 7. More container restarts first (regular containers, then sidecars).
-    let (ra, rb) = (max_restarts(a), max_restarts(b));
-    if ra != rb {
-        return rb.cmp(&ra);
-    }
-    // 8. Newer first.
-    let created = |p: &Pod| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
-    match (created(a), created(b)) {
-        (ca, cb) if ca == cb => Ordering::Equal,
-        (Some(ca), Some(cb)) => newer_first(Some(ca), Some(cb), a, b, now),
-        (ca, cb) => newer_first(ca, cb, a, b, now),
-    }
+    let ready = ready_since(pod);
+    let created = pod.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    (
+        // 1. Unassigned before assigned.
+        !node_name(pod).is_empty(),
+        // 2. Pending before Unknown before Running.
+        phase,
+        // 3. Not ready before ready.
+        ready.is_some(),
+        // 4. Lower pod-deletion-cost first.
+        deletion_cost(pod),
+        // 5. More related pods on the same node first.
+        Reverse(rank),
+        // 6. Ready for less time first, in logarithmic buckets as upstream's
+        // LogarithmicScaleDown (all not-ready pods tie here).
+        ready.map_or(0, |since| age_bucket(since, now)),
+        // 7. More container restarts first (regular containers, then sidecars).
+        Reverse(max_restarts(pod)),
+        // 8. Newer first.
+        age_bucket(created, now),
+        pod.uid().unwrap_or_default(),
+    )
 }
 
-/// Upstream's `afterOrZero` / `logarithmicRankDiff` ordering for two different times: a
-/// missing time first, then the later one.
-fn newer_first(
-    ta: Option<Timestamp>,
-    tb: Option<Timestamp>,
-    a: &Pod,
-    b: &Pod,
-    now: Timestamp,
-) -> Ordering {
-    let (Some(ta), Some(tb)) = (ta, tb) else {
-        return if ta.is_none() {
-            Ordering::Less
-        } else {
-            Ordering::Greater
-        };
+/// Upstream's `logarithmicRankDiff` as a rank: a missing time first, then younger before
+/// older, ages within a power of two alike.
+fn age_bucket(t: Option<Timestamp>, now: Timestamp) -> i64 {
+    let Some(t) = t else {
+        return i64::MIN;
     };
-    let bucket = |t: Timestamp| {
-        let d = now.as_nanosecond() - t.as_nanosecond();
-        if d > 0 {
-            (d as f64).log2() as i64
-        } else {
-            -1
-        }
-    };
-    match bucket(ta).cmp(&bucket(tb)) {
-        Ordering::Equal => a.uid().cmp(&b.uid()),
-        o => o,
+    let age = now.as_nanosecond() - t.as_nanosecond();
+    if age > 0 {
+        (age as f64).log2() as i64
+    } else {
+        -1
     }
 }
 
@@ -985,6 +960,43 @@ mod tests {
         .unwrap()]);
         let pods = vec![Arc::new(restarted), pods[1].clone()];
         assert_eq!(names(&pods_to_delete(&pods, &[], 1, now)), ["older"]);
+    }
+
+    /// Ready times alike within a power of two and equal ones, with restarts: upstream's
+    /// comparison is not transitive there and Rust's sort panicked (a scale-down of 100
+    /// pods took the controller-manager down).
+    #[test]
+    fn ranking_many_pods_alike_is_a_total_order() {
+        let now = Timestamp::from_second(1_000_000).unwrap();
+        let pods: Vec<Arc<Pod>> = (0..300)
+            .map(|i: i64| {
+                let ready = 1_000_000 - 60 - (i * 37) % 50;
+                let mut p = (*pod(
+                    &format!("p{:03}", (i * 131) % 300),
+                    &format!("n{}", i % 3),
+                    "Running",
+                    Some(ready),
+                    ready - 5,
+                ))
+                .clone();
+                p.status.as_mut().unwrap().container_statuses = Some(vec![serde_json::from_value(
+                    json!({"name": "c", "image": "i", "imageID": "",
+                        "ready": true, "restartCount": (i * 7) % 4}),
+                )
+                .unwrap()]);
+                Arc::new(p)
+            })
+            .collect();
+        let victims = pods_to_delete(&pods, &pods, 100, now);
+        assert_eq!(victims.len(), 100);
+        let key = |p: &Pod| deletion_key(p, 100, now);
+        let worst_victim = victims.iter().map(|p| key(p)).max().unwrap();
+        let kept: Vec<_> = pods
+            .iter()
+            .filter(|p| !victims.iter().any(|v| v.uid() == p.uid()))
+            .collect();
+        assert_eq!(kept.len(), 200);
+        assert!(kept.iter().all(|p| key(p) > worst_victim));
     }
 
     #[test]
