@@ -58,7 +58,10 @@ finish() {
 }
 trap finish EXIT
 
+# A fresh cluster every run: a previous run's Deployment and pods (on nodes that may be
+# gone) would change what is measured.
 "$PIKUBE_ROOT/hack/local-up.sh" down >/dev/null 2>&1 || true
+rm -rf "$STATE"
 log "starting a $nodes-node cluster (timed)"
 start_ns=$(date +%s%N)
 "$PIKUBE_ROOT/hack/local-up.sh" --nodes "$nodes" >"$STATE.up.log" 2>&1 ||

@@ -11,12 +11,20 @@ use parking_lot::RwLock;
 use serde_json::Value;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use store::{Store, WatchEvent};
 use tokio::sync::{broadcast, watch};
 
-/// Events kept for watchers that resume from an older resourceVersion.
+/// Events kept for watchers that resume from an older resourceVersion: at most
+/// `HISTORY`; beyond `MIN_HISTORY`, only those younger than `EVENT_FRESH` (upstream's
+/// watch cache sizes itself the same way: 75 s, at least 100 events). A watcher further
+/// behind gets 410 Gone and lists again. Without the age bound a burst of pod updates
+/// stayed in memory until 4,096 newer events pushed it out: 20 MiB after 100 pods started.
 const HISTORY: usize = 4096;
+const MIN_HISTORY: usize = 100;
+const EVENT_FRESH: Duration = Duration::from_secs(75);
+/// How often old events are dropped when no new event comes.
+const PRUNE_PERIOD: Duration = Duration::from_secs(15);
 /// Events a watcher may fall behind the live stream before it is closed.
 const CHANNEL: usize = 4096;
 
@@ -112,8 +120,31 @@ struct State {
     /// The newest revision the cache reflects.
     revision: i64,
     history: VecDeque<Arc<Event>>,
+    /// When each event of `history` arrived.
+    arrived: VecDeque<Instant>,
     /// Every event with a revision above this one is in `history`.
     oldest: i64,
+}
+
+impl State {
+    fn pop_oldest(&mut self) {
+        if let Some(old) = self.history.pop_front() {
+            self.oldest = old.revision;
+        }
+        self.arrived.pop_front();
+    }
+
+    /// Drops the events beyond the newest `MIN_HISTORY` that are older than `EVENT_FRESH`.
+    fn prune(&mut self, now: Instant) {
+        while self.history.len() > MIN_HISTORY
+            && self
+                .arrived
+                .front()
+                .is_some_and(|t| now.saturating_duration_since(*t) > EVENT_FRESH)
+        {
+            self.pop_oldest();
+        }
+    }
 }
 
 /// The cache of one resource.
@@ -183,6 +214,7 @@ impl WatchCache {
                 objects: BTreeMap::new(),
                 revision: 0,
                 history: VecDeque::new(),
+                arrived: VecDeque::new(),
                 oldest: 0,
             }),
             live,
@@ -344,12 +376,13 @@ impl WatchCache {
         };
         state.revision = state.revision.max(ev.revision);
         let ev = Arc::new(ev);
+        let now = Instant::now();
         if state.history.len() >= HISTORY {
-            if let Some(old) = state.history.pop_front() {
-                state.oldest = old.revision;
-            }
+            state.pop_oldest();
         }
+        state.prune(now);
         state.history.push_back(ev.clone());
+        state.arrived.push_back(now);
         self.objects_gauge.set(state.objects.len() as i64);
         // No receivers is fine: nobody is watching.
         let _ = self.live.send(ev);
@@ -369,6 +402,7 @@ impl WatchCache {
         state.revision = revision;
         state.oldest = revision;
         state.history.clear();
+        state.arrived.clear();
         self.objects_gauge.set(state.objects.len() as i64);
         self.applied.send_replace(revision);
         self.changes.send_modify(|c| *c += 1);
@@ -380,6 +414,8 @@ impl WatchCache {
     pub async fn run(self: Arc<Self>, store: Arc<dyn Store>, mut shutdown: Shutdown) {
         let prefix = object::resource_prefix(self.info);
         let mut backoff = Duration::from_millis(100);
+        let mut prune = tokio::time::interval(PRUNE_PERIOD);
+        prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if shutdown.is_shutdown() {
                 return;
@@ -429,6 +465,10 @@ impl WatchCache {
                 let compacted = loop {
                     let next = tokio::select! {
                         n = stream.next() => n,
+                        _ = prune.tick() => {
+                            self.state.write().prune(Instant::now());
+                            continue;
+                        }
                         _ = shutdown.signaled() => return,
                     };
                     match next {
@@ -474,5 +514,56 @@ async fn list_all(store: &dyn Store, prefix: &str) -> store::Result<(Vec<store::
         if !more {
             return Ok((items, revision.unwrap_or(0)));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state_with(events: i64, arrived: Instant) -> State {
+        let mut state = State {
+            objects: BTreeMap::new(),
+            revision: events,
+            history: VecDeque::new(),
+            arrived: VecDeque::new(),
+            oldest: 0,
+        };
+        for rev in 1..=events {
+            let object = Cached::new(serde_json::json!({"metadata": {"name": format!("p{rev}")}}));
+            state.history.push_back(Arc::new(Event::new(
+                EventType::Modified,
+                format!("/registry/pods/default/p{rev}"),
+                object,
+                None,
+                rev,
+            )));
+            state.arrived.push_back(arrived);
+        }
+        state
+    }
+
+    #[test]
+    fn history_keeps_fresh_events_and_the_newest_hundred() {
+        let t0 = Instant::now();
+        let mut state = state_with(300, t0);
+        state.prune(t0 + Duration::from_secs(10));
+        assert_eq!(state.history.len(), 300);
+        assert_eq!(state.oldest, 0);
+        state.prune(t0 + EVENT_FRESH + Duration::from_secs(1));
+        assert_eq!(state.history.len(), MIN_HISTORY);
+        assert_eq!(state.arrived.len(), MIN_HISTORY);
+        // Resuming after revision 200 still works; before it is 410 Gone.
+        assert_eq!(state.oldest, 200);
+        assert_eq!(state.history.front().unwrap().revision, 201);
+
+        // Events younger than EVENT_FRESH stay, however many.
+        let mut state = state_with(300, t0);
+        for t in state.arrived.iter_mut().skip(50) {
+            *t = t0 + Duration::from_secs(60);
+        }
+        state.prune(t0 + EVENT_FRESH + Duration::from_secs(1));
+        assert_eq!(state.history.len(), 250);
+        assert_eq!(state.oldest, 50);
     }
 }
