@@ -236,8 +236,22 @@ pub async fn watch(
         ticker.tick().await;
         loop {
             tokio::select! {
-                r = live.recv() => match r {
-                    Ok(ev) => {
+                r = live.recv() => {
+                    let events = match r {
+                        Ok(ev) => vec![ev],
+                        // Too slow for the live stream (it keeps few events): catch up from
+                        // the history instead. Gone from there too (over 75 s behind), the
+                        // watch ends and the client resumes from its last resourceVersion.
+                        Err(RecvError::Lagged(_)) => match cache.subscribe(Some(last), &prefix) {
+                            Ok(sub) => {
+                                live = sub.live;
+                                sub.backlog
+                            }
+                            Err(_) => return,
+                        },
+                        Err(RecvError::Closed) => return,
+                    };
+                    for ev in events {
                         if ev.revision <= last {
                             continue;
                         }
@@ -250,10 +264,7 @@ pub async fn watch(
                             }
                         }
                     }
-                    // A watcher too slow for the live stream is closed; the client resumes
-                    // from its last resourceVersion.
-                    Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => return,
-                },
+                }
                 _ = ticker.tick(), if watcher.bookmarks => {
                     let rv = cache.revision();
                     // Only when nothing older is queued for this watcher, and only news.

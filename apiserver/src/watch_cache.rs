@@ -25,8 +25,10 @@ const MIN_HISTORY: usize = 100;
 const EVENT_FRESH: Duration = Duration::from_secs(75);
 /// How often old events are dropped when no new event comes.
 const PRUNE_PERIOD: Duration = Duration::from_secs(15);
-/// Events a watcher may fall behind the live stream before it is closed.
-const CHANNEL: usize = 4096;
+/// Events a watcher may fall behind the live stream before it catches up from `history`.
+/// Few: the channel keeps its last `CHANNEL` events alive whoever has read them (4,096
+/// pod updates held 20 MiB long after 100 pods had started).
+const CHANNEL: usize = 128;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventType {
