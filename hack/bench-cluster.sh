@@ -6,8 +6,9 @@
 #     processes mapping them) idle, and again with --pods pods running, with the sums the
 #     issue sets targets for: apiserver + scheduler + controller-manager <= 64 MiB, and
 #     kubelet + kube-proxy <= 40 MiB per node (etcd and containerd not counted);
-#   - etcd writes per minute on the idle cluster (puts + deletes + transactions from etcd's
-#     own counters) and WAL fsyncs per minute: what wears out an SD card.
+#   - etcd writes per minute on the idle cluster (keys put and deleted, from etcd's own
+#     counters; a transaction that writes is counted by its puts) and WAL fsyncs per
+#     minute: what wears out an SD card.
 #
 # Usage: hack/bench-cluster.sh [--nodes N] [--pods P] [--idle-seconds S] [--settle-seconds S] [--keep]
 #   --nodes N          nodes in the cluster (default 3; see local-up.sh --nodes)
@@ -122,12 +123,17 @@ etcd_counter() {
 }
 
 log "watching the idle cluster for ${idle}s"
-writes0=$(etcd_counter etcd_mvcc_put_total etcd_mvcc_delete_total etcd_mvcc_txn_total)
+writes0=$(etcd_counter etcd_mvcc_put_total etcd_mvcc_delete_total)
 fsyncs0=$(etcd_counter etcd_disk_wal_fsync_duration_seconds_count)
 t0=$(date +%s%N)
+# Which keys are written: etcd's own watch over the same window.
+etcdctl --endpoints "http://127.0.0.1:$ETCD_PORT" watch --prefix /registry/ >"$STATE/idle-writes.txt" 2>/dev/null &
+keys_pid=$!
 # A measurement window, not a synchronisation: the cluster is observed for that long.
 sleep "$idle"
-writes1=$(etcd_counter etcd_mvcc_put_total etcd_mvcc_delete_total etcd_mvcc_txn_total)
+kill "$keys_pid" 2>/dev/null || true
+wait "$keys_pid" 2>/dev/null || true
+writes1=$(etcd_counter etcd_mvcc_put_total etcd_mvcc_delete_total)
 fsyncs1=$(etcd_counter etcd_disk_wal_fsync_duration_seconds_count)
 elapsed_s=$(calc "($(date +%s%N) - $t0) / 1000000000")
 idle_table=$(memory_table "idle, $nodes nodes")
@@ -166,9 +172,12 @@ settled_table=$(memory_table "with $pods pods running, ${settle} s later")
 echo
 echo "== pikube cluster benchmark ($nodes nodes, $(uname -m), $(nproc) cores) =="
 printf 'local-up.sh to %d nodes Ready (binaries built): %.1f s (target: at most 10 s for one node)\n' "$nodes" "$(calc "$ready_ms / 1000")"
-printf 'etcd writes on the idle cluster: %.0f per minute (puts+deletes+txns over %.0f s)\n' \
+printf 'etcd writes on the idle cluster: %.0f per minute (keys put or deleted over %.0f s)\n' \
   "$(calc "($writes1 - $writes0) * 60 / $elapsed_s")" "$elapsed_s"
 printf 'etcd WAL fsyncs on the idle cluster: %.0f per minute\n' "$(calc "($fsyncs1 - $fsyncs0) * 60 / $elapsed_s")"
+echo "idle writes per minute by key (etcdctl watch):"
+grep '^/registry/' "$STATE/idle-writes.txt" | sort | uniq -c | sort -rn |
+  awk -v s="$elapsed_s" '{printf "  %6.0f  %s\n", $1 * 60 / s, $2}'
 printf '%d pods Ready in %.1f s\n' "$pods" "$pods_s"
 echo "$idle_table"
 echo "$loaded_table"
