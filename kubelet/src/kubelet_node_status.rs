@@ -61,6 +61,11 @@ pub struct NodeStatusManager {
     pub pressure: watch::Receiver<nodestatus::NodePressure>,
 }
 
+/// How often the node status is synced at start-up until the node is Ready, and for at
+/// most how long (upstream polls every 100 ms, bounded by its node-ready grace period).
+const FAST_STATUS_PERIOD: Duration = Duration::from_millis(100);
+const FAST_STATUS_FOR: Duration = Duration::from_secs(120);
+
 impl NodeStatusManager {
     fn api(&self) -> Api<Node> {
         Api::all(self.client.clone())
@@ -110,8 +115,8 @@ impl NodeStatusManager {
     }
 
     /// One round: network config, then status if due. `last_report` is when status was
-    /// last written.
-    pub async fn sync(&self, last_report: &mut Option<Instant>) -> Result<(), Error> {
+    /// last written. Whether the node is Ready as written.
+    pub async fn sync(&self, last_report: &mut Option<Instant>) -> Result<bool, Error> {
         let name = self.settings.name.clone();
         let node = self
             .api()
@@ -148,6 +153,11 @@ impl NodeStatusManager {
             node.status.as_ref(),
             Time(jiff::Timestamp::now()),
         );
+        let ready = desired
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
         let due = last_report.is_none_or(|t| t.elapsed() >= self.report_frequency);
         let mut resource_version = node.metadata.resource_version.clone();
         if due || nodestatus::status_changed(node.status.as_ref(), &desired) {
@@ -185,19 +195,31 @@ impl NodeStatusManager {
                 Err(e) => tracing::warn!(error = %e, "updating the node's pressure taints"),
             }
         }
-        Ok(())
+        Ok(ready)
     }
 
-    /// Syncs every `update_frequency` until shutdown.
+    /// Syncs every `update_frequency` until shutdown; at start-up every
+    /// `FAST_STATUS_PERIOD` until the node is Ready (upstream's `fastStatusUpdateOnce`):
+    /// the pod network configuration written once the node has its podCIDR makes it Ready
+    /// within a moment, not at the next 10 s round.
     pub async fn run(self, mut shutdown: Shutdown) {
         let mut last_report = None;
+        let started = Instant::now();
+        let mut fast = true;
         loop {
-            if let Err(e) = self.sync(&mut last_report).await {
-                tracing::warn!(error = %e, "error updating node status, will retry");
+            match self.sync(&mut last_report).await {
+                Ok(ready) => fast &= !ready,
+                Err(e) => tracing::warn!(error = %e, "error updating node status, will retry"),
             }
+            fast &= started.elapsed() < FAST_STATUS_FOR;
+            let period = if fast {
+                FAST_STATUS_PERIOD
+            } else {
+                self.update_frequency
+            };
             tokio::select! {
                 () = shutdown.signaled() => return,
-                () = tokio::time::sleep(self.update_frequency) => {}
+                () = tokio::time::sleep(period) => {}
             }
         }
     }
