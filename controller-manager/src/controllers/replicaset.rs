@@ -688,16 +688,8 @@ fn node_name(pod: &Pod) -> &str {
         .unwrap_or("")
 }
 
-/// Upstream's `ActivePodsWithRanks.Less` as a sort key: smaller keys are deleted first.
-/// `rank` is how many related pods share the pod's node. A key, not a comparator:
-/// upstream's comparison is not transitive (two ready times in one logarithmic bucket
-/// decide by uid, equal ones by restarts), which Rust's sort rejects with a panic. Here
-/// pods in one bucket go on to restarts and creation time, then the uid.
-fn deletion_key(
-    pod: &Pod,
-    rank: usize,
-    now: Timestamp,
-) -> (
+/// [`deletion_key`]'s fields, in the order they rank.
+type DeletionKey = (
     bool,
     u8,
     bool,
@@ -707,7 +699,14 @@ fn deletion_key(
     Reverse<(i32, i32)>,
     i64,
     String,
-) {
+);
+
+/// Upstream's `ActivePodsWithRanks.Less` as a sort key: smaller keys are deleted first.
+/// `rank` is how many related pods share the pod's node. A key, not a comparator:
+/// upstream's comparison is not transitive (two ready times in one logarithmic bucket
+/// decide by uid, equal ones by restarts), which Rust's sort rejects with a panic. Here
+/// pods in one bucket go on to restarts and creation time, then the uid.
+fn deletion_key(pod: &Pod, rank: usize, now: Timestamp) -> DeletionKey {
     let phase = match pod.status.as_ref().and_then(|s| s.phase.as_deref()) {
         Some("Unknown") => 1,
         Some("Running") => 2,
