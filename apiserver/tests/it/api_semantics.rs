@@ -192,6 +192,14 @@ impl Raw {
         self.get(path).await.ok(200)
     }
 
+    /// The resourceVersion of the list at `path`: where a watch from "now" starts.
+    async fn list_resource_version(&self, path: &str) -> String {
+        self.get_ok(path).await["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
     /// Whether the object at `path` is gone (404).
     async fn absent(&self, path: &str) -> bool {
         self.get(path).await.status == 404
@@ -1345,10 +1353,7 @@ async fn a_watcher_behind_the_live_stream_catches_up_from_history() {
     let c = Raw::new(&api);
     c.create_namespace("lag").await;
     let cms = cm_path("lag");
-    let rv0 = c.get_ok(&cms).await["metadata"]["resourceVersion"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let rv0 = c.list_resource_version(&cms).await;
     let mut w = c
         .watch(&format!("{cms}?watch=true&resourceVersion={rv0}"))
         .await;
@@ -1378,11 +1383,7 @@ async fn watch_streams_events_and_resumes_after_a_resource_version() {
     c.create_namespace("w").await;
     let cms = cm_path("w");
 
-    let list = c.get_ok(&cms).await;
-    let rv0 = list["metadata"]["resourceVersion"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let rv0 = c.list_resource_version(&cms).await;
     let mut w = c
         .watch(&format!("{cms}?watch=true&resourceVersion={rv0}"))
         .await;
@@ -1442,10 +1443,7 @@ async fn watch_from_a_compacted_resource_version_is_expired() {
     let c = Raw::new(&api);
     c.create_namespace("old").await;
     let cms = cm_path("old");
-    let rv0 = c.get_ok(&cms).await["metadata"]["resourceVersion"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let rv0 = c.list_resource_version(&cms).await;
     c.post(&cms, &configmap("a", json!({}))).await.ok(201);
     c.patch(
         &format!("{cms}/a"),
