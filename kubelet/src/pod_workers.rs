@@ -85,12 +85,7 @@ impl Written {
     /// pods not ready): the status to write again, as upstream's status manager
     /// reconciles. A store lagging behind the write is not newer.
     fn overwritten(&self, target: &Pod) -> Option<PodStatus> {
-        let version = target
-            .metadata
-            .resource_version
-            .as_deref()
-            .and_then(|v| v.parse::<u64>().ok());
-        let newer = match (version, self.resource_version) {
+        let newer = match (resource_version(target), self.resource_version) {
             (Some(api), Some(written)) => api > written,
             _ => true,
         };
@@ -103,6 +98,14 @@ impl Written {
         let json = |s: &PodStatus| serde_json::to_value(s).ok();
         (json(&again) != json(&api)).then_some(again)
     }
+}
+
+/// An object's resourceVersion as a number, to order the kubelet's writes and the store.
+fn resource_version(pod: &Pod) -> Option<u64> {
+    pod.metadata
+        .resource_version
+        .as_deref()
+        .and_then(|v| v.parse().ok())
 }
 
 /// A digest of what a pod's sync reads from the object: its spec, labels and
@@ -680,12 +683,6 @@ impl PodManager {
         last: &mut Option<Written>,
     ) {
         let target_uid = target.metadata.uid.clone().unwrap_or_default();
-        let version = |p: &Pod| {
-            p.metadata
-                .resource_version
-                .as_deref()
-                .and_then(|v| v.parse().ok())
-        };
         let Ok(new_value) = serde_json::to_value(&new) else {
             return;
         };
@@ -695,7 +692,7 @@ impl PodManager {
             *last = Some(Written {
                 uid: target_uid,
                 status: new,
-                resource_version: version(target),
+                resource_version: resource_version(target),
             });
             return;
         };
@@ -716,7 +713,7 @@ impl PodManager {
                 *last = Some(Written {
                     uid: target_uid,
                     status: new,
-                    resource_version: version(&written),
+                    resource_version: resource_version(&written),
                 });
             }
             Err(e) => tracing::warn!(error = %e, "failed to update pod status"),
