@@ -125,7 +125,7 @@ pub async fn get(api: &Apiserver, req: &ResourceRequest, q: &Query) -> ApiResult
         cache.wait_ready().await?;
         return cache
             .get(&key)
-            .map(|o| from_storage(req.info, o.value().clone()))
+            .map(|o| from_storage(req.info, o.value()))
             .ok_or_else(|| ApiError::not_found(req.info, name));
     }
     let kv = api
@@ -220,7 +220,7 @@ impl List {
             .items
             .into_iter()
             .map(|i| match i {
-                ListItem::Cached(c) => c.value().clone(),
+                ListItem::Cached(c) => c.value(),
                 ListItem::Owned(v) => v,
             })
             .collect();
@@ -305,14 +305,14 @@ pub async fn list(api: &Apiserver, req: &ResourceRequest, q: &Query) -> ApiResul
         let items = if events::is_events_v1(info) {
             items
                 .into_iter()
-                .map(|o| from_storage(info, o.value().clone()))
+                .map(|o| from_storage(info, o.value()))
                 .filter(|o| filter.matches(o))
                 .map(ListItem::Owned)
                 .collect()
         } else {
             items
                 .into_iter()
-                .filter(|o| filter.matches(o))
+                .filter(|o| filter.matches_cached(o))
                 .map(ListItem::Cached)
                 .collect()
         };
@@ -789,9 +789,10 @@ async fn stored_object(
 ) -> ApiResult<Option<Stored>> {
     if guess {
         if let Some(o) = api.cache(info).get(key) {
-            if let Some(rv) = object::resource_version(&o).and_then(|r| r.parse().ok()) {
+            let rv = o.resource_version();
+            if rv > 0 {
                 return Ok(Some(Stored {
-                    obj: from_storage(info, o.value().clone()),
+                    obj: from_storage(info, o.value()),
                     mod_revision: rv,
                     guessed: true,
                     stale: false,
@@ -1889,7 +1890,7 @@ mod tests {
         let b = json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "b" } });
         let list = List {
             info,
-            items: vec![ListItem::Cached(Cached::new(a)), ListItem::Owned(b)],
+            items: vec![ListItem::Cached(Cached::new(info, &a)), ListItem::Owned(b)],
             resource_version: 9,
             continue_token: Some("tok".into()),
             remaining: Some(3),

@@ -106,7 +106,7 @@ pub async fn serve(
 fn bootstrap_secret(api: &Apiserver, name: &str) -> Option<Value> {
     let info = api_types::resources::find("", "v1", "secrets")?;
     let key = crate::object::key(info, Some(crate::authn::BOOTSTRAP_NAMESPACE), name);
-    api.cache(info).get(&key).map(|c| c.value().clone())
+    api.cache(info).get(&key).map(|c| c.value())
 }
 
 /// Labels of one request for the apiserver_request_* metrics.
@@ -504,7 +504,7 @@ fn openapi_response(
             .body(full(Bytes::new()))
             .unwrap_or_else(|_| Response::new(full(Bytes::new())));
     }
-    Response::builder()
+    let response = Response::builder()
         .status(200)
         .header(http::header::CONTENT_TYPE, codec::JSON)
         .header(http::header::ETAG, quoted)
@@ -516,8 +516,34 @@ fn openapi_response(
                 "no-cache, private"
             },
         )
-        .body(full(Bytes::from_static(doc.bytes())))
-        .unwrap_or_else(|_| Response::new(full(Bytes::new())))
+        .header(http::header::VARY, "Accept-Encoding");
+    // The document is kept gzipped: sent as it is to a client that takes gzip.
+    let response = match accepts_gzip(headers) {
+        true => response
+            .header(http::header::CONTENT_ENCODING, "gzip")
+            .body(full(Bytes::from_static(doc.gzip()))),
+        false => response.body(full(Bytes::from(doc.json()))),
+    };
+    response.unwrap_or_else(|_| Response::new(full(Bytes::new())))
+}
+
+/// Whether `Accept-Encoding` allows gzip (a `q=0` refuses it).
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(http::header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            let name = parts.next().unwrap_or_default();
+            let refused = parts.any(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+                    .is_some_and(|q| q == 0.0)
+            });
+            (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
+        })
 }
 
 async fn read_body(body: Incoming) -> ApiResult<Bytes> {

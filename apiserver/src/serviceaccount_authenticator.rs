@@ -11,7 +11,6 @@ use crate::authn::UserInfo;
 use crate::object;
 use crate::serviceaccount::ObjectRef;
 use crate::Apiserver;
-use serde_json::Value;
 
 /// Whether an object of the cache still exists with this UID.
 fn exists(api: &Apiserver, plural: &str, namespace: &str, r: &ObjectRef) -> bool {
@@ -20,10 +19,7 @@ fn exists(api: &Apiserver, plural: &str, namespace: &str, r: &ObjectRef) -> bool
     };
     api.cache(info)
         .get(&object::key(info, Some(namespace), &r.name))
-        .is_some_and(|o| {
-            o.pointer("/metadata/uid").and_then(Value::as_str) == Some(r.uid.as_str())
-                && o.pointer("/metadata/deletionTimestamp").is_none()
-        })
+        .is_some_and(|o| o.uid() == r.uid && !o.deleting())
 }
 
 /// The user of a ServiceAccount token in an `Authorization: Bearer` header, if it is one.

@@ -30,13 +30,11 @@ struct Watcher {
 }
 
 impl Watcher {
-    fn visible(&self, obj: &Value) -> bool {
-        if let Some(n) = &self.name {
-            if object::name(obj) != Some(n.as_str()) {
-                return false;
-            }
+    fn visible(&self, obj: &Cached) -> bool {
+        if self.name.as_deref().is_some_and(|n| obj.name() != n) {
+            return false;
         }
-        self.filter.matches(obj)
+        self.filter.matches_cached(obj)
     }
 
     /// The event this watcher sees for a cache event, given selector transitions. An object
@@ -56,12 +54,12 @@ impl Watcher {
                     (Some(_), true) => Some((EventType::Modified, ev.clone())),
                     (None, true) => Some((EventType::Added, ev.clone())),
                     (Some(p), false) => {
-                        let mut last = p.value().clone();
+                        let mut last = p.value();
                         object::set_resource_version(&mut last, ev.revision);
                         let exit = Event::new(
                             EventType::Deleted,
                             ev.key.clone(),
-                            Cached::new(last),
+                            Cached::new(self.info, &last),
                             None,
                             ev.revision,
                         );
@@ -78,22 +76,23 @@ impl Watcher {
             Output::Table => {
                 let table = crate::server::table_for(
                     self.info,
-                    &[ev.object.value().clone()],
+                    &[ev.object.value()],
                     !self.table_headers_sent,
-                    object::resource_version(&ev.object).unwrap_or(""),
+                    &ev.object.resource_version().to_string(),
                 );
                 self.table_headers_sent = true;
                 json_frame(event_type, &table)
             }
             Output::Protobuf => {
-                match api_types::wire::protobuf::encode_watch_event(event_type, &ev.object) {
+                let obj = ev.object.value();
+                match api_types::wire::protobuf::encode_watch_event(event_type, &obj) {
                     Ok(b) => {
                         let mut out = Vec::with_capacity(b.len() + 4);
                         out.extend_from_slice(&(b.len() as u32).to_be_bytes());
                         out.extend_from_slice(&b);
                         Bytes::from(out)
                     }
-                    Err(_) => json_frame(event_type, &ev.object),
+                    Err(_) => json_frame(event_type, &obj),
                 }
             }
             _ => {
@@ -289,7 +288,7 @@ fn convert(info: &api_types::resources::ResourceInfo, ev: Arc<Event>) -> Arc<Eve
     if !crate::registry::events::is_events_v1(info) {
         return ev;
     }
-    let to = |o: &Cached| Cached::new(crate::registry::events::from_core(o));
+    let to = |o: &Cached| Cached::new(info, &crate::registry::events::from_core(&o.value()));
     Arc::new(Event::new(
         ev.event_type,
         ev.key.clone(),

@@ -31,11 +31,8 @@ pub struct FieldRequirement {
 }
 
 impl FieldRequirement {
-    fn matches(&self, fields: &Fields) -> bool {
-        let have = fields
-            .get(&self.field)
-            .map(String::as_str)
-            .unwrap_or_default();
+    fn matches<'a>(&self, get: impl Fn(&str) -> Option<&'a str>) -> bool {
+        let have = get(&self.field).unwrap_or_default();
         match self.operator {
             FieldOperator::Equals => have == self.value,
             FieldOperator::NotEquals => have != self.value,
@@ -206,7 +203,12 @@ impl FieldSelector {
 
     /// Whether the field set satisfies every term; a missing field reads as `""`.
     pub fn matches(&self, fields: &Fields) -> bool {
-        self.requirements.iter().all(|r| r.matches(fields))
+        self.matches_lookup(|f| fields.get(f).map(String::as_str))
+    }
+
+    /// [`FieldSelector::matches`] on a field set given as a lookup.
+    pub fn matches_lookup<'a>(&self, get: impl Fn(&str) -> Option<&'a str>) -> bool {
+        self.requirements.iter().all(|r| r.matches(&get))
     }
 
     /// The value a selector requires for `field` with `=`, if any.

@@ -12,27 +12,25 @@
 use super::Attributes;
 use crate::object;
 use crate::status::ApiResult;
-use crate::watch_cache::Cached;
 use crate::Apiserver;
 use api_types::quantity::Quantity;
 use api_types::quota::{self, ResourceList};
 use serde_json::{json, Value};
-use std::sync::Arc;
 
 const ANNOTATION: &str = "kubernetes.io/limit-ranger";
 
 /// The namespace's LimitRanges, by name.
-async fn limit_ranges(api: &Apiserver, ns: &str) -> ApiResult<Vec<Arc<Cached>>> {
+async fn limit_ranges(api: &Apiserver, ns: &str) -> ApiResult<Vec<Value>> {
     let info = super::resource("", "limitranges")?;
     let cache = api.cache(info);
     cache.wait_ready().await?;
-    let (mut ranges, _) = cache.list(&object::list_prefix(info, Some(ns)));
-    ranges.sort_by(|a, b| object::name(a).cmp(&object::name(b)));
-    Ok(ranges)
+    // Listed in key order: by name.
+    let (ranges, _) = cache.list(&object::list_prefix(info, Some(ns)));
+    Ok(ranges.iter().map(|r| r.value()).collect())
 }
 
 /// The items of one type across the LimitRanges.
-fn items<'a>(ranges: &'a [Arc<Cached>], kind: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+fn items<'a>(ranges: &'a [Value], kind: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
     ranges
         .iter()
         .filter_map(|lr| lr.pointer("/spec/limits").and_then(Value::as_array))

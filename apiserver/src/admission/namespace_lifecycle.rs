@@ -6,18 +6,16 @@ use crate::object;
 use crate::registry::core::namespaces;
 use crate::rest;
 use crate::status::{ApiError, ApiResult};
-use crate::watch_cache::Cached;
 use crate::Apiserver;
-use serde_json::json;
-use std::sync::Arc;
+use serde_json::{json, Value};
 
 pub async fn admit_create(api: &Apiserver, a: &Attributes<'_>, namespace: &str) -> ApiResult<()> {
     let ns_info = super::resource("", "namespaces")?;
     let key = object::key(ns_info, None, namespace);
-    let ns: Option<Arc<Cached>> = match api.cache(ns_info).get(&key) {
-        Some(ns) => Some(ns),
+    let ns: Option<Value> = match api.cache(ns_info).get(&key) {
+        Some(ns) => Some(ns.value()),
         None => match api.store.get(&key).await? {
-            Some(kv) => Some(Cached::new(rest::decode_stored(api, ns_info, &kv)?)),
+            Some(kv) => Some(rest::decode_stored(api, ns_info, &kv)?),
             None => None,
         },
     };

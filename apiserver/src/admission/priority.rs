@@ -6,10 +6,8 @@ use super::Attributes;
 use crate::object;
 use crate::rest;
 use crate::status::ApiResult;
-use crate::watch_cache::Cached;
 use crate::Apiserver;
 use serde_json::{json, Value};
-use std::sync::Arc;
 
 /// A Pod's priority when it names no class and no class is the global default (upstream's
 /// `DefaultPriorityWhenNoDefaultClassExists`).
@@ -33,28 +31,29 @@ fn preemption_policy(pc: &Value) -> &str {
 
 /// The class of that name: from the cache, else from etcd (another apiserver may have
 /// created it a moment ago).
-async fn priority_class(api: &Apiserver, name: &str) -> ApiResult<Option<Arc<Cached>>> {
+async fn priority_class(api: &Apiserver, name: &str) -> ApiResult<Option<Value>> {
     let info = super::resource("scheduling.k8s.io", "priorityclasses")?;
     let key = object::key(info, None, name);
     if let Some(pc) = api.cache(info).get(&key) {
-        return Ok(Some(pc));
+        return Ok(Some(pc.value()));
     }
     Ok(match api.store.get(&key).await? {
-        Some(kv) => Some(Cached::new(rest::decode_stored(api, info, &kv)?)),
+        Some(kv) => Some(rest::decode_stored(api, info, &kv)?),
         None => None,
     })
 }
 
 /// The global default class; should a race have made several, the one of lowest value, as
 /// upstream.
-async fn default_priority_class(api: &Apiserver) -> ApiResult<Option<Arc<Cached>>> {
+async fn default_priority_class(api: &Apiserver) -> ApiResult<Option<Value>> {
     let info = super::resource("scheduling.k8s.io", "priorityclasses")?;
     let cache = api.cache(info);
     cache.wait_ready().await?;
     let (classes, _) = cache.list(&object::resource_prefix(info));
     Ok(classes
         .into_iter()
-        .filter(|pc| is_global_default(pc))
+        .map(|pc| pc.value())
+        .filter(is_global_default)
         .min_by_key(|pc| value(pc)))
 }
 

@@ -43,6 +43,7 @@ pub async fn validate_create(
     if quotas.is_empty() {
         return Ok(());
     }
+    let quotas: Vec<Value> = quotas.iter().map(|q| q.value()).collect();
     let usage = quota::usage(a.info.group, a.info.plural, obj);
     let mut names: Vec<String> = quotas
         .iter()

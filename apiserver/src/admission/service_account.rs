@@ -11,10 +11,8 @@ use super::Attributes;
 use crate::object;
 use crate::rest;
 use crate::status::ApiResult;
-use crate::watch_cache::Cached;
 use crate::Apiserver;
 use serde_json::{json, Value};
-use std::sync::Arc;
 use std::time::Duration;
 
 const DEFAULT_SERVICE_ACCOUNT: &str = "default";
@@ -50,11 +48,11 @@ async fn service_account(
     a: &Attributes<'_>,
     ns: &str,
     name: &str,
-) -> ApiResult<Arc<Cached>> {
+) -> ApiResult<Value> {
     let info = super::resource("", "serviceaccounts")?;
     let key = object::key(info, Some(ns), name);
     if let Some(sa) = api.cache(info).get(&key) {
-        return Ok(sa);
+        return Ok(sa.value());
     }
     let attempts = if name == DEFAULT_SERVICE_ACCOUNT {
         DEFAULT_ATTEMPTS
@@ -67,7 +65,7 @@ async fn service_account(
             tokio::time::sleep(interval).await;
         }
         if let Some(kv) = api.store.get(&key).await? {
-            return Ok(Cached::new(rest::decode_stored(api, info, &kv)?));
+            return Ok(rest::decode_stored(api, info, &kv)?);
         }
     }
     Err(a.forbidden(format!(

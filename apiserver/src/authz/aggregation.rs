@@ -53,7 +53,7 @@ async fn reconcile(api: &Apiserver) {
         return;
     };
     let (cached, _) = api.cache(info).list(&object::resource_prefix(info));
-    let roles: Vec<Value> = cached.iter().map(|c| c.value().clone()).collect();
+    let roles: Vec<Value> = cached.iter().map(|c| c.value()).collect();
     for role in &roles {
         let Some(rules) = aggregated_rules(role, &roles) else {
             continue;

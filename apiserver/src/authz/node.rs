@@ -85,10 +85,8 @@ fn collect(v: &Value, kind: Ref, out: &mut Vec<String>) {
     }
 }
 
-fn node_of(pod: &Value) -> &str {
-    pod.pointer("/spec/nodeName")
-        .and_then(Value::as_str)
-        .unwrap_or("")
+fn node_of(pod: &Cached) -> &str {
+    pod.field("spec.nodeName").unwrap_or_default()
 }
 
 impl NodeAuthorizer {
@@ -99,17 +97,19 @@ impl NodeAuthorizer {
         }
     }
 
-    /// Pods in a namespace bound to the node (shared with the cache, not copied).
-    fn pods_on(&self, node: &str, namespace: &str) -> Vec<Arc<Cached>> {
+    /// Pods in a namespace bound to the node.
+    fn pods_on(&self, node: &str, namespace: &str) -> Vec<Value> {
         let Some(cache) = &self.pods else {
             return Vec::new();
         };
         let Some(info) = api_types::resources::find("", "v1", "pods") else {
             return Vec::new();
         };
-        let (mut pods, _) = cache.list(&crate::object::list_prefix(info, Some(namespace)));
-        pods.retain(|p| node_of(p.value()) == node);
-        pods
+        let (pods, _) = cache.list(&crate::object::list_prefix(info, Some(namespace)));
+        pods.iter()
+            .filter(|p| node_of(p) == node)
+            .map(|p| p.value())
+            .collect()
     }
 
     fn pod_bound(&self, node: &str, namespace: &str, name: &str) -> bool {
@@ -119,7 +119,7 @@ impl NodeAuthorizer {
         };
         cache
             .get(&crate::object::key(info, Some(namespace), name))
-            .is_some_and(|p| node_of(p.value()) == node)
+            .is_some_and(|p| node_of(&p) == node)
     }
 
     fn referenced(&self, node: &str, a: &Attributes, kind: Ref) -> bool {

@@ -56,7 +56,7 @@ impl Sources {
 
 fn objects(cache: Option<&Arc<WatchCache>>) -> Vec<Value> {
     cache
-        .map(|c| c.list("").0.iter().map(|o| o.value().clone()).collect())
+        .map(|c| c.list("").0.iter().map(|o| o.value()).collect())
         .unwrap_or_default()
 }
 

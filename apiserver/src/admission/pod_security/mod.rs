@@ -23,12 +23,10 @@ use super::Attributes;
 use crate::object;
 use crate::rest;
 use crate::status::{ApiError, ApiResult};
-use crate::watch_cache::Cached;
 use crate::Apiserver;
 use api_types::validation::{field, FieldError, Path};
 use checks::Level;
 use serde_json::Value;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const LABEL_PREFIX: &str = "pod-security.kubernetes.io/";
@@ -120,14 +118,14 @@ fn label_errors(labels: Option<&Value>) -> Vec<FieldError> {
         .collect()
 }
 
-async fn namespace(api: &Apiserver, ns: &str) -> ApiResult<Option<Arc<Cached>>> {
+async fn namespace(api: &Apiserver, ns: &str) -> ApiResult<Option<Value>> {
     let info = super::resource("", "namespaces")?;
     let key = object::key(info, None, ns);
     if let Some(n) = api.cache(info).get(&key) {
-        return Ok(Some(n));
+        return Ok(Some(n.value()));
     }
     Ok(match api.store.get(&key).await? {
-        Some(kv) => Some(Cached::new(rest::decode_stored(api, info, &kv)?)),
+        Some(kv) => Some(rest::decode_stored(api, info, &kv)?),
         None => None,
     })
 }
@@ -272,13 +270,12 @@ fn evaluate_pods_in_namespace(api: &Apiserver, ns: &str, enforce: &Policy) -> Ve
     // in it yet.
     let cache = api.cache(info);
     let (pods, _) = cache.list(&object::list_prefix(info, Some(ns)));
-    let pods = prioritize(pods);
+    let pods = prioritize(pods.iter().map(|p| p.value()).collect());
     let total = pods.len();
     let mut checked = total.min(NAMESPACE_MAX_PODS_TO_CHECK);
     // Distinct reasons in the order first seen, with the first pod name and the count.
     let mut found: Vec<(String, String, usize)> = Vec::new();
     for (i, pod) in pods.iter().take(checked).enumerate() {
-        let pod = pod.value();
         let meta = pod.get("metadata").cloned().unwrap_or_default();
         let spec = pod.get("spec").cloned().unwrap_or_default();
         let violations = checks::evaluate(enforce.level, &meta, &spec);
@@ -330,7 +327,7 @@ fn evaluate_pods_in_namespace(api: &Apiserver, ns: &str, enforce: &Policy) -> Ve
 
 /// The pods in the order they are checked: the first pod of each controller (and every
 /// pod without one) in the cache's order, then the other pods of controllers seen.
-fn prioritize(pods: Vec<Arc<Cached>>) -> Vec<Arc<Cached>> {
+fn prioritize(pods: Vec<Value>) -> Vec<Value> {
     let mut seen = std::collections::HashSet::new();
     let (mut first, mut rest) = (Vec::with_capacity(pods.len()), Vec::new());
     for pod in pods {
@@ -420,7 +417,7 @@ mod tests {
             let refs = controller
                 .map(|uid| json!([{ "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": uid, "controller": true }]))
                 .unwrap_or(json!([]));
-            Cached::new(json!({ "metadata": { "name": name, "ownerReferences": refs } }))
+            json!({ "metadata": { "name": name, "ownerReferences": refs } })
         };
         let order: Vec<String> = prioritize(vec![
             pod("a", Some("rs1")),
@@ -430,7 +427,7 @@ mod tests {
             pod("e", Some("rs1")),
         ])
         .iter()
-        .map(|p| object::name(p.value()).unwrap_or_default().to_string())
+        .map(|p| object::name(p).unwrap_or_default().to_string())
         .collect();
         assert_eq!(order, ["a", "c", "d", "b", "e"]);
     }
