@@ -79,7 +79,7 @@ const STREAM_CONTENT_TYPES: &[&str] = &[
 
 /// The Swagger 2.0 document served at `/openapi/v2` (JSON), parsed from [`v2_document`].
 pub fn openapi_v2() -> Value {
-    serde_json::from_slice(v2_document().bytes()).unwrap_or(Value::Null)
+    serde_json::from_slice(&v2_document().json()).unwrap_or(Value::Null)
 }
 
 fn build_v2() -> Value {
@@ -126,7 +126,7 @@ pub fn openapi_v3_index(hash_of: impl Fn(&str) -> String) -> Value {
 /// `api`, `apis` or `version`), or `None` for a path the server does not serve. Parsed from
 /// [`v3_document`].
 pub fn openapi_v3_group_version(path: &str) -> Option<Value> {
-    serde_json::from_slice(v3_document(path)?.bytes()).ok()
+    serde_json::from_slice(&v3_document(path)?.json()).ok()
 }
 
 /// Every document path of the `/openapi/v3` index, sorted.
@@ -146,24 +146,41 @@ pub fn v3_paths() -> Vec<String> {
     paths.into_iter().collect()
 }
 
-/// A serialized document and its content hash.
+/// A serialized document, kept gzipped (the v3 documents are 3.6 MiB of JSON, a tenth of
+/// that compressed, and a server keeps them for its lifetime), and its content hash.
 #[derive(Debug)]
 pub struct Document {
-    bytes: Vec<u8>,
+    gzip: Vec<u8>,
     hash: String,
 }
 
 impl Document {
     fn new(value: &Value) -> Document {
+        use std::io::Write;
         // Serializing a `Value` cannot fail: every key is a string.
-        let bytes = serde_json::to_vec(value).unwrap_or_default();
-        let hash = content_hash(&bytes);
-        Document { bytes, hash }
+        let json = serde_json::to_vec(value).unwrap_or_default();
+        let hash = content_hash(&json);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        // Writing to a Vec cannot fail.
+        let gzip = gz
+            .write_all(&json)
+            .and_then(|()| gz.finish())
+            .unwrap_or_default();
+        Document { gzip, hash }
+    }
+
+    /// The compact JSON, gzipped (for `Content-Encoding: gzip`).
+    pub fn gzip(&self) -> &[u8] {
+        &self.gzip
     }
 
     /// The compact JSON.
-    pub fn bytes(&self) -> &[u8] {
-        &self.bytes
+    pub fn json(&self) -> Vec<u8> {
+        use std::io::Read;
+        let mut json = Vec::new();
+        // The data was compressed in this process from a Vec: it decompresses.
+        let _ = flate2::read::GzDecoder::new(self.gzip.as_slice()).read_to_end(&mut json);
+        json
     }
 
     /// The content hash: the `?hash=` of the document's URL in the v3 index.

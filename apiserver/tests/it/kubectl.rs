@@ -1,6 +1,6 @@
 //! kubectl 1.32 as a real client: what a user types, and what they see.
 
-use crate::common::TestApi;
+use crate::common::{TestApi, TOKEN};
 use std::io::{BufRead, BufReader};
 use std::time::{Duration, Instant};
 
@@ -80,6 +80,63 @@ async fn api_resources_and_explain() {
     assert!(out.contains("image"), "{out}");
     let out = api.kubectl_ok(&["explain", "deployment.spec.replicas"]);
     assert!(out.contains("replicas"), "{out}");
+}
+
+/// The OpenAPI documents are kept gzipped: a client that accepts gzip (kubectl, curl
+/// --compressed) gets them so, any other the plain JSON; both read the same document.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_documents_are_sent_gzipped_to_clients_that_take_gzip() {
+    let api = TestApi::start().await;
+    let auth = format!("Authorization: Bearer {TOKEN}");
+    let get = |path: &str, extra: &[&str]| {
+        let headers = tempfile::NamedTempFile::new().unwrap();
+        let out = std::process::Command::new("curl")
+            .args(["-sSk", "--fail", "--max-time", "20", "-H", &auth, "-D"])
+            .arg(headers.path())
+            .args(extra)
+            .arg(format!("{}{path}", api.base_url()))
+            .output()
+            .expect("curl runs");
+        assert!(
+            out.status.success(),
+            "{path}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let headers = std::fs::read_to_string(headers.path())
+            .unwrap()
+            .to_lowercase();
+        (headers, out.stdout)
+    };
+    for path in ["/openapi/v2", "/openapi/v3", "/openapi/v3/api/v1"] {
+        let (plain_headers, plain) = get(path, &[]);
+        let (gzip_headers, gzipped) = get(path, &["--compressed"]);
+        let (raw_headers, raw) = get(path, &["-H", "Accept-Encoding: gzip"]);
+        assert!(
+            !plain_headers.contains("content-encoding"),
+            "{plain_headers}"
+        );
+        assert!(
+            gzip_headers.contains("content-encoding: gzip"),
+            "{gzip_headers}"
+        );
+        assert!(
+            raw.len() * 2 < plain.len(),
+            "{path}: {} of {} bytes",
+            raw.len(),
+            plain.len()
+        );
+        assert!(
+            raw_headers.contains("vary: accept-encoding"),
+            "{raw_headers}"
+        );
+        let plain: serde_json::Value = serde_json::from_slice(&plain).unwrap();
+        let gzipped: serde_json::Value = serde_json::from_slice(&gzipped).unwrap();
+        assert_eq!(plain, gzipped, "{path}");
+        assert!(plain.get("paths").is_some_and(|p| p.is_object()), "{path}");
+    }
+    // kubectl takes them gzipped and reads them (apply's schema, explain).
+    let out = api.kubectl_ok(&["explain", "pods.spec.nodeName"]);
+    assert!(out.contains("nodeName"), "{out}");
 }
 
 const DEPLOYMENT: &str = r#"
