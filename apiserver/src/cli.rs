@@ -11,6 +11,7 @@ pub fn main(args: Vec<OsString>) {
     // The caller's arguments, not the process's: behind pikube they follow its subcommand.
     let options: Options = component_base::options::parse_from_or_exit(args);
     component_base::logging::init(options.verbosity);
+    component_base::memory::start_trimmer();
     let config = match options.into_config() {
         Ok(c) => c,
         Err(e) => {

@@ -2,13 +2,14 @@
 //! shutdown signals, metrics encoding, the /healthz /livez /readyz /metrics server with
 //! delegated authentication and authorization,
 //! leader election on a Lease, systemd readiness notification, client-side apiserver
-//! failover, and the exit code for bad configuration.
+//! failover, a background heap trimmer, and the exit code for bad configuration.
 
 pub mod delegated_auth;
 pub mod failover;
 pub mod files;
 pub mod leader_election;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod nft;
 pub mod options;

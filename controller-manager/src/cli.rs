@@ -25,6 +25,7 @@ pub fn main(args: Vec<OsString>) {
 #[tokio::main(flavor = "current_thread")]
 async fn run(options: Options) {
     logging::init(options.verbosity);
+    component_base::memory::start_trimmer();
     let mut resolved = match options.resolve() {
         Ok(r) => r,
         Err(e) => {

@@ -20,6 +20,7 @@ pub fn main(args: Vec<OsString>) {
 #[tokio::main(flavor = "current_thread")]
 async fn run(options: Options) {
     logging::init(options.verbosity);
+    component_base::memory::start_trimmer();
     let settings = match options.resolve() {
         Ok(s) => s,
         Err(e) => {

@@ -19,6 +19,7 @@ pub fn main(args: Vec<OsString>) {
 #[tokio::main]
 async fn run(options: Options) {
     logging::init(options.verbosity);
+    component_base::memory::start_trimmer();
     let resolved = match options.resolve() {
         Ok(r) => r,
         Err(e) => {
