@@ -62,8 +62,11 @@ pub struct Cached {
     labels: Box<[(Box<str>, Box<str>)]>,
     /// The kind's selectable fields (`None`: not an object, which no field selector
     /// matches), named as in `supported_fields`, sorted by name.
-    fields: Option<Box<[(&'static str, Box<str>)]>>,
+    fields: Option<SelectableFields>,
 }
+
+/// Field name (from `supported_fields`) and value, sorted by name.
+type SelectableFields = Box<[(&'static str, Box<str>)]>;
 
 impl Cached {
     pub fn new(info: &ResourceInfo, value: &Value) -> Arc<Cached> {

@@ -54,7 +54,7 @@ async fn default_priority_class(api: &Apiserver) -> ApiResult<Option<Value>> {
         .into_iter()
         .map(|pc| pc.value())
         .filter(is_global_default)
-        .min_by_key(|pc| value(pc)))
+        .min_by_key(value))
 }
 
 /// Resolves a new Pod's priority. A priority or preemption policy the client set must

@@ -65,7 +65,7 @@ async fn service_account(
             tokio::time::sleep(interval).await;
         }
         if let Some(kv) = api.store.get(&key).await? {
-            return Ok(rest::decode_stored(api, info, &kv)?);
+            return rest::decode_stored(api, info, &kv);
         }
     }
     Err(a.forbidden(format!(
