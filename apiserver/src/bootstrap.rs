@@ -150,11 +150,7 @@ pub async fn run(api: &Arc<Apiserver>) -> ApiResult<()> {
         let (services, _) = cache.list(&object::resource_prefix(svc_info));
         crate::registry::core::services::rebuild(
             &mut api.services.lock(),
-            services
-                .iter()
-                .map(|s| s.value())
-                .collect::<Vec<_>>()
-                .iter(),
+            services.iter().map(|s| s.value()),
         );
         api.allocators_rebuilt
             .store(true, std::sync::atomic::Ordering::Release);

@@ -82,9 +82,9 @@ fn held(svc: &Value) -> Held {
 }
 
 /// Records the Services found in storage at start.
-pub fn rebuild<'a>(alloc: &mut ServiceAllocators, services: impl Iterator<Item = &'a Value>) {
+pub fn rebuild(alloc: &mut ServiceAllocators, services: impl Iterator<Item = Value>) {
     for svc in services {
-        let h = held(svc);
+        let h = held(&svc);
         for ip in h.ips {
             if let Err(e) = alloc.ips.allocate(ip) {
                 tracing::warn!(%ip, error = %e, "stored Service holds an IP that cannot be recorded");
